@@ -1,0 +1,39 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "ProductKeyMemoryStore",
+    products: [
+        .library(name: "MemoryStore", targets: ["MemoryStore"]),
+        .executable(name: "memtool", targets: ["memtool"]),
+    ],
+    dependencies: [
+        // The CLI's parsing, help and validation; a well-kept library beats hand-rolled argv code.
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        .systemLibrary(
+            name: "CLMDB",
+            pkgConfig: "lmdb",
+            providers: [.apt(["liblmdb-dev"])]
+        ),
+        .systemLibrary(
+            name: "CZstd",
+            pkgConfig: "libzstd",
+            providers: [.apt(["libzstd-dev"])]
+        ),
+        .target(
+            name: "MemoryStore",
+            dependencies: ["CLMDB", "CZstd"]
+        ),
+        .executableTarget(
+            name: "memtool",
+            dependencies: [
+                "MemoryStore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .testTarget(name: "MemoryStoreTests", dependencies: ["MemoryStore"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,170 @@
+/// Encodes and decodes one shard blob (Spec/FORMAT.md, "Shards").
+///
+/// A blob is a 32-byte header, then for the `zstd` codec one 8-byte entry per byte plane,
+/// then the payload. The header's checksum is XXH64 of the decoded rows, checked on every decode.
+enum ShardCodec {
+    static let magic: UInt32 = 0x3153_4B50  // "PKS1" read as a little-endian u32
+    static let headerSize = 32
+    static let planeEntrySize = 8
+
+    enum PlaneMode: UInt8 { case stored = 0, zstd = 1 }
+
+    struct Header {
+        var codec: CodecKind
+        var elementType: ElementType
+        var planeCount: Int
+        var usesDictionary: Bool
+        var rowCount: Int
+        var dim: Int
+        var shardIndex: Int
+        var checksum: UInt64
+    }
+
+    /// Encodes `rows` (little-endian elements of `layout.elementType`) as shard `index`.
+    static func encode(_ rows: UnsafeRawBufferPointer, shard index: Int, layout: TableLayout,
+                       compressor: ZstdCompressor?, scratch: inout [UInt8]) -> [UInt8] {
+        let rowCount = rows.count / layout.rowBytes
+        let checksum = XXH64.hash(rows)
+        var out: [UInt8]
+        switch layout.codec {
+        case .raw:
+            out = [UInt8](repeating: 0, count: headerSize + rows.count)
+            out.withUnsafeMutableBytes { o in
+                writeHeader(o, codec: 0, layout: layout, planes: 0, rowCount: rowCount, shard: index, checksum: checksum)
+                o.baseAddress!.advanced(by: headerSize).copyMemory(from: rows.baseAddress!, byteCount: rows.count)
+            }
+        case .zstd:
+            let s = layout.elementType.size
+            let count = rows.count / s
+            if scratch.count < rows.count { scratch = [UInt8](repeating: 0, count: rows.count) }
+            let bound = ZstdDecompressor.bound(count)
+            var frame = [UInt8](repeating: 0, count: bound)
+            let tableSize = headerSize + s * planeEntrySize
+            out = [UInt8]()
+            out.reserveCapacity(tableSize + rows.count)
+            out.append(contentsOf: repeatElement(0, count: tableSize))
+            scratch.withUnsafeMutableBytes { planes in
+                BytePlanes.split(rows.baseAddress!, count: count, elementSize: s, into: planes.baseAddress!)
+                for p in 0..<s {
+                    let plane = UnsafeRawBufferPointer(rebasing: planes[(p * count)..<((p + 1) * count)])
+                    // Keep a plane compressed only when it saves at least 1/64 of its size.
+                    let n = frame.withUnsafeMutableBytes { compressor!.compress(plane, into: $0) }
+                    let entry = headerSize + p * planeEntrySize
+                    if let n, n < count - count / 64 {
+                        out[entry] = PlaneMode.zstd.rawValue
+                        store(UInt32(n), at: entry + 4, in: &out)
+                        out.append(contentsOf: frame[0..<n])
+                    } else {
+                        out[entry] = PlaneMode.stored.rawValue
+                        store(UInt32(count), at: entry + 4, in: &out)
+                        out.append(contentsOf: plane)
+                    }
+                }
+            }
+            out.withUnsafeMutableBytes { o in
+                writeHeader(o, codec: 1, layout: layout, planes: s, rowCount: rowCount, shard: index, checksum: checksum)
+            }
+        }
+        return out
+    }
+
+    private static func store(_ v: UInt32, at offset: Int, in out: inout [UInt8]) {
+        withUnsafeBytes(of: v.littleEndian) { for i in 0..<4 { out[offset + i] = $0[i] } }
+    }
+
+    private static func writeHeader(_ o: UnsafeMutableRawBufferPointer, codec: UInt8, layout: TableLayout,
+                                    planes: Int, rowCount: Int, shard: Int, checksum: UInt64) {
+        o.storeBytes(of: magic.littleEndian, toByteOffset: 0, as: UInt32.self)
+        o[4] = codec
+        o[5] = layout.elementType.code
+        o[6] = UInt8(planes)
+        o[7] = layout.dictionary && codec == 1 ? 1 : 0
+        o.storeBytes(of: UInt32(rowCount).littleEndian, toByteOffset: 8, as: UInt32.self)
+        o.storeBytes(of: UInt32(layout.dim).littleEndian, toByteOffset: 12, as: UInt32.self)
+        o.storeBytes(of: UInt64(shard).littleEndian, toByteOffset: 16, as: UInt64.self)
+        o.storeBytes(of: checksum.littleEndian, toByteOffset: 24, as: UInt64.self)
+    }
+
+    /// Parses and checks a header against what the manifest says shard `index` must be.
+    static func header(of blob: UnsafeRawBufferPointer, shard index: Int, layout: TableLayout) throws -> Header {
+        let rows = layout.rowRange(ofShard: index)
+        func corrupt(_ why: String) -> StoreError { .corruptShard(shard: index, rows: rows, reason: why) }
+        guard blob.count >= headerSize else { throw corrupt("blob is \(blob.count) bytes, shorter than the \(headerSize)-byte header") }
+        guard blob.loadUnaligned(fromByteOffset: 0, as: UInt32.self).littleEndian == magic else { throw corrupt("bad magic") }
+        let codec: CodecKind
+        switch blob[4] {
+        case 0: codec = .raw
+        case 1: codec = .zstd
+        default: throw corrupt("unknown codec \(blob[4])")
+        }
+        guard let type = ElementType(code: blob[5]), type == layout.elementType else {
+            throw corrupt("element type code \(blob[5]) disagrees with the manifest (\(layout.elementType.rawValue))")
+        }
+        let header = Header(
+            codec: codec, elementType: type, planeCount: Int(blob[6]), usesDictionary: blob[7] & 1 != 0,
+            rowCount: Int(blob.loadUnaligned(fromByteOffset: 8, as: UInt32.self).littleEndian),
+            dim: Int(blob.loadUnaligned(fromByteOffset: 12, as: UInt32.self).littleEndian),
+            shardIndex: Int(truncatingIfNeeded: blob.loadUnaligned(fromByteOffset: 16, as: UInt64.self).littleEndian),
+            checksum: blob.loadUnaligned(fromByteOffset: 24, as: UInt64.self).littleEndian)
+        guard header.shardIndex == index else { throw corrupt("header says shard \(header.shardIndex)") }
+        guard header.rowCount == rows.count else { throw corrupt("header says \(header.rowCount) rows, the manifest \(rows.count)") }
+        guard header.dim == layout.dim else { throw corrupt("header says dim \(header.dim), the manifest \(layout.dim)") }
+        switch codec {
+        case .raw:
+            guard header.planeCount == 0 else { throw corrupt("raw shard with \(header.planeCount) planes") }
+            guard blob.count == headerSize + rows.count * layout.rowBytes else {
+                throw corrupt("raw blob is \(blob.count) bytes, expected \(headerSize + rows.count * layout.rowBytes)")
+            }
+        case .zstd:
+            guard header.planeCount == type.size else { throw corrupt("\(header.planeCount) planes for \(type.size)-byte elements") }
+            guard blob.count >= headerSize + header.planeCount * planeEntrySize else { throw corrupt("plane table is truncated") }
+        }
+        return header
+    }
+
+    /// Decodes a checked blob into `destination` (exactly rowCount x rowBytes bytes) and verifies the checksum.
+    static func decode(_ blob: UnsafeRawBufferPointer, header: Header, layout: TableLayout,
+                       into destination: UnsafeMutableRawBufferPointer, scratch: inout [UInt8],
+                       decompressor: ZstdDecompressor, dictionary: ZstdDictionary?) throws {
+        let rows = layout.rowRange(ofShard: header.shardIndex)
+        func corrupt(_ why: String) -> StoreError { .corruptShard(shard: header.shardIndex, rows: rows, reason: why) }
+        let size = header.rowCount * layout.rowBytes
+        precondition(destination.count == size)
+        switch header.codec {
+        case .raw:
+            destination.copyMemory(from: UnsafeRawBufferPointer(rebasing: blob[headerSize...]))
+        case .zstd:
+            let s = header.planeCount
+            let count = size / s
+            if scratch.count < size { scratch = [UInt8](repeating: 0, count: size) }
+            var offset = headerSize + s * planeEntrySize
+            if header.usesDictionary && dictionary == nil { throw corrupt("compressed with a dictionary the store does not hold") }
+            try scratch.withUnsafeMutableBytes { planes in
+                for p in 0..<s {
+                    let entry = headerSize + p * planeEntrySize
+                    let length = Int(blob.loadUnaligned(fromByteOffset: entry + 4, as: UInt32.self).littleEndian)
+                    guard length <= blob.count - offset else { throw corrupt("plane \(p) runs past the end of the blob") }
+                    let payload = UnsafeRawBufferPointer(rebasing: blob[offset..<(offset + length)])
+                    let plane = UnsafeMutableRawBufferPointer(rebasing: planes[(p * count)..<((p + 1) * count)])
+                    switch PlaneMode(rawValue: blob[entry]) {
+                    case .stored:
+                        guard length == count else { throw corrupt("stored plane \(p) is \(length) bytes, expected \(count)") }
+                        plane.copyMemory(from: payload)
+                    case .zstd:
+                        do {
+                            try decompressor.decompress(payload, into: plane, dictionary: header.usesDictionary ? dictionary : nil)
+                        } catch { throw corrupt("plane \(p): \(error)") }
+                    case nil:
+                        throw corrupt("plane \(p) has unknown mode \(blob[entry])")
+                    }
+                    offset += length
+                }
+                guard offset == blob.count else { throw corrupt("\(blob.count - offset) trailing bytes") }
+                BytePlanes.join(planes.baseAddress!, count: count, elementSize: s, into: destination.baseAddress!)
+            }
+        }
+        guard XXH64.hash(UnsafeRawBufferPointer(destination)) == header.checksum else {
+            throw corrupt("checksum mismatch")
+        }
+    }
+}

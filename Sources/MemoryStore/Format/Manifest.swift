@@ -1,0 +1,143 @@
+import Foundation
+
+/// How shards are encoded (Spec/FORMAT.md, "Codecs").
+public enum CodecKind: String, Codable, Sendable, CaseIterable {
+    /// Rows stored as they are; read zero-copy from the map.
+    case raw
+    /// Byte planes (sign moved out of the exponent byte), each plane zstd-compressed when that pays.
+    case zstd
+}
+
+/// The layout of a value table: what a writer needs to know before the first row.
+public struct TableLayout: Codable, Sendable, Equatable {
+    public var elementType: ElementType
+    public var rows: Int
+    public var dim: Int
+    public var rowsPerShard: Int
+    public var codec: CodecKind
+    public var level: Int
+    /// Whether shards were compressed with the trained dictionary stored as tensor `__zstd_dictionary`.
+    public var dictionary: Bool
+
+    /// The raw shard size that the default rows-per-shard aims at (Spec/FORMAT.md, "Shard size").
+    public static let defaultShardBytes = 64 << 10
+
+    public init(elementType: ElementType, rows: Int, dim: Int, rowsPerShard: Int? = nil,
+                codec: CodecKind = .zstd, level: Int = 3, dictionary: Bool = false) {
+        self.elementType = elementType
+        self.rows = rows
+        self.dim = dim
+        self.rowsPerShard = rowsPerShard ?? Self.defaultRowsPerShard(dim: dim, elementType: elementType)
+        self.codec = codec
+        self.level = level
+        self.dictionary = dictionary
+    }
+
+    /// The largest power of two of rows whose raw bytes fit in ``defaultShardBytes`` (at least 1).
+    public static func defaultRowsPerShard(dim: Int, elementType: ElementType) -> Int {
+        let rowBytes = max(1, dim * elementType.size)
+        var rows = 1
+        while rows * 2 * rowBytes <= defaultShardBytes { rows *= 2 }
+        return rows
+    }
+
+    public var rowBytes: Int { dim * elementType.size }
+    public var shardCount: Int { rows == 0 ? 0 : (rows + rowsPerShard - 1) / rowsPerShard }
+    public var rawBytes: Int { rows * rowBytes }
+
+    /// The rows held by shard `index`.
+    public func rowRange(ofShard index: Int) -> Range<Int> {
+        let start = index * rowsPerShard
+        return start..<min(rows, start + rowsPerShard)
+    }
+
+    /// Checks the limits of Spec/FORMAT.md; throws a message naming the bad field.
+    public func validate() throws {
+        func bad(_ s: String) -> StoreError { .invalidArgument("invalid table layout: \(s)") }
+        guard rows >= 1 else { throw bad("rows must be at least 1 (got \(rows))") }
+        guard rows <= 1 << 40 else { throw bad("rows must be at most 2^40 (got \(rows))") }
+        guard dim >= 1, dim <= 1 << 20 else { throw bad("dim must be in 1...2^20 (got \(dim))") }
+        guard rowsPerShard >= 1 else { throw bad("rows per shard must be at least 1 (got \(rowsPerShard))") }
+        guard rowsPerShard * rowBytes <= 1 << 28 else {
+            throw bad("a shard may hold at most 256 MiB of raw rows (\(rowsPerShard) x \(rowBytes) bytes)")
+        }
+        guard (1...22).contains(level) || codec == .raw else { throw bad("zstd level must be in 1...22 (got \(level))") }
+        guard !(dictionary && codec == .raw) else { throw bad("a dictionary needs the zstd codec") }
+    }
+}
+
+/// The store's identity record (`meta/manifest`), written once when a store is created.
+public struct Manifest: Codable, Sendable, Equatable {
+    public static let formatName = "pkm-store"
+    /// The format version this code writes and the newest it reads.
+    public static let currentVersion = 1
+
+    public var format: String
+    public var formatVersion: Int
+    public var table: TableLayout
+    public var createdBy: String
+    public var createdAt: String
+    /// Free-form string pairs from the importer (for example the source file).
+    public var metadata: [String: String]
+
+    public init(table: TableLayout, metadata: [String: String] = [:]) {
+        self.format = Self.formatName
+        self.formatVersion = Self.currentVersion
+        self.table = table
+        self.createdBy = "memtool \(memtoolVersion)"
+        self.createdAt = ISO8601DateFormatter().string(from: Date())
+        self.metadata = metadata
+    }
+
+    func encoded() throws -> Data {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        return try encoder.encode(self)
+    }
+
+    /// Decodes and checks a manifest; refuses other formats and newer versions.
+    static func decode(_ bytes: UnsafeRawBufferPointer) throws -> Manifest {
+        let data = Data(bytes)
+        // Read the version first, so a newer store is refused with that reason, not a field error.
+        guard let probe = try? JSONDecoder().decode(ManifestVersionProbe.self, from: data) else {
+            throw StoreError.badManifest("not a JSON object")
+        }
+        guard probe.format == formatName else {
+            throw StoreError.badManifest("format is '\(probe.format ?? "missing")', expected '\(formatName)'")
+        }
+        guard let version = probe.formatVersion else { throw StoreError.badManifest("formatVersion is missing") }
+        guard version <= currentVersion else { throw StoreError.unsupportedVersion(found: version, supported: currentVersion) }
+        guard version >= 1 else { throw StoreError.badManifest("formatVersion \(version) is not valid") }
+        let manifest: Manifest
+        do {
+            manifest = try JSONDecoder().decode(Manifest.self, from: data)
+        } catch let DecodingError.keyNotFound(key, _) {
+            throw StoreError.badManifest("field '\(key.stringValue)' is missing")
+        } catch let DecodingError.dataCorrupted(context) {
+            throw StoreError.badManifest("field '\(context.codingPath.map(\.stringValue).joined(separator: "."))' has a bad value")
+        } catch let DecodingError.typeMismatch(_, context) {
+            throw StoreError.badManifest("field '\(context.codingPath.map(\.stringValue).joined(separator: "."))' has the wrong type")
+        } catch {
+            throw StoreError.badManifest("\(error)")
+        }
+        do { try manifest.table.validate() } catch let StoreError.invalidArgument(why) { throw StoreError.badManifest(why) }
+        return manifest
+    }
+}
+
+/// The two fields every manifest version keeps, read before the rest.
+private struct ManifestVersionProbe: Decodable {
+    var format: String?
+    var formatVersion: Int?
+}
+
+/// The import progress record (`meta/state`), rewritten in the same transaction as each batch of shards.
+public struct ImportState: Codable, Sendable, Equatable {
+    /// Rows durably stored, a prefix of the table: always a multiple of rows-per-shard until complete.
+    public var rowsCommitted: Int
+    /// True once every row is stored; a store that is not complete refuses to serve lookups.
+    public var complete: Bool
+}
+
+/// The version string written into manifests.
+public let memtoolVersion = "0.1.0"

@@ -1,0 +1,130 @@
+import CLMDB
+import Foundation
+
+/// One LMDB environment in a single file (`MDB_NOSUBDIR`), with the named databases of a store.
+///
+/// LMDB environments are thread-safe; with `MDB_NOTLS` read transactions are not tied to a
+/// thread, so a reset transaction can be renewed on any thread. Write transactions are
+/// serialised by LMDB itself.
+final class Environment: @unchecked Sendable {
+    // Invariant: `handle` and the dbi values are fixed after init and freed only in deinit.
+    let handle: OpaquePointer
+    let readOnly: Bool
+    let path: String
+    private(set) var meta: MDB_dbi = 0
+    private(set) var tensors: MDB_dbi = 0
+    private(set) var shards: MDB_dbi = 0
+
+    static let metaName = "meta"
+    static let tensorsName = "tensors"
+    static let shardsName = "shards"
+
+    /// Opens (and with `create`, makes) the environment at `path`.
+    init(path: String, readOnly: Bool, create: Bool = false, mapSize: Int = 1 << 30, maxReaders: Int = 126) throws {
+        var env: OpaquePointer?
+        try check(mdb_env_create(&env))
+        guard let env else { throw LMDBError.invalid }
+        self.handle = env
+        self.readOnly = readOnly
+        self.path = path
+        do {
+            try check(mdb_env_set_maxdbs(env, 4))
+            try check(mdb_env_set_maxreaders(env, UInt32(maxReaders)))
+            if !readOnly { try check(mdb_env_set_mapsize(env, mapSize)) }
+            var flags = UInt32(MDB_NOSUBDIR | MDB_NOTLS)
+            if readOnly { flags |= UInt32(MDB_RDONLY | MDB_NORDAHEAD) }
+            if !create && !FileManager.default.fileExists(atPath: path) {
+                throw StoreError.notFound(path: path)
+            }
+            try check(mdb_env_open(env, path, flags, 0o644))
+            // Clear reader slots left by processes that died holding a read transaction.
+            var dead: Int32 = 0
+            _ = mdb_reader_check(env, &dead)
+            try openDatabases(create: create)
+        } catch {
+            mdb_env_close(env)
+            if let error = error as? LMDBError, error == .invalid || error == .versionMismatch {
+                throw StoreError.notAStore(path: path, reason: error.description)
+            }
+            throw error
+        }
+    }
+
+    deinit { mdb_env_close(handle) }
+
+    private func openDatabases(create: Bool) throws {
+        var txn: OpaquePointer?
+        try check(mdb_txn_begin(handle, nil, readOnly ? UInt32(MDB_RDONLY) : 0, &txn))
+        do {
+            let flags = create ? UInt32(MDB_CREATE) : 0
+            for (name, slot) in [(Self.metaName, 0), (Self.tensorsName, 1), (Self.shardsName, 2)] {
+                var dbi: MDB_dbi = 0
+                let rc = mdb_dbi_open(txn, name, flags, &dbi)
+                if rc == MDB_NOTFOUND { throw StoreError.notAStore(path: path, reason: "database '\(name)' is missing") }
+                try check(rc)
+                switch slot {
+                case 0: meta = dbi
+                case 1: tensors = dbi
+                default: shards = dbi
+                }
+            }
+            try check(mdb_txn_commit(txn))
+        } catch {
+            mdb_txn_abort(txn)
+            throw error
+        }
+    }
+
+    /// Page size, map size and the last page in use, as LMDB reports them.
+    var info: (pageSize: Int, mapSize: Int, lastPage: Int, readersUsed: Int, maxReaders: Int) {
+        var stat = MDB_stat()
+        mdb_env_stat(handle, &stat)
+        var info = MDB_envinfo()
+        mdb_env_info(handle, &info)
+        return (Int(stat.ms_psize), info.me_mapsize, info.me_last_pgno, Int(info.me_numreaders), Int(info.me_maxreaders))
+    }
+
+    /// Grows the map. Only valid when this process has no transaction open.
+    func setMapSize(_ bytes: Int) throws {
+        try check(mdb_env_set_mapsize(handle, bytes))
+    }
+
+    /// Adopts a map size grown by another process (after `MDB_MAP_RESIZED`).
+    func adoptGrownMap() throws {
+        try check(mdb_env_set_mapsize(handle, 0))
+    }
+
+    /// Writes a compacted copy of the environment to `path` (`MDB_CP_COMPACT`).
+    func copyCompacted(to path: String) throws {
+        try check(mdb_env_copy2(handle, path, UInt32(MDB_CP_COMPACT)))
+    }
+
+    /// Runs `body` in a write transaction: committed when it returns, aborted when it throws.
+    func write<T>(_ body: (WriteTransaction) throws -> T) throws -> T {
+        var txn: OpaquePointer?
+        try check(mdb_txn_begin(handle, nil, 0, &txn))
+        let transaction = WriteTransaction(handle: txn!, env: self)
+        let result: T
+        do {
+            result = try body(transaction)
+        } catch {
+            mdb_txn_abort(txn)
+            throw error
+        }
+        try check(mdb_txn_commit(txn))
+        return result
+    }
+
+    /// Runs `body` in a short read transaction.
+    func read<T>(_ body: (ReadTransaction) throws -> T) throws -> T {
+        let txn = try ReadTransaction(env: self)
+        return try body(txn)
+    }
+
+    /// Statistics of one database: depth and page counts.
+    func stat(_ dbi: MDB_dbi, in txn: ReadTransaction) -> MDB_stat {
+        var s = MDB_stat()
+        mdb_stat(txn.handle, dbi, &s)
+        return s
+    }
+}

@@ -1,0 +1,110 @@
+import CLMDB
+
+/// A read-only LMDB transaction. Reset and renewed rather than freed when reused, so that a
+/// hot path pays no allocation; not `Sendable`: one thread uses it at a time.
+final class ReadTransaction {
+    private(set) var handle: OpaquePointer
+    private var active = true
+    unowned let env: Environment
+
+    init(env: Environment) throws {
+        self.env = env
+        var txn: OpaquePointer?
+        var rc = mdb_txn_begin(env.handle, nil, UInt32(MDB_RDONLY), &txn)
+        if rc == MDB_MAP_RESIZED {
+            // Another process grew the map: adopt the new size and retry once.
+            try env.adoptGrownMap()
+            rc = mdb_txn_begin(env.handle, nil, UInt32(MDB_RDONLY), &txn)
+        }
+        try check(rc)
+        self.handle = txn!
+    }
+
+    deinit { mdb_txn_abort(handle) }
+
+    /// Releases the snapshot but keeps the reader slot, so `renew()` is cheap.
+    func reset() {
+        if active { mdb_txn_reset(handle); active = false }
+    }
+
+    /// Takes a fresh snapshot after `reset()`.
+    func renew() throws {
+        if active { return }
+        var rc = mdb_txn_renew(handle)
+        if rc == MDB_MAP_RESIZED {
+            try env.adoptGrownMap()
+            rc = mdb_txn_renew(handle)
+        }
+        try check(rc)
+        active = true
+    }
+
+    /// Calls `body` with the bytes stored under `key`, or nil when absent.
+    /// The buffer points into the map: it must not escape `body`.
+    func withValue<T>(_ dbi: MDB_dbi, key: UnsafeRawBufferPointer, _ body: (UnsafeRawBufferPointer?) throws -> T) throws -> T {
+        var k = MDB_val(mv_size: key.count, mv_data: UnsafeMutableRawPointer(mutating: key.baseAddress))
+        var v = MDB_val()
+        let rc = mdb_get(handle, dbi, &k, &v)
+        if rc == MDB_NOTFOUND { return try body(nil) }
+        try check(rc)
+        return try body(UnsafeRawBufferPointer(start: v.mv_data, count: v.mv_size))
+    }
+
+    /// Number of entries in a database.
+    func count(_ dbi: MDB_dbi) -> Int {
+        var s = MDB_stat()
+        mdb_stat(handle, dbi, &s)
+        return Int(s.ms_entries)
+    }
+}
+
+/// A write transaction, valid only inside `Environment.write`.
+struct WriteTransaction {
+    let handle: OpaquePointer
+    unowned let env: Environment
+
+    /// Stores `value` under `key`; with `append`, keys must arrive in increasing order
+    /// (`MDB_APPEND`), which makes bulk loads write each page once.
+    func put(_ dbi: MDB_dbi, key: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer, append: Bool = false) throws {
+        var k = MDB_val(mv_size: key.count, mv_data: UnsafeMutableRawPointer(mutating: key.baseAddress))
+        var v = MDB_val(mv_size: value.count, mv_data: UnsafeMutableRawPointer(mutating: value.baseAddress))
+        try check(mdb_put(handle, dbi, &k, &v, append ? UInt32(MDB_APPEND) : 0))
+    }
+
+    /// Reserves `count` bytes under `key` and lets `fill` write them in place (`MDB_RESERVE`).
+    func reserve(_ dbi: MDB_dbi, key: UnsafeRawBufferPointer, count: Int, append: Bool, fill: (UnsafeMutableRawBufferPointer) -> Void) throws {
+        var k = MDB_val(mv_size: key.count, mv_data: UnsafeMutableRawPointer(mutating: key.baseAddress))
+        var v = MDB_val(mv_size: count, mv_data: nil)
+        let flags = UInt32(MDB_RESERVE) | (append ? UInt32(MDB_APPEND) : 0)
+        try check(mdb_put(handle, dbi, &k, &v, flags))
+        fill(UnsafeMutableRawBufferPointer(start: v.mv_data, count: count))
+    }
+
+    func delete(_ dbi: MDB_dbi, key: UnsafeRawBufferPointer) throws {
+        var k = MDB_val(mv_size: key.count, mv_data: UnsafeMutableRawPointer(mutating: key.baseAddress))
+        let rc = mdb_del(handle, dbi, &k, nil)
+        if rc != MDB_NOTFOUND { try check(rc) }
+    }
+
+    func get(_ dbi: MDB_dbi, key: UnsafeRawBufferPointer) throws -> [UInt8]? {
+        var k = MDB_val(mv_size: key.count, mv_data: UnsafeMutableRawPointer(mutating: key.baseAddress))
+        var v = MDB_val()
+        let rc = mdb_get(handle, dbi, &k, &v)
+        if rc == MDB_NOTFOUND { return nil }
+        try check(rc)
+        return Array(UnsafeRawBufferPointer(start: v.mv_data, count: v.mv_size))
+    }
+
+    func count(_ dbi: MDB_dbi) -> Int {
+        var s = MDB_stat()
+        mdb_stat(handle, dbi, &s)
+        return Int(s.ms_entries)
+    }
+}
+
+/// The 8-byte big-endian key of shard `index`, so that key order is numeric order.
+@inline(__always)
+func withShardKey<T>(_ index: Int, _ body: (UnsafeRawBufferPointer) throws -> T) rethrows -> T {
+    var key = UInt64(index).bigEndian
+    return try withUnsafeBytes(of: &key, body)
+}

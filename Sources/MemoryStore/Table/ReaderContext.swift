@@ -1,0 +1,80 @@
+import Foundation
+import Synchronization
+
+/// What one reading thread needs: a reusable read transaction, a zstd context and scratch space.
+final class ReaderContext: @unchecked Sendable {
+    // Invariant: used by one thread at a time; handed between threads only through ReaderContextPool's locks.
+    let transaction: ReadTransaction
+    let decompressor = ZstdDecompressor()
+    var planes: [UInt8] = []
+    var shard: DecodedShard?
+    var order: [UInt64] = []
+
+    init(env: Environment) throws {
+        transaction = try ReadTransaction(env: env)
+        transaction.reset()
+    }
+
+    /// A scratch shard buffer of at least `byteCount` bytes, reused across calls.
+    func scratchShard(byteCount: Int) -> DecodedShard {
+        if let shard, shard.bytes.count >= byteCount { return shard }
+        let fresh = DecodedShard(byteCount: byteCount)
+        shard = fresh
+        return fresh
+    }
+}
+
+/// Reader contexts kept per stripe, picked by the calling thread, so concurrent readers
+/// rarely touch the same lock. A context holds an LMDB reader slot while pooled (reset, not
+/// aborted), which bounds the slots used to the peak number of concurrent readers.
+final class ReaderContextPool: Sendable {
+    private final class Stripe: Sendable {
+        let contexts = Mutex<[ReaderContext]>([])
+    }
+
+    private let stripes: [Stripe]
+    private let env: Environment
+
+    init(env: Environment, stripes count: Int = 8) {
+        self.env = env
+        stripes = (0..<count).map { _ in Stripe() }
+    }
+
+    /// Runs `body` with a context whose transaction sees the latest committed snapshot.
+    func withContext<T>(_ body: (ReaderContext) throws -> T) throws -> T {
+        let stripe = stripes[Int(UInt(bitPattern: pthread_self().hashValue) % UInt(stripes.count))]
+        let context = try stripe.contexts.withLock { $0.popLast() } ?? ReaderContext(env: env)
+        defer {
+            context.transaction.reset()
+            stripe.contexts.withLock { $0.append(context) }
+        }
+        try context.transaction.renew()
+        return try body(context)
+    }
+}
+
+/// A set of shard numbers with lock-free membership, for "checked once per open".
+final class ShardBitmap: @unchecked Sendable {
+    // Invariant: `words` is allocated in init, only touched through atomics, freed in deinit.
+    private let words: UnsafeMutablePointer<Atomic<UInt64>>
+    private let wordCount: Int
+
+    init(count: Int) {
+        wordCount = max(1, (count + 63) / 64)
+        words = .allocate(capacity: wordCount)
+        for i in 0..<wordCount { (words + i).initialize(to: Atomic(0)) }
+    }
+
+    deinit {
+        words.deinitialize(count: wordCount)
+        words.deallocate()
+    }
+
+    func contains(_ i: Int) -> Bool {
+        words[i >> 6].load(ordering: .acquiring) & (1 << UInt64(i & 63)) != 0
+    }
+
+    func insert(_ i: Int) {
+        words[i >> 6].bitwiseOr(1 << UInt64(i & 63), ordering: .releasing)
+    }
+}

@@ -1,0 +1,101 @@
+import Synchronization
+
+/// A decoded shard: its rows in the stored element type, in memory this object owns.
+final class DecodedShard: @unchecked Sendable {
+    // Invariant: written once by the decoding thread before it is shared, read-only afterwards.
+    let bytes: UnsafeMutableRawBufferPointer
+
+    init(byteCount: Int) {
+        bytes = UnsafeMutableRawBufferPointer.allocate(byteCount: max(byteCount, 1), alignment: 64)
+    }
+
+    deinit { bytes.deallocate() }
+}
+
+/// A byte-budgeted cache of decoded shards, split into stripes with a lock each so that
+/// readers of different shards do not contend. Each stripe evicts with CLOCK (second chance):
+/// a shard read since the hand last passed survives one more round, which keeps hot shards
+/// under skewed access at the cost of one bit per entry.
+final class ShardCache: Sendable {
+    private struct Slot {
+        var shard: Int
+        var entry: DecodedShard
+        var referenced: Bool
+    }
+
+    private struct Stripe {
+        var slots: [Slot] = []
+        var position: [Int: Int] = [:]
+        var hand = 0
+        var bytes = 0
+    }
+
+    private final class LockedStripe: Sendable {
+        let state = Mutex(Stripe())
+    }
+
+    private let stripes: [LockedStripe]
+    private let stripeBudget: Int
+    let budget: Int
+    private let hits = Atomic<Int>(0)
+    private let misses = Atomic<Int>(0)
+
+    /// - Parameter budget: the most bytes of decoded shards kept; 0 disables the cache.
+    init(budget: Int, stripes count: Int = 16) {
+        self.budget = max(0, budget)
+        stripes = (0..<count).map { _ in LockedStripe() }
+        stripeBudget = self.budget / count
+    }
+
+    /// The cached shard, marking it recently used.
+    func lookup(_ shard: Int) -> DecodedShard? {
+        guard budget > 0 else { return nil }
+        let found = stripes[shard % stripes.count].state.withLock { s -> DecodedShard? in
+            guard let i = s.position[shard] else { return nil }
+            s.slots[i].referenced = true
+            return s.slots[i].entry
+        }
+        return found
+    }
+
+    /// Inserts a decoded shard, evicting cold ones to stay within the budget.
+    func insert(_ shard: Int, _ entry: DecodedShard) {
+        let size = entry.bytes.count
+        guard budget > 0, size <= stripeBudget else { return }
+        stripes[shard % stripes.count].state.withLock { s in
+            if s.position[shard] != nil { return }
+            while s.bytes + size > stripeBudget && !s.slots.isEmpty {
+                if s.hand >= s.slots.count { s.hand = 0 }
+                if s.slots[s.hand].referenced {
+                    s.slots[s.hand].referenced = false
+                    s.hand += 1
+                } else {
+                    let victim = s.slots[s.hand]
+                    s.bytes -= victim.entry.bytes.count
+                    s.position[victim.shard] = nil
+                    let last = s.slots.count - 1
+                    if s.hand != last {
+                        s.slots[s.hand] = s.slots[last]
+                        s.position[s.slots[s.hand].shard] = s.hand
+                    }
+                    s.slots.removeLast()
+                }
+            }
+            s.position[shard] = s.slots.count
+            s.slots.append(Slot(shard: shard, entry: entry, referenced: false))
+            s.bytes += size
+        }
+    }
+
+    /// Counts a hit or a miss for the statistics.
+    func record(hits: Int, misses: Int) {
+        if hits > 0 { self.hits.wrappingAdd(hits, ordering: .relaxed) }
+        if misses > 0 { self.misses.wrappingAdd(misses, ordering: .relaxed) }
+    }
+
+    /// Hits, misses and bytes held.
+    var statistics: (hits: Int, misses: Int, bytes: Int) {
+        let bytes = stripes.reduce(0) { acc, s in acc + s.state.withLock { $0.bytes } }
+        return (hits.load(ordering: .relaxed), misses.load(ordering: .relaxed), bytes)
+    }
+}

@@ -1,0 +1,295 @@
+import CLMDB
+import Foundation
+
+/// A store opened for reading: the manifest, the named tensors and the value table.
+///
+/// Opening reads two small records and costs the same at every size. Reads are thread-safe
+/// and lock-free on LMDB's side; decoded `zstd` shards go through a shared ``cacheBytes`` budget,
+/// `raw` shards are read in place from the map.
+///
+/// ```swift
+/// let store = try Store.open(at: "memory.pkm")
+/// var out = [Float](repeating: 0, count: store.layout.dim)
+/// try store.gatherReduce(indices: [3, 17], weights: [0.25, 0.75], into: &out)
+/// ```
+public final class Store: @unchecked Sendable {
+    // Invariant: every stored property is immutable after init; mutable state lives in the
+    // thread-safe ShardCache, ShardBitmap and ReaderContextPool.
+    public let path: String
+    public let manifest: Manifest
+    /// Import progress at the time of opening.
+    public let state: ImportState
+    /// How long `open` took.
+    public let openDuration: Duration
+    let env: Environment
+    let cache: ShardCache
+    let dictionary: ZstdDictionary?
+    private let checkedRawShards: ShardBitmap
+    private let contexts: ReaderContextPool
+
+    public var layout: TableLayout { manifest.table }
+    public var isComplete: Bool { state.complete }
+    /// Rows that can be read: all of them once complete, the committed prefix otherwise.
+    public var readableRows: Int { state.complete ? layout.rows : state.rowsCommitted }
+
+    static let dictionaryTensor = "__zstd_dictionary"
+
+    /// Opens the store at `path` read-only.
+    /// - Parameter cacheBytes: budget for decoded shards of compressed tables (0 disables the cache).
+    public static func open(at path: String, cacheBytes: Int = 256 << 20) throws -> Store {
+        let clock = ContinuousClock()
+        let start = clock.now
+        let env = try Environment(path: path, readOnly: true)
+        return try Store(env: env, cacheBytes: cacheBytes, started: start)
+    }
+
+    private init(env: Environment, cacheBytes: Int, started: ContinuousClock.Instant) throws {
+        self.env = env
+        path = env.path
+        let (manifest, state, shardEntries) = try env.read { txn in
+            try (Self.readManifest(txn, env: env), Self.readState(txn, env: env), txn.count(env.shards))
+        }
+        guard let manifest else { throw StoreError.notAStore(path: env.path, reason: "it holds no manifest (its creation was interrupted)") }
+        guard let state else { throw StoreError.inconsistent("the import state record is missing") }
+        self.manifest = manifest
+        self.state = state
+        let table = manifest.table
+        guard state.rowsCommitted >= 0, state.rowsCommitted <= table.rows else {
+            throw StoreError.inconsistent("\(state.rowsCommitted) rows committed, but the table has \(table.rows)")
+        }
+        guard !state.complete || state.rowsCommitted == table.rows else {
+            throw StoreError.inconsistent("marked complete with \(state.rowsCommitted) of \(table.rows) rows")
+        }
+        let expectedShards = (state.rowsCommitted + table.rowsPerShard - 1) / table.rowsPerShard
+        guard shardEntries == expectedShards else {
+            throw StoreError.inconsistent("\(shardEntries) shards stored, the manifest and import state imply \(expectedShards)")
+        }
+        if table.dictionary {
+            let record = try env.read { txn in
+                try withName(Self.dictionaryTensor) { try txn.withValue(env.tensors, key: $0) { $0.map(Array.init) } }
+            }
+            guard let record else { throw StoreError.inconsistent("the manifest names a zstd dictionary the store does not hold") }
+            let tensor = try record.withUnsafeBytes { try Tensor.decode(record: $0, name: Self.dictionaryTensor) }
+            dictionary = try ZstdDictionary(bytes: tensor.bytes, level: Int32(table.level))
+        } else {
+            dictionary = nil
+        }
+        cache = ShardCache(budget: table.codec == .raw ? 0 : cacheBytes)
+        checkedRawShards = ShardBitmap(count: table.shardCount)
+        contexts = ReaderContextPool(env: env)
+        openDuration = ContinuousClock().now - started
+    }
+
+    static func readManifest(_ txn: ReadTransaction, env: Environment) throws -> Manifest? {
+        try withName("manifest") { key in
+            try txn.withValue(env.meta, key: key) { bytes in try bytes.map { try Manifest.decode($0) } }
+        }
+    }
+
+    static func readState(_ txn: ReadTransaction, env: Environment) throws -> ImportState? {
+        try withName("state") { key in
+            try txn.withValue(env.meta, key: key) { bytes in
+                try bytes.map {
+                    do { return try JSONDecoder().decode(ImportState.self, from: Data($0)) } catch {
+                        throw StoreError.inconsistent("the import state record is not valid JSON")
+                    }
+                }
+            }
+        }
+    }
+
+    // MARK: Tensors
+
+    /// Names of the tensors in the store, in key order.
+    public func tensorNames() throws -> [String] {
+        try env.read { txn in
+            var cursor: OpaquePointer?
+            try check(mdb_cursor_open(txn.handle, env.tensors, &cursor))
+            defer { mdb_cursor_close(cursor) }
+            var names: [String] = []
+            var k = MDB_val(), v = MDB_val()
+            var op = MDB_FIRST
+            while mdb_cursor_get(cursor, &k, &v, op) == 0 {
+                names.append(String(decoding: UnsafeRawBufferPointer(start: k.mv_data, count: k.mv_size), as: UTF8.self))
+                op = MDB_NEXT
+            }
+            return names
+        }
+    }
+
+    /// The tensor stored under `name`, checksum-verified.
+    public func tensor(named name: String) throws -> Tensor {
+        try env.read { txn in
+            try withName(name) { key in
+                try txn.withValue(env.tensors, key: key) { record in
+                    guard let record else { throw StoreError.tensorNotFound(name) }
+                    return try Tensor.decode(record: record, name: name)
+                }
+            }
+        }
+    }
+
+    /// Whether a tensor named `name` exists.
+    public func hasTensor(_ name: String) throws -> Bool {
+        try env.read { txn in try withName(name) { try txn.withValue(env.tensors, key: $0) { $0 != nil } } }
+    }
+
+    // MARK: Rows
+
+    /// Row `index` as Float.
+    public func row(_ index: Int) throws -> [Float] {
+        var out = [Float](repeating: 0, count: layout.dim)
+        try out.withUnsafeMutableBufferPointer { try rows([index], into: $0) }
+        return out
+    }
+
+    /// Decodes the rows at `indices` to Float, row `i` of the output holding `indices[i]`.
+    /// - Complexity: O(n log n) to group rows by shard; each shard is decoded once per call.
+    public func rows(_ indices: [Int], into output: UnsafeMutableBufferPointer<Float>) throws {
+        let dim = layout.dim
+        guard output.count >= indices.count * dim else {
+            throw StoreError.invalidArgument("output holds \(output.count) floats, \(indices.count) rows of \(dim) need \(indices.count * dim)")
+        }
+        let type = layout.elementType, rowBytes = layout.rowBytes
+        try indices.withUnsafeBufferPointer { idx in
+            try forEachRowByShard(idx) { position, row, base in
+                RowKernels.convert(base + row * rowBytes, type: type, count: dim, into: output.baseAddress! + position * dim)
+            }
+        }
+    }
+
+    /// Adds the weighted sum of rows to `output`: `output[chunk t] += weights[i*chunks + t] * row(indices[i])[chunk t]`.
+    ///
+    /// The fused lookup-reduce of Spec/RETRIEVAL.md: rows are visited in storage order, each
+    /// shard is decoded (or, raw, read in place) once per call, and nothing of size k x dim is
+    /// materialised. Accumulation is Float whatever the stored type.
+    /// - Parameters:
+    ///   - chunks: the row splits into this many equal parts, each with its own weight (MCS); 1 for a plain weighted sum.
+    public func gatherReduce(indices: UnsafeBufferPointer<Int>, weights: UnsafeBufferPointer<Float>, chunks: Int = 1,
+                             into output: UnsafeMutableBufferPointer<Float>) throws {
+        let dim = layout.dim
+        guard chunks >= 1, dim % chunks == 0 else {
+            throw StoreError.invalidArgument("row dimension \(dim) does not split into \(chunks) equal chunks")
+        }
+        guard weights.count == indices.count * chunks else {
+            throw StoreError.invalidArgument("\(weights.count) weights for \(indices.count) rows x \(chunks) chunks")
+        }
+        guard output.count == dim else { throw StoreError.invalidArgument("output holds \(output.count) floats, rows have \(dim)") }
+        let type = layout.elementType, rowBytes = layout.rowBytes
+        let w = weights.baseAddress!, out = output.baseAddress!
+        try forEachRowByShard(indices) { position, row, base in
+            RowKernels.accumulate(base + row * rowBytes, type: type, dim: dim, chunks: chunks, weights: w + position * chunks, into: out)
+        }
+    }
+
+    /// Convenience over arrays.
+    public func gatherReduce(indices: [Int], weights: [Float], chunks: Int = 1, into output: inout [Float]) throws {
+        try indices.withUnsafeBufferPointer { i in
+            try weights.withUnsafeBufferPointer { w in
+                try output.withUnsafeMutableBufferPointer { try gatherReduce(indices: i, weights: w, chunks: chunks, into: $0) }
+            }
+        }
+    }
+
+    /// Calls `body` with the stored bytes (little-endian elements of `layout.elementType`) of shard `index`.
+    /// The buffer must not escape `body`.
+    public func withShardRows<T>(_ index: Int, _ body: (UnsafeRawBufferPointer) throws -> T) throws -> T {
+        guard index >= 0, index < layout.shardCount else {
+            throw StoreError.invalidArgument("shard \(index) is out of range (the table has \(layout.shardCount) shards)")
+        }
+        let rows = layout.rowRange(ofShard: index)
+        guard rows.upperBound <= readableRows else { throw StoreError.incomplete(rowsCommitted: state.rowsCommitted, rows: layout.rows) }
+        return try contexts.withContext { context in
+            try withShard(index, context: context) { base, _ in
+                try body(UnsafeRawBufferPointer(start: base, count: rows.count * layout.rowBytes))
+            }
+        }
+    }
+
+    /// Visits `indices` grouped by shard in storage order: `visit(position in indices, row within shard, shard base)`.
+    private func forEachRowByShard(_ indices: UnsafeBufferPointer<Int>,
+                                   _ visit: (Int, Int, UnsafeRawPointer) -> Void) throws {
+        let readable = readableRows, perShard = layout.rowsPerShard
+        for r in indices where r < 0 || r >= readable {
+            if r >= readable && r < layout.rows { throw StoreError.incomplete(rowsCommitted: state.rowsCommitted, rows: layout.rows) }
+            throw StoreError.rowOutOfRange(row: r, rows: layout.rows)
+        }
+        try contexts.withContext { context in
+            // Sort (row, position) packed in one word: rows < 2^40 (Spec/FORMAT.md limits), positions < 2^24.
+            var order = context.order
+            order.removeAll(keepingCapacity: true)
+            if indices.count < 1 << 24 {
+                for (p, r) in indices.enumerated() { order.append(UInt64(r) << 24 | UInt64(p)) }
+                order.sort()
+            } else {
+                order = indices.indices.sorted { indices[$0] < indices[$1] }.map { UInt64($0) }
+            }
+            defer { context.order = order }
+            let packed = indices.count < 1 << 24
+            var i = 0
+            var hits = 0, misses = 0
+            while i < order.count {
+                let first = packed ? Int(order[i] >> 24) : indices[Int(order[i])]
+                let shard = first / perShard
+                let shardStart = shard * perShard
+                try withShard(shard, context: context) { base, hit in
+                    if hit { hits += 1 } else { misses += 1 }
+                    while i < order.count {
+                        let position = packed ? Int(order[i] & 0xFF_FFFF) : Int(order[i])
+                        let row = indices[position]
+                        if row / perShard != shard { break }
+                        visit(position, row - shardStart, base)
+                        i += 1
+                    }
+                }
+            }
+            if layout.codec == .zstd { cache.record(hits: hits, misses: misses) }
+        }
+    }
+
+    /// Calls `body` with the decoded rows of shard `index` and whether they came from the cache.
+    private func withShard<T>(_ index: Int, context: ReaderContext, _ body: (UnsafeRawPointer, Bool) throws -> T) throws -> T {
+        let table = layout
+        if table.codec == .zstd, let cached = cache.lookup(index) {
+            return try body(cached.bytes.baseAddress!, true)
+        }
+        let rowRange = table.rowRange(ofShard: index)
+        let size = rowRange.count * table.rowBytes
+        return try withShardKey(index) { key in
+            try context.transaction.withValue(env.shards, key: key) { blob in
+                guard let blob else { throw StoreError.missingShard(shard: index, rows: rowRange) }
+                let header = try ShardCodec.header(of: blob, shard: index, layout: table)
+                if header.codec == .raw {
+                    let payload = UnsafeRawBufferPointer(rebasing: blob[ShardCodec.headerSize...])
+                    if !checkedRawShards.contains(index) {
+                        guard XXH64.hash(payload) == header.checksum else {
+                            throw StoreError.corruptShard(shard: index, rows: rowRange, reason: "checksum mismatch")
+                        }
+                        checkedRawShards.insert(index)
+                    }
+                    return try body(payload.baseAddress!, false)
+                }
+                let target = cache.budget > 0 ? DecodedShard(byteCount: size) : context.scratchShard(byteCount: size)
+                try ShardCodec.decode(blob, header: header, layout: table,
+                                      into: UnsafeMutableRawBufferPointer(rebasing: target.bytes[0..<size]),
+                                      scratch: &context.planes, decompressor: context.decompressor, dictionary: dictionary)
+                if cache.budget > 0 { cache.insert(index, target) }
+                return try body(target.bytes.baseAddress!, false)
+            }
+        }
+    }
+
+    // MARK: Statistics
+
+    /// Decoded-shard cache figures since open.
+    public var cacheStatistics: (hits: Int, misses: Int, bytes: Int, budget: Int) {
+        let s = cache.statistics
+        return (s.hits, s.misses, s.bytes, cache.budget)
+    }
+}
+
+/// Calls `body` with the UTF-8 bytes of `name` as an LMDB key.
+func withName<T>(_ name: String, _ body: (UnsafeRawBufferPointer) throws -> T) rethrows -> T {
+    var name = name
+    return try name.withUTF8 { try body(UnsafeRawBufferPointer($0)) }
+}

@@ -1,0 +1,246 @@
+import Dispatch
+import Foundation
+
+/// Streams a value table into a new store: shards are compressed on all cores and appended in
+/// key order (`MDB_APPEND`), and each batch commits together with the import state, so a
+/// process killed at any point leaves a store that opens and holds a whole-shard prefix.
+///
+/// ```swift
+/// let writer = try StoreWriter.createOrResume(at: "m.pkm", layout: layout)
+/// // feed rows from writer.rowsCommitted on
+/// try writer.append(rowBytes)
+/// try writer.finish()
+/// ```
+public final class StoreWriter {
+    public struct Options: Sendable {
+        /// Worker threads compressing shards.
+        public var threads = ProcessInfo.processInfo.activeProcessorCount
+        /// Raw bytes of rows per write transaction.
+        public var batchBytes = 64 << 20
+        /// The initial LMDB map size; the map grows whenever it fills.
+        public var initialMapSize: Int?
+        /// Called after each commit with (rows committed, rows in the table).
+        public var progress: (@Sendable (Int, Int) -> Void)?
+
+        public init() {}
+    }
+
+    public let path: String
+    public let layout: TableLayout
+    /// Rows durably stored; a resumed import continues from here.
+    public private(set) var rowsCommitted: Int
+    private var pending: [UInt8] = []
+    private var options: Options
+    private let env: Environment
+    private var dictionary: ZstdDictionary?
+    private var workers: [ShardEncoder] = []
+
+    /// Creates a new store at `path`; fails when a store is already there.
+    public static func create(at path: String, layout: TableLayout, metadata: [String: String] = [:],
+                              options: Options = Options()) throws -> StoreWriter {
+        try layout.validate()
+        if FileManager.default.fileExists(atPath: path) {
+            let env = try Environment(path: path, readOnly: true)
+            if try env.read({ try Store.readManifest($0, env: env) }) != nil {
+                throw StoreError.invalidArgument("a store already exists at '\(path)'")
+            }
+            // A file without a manifest is a creation that was killed before its first commit: start over.
+        }
+        return try StoreWriter(path: path, layout: layout, metadata: metadata, options: options, fresh: true)
+    }
+
+    /// Opens an incomplete store with the same layout to continue its import, or creates it.
+    /// Throws when the store is complete or was made with another layout.
+    public static func createOrResume(at path: String, layout: TableLayout, metadata: [String: String] = [:],
+                                      options: Options = Options()) throws -> StoreWriter {
+        try layout.validate()
+        guard FileManager.default.fileExists(atPath: path) else {
+            return try create(at: path, layout: layout, metadata: metadata, options: options)
+        }
+        let probe = try Environment(path: path, readOnly: true)
+        let (manifest, state) = try probe.read { txn in
+            try (Store.readManifest(txn, env: probe), Store.readState(txn, env: probe))
+        }
+        guard let manifest else { return try create(at: path, layout: layout, metadata: metadata, options: options) }
+        guard manifest.table == layout else {
+            throw StoreError.layoutMismatch("the store at '\(path)' was started with \(describe(manifest.table)), this import has \(describe(layout))")
+        }
+        guard let state else { throw StoreError.inconsistent("the import state record is missing") }
+        guard !state.complete else { throw StoreError.invalidArgument("the store at '\(path)' is already complete") }
+        return try StoreWriter(path: path, layout: layout, metadata: metadata, options: options, fresh: false)
+    }
+
+    private init(path: String, layout: TableLayout, metadata: [String: String], options: Options, fresh: Bool) throws {
+        self.path = path
+        self.layout = layout
+        self.options = options
+        let existing = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
+        let mapSize = options.initialMapSize ?? max(64 << 20, layout.rawBytes + layout.rawBytes / 4 + (64 << 20))
+        let env = try Environment(path: path, readOnly: false, create: fresh, mapSize: max(mapSize, existing + (16 << 20)))
+        self.env = env
+        if fresh {
+            let manifest = try Array(Manifest(table: layout, metadata: metadata).encoded())
+            let state = try Array(JSONEncoder().encode(ImportState(rowsCommitted: 0, complete: false)))
+            try env.write { txn in
+                try withName("manifest") { key in try manifest.withUnsafeBytes { try txn.put(env.meta, key: key, value: $0) } }
+                try withName("state") { key in try state.withUnsafeBytes { try txn.put(env.meta, key: key, value: $0) } }
+            }
+            rowsCommitted = 0
+        } else {
+            let (state, shards) = try env.read { txn in (try Store.readState(txn, env: env), txn.count(env.shards)) }
+            rowsCommitted = state?.rowsCommitted ?? 0
+            guard shards * layout.rowsPerShard == rowsCommitted else {
+                throw StoreError.inconsistent("\(shards) shards stored for \(rowsCommitted) committed rows")
+            }
+        }
+        workers = (0..<max(1, options.threads)).map { _ in ShardEncoder() }
+        if !fresh, layout.dictionary, rowsCommitted > 0 {
+            dictionary = try Store.open(at: path, cacheBytes: 0).dictionary
+        }
+    }
+
+    /// Appends whole rows (little-endian elements of the layout's type), `rows.count` a multiple of the row size.
+    public func append(_ rows: UnsafeRawBufferPointer) throws {
+        let rowBytes = layout.rowBytes
+        guard rows.count % rowBytes == 0 else {
+            throw StoreError.invalidArgument("\(rows.count) bytes is not a whole number of \(rowBytes)-byte rows")
+        }
+        let incoming = rows.count / rowBytes
+        guard rowsCommitted + pending.count / rowBytes + incoming <= layout.rows else {
+            throw StoreError.invalidArgument("more rows than the \(layout.rows) the layout declares")
+        }
+        let batch = max(1, options.batchBytes / (layout.rowsPerShard * rowBytes)) * layout.rowsPerShard * rowBytes
+        var offset = 0
+        while offset < rows.count {
+            let take = min(batch - pending.count, rows.count - offset)
+            pending.append(contentsOf: UnsafeRawBufferPointer(rebasing: rows[offset..<(offset + take)]))
+            offset += take
+            if pending.count == batch { try flush(final: false) }
+        }
+    }
+
+    /// Convenience for arrays of rows in the stored element type.
+    public func append<T>(_ values: [T]) throws {
+        try values.withUnsafeBytes { try append($0) }
+    }
+
+    /// Stores (or replaces) a named tensor.
+    public func putTensor(_ name: String, _ tensor: Tensor) throws {
+        guard !name.isEmpty, name.utf8.count <= 400 else {
+            throw StoreError.invalidArgument("tensor names must be 1 to 400 bytes of UTF-8")
+        }
+        let record = tensor.record()
+        try commitWithGrowth { txn in
+            try withName(name) { key in try record.withUnsafeBytes { try txn.put(env.tensors, key: key, value: $0) } }
+        }
+    }
+
+    /// Writes the remaining rows and marks the store complete; throws if rows are missing.
+    public func finish() throws {
+        let total = rowsCommitted + pending.count / layout.rowBytes
+        guard total == layout.rows else {
+            throw StoreError.invalidArgument("the import supplied \(total) rows, the layout declares \(layout.rows)")
+        }
+        try flush(final: true)
+    }
+
+    /// Compresses the pending rows on all workers and commits them with the new import state.
+    private func flush(final: Bool) throws {
+        let rowBytes = layout.rowBytes
+        let shardBytes = layout.rowsPerShard * rowBytes
+        let firstShard = rowsCommitted / layout.rowsPerShard
+        let count = (pending.count + shardBytes - 1) / shardBytes
+        if layout.dictionary && dictionary == nil && count > 0 { try trainDictionary() }
+        nonisolated(unsafe) var blobs = [[UInt8]](repeating: [], count: count)
+        let table = layout, dict = dictionary
+        nonisolated(unsafe) let workers = self.workers
+        try pending.withUnsafeBytes { (source: UnsafeRawBufferPointer) in
+            nonisolated(unsafe) let source = source
+            try blobs.withUnsafeMutableBufferPointer { out in
+                nonisolated(unsafe) let out = out
+                DispatchQueue.concurrentPerform(iterations: workers.count) { w in
+                    for s in stride(from: w, to: count, by: workers.count) {
+                        let range = (s * shardBytes)..<min(source.count, (s + 1) * shardBytes)
+                        out[s] = workers[w].encode(UnsafeRawBufferPointer(rebasing: source[range]), shard: firstShard + s,
+                                                   layout: table, dictionary: dict)
+                    }
+                }
+                if out.contains(where: \.isEmpty) && count > 0 { throw StoreError.codec("a shard failed to encode") }
+            }
+        }
+        let newRows = rowsCommitted + pending.count / rowBytes
+        let complete = final && newRows == layout.rows
+        try commitWithGrowth { txn in
+            if let dict = self.dictionary, firstShard == 0 {
+                let tensor = try Tensor(dtype: .u8, shape: [dict.bytes.count], bytes: dict.bytes)
+                try withName(Store.dictionaryTensor) { key in try tensor.record().withUnsafeBytes { try txn.put(env.tensors, key: key, value: $0) } }
+            }
+            for (s, blob) in blobs.enumerated() {
+                try withShardKey(firstShard + s) { key in try blob.withUnsafeBytes { try txn.put(env.shards, key: key, value: $0, append: true) } }
+            }
+            try self.putState(ImportState(rowsCommitted: newRows, complete: complete), txn)
+        }
+        rowsCommitted = newRows
+        pending.removeAll(keepingCapacity: true)
+        options.progress?(rowsCommitted, layout.rows)
+    }
+
+    /// Trains the zstd dictionary from the byte planes of the first pending shards.
+    private func trainDictionary() throws {
+        let shardBytes = layout.rowsPerShard * layout.rowBytes
+        let s = layout.elementType.size
+        var samples: [[UInt8]] = []
+        pending.withUnsafeBytes { src in
+            var offset = 0
+            while offset < src.count && samples.count < 512 {
+                let size = min(shardBytes, src.count - offset)
+                let n = size / s
+                var planes = [UInt8](repeating: 0, count: size)
+                planes.withUnsafeMutableBytes { BytePlanes.split(src.baseAddress! + offset, count: n, elementSize: s, into: $0.baseAddress!) }
+                for p in 0..<s { samples.append(Array(planes[(p * n)..<((p + 1) * n)])) }
+                offset += shardBytes
+            }
+        }
+        let bytes = try ZstdDictionary.train(samples: samples, capacity: 16 << 10)
+        dictionary = try ZstdDictionary(bytes: bytes, level: Int32(layout.level))
+    }
+
+    private func putState(_ state: ImportState, _ txn: WriteTransaction) throws {
+        let bytes = Array(try JSONEncoder().encode(state))
+        try withName("state") { key in try bytes.withUnsafeBytes { try txn.put(env.meta, key: key, value: $0) } }
+    }
+
+    /// Runs a write transaction, doubling the map and retrying whenever LMDB says it is full.
+    private func commitWithGrowth(_ body: (WriteTransaction) throws -> Void) throws {
+        while true {
+            do {
+                try env.write(body)
+                return
+            } catch LMDBError.mapFull {
+                let size = env.info.mapSize
+                try env.setMapSize(size * 2)
+            } catch LMDBError.noSpace {
+                throw StoreError.invalidArgument("the disk holding '\(path)' is full; the store keeps its last committed \(rowsCommitted) rows")
+            }
+        }
+    }
+}
+
+/// One worker's compression context and scratch space.
+final class ShardEncoder {
+    private var compressors: [Int: ZstdCompressor] = [:]
+    private var scratch: [UInt8] = []
+
+    func encode(_ rows: UnsafeRawBufferPointer, shard: Int, layout: TableLayout, dictionary: ZstdDictionary?) -> [UInt8] {
+        var compressor: ZstdCompressor?
+        if layout.codec == .zstd {
+            compressor = compressors[layout.level] ?? ZstdCompressor(level: layout.level, dictionary: dictionary)
+            compressors[layout.level] = compressor
+        }
+        return ShardCodec.encode(rows, shard: shard, layout: layout, compressor: compressor, scratch: &scratch)
+    }
+}
+
+func describe(_ t: TableLayout) -> String {
+    "\(t.rows) rows x \(t.dim) \(t.elementType.rawValue), \(t.rowsPerShard) rows per shard, codec \(t.codec.rawValue) level \(t.level)\(t.dictionary ? " with dictionary" : "")"
+}
