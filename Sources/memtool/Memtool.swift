@@ -5,8 +5,21 @@ import MemoryStore
 struct Memtool: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "memtool",
-        abstract: "Create, inspect, check and query product-key memory stores.",
+        abstract: "Create, inspect and check product-key memory stores.",
         version: memtoolVersion,
-        subcommands: []
+        subcommands: [Create.self, Inspect.self, Verify.self, StorageBench.self]
     )
+}
+
+/// Turns library errors into a message and exit code 1; ArgumentParser keeps 2 for usage errors.
+func runReportingErrors(_ body: () throws -> Void) throws {
+    do {
+        try body()
+    } catch let error as StoreError {
+        printError("error: \(error)")
+        throw ExitCode.failure
+    } catch let error as LMDBError {
+        printError("error: LMDB: \(error)")
+        throw ExitCode.failure
+    }
 }

@@ -33,12 +33,11 @@ public struct TableLayout: Codable, Sendable, Equatable {
         self.dictionary = dictionary
     }
 
-    /// The largest power of two of rows whose raw bytes fit in ``defaultShardBytes`` (at least 1).
+    /// As many rows as fit in ``defaultShardBytes`` less 64 bytes (at least 1). The 64 bytes hold
+    /// the 32-byte shard header and LMDB's 16-byte overflow-page header, so a raw shard fills
+    /// whole 4 KiB pages instead of spilling into one more.
     public static func defaultRowsPerShard(dim: Int, elementType: ElementType) -> Int {
-        let rowBytes = max(1, dim * elementType.size)
-        var rows = 1
-        while rows * 2 * rowBytes <= defaultShardBytes { rows *= 2 }
-        return rows
+        max(1, (defaultShardBytes - 64) / max(1, dim * elementType.size))
     }
 
     public var rowBytes: Int { dim * elementType.size }

@@ -8,7 +8,6 @@ final class ReaderContext: @unchecked Sendable {
     let decompressor = ZstdDecompressor()
     var planes: [UInt8] = []
     var shard: DecodedShard?
-    var order: [UInt64] = []
 
     init(env: Environment) throws {
         transaction = try ReadTransaction(env: env)
@@ -40,16 +39,27 @@ final class ReaderContextPool: Sendable {
         stripes = (0..<count).map { _ in Stripe() }
     }
 
-    /// Runs `body` with a context whose transaction sees the latest committed snapshot.
-    func withContext<T>(_ body: (ReaderContext) throws -> T) throws -> T {
-        let stripe = stripes[Int(UInt(bitPattern: pthread_self().hashValue) % UInt(stripes.count))]
+    /// A context whose transaction sees the latest committed snapshot; give it back with `release`.
+    func acquire() throws -> ReaderContext {
         let context = try stripe.contexts.withLock { $0.popLast() } ?? ReaderContext(env: env)
-        defer {
-            context.transaction.reset()
-            stripe.contexts.withLock { $0.append(context) }
+        do {
+            try context.transaction.renew()
+        } catch {
+            release(context)
+            throw error
         }
-        try context.transaction.renew()
-        return try body(context)
+        return context
+    }
+
+    /// Ends the context's snapshot and returns it to the pool.
+    func release(_ context: ReaderContext) {
+        context.transaction.reset()
+        stripe.contexts.withLock { $0.append(context) }
+    }
+
+    /// The stripe of the calling thread.
+    private var stripe: Stripe {
+        stripes[Int(UInt(bitPattern: pthread_self().hashValue) % UInt(stripes.count))]
     }
 }
 

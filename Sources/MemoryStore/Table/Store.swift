@@ -70,7 +70,7 @@ public final class Store: @unchecked Sendable {
             }
             guard let record else { throw StoreError.inconsistent("the manifest names a zstd dictionary the store does not hold") }
             let tensor = try record.withUnsafeBytes { try Tensor.decode(record: $0, name: Self.dictionaryTensor) }
-            dictionary = try ZstdDictionary(bytes: tensor.bytes, level: Int32(table.level))
+            dictionary = try ZstdDictionary(bytes: tensor.bytes)
         } else {
             dictionary = nil
         }
@@ -139,8 +139,31 @@ public final class Store: @unchecked Sendable {
     /// Row `index` as Float.
     public func row(_ index: Int) throws -> [Float] {
         var out = [Float](repeating: 0, count: layout.dim)
-        try out.withUnsafeMutableBufferPointer { try rows([index], into: $0) }
+        try out.withUnsafeMutableBufferPointer { try row(index, into: $0) }
         return out
+    }
+
+    /// Decodes row `index` into the first `dim` floats of `output`, without allocating.
+    public func row(_ index: Int, into output: UnsafeMutableBufferPointer<Float>) throws {
+        let dim = layout.dim
+        guard output.count >= dim else { throw StoreError.invalidArgument("output holds \(output.count) floats, a row has \(dim)") }
+        guard index >= 0, index < readableRows else {
+            if index >= readableRows && index < layout.rows { throw StoreError.incomplete(rowsCommitted: state.rowsCommitted, rows: layout.rows) }
+            throw StoreError.rowOutOfRange(row: index, rows: layout.rows)
+        }
+        let shard = index / layout.rowsPerShard
+        let offset = (index - shard * layout.rowsPerShard) * layout.rowBytes
+        if layout.codec == .zstd, let cached = cache.lookup(shard) {
+            cache.record(hits: 1, misses: 0)
+            RowKernels.convert(cached.bytes.baseAddress! + offset, type: layout.elementType, count: dim, into: output.baseAddress!)
+            return
+        }
+        let context = try contexts.acquire()
+        defer { contexts.release(context) }
+        if layout.codec == .zstd { cache.record(hits: 0, misses: 1) }
+        try withShard(shard, context: context) { base in
+            RowKernels.convert(base + offset, type: layout.elementType, count: dim, into: output.baseAddress!)
+        }
     }
 
     /// Decodes the rows at `indices` to Float, row `i` of the output holding `indices[i]`.
@@ -199,10 +222,13 @@ public final class Store: @unchecked Sendable {
         }
         let rows = layout.rowRange(ofShard: index)
         guard rows.upperBound <= readableRows else { throw StoreError.incomplete(rowsCommitted: state.rowsCommitted, rows: layout.rows) }
-        return try contexts.withContext { context in
-            try withShard(index, context: context) { base, _ in
-                try body(UnsafeRawBufferPointer(start: base, count: rows.count * layout.rowBytes))
-            }
+        if layout.codec == .zstd, let cached = cache.lookup(index) {
+            return try body(UnsafeRawBufferPointer(start: cached.bytes.baseAddress!, count: rows.count * layout.rowBytes))
+        }
+        let context = try contexts.acquire()
+        defer { contexts.release(context) }
+        return try withShard(index, context: context) { base in
+            try body(UnsafeRawBufferPointer(start: base, count: rows.count * layout.rowBytes))
         }
     }
 
@@ -214,45 +240,45 @@ public final class Store: @unchecked Sendable {
             if r >= readable && r < layout.rows { throw StoreError.incomplete(rowsCommitted: state.rowsCommitted, rows: layout.rows) }
             throw StoreError.rowOutOfRange(row: r, rows: layout.rows)
         }
-        try contexts.withContext { context in
-            // Sort (row, position) packed in one word: rows < 2^40 (Spec/FORMAT.md limits), positions < 2^24.
-            var order = context.order
-            order.removeAll(keepingCapacity: true)
-            if indices.count < 1 << 24 {
-                for (p, r) in indices.enumerated() { order.append(UInt64(r) << 24 | UInt64(p)) }
-                order.sort()
-            } else {
-                order = indices.indices.sorted { indices[$0] < indices[$1] }.map { UInt64($0) }
-            }
-            defer { context.order = order }
-            let packed = indices.count < 1 << 24
-            var i = 0
-            var hits = 0, misses = 0
-            while i < order.count {
-                let first = packed ? Int(order[i] >> 24) : indices[Int(order[i])]
-                let shard = first / perShard
-                let shardStart = shard * perShard
-                try withShard(shard, context: context) { base, hit in
-                    if hit { hits += 1 } else { misses += 1 }
-                    while i < order.count {
-                        let position = packed ? Int(order[i] & 0xFF_FFFF) : Int(order[i])
-                        let row = indices[position]
-                        if row / perShard != shard { break }
-                        visit(position, row - shardStart, base)
-                        i += 1
-                    }
+        // Sort (row, position) packed in one word: rows < 2^40 (Spec/FORMAT.md limits), positions < 2^24.
+        let packed = indices.count < 1 << 24
+        let order: [UInt64] = packed
+            ? indices.enumerated().map { UInt64($0.element) << 24 | UInt64($0.offset) }.sorted()
+            : indices.indices.sorted { indices[$0] < indices[$1] }.map { UInt64($0) }
+        // A read transaction is taken only when a shard is not in the cache.
+        var context: ReaderContext?
+        defer { if let context { contexts.release(context) } }
+        var i = 0
+        var hits = 0, misses = 0
+        while i < order.count {
+            let first = packed ? Int(order[i] >> 24) : indices[Int(order[i])]
+            let shard = first / perShard
+            let shardStart = shard * perShard
+            func visitGroup(_ base: UnsafeRawPointer) {
+                while i < order.count {
+                    let position = packed ? Int(order[i] & 0xFF_FFFF) : Int(order[i])
+                    let row = indices[position]
+                    if row / perShard != shard { break }
+                    visit(position, row - shardStart, base)
+                    i += 1
                 }
             }
-            if layout.codec == .zstd { cache.record(hits: hits, misses: misses) }
+            if layout.codec == .zstd, let cached = cache.lookup(shard) {
+                hits += 1
+                visitGroup(cached.bytes.baseAddress!)
+                continue
+            }
+            misses += 1
+            if context == nil { context = try contexts.acquire() }
+            try withShard(shard, context: context!) { base in visitGroup(base) }
         }
+        if layout.codec == .zstd { cache.record(hits: hits, misses: misses) }
     }
 
-    /// Calls `body` with the decoded rows of shard `index` and whether they came from the cache.
-    private func withShard<T>(_ index: Int, context: ReaderContext, _ body: (UnsafeRawPointer, Bool) throws -> T) throws -> T {
+    /// Reads shard `index` through `context`'s transaction (in place when raw, decoded otherwise)
+    /// and calls `body` with its rows.
+    private func withShard<T>(_ index: Int, context: ReaderContext, _ body: (UnsafeRawPointer) throws -> T) throws -> T {
         let table = layout
-        if table.codec == .zstd, let cached = cache.lookup(index) {
-            return try body(cached.bytes.baseAddress!, true)
-        }
         let rowRange = table.rowRange(ofShard: index)
         let size = rowRange.count * table.rowBytes
         return try withShardKey(index) { key in
@@ -267,14 +293,14 @@ public final class Store: @unchecked Sendable {
                         }
                         checkedRawShards.insert(index)
                     }
-                    return try body(payload.baseAddress!, false)
+                    return try body(payload.baseAddress!)
                 }
                 let target = cache.budget > 0 ? DecodedShard(byteCount: size) : context.scratchShard(byteCount: size)
                 try ShardCodec.decode(blob, header: header, layout: table,
                                       into: UnsafeMutableRawBufferPointer(rebasing: target.bytes[0..<size]),
                                       scratch: &context.planes, decompressor: context.decompressor, dictionary: dictionary)
                 if cache.budget > 0 { cache.insert(index, target) }
-                return try body(target.bytes.baseAddress!, false)
+                return try body(target.bytes.baseAddress!)
             }
         }
     }

@@ -192,7 +192,7 @@ public final class StoreWriter {
         var samples: [[UInt8]] = []
         pending.withUnsafeBytes { src in
             var offset = 0
-            while offset < src.count && samples.count < 512 {
+            while offset < src.count && samples.count < 64 {
                 let size = min(shardBytes, src.count - offset)
                 let n = size / s
                 var planes = [UInt8](repeating: 0, count: size)
@@ -202,7 +202,7 @@ public final class StoreWriter {
             }
         }
         let bytes = try ZstdDictionary.train(samples: samples, capacity: 16 << 10)
-        dictionary = try ZstdDictionary(bytes: bytes, level: Int32(layout.level))
+        dictionary = try ZstdDictionary(bytes: bytes)
     }
 
     private func putState(_ state: ImportState, _ txn: WriteTransaction) throws {

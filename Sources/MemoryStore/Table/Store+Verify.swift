@@ -1,0 +1,90 @@
+import CLMDB
+import Foundation
+
+/// The findings of a full check of a store.
+public struct VerificationReport: Sendable {
+    public var shardsChecked = 0
+    public var tensorsChecked = 0
+    public var bytesDecoded = 0
+    /// Every problem found, each naming the shard or tensor.
+    public var problems: [StoreError] = []
+    public var isSound: Bool { problems.isEmpty }
+}
+
+extension Store {
+    /// Decodes every committed shard and every tensor and checks their checksums.
+    /// Reports every bad shard instead of stopping at the first.
+    public func verify(progress: ((Int, Int) -> Void)? = nil) throws -> VerificationReport {
+        var report = VerificationReport()
+        let shards = (readableRows + layout.rowsPerShard - 1) / layout.rowsPerShard
+        for index in 0..<shards {
+            do {
+                try withShardRows(index) { report.bytesDecoded += $0.count }
+            } catch let error as StoreError {
+                report.problems.append(error)
+            }
+            report.shardsChecked += 1
+            if index % 256 == 255 { progress?(index + 1, shards) }
+        }
+        progress?(shards, shards)
+        for name in try tensorNames() {
+            do { _ = try tensor(named: name) } catch let error as StoreError { report.problems.append(error) }
+            report.tensorsChecked += 1
+        }
+        return report
+    }
+}
+
+/// How the store uses its file, from LMDB's own statistics.
+public struct StorageStatistics: Sendable, Codable {
+    public var fileBytes: Int
+    public var pageSize: Int
+    public var mapSize: Int
+    public var pagesUsed: Int
+    public var shardTreeDepth: Int
+    public var branchPages: Int
+    public var leafPages: Int
+    public var overflowPages: Int
+    public var shards: Int
+    /// Sum of the shard blobs' sizes.
+    public var shardBytes: Int
+    public var smallestShard: Int
+    public var largestShard: Int
+    public var readersUsed: Int
+    public var maxReaders: Int
+}
+
+extension Store {
+    /// LMDB's picture of the file and the sizes of all shard blobs (one pass over the shard keys, no decoding).
+    public func storageStatistics() throws -> StorageStatistics {
+        let info = env.info
+        let fileBytes = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
+        return try env.read { txn in
+            let s = env.stat(env.shards, in: txn)
+            var cursor: OpaquePointer?
+            try check(mdb_cursor_open(txn.handle, env.shards, &cursor))
+            defer { mdb_cursor_close(cursor) }
+            var k = MDB_val(), v = MDB_val()
+            var op = MDB_FIRST
+            var total = 0, smallest = Int.max, largest = 0, count = 0
+            while mdb_cursor_get(cursor, &k, &v, op) == 0 {
+                total += v.mv_size
+                smallest = min(smallest, v.mv_size)
+                largest = max(largest, v.mv_size)
+                count += 1
+                op = MDB_NEXT
+            }
+            var pages = 0
+            for dbi in [env.meta, env.tensors, env.shards] {
+                let d = env.stat(dbi, in: txn)
+                pages += Int(d.ms_branch_pages + d.ms_leaf_pages + d.ms_overflow_pages)
+            }
+            return StorageStatistics(
+                fileBytes: fileBytes, pageSize: info.pageSize, mapSize: info.mapSize, pagesUsed: info.lastPage + 1,
+                shardTreeDepth: Int(s.ms_depth), branchPages: Int(s.ms_branch_pages), leafPages: Int(s.ms_leaf_pages),
+                overflowPages: Int(s.ms_overflow_pages), shards: count, shardBytes: total,
+                smallestShard: count == 0 ? 0 : smallest, largestShard: largest,
+                readersUsed: info.readersUsed, maxReaders: info.maxReaders)
+        }
+    }
+}

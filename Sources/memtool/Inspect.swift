@@ -1,0 +1,82 @@
+import ArgumentParser
+import Foundation
+import MemoryStore
+
+/// The `inspect --json` document (schema in Spec/FORMAT.md, "inspect --json").
+struct InspectReport: Encodable {
+    var path: String
+    var formatVersion: Int
+    var complete: Bool
+    var rowsCommitted: Int
+    var table: TableLayout
+    var shardCount: Int
+    var rawBytes: Int
+    var fileBytes: Int
+    var shardBytes: Int
+    var compressionRatio: Double
+    var fileRatio: Double
+    var tensors: [TensorSummary]
+    var lmdb: StorageStatistics
+    var openMilliseconds: Double
+    var createdBy: String
+    var createdAt: String
+    var metadata: [String: String]
+
+    struct TensorSummary: Encodable {
+        var name: String
+        var dtype: String
+        var shape: [Int]
+    }
+}
+
+struct Inspect: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Show a store's manifest, layout and use of disk.")
+
+    @Argument(help: "Path of the store.")
+    var store: String
+
+    @Flag(help: "Print a JSON document instead of text.")
+    var json = false
+
+    func run() throws {
+        try runReportingErrors {
+            let s = try Store.open(at: store, cacheBytes: 0)
+            let stats = try s.storageStatistics()
+            let tensors = try s.tensorNames().map { name in
+                let t = try s.tensor(named: name)
+                return InspectReport.TensorSummary(name: name, dtype: t.dtype.rawValue, shape: t.shape)
+            }
+            let raw = s.readableRows * s.layout.rowBytes
+            let report = InspectReport(
+                path: store, formatVersion: s.manifest.formatVersion, complete: s.isComplete,
+                rowsCommitted: s.state.rowsCommitted, table: s.layout, shardCount: stats.shards, rawBytes: raw,
+                fileBytes: stats.fileBytes, shardBytes: stats.shardBytes,
+                compressionRatio: raw == 0 ? 0 : Double(stats.shardBytes) / Double(raw),
+                fileRatio: raw == 0 ? 0 : Double(stats.fileBytes) / Double(raw),
+                tensors: tensors, lmdb: stats,
+                openMilliseconds: Double(s.openDuration.components.attoseconds) / 1e15 + Double(s.openDuration.components.seconds) * 1e3,
+                createdBy: s.manifest.createdBy, createdAt: s.manifest.createdAt, metadata: s.manifest.metadata)
+            if json {
+                print(try jsonString(report))
+            } else {
+                printText(report)
+            }
+        }
+    }
+
+    private func printText(_ r: InspectReport) {
+        let t = r.table
+        print("store        \(r.path) (format version \(r.formatVersion), opened in \(String(format: "%.2f", r.openMilliseconds)) ms)")
+        print("status       \(r.complete ? "complete" : "INCOMPLETE: \(r.rowsCommitted) of \(t.rows) rows committed; re-run the import to finish")")
+        print("values       \(t.rows) rows x \(t.dim) \(t.elementType.rawValue)")
+        print("shards       \(r.shardCount) of \(t.rowsPerShard) rows, codec \(t.codec.rawValue)\(t.codec == .zstd ? " level \(t.level)" : "")\(t.dictionary ? " + dictionary" : ""), " +
+              "sizes \(humanBytes(r.lmdb.smallestShard))...\(humanBytes(r.lmdb.largestShard))")
+        print("size         \(humanBytes(r.shardBytes)) in shards, \(humanBytes(r.fileBytes)) file, for \(humanBytes(r.rawBytes)) raw " +
+              "(shards \(String(format: "%.3f", r.compressionRatio))x, file \(String(format: "%.3f", r.fileRatio))x of raw)")
+        print("lmdb         page \(r.lmdb.pageSize) B, shard tree depth \(r.lmdb.shardTreeDepth), " +
+              "\(r.lmdb.branchPages) branch + \(r.lmdb.leafPages) leaf + \(r.lmdb.overflowPages) overflow pages, " +
+              "\(r.lmdb.pagesUsed) pages used, map \(humanBytes(r.lmdb.mapSize))")
+        print("tensors      \(r.tensors.isEmpty ? "none" : r.tensors.map { "\($0.name) \($0.dtype)\($0.shape)" }.joined(separator: ", "))")
+        print("created      \(r.createdAt) by \(r.createdBy)\(r.metadata.isEmpty ? "" : " " + r.metadata.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " "))")
+    }
+}
