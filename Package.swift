@@ -34,6 +34,7 @@ let package = Package(
             ]
         ),
         .testTarget(name: "MemoryStoreTests", dependencies: ["MemoryStore"]),
+        .testTarget(name: "MemtoolTests", dependencies: ["MemoryStore", "memtool"]),
     ],
     swiftLanguageModes: [.v6]
 )

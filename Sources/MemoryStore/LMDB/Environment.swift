@@ -42,7 +42,7 @@ final class Environment: @unchecked Sendable {
             _ = mdb_reader_check(env, &dead)
             try openDatabases(create: create)
         } catch {
-            mdb_env_close(env)
+            // All stored properties are set, so deinit closes the environment.
             if let error = error as? LMDBError, error == .invalid || error == .versionMismatch {
                 throw StoreError.notAStore(path: path, reason: error.description)
             }

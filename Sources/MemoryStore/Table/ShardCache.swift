@@ -40,9 +40,12 @@ final class ShardCache: Sendable {
     private let hits = Atomic<Int>(0)
     private let misses = Atomic<Int>(0)
 
-    /// - Parameter budget: the most bytes of decoded shards kept; 0 disables the cache.
-    init(budget: Int, stripes count: Int = 16) {
+    /// - Parameters:
+    ///   - budget: the most bytes of decoded shards kept; 0 disables the cache.
+    ///   - shardBytes: the size of a decoded shard: each stripe gets room for at least 8, up to 16 stripes.
+    init(budget: Int, shardBytes: Int) {
         self.budget = max(0, budget)
+        let count = min(16, max(1, self.budget / max(1, 8 * shardBytes)))
         stripes = (0..<count).map { _ in LockedStripe() }
         stripeBudget = self.budget / count
     }

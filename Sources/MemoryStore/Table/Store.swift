@@ -74,7 +74,7 @@ public final class Store: @unchecked Sendable {
         } else {
             dictionary = nil
         }
-        cache = ShardCache(budget: table.codec == .raw ? 0 : cacheBytes)
+        cache = ShardCache(budget: table.codec == .raw ? 0 : cacheBytes, shardBytes: table.rowsPerShard * table.rowBytes)
         checkedRawShards = ShardBitmap(count: table.shardCount)
         contexts = ReaderContextPool(env: env)
         openDuration = ContinuousClock().now - started
