@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 import MemoryStore
 
 @main
@@ -9,6 +10,20 @@ struct Memtool: ParsableCommand {
         version: memtoolVersion,
         subcommands: [Create.self, Inspect.self, Verify.self, StorageBench.self]
     )
+
+    /// Parses and runs; usage errors exit 2 (the documented contract) instead of ArgumentParser's 64.
+    static func main() {
+        do {
+            var command = try parseAsRoot()
+            try command.run()
+        } catch {
+            if exitCode(for: error) == .validationFailure {
+                printError(fullMessage(for: error))
+                Foundation.exit(2)
+            }
+            exit(withError: error)
+        }
+    }
 }
 
 /// Turns library errors into a message and exit code 1; ArgumentParser keeps 2 for usage errors.

@@ -1,0 +1,164 @@
+import Foundation
+import Testing
+@testable import MemoryStore
+
+/// A fresh directory removed when the value is released.
+final class Scratch {
+    let path: String
+    init() {
+        path = (NSTemporaryDirectory() as NSString).appendingPathComponent("memtool-tests-\(UUID().uuidString)")
+        try! FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    }
+    deinit { try? FileManager.default.removeItem(atPath: path) }
+    func file(_ name: String) -> String { (path as NSString).appendingPathComponent(name) }
+}
+
+@Suite struct CommandTests {
+    @Test func helpReads() throws {
+        let top = try Tools.memtool("--help")
+        #expect(top.status == 0)
+        for sub in ["create", "inspect", "verify", "storage-bench"] { #expect(top.stdout.contains(sub)) }
+        let create = try Tools.memtool("create", "--help")
+        #expect(create.stdout.contains("--rows-per-shard"))
+        #expect(create.stdout.contains("--codec"))
+    }
+
+    @Test func usageErrorsExitTwoAndStoreErrorsExitOne() throws {
+        let scratch = Scratch()
+        let usage = try Tools.memtool("create", scratch.file("a.pkm"), "--rows", "10")
+        #expect(usage.status == 2)
+        #expect(usage.stderr.contains("--synthetic"))
+        let missing = try Tools.memtool("inspect", scratch.file("nothing.pkm"))
+        #expect(missing.status == 1)
+        #expect(missing.stderr.contains("no store at"))
+    }
+
+    @Test func createInspectVerify() throws {
+        let scratch = Scratch()
+        let path = scratch.file("m.pkm")
+        let created = try Tools.memtool("create", path, "--synthetic", "--rows", "3000", "--dim", "16", "--dtype", "f16", "--rows-per-shard", "256")
+        #expect(created.status == 0, "\(created.stderr)")
+        let inspect = try Tools.memtool("inspect", path, "--json")
+        #expect(inspect.status == 0)
+        let json = try JSONSerialization.jsonObject(with: Data(inspect.stdout.utf8)) as! [String: Any]
+        #expect(json["complete"] as? Bool == true)
+        #expect(json["shardCount"] as? Int == 12)
+        #expect((json["table"] as? [String: Any])?["elementType"] as? String == "f16")
+        let verify = try Tools.memtool("verify", path)
+        #expect(verify.status == 0)
+        #expect(verify.stdout.contains("sound: 12 shards"))
+    }
+
+    @Test func verifyNamesEveryDamagedShard() throws {
+        let scratch = Scratch()
+        let path = scratch.file("m.pkm")
+        try #require(try Tools.memtool("create", path, "--synthetic", "--rows", "1000", "--dim", "8", "--rows-per-shard", "100").status == 0)
+        let env = try Environment(path: path, readOnly: false)
+        try env.write { txn in
+            for shard in [2, 6] {
+                try withShardKey(shard) { key in
+                    var blob = try txn.get(env.shards, key: key)!
+                    blob[blob.count / 2] ^= 0x10
+                    try blob.withUnsafeBytes { try txn.put(env.shards, key: key, value: $0) }
+                }
+            }
+        }
+        let verify = try Tools.memtool("verify", path)
+        #expect(verify.status == 1)
+        #expect(verify.stdout.contains("shard 2 (rows 200..<300)"))
+        #expect(verify.stdout.contains("shard 6 (rows 600..<700)"))
+        #expect(verify.stdout.contains("2 problems"))
+    }
+}
+
+@Suite struct PythonReaderTests {
+    /// The independent reader in Tools/, written from Spec/FORMAT.md, reads every row the Swift writer stored.
+    @Test(arguments: ["f32", "f16", "bf16"], ["raw", "zstd", "zstd+dict"])
+    func pythonReaderReadsEveryRow(dtype: String, codec: String) throws {
+        let scratch = Scratch()
+        let type = ElementType(rawValue: dtype)!
+        let layout = TableLayout(elementType: type, rows: 1234, dim: 20, rowsPerShard: 100,
+                                 codec: codec == "raw" ? .raw : .zstd, dictionary: codec == "zstd+dict")
+        let bytes = SyntheticRows(seed: 9, dim: 20).bytes(0..<1234, as: type)
+        let writer = try StoreWriter.create(at: scratch.file("m.pkm"), layout: layout)
+        try writer.putTensor("row_keys", try Tensor(shape: [2, 5], floats: (0..<10).map { Float($0) }))
+        try writer.append(bytes)
+        try writer.finish()
+        let result = try Tools.python([Tools.root.appendingPathComponent("Tools/pkmstore_reader.py").path,
+                                       scratch.file("m.pkm"), "--dump", scratch.file("rows.bin")])
+        try #require(result.status == 0, "python reader failed (run Tools/bootstrap.sh for its packages): \(result.stderr)")
+        let dumped = try [UInt8](Data(contentsOf: URL(fileURLWithPath: scratch.file("rows.bin"))))
+        #expect(dumped.count == bytes.count)
+        #expect(dumped == bytes)
+    }
+
+    @Test func pythonReaderRejectsACorruptShard() throws {
+        let scratch = Scratch()
+        let path = scratch.file("m.pkm")
+        try #require(try Tools.memtool("create", path, "--synthetic", "--rows", "500", "--dim", "8", "--rows-per-shard", "100").status == 0)
+        let env = try Environment(path: path, readOnly: false)
+        try env.write { txn in
+            try withShardKey(1) { key in
+                var blob = try txn.get(env.shards, key: key)!
+                blob[blob.count - 3] ^= 1
+                try blob.withUnsafeBytes { try txn.put(env.shards, key: key, value: $0) }
+            }
+        }
+        let result = try Tools.python([Tools.root.appendingPathComponent("Tools/pkmstore_reader.py").path, path, "--summary"])
+        #expect(result.status == 1)
+        #expect(result.stderr.contains("shard 1"))
+    }
+}
+
+@Suite struct KilledImportTests {
+    /// `memtool create` killed with SIGKILL mid-import leaves a store that opens, reports itself
+    /// incomplete with a whole-shard prefix that reads back exactly, and that the same command finishes.
+    @Test func killedCreateResumes() throws {
+        let scratch = Scratch()
+        let rows = 400_000, dim = 64
+        var killedIncomplete = 0
+        for trial in 0..<4 {
+            let path = scratch.file("k\(trial).pkm")
+            let args = ["create", path, "--synthetic", "--seed", "5", "--rows", String(rows), "--dim", String(dim), "--dtype", "bf16"]
+            let process = Process()
+            process.executableURL = Tools.memtool
+            process.arguments = args
+            process.standardOutput = FileHandle.nullDevice
+            process.standardError = FileHandle.nullDevice
+            try process.run()
+            // Kill at a different moment each trial: while the file is being created, mid-import, later.
+            usleep(useconds_t([30_000, 150_000, 400_000, 900_000][trial]))
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+            guard FileManager.default.fileExists(atPath: path) else { continue }
+
+            let generator = SyntheticRows(seed: 5, dim: dim)
+            if let store = try? Store.open(at: path) {
+                if !store.isComplete {
+                    killedIncomplete += 1
+                    #expect(store.state.rowsCommitted % store.layout.rowsPerShard == 0)
+                    #expect(try store.verify().isSound)
+                    if store.state.rowsCommitted > 0 {
+                        let last = store.state.rowsCommitted - 1
+                        let expected = generator.bytes(last..<(last + 1), as: .bf16)
+                        #expect(try store.row(last) == referenceRow(expected))
+                    }
+                }
+            }
+            // Running the same command again finishes (or restarts) the import cleanly.
+            let rerun = try Tools.run(Tools.memtool, args)
+            #expect(rerun.status == 0, "\(rerun.stderr)")
+            let done = try Store.open(at: path)
+            #expect(done.isComplete)
+            #expect(try done.verify().isSound)
+            for r in [0, rows / 3, rows - 1] {
+                #expect(try done.row(r) == referenceRow(generator.bytes(r..<(r + 1), as: .bf16)))
+            }
+        }
+        #expect(killedIncomplete >= 1, "no trial killed the import while it was incomplete")
+    }
+
+    private func referenceRow(_ bf16: [UInt8]) -> [Float] {
+        stride(from: 0, to: bf16.count, by: 2).map { Float(bitPattern: (UInt32(bf16[$0]) | UInt32(bf16[$0 + 1]) << 8) << 16) }
+    }
+}
