@@ -33,7 +33,7 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
-        .testTarget(name: "MemoryStoreTests", dependencies: ["MemoryStore"]),
+        .testTarget(name: "MemoryStoreTests", dependencies: ["MemoryStore", "CLMDB"]),
         .testTarget(name: "MemtoolTests", dependencies: ["MemoryStore", "memtool"]),
     ],
     swiftLanguageModes: [.v6]

@@ -1,3 +1,4 @@
+import CLMDB
 import Foundation
 import Testing
 @testable import MemoryStore
@@ -148,5 +149,33 @@ import Testing
         var read: [UInt8] = []
         for s in 0..<10 { try done.withShardRows(s) { read.append(contentsOf: $0) } }
         #expect(read == bytes)
+    }
+
+    @Test func creationKilledBeforeItsFirstCommitIsTakenOver() throws {
+        let dir = TemporaryDirectory()
+        let path = dir.file("t.pkm")
+        // An LMDB file with no databases in it: what a creation killed right after mdb_env_open leaves.
+        var env: OpaquePointer?
+        #expect(mdb_env_create(&env) == 0)
+        #expect(mdb_env_open(env, path, UInt32(MDB_NOSUBDIR), 0o644) == 0)
+        mdb_env_close(env)
+        #expect(throws: StoreError.self) { try Store.open(at: path) }
+        let layout = TableLayout(elementType: .f32, rows: 3, dim: 2)
+        let writer = try StoreWriter.createOrResume(at: path, layout: layout)
+        #expect(writer.rowsCommitted == 0)
+        try writer.append([Float](repeating: 2, count: 6))
+        try writer.finish()
+        #expect(try Store.open(at: path).row(2) == [2, 2])
+    }
+
+    @Test func aFileThatIsNotAStoreIsNeverOverwritten() throws {
+        let dir = TemporaryDirectory()
+        let path = dir.file("notes.txt")
+        let text = Data(String(repeating: "precious notes\n", count: 1000).utf8)
+        #expect(FileManager.default.createFile(atPath: path, contents: text))
+        let layout = TableLayout(elementType: .f32, rows: 3, dim: 2)
+        #expect(throws: StoreError.self) { try StoreWriter.createOrResume(at: path, layout: layout) }
+        #expect(throws: StoreError.self) { try StoreWriter.create(at: path, layout: layout) }
+        #expect(try Data(contentsOf: URL(fileURLWithPath: path)) == text)
     }
 }

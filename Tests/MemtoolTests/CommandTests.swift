@@ -117,7 +117,8 @@ final class Scratch {
         let scratch = Scratch()
         let rows = 400_000, dim = 64
         var killedIncomplete = 0
-        for trial in 0..<4 {
+        let delays: [useconds_t] = [2_000, 10_000, 30_000, 80_000, 150_000, 300_000, 500_000, 900_000]
+        for (trial, delay) in delays.enumerated() {
             let path = scratch.file("k\(trial).pkm")
             let args = ["create", path, "--synthetic", "--seed", "5", "--rows", String(rows), "--dim", String(dim), "--dtype", "bf16"]
             let process = Process()
@@ -127,7 +128,7 @@ final class Scratch {
             process.standardError = FileHandle.nullDevice
             try process.run()
             // Kill at a different moment each trial: while the file is being created, mid-import, later.
-            usleep(useconds_t([30_000, 150_000, 400_000, 900_000][trial]))
+            usleep(delay)
             kill(process.processIdentifier, SIGKILL)
             process.waitUntilExit()
             guard FileManager.default.fileExists(atPath: path) else { continue }

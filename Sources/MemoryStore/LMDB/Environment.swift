@@ -19,7 +19,12 @@ final class Environment: @unchecked Sendable {
     static let tensorsName = "tensors"
     static let shardsName = "shards"
 
+    /// The address space a reader reserves: LMDB may only remap when no transaction of the
+    /// process is active, so readers map far beyond the file once instead of remapping later.
+    static let readerMapSize = 1 << 36
+
     /// Opens (and with `create`, makes) the environment at `path`.
+    /// - Parameter mapSize: the map of a writer; readers map `max(readerMapSize, 4 x file size)`.
     init(path: String, readOnly: Bool, create: Bool = false, mapSize: Int = 1 << 30, maxReaders: Int = 126) throws {
         var env: OpaquePointer?
         try check(mdb_env_create(&env))
@@ -30,7 +35,12 @@ final class Environment: @unchecked Sendable {
         do {
             try check(mdb_env_set_maxdbs(env, 4))
             try check(mdb_env_set_maxreaders(env, UInt32(maxReaders)))
-            if !readOnly { try check(mdb_env_set_mapsize(env, mapSize)) }
+            if readOnly {
+                let fileSize = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
+                try check(mdb_env_set_mapsize(env, max(Self.readerMapSize, 4 * fileSize)))
+            } else {
+                try check(mdb_env_set_mapsize(env, mapSize))
+            }
             var flags = UInt32(MDB_NOSUBDIR | MDB_NOTLS)
             if readOnly { flags |= UInt32(MDB_RDONLY | MDB_NORDAHEAD) }
             if !create && !FileManager.default.fileExists(atPath: path) {
@@ -60,7 +70,9 @@ final class Environment: @unchecked Sendable {
             for (name, slot) in [(Self.metaName, 0), (Self.tensorsName, 1), (Self.shardsName, 2)] {
                 var dbi: MDB_dbi = 0
                 let rc = mdb_dbi_open(txn, name, flags, &dbi)
-                if rc == MDB_NOTFOUND { throw StoreError.notAStore(path: path, reason: "database '\(name)' is missing") }
+                if rc == MDB_NOTFOUND {
+                    throw StoreError.notAStore(path: path, reason: "database '\(name)' is missing (was its creation interrupted?)")
+                }
                 try check(rc)
                 switch slot {
                 case 0: meta = dbi
@@ -84,14 +96,27 @@ final class Environment: @unchecked Sendable {
         return (Int(stat.ms_psize), info.me_mapsize, info.me_last_pgno, Int(info.me_numreaders), Int(info.me_maxreaders))
     }
 
+    /// Whether `path` is an LMDB environment that holds none of a store's databases: a creation
+    /// killed before its first commit. Such a file can be taken over; anything else cannot.
+    static func isEmptyEnvironment(at path: String) -> Bool {
+        var env: OpaquePointer?
+        guard mdb_env_create(&env) == 0, let env else { return false }
+        defer { mdb_env_close(env) }
+        mdb_env_set_maxdbs(env, 4)
+        guard mdb_env_open(env, path, UInt32(MDB_NOSUBDIR | MDB_RDONLY | MDB_NOTLS), 0o644) == 0 else { return false }
+        var txn: OpaquePointer?
+        guard mdb_txn_begin(env, nil, UInt32(MDB_RDONLY), &txn) == 0 else { return false }
+        defer { mdb_txn_abort(txn) }
+        var dbi: MDB_dbi = 0
+        return mdb_dbi_open(txn, nil, 0, &dbi) == 0 && {
+            var s = MDB_stat()
+            return mdb_stat(txn, dbi, &s) == 0 && s.ms_entries == 0
+        }()
+    }
+
     /// Grows the map. Only valid when this process has no transaction open.
     func setMapSize(_ bytes: Int) throws {
         try check(mdb_env_set_mapsize(handle, bytes))
-    }
-
-    /// Adopts a map size grown by another process (after `MDB_MAP_RESIZED`).
-    func adoptGrownMap() throws {
-        try check(mdb_env_set_mapsize(handle, 0))
     }
 
     /// Writes a compacted copy of the environment to `path` (`MDB_CP_COMPACT`).

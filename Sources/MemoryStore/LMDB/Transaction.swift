@@ -10,13 +10,8 @@ final class ReadTransaction {
     init(env: Environment) throws {
         self.env = env
         var txn: OpaquePointer?
-        var rc = mdb_txn_begin(env.handle, nil, UInt32(MDB_RDONLY), &txn)
-        if rc == MDB_MAP_RESIZED {
-            // Another process grew the map: adopt the new size and retry once.
-            try env.adoptGrownMap()
-            rc = mdb_txn_begin(env.handle, nil, UInt32(MDB_RDONLY), &txn)
-        }
-        try check(rc)
+        let rc = mdb_txn_begin(env.handle, nil, UInt32(MDB_RDONLY), &txn)
+        try Self.checkReader(rc)
         self.handle = txn!
     }
 
@@ -30,13 +25,17 @@ final class ReadTransaction {
     /// Takes a fresh snapshot after `reset()`.
     func renew() throws {
         if active { return }
-        var rc = mdb_txn_renew(handle)
+        try Self.checkReader(mdb_txn_renew(handle))
+        active = true
+    }
+
+    /// Like `check`, but explains `MDB_MAP_RESIZED`: remapping is unsafe while other threads read,
+    /// so a reader outgrown by a writer in another process must be reopened.
+    private static func checkReader(_ rc: Int32) throws {
         if rc == MDB_MAP_RESIZED {
-            try env.adoptGrownMap()
-            rc = mdb_txn_renew(handle)
+            throw StoreError.inconsistent("the store grew past this reader's mapping while open; reopen it")
         }
         try check(rc)
-        active = true
     }
 
     /// Calls `body` with the bytes stored under `key`, or nil when absent.

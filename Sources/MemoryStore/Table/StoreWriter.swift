@@ -39,7 +39,7 @@ public final class StoreWriter {
     public static func create(at path: String, layout: TableLayout, metadata: [String: String] = [:],
                               options: Options = Options()) throws -> StoreWriter {
         try layout.validate()
-        if FileManager.default.fileExists(atPath: path) {
+        if FileManager.default.fileExists(atPath: path) && !Environment.isEmptyEnvironment(at: path) {
             let env = try Environment(path: path, readOnly: true)
             if try env.read({ try Store.readManifest($0, env: env) }) != nil {
                 throw StoreError.invalidArgument("a store already exists at '\(path)'")
@@ -54,7 +54,7 @@ public final class StoreWriter {
     public static func createOrResume(at path: String, layout: TableLayout, metadata: [String: String] = [:],
                                       options: Options = Options()) throws -> StoreWriter {
         try layout.validate()
-        guard FileManager.default.fileExists(atPath: path) else {
+        guard FileManager.default.fileExists(atPath: path), !Environment.isEmptyEnvironment(at: path) else {
             return try create(at: path, layout: layout, metadata: metadata, options: options)
         }
         let probe = try Environment(path: path, readOnly: true)
