@@ -5,6 +5,7 @@ let package = Package(
     name: "ProductKeyMemoryStore",
     products: [
         .library(name: "MemoryStore", targets: ["MemoryStore"]),
+        .library(name: "MemoryRetrieval", targets: ["MemoryRetrieval"]),
         .executable(name: "memtool", targets: ["memtool"]),
     ],
     dependencies: [
@@ -26,6 +27,7 @@ let package = Package(
             name: "MemoryStore",
             dependencies: ["CLMDB", "CZstd"]
         ),
+        .target(name: "MemoryRetrieval"),
         .executableTarget(
             name: "memtool",
             dependencies: [
@@ -34,6 +36,7 @@ let package = Package(
             ]
         ),
         .testTarget(name: "MemoryStoreTests", dependencies: ["MemoryStore", "CLMDB"]),
+        .testTarget(name: "MemoryRetrievalTests", dependencies: ["MemoryRetrieval"]),
         .testTarget(name: "MemtoolTests", dependencies: ["MemoryStore", "memtool"]),
     ],
     swiftLanguageModes: [.v6]

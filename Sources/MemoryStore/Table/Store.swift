@@ -205,6 +205,29 @@ public final class Store: @unchecked Sendable {
         }
     }
 
+    /// The batched form: row `i` adds into output row `targets[i]` of `output` (`targets.max + 1` rows of `dim`).
+    /// One call for a whole batch of queries reads each shard once for all of them.
+    public func gatherReduce(indices: UnsafeBufferPointer<Int>, weights: UnsafeBufferPointer<Float>, chunks: Int,
+                             targets: UnsafeBufferPointer<Int>, into output: UnsafeMutableBufferPointer<Float>) throws {
+        let dim = layout.dim
+        guard chunks >= 1, dim % chunks == 0 else {
+            throw StoreError.invalidArgument("row dimension \(dim) does not split into \(chunks) equal chunks")
+        }
+        guard weights.count == indices.count * chunks, targets.count == indices.count else {
+            throw StoreError.invalidArgument("\(weights.count) weights and \(targets.count) targets for \(indices.count) rows x \(chunks) chunks")
+        }
+        let outputs = output.count / dim
+        guard output.count % dim == 0, targets.allSatisfy({ $0 >= 0 && $0 < outputs }) else {
+            throw StoreError.invalidArgument("targets must index the \(outputs) output rows of \(dim)")
+        }
+        let type = layout.elementType, rowBytes = layout.rowBytes
+        let w = weights.baseAddress!, out = output.baseAddress!
+        try forEachRowByShard(indices) { position, row, base in
+            RowKernels.accumulate(base + row * rowBytes, type: type, dim: dim, chunks: chunks, weights: w + position * chunks,
+                                  into: out + targets[position] * dim)
+        }
+    }
+
     /// Convenience over arrays.
     public func gatherReduce(indices: [Int], weights: [Float], chunks: Int = 1, into output: inout [Float]) throws {
         try indices.withUnsafeBufferPointer { i in

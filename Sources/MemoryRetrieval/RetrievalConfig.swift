@@ -1,0 +1,142 @@
+import Foundation
+
+/// How slots are scored (Spec/RETRIEVAL.md, "Scoring").
+public enum Scoring: String, Codable, Sendable, CaseIterable {
+    /// Product keys: additive row and column scores, exact top-k.
+    case pkm
+    /// Tucker-decomposed scoring with rank-1 pre-selection of the top m rows and columns.
+    case tucker
+    /// Tucker scoring of every slot; for small grids and tests.
+    case tuckerExact = "tucker-exact"
+}
+
+/// The function applied to the selected scores (Spec/RETRIEVAL.md, "Weights").
+public enum Activation: String, Codable, Sendable, CaseIterable {
+    case softmax, none, relu, sigmoid
+
+    /// Applies the activation in place to `count` scores spaced `stride` apart.
+    func apply(_ x: UnsafeMutablePointer<Float>, count: Int, stride: Int) {
+        switch self {
+        case .softmax:
+            var top = -Float.infinity
+            for s in 0..<count { top = max(top, x[s * stride]) }
+            var sum: Float = 0
+            for s in 0..<count {
+                let e = exp(x[s * stride] - top)
+                x[s * stride] = e
+                sum += e
+            }
+            for s in 0..<count { x[s * stride] /= sum }
+        case .none:
+            break
+        case .relu:
+            for s in 0..<count { x[s * stride] = max(0, x[s * stride]) }
+        case .sigmoid:
+            for s in 0..<count { x[s * stride] = 1 / (1 + exp(-x[s * stride])) }
+        }
+    }
+}
+
+/// How a virtual slot maps to a physical row and projector (Spec/RETRIEVAL.md, "Addressing").
+public enum Addressing: String, Codable, Sendable, CaseIterable {
+    case identity, table, keyed
+}
+
+/// The hyper-parameters of a memory layer, named as in Spec/RETRIEVAL.md.
+public struct RetrievalConfig: Codable, Sendable, Equatable {
+    public var scoring: Scoring
+    public var heads: Int
+    public var keyDim: Int
+    public var gridRows: Int
+    public var gridCols: Int
+    public var rank: Int
+    public var cores: Int
+    public var expansion: Int
+    public var physicalRows: Int
+    public var valueDim: Int
+    public var outputDim: Int
+    public var topK: Int
+    public var topM: Int
+    public var activation: Activation
+    public var addressing: Addressing
+    public var addressKey: UInt64
+
+    public init(scoring: Scoring, heads: Int, keyDim: Int, gridRows: Int, gridCols: Int, rank: Int = 1, cores: Int = 1,
+                expansion: Int = 1, physicalRows: Int, valueDim: Int, outputDim: Int? = nil, topK: Int, topM: Int = 0,
+                activation: Activation = .softmax, addressing: Addressing = .identity, addressKey: UInt64 = 0) {
+        self.scoring = scoring
+        self.heads = heads
+        self.keyDim = keyDim
+        self.gridRows = gridRows
+        self.gridCols = gridCols
+        self.rank = rank
+        self.cores = cores
+        self.expansion = expansion
+        self.physicalRows = physicalRows
+        self.valueDim = valueDim
+        self.outputDim = outputDim ?? valueDim
+        self.topK = topK
+        self.topM = topM
+        self.activation = activation
+        self.addressing = addressing
+        self.addressKey = addressKey
+    }
+
+    /// `n_row * n_col`.
+    public var virtualSlots: Int { gridRows * gridCols }
+
+    /// Checks every rule of Spec/RETRIEVAL.md, "Errors", that the parameters alone decide.
+    public func validate() throws(RetrievalError) {
+        func bad(_ field: String, _ why: String) -> RetrievalError { .invalidConfig(field: field, reason: why) }
+        for (name, value) in [("heads", heads), ("keyDim", keyDim), ("gridRows", gridRows), ("gridCols", gridCols),
+                              ("rank", rank), ("cores", cores), ("expansion", expansion), ("physicalRows", physicalRows),
+                              ("valueDim", valueDim), ("outputDim", outputDim)] where value < 1 {
+            throw bad(name, "must be at least 1 (got \(value))")
+        }
+        guard gridRows <= 1 << 31, gridCols <= 1 << 31, gridRows.multipliedReportingOverflow(by: gridCols).overflow == false,
+              virtualSlots <= 1 << 40 else {
+            throw bad("gridRows", "a grid of \(gridRows) x \(gridCols) is larger than 2^40 slots")
+        }
+        guard virtualSlots == expansion * physicalRows else {
+            throw bad("expansion", "n_row x n_col = \(virtualSlots) must equal expansion x physicalRows = \(expansion) x \(physicalRows)")
+        }
+        guard valueDim % cores == 0 else { throw bad("cores", "valueDim \(valueDim) is not divisible by \(cores) cores") }
+        guard topK >= 1, topK <= virtualSlots else { throw bad("topK", "must be in 1...\(virtualSlots) (got \(topK))") }
+        switch scoring {
+        case .pkm:
+            guard rank == 1 else { throw bad("rank", "PKM scoring needs rank 1 (got \(rank))") }
+            guard cores == 1 else { throw bad("cores", "PKM scoring needs 1 core (got \(cores))") }
+            guard topK <= gridRows, topK <= gridCols else {
+                throw bad("topK", "PKM selects top-k rows and columns, so k = \(topK) must not exceed the grid's \(gridRows) x \(gridCols)")
+            }
+        case .tucker:
+            guard topM >= topK else { throw bad("topM", "m = \(topM) is smaller than k = \(topK)") }
+            guard topM <= min(gridRows, gridCols) else {
+                throw bad("topM", "m = \(topM) exceeds the grid's smaller side (\(min(gridRows, gridCols)))")
+            }
+        case .tuckerExact:
+            break
+        }
+    }
+}
+
+/// What is wrong with a retrieval request, naming the field, tensor or query.
+public enum RetrievalError: Error, Equatable, Sendable, CustomStringConvertible {
+    case invalidConfig(field: String, reason: String)
+    case tensorShape(name: String, expected: [Int], got: [Int])
+    case missingTensor(String)
+    case invalidTensor(name: String, reason: String)
+    case queryShape(expected: String, got: Int)
+    case nonFiniteQuery(query: Int, head: Int)
+
+    public var description: String {
+        switch self {
+        case .invalidConfig(let field, let reason): "invalid retrieval parameter '\(field)': \(reason)"
+        case .tensorShape(let name, let expected, let got): "tensor '\(name)' has shape \(got), expected \(expected)"
+        case .missingTensor(let name): "tensor '\(name)' is required and missing"
+        case .invalidTensor(let name, let reason): "tensor '\(name)' is invalid: \(reason)"
+        case .queryShape(let expected, let got): "queries must be \(expected) floats; got \(got)"
+        case .nonFiniteQuery(let b, let h): "query \(b), head \(h) contains NaN or infinity"
+        }
+    }
+}
