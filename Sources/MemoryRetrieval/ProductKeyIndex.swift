@@ -370,9 +370,10 @@ private struct SearchScratch {
     init(config c: RetrievalConfig, block: Int) {
         rowScores = [Float](repeating: 0, count: block * c.gridRows)
         colScores = [Float](repeating: 0, count: block * c.gridCols)
+        // PKM keeps the top min(k, side) rows and columns: still exact (Spec/RETRIEVAL.md, PKM).
         let side = c.scoring == .pkm ? c.topK : c.topM
-        rows = TopSelection(capacity: max(1, side))
-        cols = TopSelection(capacity: max(1, side))
+        rows = TopSelection(capacity: max(1, min(side, c.gridRows)))
+        cols = TopSelection(capacity: max(1, min(side, c.gridCols)))
         coreScores = [Float](repeating: 0, count: c.topK * c.cores)
     }
 }

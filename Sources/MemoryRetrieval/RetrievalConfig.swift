@@ -106,9 +106,6 @@ public struct RetrievalConfig: Codable, Sendable, Equatable {
         case .pkm:
             guard rank == 1 else { throw bad("rank", "PKM scoring needs rank 1 (got \(rank))") }
             guard cores == 1 else { throw bad("cores", "PKM scoring needs 1 core (got \(cores))") }
-            guard topK <= gridRows, topK <= gridCols else {
-                throw bad("topK", "PKM selects top-k rows and columns, so k = \(topK) must not exceed the grid's \(gridRows) x \(gridCols)")
-            }
         case .tucker:
             guard topM >= topK else { throw bad("topM", "m = \(topM) is smaller than k = \(topK)") }
             guard topM <= min(gridRows, gridCols) else {
