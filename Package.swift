@@ -6,6 +6,7 @@ let package = Package(
     products: [
         .library(name: "MemoryStore", targets: ["MemoryStore"]),
         .library(name: "MemoryRetrieval", targets: ["MemoryRetrieval"]),
+        .library(name: "MemoryLayer", targets: ["MemoryLayer"]),
         .executable(name: "memtool", targets: ["memtool"]),
     ],
     dependencies: [
@@ -28,16 +29,19 @@ let package = Package(
             dependencies: ["CLMDB", "CZstd"]
         ),
         .target(name: "MemoryRetrieval"),
+        .target(name: "MemoryLayer", dependencies: ["MemoryStore", "MemoryRetrieval"]),
         .executableTarget(
             name: "memtool",
             dependencies: [
                 "MemoryStore",
+                "MemoryRetrieval",
+                "MemoryLayer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
         .testTarget(name: "MemoryStoreTests", dependencies: ["MemoryStore", "CLMDB"]),
         .testTarget(name: "MemoryRetrievalTests", dependencies: ["MemoryRetrieval"]),
-        .testTarget(name: "MemtoolTests", dependencies: ["MemoryStore", "memtool"]),
+        .testTarget(name: "MemtoolTests", dependencies: ["MemoryStore", "MemoryRetrieval", "MemoryLayer", "memtool"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -165,7 +165,6 @@ public final class ProductKeyIndex: Sendable {
         let c = config
         let n = range.count, d = c.keyDim, stride = c.heads * 2 * d
         var scratch = SearchScratch(config: c, block: n)
-        var selection = TopSelection(capacity: c.topK)
         for h in 0..<c.heads {
             let qRow = queries.baseAddress! + range.lowerBound * stride + h * 2 * d
             let qCol = qRow + d
@@ -182,18 +181,15 @@ public final class ProductKeyIndex: Sendable {
             for b in 0..<n {
                 let slot = ((range.lowerBound + b) * c.heads + h) * c.topK
                 let q = (row: qRow + b * stride, col: qCol + b * stride)
-                selection.reset()
                 switch c.scoring {
-                case .pkm: selectPKM(b, &scratch, &selection)
-                case .tucker: selectTucker(b, head: h, q, &scratch, &selection, exact: false)
-                case .tuckerExact: selectTucker(b, head: h, q, &scratch, &selection, exact: true)
+                case .pkm: selectPKM(b, &scratch)
+                case .tucker: selectTucker(b, head: h, q, &scratch, exact: false)
+                case .tuckerExact: selectTucker(b, head: h, q, &scratch, exact: true)
                 }
-                for s in 0..<c.topK { indices[slot + s] = selection.indices[s] }
+                for s in 0..<c.topK { indices[slot + s] = scratch.selected[s] }
                 // Weights: the per-core scores of the selected slots, through the activation per core.
                 let w = weights.baseAddress! + slot * c.cores
-                for s in 0..<c.topK {
-                    for t in 0..<c.cores { w[s * c.cores + t] = c.scoring == .pkm ? selection.scores[s] : scratch.coreScores[s * c.cores + t] }
-                }
+                for e in 0..<(c.topK * c.cores) { w[e] = scratch.coreScores[e] }
                 for t in 0..<c.cores { c.activation.apply(w + t, count: c.topK, stride: c.cores) }
             }
         }
@@ -209,75 +205,82 @@ public final class ProductKeyIndex: Sendable {
     }
 
     /// PKM: the top-k rows and columns, then the top-k of their k² sums (exact; see the spec).
-    private func selectPKM(_ b: Int, _ s: inout SearchScratch, _ selection: inout TopSelection) {
+    private func selectPKM(_ b: Int, _ s: inout SearchScratch) {
         let c = config
-        s.rows.reset(); s.cols.reset()
-        s.rowScores.withUnsafeBufferPointer { s.rows.offerAll(UnsafeBufferPointer(rebasing: $0[(b * c.gridRows)..<((b + 1) * c.gridRows)])) }
-        s.colScores.withUnsafeBufferPointer { s.cols.offerAll(UnsafeBufferPointer(rebasing: $0[(b * c.gridCols)..<((b + 1) * c.gridCols)])) }
-        for (ri, i) in s.rows.indices.enumerated() {
-            for (cj, j) in s.cols.indices.enumerated() {
-                selection.offer(s.rows.scores[ri] + s.cols.scores[cj], i * c.gridCols + j)
+        s.keepBest(b, rows: c.gridRows, cols: c.gridCols, count: c.topK)
+        let mr = s.keptRows.count, mc = s.keptCols.count
+        s.prepareSubgrid(rank: 0, cores: 0, rows: mr, cols: mc)
+        s.subgrid.withUnsafeMutableBufferPointer { total in
+            for ii in 0..<mr {
+                let x = s.rowScores[b * c.gridRows + s.keptRows[ii]]
+                for jj in 0..<mc { total[ii * mc + jj] = x + s.colScores[b * c.gridCols + s.keptCols[jj]] }
             }
+            s.slots.select(UnsafeBufferPointer(rebasing: total[0..<(mr * mc)]), count: c.topK)
+        }
+        for (k, p) in s.slots.positions.enumerated() {
+            s.selected[k] = s.keptRows[p / mc] * c.gridCols + s.keptCols[p % mc]
+            s.coreScores[k] = s.slots.scores[k]
         }
     }
 
     /// Tucker: pre-select m rows and columns by the rank-1 scores (or take all, exact), score the
     /// sub-grid with every core, keep the top k by total; per-core scores go to `s.coreScores`.
     private func selectTucker(_ b: Int, head h: Int, _ q: (row: UnsafePointer<Float>, col: UnsafePointer<Float>),
-                              _ s: inout SearchScratch, _ selection: inout TopSelection, exact: Bool) {
-        let c = config, r = c.rank, d = c.keyDim
-        let rows: [Int], cols: [Int]
+                              _ s: inout SearchScratch, exact: Bool) {
+        let c = config, r = c.rank, d = c.keyDim, nc = c.cores
         if exact {
-            rows = Array(0..<c.gridRows)
-            cols = Array(0..<c.gridCols)
+            s.keptRows = Array(0..<c.gridRows)
+            s.keptCols = Array(0..<c.gridCols)
         } else {
-            s.rows.reset(); s.cols.reset()
-            s.rowScores.withUnsafeBufferPointer { s.rows.offerAll(UnsafeBufferPointer(rebasing: $0[(b * c.gridRows)..<((b + 1) * c.gridRows)])) }
-            s.colScores.withUnsafeBufferPointer { s.cols.offerAll(UnsafeBufferPointer(rebasing: $0[(b * c.gridCols)..<((b + 1) * c.gridCols)])) }
-            rows = s.rows.indices
-            cols = s.cols.indices
+            s.keepBest(b, rows: c.gridRows, cols: c.gridCols, count: c.topM)
         }
-        // S_row[a][i] for kept rows, and T_t[a][j] = Σ_b cores[h,t,a,b] S_col[b][j] for kept columns.
-        let sRow = tensors.rowKeys.withUnsafeBufferPointer { k in
-            rows.flatMap { i in (0..<r).map { a in KeyScoring.dot(k.baseAddress! + ((h * r + a) * c.gridRows + i) * d, q.row, d) } }
-        }
-        let sCol = tensors.colKeys.withUnsafeBufferPointer { k in
-            cols.flatMap { j in (0..<r).map { bb in KeyScoring.dot(k.baseAddress! + ((h * r + bb) * c.gridCols + j) * d, q.col, d) } }
-        }
-        let cores = tensors.cores!
-        var tCol = [Float](repeating: 0, count: cols.count * c.cores * r)  // [j][t][a]
-        for jj in 0..<cols.count {
-            for t in 0..<c.cores {
-                for a in 0..<r {
-                    var sum: Float = 0
-                    for bb in 0..<r { sum += cores[((h * c.cores + t) * r + a) * r + bb] * sCol[jj * r + bb] }
-                    tCol[(jj * c.cores + t) * r + a] = sum
+        let mr = s.keptRows.count, mc = s.keptCols.count
+        s.prepareSubgrid(rank: r, cores: nc, rows: mr, cols: mc)
+        tensors.rowKeys.withUnsafeBufferPointer { rk in
+            tensors.colKeys.withUnsafeBufferPointer { ck in
+                tensors.cores!.withUnsafeBufferPointer { cores in
+                    s.subgrid.withUnsafeMutableBufferPointer { g in
+                        let sRow = g.baseAddress!                     // [a][ii]
+                        let sCol = sRow + r * mr                      // [b][jj]
+                        let tCol = sCol + r * mc                      // [t][a][jj] = Σ_b cores[h,t,a,b] S_col[b][jj]
+                        let perCore = tCol + nc * r * mc              // [t][ii][jj]
+                        let total = perCore + nc * mr * mc            // [ii][jj]
+                        for a in 0..<r {
+                            for (ii, i) in s.keptRows.enumerated() { sRow[a * mr + ii] = KeyScoring.dot(rk.baseAddress! + ((h * r + a) * c.gridRows + i) * d, q.row, d) }
+                            for (jj, j) in s.keptCols.enumerated() { sCol[a * mc + jj] = KeyScoring.dot(ck.baseAddress! + ((h * r + a) * c.gridCols + j) * d, q.col, d) }
+                        }
+                        for t in 0..<nc {
+                            for a in 0..<r {
+                                let out = tCol + (t * r + a) * mc
+                                for jj in 0..<mc { out[jj] = 0 }
+                                for bb in 0..<r {
+                                    let w = cores[((h * nc + t) * r + a) * r + bb]
+                                    for jj in 0..<mc { out[jj] += w * sCol[bb * mc + jj] }
+                                }
+                            }
+                        }
+                        for e in 0..<(mr * mc) { total[e] = 0 }
+                        for t in 0..<nc {
+                            for ii in 0..<mr {
+                                let out = perCore + (t * mr + ii) * mc
+                                for jj in 0..<mc { out[jj] = 0 }
+                                for a in 0..<r {
+                                    let x = sRow[a * mr + ii], src = tCol + (t * r + a) * mc
+                                    for jj in 0..<mc { out[jj] += x * src[jj] }
+                                }
+                                let tot = total + ii * mc
+                                for jj in 0..<mc { tot[jj] += out[jj] }
+                            }
+                        }
+                        // The sub-grid's positions ascend with vid, so position order breaks ties as the spec says.
+                        s.slots.select(UnsafeBufferPointer(start: total, count: mr * mc), count: c.topK)
+                        for (k, p) in s.slots.positions.enumerated() {
+                            s.selected[k] = s.keptRows[p / mc] * c.gridCols + s.keptCols[p % mc]
+                            for t in 0..<nc { s.coreScores[k * nc + t] = perCore[t * mr * mc + p] }
+                        }
+                    }
                 }
             }
-        }
-        var perCore = [Float](repeating: 0, count: c.cores)
-        // Remember every candidate's per-core scores by its position, to report the selected ones.
-        var candidateScores = [Float](repeating: 0, count: rows.count * cols.count * c.cores)
-        for (ii, i) in rows.enumerated() {
-            for (jj, j) in cols.enumerated() {
-                var total: Float = 0
-                for t in 0..<c.cores {
-                    var sum: Float = 0
-                    for a in 0..<r { sum += sRow[ii * r + a] * tCol[(jj * c.cores + t) * r + a] }
-                    perCore[t] = sum
-                    total += sum
-                }
-                let position = ii * cols.count + jj
-                for t in 0..<c.cores { candidateScores[position * c.cores + t] = perCore[t] }
-                selection.offer(total, i * c.gridCols + j)
-            }
-        }
-        // Map each selected vid back to its candidate position to fetch its per-core scores.
-        let rowPosition = Dictionary(uniqueKeysWithValues: rows.enumerated().map { ($1, $0) })
-        let colPosition = Dictionary(uniqueKeysWithValues: cols.enumerated().map { ($1, $0) })
-        for (sIdx, vid) in selection.indices.enumerated() {
-            let position = rowPosition[vid / c.gridCols]! * cols.count + colPosition[vid % c.gridCols]!
-            for t in 0..<c.cores { s.coreScores[sIdx * c.cores + t] = candidateScores[position * c.cores + t] }
         }
     }
 
@@ -363,18 +366,36 @@ public final class ProductKeyIndex: Sendable {
 private struct SearchScratch {
     var rowScores: [Float]
     var colScores: [Float]
-    var rows: TopSelection
-    var cols: TopSelection
+    var rowSelection = TopSelection()
+    var colSelection = TopSelection()
+    var slots = TopSelection()
+    /// Per selected slot: its vid, and its score per core.
+    var selected: [Int]
     var coreScores: [Float]
+    /// Kept rows and columns in ascending order, so the sub-grid they span ascends in vid.
+    var keptRows: [Int] = []
+    var keptCols: [Int] = []
+    /// The sub-grid's working memory: S_row, S_col, the core-mixed columns, per-core and total scores.
+    var subgrid: [Float] = []
 
     init(config c: RetrievalConfig, block: Int) {
         rowScores = [Float](repeating: 0, count: block * c.gridRows)
         colScores = [Float](repeating: 0, count: block * c.gridCols)
-        // PKM keeps the top min(k, side) rows and columns: still exact (Spec/RETRIEVAL.md, PKM).
-        let side = c.scoring == .pkm ? c.topK : c.topM
-        rows = TopSelection(capacity: max(1, min(side, c.gridRows)))
-        cols = TopSelection(capacity: max(1, min(side, c.gridCols)))
+        selected = [Int](repeating: 0, count: c.topK)
         coreScores = [Float](repeating: 0, count: c.topK * c.cores)
+    }
+
+    /// Keeps the best `count` rows and columns of query `b` (all of a side that has no more).
+    mutating func keepBest(_ b: Int, rows: Int, cols: Int, count: Int) {
+        rowScores.withUnsafeBufferPointer { rowSelection.select(UnsafeBufferPointer(rebasing: $0[(b * rows)..<((b + 1) * rows)]), count: count) }
+        colScores.withUnsafeBufferPointer { colSelection.select(UnsafeBufferPointer(rebasing: $0[(b * cols)..<((b + 1) * cols)]), count: count) }
+        keptRows = rowSelection.positions.sorted()
+        keptCols = colSelection.positions.sorted()
+    }
+
+    mutating func prepareSubgrid(rank r: Int, cores c: Int, rows: Int, cols: Int) {
+        let need = r * rows + r * cols + c * r * cols + c * rows * cols + rows * cols
+        if subgrid.count < need { subgrid = [Float](repeating: 0, count: need) }
     }
 }
 

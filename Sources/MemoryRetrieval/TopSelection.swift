@@ -1,66 +1,78 @@
-/// Keeps the best `capacity` (score, index) pairs seen, in rank order: larger score first,
-/// equal scores by smaller index (Spec/RETRIEVAL.md, "Ranking and ties").
+/// Selection of the top n scores, larger first, equal scores by smaller position
+/// (Spec/RETRIEVAL.md, "Ranking and ties"). Callers present candidates in index order, so
+/// position order is index order.
 ///
-/// - Complexity: O(1) for a candidate that does not make the cut, O(capacity) for one that does;
-///   over n random candidates about O(n + capacity · log(n) · capacity).
+/// The maxima of about 4n blocks bound the n-th largest score from below (n blocks hold a
+/// value at least as large as their maximum), one pass keeps the few candidates at or above
+/// that bound, and sorting them as packed (score, position) words orders the winners. Exact,
+/// ties included, and branch-predictable where a quickselect over random scores is not.
 struct TopSelection {
-    private(set) var scores: [Float]
-    private(set) var indices: [Int]
-    let capacity: Int
+    private var maxima: [Float] = []
+    private var keys: [UInt64] = []
+    /// The selected positions, in rank order.
+    private(set) var positions: [Int] = []
+    /// Their scores, in the same order.
+    private(set) var scores: [Float] = []
 
-    init(capacity: Int) {
-        self.capacity = capacity
-        scores = []
-        indices = []
-        scores.reserveCapacity(capacity)
-        indices.reserveCapacity(capacity)
-    }
-
-    mutating func reset() {
+    /// Selects the top `count` of `candidates` (fewer than 2^32).
+    /// - Complexity: O(n) plus O(m log m) for the m candidates above the bound (a small multiple of `count`).
+    mutating func select(_ candidates: UnsafeBufferPointer<Float>, count: Int) {
+        let n = candidates.count, want = min(count, n)
+        positions.removeAll(keepingCapacity: true)
         scores.removeAll(keepingCapacity: true)
-        indices.removeAll(keepingCapacity: true)
-    }
-
-    /// Whether (a, i) ranks before (b, j).
-    @inline(__always)
-    static func ranksBefore(_ a: Float, _ i: Int, _ b: Float, _ j: Int) -> Bool {
-        a > b || (a == b && i < j)
-    }
-
-    /// Offers a candidate.
-    @inline(__always)
-    mutating func offer(_ score: Float, _ index: Int) {
-        if scores.count == capacity {
-            guard Self.ranksBefore(score, index, scores[capacity - 1], indices[capacity - 1]) else { return }
-            scores.removeLast()
-            indices.removeLast()
+        guard want > 0 else { return }
+        var bound = -Float.infinity
+        if n >= 8 * want {
+            let block = n / (4 * want)
+            let blocks = n / block
+            maxima.removeAll(keepingCapacity: true)
+            for i in 0..<blocks {
+                var m = candidates[i * block]
+                for j in (i * block + 1)..<((i + 1) * block) { m = max(m, candidates[j]) }
+                maxima.append(m)
+            }
+            bound = maxima.withUnsafeMutableBufferPointer { Self.kthLargest($0, want - 1) }
         }
-        // Insertion point: after every kept entry that ranks before the candidate.
-        var lo = 0, hi = scores.count
+        keys.removeAll(keepingCapacity: true)
+        for p in 0..<n where candidates[p] >= bound {
+            keys.append(UInt64(~Self.orderedBits(candidates[p])) << 32 | UInt64(p))
+        }
+        keys.sort()
+        for key in keys.prefix(want) {
+            let p = Int(key & 0xFFFF_FFFF)
+            positions.append(p)
+            scores.append(candidates[p])
+        }
+    }
+
+    /// A UInt32 that orders like the Float (for finite values and infinities).
+    @inline(__always)
+    static func orderedBits(_ x: Float) -> UInt32 {
+        let b = x.bitPattern
+        return b & 0x8000_0000 == 0 ? b | 0x8000_0000 : ~b
+    }
+
+    /// The value at descending position `k` (0-based): quickselect with a median-of-three pivot.
+    static func kthLargest(_ a: UnsafeMutableBufferPointer<Float>, _ k: Int) -> Float {
+        var lo = 0, hi = a.count - 1
         while lo < hi {
-            let mid = (lo + hi) / 2
-            if Self.ranksBefore(scores[mid], indices[mid], score, index) { lo = mid + 1 } else { hi = mid }
+            let mid = lo + (hi - lo) / 2
+            if a[mid] > a[lo] { a.swapAt(mid, lo) }
+            if a[hi] > a[lo] { a.swapAt(hi, lo) }
+            if a[hi] > a[mid] { a.swapAt(hi, mid) }
+            let pivot = a[mid]
+            var i = lo, j = hi
+            while i <= j {
+                while a[i] > pivot { i += 1 }
+                while a[j] < pivot { j -= 1 }
+                if i <= j {
+                    a.swapAt(i, j)
+                    i += 1
+                    j -= 1
+                }
+            }
+            if k <= j { hi = j } else if k >= i { lo = i } else { return a[k] }
         }
-        scores.insert(score, at: lo)
-        indices.insert(index, at: lo)
-    }
-
-    /// Offers `scores[i]` with index `i` for every i, in order.
-    mutating func offerAll(_ candidates: UnsafeBufferPointer<Float>) {
-        var i = 0
-        // Fill, then only compare against the current threshold until something beats it.
-        while i < candidates.count && scores.count < capacity {
-            offer(candidates[i], i)
-            i += 1
-        }
-        while i < candidates.count {
-            var threshold = scores[capacity - 1]
-            while i < candidates.count && !(candidates[i] > threshold) { i += 1 }
-            if i == candidates.count { break }
-            // candidates[i] > threshold; indices grow, so a strictly larger score is needed to enter.
-            offer(candidates[i], i)
-            threshold = scores[capacity - 1]
-            i += 1
-        }
+        return a[k]
     }
 }

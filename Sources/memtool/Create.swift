@@ -1,64 +1,123 @@
 import ArgumentParser
 import Foundation
+import MemoryLayer
+import MemoryRetrieval
 import MemoryStore
 
 struct Create: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Create a store filled with a synthetic value table.",
+        abstract: "Create a store holding a synthetic memory layer.",
         discussion: """
-            Values are drawn from N(0, 0.02), deterministic per seed. An interrupted run leaves a store \
+            Values are drawn from N(0, 0.02), keys from N(0, 1/sqrt(d)), cores and projectors at random, all \
+            deterministic per seed. The grid must hold expansion x rows virtual slots; give either --grid or \
+            --rows and the other is derived (a square grid when possible). An interrupted run leaves a store \
             marked incomplete; running the same command again resumes it.
             """)
 
     @Argument(help: "Path of the store file to create.")
     var store: String
 
-    @Flag(help: "Fill the table with synthetic Gaussian values (the only source create supports).")
+    @Flag(help: "Fill the memory with synthetic values (create supports no other source; see import).")
     var synthetic = false
 
-    @Option(help: "Seed of the synthetic values.")
+    @Option(help: "Seed of the synthetic memory.")
     var seed: UInt64 = 0
 
-    @Option(help: "Physical rows in the value table.")
-    var rows: Int = 1 << 16
+    @Option(help: "Physical rows N_p of the value table (default: grid slots / expansion).")
+    var rows: Int?
 
-    @Option(help: "Row dimension.")
+    @Option(help: "Row dimension v of the value table.")
     var dim: Int = 64
 
     @Option(help: "Element type of stored values: f32, f16 or bf16.")
     var dtype: ElementType = .bf16
 
+    @Option(help: "Heads H.")
+    var heads: Int = 4
+
+    @Option(help: "Key dimension d per side.")
+    var keyDim: Int = 128
+
+    @Option(help: "Grid of virtual slots as ROWSxCOLS (default: square, from rows x expansion).")
+    var grid: String?
+
+    @Option(help: "Scoring: pkm, tucker or tucker-exact.")
+    var scoring: Scoring = .pkm
+
+    @Option(help: "Tucker rank r (PKM: 1).")
+    var rank: Int?
+
+    @Option(help: "Scoring cores c (multi-core scoring; PKM: 1).")
+    var cores: Int?
+
+    @Option(help: "Implicit value expansion E: virtual slots per physical row.")
+    var expansion: Int = 1
+
+    @Option(name: .customLong("topk"), help: "Slots selected per head k.")
+    var topK: Int = 32
+
+    @Option(name: .customLong("top-m"), help: "Rows and columns kept by Tucker's pre-selection m.")
+    var topM: Int = 64
+
+    @Option(help: "Activation of the selected scores: softmax, none, relu or sigmoid.")
+    var activation: Activation = .softmax
+
+    @Option(help: "Output dimension d_out (default: v without projectors when E = 1).")
+    var outDim: Int?
+
+    @Option(help: "Virtual slot addressing: identity, table (a stored permutation) or keyed (computed, no table). Default: keyed when E > 1.")
+    var addressing: Addressing?
+
     @OptionGroup var storage: StorageOptions
 
     func validate() throws {
-        guard synthetic else { throw ValidationError("create needs --synthetic (use import for real tables)") }
-        guard rows >= 1 else { throw ValidationError("--rows must be at least 1") }
-        guard dim >= 1 else { throw ValidationError("--dim must be at least 1") }
+        guard synthetic else { throw ValidationError("create needs --synthetic (use import for trained memories)") }
+        _ = try retrievalConfig()
+    }
+
+    /// The retrieval parameters the flags describe.
+    func retrievalConfig() throws -> RetrievalConfig {
+        var gridRows: Int, gridCols: Int
+        if let grid {
+            let parts = grid.lowercased().split(separator: "x").compactMap { Int($0) }
+            guard parts.count == 2, parts[0] > 0, parts[1] > 0 else { throw ValidationError("--grid must look like 1024x1024 (got '\(grid)')") }
+            (gridRows, gridCols) = (parts[0], parts[1])
+        } else {
+            let slots = (rows ?? 65536) * expansion
+            gridRows = Int(Double(slots).squareRoot())
+            while gridRows > 1 && slots % gridRows != 0 { gridRows -= 1 }
+            gridCols = slots / gridRows
+        }
+        let physical = rows ?? (gridRows * gridCols / max(1, expansion))
+        let isPKM = scoring == .pkm
+        let config = RetrievalConfig(
+            scoring: scoring, heads: heads, keyDim: keyDim, gridRows: gridRows, gridCols: gridCols,
+            rank: rank ?? (isPKM ? 1 : 2), cores: cores ?? (isPKM ? 1 : 2), expansion: expansion,
+            physicalRows: physical, valueDim: dim, outputDim: outDim ?? dim,
+            topK: topK, topM: isPKM ? 0 : topM, activation: activation,
+            addressing: addressing ?? (expansion > 1 ? .keyed : .identity), addressKey: seed ^ 0x5EED_ADD2)
+        do { try config.validate() } catch { throw ValidationError("\(error)") }
+        return config
     }
 
     func run() throws {
-        let layout = try storage.layout(elementType: dtype, rows: rows, dim: dim)
+        let config = try retrievalConfig()
+        let layout = try storage.layout(elementType: dtype, rows: config.physicalRows, dim: dim)
         try runReportingErrors {
             let progress = ProgressReporter("create", unit: "rows")
             var options = StoreWriter.Options()
             options.progress = { done, total in progress.update(done, of: total) }
-            let writer = try StoreWriter.createOrResume(at: store, layout: layout,
-                                                        metadata: ["source": "synthetic", "seed": String(seed)], options: options)
-            if writer.rowsCommitted > 0 { printError("resuming at row \(writer.rowsCommitted) of \(rows)") }
             progress.begin()
-            let generator = SyntheticRows(seed: seed, dim: dim)
-            let step = max(layout.rowsPerShard, (8 << 20) / layout.rowBytes / layout.rowsPerShard * layout.rowsPerShard)
-            var next = writer.rowsCommitted
-            while next < rows {
-                let end = min(rows, next + step)
-                try writer.append(generator.bytes(next..<end, as: dtype))
-                next = end
-            }
-            try writer.finish()
+            try SyntheticMemory.create(at: store, config: config, layout: layout, seed: seed, options: options)
             let opened = try Store.open(at: store, cacheBytes: 0)
             let stats = try opened.storageStatistics()
-            print("created \(store): \(rows) rows x \(dim) \(dtype.rawValue), \(stats.shards) shards, " +
-                  "\(humanBytes(stats.fileBytes)) on disk for \(humanBytes(layout.rawBytes)) raw")
+            print("created \(store): \(config.scoring.rawValue) memory, \(config.heads) heads, grid \(config.gridRows)x\(config.gridCols) " +
+                  "= \(config.virtualSlots) virtual slots over \(config.physicalRows) rows x \(dim) \(dtype.rawValue) (E = \(config.expansion)), " +
+                  "\(stats.shards) shards, \(humanBytes(stats.fileBytes)) on disk for \(humanBytes(layout.rawBytes)) of raw values")
         }
     }
 }
+
+extension Scoring: ExpressibleByArgument {}
+extension Activation: ExpressibleByArgument {}
+extension Addressing: ExpressibleByArgument {}

@@ -8,7 +8,7 @@ struct Memtool: ParsableCommand {
         commandName: "memtool",
         abstract: "Create, inspect and check product-key memory stores.",
         version: memtoolVersion,
-        subcommands: [Create.self, Inspect.self, Verify.self, StorageBench.self]
+        subcommands: [Create.self, Inspect.self, Verify.self, Bench.self, StorageBench.self]
     )
 
     /// Parses and runs; usage errors exit 2 (the documented contract) instead of ArgumentParser's 64.

@@ -133,10 +133,12 @@ func randomTensors(_ c: RetrievalConfig, seed: UInt64) -> RetrievalTensors {
         var rng = SeededGenerator(state: 1)
         for _ in 0..<50 {
             let scores = (0..<500).map { _ in Float(Int.random(in: 0..<40, using: &rng)) }  // many ties
-            var top = TopSelection(capacity: 17)
-            scores.withUnsafeBufferPointer { top.offerAll($0) }
-            let expected = scores.enumerated().sorted { $0.element > $1.element || ($0.element == $1.element && $0.offset < $1.offset) }.prefix(17)
-            #expect(top.indices == expected.map(\.offset))
+            let want = Int.random(in: 1...600, using: &rng)
+            var top = TopSelection()
+            scores.withUnsafeBufferPointer { top.select($0, count: want) }
+            let expected = scores.enumerated().sorted { $0.element > $1.element || ($0.element == $1.element && $0.offset < $1.offset) }.prefix(want)
+            #expect(top.positions == expected.map(\.offset))
+            #expect(top.scores == expected.map(\.element))
         }
     }
 

@@ -1,13 +1,6 @@
 import Foundation
 @testable import MemoryStore
 
-/// A repeatable generator, so every randomised test can be replayed from its seed.
-struct SeededGenerator: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 { splitMix(&state) }
-}
-
 /// A fresh directory removed when the value is released.
 final class TemporaryDirectory {
     let path: String

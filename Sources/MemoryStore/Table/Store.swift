@@ -98,6 +98,13 @@ public final class Store: @unchecked Sendable {
         }
     }
 
+    // MARK: Records
+
+    /// The `meta` record `name` (for example `retrieval`), or nil when absent.
+    public func record(named name: String) throws -> [UInt8]? {
+        try env.read { txn in try withName(name) { try txn.withValue(env.meta, key: $0) { $0.map(Array.init) } } }
+    }
+
     // MARK: Tensors
 
     /// Names of the tensors in the store, in key order.

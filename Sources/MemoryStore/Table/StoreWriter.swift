@@ -135,6 +135,16 @@ public final class StoreWriter {
         }
     }
 
+    /// Stores (or replaces) a `meta` record such as `retrieval`; `manifest` and `state` belong to the writer.
+    public func putRecord(_ name: String, _ bytes: [UInt8]) throws {
+        guard !["manifest", "state"].contains(name), !name.isEmpty, name.utf8.count <= 400 else {
+            throw StoreError.invalidArgument("'\(name)' cannot be written as a meta record")
+        }
+        try commitWithGrowth { txn in
+            try withName(name) { key in try bytes.withUnsafeBytes { try txn.put(env.meta, key: key, value: $0) } }
+        }
+    }
+
     /// Writes the remaining rows and marks the store complete; throws if rows are missing.
     public func finish() throws {
         let total = rowsCommitted + pending.count / layout.rowBytes

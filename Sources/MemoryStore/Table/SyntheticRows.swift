@@ -59,6 +59,32 @@ func splitMix(_ state: inout UInt64) -> UInt64 {
     return mix64(state)
 }
 
+/// A seeded, repeatable generator (SplitMix64) for synthetic data and benchmarks.
+public struct SeededGenerator: RandomNumberGenerator, Sendable {
+    public var state: UInt64
+    public init(seed: UInt64) { state = seed }
+    public mutating func next() -> UInt64 { splitMix(&state) }
+
+    /// A uniformly random permutation of `0 ..< count` (Fisher-Yates, so the same on every platform).
+    public mutating func permutation(_ count: Int) -> [Int64] {
+        var p = (0..<Int64(count)).map { $0 }
+        var i = count - 1
+        while i > 0 {
+            let j = Int(next() % UInt64(i + 1))
+            p.swapAt(i, j)
+            i -= 1
+        }
+        return p
+    }
+
+    /// A standard normal draw (Box-Muller).
+    public mutating func normal() -> Float {
+        let u1 = (Double(next() >> 11) + 1) * 0x1p-53
+        let u2 = Double(next() >> 11) * 0x1p-53
+        return Float((-2 * log(u1)).squareRoot() * cos(2 * .pi * u2))
+    }
+}
+
 /// SplitMix64's finaliser: a bijective 64-bit mix.
 @inline(__always)
 func mix64(_ x: UInt64) -> UInt64 {
