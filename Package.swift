@@ -24,11 +24,16 @@ let package = Package(
             pkgConfig: "libzstd",
             providers: [.apt(["libzstd-dev"])]
         ),
+        .systemLibrary(
+            name: "COpenBLAS",
+            pkgConfig: "openblas",
+            providers: [.apt(["libopenblas-dev"])]
+        ),
         .target(
             name: "MemoryStore",
             dependencies: ["CLMDB", "CZstd"]
         ),
-        .target(name: "MemoryRetrieval"),
+        .target(name: "MemoryRetrieval", dependencies: ["COpenBLAS"]),
         .target(name: "MemoryLayer", dependencies: ["MemoryStore", "MemoryRetrieval"]),
         .executableTarget(
             name: "memtool",

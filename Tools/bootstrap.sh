@@ -3,7 +3,7 @@
 set -euo pipefail
 
 need_apt=()
-for pkg in liblmdb-dev libzstd-dev pkg-config; do
+for pkg in liblmdb-dev libzstd-dev libopenblas-dev pkg-config; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then

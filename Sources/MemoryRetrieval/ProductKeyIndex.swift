@@ -52,6 +52,7 @@ public final class ProductKeyIndex: Sendable {
     public init(config: RetrievalConfig, tensors: RetrievalTensors,
                 threads: Int = ProcessInfo.processInfo.activeProcessorCount) throws(RetrievalError) {
         try config.validate()
+        KeyScoring.singleThreaded
         let c = config
         func expect(_ name: String, _ array: [Float]?, _ shape: [Int], required: Bool = true) throws(RetrievalError) {
             guard let array else {
