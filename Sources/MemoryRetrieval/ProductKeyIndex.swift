@@ -1,5 +1,6 @@
 import Dispatch
 import Foundation
+import Synchronization
 
 /// The tensors of a memory layer, as Float (keys, cores, projectors) and Int64 (the map).
 public struct RetrievalTensors: Sendable {
@@ -48,6 +49,11 @@ public final class ProductKeyIndex: Sendable {
     private let rankColKeys: [[Float]]
     /// Worker threads for batches.
     public let threads: Int
+    /// Search working memory kept between blocks: fresh buffers of this size come from mmap
+    /// and cost the kernel a page-zeroing pass each time.
+    private let scratchPool = Mutex<[SearchScratch]>([])
+    /// Per-block (query, projector) accumulators kept between blocks, for the same reason.
+    private let accumulatorPool = Mutex<[[Float]]>([])
 
     public init(config: RetrievalConfig, tensors: RetrievalTensors,
                 threads: Int = ProcessInfo.processInfo.activeProcessorCount) throws(RetrievalError) {
@@ -140,7 +146,8 @@ public final class ProductKeyIndex: Sendable {
 
     /// Runs `body` over blocks of the batch on the worker threads.
     private func forEachBlock(_ batch: Int, _ body: @Sendable (Range<Int>) -> Void) {
-        let block = max(1, min(32, (batch + threads - 1) / threads))
+        // Large blocks amortise sgemm's packing of each key panel over more queries.
+        let block = max(1, min(256, (batch + threads - 1) / threads))
         let blocks = (batch + block - 1) / block
         DispatchQueue.concurrentPerform(iterations: blocks) { i in
             body((i * block)..<min(batch, (i + 1) * block))
@@ -165,7 +172,9 @@ public final class ProductKeyIndex: Sendable {
                              _ indices: UnsafeMutableBufferPointer<Int>, _ weights: UnsafeMutableBufferPointer<Float>) {
         let c = config
         let n = range.count, d = c.keyDim, stride = c.heads * 2 * d
-        var scratch = SearchScratch(config: c, block: n)
+        var scratch = scratchPool.withLock { $0.popLast() } ?? SearchScratch(config: c)
+        scratch.reserve(block: n)
+        defer { scratchPool.withLock { $0.append(scratch) } }
         for h in 0..<c.heads {
             let qRow = queries.baseAddress! + range.lowerBound * stride + h * 2 * d
             let qCol = qRow + d
@@ -331,12 +340,17 @@ public final class ProductKeyIndex: Sendable {
                 for t in 0..<c.cores { w.append(weights[slot * c.cores + t]) }
             }
         }
-        var acc = [Float](repeating: 0, count: range.count * c.expansion * c.valueDim)
+        var acc = accumulatorPool.withLock { $0.popLast() } ?? []
+        defer { accumulatorPool.withLock { $0.append(acc) } }
+        let accCount = range.count * c.expansion * c.valueDim
+        if acc.count < accCount { acc = [Float](repeating: 0, count: accCount) }
+        acc.withUnsafeMutableBufferPointer { for e in 0..<accCount { $0[e] = 0 } }
         try rows.withUnsafeBufferPointer { r in
             try w.withUnsafeBufferPointer { wp in
                 try targets.withUnsafeBufferPointer { t in
                     try acc.withUnsafeMutableBufferPointer { a in
-                        try values.gatherReduce(indices: r, weights: wp, chunks: c.cores, targets: t, into: a)
+                        try values.gatherReduce(indices: r, weights: wp, chunks: c.cores, targets: t,
+                                                into: UnsafeMutableBufferPointer(rebasing: a[0..<accCount]))
                     }
                 }
             }
@@ -364,7 +378,7 @@ public final class ProductKeyIndex: Sendable {
 }
 
 /// Per-block working memory of a search.
-private struct SearchScratch {
+private struct SearchScratch: Sendable {
     var rowScores: [Float]
     var colScores: [Float]
     var rowSelection = TopSelection()
@@ -379,11 +393,21 @@ private struct SearchScratch {
     /// The sub-grid's working memory: S_row, S_col, the core-mixed columns, per-core and total scores.
     var subgrid: [Float] = []
 
-    init(config c: RetrievalConfig, block: Int) {
-        rowScores = [Float](repeating: 0, count: block * c.gridRows)
-        colScores = [Float](repeating: 0, count: block * c.gridCols)
+    private let gridRows: Int, gridCols: Int
+
+    init(config c: RetrievalConfig) {
+        gridRows = c.gridRows
+        gridCols = c.gridCols
+        rowScores = []
+        colScores = []
         selected = [Int](repeating: 0, count: c.topK)
         coreScores = [Float](repeating: 0, count: c.topK * c.cores)
+    }
+
+    /// Makes room for the scores of `block` queries.
+    mutating func reserve(block: Int) {
+        if rowScores.count < block * gridRows { rowScores = [Float](repeating: 0, count: block * gridRows) }
+        if colScores.count < block * gridCols { colScores = [Float](repeating: 0, count: block * gridCols) }
     }
 
     /// Keeps the best `count` rows and columns of query `b` (all of a side that has no more).
