@@ -45,7 +45,7 @@ let package = Package(
             ]
         ),
         .testTarget(name: "MemoryStoreTests", dependencies: ["MemoryStore", "CLMDB"]),
-        .testTarget(name: "MemoryRetrievalTests", dependencies: ["MemoryRetrieval"]),
+        .testTarget(name: "MemoryRetrievalTests", dependencies: ["MemoryRetrieval", "MemoryLayer", "MemoryStore"]),
         .testTarget(name: "MemtoolTests", dependencies: ["MemoryStore", "MemoryRetrieval", "MemoryLayer", "memtool"]),
     ],
     swiftLanguageModes: [.v6]
