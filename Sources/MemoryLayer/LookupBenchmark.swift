@@ -41,7 +41,8 @@ public struct LookupBenchmark {
         /// Share of lookup time spent in scoring and selection (the rest is lookup-reduce).
         public var searchShare: Double
         public var rowsPerSecond: Double
-        public var cacheHitRate: Double
+        /// Hits over shard reads of the decoded-shard cache; nil for raw stores, which read in place.
+        public var cacheHitRate: Double?
         public var openMilliseconds: Double
         public var peakRSSBytes: Int
     }
@@ -78,7 +79,7 @@ public struct LookupBenchmark {
             searchBatchMilliseconds: Percentiles(searchTimes), lookupBatchMilliseconds: Percentiles(lookupTimes),
             searchShare: min(1, searchSeconds / lookupSeconds),
             rowsPerSecond: total * Double(c.heads * c.topK) / lookupSeconds,
-            cacheHitRate: hits + misses == 0 ? 1 : Double(hits) / Double(hits + misses),
+            cacheHitRate: layer.store.layout.codec == .raw || hits + misses == 0 ? nil : Double(hits) / Double(hits + misses),
             openMilliseconds: layer.store.openDuration.seconds * 1e3,
             peakRSSBytes: peakResidentBytes())
     }

@@ -54,8 +54,9 @@ struct Bench: ParsableCommand {
                          r.searchBatchMilliseconds.p50, r.searchBatchMilliseconds.p90, r.searchBatchMilliseconds.p99))
             print(String(format: "lookup     %10.0f queries/s   batch p50 %.2f ms  p90 %.2f ms  p99 %.2f ms", r.lookupQueriesPerSecond,
                          r.lookupBatchMilliseconds.p50, r.lookupBatchMilliseconds.p90, r.lookupBatchMilliseconds.p99))
-            print(String(format: "split      %.0f%% scoring and selection, %.0f%% lookup-reduce; %.2f M rows/s; cache hit rate %.1f%%; peak RSS %@",
-                         100 * r.searchShare, 100 * (1 - r.searchShare), r.rowsPerSecond / 1e6, 100 * r.cacheHitRate, humanBytes(r.peakRSSBytes)))
+            let hitRate = r.cacheHitRate.map { String(format: "%.1f%%", 100 * $0) } ?? "n/a (raw shards are read in place)"
+            print(String(format: "split      %.0f%% scoring and selection, %.0f%% lookup-reduce; %.2f M rows/s; cache hit rate %@; peak RSS %@",
+                         100 * r.searchShare, 100 * (1 - r.searchShare), r.rowsPerSecond / 1e6, hitRate, humanBytes(r.peakRSSBytes)))
             if let json { try jsonString(r).write(toFile: json, atomically: true, encoding: .utf8) }
         }
     }

@@ -16,6 +16,7 @@ struct InspectReport: Encodable {
     var compressionRatio: Double
     var fileRatio: Double
     var tensors: [TensorSummary]
+    var tensorBytes: Int
     var lmdb: StorageStatistics
     var openMilliseconds: Double
     var createdBy: String
@@ -26,6 +27,7 @@ struct InspectReport: Encodable {
         var name: String
         var dtype: String
         var shape: [Int]
+        var bytes: Int
     }
 }
 
@@ -44,7 +46,7 @@ struct Inspect: ParsableCommand {
             let stats = try s.storageStatistics()
             let tensors = try s.tensorNames().map { name in
                 let t = try s.tensor(named: name)
-                return InspectReport.TensorSummary(name: name, dtype: t.dtype.rawValue, shape: t.shape)
+                return InspectReport.TensorSummary(name: name, dtype: t.dtype.rawValue, shape: t.shape, bytes: t.bytes.count)
             }
             let raw = s.readableRows * s.layout.rowBytes
             let report = InspectReport(
@@ -53,7 +55,7 @@ struct Inspect: ParsableCommand {
                 fileBytes: stats.fileBytes, shardBytes: stats.shardBytes,
                 compressionRatio: raw == 0 ? 0 : Double(stats.shardBytes) / Double(raw),
                 fileRatio: raw == 0 ? 0 : Double(stats.fileBytes) / Double(raw),
-                tensors: tensors, lmdb: stats,
+                tensors: tensors, tensorBytes: tensors.reduce(0) { $0 + $1.bytes }, lmdb: stats,
                 openMilliseconds: Double(s.openDuration.components.attoseconds) / 1e15 + Double(s.openDuration.components.seconds) * 1e3,
                 createdBy: s.manifest.createdBy, createdAt: s.manifest.createdAt, metadata: s.manifest.metadata)
             if json {
@@ -71,8 +73,8 @@ struct Inspect: ParsableCommand {
         print("values       \(t.rows) rows x \(t.dim) \(t.elementType.rawValue)")
         print("shards       \(r.shardCount) of \(t.rowsPerShard) rows, codec \(t.codec.rawValue)\(t.codec == .zstd ? " level \(t.level)" : "")\(t.dictionary ? " + dictionary" : ""), " +
               "sizes \(humanBytes(r.lmdb.smallestShard))...\(humanBytes(r.lmdb.largestShard))")
-        print("size         \(humanBytes(r.shardBytes)) in shards, \(humanBytes(r.fileBytes)) file, for \(humanBytes(r.rawBytes)) raw " +
-              "(shards \(String(format: "%.3f", r.compressionRatio))x, file \(String(format: "%.3f", r.fileRatio))x of raw)")
+        print("size         \(humanBytes(r.shardBytes)) in shards for \(humanBytes(r.rawBytes)) of raw values (\(String(format: "%.3f", r.compressionRatio))x); " +
+              "file \(humanBytes(r.fileBytes))\(r.tensorBytes > 0 ? " with \(humanBytes(r.tensorBytes)) of tensors" : "") (\(String(format: "%.3f", r.fileRatio))x of raw values)")
         print("lmdb         page \(r.lmdb.pageSize) B, shard tree depth \(r.lmdb.shardTreeDepth), " +
               "\(r.lmdb.branchPages) branch + \(r.lmdb.leafPages) leaf + \(r.lmdb.overflowPages) overflow pages, " +
               "\(r.lmdb.pagesUsed) pages used, map \(humanBytes(r.lmdb.mapSize))")
