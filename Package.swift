@@ -7,6 +7,7 @@ let package = Package(
         .library(name: "MemoryStore", targets: ["MemoryStore"]),
         .library(name: "MemoryRetrieval", targets: ["MemoryRetrieval"]),
         .library(name: "MemoryLayer", targets: ["MemoryLayer"]),
+        .library(name: "TensorFiles", targets: ["TensorFiles"]),
         .executable(name: "memtool", targets: ["memtool"]),
     ],
     dependencies: [
@@ -34,19 +35,21 @@ let package = Package(
             dependencies: ["CLMDB", "CZstd"]
         ),
         .target(name: "MemoryRetrieval", dependencies: ["COpenBLAS"]),
-        .target(name: "MemoryLayer", dependencies: ["MemoryStore", "MemoryRetrieval"]),
+        .target(name: "TensorFiles", dependencies: ["MemoryStore"]),
+        .target(name: "MemoryLayer", dependencies: ["MemoryStore", "MemoryRetrieval", "TensorFiles"]),
         .executableTarget(
             name: "memtool",
             dependencies: [
                 "MemoryStore",
                 "MemoryRetrieval",
                 "MemoryLayer",
+                "TensorFiles",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
         .testTarget(name: "MemoryStoreTests", dependencies: ["MemoryStore", "CLMDB"]),
         .testTarget(name: "MemoryRetrievalTests", dependencies: ["MemoryRetrieval", "MemoryLayer", "MemoryStore"]),
-        .testTarget(name: "MemtoolTests", dependencies: ["MemoryStore", "MemoryRetrieval", "MemoryLayer", "memtool"]),
+        .testTarget(name: "MemtoolTests", dependencies: ["MemoryStore", "MemoryRetrieval", "MemoryLayer", "TensorFiles", "memtool"]),
     ],
     swiftLanguageModes: [.v6]
 )

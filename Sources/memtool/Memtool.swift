@@ -1,14 +1,16 @@
 import ArgumentParser
 import Foundation
+import MemoryRetrieval
 import MemoryStore
+import TensorFiles
 
 @main
 struct Memtool: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "memtool",
-        abstract: "Create, inspect and check product-key memory stores.",
+        abstract: "Create, import, inspect, check, compact, query, export and benchmark product-key memory stores.",
         version: memtoolVersion,
-        subcommands: [Create.self, Inspect.self, Verify.self, Bench.self, StorageBench.self]
+        subcommands: [Create.self, Import.self, Inspect.self, Verify.self, Compact.self, Query.self, Export.self, Bench.self, StorageBench.self]
     )
 
     /// Parses and runs; usage errors exit 2 (the documented contract) instead of ArgumentParser's 64.
@@ -35,6 +37,12 @@ func runReportingErrors(_ body: () throws -> Void) throws {
         throw ExitCode.failure
     } catch let error as LMDBError {
         printError("error: LMDB: \(error)")
+        throw ExitCode.failure
+    } catch let error as TensorFileError {
+        printError("error: \(error)")
+        throw ExitCode.failure
+    } catch let error as RetrievalError {
+        printError("error: \(error)")
         throw ExitCode.failure
     }
 }

@@ -1,0 +1,99 @@
+import CLMDB
+import Foundation
+
+/// Rewrites a store without its free pages, optionally re-encoding every shard.
+///
+/// The new store is built beside the target as `TARGET.compacting` and renamed over it only
+/// when complete, so a process killed at any point leaves the original intact (and a later
+/// run removes the leftover). Readers that have the old file open keep reading it.
+public enum Compaction {
+    /// What to change while rewriting; nil keeps the store's own setting.
+    public struct Changes: Sendable {
+        public var codec: CodecKind?
+        public var level: Int?
+        public var rowsPerShard: Int?
+        public var dictionary: Bool?
+        public init() {}
+
+        var reencodes: Bool { codec != nil || level != nil || rowsPerShard != nil || dictionary != nil }
+    }
+
+    /// Compacts `path` into `destination` (or in place); returns the file sizes before and after.
+    @discardableResult
+    public static func run(_ path: String, destination: String? = nil, changes: Changes = Changes(),
+                           progress: ((Int, Int) -> Void)? = nil) throws -> (before: Int, after: Int) {
+        let target = destination ?? path
+        let temporary = target + ".compacting"
+        for leftover in [temporary, temporary + "-lock"] { try? FileManager.default.removeItem(atPath: leftover) }
+        let before = fileSize(path)
+        do {
+            let source = try Store.open(at: path, cacheBytes: 0)
+            guard source.isComplete else {
+                throw StoreError.incomplete(rowsCommitted: source.state.rowsCommitted, rows: source.layout.rows)
+            }
+            if changes.reencodes {
+                try reencode(source, into: temporary, changes: changes, progress: progress)
+            } else {
+                try source.env.copyCompacted(to: temporary)
+            }
+            // Check the copy before it replaces anything.
+            let copy = try Store.open(at: temporary, cacheBytes: 0)
+            let report = try copy.verify()
+            guard report.isSound else { throw StoreError.inconsistent("the compacted copy failed verification: \(report.problems[0])") }
+        } catch {
+            for leftover in [temporary, temporary + "-lock"] { try? FileManager.default.removeItem(atPath: leftover) }
+            throw error
+        }
+        guard rename(temporary, target) == 0 else {
+            throw StoreError.invalidArgument("cannot move the compacted store into place: \(String(cString: strerror(errno)))")
+        }
+        try? FileManager.default.removeItem(atPath: temporary + "-lock")
+        return (before, fileSize(target))
+    }
+
+    private static func reencode(_ source: Store, into path: String, changes: Changes, progress: ((Int, Int) -> Void)?) throws {
+        let old = source.layout
+        let layout = TableLayout(elementType: old.elementType, rows: old.rows, dim: old.dim,
+                                 rowsPerShard: changes.rowsPerShard ?? (changes.codec != nil ? nil : old.rowsPerShard),
+                                 codec: changes.codec ?? old.codec, level: changes.level ?? old.level,
+                                 dictionary: changes.dictionary ?? (old.dictionary && (changes.codec ?? old.codec) == .zstd))
+        try layout.validate()
+        let writer = try StoreWriter.create(at: path, layout: layout, metadata: source.manifest.metadata)
+        for name in try source.tensorNames() where name != Store.dictionaryTensor {
+            try writer.putTensor(name, source.tensor(named: name))
+        }
+        for (name, bytes) in try source.records() { try writer.putRecord(name, bytes) }
+        for s in 0..<old.shardCount {
+            try source.withShardRows(s) { try writer.append($0) }
+            if s % 256 == 255 { progress?(s + 1, old.shardCount) }
+        }
+        try writer.finish()
+        progress?(old.shardCount, old.shardCount)
+    }
+
+    private static func fileSize(_ path: String) -> Int {
+        (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
+    }
+}
+
+extension Store {
+    /// The `meta` records other than the manifest and the import state, in key order.
+    func records() throws -> [(String, [UInt8])] {
+        try env.read { txn in
+            var cursor: OpaquePointer?
+            try check(mdb_cursor_open(txn.handle, env.meta, &cursor))
+            defer { mdb_cursor_close(cursor) }
+            var out: [(String, [UInt8])] = []
+            var k = MDB_val(), v = MDB_val()
+            var op = MDB_FIRST
+            while mdb_cursor_get(cursor, &k, &v, op) == 0 {
+                let name = String(decoding: UnsafeRawBufferPointer(start: k.mv_data, count: k.mv_size), as: UTF8.self)
+                if name != "manifest" && name != "state" {
+                    out.append((name, Array(UnsafeRawBufferPointer(start: v.mv_data, count: v.mv_size))))
+                }
+                op = MDB_NEXT
+            }
+            return out
+        }
+    }
+}

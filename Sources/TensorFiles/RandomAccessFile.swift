@@ -1,0 +1,57 @@
+import Foundation
+
+/// A file read with positioned reads (`pread`), so tensors can be streamed in chunks from any
+/// offset without loading the file. Not thread-safe beyond what `pread` itself guarantees.
+public final class RandomAccessFile: @unchecked Sendable {
+    // Invariant: `fd` is open for the object's lifetime and only read with pread.
+    public let path: String
+    public let size: Int
+    private let fd: Int32
+
+    public init(path: String) throws {
+        self.path = path
+        fd = open(path, O_RDONLY)
+        guard fd >= 0 else { throw TensorFileError(path, "cannot open: \(String(cString: strerror(errno)))") }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else {
+            close(fd)
+            throw TensorFileError(path, "cannot stat: \(String(cString: strerror(errno)))")
+        }
+        size = Int(st.st_size)
+    }
+
+    deinit { close(fd) }
+
+    /// Reads exactly `count` bytes at `offset` into `buffer`.
+    public func read(at offset: Int, count: Int, into buffer: UnsafeMutableRawPointer) throws {
+        guard offset >= 0, count >= 0, offset <= size, count <= size - offset else {
+            throw TensorFileError(path, "read of \(count) bytes at \(offset) runs past the end (\(size) bytes)")
+        }
+        var done = 0
+        while done < count {
+            let n = pread(fd, buffer + done, count - done, off_t(offset + done))
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { throw TensorFileError(path, "read failed at \(offset + done): \(n < 0 ? String(cString: strerror(errno)) : "unexpected end of file")") }
+            done += n
+        }
+    }
+
+    /// Reads `count` bytes at `offset` into a new array.
+    public func read(at offset: Int, count: Int) throws -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: count)
+        try out.withUnsafeMutableBytes { try read(at: offset, count: count, into: $0.baseAddress!) }
+        return out
+    }
+}
+
+/// The product of `shape` times `elementSize`, or nil when it overflows or an extent is negative.
+func byteCount(shape: [Int], elementSize: Int) -> Int? {
+    var n = elementSize
+    for d in shape {
+        guard d >= 0 else { return nil }
+        let (p, o) = n.multipliedReportingOverflow(by: d)
+        if o { return nil }
+        n = p
+    }
+    return n
+}

@@ -1,0 +1,25 @@
+import ArgumentParser
+import MemoryLayer
+import MemoryStore
+
+struct Export: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Write a store's memory layer out as safetensors.",
+        discussion: "Tensors keep their stored types; values are written in the store's element type; the retrieval parameters go into __metadata__. Import followed by export gives back the same bytes for values and keys.")
+
+    @Argument(help: "Path of the store.")
+    var store: String
+
+    @Option(name: .customLong("to"), help: "Path of the .safetensors file to write.")
+    var destination: String
+
+    func run() throws {
+        try runReportingErrors {
+            let s = try Store.open(at: store, cacheBytes: 0)
+            let progress = ProgressReporter("export", unit: "shards")
+            progress.begin()
+            try MemoryImport.export(s, to: destination) { progress.update($0, of: $1) }
+            print("exported \(store) to \(destination)")
+        }
+    }
+}

@@ -1,0 +1,75 @@
+import ArgumentParser
+import Foundation
+import MemoryLayer
+import MemoryRetrieval
+import MemoryStore
+import TensorFiles
+
+struct Import: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "import",
+        abstract: "Turn a trained memory layer (safetensors, or a directory of .npy files) into a store.",
+        discussion: """
+            Tensors are found by the names of Spec/RETRIEVAL.md (values, row_keys, col_keys, cores, projectors, \
+            virtual_map, row_proj, col_proj); --rename maps others. Hyper-parameters come from the safetensors \
+            __metadata__ (scoring, topk, top_m, activation, address_key) unless flags give them. Every header and \
+            shape is checked before the store is created. An interrupted import leaves the store marked \
+            incomplete; running the same command again resumes it.
+            """)
+
+    @Argument(help: "Path of the store file to create.")
+    var store: String
+
+    @Option(name: .customLong("from"), help: "A .safetensors file or a directory of .npy files.")
+    var source: String
+
+    @Option(help: "Map a tensor name: CANONICAL=NAME_IN_FILE (repeatable).")
+    var rename: [String] = []
+
+    @Option(help: "Scoring: pkm, tucker or tucker-exact (default: metadata, else tucker when cores are present).")
+    var scoring: Scoring?
+
+    @Option(name: .customLong("topk"), help: "Slots selected per head (default: metadata, else 32).")
+    var topK: Int?
+
+    @Option(name: .customLong("top-m"), help: "Tucker pre-selection size (default: metadata, else 64).")
+    var topM: Int?
+
+    @Option(help: "Activation: softmax, none, relu or sigmoid (default: metadata, else softmax).")
+    var activation: Activation?
+
+    @Option(help: "Key of the computed virtual-slot bijection when E > 1 and the file has no virtual_map.")
+    var addressKey: UInt64?
+
+    @Option(help: "Store values as f32, f16 or bf16 (default: the file's type).")
+    var dtype: ElementType?
+
+    @OptionGroup var storage: StorageOptions
+
+    func validate() throws {
+        for r in rename where r.split(separator: "=").count != 2 {
+            throw ValidationError("--rename takes CANONICAL=NAME_IN_FILE (got '\(r)')")
+        }
+    }
+
+    func run() throws {
+        try runReportingErrors {
+            var options = MemoryImport.Options()
+            for r in rename {
+                let parts = r.split(separator: "=", maxSplits: 1).map(String.init)
+                options.renames[parts[0]] = parts[1]
+            }
+            options.scoring = scoring; options.topK = topK; options.topM = topM; options.activation = activation
+            options.addressKey = addressKey; options.elementType = dtype
+            options.rowsPerShard = storage.rowsPerShard; options.codec = storage.codec; options.level = storage.level
+            options.dictionary = storage.trainDictionary
+            let progress = ProgressReporter("import", unit: "rows")
+            options.writer.progress = { done, total in progress.update(done, of: total) }
+            progress.begin()
+            let config = try MemoryImport.run(from: TensorSource(path: source), to: store, options: options)
+            let stats = try Store.open(at: store, cacheBytes: 0).storageStatistics()
+            print("imported \(source) into \(store): \(config.scoring.rawValue), \(config.heads) heads, grid \(config.gridRows)x\(config.gridCols), " +
+                  "\(config.physicalRows) rows x \(config.valueDim), \(stats.shards) shards, \(humanBytes(stats.fileBytes)) on disk")
+        }
+    }
+}

@@ -1,0 +1,61 @@
+import ArgumentParser
+import Foundation
+import MemoryLayer
+import MemoryStore
+import TensorFiles
+
+struct Query: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run lookups for queries from a .npy file and write the outputs (and optionally slots and weights).",
+        discussion: "Q is float32 [B, H, 2, d]. OUT is float32 [B, d_out]; IDX int64 [B, H, k] virtual slot ids; W float32 [B, H, k, c]. Results follow Spec/RETRIEVAL.md exactly.")
+
+    @Argument(help: "Path of the store.")
+    var store: String
+
+    @Option(help: "Queries, a float32 .npy of shape [B, H, 2, d].")
+    var queries: String
+
+    @Option(help: "Where to write the outputs (.npy, float32 [B, d_out]).")
+    var output: String
+
+    @Option(help: "Where to write the selected slots (.npy, int64 [B, H, k]).")
+    var indices: String?
+
+    @Option(help: "Where to write the weights (.npy, float32 [B, H, k, c]).")
+    var weights: String?
+
+    @Option(help: "Queries per batch.")
+    var batch: Int = 256
+
+    func validate() throws {
+        guard batch >= 1 else { throw ValidationError("--batch must be at least 1") }
+    }
+
+    func run() throws {
+        try runReportingErrors {
+            let layer = try MemoryLayer(store: Store.open(at: store))
+            let c = layer.config
+            let entry = try NPYFile.entry(path: queries, name: "queries")
+            guard entry.dtype == .f32, entry.shape.count == 4, entry.shape[1] == c.heads, entry.shape[2] == 2, entry.shape[3] == c.keyDim else {
+                throw TensorFileError(queries, "queries have shape \(entry.shape) and dtype \(entry.dtype.rawValue), the store needs float32 [B, \(c.heads), 2, \(c.keyDim)]")
+            }
+            let q = try entry.load().floats()
+            let total = entry.shape[0], width = c.heads * 2 * c.keyDim
+            var out = [Float](), idx = [Int64](), w = [Float]()
+            out.reserveCapacity(total * c.outputDim)
+            var start = 0
+            while start < total {
+                let n = min(batch, total - start)
+                let (o, found) = try layer.lookup(queries: Array(q[(start * width)..<((start + n) * width)]), batch: n)
+                out += o
+                if indices != nil { idx += found.indices.map(Int64.init) }
+                if weights != nil { w += found.weights }
+                start += n
+            }
+            try out.withUnsafeBytes { try NPYFile.write(path: output, dtype: .f32, shape: [total, c.outputDim], bytes: $0) }
+            if let indices { try idx.withUnsafeBytes { try NPYFile.write(path: indices, dtype: .i64, shape: [total, c.heads, c.topK], bytes: $0) } }
+            if let weights { try w.withUnsafeBytes { try NPYFile.write(path: weights, dtype: .f32, shape: [total, c.heads, c.topK, c.cores], bytes: $0) } }
+            print("\(total) queries -> \(output) [\(total), \(c.outputDim)]")
+        }
+    }
+}
