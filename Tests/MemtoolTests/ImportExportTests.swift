@@ -1,0 +1,228 @@
+import Foundation
+import Testing
+@testable import MemoryStore
+import TensorFiles
+
+/// Loads a .npy written by numpy.
+func loadNPY(_ path: String) throws -> Tensor {
+    try NPYFile.entry(path: path, name: (path as NSString).lastPathComponent).load()
+}
+
+@Suite struct ImportExportTests {
+    /// Writes a checkpoint, queries and expected results with Tools/make_checkpoint.py (numpy reference).
+    func checkpoint(_ scratch: Scratch, _ arguments: [String] = []) throws -> String {
+        let dir = scratch.file("checkpoint")
+        let made = try Tools.python([Tools.root.appendingPathComponent("Tools/make_checkpoint.py").path, dir] + arguments)
+        try #require(made.status == 0, "make_checkpoint.py failed: \(made.stderr)")
+        return dir
+    }
+
+    @Test(arguments: [["--format", "safetensors", "--values-dtype", "bf16"], ["--format", "npy", "--values-dtype", "f16"],
+                      ["--format", "safetensors", "--values-dtype", "f32"]])
+    func importedCheckpointAnswersLikeTheReference(_ format: [String]) throws {
+        let scratch = Scratch()
+        let dir = try checkpoint(scratch, format)
+        let source = format[1] == "npy" ? dir + "/memory" : dir + "/memory.safetensors"
+        let store = scratch.file("m.pkm")
+        var importArgs = ["import", store, "--from", source, "--rename", "values=model.mem.values"]
+        if format[1] == "npy" { importArgs += ["--scoring", "tucker", "--topk", "6", "--top-m", "8"] }  // .npy has no metadata
+        let imported = try Tools.run(Tools.memtool, importArgs)
+        try #require(imported.status == 0, "\(imported.stderr)")
+        let queried = try Tools.memtool("query", store, "--queries", dir + "/queries.npy", "--output", scratch.file("out.npy"),
+                                        "--indices", scratch.file("idx.npy"), "--weights", scratch.file("w.npy"), "--batch", "7")
+        try #require(queried.status == 0, "\(queried.stderr)")
+        let out = try loadNPY(scratch.file("out.npy")), expectedOut = try loadNPY(dir + "/expected_output.npy")
+        #expect(out.shape == expectedOut.shape && out.dtype == .f32)
+        #expect(zip(try out.floats(), try expectedOut.floats()).allSatisfy { abs($0 - $1) <= 1e-4 * max(abs($1), 1e-2) })
+        let idx = try loadNPY(scratch.file("idx.npy"))
+        #expect(idx.dtype == .i64 && idx.shape == [20, 2, 6])
+        #expect(try idx.integers() == loadNPY(dir + "/expected_indices.npy").integers())
+        let w = try loadNPY(scratch.file("w.npy"))
+        #expect(w.shape == [20, 2, 6, 2])
+        #expect(zip(try w.floats(), try loadNPY(dir + "/expected_weights.npy").floats()).allSatisfy { abs($0 - $1) <= 1e-4 * max(abs($1), 1e-2) })
+    }
+
+    @Test func exportAfterImportGivesTheSameBytes() throws {
+        let scratch = Scratch()
+        let dir = try checkpoint(scratch)
+        let store = scratch.file("m.pkm")
+        try #require(try Tools.memtool("import", store, "--from", dir + "/memory.safetensors", "--rename", "values=model.mem.values").status == 0)
+        let exported = try Tools.memtool("export", store, "--to", scratch.file("out.safetensors"))
+        try #require(exported.status == 0, "\(exported.stderr)")
+        let original = try SafetensorsFile(path: dir + "/memory.safetensors"), copy = try SafetensorsFile(path: scratch.file("out.safetensors"))
+        for name in ["values", "row_keys", "col_keys", "cores", "projectors", "virtual_map"] {
+            let a = try #require(original.entry(name == "values" ? "model.mem.values" : name)), b = try #require(copy.entry(name))
+            #expect(a.dtype == b.dtype && a.shape == b.shape, "\(name)")
+            #expect(try a.load().bytes == b.load().bytes, "\(name) differs after import and export")
+        }
+        #expect(copy.metadata["scoring"] == "tucker" && copy.metadata["topk"] == "6" && copy.metadata["top_m"] == "8")
+    }
+
+    @Test func compactShrinksAStoreAndKeepsEveryRow() throws {
+        let scratch = Scratch()
+        let path = scratch.file("m.pkm")
+        try #require(try Tools.memtool("create", path, "--synthetic", "--rows", "20000", "--dim", "32", "--heads", "1", "--key-dim", "8", "--topk", "4").status == 0)
+        // Replace a large tensor by a small one: its pages become free space the file keeps.
+        do {
+            let env = try Environment(path: path, readOnly: false)
+            for size in [4 << 20, 8] {
+                let record = try Tensor(dtype: .u8, shape: [size], bytes: [UInt8](repeating: 7, count: size)).record()
+                try env.write { txn in try withName("scratch") { k in try record.withUnsafeBytes { try txn.put(env.tensors, key: k, value: $0) } } }
+            }
+        }
+        let before = try Store.open(at: path, cacheBytes: 0)
+        let beforeBytes = try before.storageStatistics().fileBytes
+        var rows: [UInt8] = []
+        for s in 0..<before.layout.shardCount { try before.withShardRows(s) { rows += $0 } }
+        let compacted = try Tools.memtool("compact", path)
+        try #require(compacted.status == 0, "\(compacted.stderr)")
+        #expect(compacted.stdout.contains("->"))
+        let after = try Store.open(at: path, cacheBytes: 0)
+        #expect(try after.storageStatistics().fileBytes < beforeBytes - (3 << 20))
+        var again: [UInt8] = []
+        for s in 0..<after.layout.shardCount { try after.withShardRows(s) { again += $0 } }
+        #expect(again == rows)
+        #expect(try after.tensor(named: "scratch").bytes == [UInt8](repeating: 7, count: 8))
+
+        // Re-encoding to raw with other shards keeps the rows too.
+        try #require(try Tools.memtool("compact", path, "--output", scratch.file("raw.pkm"), "--codec", "raw", "--rows-per-shard", "333").status == 0)
+        let raw = try Store.open(at: scratch.file("raw.pkm"))
+        #expect(raw.layout.codec == .raw && raw.layout.rowsPerShard == 333)
+        var rawRows: [UInt8] = []
+        for s in 0..<raw.layout.shardCount { try raw.withShardRows(s) { rawRows += $0 } }
+        #expect(rawRows == rows)
+    }
+
+    @Test func killedCompactionLeavesTheOriginalIntact() throws {
+        let scratch = Scratch()
+        let path = scratch.file("m.pkm")
+        try #require(try Tools.memtool("create", path, "--synthetic", "--rows", "300000", "--dim", "64", "--heads", "1", "--key-dim", "8").status == 0)
+        let original = try Data(contentsOf: URL(fileURLWithPath: path))
+        var interrupted = 0
+        for delay in [20_000, 80_000, 200_000] as [useconds_t] {
+            let process = Process()
+            process.executableURL = Tools.memtool
+            process.arguments = ["compact", path, "--codec", "raw"]
+            process.standardOutput = FileHandle.nullDevice
+            process.standardError = FileHandle.nullDevice
+            try process.run()
+            usleep(delay)
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+            if process.terminationReason == .exit { continue }  // finished before the kill
+            interrupted += 1
+            #expect(try Data(contentsOf: URL(fileURLWithPath: path)) == original, "killed after \(delay) µs")
+            #expect(try Store.open(at: path).verify().isSound)
+        }
+        #expect(interrupted >= 1, "every compaction finished before its kill")
+        // A later compaction clears what the killed ones left and succeeds.
+        #expect(try Tools.memtool("compact", path).status == 0)
+        #expect(!FileManager.default.fileExists(atPath: path + ".compacting"))
+    }
+}
+
+@Suite struct HostileInputTests {
+    /// Runs an import of `file` and expects exit 1 with `message` on stderr and no complete store.
+    func expectRefused(_ scratch: Scratch, _ file: String, _ message: String, extra: [String] = []) throws {
+        let store = scratch.file("h-\(UUID().uuidString).pkm")
+        let result = try Tools.run(Tools.memtool, ["import", store, "--from", file] + extra)
+        #expect(result.status == 1, "exit \(result.status) for \(message)")
+        #expect(result.stderr.contains(message), "stderr was: \(result.stderr)")
+        #expect(!result.stderr.contains("Fatal error"))
+        if FileManager.default.fileExists(atPath: store) {
+            #expect((try? Store.open(at: store).isComplete) != true)
+        }
+    }
+
+    func writeSafetensors(_ path: String, header: String, data: [UInt8] = [], lengthOverride: UInt64? = nil) {
+        var bytes = [UInt8]()
+        withUnsafeBytes(of: (lengthOverride ?? UInt64(header.utf8.count)).littleEndian) { bytes += $0 }
+        bytes += Array(header.utf8) + data
+        #expect(FileManager.default.createFile(atPath: path, contents: Data(bytes)))
+    }
+
+    @Test func hostileSafetensorsAreRefusedWithTheirReason() throws {
+        let scratch = Scratch()
+        let good = #"{"values":{"dtype":"F32","shape":[2,2],"data_offsets":[0,16]}}"#
+        let cases: [(String, UInt64?, [UInt8], String)] = [
+            ("{", nil, [], "header length 1 is too small"),
+            (#"{"a":"#, nil, [], "header is not a JSON object"),
+            (good, 1 << 40, [], "exceeds the 104857600-byte limit"),
+            (good, 1000, [], "runs past the end of the file"),
+            (good, nil, [UInt8](repeating: 0, count: 8), "lie outside the 8 data bytes"),
+            (#"{"values":{"dtype":"F32","shape":[4,4],"data_offsets":[0,16]}}"#, nil, [UInt8](repeating: 0, count: 16), "needs 64 bytes, data_offsets give 16"),
+            (#"{"values":{"dtype":"F32","shape":[1099511627776,1099511627776],"data_offsets":[0,16]}}"#, nil, [UInt8](repeating: 0, count: 16), "invalid shape"),
+            (#"{"values":{"dtype":"F64","shape":[2],"data_offsets":[0,16]}}"#, nil, [UInt8](repeating: 0, count: 16), "unsupported dtype F64"),
+            (#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}"#, nil, [UInt8](repeating: 0, count: 12), "overlap"),
+            (#"{"__metadata__":{"topk":5}}"#, nil, [], "is not a string"),
+            (good, nil, [UInt8](repeating: 0, count: 16), "tensor 'row_keys' is missing"),
+        ]
+        for (i, (header, length, data, message)) in cases.enumerated() {
+            let file = scratch.file("bad\(i).safetensors")
+            writeSafetensors(file, header: header, data: data, lengthOverride: length)
+            try expectRefused(scratch, file, message)
+        }
+        let tiny = scratch.file("tiny.safetensors")
+        #expect(FileManager.default.createFile(atPath: tiny, contents: Data([1, 2, 3])))
+        try expectRefused(scratch, tiny, "too short")
+    }
+
+    @Test func hostileNPYFilesAreRefusedWithTheirReason() throws {
+        let scratch = Scratch()
+        let script = """
+        import numpy as np, os, sys
+        d = sys.argv[1]
+        for name in ['pickled', 'fortran', 'bigendian', 'truncated']: os.makedirs(os.path.join(d, name), exist_ok=True)
+        np.save(os.path.join(d, 'pickled', 'values.npy'), np.array([{'a': 1}, None], dtype=object), allow_pickle=True)
+        np.save(os.path.join(d, 'fortran', 'values.npy'), np.asfortranarray(np.ones((3, 4), dtype=np.float32)))
+        np.save(os.path.join(d, 'bigendian', 'values.npy'), np.ones((3, 4), dtype='>f4'))
+        np.save(os.path.join(d, 'truncated', 'values.npy'), np.ones((30, 4), dtype=np.float32))
+        p = os.path.join(d, 'truncated', 'values.npy'); open(p, 'r+b').truncate(os.path.getsize(p) - 10)
+        """
+        let made = try Tools.python(["-c", script, scratch.path])
+        try #require(made.status == 0, "\(made.stderr)")
+        try expectRefused(scratch, scratch.file("pickled"), "object arrays (pickled Python objects) are refused")
+        try expectRefused(scratch, scratch.file("fortran"), "Fortran-order arrays are not supported")
+        try expectRefused(scratch, scratch.file("bigendian"), "big-endian dtype '>f4' is not supported")
+        try expectRefused(scratch, scratch.file("truncated"), "needs 480 data bytes, the file holds 470")
+    }
+
+    @Test func inconsistentOrNonFiniteCheckpointsAreRefused() throws {
+        let scratch = Scratch()
+        let script = """
+        import numpy as np, os, sys
+        d = sys.argv[1]
+        def save(case, **t):
+            os.makedirs(os.path.join(d, case), exist_ok=True)
+            for k, v in t.items(): np.save(os.path.join(d, case, k + '.npy'), v)
+        f = np.float32
+        save('shapes', values=np.ones((64, 8), f), row_keys=np.ones((2, 1, 8, 4), f), col_keys=np.ones((3, 1, 8, 4), f))
+        save('grid', values=np.ones((60, 8), f), row_keys=np.ones((2, 1, 8, 4), f), col_keys=np.ones((2, 1, 8, 4), f))
+        k = np.ones((2, 1, 8, 4), f); k[1, 0, 3, 2] = np.nan
+        save('nan', values=np.ones((64, 8), f), row_keys=k, col_keys=np.ones((2, 1, 8, 4), f))
+        save('map', values=np.ones((16, 8), f), row_keys=np.ones((2, 1, 8, 4), f), col_keys=np.ones((2, 1, 8, 4), f),
+             projectors=np.ones((4, 8, 8), f), virtual_map=np.zeros(64, np.int64))
+        """
+        let made = try Tools.python(["-c", script, scratch.path])
+        try #require(made.status == 0, "\(made.stderr)")
+        try expectRefused(scratch, scratch.file("shapes"), "col_keys has shape [3, 1, 8, 4], which disagrees with row_keys [2, 1, 8, 4]")
+        try expectRefused(scratch, scratch.file("grid"), "the grid 8 x 8 is not a whole multiple of the 60 value rows")
+        try expectRefused(scratch, scratch.file("nan"), "tensor 'row_keys' is invalid: contains NaN or infinity")
+        try expectRefused(scratch, scratch.file("map"), "makes it not a permutation")
+        let usage = try Tools.memtool("import", scratch.file("u.pkm"), "--from", scratch.file("grid"), "--rename", "values")
+        #expect(usage.status == 2 && usage.stderr.contains("--rename takes CANONICAL=NAME_IN_FILE"))
+    }
+
+    @Test func queriesOfTheWrongShapeAreRefused() throws {
+        let scratch = Scratch()
+        let path = scratch.file("m.pkm")
+        try #require(try Tools.memtool("create", path, "--synthetic", "--rows", "4096", "--dim", "16", "--heads", "2", "--key-dim", "8", "--topk", "4").status == 0)
+        let made = try Tools.python(["-c", "import numpy as np, sys; np.save(sys.argv[1], np.ones((3, 2, 2, 9), np.float32)); q = np.ones((3, 2, 2, 8), np.float32); q[1,1,0,0] = np.inf; np.save(sys.argv[2], q)",
+                                     scratch.file("q.npy"), scratch.file("inf.npy")])
+        try #require(made.status == 0, "\(made.stderr)")
+        let wrong = try Tools.memtool("query", path, "--queries", scratch.file("q.npy"), "--output", scratch.file("o.npy"))
+        #expect(wrong.status == 1 && wrong.stderr.contains("the store needs float32 [B, 2, 2, 8]"))
+        let inf = try Tools.memtool("query", path, "--queries", scratch.file("inf.npy"), "--output", scratch.file("o.npy"))
+        #expect(inf.status == 1 && inf.stderr.contains("query 1, head 1 contains NaN or infinity"))
+    }
+}

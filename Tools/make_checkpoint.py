@@ -1,0 +1,92 @@
+#!/usr/bin/env python3
+"""Writes a small trained-looking memory layer as a user would bring it, plus queries and the
+expected results of Spec/RETRIEVAL.md computed by Tools/reference_retrieval.py.
+
+    make_checkpoint.py OUT_DIR [--format safetensors|npy] [--values-dtype f32|f16|bf16]
+
+OUT_DIR receives memory.safetensors (or memory/ with one .npy per tensor), queries.npy, and
+expected_output.npy, expected_indices.npy, expected_weights.npy. The safetensors file is written
+by hand from the format description (8-byte header length, JSON header, data), with numpy only.
+"""
+import argparse
+import json
+import os
+import struct
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from reference_retrieval import quantized, retrieve  # noqa: E402
+
+
+def to_bf16_bits(a):
+    """float -> bfloat16 bit patterns (exact for the multiples of 1/64 used here)."""
+    bits = np.asarray(a, dtype=np.float32).view(np.uint32)
+    return ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
+
+
+def write_safetensors(path, tensors, metadata):
+    header, blobs, offset = {"__metadata__": metadata}, [], 0
+    for name, (dtype, array) in tensors.items():
+        raw = np.ascontiguousarray(array).tobytes()
+        header[name] = {"dtype": dtype, "shape": list(array.shape), "data_offsets": [offset, offset + len(raw)]}
+        blobs.append(raw)
+        offset += len(raw)
+    text = json.dumps(header).encode()
+    text += b" " * ((8 - len(text) % 8) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(text)))
+        f.write(text)
+        for b in blobs:
+            f.write(b)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("out")
+    ap.add_argument("--format", default="safetensors", choices=["safetensors", "npy"])
+    ap.add_argument("--values-dtype", default="bf16", choices=["f32", "f16", "bf16"])
+    args = ap.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    rng = np.random.default_rng(77)
+    H, r, c, E, d, nr, nc, v, d_out, k, m = 2, 2, 2, 4, 8, 16, 32, 8, 6, 6, 8
+    n_p = nr * nc // E
+    cfg = {"scoring": "tucker", "heads": H, "keyDim": d, "gridRows": nr, "gridCols": nc, "rank": r, "cores": c,
+           "expansion": E, "physicalRows": n_p, "valueDim": v, "outputDim": d_out, "topK": k, "topM": m,
+           "activation": "softmax", "addressing": "table", "addressKey": 0}
+    t = {"row_keys": quantized(rng, (H, r, nr, d)) / 64.0, "col_keys": quantized(rng, (H, r, nc, d)) / 64.0,
+         "cores": quantized(rng, (H, c, r, r)) / 64.0, "projectors": quantized(rng, (E, v, d_out)) / 64.0,
+         "values": quantized(rng, (n_p, v)) / 64.0, "virtual_map": rng.permutation(nr * nc).astype(np.int32)}
+    queries = []
+    while len(queries) < 20:
+        q = quantized(rng, (1, H, 2, d)) / 64.0
+        if min(retrieve(cfg, t, q)[3]) >= 1e-3:
+            queries.append(q)
+    q = np.concatenate(queries).astype(np.float32)
+    idx, w, out, _ = retrieve(cfg, t, q)
+    np.save(os.path.join(args.out, "queries.npy"), q)
+    np.save(os.path.join(args.out, "expected_output.npy"), out.astype(np.float32))
+    np.save(os.path.join(args.out, "expected_indices.npy"), idx.astype(np.int64))
+    np.save(os.path.join(args.out, "expected_weights.npy"), w.astype(np.float32))
+
+    values = {"f32": ("F32", t["values"].astype(np.float32)), "f16": ("F16", t["values"].astype(np.float16)),
+              "bf16": ("BF16", to_bf16_bits(t["values"]))}[args.values_dtype]
+    tensors = {"model.mem.values": values,
+               "row_keys": ("F32", t["row_keys"].astype(np.float32)), "col_keys": ("F32", t["col_keys"].astype(np.float32)),
+               "cores": ("F32", t["cores"].astype(np.float32)), "projectors": ("F32", t["projectors"].astype(np.float32)),
+               "virtual_map": ("I32", t["virtual_map"])}
+    if args.format == "safetensors":
+        write_safetensors(os.path.join(args.out, "memory.safetensors"), tensors,
+                          {"scoring": "tucker", "topk": str(k), "top_m": str(m), "activation": "softmax"})
+    else:
+        folder = os.path.join(args.out, "memory")
+        os.makedirs(folder, exist_ok=True)
+        for name, (dtype, array) in tensors.items():
+            if dtype == "BF16":
+                sys.exit("bf16 has no .npy dtype; use --values-dtype f32 or f16 with --format npy")
+            np.save(os.path.join(folder, name + ".npy"), array)
+
+
+if __name__ == "__main__":
+    main()
