@@ -184,31 +184,12 @@ public enum MemoryImport {
         while row < config.physicalRows {
             let n = min(chunkRows, config.physicalRows - row)
             buffer = try file.read(at: values.offset + row * sourceRow, count: n * sourceRow)
-            if storedType != sourceType { buffer = convert(buffer, from: sourceType, to: storedType) }
+            if storedType != sourceType { buffer = storedType.encode(sourceType.decode(buffer)) }
             try writer.append(buffer)
             row += n
         }
         try writer.finish()
         return config
-    }
-
-    /// Converts little-endian elements between value types (to bf16 and f16 by rounding to nearest even).
-    static func convert(_ bytes: [UInt8], from: ElementType, to: ElementType) -> [UInt8] {
-        let floats: [Float] = bytes.withUnsafeBytes { raw in
-            let count = raw.count / from.size
-            return (0..<count).map { i in
-                switch from {
-                case .f32: Float(bitPattern: raw.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self).littleEndian)
-                case .f16: Float(Float16(bitPattern: raw.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self).littleEndian))
-                case .bf16: Float(bitPattern: UInt32(raw.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self).littleEndian) << 16)
-                }
-            }
-        }
-        switch to {
-        case .f32: return floats.withUnsafeBytes { Array($0) }
-        case .f16: return floats.map { Float16($0).bitPattern }.withUnsafeBytes { Array($0) }
-        case .bf16: return floats.map { bfloat16Bits($0) }.withUnsafeBytes { Array($0) }
-        }
     }
 
     /// Writes the store's layer back out as safetensors: its tensors as stored, the value table

@@ -1,8 +1,6 @@
 import ArgumentParser
 import Foundation
-import MemoryRetrieval
 import MemoryStore
-import TensorFiles
 
 @main
 struct Memtool: ParsableCommand {
@@ -28,21 +26,17 @@ struct Memtool: ParsableCommand {
     }
 }
 
-/// Turns library errors into a message and exit code 1; ArgumentParser keeps 2 for usage errors.
+/// Turns errors from the libraries into a message on stderr and exit code 1; ArgumentParser's
+/// own errors (usage, help, exit codes) pass through.
 func runReportingErrors(_ body: () throws -> Void) throws {
     do {
         try body()
-    } catch let error as StoreError {
-        printError("error: \(error)")
-        throw ExitCode.failure
-    } catch let error as LMDBError {
-        printError("error: LMDB: \(error)")
-        throw ExitCode.failure
-    } catch let error as TensorFileError {
-        printError("error: \(error)")
-        throw ExitCode.failure
-    } catch let error as RetrievalError {
-        printError("error: \(error)")
+    } catch let error as ExitCode {
+        throw error
+    } catch let error as ValidationError {
+        throw error
+    } catch {
+        printError("error: \(error is LMDBError ? "LMDB: " : "")\(error)")
         throw ExitCode.failure
     }
 }

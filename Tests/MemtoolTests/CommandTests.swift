@@ -44,6 +44,13 @@ final class Scratch {
         #expect(json["complete"] as? Bool == true)
         #expect(json["shardCount"] as? Int == 12)
         #expect((json["table"] as? [String: Any])?["elementType"] as? String == "f16")
+        // The fields Spec/CLI.md documents.
+        let documented: Set = ["path", "formatVersion", "complete", "rowsCommitted", "table", "shardCount", "rawBytes", "shardBytes",
+                               "fileBytes", "compressionRatio", "fileRatio", "tensors", "tensorBytes", "lmdb", "openMilliseconds",
+                               "createdBy", "createdAt", "metadata"]
+        #expect(documented.isSubset(of: Set(json.keys)), "missing: \(documented.subtracting(json.keys))")
+        let verifyJSON = try JSONSerialization.jsonObject(with: Data(try Tools.memtool("verify", path, "--json").stdout.utf8)) as! [String: Any]
+        #expect(Set(["path", "sound", "complete", "shardsChecked", "tensorsChecked", "bytesDecoded", "problems"]).isSubset(of: Set(verifyJSON.keys)))
         let verify = try Tools.memtool("verify", path)
         #expect(verify.status == 0)
         #expect(verify.stdout.contains("sound: 12 shards"))

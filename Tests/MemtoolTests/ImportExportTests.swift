@@ -42,6 +42,22 @@ func loadNPY(_ path: String) throws -> Tensor {
         #expect(zip(try w.floats(), try loadNPY(dir + "/expected_weights.npy").floats()).allSatisfy { abs($0 - $1) <= 1e-4 * max(abs($1), 1e-2) })
     }
 
+    @Test func importConvertsValuesWhenAsked() throws {
+        let scratch = Scratch()
+        let dir = try checkpoint(scratch, ["--values-dtype", "f32"])
+        let store = scratch.file("m.pkm")
+        let imported = try Tools.memtool("import", store, "--from", dir + "/memory.safetensors", "--rename", "values=model.mem.values",
+                                         "--dtype", "bf16", "--codec", "raw")
+        try #require(imported.status == 0, "\(imported.stderr)")
+        let s = try Store.open(at: store)
+        #expect(s.layout.elementType == .bf16 && s.layout.codec == .raw)
+        // The checkpoint's values are multiples of 1/64, which bf16 holds exactly.
+        let source = try #require(try SafetensorsFile(path: dir + "/memory.safetensors").entry("model.mem.values")).load().floats()
+        var stored: [Float] = []
+        for r in 0..<s.layout.rows { stored += try s.row(r) }
+        #expect(stored == source)
+    }
+
     @Test func exportAfterImportGivesTheSameBytes() throws {
         let scratch = Scratch()
         let dir = try checkpoint(scratch)

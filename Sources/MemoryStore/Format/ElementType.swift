@@ -14,6 +14,24 @@ public enum ElementType: String, Codable, Sendable, CaseIterable {
         }
     }
 
+    /// Little-endian elements of this type from Float (bf16 and f16 rounded to nearest even).
+    public func encode(_ values: [Float]) -> [UInt8] {
+        switch self {
+        case .f32: values.withUnsafeBytes { Array($0) }
+        case .f16: values.map { Float16($0).bitPattern.littleEndian }.withUnsafeBytes { Array($0) }
+        case .bf16: values.map { bfloat16Bits($0).littleEndian }.withUnsafeBytes { Array($0) }
+        }
+    }
+
+    /// Float values of little-endian elements of this type.
+    public func decode(_ bytes: [UInt8]) -> [Float] {
+        var out = [Float](repeating: 0, count: bytes.count / size)
+        bytes.withUnsafeBytes { src in
+            out.withUnsafeMutableBufferPointer { RowKernels.convert(src.baseAddress!, type: self, count: $0.count, into: $0.baseAddress!) }
+        }
+        return out
+    }
+
     init?(code: UInt8) {
         switch code {
         case 1: self = .f32

@@ -40,15 +40,7 @@ public struct SyntheticRows: Sendable {
 
     /// Rows `range` as little-endian bytes of `type` (bf16 and f16 rounded to nearest even).
     public func bytes(_ range: Range<Int>, as type: ElementType) -> [UInt8] {
-        let values = floats(range)
-        switch type {
-        case .f32:
-            return values.withUnsafeBytes { Array($0) }
-        case .f16:
-            return values.map { Float16($0).bitPattern }.withUnsafeBytes { Array($0) }
-        case .bf16:
-            return values.map { bfloat16Bits($0) }.withUnsafeBytes { Array($0) }
-        }
+        type.encode(floats(range))
     }
 }
 
