@@ -77,7 +77,7 @@ struct Inspect: ParsableCommand {
               "file \(humanBytes(r.fileBytes))\(r.tensorBytes > 0 ? " with \(humanBytes(r.tensorBytes)) of tensors" : "") (\(String(format: "%.3f", r.fileRatio))x of raw values)")
         print("lmdb         page \(r.lmdb.pageSize) B, shard tree depth \(r.lmdb.shardTreeDepth), " +
               "\(r.lmdb.branchPages) branch + \(r.lmdb.leafPages) leaf + \(r.lmdb.overflowPages) overflow pages, " +
-              "\(r.lmdb.pagesUsed) pages used, map \(humanBytes(r.lmdb.mapSize))")
+              "\(r.lmdb.pagesUsed) pages used, \(r.lmdb.freePages) free, readers' map \(humanBytes(r.lmdb.mapSize))")
         print("tensors      \(r.tensors.isEmpty ? "none" : r.tensors.map { "\($0.name) \($0.dtype)\($0.shape)" }.joined(separator: ", "))")
         print("created      \(r.createdAt) by \(r.createdBy)\(r.metadata.isEmpty ? "" : " " + r.metadata.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " "))")
     }

@@ -56,6 +56,23 @@ final class Scratch {
         #expect(verify.stdout.contains("sound: 12 shards"))
     }
 
+    @Test func benchmarksRunAndReport() throws {
+        let scratch = Scratch()
+        let path = scratch.file("m.pkm")
+        try #require(try Tools.memtool("create", path, "--synthetic", "--rows", "16384", "--dim", "16", "--scoring", "tucker", "--heads", "2",
+                                       "--key-dim", "16", "--topk", "8", "--top-m", "16").status == 0)
+        let bench = try Tools.memtool("bench", path, "--queries", "256", "--batch", "32", "--warmup", "32", "--distribution", "uniform",
+                                      "--json", scratch.file("b.json"))
+        #expect(bench.status == 0, "\(bench.stderr)")
+        #expect(bench.stdout.contains("lookup"))
+        let report = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: scratch.file("b.json")))) as! [String: Any]
+        #expect(report["queries"] as? Int == 256)
+        #expect((report["lookupQueriesPerSecond"] as? Double ?? 0) > 0)
+        let storage = try Tools.memtool("storage-bench", "--rows", "4096", "--reads", "4096", "--dtypes", "bf16", "--directory", scratch.path)
+        #expect(storage.status == 0, "\(storage.stderr)")
+        #expect(storage.stdout.contains("bf16 zstd"))
+    }
+
     @Test func verifyNamesEveryDamagedShard() throws {
         let scratch = Scratch()
         let path = scratch.file("m.pkm")

@@ -45,6 +45,8 @@ public struct StorageStatistics: Sendable, Codable {
     public var branchPages: Int
     public var leafPages: Int
     public var overflowPages: Int
+    /// Pages on LMDB's free list: space a compaction would give back.
+    public var freePages: Int
     public var shards: Int
     /// Sum of the shard blobs' sizes.
     public var shardBytes: Int
@@ -74,6 +76,16 @@ extension Store {
                 count += 1
                 op = MDB_NEXT
             }
+            // LMDB's free list is database 0; each record is a page-number list led by its length.
+            var freePages = 0
+            var freeCursor: OpaquePointer?
+            try check(mdb_cursor_open(txn.handle, 0, &freeCursor))
+            defer { mdb_cursor_close(freeCursor) }
+            op = MDB_FIRST
+            while mdb_cursor_get(freeCursor, &k, &v, op) == 0 {
+                if v.mv_size >= MemoryLayout<Int>.size { freePages += v.mv_data.loadUnaligned(as: Int.self) }
+                op = MDB_NEXT
+            }
             var pages = 0
             for dbi in [env.meta, env.tensors, env.shards] {
                 let d = env.stat(dbi, in: txn)
@@ -82,7 +94,7 @@ extension Store {
             return StorageStatistics(
                 fileBytes: fileBytes, pageSize: info.pageSize, mapSize: info.mapSize, pagesUsed: info.lastPage + 1,
                 shardTreeDepth: Int(s.ms_depth), branchPages: Int(s.ms_branch_pages), leafPages: Int(s.ms_leaf_pages),
-                overflowPages: Int(s.ms_overflow_pages), shards: count, shardBytes: total,
+                overflowPages: Int(s.ms_overflow_pages), freePages: freePages, shards: count, shardBytes: total,
                 smallestShard: count == 0 ? 0 : smallest, largestShard: largest,
                 readersUsed: info.readersUsed, maxReaders: info.maxReaders)
         }
