@@ -2,8 +2,10 @@ import Foundation
 import MemoryRetrieval
 import MemoryStore
 
-/// The offline lookup benchmark behind `memtool bench`: search alone, then the whole lookup,
-/// over the same deterministic query batches, with per-batch latencies and cache figures.
+/// The offline lookup benchmark behind `memtool bench`. For each batch of deterministic queries
+/// it times the search, the store's lookup-reduce, and the same reduce over a flat uncompressed
+/// copy of the value table (the upper bound), and checks that both reduces agree. On small grids
+/// it also times the brute force that scores every slot, and checks the search against it.
 public struct LookupBenchmark {
     public struct Options: Sendable {
         public var queries = 4096
@@ -11,6 +13,11 @@ public struct LookupBenchmark {
         public var warmupQueries = 256
         public var distribution = QueryDistribution.clustered(centres: 256, spread: 0.25)
         public var seed: UInt64 = 1
+        /// The flat copy for the upper bound; nil skips it.
+        public var flatTable: FlatTable?
+        /// Brute force runs on grids up to this many slots, over at most `bruteForceQueries` queries.
+        public var bruteForceLimit = 1 << 22
+        public var bruteForceQueries = 256
         public init() {}
     }
 
@@ -32,56 +39,111 @@ public struct LookupBenchmark {
         public var batch: Int
         public var threads: Int
         public var distribution: String
+        public var cold: Bool
         public var virtualSlots: Int
         public var physicalRows: Int
+        public var codec: String
         public var searchQueriesPerSecond: Double
+        /// Search followed by the store's lookup-reduce.
         public var lookupQueriesPerSecond: Double
+        public var reduceQueriesPerSecond: Double
+        /// The same reduce over the flat uncompressed copy; nil when not measured.
+        public var upperBoundReduceQueriesPerSecond: Double?
+        /// `reduceQueriesPerSecond / upperBoundReduceQueriesPerSecond`: the headline ratio.
+        public var reduceToUpperBound: Double?
+        /// Largest relative difference between the store's and the flat copy's outputs.
+        public var upperBoundMaxRelativeDifference: Double?
+        public var bruteForceQueriesPerSecond: Double?
+        /// Share of the selected slots that the brute force also selects (1 for PKM, which is exact).
+        public var bruteForceAgreement: Double?
         public var searchBatchMilliseconds: Percentiles
         public var lookupBatchMilliseconds: Percentiles
         /// Share of lookup time spent in scoring and selection (the rest is lookup-reduce).
         public var searchShare: Double
         public var rowsPerSecond: Double
-        /// Hits over shard reads of the decoded-shard cache; nil for raw stores, which read in place.
+        /// Decoded-shard cache hits / shard reads; nil for raw stores, which read in place.
         public var cacheHitRate: Double?
+        public var bytesDecompressedPerQuery: Double
+        /// Bytes the kernel read from storage for this process per query (`/proc/self/io` read_bytes).
+        public var diskBytesPerQuery: Double
+        /// Those bytes as 4 KiB reads per second of lookup time.
+        public var diskReadsPerSecond: Double
         public var openMilliseconds: Double
         public var peakRSSBytes: Int
     }
 
-    public static func run(layer: MemoryLayer, options: Options, label: String) throws -> Report {
-        let c = layer.config
+    public static func run(layer: MemoryLayer, options: Options, label: String, cold: Bool) throws -> Report {
+        let c = layer.config, store = layer.store
         let batches = max(1, options.queries / options.batch)
         var generator = QueryGenerator(config: c, distribution: options.distribution, seed: options.seed)
         let work = (0..<batches).map { _ in generator.next(batch: options.batch) }
-        var warm = QueryGenerator(config: c, distribution: options.distribution, seed: options.seed ^ 1)
-        for _ in 0..<max(0, options.warmupQueries / options.batch) {
-            _ = try layer.lookup(queries: warm.next(batch: options.batch), batch: options.batch)
+        if !cold {
+            var warm = QueryGenerator(config: c, distribution: options.distribution, seed: options.seed ^ 1)
+            for _ in 0..<max(0, options.warmupQueries / options.batch) {
+                _ = try layer.lookup(queries: warm.next(batch: options.batch), batch: options.batch)
+            }
         }
+        let flat = options.flatTable.map(FlatRows.init)
         let clock = ContinuousClock()
-        // Search and lookup of the same batch back to back, so drift in the machine's speed hits both alike.
-        var searchTimes: [Double] = [], lookupTimes: [Double] = []
-        var hits = 0, misses = 0
+        var searchTimes: [Double] = [], reduceTimes: [Double] = [], flatTimes: [Double] = []
+        var hits = 0, misses = 0, maxDifference = 0.0
+        let decodedBefore = store.bytesDecoded, diskBefore = diskReadBytes()
         for q in work {
-            let s = try clock.measure { _ = try layer.search(queries: q, batch: options.batch) }
-            let before = layer.store.cacheStatistics
-            let l = try clock.measure { _ = try layer.lookup(queries: q, batch: options.batch) }
-            let after = layer.store.cacheStatistics
+            var found: SearchResult?
+            let s = try clock.measure { found = try layer.search(queries: q, batch: options.batch) }
+            let before = store.cacheStatistics
+            var output: [Float] = []
+            let r = try clock.measure { output = try layer.reduce(found!) }
+            let after = store.cacheStatistics
             hits += after.hits - before.hits
             misses += after.misses - before.misses
             searchTimes.append(s.seconds * 1e3)
-            lookupTimes.append(l.seconds * 1e3)
+            reduceTimes.append(r.seconds * 1e3)
+            if let flat {
+                var reference: [Float] = []
+                let f = try clock.measure { reference = try layer.index.reduce(found!, values: flat) }
+                flatTimes.append(f.seconds * 1e3)
+                for (a, b) in zip(output, reference) { maxDifference = max(maxDifference, Double(abs(a - b)) / max(Double(abs(b)), 1e-3)) }
+            }
         }
+        let decoded = store.bytesDecoded - decodedBefore, disk = diskReadBytes() - diskBefore
+
+        var bruteRate: Double?, agreement: Double?
+        if c.virtualSlots <= options.bruteForceLimit {
+            let n = min(options.bruteForceQueries, options.batch * batches)
+            let q = Array(work.joined().prefix(n * c.heads * 2 * c.keyDim))
+            var exact: SearchResult?, fast: SearchResult?
+            let t = try clock.measure { exact = try layer.index.exhaustiveSearch(queries: q, batch: n) }
+            fast = try layer.search(queries: q, batch: n)
+            bruteRate = Double(n) / t.seconds
+            var same = 0
+            for g in stride(from: 0, to: exact!.indices.count, by: c.topK) {
+                same += Set(exact!.indices[g..<(g + c.topK)]).intersection(fast!.indices[g..<(g + c.topK)]).count
+            }
+            agreement = Double(same) / Double(exact!.indices.count)
+        }
+
         let total = Double(batches * options.batch)
-        let searchSeconds = searchTimes.reduce(0, +) / 1e3, lookupSeconds = lookupTimes.reduce(0, +) / 1e3
+        let searchSeconds = searchTimes.reduce(0, +) / 1e3, reduceSeconds = reduceTimes.reduce(0, +) / 1e3
+        let lookupSeconds = searchSeconds + reduceSeconds
+        let flatSeconds = flatTimes.reduce(0, +) / 1e3
         return Report(
-            queries: batches * options.batch, batch: options.batch, threads: layer.index.threads, distribution: label,
-            virtualSlots: c.virtualSlots, physicalRows: c.physicalRows,
+            queries: batches * options.batch, batch: options.batch, threads: layer.index.threads, distribution: label, cold: cold,
+            virtualSlots: c.virtualSlots, physicalRows: c.physicalRows, codec: store.layout.codec.rawValue,
             searchQueriesPerSecond: total / searchSeconds, lookupQueriesPerSecond: total / lookupSeconds,
-            searchBatchMilliseconds: Percentiles(searchTimes), lookupBatchMilliseconds: Percentiles(lookupTimes),
-            searchShare: min(1, searchSeconds / lookupSeconds),
-            rowsPerSecond: total * Double(c.heads * c.topK) / lookupSeconds,
-            cacheHitRate: layer.store.layout.codec == .raw || hits + misses == 0 ? nil : Double(hits) / Double(hits + misses),
-            openMilliseconds: layer.store.openDuration.seconds * 1e3,
-            peakRSSBytes: peakResidentBytes())
+            reduceQueriesPerSecond: total / reduceSeconds,
+            upperBoundReduceQueriesPerSecond: flat == nil ? nil : total / flatSeconds,
+            reduceToUpperBound: flat == nil ? nil : flatSeconds / reduceSeconds,
+            upperBoundMaxRelativeDifference: flat == nil ? nil : maxDifference,
+            bruteForceQueriesPerSecond: bruteRate, bruteForceAgreement: agreement,
+            searchBatchMilliseconds: Percentiles(searchTimes),
+            lookupBatchMilliseconds: Percentiles(zip(searchTimes, reduceTimes).map { $0 + $1 }),
+            searchShare: searchSeconds / lookupSeconds,
+            rowsPerSecond: total * Double(c.heads * c.topK) / reduceSeconds,
+            cacheHitRate: store.layout.codec == .raw || hits + misses == 0 ? nil : Double(hits) / Double(hits + misses),
+            bytesDecompressedPerQuery: Double(decoded) / total, diskBytesPerQuery: Double(disk) / total,
+            diskReadsPerSecond: Double(disk) / 4096 / reduceSeconds,
+            openMilliseconds: store.openDuration.seconds * 1e3, peakRSSBytes: peakResidentBytes())
     }
 }
 
@@ -90,4 +152,21 @@ public func peakResidentBytes() -> Int {
     var usage = rusage()
     getrusage(RUSAGE_SELF.rawValue, &usage)
     return usage.ru_maxrss * 1024
+}
+
+/// Bytes this process caused to be read from storage (`read_bytes` of `/proc/self/io`), or 0 where unavailable.
+public func diskReadBytes() -> Int {
+    guard let text = try? String(contentsOfFile: "/proc/self/io", encoding: .utf8) else { return 0 }
+    for line in text.split(separator: "\n") where line.hasPrefix("read_bytes:") {
+        return Int(line.split(separator: " ").last ?? "") ?? 0
+    }
+    return 0
+}
+
+/// Writes dirty pages and drops the page cache (root only); returns whether it could.
+public func dropPageCache() -> Bool {
+    sync()
+    guard let handle = FileHandle(forWritingAtPath: "/proc/sys/vm/drop_caches") else { return false }
+    defer { try? handle.close() }
+    return (try? handle.write(contentsOf: Data("3\n".utf8))) != nil
 }

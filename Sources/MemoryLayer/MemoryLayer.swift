@@ -55,6 +55,11 @@ public final class MemoryLayer: Sendable {
         try index.search(queries: queries, batch: batch)
     }
 
+    /// The lookup-reduce of already selected slots, from the store.
+    public func reduce(_ found: SearchResult) throws -> [Float] {
+        try index.reduce(found, values: StoreRows(store: store))
+    }
+
     /// The output `[batch, d_out]`, with the selected slots and weights.
     public func lookup(queries: [Float], batch: Int) throws -> (output: [Float], search: SearchResult) {
         try index.lookup(queries: queries, batch: batch, values: StoreRows(store: store))
@@ -84,6 +89,20 @@ public final class MemoryLayer: Sendable {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         try writer.putRecord(recordName, Array(try encoder.encode(config)))
+    }
+}
+
+/// A flat, uncompressed copy of the value table as a row source: the upper bound the store's
+/// lookup-reduce is measured against.
+public struct FlatRows: ValueRows {
+    public let table: FlatTable
+    public init(_ table: FlatTable) { self.table = table }
+    public var dim: Int { table.dim }
+    public var rowCount: Int { table.rows }
+
+    public func gatherReduce(indices: UnsafeBufferPointer<Int>, weights: UnsafeBufferPointer<Float>, chunks: Int,
+                             targets: UnsafeBufferPointer<Int>, into output: UnsafeMutableBufferPointer<Float>) throws {
+        table.gatherReduce(indices: indices, weights: weights, chunks: chunks, targets: targets, into: output)
     }
 }
 

@@ -129,6 +129,17 @@ public final class ProductKeyIndex: Sendable {
 
     /// Selected slots and weights for a batch of queries `[batch, H, 2, d]`.
     public func search(queries: [Float], batch: Int) throws(RetrievalError) -> SearchResult {
+        try search(queries: queries, batch: batch, exhaustive: false)
+    }
+
+    /// The same search scoring every one of the N_v slots: the brute force that product keys
+    /// avoid. Equal to `search` for PKM (which is exact) and to `tucker-exact` for Tucker.
+    /// Needs N_v floats of working memory per thread: for small grids and benchmarks.
+    public func exhaustiveSearch(queries: [Float], batch: Int) throws(RetrievalError) -> SearchResult {
+        try search(queries: queries, batch: batch, exhaustive: true)
+    }
+
+    private func search(queries: [Float], batch: Int, exhaustive: Bool) throws(RetrievalError) -> SearchResult {
         try checkQueries(queries, batch: batch)
         let c = config
         var result = SearchResult(batch: batch, indices: [Int](repeating: 0, count: batch * c.heads * c.topK),
@@ -137,7 +148,7 @@ public final class ProductKeyIndex: Sendable {
             result.indices.withUnsafeMutableBufferPointer { idx in
                 result.weights.withUnsafeMutableBufferPointer { w in
                     nonisolated(unsafe) let (q, idx, w) = (q, idx, w)
-                    forEachBlock(batch) { range in searchBlock(q, range, idx, w) }
+                    forEachBlock(batch) { range in searchBlock(q, range, idx, w, exhaustive: exhaustive) }
                 }
             }
         }
@@ -169,7 +180,8 @@ public final class ProductKeyIndex: Sendable {
 
     /// Searches queries `range`, writing their slots into `indices` and `weights` (whole-batch buffers).
     private func searchBlock(_ queries: UnsafeBufferPointer<Float>, _ range: Range<Int>,
-                             _ indices: UnsafeMutableBufferPointer<Int>, _ weights: UnsafeMutableBufferPointer<Float>) {
+                             _ indices: UnsafeMutableBufferPointer<Int>, _ weights: UnsafeMutableBufferPointer<Float>,
+                             exhaustive: Bool) {
         let c = config
         let n = range.count, d = c.keyDim, stride = c.heads * 2 * d
         var scratch = scratchPool.withLock { $0.popLast() } ?? SearchScratch(config: c)
@@ -182,18 +194,18 @@ public final class ProductKeyIndex: Sendable {
             case .pkm:
                 scoreAll(tensors.rowKeys, offset: h * c.gridRows * d, count: c.gridRows, qRow, n, into: &scratch.rowScores)
                 scoreAll(tensors.colKeys, offset: h * c.gridCols * d, count: c.gridCols, qCol, n, into: &scratch.colScores)
-            case .tucker:
+            case .tucker where !exhaustive:
                 scoreAll(rankRowKeys[h], offset: 0, count: c.gridRows, qRow, n, into: &scratch.rowScores)
                 scoreAll(rankColKeys[h], offset: 0, count: c.gridCols, qCol, n, into: &scratch.colScores)
-            case .tuckerExact:
+            case .tucker, .tuckerExact:
                 break
             }
             for b in 0..<n {
                 let slot = ((range.lowerBound + b) * c.heads + h) * c.topK
                 let q = (row: qRow + b * stride, col: qCol + b * stride)
                 switch c.scoring {
-                case .pkm: selectPKM(b, &scratch)
-                case .tucker: selectTucker(b, head: h, q, &scratch, exact: false)
+                case .pkm: selectPKM(b, &scratch, exhaustive: exhaustive)
+                case .tucker: selectTucker(b, head: h, q, &scratch, exact: exhaustive)
                 case .tuckerExact: selectTucker(b, head: h, q, &scratch, exact: true)
                 }
                 for s in 0..<c.topK { indices[slot + s] = scratch.selected[s] }
@@ -215,9 +227,14 @@ public final class ProductKeyIndex: Sendable {
     }
 
     /// PKM: the top-k rows and columns, then the top-k of their k² sums (exact; see the spec).
-    private func selectPKM(_ b: Int, _ s: inout SearchScratch) {
+    private func selectPKM(_ b: Int, _ s: inout SearchScratch, exhaustive: Bool) {
         let c = config
-        s.keepBest(b, rows: c.gridRows, cols: c.gridCols, count: c.topK)
+        if exhaustive {
+            s.keptRows = Array(0..<c.gridRows)
+            s.keptCols = Array(0..<c.gridCols)
+        } else {
+            s.keepBest(b, rows: c.gridRows, cols: c.gridCols, count: c.topK)
+        }
         let mr = s.keptRows.count, mc = s.keptCols.count
         s.prepareSubgrid(rank: 0, cores: 0, rows: mr, cols: mc)
         s.subgrid.withUnsafeMutableBufferPointer { total in
@@ -302,12 +319,17 @@ public final class ProductKeyIndex: Sendable {
     /// (query, projector), so each shard is read once per block; then each query's per-projector
     /// sums are multiplied by the projectors.
     public func lookup(queries: [Float], batch: Int, values: some ValueRows) throws -> (output: [Float], search: SearchResult) {
-        let c = config
+        let found = try search(queries: queries, batch: batch)
+        return (try reduce(found, values: values), found)
+    }
+
+    /// The lookup-reduce half of `lookup`: the output `[batch, d_out]` of already selected slots.
+    public func reduce(_ found: SearchResult, values: some ValueRows) throws -> [Float] {
+        let c = config, batch = found.batch
         guard values.dim == c.valueDim, values.rowCount == c.physicalRows else {
             throw RetrievalError.invalidConfig(field: "physicalRows",
                                                reason: "the value table is \(values.rowCount) x \(values.dim), the layer needs \(c.physicalRows) x \(c.valueDim)")
         }
-        let found = try search(queries: queries, batch: batch)
         var output = [Float](repeating: 0, count: batch * c.outputDim)
         let failure = LockedError()
         found.indices.withUnsafeBufferPointer { idx in
@@ -321,7 +343,7 @@ public final class ProductKeyIndex: Sendable {
             }
         }
         if let error = failure.error { throw error }
-        return (output, found)
+        return output
     }
 
     private func reduceBlock(_ range: Range<Int>, _ indices: UnsafeBufferPointer<Int>, _ weights: UnsafeBufferPointer<Float>,

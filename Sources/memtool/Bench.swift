@@ -2,10 +2,16 @@ import ArgumentParser
 import Foundation
 import MemoryLayer
 import MemoryStore
+import TensorFiles
 
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Measure lookups on a store: search alone and the whole lookup, with latencies and cache figures.")
+        abstract: "Measure lookups on a store against an uncompressed upper bound and the brute force, in the same run.",
+        discussion: """
+            Per batch: the search, the store's lookup-reduce, and the same reduce over a flat mmap'd copy of the \
+            values (the upper bound; written next to the store unless --no-upper-bound). Grids up to 2^22 slots also \
+            run the brute force that scores every slot. --cold drops the page cache first (root only) and skips warm-up.
+            """)
 
     @Argument(help: "Path of the store (made by create or import).")
     var store: String
@@ -19,14 +25,23 @@ struct Bench: ParsableCommand {
     @Option(help: "Worker threads (default: all cores).")
     var threads: Int = ProcessInfo.processInfo.activeProcessorCount
 
-    @Option(help: "Query distribution: uniform or clustered.")
+    @Option(help: "Query distribution: uniform, clustered, or replay:Q.npy (float32 [N, H, 2, d]).")
     var distribution: String = "clustered"
 
-    @Option(help: "Queries run before measuring.")
+    @Option(help: "Queries run before measuring (not with --cold).")
     var warmup: Int = 256
+
+    @Flag(help: "Drop the page cache before opening the store, and skip the warm-up.")
+    var cold = false
 
     @Option(help: "Bytes of decoded shards to cache.")
     var cacheBytes: Int = 1 << 30
+
+    @Flag(help: "Skip the flat uncompressed upper bound (it needs a copy of the raw values on disk).")
+    var noUpperBound = false
+
+    @Option(help: "Where to keep the flat copy for the upper bound (default: STORE.flat, reused while newer than the store).")
+    var flatPath: String?
 
     @Option(help: "Seed of the queries.")
     var seed: UInt64 = 1
@@ -36,27 +51,57 @@ struct Bench: ParsableCommand {
 
     func validate() throws {
         guard queries >= 1, batch >= 1, threads >= 1 else { throw ValidationError("--queries, --batch and --threads must be at least 1") }
-        guard ["uniform", "clustered"].contains(distribution) else { throw ValidationError("--distribution must be uniform or clustered") }
+        guard ["uniform", "clustered"].contains(distribution) || distribution.hasPrefix("replay:") else {
+            throw ValidationError("--distribution must be uniform, clustered or replay:FILE.npy")
+        }
     }
 
     func run() throws {
         try runReportingErrors {
-            let layer = try MemoryLayer(store: Store.open(at: store, cacheBytes: cacheBytes), threads: threads)
             var options = LookupBenchmark.Options()
             options.queries = queries; options.batch = batch; options.warmupQueries = warmup; options.seed = seed
-            options.distribution = distribution == "uniform" ? .uniform : .clustered(centres: 256, spread: 0.25)
-            let r = try LookupBenchmark.run(layer: layer, options: options, label: distribution)
+            switch distribution {
+            case "uniform": options.distribution = .uniform
+            case "clustered": options.distribution = .clustered(centres: 256, spread: 0.25)
+            default: options.distribution = .replay(try NPYFile.entry(path: String(distribution.dropFirst(7)), name: "queries").load().floats())
+            }
+            if !noUpperBound {
+                let path = flatPath ?? store + ".flat"
+                let source = try Store.open(at: store, cacheBytes: 0)
+                let fresh = (try? FileManager.default.attributesOfItem(atPath: path)[.modificationDate] as? Date).flatMap { flat in
+                    (try? FileManager.default.attributesOfItem(atPath: store)[.modificationDate] as? Date).map { flat > $0 }
+                } ?? false
+                options.flatTable = fresh ? try FlatTable(path: path, dim: source.layout.dim, elementType: source.layout.elementType)
+                                          : try FlatTable(path: path, from: source)
+            }
+            var dropped = false
+            if cold {
+                dropped = dropPageCache()
+                if !dropped { printError("warning: could not drop the page cache (needs root); the run is only as cold as the cache allows") }
+            }
+            let layer = try MemoryLayer(store: Store.open(at: store, cacheBytes: cacheBytes), threads: threads)
+            let r = try LookupBenchmark.run(layer: layer, options: options, label: distribution, cold: cold)
             let c = layer.config
             print("memory     \(c.scoring.rawValue), H=\(c.heads) d=\(c.keyDim) k=\(c.topK)\(c.scoring == .pkm ? "" : " m=\(c.topM) r=\(c.rank) c=\(c.cores)"), " +
-                  "\(c.virtualSlots) virtual slots (\(c.gridRows)x\(c.gridCols)) over \(c.physicalRows) rows x \(c.valueDim) \(layer.store.layout.elementType.rawValue), E=\(c.expansion)")
-            print("run        \(r.queries) \(r.distribution) queries, batch \(r.batch), \(r.threads) threads, open \(String(format: "%.2f", r.openMilliseconds)) ms")
+                  "\(c.virtualSlots) virtual slots (\(c.gridRows)x\(c.gridCols)) over \(c.physicalRows) rows x \(c.valueDim) \(layer.store.layout.elementType.rawValue) \(r.codec), E=\(c.expansion)")
+            print("run        \(r.queries) \(r.distribution) queries, batch \(r.batch), \(r.threads) threads, \(cold ? (dropped ? "cold (page cache dropped)" : "cold (cache not dropped)") : "warm"), open \(String(format: "%.2f", r.openMilliseconds)) ms")
             print(String(format: "search     %10.0f queries/s   batch p50 %.2f ms  p90 %.2f ms  p99 %.2f ms", r.searchQueriesPerSecond,
                          r.searchBatchMilliseconds.p50, r.searchBatchMilliseconds.p90, r.searchBatchMilliseconds.p99))
             print(String(format: "lookup     %10.0f queries/s   batch p50 %.2f ms  p90 %.2f ms  p99 %.2f ms", r.lookupQueriesPerSecond,
                          r.lookupBatchMilliseconds.p50, r.lookupBatchMilliseconds.p90, r.lookupBatchMilliseconds.p99))
-            let hitRate = r.cacheHitRate.map { String(format: "%.1f%%", 100 * $0) } ?? "n/a (raw shards are read in place)"
-            print(String(format: "split      %.0f%% scoring and selection, %.0f%% lookup-reduce; %.2f M rows/s; cache hit rate %@; peak RSS %@",
-                         100 * r.searchShare, 100 * (1 - r.searchShare), r.rowsPerSecond / 1e6, hitRate, humanBytes(r.peakRSSBytes)))
+            let hitRate = r.cacheHitRate.map { String(format: "%.1f%%", 100 * $0) } ?? "n/a (raw)"
+            print(String(format: "reduce     %10.0f queries/s   %.2f M rows/s; %.0f%% of lookup time; cache hit rate %@",
+                         r.reduceQueriesPerSecond, r.rowsPerSecond / 1e6, 100 * (1 - r.searchShare), hitRate))
+            if let ub = r.upperBoundReduceQueriesPerSecond, let ratio = r.reduceToUpperBound {
+                print(String(format: "upper bnd  %10.0f queries/s   flat uncompressed copy; store/upper bound = %.2f (outputs agree to %.1e)",
+                             ub, ratio, r.upperBoundMaxRelativeDifference ?? 0))
+            }
+            if let bf = r.bruteForceQueriesPerSecond, let agree = r.bruteForceAgreement {
+                print(String(format: "brute      %10.0f queries/s   scoring all slots; product keys are %.0fx faster; %.1f%% of slots agree",
+                             bf, r.searchQueriesPerSecond / bf, 100 * agree))
+            }
+            print(String(format: "io         %.0f bytes decompressed and %.0f bytes read from disk per query (%.0f reads/s of 4 KiB); peak RSS %@",
+                         r.bytesDecompressedPerQuery, r.diskBytesPerQuery, r.diskReadsPerSecond, humanBytes(r.peakRSSBytes)))
             if let json { try jsonString(r).write(toFile: json, atomically: true, encoding: .utf8) }
         }
     }

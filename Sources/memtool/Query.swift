@@ -24,6 +24,9 @@ struct Query: ParsableCommand {
     @Option(help: "Where to write the weights (.npy, float32 [B, H, k, c]).")
     var weights: String?
 
+    @Option(help: "Where to write each slot's (physical row, projector) (.npy, int64 [B, H, k, 2]).")
+    var addresses: String?
+
     @Option(help: "Queries per batch.")
     var batch: Int = 256
 
@@ -41,7 +44,7 @@ struct Query: ParsableCommand {
             }
             let q = try entry.load().floats()
             let total = entry.shape[0], width = c.heads * 2 * c.keyDim
-            var out = [Float](), idx = [Int64](), w = [Float]()
+            var out = [Float](), idx = [Int64](), w = [Float](), addr = [Int64]()
             out.reserveCapacity(total * c.outputDim)
             var start = 0
             while start < total {
@@ -50,10 +53,19 @@ struct Query: ParsableCommand {
                 out += o
                 if indices != nil { idx += found.indices.map(Int64.init) }
                 if weights != nil { w += found.weights }
+                if addresses != nil {
+                    for vid in found.indices {
+                        let a = layer.index.address.address(of: vid)
+                        addr += [Int64(a.row), Int64(a.projector)]
+                    }
+                }
                 start += n
             }
             try out.withUnsafeBytes { try NPYFile.write(path: output, dtype: .f32, shape: [total, c.outputDim], bytes: $0) }
             if let indices { try idx.withUnsafeBytes { try NPYFile.write(path: indices, dtype: .i64, shape: [total, c.heads, c.topK], bytes: $0) } }
+            if let addresses {
+                try addr.withUnsafeBytes { try NPYFile.write(path: addresses, dtype: .i64, shape: [total, c.heads, c.topK, 2], bytes: $0) }
+            }
             if let weights { try w.withUnsafeBytes { try NPYFile.write(path: weights, dtype: .f32, shape: [total, c.heads, c.topK, c.cores], bytes: $0) } }
             print("\(total) queries -> \(output) [\(total), \(c.outputDim)]")
         }

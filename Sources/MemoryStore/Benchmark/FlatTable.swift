@@ -11,21 +11,39 @@ public final class FlatTable: @unchecked Sendable {
     private let length: Int
 
     /// Writes `bytes` (rows of `elementType`) to `path` and maps it.
-    public init(path: String, bytes: [UInt8], dim: Int, elementType: ElementType) throws {
+    public convenience init(path: String, bytes: [UInt8], dim: Int, elementType: ElementType) throws {
         guard FileManager.default.createFile(atPath: path, contents: Data(bytes)) else {
             throw StoreError.invalidArgument("cannot write '\(path)'")
         }
+        try self.init(path: path, dim: dim, elementType: elementType)
+    }
+
+    /// Writes the store's rows, decoded, to `path` (one shard at a time) and maps the file.
+    public convenience init(path: String, from store: Store) throws {
+        guard FileManager.default.createFile(atPath: path, contents: nil), let out = FileHandle(forWritingAtPath: path) else {
+            throw StoreError.invalidArgument("cannot write '\(path)'")
+        }
+        for s in 0..<store.layout.shardCount { try store.withShardRows(s) { try out.write(contentsOf: Data($0)) } }
+        try out.close()
+        try self.init(path: path, dim: store.layout.dim, elementType: store.layout.elementType)
+    }
+
+    /// Maps an existing flat file of rows.
+    public init(path: String, dim: Int, elementType: ElementType) throws {
         let fd = Foundation.open(path, O_RDONLY)
         guard fd >= 0 else { throw StoreError.invalidArgument("cannot open '\(path)'") }
         defer { close(fd) }
-        guard let p = mmap(nil, bytes.count, PROT_READ, MAP_SHARED, fd, 0), p != MAP_FAILED else {
+        var st = stat()
+        guard fstat(fd, &st) == 0, st.st_size > 0 else { throw StoreError.invalidArgument("cannot read '\(path)'") }
+        let size = Int(st.st_size)
+        guard let p = mmap(nil, size, PROT_READ, MAP_SHARED, fd, 0), p != MAP_FAILED else {
             throw StoreError.invalidArgument("cannot map '\(path)'")
         }
         base = UnsafeRawPointer(p)
-        length = bytes.count
+        length = size
         self.dim = dim
         self.elementType = elementType
-        rows = bytes.count / (dim * elementType.size)
+        rows = size / (dim * elementType.size)
     }
 
     deinit { munmap(UnsafeMutableRawPointer(mutating: base), length) }
@@ -35,13 +53,14 @@ public final class FlatTable: @unchecked Sendable {
         RowKernels.convert(base + index * dim * elementType.size, type: elementType, count: dim, into: out)
     }
 
-    /// The weighted sum of rows, with the same kernel as `Store.gatherReduce`.
+    /// Row `i` adds into output row `targets[i]`, with the same kernel as `Store.gatherReduce`,
+    /// in the order given: what a plain loop over an uncompressed table does.
     public func gatherReduce(indices: UnsafeBufferPointer<Int>, weights: UnsafeBufferPointer<Float>, chunks: Int,
-                             into out: UnsafeMutablePointer<Float>) {
+                             targets: UnsafeBufferPointer<Int>, into output: UnsafeMutableBufferPointer<Float>) {
         let rowBytes = dim * elementType.size
         for (i, r) in indices.enumerated() {
             RowKernels.accumulate(base + r * rowBytes, type: elementType, dim: dim, chunks: chunks,
-                                  weights: weights.baseAddress! + i * chunks, into: out)
+                                  weights: weights.baseAddress! + i * chunks, into: output.baseAddress! + targets[i] * dim)
         }
     }
 }

@@ -1,5 +1,6 @@
 import CLMDB
 import Foundation
+import Synchronization
 
 /// A store opened for reading: the manifest, the named tensors and the value table.
 ///
@@ -26,6 +27,7 @@ public final class Store: @unchecked Sendable {
     let dictionary: ZstdDictionary?
     private let checkedRawShards: ShardBitmap
     private let contexts: ReaderContextPool
+    private let decoded = Atomic<Int>(0)
 
     public var layout: TableLayout { manifest.table }
     public var isComplete: Bool { state.complete }
@@ -329,6 +331,7 @@ public final class Store: @unchecked Sendable {
                 try ShardCodec.decode(blob, header: header, layout: table,
                                       into: UnsafeMutableRawBufferPointer(rebasing: target.bytes[0..<size]),
                                       scratch: &context.planes, decompressor: context.decompressor, dictionary: dictionary)
+                decoded.wrappingAdd(size, ordering: .relaxed)
                 if cache.budget > 0 { cache.insert(index, target) }
                 return try body(target.bytes.baseAddress!)
             }
@@ -336,6 +339,9 @@ public final class Store: @unchecked Sendable {
     }
 
     // MARK: Statistics
+
+    /// Bytes of shards decoded (decompressed) since open.
+    public var bytesDecoded: Int { decoded.load(ordering: .relaxed) }
 
     /// Decoded-shard cache figures since open.
     public var cacheStatistics: (hits: Int, misses: Int, bytes: Int, budget: Int) {
