@@ -40,6 +40,9 @@ struct Bench: ParsableCommand {
     @Flag(help: "Skip the flat uncompressed upper bound (it needs a copy of the raw values on disk).")
     var noUpperBound = false
 
+    @Flag(help: "Skip the brute force over all slots (run by default on grids up to 2^22 slots).")
+    var noBruteForce = false
+
     @Option(help: "Where to keep the flat copy for the upper bound (default: STORE.flat, reused while newer than the store).")
     var flatPath: String?
 
@@ -60,6 +63,7 @@ struct Bench: ParsableCommand {
         try runReportingErrors {
             var options = LookupBenchmark.Options()
             options.queries = queries; options.batch = batch; options.warmupQueries = warmup; options.seed = seed
+            if noBruteForce { options.bruteForceLimit = 0 }
             switch distribution {
             case "uniform": options.distribution = .uniform
             case "clustered": options.distribution = .clustered(centres: 256, spread: 0.25)

@@ -61,6 +61,12 @@ final class ShardCache: Sendable {
         return found
     }
 
+    /// Whether a shard is cached, without marking it used.
+    func contains(_ shard: Int) -> Bool {
+        guard budget > 0 else { return false }
+        return stripes[shard % stripes.count].state.withLock { $0.position[shard] != nil }
+    }
+
     /// Inserts a decoded shard, evicting cold ones to stay within the budget.
     func insert(_ shard: Int, _ entry: DecodedShard) {
         let size = entry.bytes.count

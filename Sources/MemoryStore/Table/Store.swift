@@ -28,6 +28,8 @@ public final class Store: @unchecked Sendable {
     private let checkedRawShards: ShardBitmap
     private let contexts: ReaderContextPool
     private let decoded = Atomic<Int>(0)
+    /// Whether a recent batch waited for the disk (major page faults): then batches prefetch.
+    private let readingFromDisk = Atomic<Bool>(true)
 
     public var layout: TableLayout { manifest.table }
     public var isComplete: Bool { state.complete }
@@ -280,6 +282,12 @@ public final class Store: @unchecked Sendable {
         // A read transaction is taken only when a shard is not in the cache.
         var context: ReaderContext?
         defer { if let context { contexts.release(context) } }
+        let faultsBefore = majorFaults()
+        if order.count > 1 && readingFromDisk.load(ordering: .relaxed) {
+            context = try contexts.acquire()
+            try prefetchUncachedShards(order, packed: packed, indices: indices, context: context!)
+        }
+        defer { readingFromDisk.store(majorFaults() > faultsBefore, ordering: .relaxed) }
         var i = 0
         var hits = 0, misses = 0
         while i < order.count {
@@ -305,6 +313,30 @@ public final class Store: @unchecked Sendable {
             try withShard(shard, context: context!) { base in visitGroup(base) }
         }
         if layout.codec == .zstd { cache.record(hits: hits, misses: misses) }
+    }
+
+    /// Asks the kernel to start reading every shard of the batch that is neither cached nor
+    /// resident (`MADV_WILLNEED`), so a cold batch waits for many reads at once instead of
+    /// faulting each page in turn (the map is opened with `MDB_NORDAHEAD`). Touches only the
+    /// B-tree pages that locate the blobs.
+    private func prefetchUncachedShards(_ order: [UInt64], packed: Bool, indices: UnsafeBufferPointer<Int>,
+                                        context: ReaderContext) throws {
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        var last = -1
+        for key in order {
+            let shard = (packed ? Int(key >> 24) : indices[Int(key)]) / layout.rowsPerShard
+            if shard == last { continue }
+            last = shard
+            if layout.codec == .zstd && cache.contains(shard) { continue }
+            try withShardKey(shard) { k in
+                try context.transaction.withValue(env.shards, key: k) { blob in
+                    guard let blob, let start = blob.baseAddress else { return }
+                    let first = Int(bitPattern: start) & ~(page - 1)
+                    let end = Int(bitPattern: start) + blob.count
+                    _ = madvise(UnsafeMutableRawPointer(bitPattern: first), end - first, MADV_WILLNEED)
+                }
+            }
+        }
     }
 
     /// Reads shard `index` through `context`'s transaction (in place when raw, decoded otherwise)
@@ -348,6 +380,13 @@ public final class Store: @unchecked Sendable {
         let s = cache.statistics
         return (s.hits, s.misses, s.bytes, cache.budget)
     }
+}
+
+/// Major page faults (reads that waited for storage) of the calling thread so far.
+private func majorFaults() -> Int {
+    var usage = rusage()
+    getrusage(1, &usage)  // RUSAGE_THREAD, which Glibc does not export to Swift
+    return usage.ru_majflt
 }
 
 /// Calls `body` with the UTF-8 bytes of `name` as an LMDB key.
