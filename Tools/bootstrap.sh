@@ -19,6 +19,14 @@ if ! python3 -c "import lmdb, zstandard, xxhash, numpy" 2>/dev/null; then
     python3 -m pip install -q --disable-pip-version-check lmdb zstandard xxhash numpy 2>&1 | grep -v "Running pip as the 'root' user" || true
 fi
 
+# The benchmark's peers (Tools/peers): FAISS for the product-key search. Optional: the benchmark
+# says so and skips that peer when it is missing.
+if ! python3 -c "import faiss" 2>/dev/null; then
+    python3 -m pip install -q --disable-pip-version-check faiss-cpu 2>&1 | grep -v "Running pip as the 'root' user" || true
+    python3 -c "import faiss" 2>/dev/null || echo "bootstrap: faiss-cpu could not be installed; the FAISS peer will be skipped" >&2
+fi
+command -v fio >/dev/null 2>&1 || { SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"; DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq fio >/dev/null 2>&1 || echo "bootstrap: fio could not be installed; Tools/disk_baseline.sh needs it" >&2; }
+
 if ! command -v swift >/dev/null 2>&1; then
     if [ -x /opt/swift/usr/bin/swift ]; then
         echo "bootstrap: add /opt/swift/usr/bin to PATH" >&2

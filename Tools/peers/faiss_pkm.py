@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Peer: product-key search with FAISS's MultiIndexQuantizer over the same sub-keys.
 
-    faiss_pkm.py KEYS.safetensors QUERIES.npy TOPK [--indices IDX.npy] [--threads T]
+    faiss_pkm.py STORE QUERIES.npy TOPK [--indices IDX.npy] [--threads T]
 
-KEYS.safetensors holds row_keys and col_keys [H, 1, n, d] (memtool export writes it). PKM ranks slots by
+STORE is a store (its row_keys and col_keys [H, 1, n, d] are read with Tools/pkmstore_reader.py) or a
+.safetensors file holding them (memtool export writes one). PKM ranks slots by
 q_row.K_row[i] + q_col.K_col[j]; the MultiIndexQuantizer ranks by L2 distance, so each key is augmented
 with sqrt(R^2 - |k|^2) (R the largest key norm) and each query with 0, which makes the L2 ranking equal
 the inner-product ranking. One quantizer per head. Prints one JSON line with queries/s (all heads) and,
@@ -14,8 +15,13 @@ import json
 import struct
 import time
 
+import os
+import sys
+
 import faiss
 import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 ap = argparse.ArgumentParser()
 ap.add_argument("keys"); ap.add_argument("queries"); ap.add_argument("topk", type=int)
@@ -37,7 +43,12 @@ def load(path, names):
         return out
 
 
-t = load(a.keys, ["row_keys", "col_keys"])
+if a.keys.endswith(".safetensors"):
+    t = load(a.keys, ["row_keys", "col_keys"])
+else:
+    from pkmstore_reader import StoreReader
+    reader = StoreReader(a.keys)
+    t = {name: reader.tensor(name).astype(np.float32) for name in ("row_keys", "col_keys")}
 rk, ck = t["row_keys"][:, 0], t["col_keys"][:, 0]          # [H, n, d]
 H, n, d = rk.shape
 nbits = int(np.log2(n))
