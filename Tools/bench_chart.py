@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Draws lookups/s against table size from Tools/bench_suite.sh results, as an SVG (no plotting library).
+"""Draws lookups/s against table size from Tools/bench_suite.sh results, as an SVG (no plotting library),
+and prints the same results as Markdown tables for BENCHMARKS.md.
 
     bench_chart.py RESULTS_DIR OUT.svg
 """
@@ -32,7 +33,7 @@ lines = [
     ("store lookup, cold", series("cold", "lookupQueriesPerSecond"), "#d62728", ""),
     ("upper bound reduce, cold", series("cold", "upperBoundReduceQueriesPerSecond"), "#d62728", "6,4"),
 ]
-W, H, L, R, T, B = 900, 560, 80, 330, 40, 60
+W, H, L, R, T, B = 960, 560, 80, 380, 40, 60
 xs = [e for _, pts, _, _ in lines for e, _ in pts]
 ys = [v for _, pts, _, _ in lines for _, v in pts]
 if not xs:
@@ -64,4 +65,39 @@ for i, (name, pts, color, dash) in enumerate(lines):
                f'<text x="{W - R + 52}" y="{ly + 4}">{name}</text>')
 svg.append("</svg>")
 open(out, "w").write("\n".join(svg))
-print(f"wrote {out}")
+print(f"wrote {out}\n")
+
+
+def load(prefix, e):
+    path = os.path.join(results, f"{prefix}-{e}.json")
+    return json.load(open(path)) if os.path.exists(path) else {}
+
+
+def f(x, fmt="{:,.0f}"):
+    return "–" if x is None else fmt.format(x)
+
+
+sizes = sorted({e for e, _ in series("warm", "queries")})
+print("| slots | search q/s | FAISS search q/s | lookup q/s | reduce q/s | upper bound q/s | reduce / upper bound | cache hits | numpy peer q/s | brute force q/s (speed-up) |")
+print("|---|---|---|---|---|---|---|---|---|---|")
+for e in sizes:
+    w, fa, npy = load("warm", e), load("faiss", e), load("numpy", e)
+    brute = w.get("bruteForceQueriesPerSecond")
+    speed = f" ({w['searchQueriesPerSecond'] / brute:,.0f}x)" if brute else ""
+    print(f"| 2^{e} | {f(w.get('searchQueriesPerSecond'))} | {f(fa.get('queries_per_second'))} | {f(w.get('lookupQueriesPerSecond'))} | "
+          f"{f(w.get('reduceQueriesPerSecond'))} | {f(w.get('upperBoundReduceQueriesPerSecond'))} | {f(w.get('reduceToUpperBound'), '{:.2f}')} | "
+          f"{f(w.get('cacheHitRate') and 100 * w['cacheHitRate'], '{:.1f}%')} | {f(npy.get('queries_per_second'))} | {f(brute)}{speed} |")
+print()
+print("| slots | cold lookup q/s | cold reduce q/s | cold upper bound q/s | reduce / upper bound | disk bytes per query | disk reads/s (4 KiB) | peak RSS |")
+print("|---|---|---|---|---|---|---|---|")
+for e in sizes:
+    c = load("cold", e)
+    if not c:
+        continue
+    print(f"| 2^{e} | {f(c.get('lookupQueriesPerSecond'))} | {f(c.get('reduceQueriesPerSecond'))} | {f(c.get('upperBoundReduceQueriesPerSecond'))} | "
+          f"{f(c.get('reduceToUpperBound'), '{:.2f}')} | {f(c.get('diskBytesPerQuery'))} | {f(c.get('diskReadsPerSecond'))} | "
+          f"{f(c.get('peakRSSBytes') and c['peakRSSBytes'] / 2**30, '{:.2f} GiB')} |")
+disk = os.path.join(results, "disk.json")
+if os.path.exists(disk):
+    d = json.load(open(disk))
+    print(f"\nDisk (fio, 4 KiB random reads, direct I/O): {d['fio_randread_4k_qd1']:,} reads/s at queue depth 1, {d['fio_randread_4k_qd32']:,} at 32.")
