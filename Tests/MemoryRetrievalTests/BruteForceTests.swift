@@ -1,23 +1,10 @@
 import Foundation
+import MemoryStore
 import Testing
 @testable import MemoryRetrieval
 
-struct SeededGenerator: RandomNumberGenerator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
-
 func gaussian(_ n: Int, _ rng: inout SeededGenerator, scale: Float = 1) -> [Float] {
-    (0..<n).map { _ in
-        let u1 = Float.random(in: Float.ulpOfOne...1, using: &rng), u2 = Float.random(in: 0..<1, using: &rng)
-        return (-2 * log(u1)).squareRoot() * cos(2 * .pi * u2) * scale
-    }
+    (0..<n).map { _ in rng.normal() * scale }
 }
 
 /// Scores every slot of the grid directly from the definition, in Double, and ranks them.
@@ -48,7 +35,7 @@ func bruteForce(_ c: RetrievalConfig, _ t: RetrievalTensors, query q: [Float], h
 }
 
 func randomTensors(_ c: RetrievalConfig, seed: UInt64) -> RetrievalTensors {
-    var rng = SeededGenerator(state: seed)
+    var rng = SeededGenerator(seed: seed)
     let s = 1 / Float(c.keyDim).squareRoot()
     return RetrievalTensors(
         rowKeys: gaussian(c.heads * c.rank * c.gridRows * c.keyDim, &rng, scale: s),
@@ -64,7 +51,7 @@ func randomTensors(_ c: RetrievalConfig, seed: UInt64) -> RetrievalTensors {
                                 physicalRows: rows * cols, valueDim: 4, topK: k)
         let t = randomTensors(c, seed: UInt64(rows * cols + k))
         let index = try ProductKeyIndex(config: c, tensors: t)
-        var rng = SeededGenerator(state: 7)
+        var rng = SeededGenerator(seed: 7)
         let q = gaussian(20 * c.heads * 2 * c.keyDim, &rng)
         let found = try index.search(queries: q, batch: 20)
         for b in 0..<20 {
@@ -82,7 +69,7 @@ func randomTensors(_ c: RetrievalConfig, seed: UInt64) -> RetrievalTensors {
                                 cores: cores, physicalRows: 480, valueDim: 6, topK: 7)
         let t = randomTensors(c, seed: UInt64(rank * 10 + cores))
         let index = try ProductKeyIndex(config: c, tensors: t)
-        var rng = SeededGenerator(state: 11)
+        var rng = SeededGenerator(seed: 11)
         let q = gaussian(10 * c.heads * 2 * c.keyDim, &rng)
         let found = try index.search(queries: q, batch: 10)
         for b in 0..<10 {
@@ -98,7 +85,7 @@ func randomTensors(_ c: RetrievalConfig, seed: UInt64) -> RetrievalTensors {
         var c = RetrievalConfig(scoring: .tucker, heads: 2, keyDim: 16, gridRows: 20, gridCols: 20, rank: 2, cores: 2,
                                 physicalRows: 400, valueDim: 6, topK: 5, topM: 20)
         let t = randomTensors(c, seed: 5)
-        var rng = SeededGenerator(state: 3)
+        var rng = SeededGenerator(seed: 3)
         let q = gaussian(8 * c.heads * 2 * c.keyDim, &rng)
         let approx = try ProductKeyIndex(config: c, tensors: t).search(queries: q, batch: 8)
         c.scoring = .tuckerExact
@@ -112,7 +99,7 @@ func randomTensors(_ c: RetrievalConfig, seed: UInt64) -> RetrievalTensors {
                                 expansion: 4, physicalRows: 1024, valueDim: 16, outputDim: 8, topK: 8, topM: 16,
                                 addressing: .keyed, addressKey: 99)
         let t = randomTensors(c, seed: 9)
-        var rng = SeededGenerator(state: 4)
+        var rng = SeededGenerator(seed: 4)
         let q = gaussian(100 * c.heads * 2 * c.keyDim, &rng)
         let values = DenseValueRows(values: gaussian(1024 * 16, &rng, scale: 0.02), dim: 16)
         let one = try ProductKeyIndex(config: c, tensors: t, threads: 1).lookup(queries: q, batch: 100, values: values)
@@ -130,7 +117,7 @@ func randomTensors(_ c: RetrievalConfig, seed: UInt64) -> RetrievalTensors {
     }
 
     @Test func topSelectionKeepsTheBestInRankOrder() {
-        var rng = SeededGenerator(state: 1)
+        var rng = SeededGenerator(seed: 1)
         for _ in 0..<50 {
             let scores = (0..<500).map { _ in Float(Int.random(in: 0..<40, using: &rng)) }  // many ties
             let want = Int.random(in: 1...600, using: &rng)

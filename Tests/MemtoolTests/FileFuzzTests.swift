@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import MemoryStore
 import TensorFiles
 
 /// Seeded mutations of valid safetensors and .npy files through the hostile-input readers:
@@ -17,14 +18,8 @@ import TensorFiles
         withUnsafeBytes(of: UInt64(header.utf8.count).littleEndian) { st += $0 }
         st += Array(header.utf8) + [UInt8](repeating: 1, count: 40)
         let npy = try [UInt8](Data(contentsOf: URL(fileURLWithPath: scratch.file("a.npy"))))
-        var state: UInt64 = 31
-        func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
+        var rng = SeededGenerator(seed: 31)
+        func next() -> UInt64 { rng.next() }
         for i in 0..<1500 {
             for (name, valid) in [("f.safetensors", st), ("f.npy", npy)] {
                 var b = valid
