@@ -4,10 +4,12 @@
     pkmstore_reader.py STORE --summary          print the manifest and check every shard
     pkmstore_reader.py STORE --dump OUT.bin     write all rows' stored bytes to OUT.bin
     pkmstore_reader.py STORE --floats OUT.npy   write all rows as float32 .npy
+    pkmstore_reader.py STORE --digest           print a SHA-256 of the rows, tensors and retrieval record
 
 Needs the PyPI packages lmdb, zstandard, xxhash and numpy (Tools/bootstrap.sh installs them).
 """
 import argparse
+import hashlib
 import json
 import struct
 import sys
@@ -97,6 +99,27 @@ def decode_shard(blob, index, table, dictionary):
     return data
 
 
+def unseal(value):
+    """The JSON of a sealed meta record (version 2), or None when its checksum does not match."""
+    if len(value) < 8:
+        return None
+    body, (seal,) = value[:-8], struct.unpack_from("<Q", value, len(value) - 8)
+    return body if xxhash.xxh64_intdigest(body) == seal else None
+
+
+def read_manifest(value):
+    body = unseal(value)
+    if body is None:
+        try:
+            manifest = json.loads(value)  # version 1 stores hold bare JSON
+        except ValueError:
+            manifest = None
+        if not isinstance(manifest, dict) or manifest.get("formatVersion") != 1:
+            raise FormatError("meta record manifest: checksum mismatch")
+        return manifest
+    return json.loads(body)
+
+
 class StoreReader:
     def __init__(self, path):
         self.env = lmdb.open(path, subdir=False, readonly=True, lock=False, max_dbs=4)
@@ -104,15 +127,39 @@ class StoreReader:
         self.tensors_db = self.env.open_db(b"tensors", create=False)
         self.shards = self.env.open_db(b"shards", create=False)
         with self.env.begin() as txn:
-            self.manifest = json.loads(txn.get(b"manifest", db=self.meta))
-            self.state = json.loads(txn.get(b"state", db=self.meta))
-        if self.manifest["format"] != "pkm-store" or self.manifest["formatVersion"] > 1:
-            raise FormatError("not a version-1 pkm-store")
+            manifest = txn.get(b"manifest", db=self.meta)
+            if manifest is None:
+                raise FormatError("no manifest")
+            self.manifest = read_manifest(manifest)
+            if self.manifest.get("format") != "pkm-store" or self.manifest.get("formatVersion") not in (1, 2):
+                raise FormatError("not a version-1 or version-2 pkm-store")
+            self.state = json.loads(self.record(txn, "state"))
         self.table = self.manifest["table"]
         self.dictionary = None
         if self.table["dictionary"]:
             d = self.tensor("__zstd_dictionary")
             self.dictionary = zstandard.ZstdCompressionDict(d.tobytes())
+
+    def record(self, txn, name):
+        """The JSON of meta record `name` (None when absent), its seal checked from version 2."""
+        value = txn.get(name.encode(), db=self.meta)
+        if value is None or self.manifest["formatVersion"] < 2:
+            return value
+        body = unseal(value)
+        if body is None:
+            raise FormatError(f"meta record {name}: checksum mismatch")
+        return body
+
+    def digest(self):
+        """SHA-256 over every row, every tensor (by name) and the retrieval record: equal digests, equal content."""
+        h = hashlib.sha256()
+        for s in range(self.shard_count()):
+            h.update(self.shard_bytes(s))
+        for name in sorted(self.tensor_names()):
+            h.update(name.encode() + self.tensor(name).tobytes())
+        with self.env.begin() as txn:
+            h.update(self.record(txn, "retrieval") or b"")
+        return h.hexdigest()
 
     def tensor(self, name):
         with self.env.begin() as txn:
@@ -154,6 +201,7 @@ def main():
     ap.add_argument("--summary", action="store_true")
     ap.add_argument("--dump")
     ap.add_argument("--floats")
+    ap.add_argument("--digest", action="store_true")
     args = ap.parse_args()
     try:
         r = StoreReader(args.store)
@@ -162,7 +210,9 @@ def main():
                 f.write(r.all_bytes())
         if args.floats:
             np.save(args.floats, r.all_floats())
-        if args.summary or not (args.dump or args.floats):
+        if args.digest:
+            print(r.digest(), "complete" if r.state["complete"] else f"incomplete {r.state['rowsCommitted']}")
+        if args.summary or not (args.dump or args.floats or args.digest):
             values = r.all_floats()
             t = r.table
             print(f"python reader: {values.shape[0]} rows x {values.shape[1]} {t['elementType']}, codec {t['codec']}, "

@@ -67,9 +67,9 @@ import Testing
         let (path, _) = try makeStore(dir, codec: .zstd)
         let store = try Store.open(at: path)
         let json = String(decoding: try store.manifest.encoded(), as: UTF8.self)
-            .replacingOccurrences(of: "\"formatVersion\":1", with: "\"formatVersion\":2")
+            .replacingOccurrences(of: "\"formatVersion\":2", with: "\"formatVersion\":3")
         try rewriteMeta(path, "manifest", json)
-        #expect(throws: StoreError.unsupportedVersion(found: 2, supported: 1)) { try Store.open(at: path) }
+        #expect(throws: StoreError.unsupportedVersion(found: 3, supported: 2)) { try Store.open(at: path) }
     }
 
     @Test func manifestDisagreeingWithShardsIsRefused() throws {
@@ -106,6 +106,62 @@ import Testing
                 #expect("\(error)".contains(reason), "\(error)")
             }
         }
+    }
+
+    @Test func flippedMetaRecordsAreNamed() throws {
+        for name in ["manifest", "state", "retrieval"] {
+            let dir = TemporaryDirectory()
+            let (path, _) = try makeStore(dir, codec: .zstd)
+            if name == "retrieval" {
+                let writer = try StoreWriter.create(at: dir.file("r.pkm"), layout: TableLayout(elementType: .f32, rows: 1, dim: 1))
+                try writer.putRecord("retrieval", Array(#"{"topK":32}"#.utf8))
+                try writer.append([Float(1)])
+                try writer.finish()
+                #expect(try Store.open(at: dir.file("r.pkm")).record(named: "retrieval") == Array(#"{"topK":32}"#.utf8))
+            }
+            let target = name == "retrieval" ? dir.file("r.pkm") : path
+            // "topK":32 -> "topK":22 and similar one-bit changes inside the JSON.
+            let env = try Environment(path: target, readOnly: false)
+            try env.write { txn in
+                try withName(name) { key in
+                    var value = try #require(try txn.get(env.meta, key: key))
+                    value[value.count - 12] ^= 0x10
+                    try value.withUnsafeBytes { try txn.put(env.meta, key: key, value: $0) }
+                }
+            }
+            let error: any Error
+            do {
+                let store = try Store.open(at: target)
+                let report = try store.verify()
+                #expect(report.problems.contains(.corruptRecord(name: name, reason: "its checksum does not match")))
+                error = try #require(throws: StoreError.self) { try store.record(named: name) }
+            } catch let thrown { error = thrown }
+            #expect("\(error)".contains("meta record '\(name)' is corrupt"), "\(error)")
+        }
+    }
+
+    /// LMDB has no page checksums; its meta pages are checked against each other and the file.
+    @Test func damagedMetaPagesAreNamed() throws {
+        let dir = TemporaryDirectory()
+        let (path, _) = try makeStore(dir, codec: .zstd)
+        let original = try [UInt8](Data(contentsOf: URL(fileURLWithPath: path)))
+        let pageSize = 4096
+        let newest = original.withUnsafeBytes { b in
+            b.loadUnaligned(fromByteOffset: 144, as: UInt64.self) > b.loadUnaligned(fromByteOffset: pageSize + 144, as: UInt64.self) ? 0 : pageSize
+        }
+        let cases: [(String, ([UInt8]) -> [UInt8])] = [
+            ("transaction ids", { var b = $0; b[newest + 144] ^= 0x04; return b }),   // would open an older commit
+            ("last in use", { Array($0.prefix($0.count / 2)) }),                        // truncated file
+            ("last in use", { var b = $0; b[newest + 141] ^= 0x01; return b }),       // last page far past the end
+            ("B-tree root", { var b = $0; b[newest + 128] ^= 0x01; b[newest + 133] ^= 0x01; return b }),
+        ]
+        for (reason, damage) in cases {
+            try Data(damage(original)).write(to: URL(fileURLWithPath: path))
+            #expect(throws: StoreError.self) { try Store.open(at: path) }
+            do { _ = try Store.open(at: path) } catch { #expect("\(error)".contains(reason), "\(error)") }
+        }
+        try Data(original).write(to: URL(fileURLWithPath: path))
+        #expect(try Store.open(at: path).verify().isSound)
     }
 
     @Test func notAStoreIsNamed() throws {

@@ -49,10 +49,10 @@ func tamperShard(_ path: String, _ index: Int, _ edit: (inout [UInt8]) -> Void) 
     }
 }
 
-/// Replaces a `meta` record.
+/// Replaces a `meta` record with `value`, sealed as a writer would.
 func rewriteMeta(_ path: String, _ key: String, _ value: String) throws {
     let env = try Environment(path: path, readOnly: false)
     try env.write { txn in
-        try withName(key) { k in try Array(value.utf8).withUnsafeBytes { try txn.put(env.meta, key: k, value: $0) } }
+        try withName(key) { k in try MetaRecord.seal(Array(value.utf8)).withUnsafeBytes { try txn.put(env.meta, key: k, value: $0) } }
     }
 }

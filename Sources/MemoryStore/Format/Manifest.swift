@@ -69,7 +69,7 @@ public struct TableLayout: Codable, Sendable, Equatable {
 public struct Manifest: Codable, Sendable, Equatable {
     public static let formatName = "pkm-store"
     /// The format version this code writes and the newest it reads.
-    public static let currentVersion = 1
+    public static let currentVersion = 2
 
     public var format: String
     public var formatVersion: Int
@@ -94,7 +94,23 @@ public struct Manifest: Codable, Sendable, Equatable {
         return try encoder.encode(self)
     }
 
-    /// Decodes and checks a manifest; refuses other formats and newer versions.
+    /// Decodes the stored `meta/manifest` record: sealed from version 2, bare JSON in version 1.
+    static func decodeRecord(_ bytes: UnsafeRawBufferPointer) throws -> Manifest {
+        if let json = MetaRecord.unseal(bytes) { return try decode(json) }
+        let manifest: Manifest
+        do {
+            manifest = try decode(bytes)
+        } catch let error as StoreError {
+            if case .unsupportedVersion = error { throw error }
+            throw StoreError.corruptRecord(name: "manifest", reason: "its checksum does not match")
+        }
+        guard manifest.formatVersion == 1 else {
+            throw StoreError.corruptRecord(name: "manifest", reason: "its checksum does not match")
+        }
+        return manifest
+    }
+
+    /// Decodes and checks a manifest's JSON; refuses other formats and newer versions.
     static func decode(_ bytes: UnsafeRawBufferPointer) throws -> Manifest {
         let data = Data(bytes)
         // Read the version first, so a newer store is refused with that reason, not a field error.

@@ -8,6 +8,7 @@ public enum StoreError: Error, Equatable, Sendable, CustomStringConvertible {
     case corruptShard(shard: Int, rows: Range<Int>, reason: String)
     case missingShard(shard: Int, rows: Range<Int>)
     case corruptTensor(name: String, reason: String)
+    case corruptRecord(name: String, reason: String)
     case tensorNotFound(String)
     case rowOutOfRange(row: Int, rows: Int)
     case incomplete(rowsCommitted: Int, rows: Int)
@@ -28,6 +29,7 @@ public enum StoreError: Error, Equatable, Sendable, CustomStringConvertible {
         case .missingShard(let shard, let rows):
             "shard \(shard) (rows \(rows.lowerBound)..<\(rows.upperBound)) is missing"
         case .corruptTensor(let name, let reason): "tensor '\(name)' is corrupt: \(reason)"
+        case .corruptRecord(let name, let reason): "meta record '\(name)' is corrupt: \(reason)"
         case .tensorNotFound(let name): "tensor '\(name)' is not in the store"
         case .rowOutOfRange(let row, let rows): "row \(row) is out of range (the table has \(rows) rows)"
         case .incomplete(let committed, let rows):

@@ -46,6 +46,7 @@ final class Environment: @unchecked Sendable {
             if !create && !FileManager.default.fileExists(atPath: path) {
                 throw StoreError.notFound(path: path)
             }
+            if FileManager.default.fileExists(atPath: path) { try MetaPages.check(path: path) }
             try check(mdb_env_open(env, path, flags, 0o644))
             // Clear reader slots left by processes that died holding a read transaction.
             var dead: Int32 = 0

@@ -77,7 +77,7 @@ public enum Compaction {
 }
 
 extension Store {
-    /// The `meta` records other than the manifest and the import state, in key order.
+    /// The JSON of the `meta` records other than the manifest and the import state, in key order.
     func records() throws -> [(String, [UInt8])] {
         try env.read { txn in
             var cursor: OpaquePointer?
@@ -89,7 +89,8 @@ extension Store {
             while mdb_cursor_get(cursor, &k, &v, op) == 0 {
                 let name = String(decoding: UnsafeRawBufferPointer(start: k.mv_data, count: k.mv_size), as: UTF8.self)
                 if name != "manifest" && name != "state" {
-                    out.append((name, Array(UnsafeRawBufferPointer(start: v.mv_data, count: v.mv_size))))
+                    let bytes = UnsafeRawBufferPointer(start: v.mv_data, count: v.mv_size)
+                    out.append((name, Array(try MetaRecord.payload(bytes, name: name, version: manifest.formatVersion))))
                 }
                 op = MDB_NEXT
             }

@@ -5,6 +5,8 @@ import Foundation
 public struct VerificationReport: Sendable {
     public var shardsChecked = 0
     public var tensorsChecked = 0
+    /// `meta` records besides the manifest and import state (which opening checks).
+    public var recordsChecked = 0
     public var bytesDecoded = 0
     /// Every problem found, each naming the shard or tensor.
     public var problems: [StoreError] = []
@@ -12,7 +14,7 @@ public struct VerificationReport: Sendable {
 }
 
 extension Store {
-    /// Decodes every committed shard and every tensor and checks their checksums.
+    /// Decodes every committed shard, tensor and meta record and checks their checksums.
     /// Reports every bad shard instead of stopping at the first.
     public func verify(progress: ((Int, Int) -> Void)? = nil) throws -> VerificationReport {
         var report = VerificationReport()
@@ -27,6 +29,7 @@ extension Store {
             if index % 256 == 255 { progress?(index + 1, shards) }
         }
         progress?(shards, shards)
+        do { report.recordsChecked = try records().count } catch let error as StoreError { report.problems.append(error) }
         for name in try tensorNames() {
             do { _ = try tensor(named: name) } catch let error as StoreError { report.problems.append(error) }
             report.tensorsChecked += 1

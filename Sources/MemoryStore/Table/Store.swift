@@ -51,10 +51,11 @@ public final class Store: @unchecked Sendable {
         self.env = env
         path = env.path
         let (manifest, state, shardEntries) = try env.read { txn in
-            try (Self.readManifest(txn, env: env), Self.readState(txn, env: env), txn.count(env.shards))
+            let manifest = try Self.readManifest(txn, env: env)
+            return try (manifest, manifest.map { try Self.readState(txn, env: env, version: $0.formatVersion) }, txn.count(env.shards))
         }
         guard let manifest else { throw StoreError.notAStore(path: env.path, reason: "it holds no manifest (its creation was interrupted)") }
-        guard let state else { throw StoreError.inconsistent("the import state record is missing") }
+        guard let state = state ?? nil else { throw StoreError.inconsistent("the import state record is missing") }
         self.manifest = manifest
         self.state = state
         let table = manifest.table
@@ -86,15 +87,16 @@ public final class Store: @unchecked Sendable {
 
     static func readManifest(_ txn: ReadTransaction, env: Environment) throws -> Manifest? {
         try withName("manifest") { key in
-            try txn.withValue(env.meta, key: key) { bytes in try bytes.map { try Manifest.decode($0) } }
+            try txn.withValue(env.meta, key: key) { bytes in try bytes.map { try Manifest.decodeRecord($0) } }
         }
     }
 
-    static func readState(_ txn: ReadTransaction, env: Environment) throws -> ImportState? {
+    static func readState(_ txn: ReadTransaction, env: Environment, version: Int) throws -> ImportState? {
         try withName("state") { key in
             try txn.withValue(env.meta, key: key) { bytes in
                 try bytes.map {
-                    do { return try JSONDecoder().decode(ImportState.self, from: Data($0)) } catch {
+                    let json = try MetaRecord.payload($0, name: "state", version: version)
+                    do { return try JSONDecoder().decode(ImportState.self, from: Data(json)) } catch {
                         throw StoreError.inconsistent("the import state record is not valid JSON")
                     }
                 }
@@ -106,7 +108,13 @@ public final class Store: @unchecked Sendable {
 
     /// The `meta` record `name` (for example `retrieval`), or nil when absent.
     public func record(named name: String) throws -> [UInt8]? {
-        try env.read { txn in try withName(name) { try txn.withValue(env.meta, key: $0) { $0.map(Array.init) } } }
+        try env.read { txn in
+            try withName(name) { key in
+                try txn.withValue(env.meta, key: key) { bytes in
+                    try bytes.map { Array(try MetaRecord.payload($0, name: name, version: manifest.formatVersion)) }
+                }
+            }
+        }
     }
 
     // MARK: Tensors

@@ -34,6 +34,8 @@ public final class StoreWriter {
     private let env: Environment
     private var dictionary: ZstdDictionary?
     private var workers: [ShardEncoder] = []
+    /// Set by `finish`: its commit, which marks the store complete, must stay the last one.
+    private var finished = false
 
     /// Creates a new store at `path`; fails when a store is already there.
     public static func create(at path: String, layout: TableLayout, metadata: [String: String] = [:],
@@ -59,9 +61,13 @@ public final class StoreWriter {
         }
         let probe = try Environment(path: path, readOnly: true)
         let (manifest, state) = try probe.read { txn in
-            try (Store.readManifest(txn, env: probe), Store.readState(txn, env: probe))
+            let manifest = try Store.readManifest(txn, env: probe)
+            return try (manifest, manifest.map { try Store.readState(txn, env: probe, version: $0.formatVersion) } ?? nil)
         }
         guard let manifest else { return try create(at: path, layout: layout, metadata: metadata, options: options) }
+        guard manifest.formatVersion == Manifest.currentVersion else {
+            throw StoreError.layoutMismatch("the store at '\(path)' was started in format version \(manifest.formatVersion); this memtool writes \(Manifest.currentVersion)")
+        }
         guard manifest.table == layout else {
             throw StoreError.layoutMismatch("the store at '\(path)' was started with \(describe(manifest.table)), this import has \(describe(layout))")
         }
@@ -79,15 +85,17 @@ public final class StoreWriter {
         let env = try Environment(path: path, readOnly: false, create: fresh, mapSize: max(mapSize, existing + (16 << 20)))
         self.env = env
         if fresh {
-            let manifest = try Array(Manifest(table: layout, metadata: metadata).encoded())
-            let state = try Array(JSONEncoder().encode(ImportState(rowsCommitted: 0, complete: false)))
+            let manifest = MetaRecord.seal(try Array(Manifest(table: layout, metadata: metadata).encoded()))
+            let state = MetaRecord.seal(try Array(JSONEncoder().encode(ImportState(rowsCommitted: 0, complete: false))))
             try env.write { txn in
                 try withName("manifest") { key in try manifest.withUnsafeBytes { try txn.put(env.meta, key: key, value: $0) } }
                 try withName("state") { key in try state.withUnsafeBytes { try txn.put(env.meta, key: key, value: $0) } }
             }
             rowsCommitted = 0
         } else {
-            let (state, shards) = try env.read { txn in (try Store.readState(txn, env: env), txn.count(env.shards)) }
+            let (state, shards) = try env.read { txn in
+                (try Store.readState(txn, env: env, version: Manifest.currentVersion), txn.count(env.shards))
+            }
             rowsCommitted = state?.rowsCommitted ?? 0
             guard shards * layout.rowsPerShard == rowsCommitted else {
                 throw StoreError.inconsistent("\(shards) shards stored for \(rowsCommitted) committed rows")
@@ -101,6 +109,7 @@ public final class StoreWriter {
 
     /// Appends whole rows (little-endian elements of the layout's type), `rows.count` a multiple of the row size.
     public func append(_ rows: UnsafeRawBufferPointer) throws {
+        try requireUnfinished()
         let rowBytes = layout.rowBytes
         guard rows.count % rowBytes == 0 else {
             throw StoreError.invalidArgument("\(rows.count) bytes is not a whole number of \(rowBytes)-byte rows")
@@ -129,6 +138,7 @@ public final class StoreWriter {
         guard !name.isEmpty, name.utf8.count <= 400 else {
             throw StoreError.invalidArgument("tensor names must be 1 to 400 bytes of UTF-8")
         }
+        try requireUnfinished()
         let record = tensor.record()
         try commitWithGrowth { txn in
             try withName(name) { key in try record.withUnsafeBytes { try txn.put(env.tensors, key: key, value: $0) } }
@@ -140,8 +150,9 @@ public final class StoreWriter {
         guard !["manifest", "state"].contains(name), !name.isEmpty, name.utf8.count <= 400 else {
             throw StoreError.invalidArgument("'\(name)' cannot be written as a meta record")
         }
+        try requireUnfinished()
         try commitWithGrowth { txn in
-            try withName(name) { key in try bytes.withUnsafeBytes { try txn.put(env.meta, key: key, value: $0) } }
+            try withName(name) { key in try MetaRecord.seal(bytes).withUnsafeBytes { try txn.put(env.meta, key: key, value: $0) } }
         }
     }
 
@@ -151,7 +162,13 @@ public final class StoreWriter {
         guard total == layout.rows else {
             throw StoreError.invalidArgument("the import supplied \(total) rows, the layout declares \(layout.rows)")
         }
+        try requireUnfinished()
         try flush(final: true)
+        finished = true
+    }
+
+    private func requireUnfinished() throws {
+        guard !finished else { throw StoreError.invalidArgument("the store at '\(path)' is finished; nothing more can be written") }
     }
 
     /// Compresses the pending rows on all workers and commits them with the new import state.
@@ -216,7 +233,7 @@ public final class StoreWriter {
     }
 
     private func putState(_ state: ImportState, _ txn: WriteTransaction) throws {
-        let bytes = Array(try JSONEncoder().encode(state))
+        let bytes = MetaRecord.seal(Array(try JSONEncoder().encode(state)))
         try withName("state") { key in try bytes.withUnsafeBytes { try txn.put(env.meta, key: key, value: $0) } }
     }
 
