@@ -169,6 +169,7 @@ public enum MemoryImport {
         let writer = try StoreWriter.createOrResume(at: path, layout: layout,
                                                     metadata: ["source": (source.path as NSString).lastPathComponent],
                                                     options: options.writer)
+        guard !writer.isComplete else { return config }
         if writer.rowsCommitted == 0 {
             // Tensors keep the file's dtype, so export gives back the same bytes.
             for (name, tensor) in tensors.sorted(by: { $0.key < $1.key }) { try writer.putTensor(name, tensor) }

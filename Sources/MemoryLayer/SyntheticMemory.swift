@@ -22,11 +22,12 @@ public enum SyntheticMemory {
             virtualMap: c.addressing == .table ? mapGenerator.permutation(c.virtualSlots) : nil)
     }
 
-    /// Creates (or resumes) the store at `path`: tensors first, then the value table in batches.
+    /// Creates (or resumes, or finds finished) the store at `path`: tensors first, then the value table in batches.
     public static func create(at path: String, config: RetrievalConfig, layout: TableLayout, seed: UInt64,
                               options: StoreWriter.Options = .init()) throws {
         let writer = try StoreWriter.createOrResume(at: path, layout: layout,
                                                     metadata: ["source": "synthetic", "seed": String(seed)], options: options)
+        guard !writer.isComplete else { return }
         if writer.rowsCommitted == 0 {
             try MemoryLayer.write(config: config, tensors: tensors(for: config, seed: seed), to: writer)
         }

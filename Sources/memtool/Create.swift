@@ -105,10 +105,8 @@ struct Create: ParsableCommand {
         let layout = try storage.layout(elementType: dtype, rows: config.physicalRows, dim: dim)
         try runReportingErrors {
             let progress = ProgressReporter("create", unit: "rows")
-            var options = StoreWriter.Options()
-            options.progress = { done, total in progress.update(done, of: total) }
             progress.begin()
-            try SyntheticMemory.create(at: store, config: config, layout: layout, seed: seed, options: options)
+            try SyntheticMemory.create(at: store, config: config, layout: layout, seed: seed, options: storage.writerOptions(progress))
             let opened = try Store.open(at: store, cacheBytes: 0)
             let stats = try opened.storageStatistics()
             print("created \(store): \(config.scoring.rawValue) memory, \(config.heads) heads, grid \(config.gridRows)x\(config.gridCols) " +

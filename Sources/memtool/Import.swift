@@ -64,7 +64,7 @@ struct Import: ParsableCommand {
             options.rowsPerShard = storage.rowsPerShard; options.codec = storage.codec; options.level = storage.level
             options.dictionary = storage.trainDictionary
             let progress = ProgressReporter("import", unit: "rows")
-            options.writer.progress = { done, total in progress.update(done, of: total) }
+            options.writer = storage.writerOptions(progress)
             progress.begin()
             let config = try MemoryImport.run(from: TensorSource(path: source), to: store, options: options)
             let stats = try Store.open(at: store, cacheBytes: 0).storageStatistics()

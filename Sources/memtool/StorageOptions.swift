@@ -15,6 +15,21 @@ struct StorageOptions: ParsableArguments {
     @Flag(help: "Train a zstd dictionary on the first shards and store it in the store.")
     var trainDictionary = false
 
+    @Option(help: ArgumentHelp("Raw bytes of rows per commit: a killed run resumes from the last commit.", valueName: "bytes"))
+    var commitBytes: Int = 64 << 20
+
+    func validate() throws {
+        guard commitBytes > 0 else { throw ValidationError("--commit-bytes must be positive") }
+    }
+
+    /// Writer options with this commit size and a progress reporter.
+    func writerOptions(_ progress: ProgressReporter) -> StoreWriter.Options {
+        var options = StoreWriter.Options()
+        options.batchBytes = commitBytes
+        options.progress = { done, total in progress.update(done, of: total) }
+        return options
+    }
+
     func layout(elementType: ElementType, rows: Int, dim: Int) throws -> TableLayout {
         let layout = TableLayout(elementType: elementType, rows: rows, dim: dim, rowsPerShard: rowsPerShard,
                                  codec: codec, level: level, dictionary: trainDictionary)

@@ -15,6 +15,7 @@ public enum StoreError: Error, Equatable, Sendable, CustomStringConvertible {
     case invalidArgument(String)
     case codec(String)
     case layoutMismatch(String)
+    case diskFull(path: String, freeBytes: Int, kept: String)
 
     public var description: String {
         switch self {
@@ -37,6 +38,8 @@ public enum StoreError: Error, Equatable, Sendable, CustomStringConvertible {
         case .invalidArgument(let why): why
         case .codec(let why): "codec error: \(why)"
         case .layoutMismatch(let why): "cannot resume: \(why)"
+        case .diskFull(let path, let free, let kept):
+            "the disk holding '\(path)' is full (\(free) bytes free): \(kept)"
         }
     }
 }

@@ -1,4 +1,5 @@
 import CLMDB
+import Foundation
 
 /// An error code returned by LMDB, with the library's own description.
 ///
@@ -16,7 +17,9 @@ public struct LMDBError: RawRepresentable, Error, Hashable, Sendable, CustomStri
     public static let corrupted = LMDBError(rawValue: MDB_CORRUPTED)
     public static let invalid = LMDBError(rawValue: MDB_INVALID)
     public static let versionMismatch = LMDBError(rawValue: MDB_VERSION_MISMATCH)
-    public static let noSpace = LMDBError(rawValue: 28)  // ENOSPC
+    public static let noSpace = LMDBError(rawValue: ENOSPC)
+    /// LMDB reports a short write (what a full filesystem gives) as EIO.
+    public static let io = LMDBError(rawValue: EIO)
 
     public var description: String { String(cString: mdb_strerror(rawValue)) }
 
@@ -29,4 +32,21 @@ public struct LMDBError: RawRepresentable, Error, Hashable, Sendable, CustomStri
 @inline(__always)
 func check(_ code: Int32) throws(LMDBError) {
     if code != 0 { throw LMDBError(rawValue: code) }
+}
+
+/// Bytes available to unprivileged writers on the filesystem holding `path` (its directory
+/// when `path` does not exist yet), or nil when the filesystem cannot be asked.
+func freeBytes(near path: String) -> Int? {
+    var info = statvfs()
+    let target = FileManager.default.fileExists(atPath: path) ? path : (path as NSString).deletingLastPathComponent
+    guard statvfs(target.isEmpty ? "." : target, &info) == 0 else { return nil }
+    return Int(info.f_bavail) * Int(info.f_frsize)
+}
+
+/// Whether `error`, from writing near `path`, means the filesystem ran out of space:
+/// ENOSPC, or a short write (EIO) with less than `needed` bytes left.
+func isOutOfSpace(_ error: any Error, near path: String, needed: Int) -> Bool {
+    guard let error = error as? LMDBError else { return false }
+    if error == .noSpace { return true }
+    return error == .io && (freeBytes(near: path) ?? Int.max) < needed
 }

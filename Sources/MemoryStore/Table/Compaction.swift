@@ -41,7 +41,13 @@ public enum Compaction {
             let report = try copy.verify()
             guard report.isSound else { throw StoreError.inconsistent("the compacted copy failed verification: \(report.problems[0])") }
         } catch {
+            var full = isOutOfSpace(error, near: temporary, needed: 2 * before + (16 << 20))
+            if case StoreError.diskFull = error { full = true }
+            let free = freeBytes(near: temporary) ?? 0
             for leftover in [temporary, temporary + "-lock"] { try? FileManager.default.removeItem(atPath: leftover) }
+            if full {
+                throw StoreError.diskFull(path: temporary, freeBytes: free, kept: "the compacted copy did not fit; '\(path)' is unchanged")
+            }
             throw error
         }
         guard rename(temporary, target) == 0 else {

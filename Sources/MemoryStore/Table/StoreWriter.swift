@@ -36,6 +36,8 @@ public final class StoreWriter {
     private var workers: [ShardEncoder] = []
     /// Set by `finish`: its commit, which marks the store complete, must stay the last one.
     private var finished = false
+    /// Whether every row is stored and the store marked complete: nothing more can be written.
+    public var isComplete: Bool { finished }
 
     /// Creates a new store at `path`; fails when a store is already there.
     public static func create(at path: String, layout: TableLayout, metadata: [String: String] = [:],
@@ -52,7 +54,8 @@ public final class StoreWriter {
     }
 
     /// Opens an incomplete store with the same layout to continue its import, or creates it.
-    /// Throws when the store is complete or was made with another layout.
+    /// A store already completed with the same layout and metadata gives a writer that
+    /// ``isComplete`` (re-running a finished import is a no-op); any other store throws.
     public static func createOrResume(at path: String, layout: TableLayout, metadata: [String: String] = [:],
                                       options: Options = Options()) throws -> StoreWriter {
         try layout.validate()
@@ -72,7 +75,9 @@ public final class StoreWriter {
             throw StoreError.layoutMismatch("the store at '\(path)' was started with \(describe(manifest.table)), this import has \(describe(layout))")
         }
         guard let state else { throw StoreError.inconsistent("the import state record is missing") }
-        guard !state.complete else { throw StoreError.invalidArgument("the store at '\(path)' is already complete") }
+        guard !state.complete || manifest.metadata == metadata else {
+            throw StoreError.invalidArgument("a complete store from another source (\(manifest.metadata)) is already at '\(path)'")
+        }
         return try StoreWriter(path: path, layout: layout, metadata: metadata, options: options, fresh: false)
     }
 
@@ -97,7 +102,9 @@ public final class StoreWriter {
                 (try Store.readState(txn, env: env, version: Manifest.currentVersion), txn.count(env.shards))
             }
             rowsCommitted = state?.rowsCommitted ?? 0
-            guard shards * layout.rowsPerShard == rowsCommitted else {
+            finished = state?.complete ?? false
+            let expected = finished ? layout.shardCount : rowsCommitted / layout.rowsPerShard
+            guard shards == expected, finished || rowsCommitted % layout.rowsPerShard == 0 else {
                 throw StoreError.inconsistent("\(shards) shards stored for \(rowsCommitted) committed rows")
             }
         }
@@ -246,8 +253,9 @@ public final class StoreWriter {
             } catch LMDBError.mapFull {
                 let size = env.info.mapSize
                 try env.setMapSize(size * 2)
-            } catch LMDBError.noSpace {
-                throw StoreError.invalidArgument("the disk holding '\(path)' is full; the store keeps its last committed \(rowsCommitted) rows")
+            } catch where isOutOfSpace(error, near: path, needed: 2 * options.batchBytes + (16 << 20)) {
+                throw StoreError.diskFull(path: path, freeBytes: freeBytes(near: path) ?? 0,
+                                          kept: "the store keeps its last commit (\(rowsCommitted) rows); free space and run the same command to resume")
             }
         }
     }
