@@ -130,12 +130,16 @@ import Testing
             try bytes.withUnsafeBytes { try writer.append(UnsafeRawBufferPointer(rebasing: $0[0..<(450 * 16)])) }
             // Dropped without finish(): as if the process had died here.
         }
-        let partial = try Store.open(at: dir.file("t.pkm"))
-        #expect(!partial.isComplete)
-        #expect(partial.state.rowsCommitted == 400)
-        #expect(try partial.row(399) == referenceRow(bytes, 399, dim: 8, type: .bf16))
-        #expect(throws: StoreError.incomplete(rowsCommitted: 400, rows: 1000)) { try partial.row(400) }
-        #expect(try partial.verify().isSound)
+        do {
+            let partial = try Store.open(at: dir.file("t.pkm"))
+            #expect(!partial.isComplete)
+            #expect(partial.state.rowsCommitted == 400)
+            #expect(try partial.row(399) == referenceRow(bytes, 399, dim: 8, type: .bf16))
+            #expect(throws: StoreError.incomplete(rowsCommitted: 400, rows: 1000)) { try partial.row(400) }
+            #expect(try partial.verify().isSound)
+            // A process may not write a store it holds open for reading (LMDB's locks forbid it).
+            #expect(throws: StoreError.self) { try StoreWriter.createOrResume(at: dir.file("t.pkm"), layout: layout) }
+        }
 
         let other = TableLayout(elementType: .bf16, rows: 1000, dim: 8, rowsPerShard: 50)
         #expect(throws: StoreError.self) { try StoreWriter.createOrResume(at: dir.file("t.pkm"), layout: other) }

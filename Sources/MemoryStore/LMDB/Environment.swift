@@ -11,6 +11,8 @@ final class Environment: @unchecked Sendable {
     let handle: OpaquePointer
     let readOnly: Bool
     let path: String
+    /// Reader slots of the environment, shared by every process that opens it.
+    let maxReaders: Int
     private(set) var meta: MDB_dbi = 0
     private(set) var tensors: MDB_dbi = 0
     private(set) var shards: MDB_dbi = 0
@@ -32,6 +34,7 @@ final class Environment: @unchecked Sendable {
         self.handle = env
         self.readOnly = readOnly
         self.path = path
+        self.maxReaders = maxReaders
         do {
             try check(mdb_env_set_maxdbs(env, 4))
             try check(mdb_env_set_maxreaders(env, UInt32(maxReaders)))
@@ -61,7 +64,13 @@ final class Environment: @unchecked Sendable {
         }
     }
 
-    deinit { mdb_env_close(handle) }
+    /// Set when this is the process's shared read-only environment of a file (``OpenEnvironments``).
+    nonisolated(unsafe) var sharedAs: OpenEnvironments.FileID?
+
+    deinit {
+        mdb_env_close(handle)
+        if let sharedAs { OpenEnvironments.didClose(sharedAs) }
+    }
 
     private func openDatabases(create: Bool) throws {
         var txn: OpaquePointer?

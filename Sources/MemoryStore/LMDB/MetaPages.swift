@@ -63,6 +63,20 @@ enum MetaPages {
         return nil
     }
 
+    /// The transaction ids of the two meta pages, or nil when the file cannot be read as LMDB.
+    static func transactionIDs(path: String) -> [UInt64]? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var page0 = [UInt8](repeating: 0, count: 152)
+        guard page0.withUnsafeMutableBytes({ pread(fd, $0.baseAddress, 152, 0) }) == 152 else { return nil }
+        let pageSize = page0.withUnsafeBytes { Int(UInt32(littleEndian: $0.loadUnaligned(fromByteOffset: 40, as: UInt32.self))) }
+        guard (512...65536).contains(pageSize) else { return nil }
+        var page1 = [UInt8](repeating: 0, count: 152)
+        guard page1.withUnsafeMutableBytes({ pread(fd, $0.baseAddress, 152, off_t(pageSize)) }) == 152 else { return nil }
+        return [page0, page1].map { p in p.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(fromByteOffset: 144, as: UInt64.self)) } }
+    }
+
     private static func damaged(_ why: String) -> StoreError {
         .inconsistent("the LMDB file is damaged: \(why)")
     }

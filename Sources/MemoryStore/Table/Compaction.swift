@@ -53,6 +53,9 @@ public enum Compaction {
         guard rename(temporary, target) == 0 else {
             throw StoreError.invalidArgument("cannot move the compacted store into place: \(String(cString: strerror(errno)))")
         }
+        // The old lock file describes the old file; readers of the new one must start a fresh
+        // one (readers still on the old file keep theirs open). See OpenEnvironments.
+        unlink(target + "-lock")
         try? FileManager.default.removeItem(atPath: temporary + "-lock")
         return (before, fileSize(target))
     }

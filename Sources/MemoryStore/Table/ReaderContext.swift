@@ -1,3 +1,4 @@
+import Dispatch
 import Foundation
 import Synchronization
 
@@ -25,7 +26,9 @@ final class ReaderContext: @unchecked Sendable {
 
 /// Reader contexts kept per stripe, picked by the calling thread, so concurrent readers
 /// rarely touch the same lock. A context holds an LMDB reader slot while pooled (reset, not
-/// aborted), which bounds the slots used to the peak number of concurrent readers.
+/// aborted), so the slots a store uses are its peak number of concurrent readers, and that
+/// peak is capped: beyond ``maxConcurrent`` readers, a reader waits for another to finish
+/// rather than exhaust the environment's slots (shared by every process).
 final class ReaderContextPool: Sendable {
     private final class Stripe: Sendable {
         let contexts = Mutex<[ReaderContext]>([])
@@ -33,15 +36,26 @@ final class ReaderContextPool: Sendable {
 
     private let stripes: [Stripe]
     private let env: Environment
+    private let admission: DispatchSemaphore
+    let maxConcurrent: Int
 
     init(env: Environment, stripes count: Int = 8) {
         self.env = env
         stripes = (0..<count).map { _ in Stripe() }
+        maxConcurrent = min(env.maxReaders / 2, max(16, 2 * ProcessInfo.processInfo.activeProcessorCount))
+        admission = DispatchSemaphore(value: maxConcurrent)
     }
 
     /// A context whose transaction sees the latest committed snapshot; give it back with `release`.
     func acquire() throws -> ReaderContext {
-        let context = try stripe.contexts.withLock { $0.popLast() } ?? ReaderContext(env: env)
+        admission.wait()
+        let context: ReaderContext
+        do {
+            context = try idleContext() ?? ReaderContext(env: env)
+        } catch {
+            admission.signal()
+            throw error
+        }
         do {
             try context.transaction.renew()
         } catch {
@@ -51,10 +65,22 @@ final class ReaderContextPool: Sendable {
         return context
     }
 
+    /// An idle context from the caller's stripe, else from another one, so the slots held stay
+    /// at the peak number of concurrent readers.
+    private func idleContext() -> ReaderContext? {
+        let own = stripe
+        if let context = own.contexts.withLock({ $0.popLast() }) { return context }
+        for other in stripes where other !== own {
+            if let context = other.contexts.withLock({ $0.popLast() }) { return context }
+        }
+        return nil
+    }
+
     /// Ends the context's snapshot and returns it to the pool.
     func release(_ context: ReaderContext) {
         context.transaction.reset()
         stripe.contexts.withLock { $0.append(context) }
+        admission.signal()
     }
 
     /// The stripe of the calling thread.

@@ -32,6 +32,8 @@ public final class Store: @unchecked Sendable {
     private let readingFromDisk = Atomic<Bool>(true)
 
     public var layout: TableLayout { manifest.table }
+    /// Readers this store serves at once; more wait, so the environment's slots are never exhausted.
+    public var readerSlotLimit: Int { contexts.maxConcurrent }
     public var isComplete: Bool { state.complete }
     /// Rows that can be read: all of them once complete, the committed prefix otherwise.
     public var readableRows: Int { state.complete ? layout.rows : state.rowsCommitted }
@@ -43,7 +45,7 @@ public final class Store: @unchecked Sendable {
     public static func open(at path: String, cacheBytes: Int = 256 << 20) throws -> Store {
         let clock = ContinuousClock()
         let start = clock.now
-        let env = try Environment(path: path, readOnly: true)
+        let env = try OpenEnvironments.readOnly(path: path)
         return try Store(env: env, cacheBytes: cacheBytes, started: start)
     }
 
@@ -257,7 +259,8 @@ public final class Store: @unchecked Sendable {
     }
 
     /// Calls `body` with the stored bytes (little-endian elements of `layout.elementType`) of shard `index`.
-    /// The buffer must not escape `body`.
+    /// The buffer must not escape `body`, and `body` should not read from this store: it holds
+    /// one of the store's limited concurrent reader slots.
     public func withShardRows<T>(_ index: Int, _ body: (UnsafeRawBufferPointer) throws -> T) throws -> T {
         guard index >= 0, index < layout.shardCount else {
             throw StoreError.invalidArgument("shard \(index) is out of range (the table has \(layout.shardCount) shards)")

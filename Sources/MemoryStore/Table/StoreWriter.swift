@@ -44,8 +44,7 @@ public final class StoreWriter {
                               options: Options = Options()) throws -> StoreWriter {
         try layout.validate()
         if FileManager.default.fileExists(atPath: path) && !Environment.isEmptyEnvironment(at: path) {
-            let env = try Environment(path: path, readOnly: true)
-            if try env.read({ try Store.readManifest($0, env: env) }) != nil {
+            if try readHead(path).0 != nil {
                 throw StoreError.invalidArgument("a store already exists at '\(path)'")
             }
             // A file without a manifest is a creation that was killed before its first commit: start over.
@@ -62,11 +61,7 @@ public final class StoreWriter {
         guard FileManager.default.fileExists(atPath: path), !Environment.isEmptyEnvironment(at: path) else {
             return try create(at: path, layout: layout, metadata: metadata, options: options)
         }
-        let probe = try Environment(path: path, readOnly: true)
-        let (manifest, state) = try probe.read { txn in
-            let manifest = try Store.readManifest(txn, env: probe)
-            return try (manifest, manifest.map { try Store.readState(txn, env: probe, version: $0.formatVersion) } ?? nil)
-        }
+        let (manifest, state) = try readHead(path)
         guard let manifest else { return try create(at: path, layout: layout, metadata: metadata, options: options) }
         guard manifest.formatVersion == Manifest.currentVersion else {
             throw StoreError.layoutMismatch("the store at '\(path)' was started in format version \(manifest.formatVersion); this memtool writes \(Manifest.currentVersion)")
@@ -81,7 +76,20 @@ public final class StoreWriter {
         return try StoreWriter(path: path, layout: layout, metadata: metadata, options: options, fresh: false)
     }
 
+    /// The manifest and import state of the store at `path`; its environment is closed on return.
+    private static func readHead(_ path: String) throws -> (Manifest?, ImportState?) {
+        let probe = try OpenEnvironments.readOnly(path: path)
+        return try probe.read { txn in
+            let manifest = try Store.readManifest(txn, env: probe)
+            return try (manifest, manifest.map { try Store.readState(txn, env: probe, version: $0.formatVersion) } ?? nil)
+        }
+    }
+
     private init(path: String, layout: TableLayout, metadata: [String: String], options: Options, fresh: Bool) throws {
+        // Two environments of one file in a process break LMDB's locks (see OpenEnvironments).
+        guard !OpenEnvironments.isOpen(path: path) else {
+            throw StoreError.invalidArgument("'\(path)' is open for reading in this process; release its Store objects before writing it")
+        }
         self.path = path
         self.layout = layout
         self.options = options

@@ -1,0 +1,101 @@
+import CLMDB
+import Foundation
+import Synchronization
+
+/// The read-only environments this process has open, one per file.
+///
+/// LMDB forbids opening one environment twice in a process: its reader-liveness locks are
+/// POSIX record locks, which the process loses on *every* descriptor of the lock file when any
+/// one is closed, after which another process's `mdb_reader_check` frees the slots of readers
+/// that are still running (`MDB_BAD_RSLOT`). Every read-only open of a file (by device and
+/// inode) therefore shares one ``Environment`` while any user holds it.
+enum OpenEnvironments {
+    struct FileID: Hashable, Sendable {
+        var device: UInt64
+        var inode: UInt64
+
+        init?(path: String) {
+            var st = stat()
+            guard stat(path, &st) == 0 else { return nil }
+            device = UInt64(st.st_dev)
+            inode = UInt64(st.st_ino)
+        }
+    }
+
+    private final class Entry: @unchecked Sendable {
+        // Invariant: only read or written under `table`'s lock.
+        weak var env: Environment?
+        /// Environments of the file not yet closed: the shared one, or one whose deinit is running.
+        var live = 0
+    }
+
+    private static let table = Mutex<[FileID: Entry]>([:])
+
+    /// The shared read-only environment of the file at `path`, opened if no one holds it.
+    ///
+    /// A new environment is opened only once the previous one of the same file has finished
+    /// closing, since its close drops every lock this process holds on the lock file.
+    static func readOnly(path: String) throws -> Environment {
+        guard let id = FileID(path: path) else { throw StoreError.notFound(path: path) }
+        while true {
+            let env: Environment? = try table.withLock { table in
+                let entry = table[id] ?? Entry()
+                table[id] = entry
+                if let env = entry.env { return env }
+                guard entry.live == 0 else { return nil }
+                let env = try openMatchingLock(path: path, id: id)
+                entry.env = env
+                entry.live = 1
+                return env
+            }
+            if let env { return env }
+            usleep(200)
+        }
+    }
+
+    /// Whether this process has a read-only environment of the file at `path` open.
+    static func isOpen(path: String) -> Bool {
+        guard let id = FileID(path: path) else { return false }
+        return table.withLock { ($0[id]?.live ?? 0) > 0 }
+    }
+
+    /// Called by a shared environment's deinit once `mdb_env_close` has returned.
+    static func didClose(_ id: FileID) {
+        table.withLock { table in
+            guard let entry = table[id] else { return }
+            entry.live -= 1
+            if entry.live == 0 && entry.env == nil { table[id] = nil }
+        }
+    }
+
+    /// Opens `path` and checks that its lock file describes this file: a reader that opens a
+    /// store just renamed into place (compaction) can attach to the lock file of the file it
+    /// replaced, whose last transaction id would select the wrong meta page. The compactor
+    /// removes that lock file right after the rename, so a retry finds a fresh one.
+    private static func openMatchingLock(path: String, id: FileID) throws -> Environment {
+        for _ in 0..<50 {
+            let env = try Environment(path: path, readOnly: true)
+            if try env.snapshotMatchesMetaPages() {
+                env.sharedAs = id
+                return env
+            }
+            usleep(20_000)
+        }
+        throw StoreError.inconsistent("the lock file '\(path)-lock' belongs to a file this store replaced; " +
+                                      "remove it once no process has the store open")
+    }
+}
+
+extension Environment {
+    /// Whether a fresh read snapshot has the transaction id of one of the file's meta pages.
+    func snapshotMatchesMetaPages() throws -> Bool {
+        for _ in 0..<3 {
+            let snapshot = try read { txn in UInt64(mdb_txn_id(txn.handle)) }
+            guard let ids = MetaPages.transactionIDs(path: path) else { return true }
+            if ids.contains(snapshot) { return true }
+            // A writer may have committed twice in between; a stale lock file stays wrong.
+            usleep(5_000)
+        }
+        return false
+    }
+}

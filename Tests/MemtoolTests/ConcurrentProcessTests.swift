@@ -1,0 +1,146 @@
+import Foundation
+import Synchronization
+import Testing
+import MemoryStore
+
+/// Readers in this process and in other processes while another process writes the store:
+/// every row read equals the row written, and nothing reads a row that was not committed.
+@Suite struct ConcurrentProcessTests {
+    static let dim = 64
+    let generator = SyntheticRows(seed: 6, dim: ConcurrentProcessTests.dim)
+
+    private func expected(_ row: Int) -> [Float] {
+        let b = generator.bytes(row..<(row + 1), as: .bf16)
+        return stride(from: 0, to: b.count, by: 2).map { Float(bitPattern: (UInt32(b[$0]) | UInt32(b[$0 + 1]) << 8) << 16) }
+    }
+
+    /// Reads rows from the store at `path` in a loop until `stop`; returns (rows checked, wrong
+    /// rows, incomplete snapshots seen, unexpected errors).
+    private func readLoop(_ path: String, seed: UInt64, stop: StopFlag) -> (Int, Int, Int, [String]) {
+        var rng = SeededGenerator(seed: seed)
+        var checked = 0, wrong = 0, partial = 0
+        var errors: [String] = []
+        while !stop.raised.load(ordering: .relaxed) {
+            do {
+                let store = try Store.open(at: path, cacheBytes: 1 << 20)
+                let readable = store.readableRows
+                if !store.isComplete { partial += 1 }
+                guard readable > 0 else { continue }
+                for row in [0, readable - 1] + (0..<6).map({ _ in Int(rng.next() % UInt64(readable)) }) {
+                    checked += 1
+                    if try store.row(row) != expected(row) { wrong += 1 }
+                }
+            } catch let error as StoreError {
+                // Before the writer's first commit there is no store yet.
+                switch error {
+                case .notFound, .notAStore: usleep(1000)
+                default: errors.append("\(error)")
+                }
+            } catch {
+                errors.append("\(error)")
+            }
+        }
+        return (checked, wrong, partial, errors)
+    }
+
+    /// Runs `memtool verify` in a loop until `stop`; returns (runs, runs that reported damage).
+    private func verifyLoop(_ path: String, stop: StopFlag) throws -> (Int, [String]) {
+        var runs = 0
+        var bad: [String] = []
+        while !stop.raised.load(ordering: .relaxed) {
+            let r = try Tools.run(Tools.memtool, ["verify", path])
+            runs += 1
+            if r.status != 0 && !(r.stderr.contains("no store") || r.stderr.contains("interrupted")) {
+                bad.append(r.stderr + r.stdout)
+            }
+        }
+        return (runs, bad)
+    }
+
+    /// Starts reader threads and verifying processes, runs `writer`, stops them and checks their findings.
+    private func withReaders(_ path: String, partialExpected: Bool, _ writer: () throws -> Void) throws {
+        let stop = StopFlag()
+        let results = Shared<[(Int, Int, Int, [String])]>([])
+        let verifies = Shared<[(Int, [String])]>([])
+        // Threads, not the shared dispatch pool, so all three loops run from the start.
+        let group = DispatchGroup()
+        func start(_ body: @escaping @Sendable () -> Void) {
+            group.enter()
+            Thread { body(); group.leave() }.start()
+        }
+        for t in 0..<2 {
+            start {
+                let r = readLoop(path, seed: UInt64(t), stop: stop)
+                results.value.withLock { $0.append(r) }
+            }
+        }
+        start {
+            let r = (try? verifyLoop(path, stop: stop)) ?? (0, ["memtool could not be started"])
+            verifies.value.withLock { $0.append(r) }
+        }
+        try writer()
+        stop.raised.store(true, ordering: .relaxed)
+        group.wait()
+        let reads = results.value.withLock { $0 }, checks = verifies.value.withLock { $0 }
+        #expect(reads.map(\.0).reduce(0, +) > 0, "the readers read nothing")
+        #expect(reads.map(\.1).reduce(0, +) == 0, "rows read differ from the rows written")
+        #expect(reads.flatMap(\.3).isEmpty, "\(reads.flatMap(\.3).prefix(3))")
+        #expect(checks.flatMap(\.1).isEmpty, "\(checks.flatMap(\.1).prefix(3))")
+        #expect(checks.map(\.0).reduce(0, +) > 0, "memtool verify never ran")
+        if partialExpected {
+            #expect(reads.map(\.2).reduce(0, +) > 0, "no reader saw the store while it was incomplete")
+        }
+    }
+
+    @Test func readersWhileAnotherProcessCreatesTheStore() throws {
+        let scratch = Scratch()
+        let path = scratch.file("m.pkm")
+        try withReaders(path, partialExpected: true) {
+            let r = try Tools.memtool("create", path, "--synthetic", "--seed", "6", "--rows", "200000", "--dim", "64",
+                                      "--heads", "1", "--key-dim", "16", "--commit-bytes", "262144")
+            #expect(r.status == 0, "\(r.stderr)")
+        }
+    }
+
+    @Test func readersWhileAnotherProcessCompactsTheStore() throws {
+        let scratch = Scratch()
+        let path = scratch.file("m.pkm")
+        let made = try Tools.memtool("create", path, "--synthetic", "--seed", "6", "--rows", "60000", "--dim", "64", "--heads", "1", "--key-dim", "16")
+        try #require(made.status == 0, "\(made.stderr)")
+        try withReaders(path, partialExpected: false) {
+            for args in [["--codec", "raw"], ["--codec", "zstd", "--rows-per-shard", "300"], [], ["--codec", "raw"]] {
+                let r = try Tools.run(Tools.memtool, ["compact", path] + args)
+                #expect(r.status == 0, "\(r.stderr)")
+            }
+        }
+    }
+
+    /// Readers killed while holding LMDB reader slots: each open clears the slots of dead
+    /// processes (`mdb_reader_check`), so 150 kills (more than the 126 slots) leave few in use.
+    @Test func readerSlotsOfKilledProcessesAreReclaimed() throws {
+        let scratch = Scratch()
+        let path = scratch.file("m.pkm")
+        let made = try Tools.memtool("create", path, "--synthetic", "--rows", "60000", "--dim", "64", "--heads", "1", "--key-dim", "16")
+        try #require(made.status == 0, "\(made.stderr)")
+        for i in 0..<150 {
+            let process = Process()
+            process.executableURL = Tools.memtool
+            process.arguments = ["verify", path]
+            process.standardOutput = FileHandle.nullDevice
+            process.standardError = FileHandle.nullDevice
+            try process.run()
+            usleep(useconds_t(30_000 + (i % 5) * 10_000))
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+        }
+        let store = try Store.open(at: path)
+        #expect(try store.verify().isSound)
+        #expect(try store.storageStatistics().readersUsed <= 8)
+    }
+}
+
+final class StopFlag: Sendable { let raised = Atomic<Bool>(false) }
+final class Shared<T: Sendable>: Sendable {
+    let value: Mutex<T>
+    init(_ initial: T) { value = Mutex(initial) }
+}
