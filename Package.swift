@@ -47,6 +47,8 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+        // Decoder fuzzing: replays the corpus normally, drives libFuzzer when built by Tools/fuzz.sh.
+        .executableTarget(name: "pkm-fuzz", dependencies: ["MemoryStore", "TensorFiles"]),
         .testTarget(name: "MemoryStoreTests", dependencies: ["MemoryStore", "CLMDB"]),
         .testTarget(name: "MemoryRetrievalTests", dependencies: ["MemoryRetrieval", "MemoryLayer", "MemoryStore"]),
         .testTarget(name: "MemtoolTests", dependencies: ["MemoryStore", "MemoryRetrieval", "MemoryLayer", "TensorFiles", "memtool"]),

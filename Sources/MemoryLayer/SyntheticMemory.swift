@@ -38,10 +38,14 @@ public enum SyntheticMemory {
         var next = writer.rowsCommitted
         while next < layout.rows {
             let starts = (0..<workers).map { next + $0 * chunk }.filter { $0 < layout.rows }
-            nonisolated(unsafe) var pieces = [[UInt8]](repeating: [], count: starts.count)
-            DispatchQueue.concurrentPerform(iterations: starts.count) { w in
-                let range = starts[w]..<min(layout.rows, starts[w] + chunk)
-                pieces[w] = generator.bytes(range, as: layout.elementType)
+            var pieces = [[UInt8]](repeating: [], count: starts.count)
+            pieces.withUnsafeMutableBufferPointer { slots in
+                // Each worker writes its own slot of the buffer; the array itself is not shared.
+                nonisolated(unsafe) let slots = slots
+                DispatchQueue.concurrentPerform(iterations: starts.count) { w in
+                    let range = starts[w]..<min(layout.rows, starts[w] + chunk)
+                    slots[w] = generator.bytes(range, as: layout.elementType)
+                }
             }
             for piece in pieces { try writer.append(piece) }
             next = min(layout.rows, next + starts.count * chunk)

@@ -34,11 +34,15 @@ enum Tools {
         try process.run()
         // Read both pipes before waiting so a chatty child cannot block on a full pipe.
         nonisolated(unsafe) var errData = Data()
-        let errReader = Thread { errData = err.fileHandleForReading.readDataToEndOfFile() }
-        errReader.start()
+        let errRead = DispatchGroup()
+        errRead.enter()
+        Thread {
+            errData = err.fileHandleForReading.readDataToEndOfFile()
+            errRead.leave()
+        }.start()
         let outData = out.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
-        while !errReader.isFinished { usleep(1000) }
+        errRead.wait()
         return Result(status: process.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
                       stderr: String(decoding: errData, as: UTF8.self))
     }

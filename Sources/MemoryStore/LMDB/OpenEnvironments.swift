@@ -1,6 +1,5 @@
 import CLMDB
 import Foundation
-import Synchronization
 
 /// The read-only environments this process has open, one per file.
 ///
@@ -29,7 +28,7 @@ enum OpenEnvironments {
         var live = 0
     }
 
-    private static let table = Mutex<[FileID: Entry]>([:])
+    private static let table = Locked<[FileID: Entry]>([:])
 
     /// The shared read-only environment of the file at `path`, opened if no one holds it.
     ///

@@ -31,7 +31,7 @@ final class ReaderContext: @unchecked Sendable {
 /// rather than exhaust the environment's slots (shared by every process).
 final class ReaderContextPool: Sendable {
     private final class Stripe: Sendable {
-        let contexts = Mutex<[ReaderContext]>([])
+        let contexts = Locked<[ReaderContext]>([])
     }
 
     private let stripes: [Stripe]

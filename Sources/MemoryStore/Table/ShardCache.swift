@@ -30,11 +30,7 @@ final class ShardCache: Sendable {
         var bytes = 0
     }
 
-    private final class LockedStripe: Sendable {
-        let state = Mutex(Stripe())
-    }
-
-    private let stripes: [LockedStripe]
+    private let stripes: [Locked<Stripe>]
     private let stripeBudget: Int
     let budget: Int
     private let hits = Atomic<Int>(0)
@@ -46,14 +42,14 @@ final class ShardCache: Sendable {
     init(budget: Int, shardBytes: Int) {
         self.budget = max(0, budget)
         let count = min(16, max(1, self.budget / max(1, 8 * shardBytes)))
-        stripes = (0..<count).map { _ in LockedStripe() }
+        stripes = (0..<count).map { _ in Locked(Stripe()) }
         stripeBudget = self.budget / count
     }
 
     /// The cached shard, marking it recently used.
     func lookup(_ shard: Int) -> DecodedShard? {
         guard budget > 0 else { return nil }
-        let found = stripes[shard % stripes.count].state.withLock { s -> DecodedShard? in
+        let found = stripes[shard % stripes.count].withLock { s -> DecodedShard? in
             guard let i = s.position[shard] else { return nil }
             s.slots[i].referenced = true
             return s.slots[i].entry
@@ -64,14 +60,14 @@ final class ShardCache: Sendable {
     /// Whether a shard is cached, without marking it used.
     func contains(_ shard: Int) -> Bool {
         guard budget > 0 else { return false }
-        return stripes[shard % stripes.count].state.withLock { $0.position[shard] != nil }
+        return stripes[shard % stripes.count].withLock { $0.position[shard] != nil }
     }
 
     /// Inserts a decoded shard, evicting cold ones to stay within the budget.
     func insert(_ shard: Int, _ entry: DecodedShard) {
         let size = entry.bytes.count
         guard budget > 0, size <= stripeBudget else { return }
-        stripes[shard % stripes.count].state.withLock { s in
+        stripes[shard % stripes.count].withLock { s in
             if s.position[shard] != nil { return }
             while s.bytes + size > stripeBudget && !s.slots.isEmpty {
                 if s.hand >= s.slots.count { s.hand = 0 }
@@ -104,7 +100,7 @@ final class ShardCache: Sendable {
 
     /// Hits, misses and bytes held.
     var statistics: (hits: Int, misses: Int, bytes: Int) {
-        let bytes = stripes.reduce(0) { acc, s in acc + s.state.withLock { $0.bytes } }
+        let bytes = stripes.reduce(0) { acc, s in acc + s.withLock { $0.bytes } }
         return (hits.load(ordering: .relaxed), misses.load(ordering: .relaxed), bytes)
     }
 }

@@ -1,0 +1,16 @@
+@_spi(Fuzzing) import MemoryStore
+@_spi(Fuzzing) import TensorFiles
+
+/// The decoders a fuzzer drives, by corpus name.
+let fuzzTargets: [String: @Sendable (UnsafeRawBufferPointer) -> Void] = [
+    "shard": DecoderFuzzing.shard,
+    "manifest": DecoderFuzzing.manifest,
+    "tensor": DecoderFuzzing.tensorRecord,
+    "safetensors": TensorFileFuzzing.safetensors,
+    "npy": TensorFileFuzzing.npy,
+]
+
+/// One valid input per target (`shard` has one per codec).
+func seedInputs() throws -> [String: [UInt8]] {
+    try DecoderFuzzing.seeds().merging(TensorFileFuzzing.seeds()) { a, _ in a }
+}

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Runs the concurrency tests under ThreadSanitizer and the whole suite under AddressSanitizer,
+# each in its own build directory (.build/tsan, .build/asan). Slow: about 10 minutes per
+# sanitizer on a 2-core machine, so CI runs the plain suite and this script runs on demand.
+#
+#   bash Tools/sanitize.sh            # both
+#   bash Tools/sanitize.sh thread     # one of: thread, address
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="/opt/swift/usr/bin:$PATH"
+bash Tools/bootstrap.sh
+for sanitizer in "${@:-thread address}"; do
+  for s in $sanitizer; do
+    case "$s" in
+      thread)
+        # Threads and processes reading while another process writes, and the shard cache under contention.
+        filter="ConcurrencyTests|ConcurrentProcessTests|RoundTripTests" ;;
+      address) filter="" ;;
+      *) echo "unknown sanitizer '$s' (thread or address)" >&2; exit 2 ;;
+    esac
+    echo "== swift test --sanitize=$s ${filter:+--filter \"$filter\"}"
+    swift build --build-tests --sanitize="$s" --scratch-path ".build/$s"
+    swift test --skip-build --sanitize="$s" --scratch-path ".build/$s" ${filter:+--filter "$filter"}
+  done
+done
