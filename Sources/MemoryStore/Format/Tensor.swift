@@ -94,9 +94,10 @@ public struct Tensor: Sendable, Equatable {
             count = p
         }
         let dataStart = 16 + 8 * rank
-        guard count.multipliedReportingOverflow(by: dtype.size).overflow == false,
-              r.count - dataStart == count * dtype.size else {
-            throw corrupt("holds \(r.count - dataStart) data bytes, shape \(shape) of \(dtype.rawValue) needs \(count * dtype.size)")
+        let (needed, overflow) = count.multipliedReportingOverflow(by: dtype.size)
+        guard !overflow else { throw corrupt("shape \(shape) of \(dtype.rawValue) overflows") }
+        guard r.count - dataStart == needed else {
+            throw corrupt("holds \(r.count - dataStart) data bytes, shape \(shape) of \(dtype.rawValue) needs \(needed)")
         }
         let data = UnsafeRawBufferPointer(rebasing: r[dataStart...])
         guard XXH64.hash(data) == checksum else { throw corrupt("checksum mismatch") }
