@@ -166,7 +166,7 @@ final class Scratch {
                     if store.state.rowsCommitted > 0 {
                         let last = store.state.rowsCommitted - 1
                         let expected = generator.bytes(last..<(last + 1), as: .bf16)
-                        #expect(try store.row(last) == referenceRow(expected))
+                        #expect(try store.row(last) == floatsFromBF16(expected))
                     }
                 }
             }
@@ -177,14 +177,10 @@ final class Scratch {
             #expect(done.isComplete)
             #expect(try done.verify().isSound)
             for r in [0, rows / 3, rows - 1] {
-                #expect(try done.row(r) == referenceRow(generator.bytes(r..<(r + 1), as: .bf16)))
+                #expect(try done.row(r) == floatsFromBF16(generator.bytes(r..<(r + 1), as: .bf16)))
             }
         }
         #expect(killedIncomplete >= 1, "no trial killed the import while it was incomplete")
-    }
-
-    private func referenceRow(_ bf16: [UInt8]) -> [Float] {
-        stride(from: 0, to: bf16.count, by: 2).map { Float(bitPattern: (UInt32(bf16[$0]) | UInt32(bf16[$0 + 1]) << 8) << 16) }
     }
 }
 

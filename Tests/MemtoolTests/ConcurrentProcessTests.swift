@@ -10,8 +10,7 @@ import MemoryStore
     let generator = SyntheticRows(seed: 6, dim: ConcurrentProcessTests.dim)
 
     private func expected(_ row: Int) -> [Float] {
-        let b = generator.bytes(row..<(row + 1), as: .bf16)
-        return stride(from: 0, to: b.count, by: 2).map { Float(bitPattern: (UInt32(b[$0]) | UInt32(b[$0 + 1]) << 8) << 16) }
+        floatsFromBF16(generator.bytes(row..<(row + 1), as: .bf16))
     }
 
     /// Reads rows from the store at `path` in a loop until `stop`; returns (rows checked, wrong

@@ -53,7 +53,7 @@ struct FullDiskTests {
         #expect(try partial.verify().isSound)
         let generator = SyntheticRows(seed: 4, dim: 64)
         let last = partial.state.rowsCommitted - 1
-        #expect(try partial.row(last) == bf16Row(generator.bytes(last..<(last + 1), as: .bf16)))
+        #expect(try partial.row(last) == floatsFromBF16(generator.bytes(last..<(last + 1), as: .bf16)))
 
         try disk.resize(16 << 20)
         let resumed = try Tools.run(Tools.memtool, args)
@@ -61,7 +61,7 @@ struct FullDiskTests {
         let done = try Store.open(at: store)
         #expect(done.isComplete)
         #expect(try done.verify().isSound)
-        #expect(try done.row(59_999) == bf16Row(generator.bytes(59_999..<60_000, as: .bf16)))
+        #expect(try done.row(59_999) == floatsFromBF16(generator.bytes(59_999..<60_000, as: .bf16)))
     }
 
     @Test func importOnAFullDiskKeepsItsLastCommit() throws {
@@ -90,9 +90,5 @@ struct FullDiskTests {
         #expect(try sha256(store) == before)
         #expect(!FileManager.default.fileExists(atPath: store + ".compacting"))
         #expect(try Tools.run(Tools.memtool, ["verify", store]).status == 0)
-    }
-
-    private func bf16Row(_ bytes: [UInt8]) -> [Float] {
-        stride(from: 0, to: bytes.count, by: 2).map { Float(bitPattern: (UInt32(bytes[$0]) | UInt32(bytes[$0 + 1]) << 8) << 16) }
     }
 }

@@ -53,3 +53,8 @@ enum Tools {
         try run(URL(fileURLWithPath: "/usr/bin/env"), ["python3"] + arguments)
     }
 }
+
+/// Little-endian bfloat16 bytes as Float, by bit shifting (independent of the store's kernels).
+func floatsFromBF16(_ bytes: [UInt8]) -> [Float] {
+    stride(from: 0, to: bytes.count, by: 2).map { Float(bitPattern: (UInt32(bytes[$0]) | UInt32(bytes[$0 + 1]) << 8) << 16) }
+}

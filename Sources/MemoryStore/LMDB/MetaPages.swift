@@ -13,27 +13,36 @@ enum MetaPages {
 
     /// Throws when the meta pages of the LMDB file at `path` contradict each other or the file.
     /// Files too short to hold two meta pages are left to LMDB's own checks.
-    static func check(path: String) throws {
+    static func check(path: String) throws(StoreError) {
         // A commit in another process can land between reading the two pages; damage persists, races do not.
         var failure: StoreError?
         for attempt in 0..<3 {
-            failure = try findDamage(path: path)
+            failure = findDamage(path: path)
             guard failure != nil else { return }
             if attempt < 2 { usleep(20_000) }
         }
         throw failure!
     }
 
-    private static func findDamage(path: String) throws -> StoreError? {
+    /// One meta page's fields this check needs.
+    struct Meta {
+        var lastPage: UInt64
+        var txn: UInt64
+        var roots: [UInt64]
+    }
+
+    /// The page size, file size and both meta pages of the LMDB file at `path`, or nil when it
+    /// cannot be read as one (LMDB's own open then reports why). A page size that is not a
+    /// power of two in 512...65536 is returned as is, for the caller to report.
+    private static func read(path: String) -> (pageSize: Int, fileSize: Int, metas: [Meta]?)? {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return nil }  // LMDB reports why it cannot open the file.
+        guard fd >= 0 else { return nil }
         defer { close(fd) }
         var st = stat()
         guard fstat(fd, &st) == 0 else { return nil }
-        let fileSize = Int(st.st_size)
         var head = [UInt8](repeating: 0, count: 2 * 65536)
         let got = head.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, 0) }
-        guard got >= 128 else { return nil }
+        guard got >= 152 else { return nil }
         func u32(_ at: Int) -> UInt32 { head.withUnsafeBytes { UInt32(littleEndian: $0.loadUnaligned(fromByteOffset: at, as: UInt32.self)) } }
         func u64(_ at: Int) -> UInt64 { head.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(fromByteOffset: at, as: UInt64.self)) } }
         // Page 0 starts with a 16-byte page header, then the meta: magic, version, address,
@@ -41,13 +50,15 @@ enum MetaPages {
         // last page, transaction id.
         guard u32(16) == magic else { return nil }
         let pageSize = Int(u32(40))
-        guard pageSize >= 512, pageSize <= 65536, pageSize & (pageSize - 1) == 0 else {
-            return damaged("meta page 0 records a page size of \(pageSize)")
-        }
+        guard pageSize >= 512, pageSize <= 65536, pageSize & (pageSize - 1) == 0 else { return (pageSize, Int(st.st_size), nil) }
         guard got >= pageSize + 152 else { return nil }
-        struct Meta { var lastPage: UInt64, txn: UInt64, roots: [UInt64] }
         func meta(_ base: Int) -> Meta { Meta(lastPage: u64(base + 136), txn: u64(base + 144), roots: [u64(base + 80), u64(base + 128)]) }
-        let pages = [meta(0), meta(pageSize)]
+        return (pageSize, Int(st.st_size), [meta(0), meta(pageSize)])
+    }
+
+    private static func findDamage(path: String) -> StoreError? {
+        guard let (pageSize, fileSize, metas) = read(path: path) else { return nil }
+        guard let pages = metas else { return damaged("meta page 0 records a page size of \(pageSize)") }
         let (t0, t1) = (pages[0].txn, pages[1].txn)
         guard (t0 == 0 && t1 == 0) || t0 &+ 1 == t1 || t1 &+ 1 == t0 else {
             return damaged("the meta pages hold transaction ids \(t0) and \(t1), which should differ by one")
@@ -65,16 +76,7 @@ enum MetaPages {
 
     /// The transaction ids of the two meta pages, or nil when the file cannot be read as LMDB.
     static func transactionIDs(path: String) -> [UInt64]? {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
-        var page0 = [UInt8](repeating: 0, count: 152)
-        guard page0.withUnsafeMutableBytes({ pread(fd, $0.baseAddress, 152, 0) }) == 152 else { return nil }
-        let pageSize = page0.withUnsafeBytes { Int(UInt32(littleEndian: $0.loadUnaligned(fromByteOffset: 40, as: UInt32.self))) }
-        guard (512...65536).contains(pageSize) else { return nil }
-        var page1 = [UInt8](repeating: 0, count: 152)
-        guard page1.withUnsafeMutableBytes({ pread(fd, $0.baseAddress, 152, off_t(pageSize)) }) == 152 else { return nil }
-        return [page0, page1].map { p in p.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(fromByteOffset: 144, as: UInt64.self)) } }
+        read(path: path)?.metas?.map(\.txn)
     }
 
     private static func damaged(_ why: String) -> StoreError {

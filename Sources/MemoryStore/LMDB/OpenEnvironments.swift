@@ -24,8 +24,8 @@ enum OpenEnvironments {
     private final class Entry: @unchecked Sendable {
         // Invariant: only read or written under `table`'s lock.
         weak var env: Environment?
-        /// Environments of the file not yet closed: the shared one, or one whose deinit is running.
-        var live = 0
+        /// Whether an environment of the file is open, or its deinit is still closing it.
+        var open = false
     }
 
     private static let table = Locked<[FileID: Entry]>([:])
@@ -41,10 +41,10 @@ enum OpenEnvironments {
                 let entry = table[id] ?? Entry()
                 table[id] = entry
                 if let env = entry.env { return env }
-                guard entry.live == 0 else { return nil }
+                guard !entry.open else { return nil }
                 let env = try openMatchingLock(path: path, id: id)
                 entry.env = env
-                entry.live = 1
+                entry.open = true
                 return env
             }
             if let env { return env }
@@ -55,15 +55,15 @@ enum OpenEnvironments {
     /// Whether this process has a read-only environment of the file at `path` open.
     static func isOpen(path: String) -> Bool {
         guard let id = FileID(path: path) else { return false }
-        return table.withLock { ($0[id]?.live ?? 0) > 0 }
+        return table.withLock { $0[id]?.open ?? false }
     }
 
     /// Called by a shared environment's deinit once `mdb_env_close` has returned.
     static func didClose(_ id: FileID) {
         table.withLock { table in
             guard let entry = table[id] else { return }
-            entry.live -= 1
-            if entry.live == 0 && entry.env == nil { table[id] = nil }
+            entry.open = false
+            if entry.env == nil { table[id] = nil }
         }
     }
 
