@@ -28,14 +28,17 @@ class FormatError(Exception):
     pass
 
 
-def read_tensor(record, name):
+def read_tensor(record, name, version):
     if len(record) < 16 or record[:4] != b"PKT1":
         raise FormatError(f"tensor {name}: bad header")
     dtype, rank = record[4], record[5]
     (checksum,) = struct.unpack_from("<Q", record, 8)
     shape = struct.unpack_from(f"<{rank}Q", record, 16)
     data = record[16 + 8 * rank:]
-    if xxhash.xxh64_intdigest(data) != checksum:
+    seed = 0
+    if version >= 3:  # the name, the first 8 header bytes and the extents seed the data's checksum
+        seed = xxhash.xxh64_intdigest(name.encode() + bytes(record[:8]) + bytes(record[16:16 + 8 * rank]))
+    if xxhash.xxh64_intdigest(data, seed=seed) != checksum:
         raise FormatError(f"tensor {name}: checksum mismatch")
     return np.frombuffer(data, dtype=TENSOR_DTYPES[dtype][1]).reshape(shape)
 
@@ -67,6 +70,19 @@ def decode_shard(blob, index, table, dictionary):
         if planes != 0 or len(blob) != 32 + m * size:
             raise FormatError(f"shard {index}: bad raw length")
         data = bytes(blob[32:])
+    elif codec == 2:  # each row followed by its XXH64
+        row_bytes = dim * size
+        if planes != 0 or len(blob) != 32 + rows * (row_bytes + 8):
+            raise FormatError(f"shard {index}: bad raw length")
+        parts = []
+        for r in range(rows):
+            at = 32 + r * (row_bytes + 8)
+            row = bytes(blob[at:at + row_bytes])
+            (row_sum,) = struct.unpack_from("<Q", blob, at + row_bytes)
+            if xxhash.xxh64_intdigest(row) != row_sum:
+                raise FormatError(f"shard {index}: row {start + r} checksum mismatch")
+            parts.append(row)
+        data = b"".join(parts)
     elif codec == 1:
         if planes != size:
             raise FormatError(f"shard {index}: bad plane count")
@@ -99,25 +115,31 @@ def decode_shard(blob, index, table, dictionary):
     return data
 
 
-def unseal(value):
-    """The JSON of a sealed meta record (version 2), or None when its checksum does not match."""
+def unseal(value, key, version):
+    """The JSON of a meta record sealed as `version` seals it (seed: XXH64 of the key from
+    version 3, 0 in version 2), or None when the seal does not match."""
     if len(value) < 8:
         return None
     body, (seal,) = value[:-8], struct.unpack_from("<Q", value, len(value) - 8)
-    return body if xxhash.xxh64_intdigest(body) == seal else None
+    seed = xxhash.xxh64_intdigest(key.encode()) if version >= 3 else 0
+    return body if xxhash.xxh64_intdigest(body, seed=seed) == seal else None
 
 
 def read_manifest(value):
-    body = unseal(value)
-    if body is None:
-        try:
-            manifest = json.loads(value)  # version 1 stores hold bare JSON
-        except ValueError:
-            manifest = None
-        if not isinstance(manifest, dict) or manifest.get("formatVersion") != 1:
-            raise FormatError("meta record manifest: checksum mismatch")
-        return manifest
-    return json.loads(body)
+    for version in (3, 2):
+        body = unseal(value, "manifest", version)
+        if body is not None:
+            manifest = json.loads(body)
+            if manifest.get("formatVersion") != version:
+                raise FormatError("meta record manifest: checksum mismatch")
+            return manifest
+    try:
+        manifest = json.loads(value)  # version 1 stores hold bare JSON
+    except ValueError:
+        manifest = None
+    if not isinstance(manifest, dict) or manifest.get("formatVersion") != 1:
+        raise FormatError("meta record manifest: checksum mismatch")
+    return manifest
 
 
 class StoreReader:
@@ -131,8 +153,8 @@ class StoreReader:
             if manifest is None:
                 raise FormatError("no manifest")
             self.manifest = read_manifest(manifest)
-            if self.manifest.get("format") != "pkm-store" or self.manifest.get("formatVersion") not in (1, 2):
-                raise FormatError("not a version-1 or version-2 pkm-store")
+            if self.manifest.get("format") != "pkm-store" or self.manifest.get("formatVersion") not in (1, 2, 3):
+                raise FormatError("not a pkm-store of version 1 to 3")
             self.state = json.loads(self.record(txn, "state"))
         self.table = self.manifest["table"]
         self.dictionary = None
@@ -145,7 +167,7 @@ class StoreReader:
         value = txn.get(name.encode(), db=self.meta)
         if value is None or self.manifest["formatVersion"] < 2:
             return value
-        body = unseal(value)
+        body = unseal(value, name, self.manifest["formatVersion"])
         if body is None:
             raise FormatError(f"meta record {name}: checksum mismatch")
         return body
@@ -163,7 +185,7 @@ class StoreReader:
 
     def tensor(self, name):
         with self.env.begin() as txn:
-            return read_tensor(txn.get(name.encode(), db=self.tensors_db), name)
+            return read_tensor(txn.get(name.encode(), db=self.tensors_db), name, self.manifest["formatVersion"])
 
     def tensor_names(self):
         with self.env.begin() as txn:

@@ -26,19 +26,55 @@ import Testing
         _ = try store.row(rows.lowerBound == 0 ? 999 : 0)
     }
 
-    @Test(arguments: [CodecKind.raw, .zstd])
-    func bitFlipsAnywhereInAShardAreCaught(codec: CodecKind) throws {
-        var rng = SeededGenerator(seed: codec == .raw ? 1 : 2)
+    @Test func bitFlipsAnywhereInACompressedShardAreCaught() throws {
+        var rng = SeededGenerator(seed: 2)
         for _ in 0..<25 {
             let dir = TemporaryDirectory()
-            let (path, _) = try makeStore(dir, codec: codec)
-            var flipped = 0
+            let (path, _) = try makeStore(dir, codec: .zstd)
             try tamperShard(path, 3) { blob in
-                flipped = Int.random(in: 0..<blob.count, using: &rng)
-                blob[flipped] ^= UInt8(1) << UInt8.random(in: 0..<8, using: &rng)
+                blob[Int.random(in: 0..<blob.count, using: &rng)] ^= UInt8(1) << UInt8.random(in: 0..<8, using: &rng)
             }
             try expectCorrupt(path, shard: 3, rows: 300..<400)
         }
+    }
+
+    /// Raw rows carry their own checksums: a flip fails the row it hit (the whole shard when it
+    /// hit the header), the shard's other rows read back exactly, and `verify` names the shard
+    /// even when the flip hit only the header's whole-shard checksum.
+    @Test func bitFlipsAnywhereInARawShardAreCaught() throws {
+        var rng = SeededGenerator(seed: 1)
+        let layout = TableLayout(elementType: .bf16, rows: 1000, dim: 16, rowsPerShard: 100, codec: .raw)
+        let stride = layout.rowBytes + ShardCodec.rowChecksumSize
+        var sawHeaderChecksum = false, sawRow = false
+        for trial in 0..<40 {
+            let dir = TemporaryDirectory()
+            let bytes = try writeTable(dir.file("t.pkm"), layout)
+            // Cover the header's checksum field on purpose once; otherwise anywhere.
+            var flipped = 0
+            try tamperShard(dir.file("t.pkm"), 3) { blob in
+                flipped = trial == 0 ? 24 + Int.random(in: 0..<8, using: &rng) : Int.random(in: 0..<blob.count, using: &rng)
+                blob[flipped] ^= UInt8(1) << UInt8.random(in: 0..<8, using: &rng)
+            }
+            let store = try Store.open(at: dir.file("t.pkm"), cacheBytes: 0)
+            let damagedRow = flipped >= ShardCodec.headerSize ? 300 + (flipped - ShardCodec.headerSize) / stride : nil
+            let inChecksumField = (24..<32).contains(flipped)
+            sawHeaderChecksum = sawHeaderChecksum || inChecksumField
+            sawRow = sawRow || damagedRow != nil
+            for row in 300..<400 {
+                do {
+                    let got = try store.row(row)
+                    #expect(got == referenceRow(bytes, row, dim: 16, type: .bf16), "row \(row) read back different values")
+                    #expect(row != damagedRow && (damagedRow != nil || inChecksumField), "damaged row \(row) was read (flip at \(flipped))")
+                } catch let StoreError.corruptShard(shard, rows, _) {
+                    #expect(shard == 3 && rows == 300..<400)
+                    #expect(damagedRow == nil || row == damagedRow, "undamaged row \(row) refused (flip at \(flipped))")
+                }
+            }
+            let report = try store.verify()
+            #expect(report.problems.count == 1, "flip at \(flipped): \(report.problems)")
+            #expect(report.problems.first.map { "\($0)" }?.contains("shard 3 (rows 300..<400)") == true)
+        }
+        #expect(sawHeaderChecksum && sawRow)
     }
 
     @Test(arguments: [CodecKind.raw, .zstd])
@@ -68,9 +104,9 @@ import Testing
         let (path, _) = try makeStore(dir, codec: .zstd)
         let store = try Store.open(at: path)
         let json = String(decoding: try store.manifest.encoded(), as: UTF8.self)
-            .replacingOccurrences(of: "\"formatVersion\":2", with: "\"formatVersion\":3")
+            .replacingOccurrences(of: "\"formatVersion\":3", with: "\"formatVersion\":4")
         try rewriteMeta(path, "manifest", json)
-        #expect(throws: StoreError.unsupportedVersion(found: 3, supported: 2)) { try Store.open(at: path) }
+        #expect(throws: StoreError.unsupportedVersion(found: 4, supported: 3)) { try Store.open(at: path) }
     }
 
     @Test func manifestDisagreeingWithShardsIsRefused() throws {
@@ -193,17 +229,52 @@ import Testing
             }
         }
         let store = try Store.open(at: dir.file("t.pkm"))
-        #expect(throws: StoreError.corruptTensor(name: "cores", reason: "checksum mismatch")) { try store.tensor(named: "cores") }
-        #expect(try store.verify().problems == [.corruptTensor(name: "cores", reason: "checksum mismatch")])
+        let mismatch = StoreError.corruptTensor(name: "cores", reason: "checksum of its name, header and data does not match")
+        #expect(throws: mismatch) { try store.tensor(named: "cores") }
+        #expect(try store.verify().problems == [mismatch])
+    }
+
+    /// Version 3 seals every record together with the key it is stored under: a flipped tensor
+    /// name, dtype or extent, or a flipped meta key, fails its checksum instead of reading as a
+    /// renamed or reinterpreted tensor (found by the corruption harness in version 2).
+    @Test func recordsAreSealedWithTheirKeys() throws {
+        let dir = TemporaryDirectory()
+        let writer = try StoreWriter.create(at: dir.file("t.pkm"), layout: TableLayout(elementType: .f32, rows: 1, dim: 1))
+        try writer.putTensor("row_keys", Tensor(dtype: .f16, shape: [2, 3], bytes: (0..<12).map { UInt8($0) }))
+        try writer.putRecord("retrieval", Array(#"{"topK":32}"#.utf8))
+        try writer.append([Float(1)])
+        try writer.finish()
+        let env = try Environment(path: dir.file("t.pkm"), readOnly: false)
+        let record = try #require(try env.write { txn in try withName("row_keys") { try txn.get(env.tensors, key: $0) } })
+        // The record read under the name it was written under decodes; under a one-bit-different name it does not.
+        #expect(try record.withUnsafeBytes { try Tensor.decode(record: $0, name: "row_keys", version: 3) }.dtype == .f16)
+        for (name, edit) in [("row_kdys", { (r: inout [UInt8]) in }), ("row_keys", { $0[4] ^= 0x01 }),  // F16 -> BF16, same size
+                             ("row_keys", { $0[16] ^= 0x01; $0[24] ^= 0x07 })] as [(String, (inout [UInt8]) -> Void)] {
+            var damaged = record
+            edit(&damaged)
+            #expect(throws: StoreError.self, "\(name)") { try damaged.withUnsafeBytes { try Tensor.decode(record: $0, name: name, version: 3) } }
+        }
+        // In the store: move the tensor and the retrieval record to keys one bit away.
+        try env.write { txn in
+            for (dbi, from, to) in [(env.tensors, "row_keys", "row_kdys"), (env.meta, "retrieval", "retrievam")] {
+                let value = try #require(try withName(from) { try txn.get(dbi, key: $0) })
+                try withName(from) { try txn.delete(dbi, key: $0) }
+                try withName(to) { k in try value.withUnsafeBytes { try txn.put(dbi, key: k, value: $0) } }
+            }
+        }
+        let report = try Store.open(at: dir.file("t.pkm")).verify()
+        #expect(report.problems.count == 2, "\(report.problems)")
+        #expect(report.problems.contains { "\($0)".contains("row_kdys") })
+        #expect(report.problems.contains { "\($0)".contains("retrievam") })
     }
 
     @Test func hostileTensorHeadersAreRefusedBeforeAllocating() throws {
         // Rank 8 with extents whose product overflows, and a huge extent: both refused by the header checks.
         var record: [UInt8] = Array("PKT1".utf8) + [1, 2, 0, 0] + [UInt8](repeating: 0, count: 8)
         for _ in 0..<2 { withUnsafeBytes(of: UInt64(1 << 40).littleEndian) { record += $0 } }
-        #expect(throws: StoreError.self) { try record.withUnsafeBytes { try Tensor.decode(record: $0, name: "x") } }
+        #expect(throws: StoreError.self) { try record.withUnsafeBytes { try Tensor.decode(record: $0, name: "x", version: Manifest.currentVersion) } }
         let tooDeep: [UInt8] = Array("PKT1".utf8) + [1, 200, 0, 0] + [UInt8](repeating: 0, count: 8)
-        #expect(throws: StoreError.self) { try tooDeep.withUnsafeBytes { try Tensor.decode(record: $0, name: "x") } }
+        #expect(throws: StoreError.self) { try tooDeep.withUnsafeBytes { try Tensor.decode(record: $0, name: "x", version: Manifest.currentVersion) } }
     }
 }
 

@@ -55,13 +55,13 @@ import Testing
 
     @Test func manifestAndTensorDecodersSurviveMutations() throws {
         let manifest = try Manifest(table: TableLayout(elementType: .f16, rows: 1000, dim: 8)).encoded()
-        let record = try Tensor(shape: [3, 4], floats: (0..<12).map(Float.init)).record()
+        let record = try Tensor(shape: [3, 4], floats: (0..<12).map(Float.init)).record(name: "t")
         var rng = SeededGenerator(seed: 21)
         for _ in 0..<3000 {
             let m = Self.mutate(Array(manifest), &rng)
             _ = try? m.withUnsafeBytes { try Manifest.decode($0) }
             let r = Self.mutate(record, &rng)
-            if let t = try? r.withUnsafeBytes({ try Tensor.decode(record: $0, name: "t") }) {
+            if let t = try? r.withUnsafeBytes({ try Tensor.decode(record: $0, name: "t", version: Manifest.currentVersion) }) {
                 #expect(t.bytes.count == t.elementCount * t.dtype.size)
             }
         }

@@ -53,6 +53,6 @@ func tamperShard(_ path: String, _ index: Int, _ edit: (inout [UInt8]) -> Void) 
 func rewriteMeta(_ path: String, _ key: String, _ value: String) throws {
     let env = try Environment(path: path, readOnly: false)
     try env.write { txn in
-        try withName(key) { k in try MetaRecord.seal(Array(value.utf8)).withUnsafeBytes { try txn.put(env.meta, key: k, value: $0) } }
+        try withName(key) { k in try MetaRecord.seal(Array(value.utf8), key: key).withUnsafeBytes { try txn.put(env.meta, key: k, value: $0) } }
     }
 }

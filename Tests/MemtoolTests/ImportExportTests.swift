@@ -82,7 +82,7 @@ func loadNPY(_ path: String) throws -> Tensor {
         do {
             let env = try Environment(path: path, readOnly: false)
             for size in [4 << 20, 8] {
-                let record = try Tensor(dtype: .u8, shape: [size], bytes: [UInt8](repeating: 7, count: size)).record()
+                let record = try Tensor(dtype: .u8, shape: [size], bytes: [UInt8](repeating: 7, count: size)).record(name: "scratch")
                 try env.write { txn in try withName("scratch") { k in try record.withUnsafeBytes { try txn.put(env.tensors, key: k, value: $0) } } }
             }
         }

@@ -1,16 +1,32 @@
 /// Encodes and decodes one shard blob (Spec/FORMAT.md, "Shards").
 ///
 /// A blob is a 32-byte header, then for the `zstd` codec one 8-byte entry per byte plane,
-/// then the payload. The header's checksum is XXH64 of the decoded rows, checked on every decode.
+/// then the payload; for the `raw` codec (from format version 3) each row followed by the
+/// XXH64 of that row, so a single row can be checked where it lies. The header's checksum is
+/// XXH64 of the decoded rows, checked on every whole-shard decode.
 enum ShardCodec {
     static let magic: UInt32 = 0x3153_4B50  // "PKS1" read as a little-endian u32
     static let headerSize = 32
     static let planeEntrySize = 8
 
+    static let rowChecksumSize = 8
+
     enum PlaneMode: UInt8 { case stored = 0, zstd = 1 }
 
+    /// The blob's codec byte.
+    enum BlobCodec: UInt8 {
+        /// Rows back to back, checked only as a whole (format versions 1 and 2).
+        case rawRows = 0
+        case zstdPlanes = 1
+        /// Each row followed by its own XXH64 (format version 3).
+        case checkedRows = 2
+
+        var tableCodec: CodecKind { self == .zstdPlanes ? .zstd : .raw }
+    }
+
     struct Header {
-        var codec: CodecKind
+        var blobCodec: BlobCodec
+        var codec: CodecKind { blobCodec.tableCodec }
         var elementType: ElementType
         var planeCount: Int
         var usesDictionary: Bool
@@ -28,10 +44,16 @@ enum ShardCodec {
         var out: [UInt8]
         switch layout.codec {
         case .raw:
-            out = [UInt8](repeating: 0, count: headerSize + rows.count)
+            let rowBytes = layout.rowBytes, stride = rowBytes + rowChecksumSize
+            out = [UInt8](repeating: 0, count: headerSize + rowCount * stride)
             out.withUnsafeMutableBytes { o in
-                writeHeader(o, codec: 0, layout: layout, planes: 0, rowCount: rowCount, shard: index, checksum: checksum)
-                o.baseAddress!.advanced(by: headerSize).copyMemory(from: rows.baseAddress!, byteCount: rows.count)
+                writeHeader(o, codec: .checkedRows, layout: layout, planes: 0, rowCount: rowCount, shard: index, checksum: checksum)
+                for r in 0..<rowCount {
+                    let row = UnsafeRawBufferPointer(rebasing: rows[(r * rowBytes)..<((r + 1) * rowBytes)])
+                    let at = headerSize + r * stride
+                    (o.baseAddress! + at).copyMemory(from: row.baseAddress!, byteCount: rowBytes)
+                    o.storeBytes(of: XXH64.hash(row).littleEndian, toByteOffset: at + rowBytes, as: UInt64.self)
+                }
             }
         case .zstd:
             let s = layout.elementType.size
@@ -62,7 +84,7 @@ enum ShardCodec {
                 }
             }
             out.withUnsafeMutableBytes { o in
-                writeHeader(o, codec: 1, layout: layout, planes: s, rowCount: rowCount, shard: index, checksum: checksum)
+                writeHeader(o, codec: .zstdPlanes, layout: layout, planes: s, rowCount: rowCount, shard: index, checksum: checksum)
             }
         }
         return out
@@ -72,13 +94,13 @@ enum ShardCodec {
         withUnsafeBytes(of: v.littleEndian) { for i in 0..<4 { out[offset + i] = $0[i] } }
     }
 
-    private static func writeHeader(_ o: UnsafeMutableRawBufferPointer, codec: UInt8, layout: TableLayout,
+    private static func writeHeader(_ o: UnsafeMutableRawBufferPointer, codec: BlobCodec, layout: TableLayout,
                                     planes: Int, rowCount: Int, shard: Int, checksum: UInt64) {
         o.storeBytes(of: magic.littleEndian, toByteOffset: 0, as: UInt32.self)
-        o[4] = codec
+        o[4] = codec.rawValue
         o[5] = layout.elementType.code
         o[6] = UInt8(planes)
-        o[7] = layout.dictionary && codec == 1 ? 1 : 0
+        o[7] = layout.dictionary && codec == .zstdPlanes ? 1 : 0
         o.storeBytes(of: UInt32(rowCount).littleEndian, toByteOffset: 8, as: UInt32.self)
         o.storeBytes(of: UInt32(layout.dim).littleEndian, toByteOffset: 12, as: UInt32.self)
         o.storeBytes(of: UInt64(shard).littleEndian, toByteOffset: 16, as: UInt64.self)
@@ -91,31 +113,26 @@ enum ShardCodec {
         func corrupt(_ why: String) -> StoreError { .corruptShard(shard: index, rows: rows, reason: why) }
         guard blob.count >= headerSize else { throw corrupt("blob is \(blob.count) bytes, shorter than the \(headerSize)-byte header") }
         guard blob.loadUnaligned(fromByteOffset: 0, as: UInt32.self).littleEndian == magic else { throw corrupt("bad magic") }
-        let codec: CodecKind
-        switch blob[4] {
-        case 0: codec = .raw
-        case 1: codec = .zstd
-        default: throw corrupt("unknown codec \(blob[4])")
-        }
+        guard let codec = BlobCodec(rawValue: blob[4]) else { throw corrupt("unknown codec \(blob[4])") }
         guard let type = ElementType(code: blob[5]), type == layout.elementType else {
             throw corrupt("element type code \(blob[5]) disagrees with the manifest (\(layout.elementType.rawValue))")
         }
         let header = Header(
-            codec: codec, elementType: type, planeCount: Int(blob[6]), usesDictionary: blob[7] & 1 != 0,
+            blobCodec: codec, elementType: type, planeCount: Int(blob[6]), usesDictionary: blob[7] & 1 != 0,
             rowCount: Int(blob.loadUnaligned(fromByteOffset: 8, as: UInt32.self).littleEndian),
             dim: Int(blob.loadUnaligned(fromByteOffset: 12, as: UInt32.self).littleEndian),
             shardIndex: Int(truncatingIfNeeded: blob.loadUnaligned(fromByteOffset: 16, as: UInt64.self).littleEndian),
             checksum: blob.loadUnaligned(fromByteOffset: 24, as: UInt64.self).littleEndian)
+        guard blob[7] & (codec == .zstdPlanes ? 0xFE : 0xFF) == 0 else { throw corrupt("unknown flags \(blob[7])") }
         guard header.shardIndex == index else { throw corrupt("header says shard \(header.shardIndex)") }
         guard header.rowCount == rows.count else { throw corrupt("header says \(header.rowCount) rows, the manifest \(rows.count)") }
         guard header.dim == layout.dim else { throw corrupt("header says dim \(header.dim), the manifest \(layout.dim)") }
         switch codec {
-        case .raw:
+        case .rawRows, .checkedRows:
             guard header.planeCount == 0 else { throw corrupt("raw shard with \(header.planeCount) planes") }
-            guard blob.count == headerSize + rows.count * layout.rowBytes else {
-                throw corrupt("raw blob is \(blob.count) bytes, expected \(headerSize + rows.count * layout.rowBytes)")
-            }
-        case .zstd:
+            let expected = headerSize + rows.count * header.rowStride(layout)
+            guard blob.count == expected else { throw corrupt("raw blob is \(blob.count) bytes, expected \(expected)") }
+        case .zstdPlanes:
             guard header.planeCount == type.size else { throw corrupt("\(header.planeCount) planes for \(type.size)-byte elements") }
             guard blob.count >= headerSize + header.planeCount * planeEntrySize else { throw corrupt("plane table is truncated") }
         }
@@ -130,10 +147,16 @@ enum ShardCodec {
         func corrupt(_ why: String) -> StoreError { .corruptShard(shard: header.shardIndex, rows: rows, reason: why) }
         let size = header.rowCount * layout.rowBytes
         precondition(destination.count == size)
-        switch header.codec {
-        case .raw:
+        switch header.blobCodec {
+        case .rawRows:
             destination.copyMemory(from: UnsafeRawBufferPointer(rebasing: blob[headerSize...]))
-        case .zstd:
+        case .checkedRows:
+            let rows = ShardRows(blob: blob, header: header, layout: layout)
+            for r in 0..<header.rowCount {
+                let row = try rows.row(r, shard: header.shardIndex, layout: layout)
+                (destination.baseAddress! + r * layout.rowBytes).copyMemory(from: row, byteCount: layout.rowBytes)
+            }
+        case .zstdPlanes:
             let s = header.planeCount
             let count = size / s
             if scratch.count < size { scratch = [UInt8](repeating: 0, count: size) }
@@ -166,5 +189,49 @@ enum ShardCodec {
         guard XXH64.hash(UnsafeRawBufferPointer(destination)) == header.checksum else {
             throw corrupt("checksum mismatch")
         }
+    }
+}
+
+extension ShardCodec.Header {
+    /// Bytes from one row to the next in a raw blob.
+    func rowStride(_ layout: TableLayout) -> Int {
+        blobCodec == .checkedRows ? layout.rowBytes + ShardCodec.rowChecksumSize : layout.rowBytes
+    }
+}
+
+/// The rows of one shard where a reader finds them: a decoded buffer, or a raw blob in place.
+struct ShardRows {
+    let base: UnsafeRawPointer
+    let stride: Int
+    /// Whether each row is followed by its XXH64, to be checked on every read.
+    let checked: Bool
+
+    /// Rows decoded into a contiguous buffer (already checked as a whole).
+    init(decoded base: UnsafeRawPointer, rowBytes: Int) {
+        self.base = base
+        stride = rowBytes
+        checked = false
+    }
+
+    /// The rows of a raw blob whose header has been checked.
+    init(blob: UnsafeRawBufferPointer, header: ShardCodec.Header, layout: TableLayout) {
+        base = blob.baseAddress! + ShardCodec.headerSize
+        stride = header.rowStride(layout)
+        checked = header.blobCodec == .checkedRows
+    }
+
+    /// Row `r` (within the shard); a checked row whose checksum does not match throws, naming it.
+    @inline(__always)
+    func row(_ r: Int, shard: Int, layout: TableLayout) throws -> UnsafeRawPointer {
+        let p = base + r * stride
+        if checked {
+            let stored = UInt64(littleEndian: p.loadUnaligned(fromByteOffset: layout.rowBytes, as: UInt64.self))
+            guard XXH64.hash(UnsafeRawBufferPointer(start: p, count: layout.rowBytes)) == stored else {
+                let row = shard * layout.rowsPerShard + r
+                throw StoreError.corruptShard(shard: shard, rows: layout.rowRange(ofShard: shard),
+                                              reason: "row \(row) does not match its checksum")
+            }
+        }
+        return p
     }
 }

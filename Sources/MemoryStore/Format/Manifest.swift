@@ -27,17 +27,18 @@ public struct TableLayout: Codable, Sendable, Equatable {
         self.elementType = elementType
         self.rows = rows
         self.dim = dim
-        self.rowsPerShard = rowsPerShard ?? Self.defaultRowsPerShard(dim: dim, elementType: elementType)
+        self.rowsPerShard = rowsPerShard ?? Self.defaultRowsPerShard(dim: dim, elementType: elementType, codec: codec)
         self.codec = codec
         self.level = level
         self.dictionary = dictionary
     }
 
-    /// As many rows as fit in ``defaultShardBytes`` less 64 bytes (at least 1). The 64 bytes hold
-    /// the 32-byte shard header and LMDB's 16-byte overflow-page header, so a raw shard fills
-    /// whole 4 KiB pages instead of spilling into one more.
-    public static func defaultRowsPerShard(dim: Int, elementType: ElementType) -> Int {
-        max(1, (defaultShardBytes - 64) / max(1, dim * elementType.size))
+    /// As many rows as fit in ``defaultShardBytes`` less 64 bytes (at least 1), counting a raw
+    /// row's 8-byte checksum. The 64 bytes hold the 32-byte shard header and LMDB's 16-byte
+    /// overflow-page header, so a raw shard fills whole 4 KiB pages instead of spilling into one more.
+    public static func defaultRowsPerShard(dim: Int, elementType: ElementType, codec: CodecKind = .zstd) -> Int {
+        let stored = dim * elementType.size + (codec == .raw ? ShardCodec.rowChecksumSize : 0)
+        return max(1, (defaultShardBytes - 64) / max(1, stored))
     }
 
     public var rowBytes: Int { dim * elementType.size }
@@ -69,7 +70,7 @@ public struct TableLayout: Codable, Sendable, Equatable {
 public struct Manifest: Codable, Sendable, Equatable {
     public static let formatName = "pkm-store"
     /// The format version this code writes and the newest it reads.
-    public static let currentVersion = 2
+    public static let currentVersion = 3
 
     public var format: String
     public var formatVersion: Int
@@ -94,19 +95,24 @@ public struct Manifest: Codable, Sendable, Equatable {
         return try encoder.encode(self)
     }
 
-    /// Decodes the stored `meta/manifest` record: sealed from version 2, bare JSON in version 1.
+    /// Decodes the stored `meta/manifest` record: sealed with its key from version 3, with seed 0
+    /// in version 2, bare JSON in version 1. The version the manifest states must match its seal.
     static func decodeRecord(_ bytes: UnsafeRawBufferPointer) throws -> Manifest {
-        if let json = MetaRecord.unseal(bytes) { return try decode(json) }
+        let mismatch = StoreError.corruptRecord(name: "manifest", reason: "its checksum does not match")
+        for sealedAs in [3, 2] {
+            guard let json = MetaRecord.unseal(bytes, key: "manifest", version: sealedAs) else { continue }
+            let manifest = try decode(json)
+            guard manifest.formatVersion == sealedAs else { throw mismatch }
+            return manifest
+        }
         let manifest: Manifest
         do {
             manifest = try decode(bytes)
         } catch let error as StoreError {
             if case .unsupportedVersion = error { throw error }
-            throw StoreError.corruptRecord(name: "manifest", reason: "its checksum does not match")
+            throw mismatch
         }
-        guard manifest.formatVersion == 1 else {
-            throw StoreError.corruptRecord(name: "manifest", reason: "its checksum does not match")
-        }
+        guard manifest.formatVersion == 1 else { throw mismatch }
         return manifest
     }
 

@@ -60,7 +60,9 @@ public struct Tensor: Sendable, Equatable {
     static let magic: UInt32 = 0x3154_4B50  // "PKT1"
     static let maxRank = 8
 
-    func record() -> [UInt8] {
+    /// The stored record of this tensor under `name` (format version 3: the checksum covers
+    /// the name, header and shape as well as the data).
+    func record(name: String) -> [UInt8] {
         var out = [UInt8]()
         out.reserveCapacity(16 + 8 * shape.count + bytes.count)
         func put<T: FixedWidthInteger>(_ v: T) { withUnsafeBytes(of: v.littleEndian) { out.append(contentsOf: $0) } }
@@ -68,13 +70,29 @@ public struct Tensor: Sendable, Equatable {
         out.append(dtype.code)
         out.append(UInt8(shape.count))
         put(UInt16(0))
-        put(bytes.withUnsafeBytes { XXH64.hash($0) })
+        put(UInt64(0))
         for d in shape { put(UInt64(d)) }
         out.append(contentsOf: bytes)
+        let checksum = out.withUnsafeBytes { Self.checksum(record: $0, dataStart: 16 + 8 * shape.count, name: name, version: Manifest.currentVersion) }
+        withUnsafeBytes(of: checksum.littleEndian) { for i in 0..<8 { out[8 + i] = $0[i] } }
         return out
     }
 
-    static func decode(record r: UnsafeRawBufferPointer, name: String) throws -> Tensor {
+    /// The checksum a record of format `version` stores at byte 8 (Spec/FORMAT.md, "Tensor records"):
+    /// before version 3, XXH64 of the data; from version 3, XXH64 of the data seeded with the
+    /// XXH64 of the name, the first 8 header bytes and the extents, so that a flipped name,
+    /// dtype or extent fails it too.
+    static func checksum(record r: UnsafeRawBufferPointer, dataStart: Int, name: String, version: Int) -> UInt64 {
+        let data = UnsafeRawBufferPointer(rebasing: r[dataStart...])
+        guard version >= 3 else { return XXH64.hash(data) }
+        var described = Array(name.utf8)
+        described += r[0..<8]
+        described += r[16..<dataStart]
+        return XXH64.hash(data, seed: described.withUnsafeBytes { XXH64.hash($0) })
+    }
+
+    /// Decodes the record stored under `name` in a store of format `version`.
+    static func decode(record r: UnsafeRawBufferPointer, name: String, version: Int) throws -> Tensor {
         func corrupt(_ why: String) -> StoreError { .corruptTensor(name: name, reason: why) }
         guard r.count >= 16 else { throw corrupt("record is \(r.count) bytes, shorter than its header") }
         guard r.loadUnaligned(as: UInt32.self).littleEndian == magic else { throw corrupt("bad magic") }
@@ -99,8 +117,9 @@ public struct Tensor: Sendable, Equatable {
         guard r.count - dataStart == needed else {
             throw corrupt("holds \(r.count - dataStart) data bytes, shape \(shape) of \(dtype.rawValue) needs \(needed)")
         }
-        let data = UnsafeRawBufferPointer(rebasing: r[dataStart...])
-        guard XXH64.hash(data) == checksum else { throw corrupt("checksum mismatch") }
-        return try! Tensor(dtype: dtype, shape: shape, bytes: Array(data))
+        guard Self.checksum(record: r, dataStart: dataStart, name: name, version: version) == checksum else {
+            throw corrupt(version >= 3 ? "checksum of its name, header and data does not match" : "checksum mismatch")
+        }
+        return try! Tensor(dtype: dtype, shape: shape, bytes: Array(r[dataStart...]))
     }
 }

@@ -27,7 +27,7 @@ public enum DecoderFuzzing {
 
     /// A tensor record.
     public static func tensorRecord(_ bytes: UnsafeRawBufferPointer) {
-        guard let tensor = try? Tensor.decode(record: bytes, name: "fuzz") else { return }
+        guard let tensor = try? Tensor.decode(record: bytes, name: "fuzz", version: Manifest.currentVersion) else { return }
         precondition(tensor.bytes.count == tensor.elementCount * tensor.dtype.size, "an accepted tensor's data disagrees with its shape")
     }
 
@@ -43,8 +43,8 @@ public enum DecoderFuzzing {
                 ShardCodec.encode($0, shard: 1, layout: l, compressor: codec == .zstd ? ZstdCompressor(level: 3, dictionary: nil) : nil, scratch: &scratch)
             }
         }
-        seeds["manifest"] = MetaRecord.seal(Array(try Manifest(table: layout).encoded()))
-        seeds["tensor"] = try Tensor(shape: [3, 4], floats: (0..<12).map(Float.init)).record()
+        seeds["manifest"] = MetaRecord.seal(Array(try Manifest(table: layout).encoded()), key: "manifest")
+        seeds["tensor"] = try Tensor(shape: [3, 4], floats: (0..<12).map(Float.init)).record(name: "fuzz")
         return seeds
     }
 }

@@ -88,22 +88,6 @@ public enum Compaction {
 extension Store {
     /// The JSON of the `meta` records other than the manifest and the import state, in key order.
     func records() throws -> [(String, [UInt8])] {
-        try env.read { txn in
-            var cursor: OpaquePointer?
-            try check(mdb_cursor_open(txn.handle, env.meta, &cursor))
-            defer { mdb_cursor_close(cursor) }
-            var out: [(String, [UInt8])] = []
-            var k = MDB_val(), v = MDB_val()
-            var op = MDB_FIRST
-            while mdb_cursor_get(cursor, &k, &v, op) == 0 {
-                let name = String(decoding: UnsafeRawBufferPointer(start: k.mv_data, count: k.mv_size), as: UTF8.self)
-                if name != "manifest" && name != "state" {
-                    let bytes = UnsafeRawBufferPointer(start: v.mv_data, count: v.mv_size)
-                    out.append((name, Array(try MetaRecord.payload(bytes, name: name, version: manifest.formatVersion))))
-                }
-                op = MDB_NEXT
-            }
-            return out
-        }
+        try keys(of: env.meta).filter { $0 != "manifest" && $0 != "state" }.map { ($0, try record(named: $0) ?? []) }
     }
 }

@@ -29,7 +29,10 @@ extension Store {
             if index % 256 == 255 { progress?(index + 1, shards) }
         }
         progress?(shards, shards)
-        do { report.recordsChecked = try records().count } catch let error as StoreError { report.problems.append(error) }
+        for name in try keys(of: env.meta) where name != "manifest" && name != "state" {
+            do { _ = try record(named: name) } catch let error as StoreError { report.problems.append(error) }
+            report.recordsChecked += 1
+        }
         for name in try tensorNames() {
             do { _ = try tensor(named: name) } catch let error as StoreError { report.problems.append(error) }
             report.tensorsChecked += 1

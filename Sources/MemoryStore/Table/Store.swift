@@ -76,7 +76,7 @@ public final class Store: @unchecked Sendable {
                 try withName(Self.dictionaryTensor) { try txn.withValue(env.tensors, key: $0) { $0.map(Array.init) } }
             }
             guard let record else { throw StoreError.inconsistent("the manifest names a zstd dictionary the store does not hold") }
-            let tensor = try record.withUnsafeBytes { try Tensor.decode(record: $0, name: Self.dictionaryTensor) }
+            let tensor = try record.withUnsafeBytes { try Tensor.decode(record: $0, name: Self.dictionaryTensor, version: manifest.formatVersion) }
             dictionary = try ZstdDictionary(bytes: tensor.bytes)
         } else {
             dictionary = nil
@@ -97,7 +97,7 @@ public final class Store: @unchecked Sendable {
         try withName("state") { key in
             try txn.withValue(env.meta, key: key) { bytes in
                 try bytes.map {
-                    let json = try MetaRecord.payload($0, name: "state", version: version)
+                    let json = try MetaRecord.payload($0, key: "state", version: version)
                     do { return try JSONDecoder().decode(ImportState.self, from: Data(json)) } catch {
                         throw StoreError.inconsistent("the import state record is not valid JSON")
                     }
@@ -113,7 +113,7 @@ public final class Store: @unchecked Sendable {
         try env.read { txn in
             try withName(name) { key in
                 try txn.withValue(env.meta, key: key) { bytes in
-                    try bytes.map { Array(try MetaRecord.payload($0, name: name, version: manifest.formatVersion)) }
+                    try bytes.map { Array(try MetaRecord.payload($0, key: name, version: manifest.formatVersion)) }
                 }
             }
         }
@@ -123,9 +123,14 @@ public final class Store: @unchecked Sendable {
 
     /// Names of the tensors in the store, in key order.
     public func tensorNames() throws -> [String] {
+        try keys(of: env.tensors)
+    }
+
+    /// The keys of database `dbi` as UTF-8 names, in key order.
+    func keys(of dbi: MDB_dbi) throws -> [String] {
         try env.read { txn in
             var cursor: OpaquePointer?
-            try check(mdb_cursor_open(txn.handle, env.tensors, &cursor))
+            try check(mdb_cursor_open(txn.handle, dbi, &cursor))
             defer { mdb_cursor_close(cursor) }
             var names: [String] = []
             var k = MDB_val(), v = MDB_val()
@@ -144,7 +149,7 @@ public final class Store: @unchecked Sendable {
             try withName(name) { key in
                 try txn.withValue(env.tensors, key: key) { record in
                     guard let record else { throw StoreError.tensorNotFound(name) }
-                    return try Tensor.decode(record: record, name: name)
+                    return try Tensor.decode(record: record, name: name, version: manifest.formatVersion)
                 }
             }
         }
@@ -173,17 +178,17 @@ public final class Store: @unchecked Sendable {
             throw StoreError.rowOutOfRange(row: index, rows: layout.rows)
         }
         let shard = index / layout.rowsPerShard
-        let offset = (index - shard * layout.rowsPerShard) * layout.rowBytes
+        let r = index - shard * layout.rowsPerShard
         if layout.codec == .zstd, let cached = cache.lookup(shard) {
             cache.record(hits: 1, misses: 0)
-            RowKernels.convert(cached.bytes.baseAddress! + offset, type: layout.elementType, count: dim, into: output.baseAddress!)
+            RowKernels.convert(cached.bytes.baseAddress! + r * layout.rowBytes, type: layout.elementType, count: dim, into: output.baseAddress!)
             return
         }
         let context = try contexts.acquire()
         defer { contexts.release(context) }
         if layout.codec == .zstd { cache.record(hits: 0, misses: 1) }
-        try withShard(shard, context: context) { base in
-            RowKernels.convert(base + offset, type: layout.elementType, count: dim, into: output.baseAddress!)
+        try withShard(shard, context: context) { rows in
+            RowKernels.convert(try rows.row(r, shard: shard, layout: layout), type: layout.elementType, count: dim, into: output.baseAddress!)
         }
     }
 
@@ -194,10 +199,10 @@ public final class Store: @unchecked Sendable {
         guard output.count >= indices.count * dim else {
             throw StoreError.invalidArgument("output holds \(output.count) floats, \(indices.count) rows of \(dim) need \(indices.count * dim)")
         }
-        let type = layout.elementType, rowBytes = layout.rowBytes
+        let type = layout.elementType
         try indices.withUnsafeBufferPointer { idx in
-            try forEachRowByShard(idx) { position, row, base in
-                RowKernels.convert(base + row * rowBytes, type: type, count: dim, into: output.baseAddress! + position * dim)
+            try forEachRowByShard(idx) { position, row in
+                RowKernels.convert(row, type: type, count: dim, into: output.baseAddress! + position * dim)
             }
         }
     }
@@ -219,10 +224,10 @@ public final class Store: @unchecked Sendable {
             throw StoreError.invalidArgument("\(weights.count) weights for \(indices.count) rows x \(chunks) chunks")
         }
         guard output.count == dim else { throw StoreError.invalidArgument("output holds \(output.count) floats, rows have \(dim)") }
-        let type = layout.elementType, rowBytes = layout.rowBytes
+        let type = layout.elementType
         let w = weights.baseAddress!, out = output.baseAddress!
-        try forEachRowByShard(indices) { position, row, base in
-            RowKernels.accumulate(base + row * rowBytes, type: type, dim: dim, chunks: chunks, weights: w + position * chunks, into: out)
+        try forEachRowByShard(indices) { position, row in
+            RowKernels.accumulate(row, type: type, dim: dim, chunks: chunks, weights: w + position * chunks, into: out)
         }
     }
 
@@ -241,10 +246,10 @@ public final class Store: @unchecked Sendable {
         guard output.count % dim == 0, targets.allSatisfy({ $0 >= 0 && $0 < outputs }) else {
             throw StoreError.invalidArgument("targets must index the \(outputs) output rows of \(dim)")
         }
-        let type = layout.elementType, rowBytes = layout.rowBytes
+        let type = layout.elementType
         let w = weights.baseAddress!, out = output.baseAddress!
-        try forEachRowByShard(indices) { position, row, base in
-            RowKernels.accumulate(base + row * rowBytes, type: type, dim: dim, chunks: chunks, weights: w + position * chunks,
+        try forEachRowByShard(indices) { position, row in
+            RowKernels.accumulate(row, type: type, dim: dim, chunks: chunks, weights: w + position * chunks,
                                   into: out + targets[position] * dim)
         }
     }
@@ -272,14 +277,14 @@ public final class Store: @unchecked Sendable {
         }
         let context = try contexts.acquire()
         defer { contexts.release(context) }
-        return try withShard(index, context: context) { base in
-            try body(UnsafeRawBufferPointer(start: base, count: rows.count * layout.rowBytes))
+        return try withShard(index, context: context, contiguous: true) { shard in
+            try body(UnsafeRawBufferPointer(start: shard.base, count: rows.count * layout.rowBytes))
         }
     }
 
-    /// Visits `indices` grouped by shard in storage order: `visit(position in indices, row within shard, shard base)`.
+    /// Visits `indices` grouped by shard in storage order: `visit(position in indices, the row's stored bytes)`.
     private func forEachRowByShard(_ indices: UnsafeBufferPointer<Int>,
-                                   _ visit: (Int, Int, UnsafeRawPointer) -> Void) throws {
+                                   _ visit: (Int, UnsafeRawPointer) -> Void) throws {
         let readable = readableRows, perShard = layout.rowsPerShard
         for r in indices where r < 0 || r >= readable {
             if r >= readable && r < layout.rows { throw StoreError.incomplete(rowsCommitted: state.rowsCommitted, rows: layout.rows) }
@@ -305,23 +310,23 @@ public final class Store: @unchecked Sendable {
             let first = packed ? Int(order[i] >> 24) : indices[Int(order[i])]
             let shard = first / perShard
             let shardStart = shard * perShard
-            func visitGroup(_ base: UnsafeRawPointer) {
+            func visitGroup(_ rows: ShardRows) throws {
                 while i < order.count {
                     let position = packed ? Int(order[i] & 0xFF_FFFF) : Int(order[i])
                     let row = indices[position]
                     if row / perShard != shard { break }
-                    visit(position, row - shardStart, base)
+                    visit(position, try rows.row(row - shardStart, shard: shard, layout: layout))
                     i += 1
                 }
             }
             if layout.codec == .zstd, let cached = cache.lookup(shard) {
                 hits += 1
-                visitGroup(cached.bytes.baseAddress!)
+                try visitGroup(ShardRows(decoded: cached.bytes.baseAddress!, rowBytes: layout.rowBytes))
                 continue
             }
             misses += 1
             if context == nil { context = try contexts.acquire() }
-            try withShard(shard, context: context!) { base in visitGroup(base) }
+            try withShard(shard, context: context!) { rows in try visitGroup(rows) }
         }
         if layout.codec == .zstd { cache.record(hits: hits, misses: misses) }
     }
@@ -350,9 +355,12 @@ public final class Store: @unchecked Sendable {
         }
     }
 
-    /// Reads shard `index` through `context`'s transaction (in place when raw, decoded otherwise)
-    /// and calls `body` with its rows.
-    private func withShard<T>(_ index: Int, context: ReaderContext, _ body: (UnsafeRawPointer) throws -> T) throws -> T {
+    /// Reads shard `index` through `context`'s transaction and calls `body` with its rows: raw
+    /// rows in place (each checked as it is read; raw shards of versions 1 and 2 are checked whole
+    /// once per open), compressed shards decoded (into the cache when it has a budget). With
+    /// `contiguous`, raw rows that carry checksums are checked and copied out back to back first.
+    private func withShard<T>(_ index: Int, context: ReaderContext, contiguous: Bool = false,
+                              _ body: (ShardRows) throws -> T) throws -> T {
         let table = layout
         let rowRange = table.rowRange(ofShard: index)
         let size = rowRange.count * table.rowBytes
@@ -360,23 +368,23 @@ public final class Store: @unchecked Sendable {
             try context.transaction.withValue(env.shards, key: key) { blob in
                 guard let blob else { throw StoreError.missingShard(shard: index, rows: rowRange) }
                 let header = try ShardCodec.header(of: blob, shard: index, layout: table)
-                if header.codec == .raw {
-                    let payload = UnsafeRawBufferPointer(rebasing: blob[ShardCodec.headerSize...])
-                    if !checkedRawShards.contains(index) {
-                        guard XXH64.hash(payload) == header.checksum else {
-                            throw StoreError.corruptShard(shard: index, rows: rowRange, reason: "checksum mismatch")
-                        }
-                        checkedRawShards.insert(index)
+                if header.blobCodec == .rawRows && !checkedRawShards.contains(index) {
+                    guard XXH64.hash(UnsafeRawBufferPointer(rebasing: blob[ShardCodec.headerSize...])) == header.checksum else {
+                        throw StoreError.corruptShard(shard: index, rows: rowRange, reason: "checksum mismatch")
                     }
-                    return try body(payload.baseAddress!)
+                    checkedRawShards.insert(index)
                 }
-                let target = cache.budget > 0 ? DecodedShard(byteCount: size) : context.scratchShard(byteCount: size)
+                if header.codec == .raw && !(contiguous && header.blobCodec == .checkedRows) {
+                    return try body(ShardRows(blob: blob, header: header, layout: table))
+                }
+                let cached = header.codec == .zstd && cache.budget > 0
+                let target = cached ? DecodedShard(byteCount: size) : context.scratchShard(byteCount: size)
                 try ShardCodec.decode(blob, header: header, layout: table,
                                       into: UnsafeMutableRawBufferPointer(rebasing: target.bytes[0..<size]),
                                       scratch: &context.planes, decompressor: context.decompressor, dictionary: dictionary)
-                decoded.wrappingAdd(size, ordering: .relaxed)
-                if cache.budget > 0 { cache.insert(index, target) }
-                return try body(target.bytes.baseAddress!)
+                if header.codec == .zstd { decoded.wrappingAdd(size, ordering: .relaxed) }
+                if cached { cache.insert(index, target) }
+                return try body(ShardRows(decoded: target.bytes.baseAddress!, rowBytes: table.rowBytes))
             }
         }
     }

@@ -98,8 +98,8 @@ public final class StoreWriter {
         let env = try Environment(path: path, readOnly: false, create: fresh, mapSize: max(mapSize, existing + (16 << 20)))
         self.env = env
         if fresh {
-            let manifest = MetaRecord.seal(try Array(Manifest(table: layout, metadata: metadata).encoded()))
-            let state = MetaRecord.seal(try Array(JSONEncoder().encode(ImportState(rowsCommitted: 0, complete: false))))
+            let manifest = MetaRecord.seal(try Array(Manifest(table: layout, metadata: metadata).encoded()), key: "manifest")
+            let state = MetaRecord.seal(try Array(JSONEncoder().encode(ImportState(rowsCommitted: 0, complete: false))), key: "state")
             try env.write { txn in
                 try withName("manifest") { key in try manifest.withUnsafeBytes { try txn.put(env.meta, key: key, value: $0) } }
                 try withName("state") { key in try state.withUnsafeBytes { try txn.put(env.meta, key: key, value: $0) } }
@@ -154,7 +154,7 @@ public final class StoreWriter {
             throw StoreError.invalidArgument("tensor names must be 1 to 400 bytes of UTF-8")
         }
         try requireUnfinished()
-        let record = tensor.record()
+        let record = tensor.record(name: name)
         try commitWithGrowth { txn in
             try withName(name) { key in try record.withUnsafeBytes { try txn.put(env.tensors, key: key, value: $0) } }
         }
@@ -167,7 +167,7 @@ public final class StoreWriter {
         }
         try requireUnfinished()
         try commitWithGrowth { txn in
-            try withName(name) { key in try MetaRecord.seal(bytes).withUnsafeBytes { try txn.put(env.meta, key: key, value: $0) } }
+            try withName(name) { key in try MetaRecord.seal(bytes, key: name).withUnsafeBytes { try txn.put(env.meta, key: key, value: $0) } }
         }
     }
 
@@ -215,7 +215,7 @@ public final class StoreWriter {
         try commitWithGrowth { txn in
             if let dict = self.dictionary, firstShard == 0 {
                 let tensor = try Tensor(dtype: .u8, shape: [dict.bytes.count], bytes: dict.bytes)
-                try withName(Store.dictionaryTensor) { key in try tensor.record().withUnsafeBytes { try txn.put(env.tensors, key: key, value: $0) } }
+                try withName(Store.dictionaryTensor) { key in try tensor.record(name: Store.dictionaryTensor).withUnsafeBytes { try txn.put(env.tensors, key: key, value: $0) } }
             }
             for (s, blob) in blobs.enumerated() {
                 try withShardKey(firstShard + s) { key in try blob.withUnsafeBytes { try txn.put(env.shards, key: key, value: $0, append: true) } }
@@ -248,7 +248,7 @@ public final class StoreWriter {
     }
 
     private func putState(_ state: ImportState, _ txn: WriteTransaction) throws {
-        let bytes = MetaRecord.seal(Array(try JSONEncoder().encode(state)))
+        let bytes = MetaRecord.seal(Array(try JSONEncoder().encode(state)), key: "state")
         try withName("state") { key in try bytes.withUnsafeBytes { try txn.put(env.meta, key: key, value: $0) } }
     }
 

@@ -1,0 +1,53 @@
+import Foundation
+import Testing
+@testable import MemoryStore
+
+/// Stores written by an earlier memtool still read. `Tests/Fixtures/v2-*.store` were written by
+/// memtool at format version 2 (commit d633aab: a Tucker memory, E = 2, 512 rows x 8 bf16, raw
+/// and zstd shards); `v2-*.rows.npy` and `v2-*.digest` are what that version's Python reader
+/// read from them (rows, and SHA-256 over rows, tensors and retrieval record).
+@Suite struct FormatVersionTests {
+    static let fixtures = Tools.root.appendingPathComponent("Tests/Fixtures")
+
+    /// Copies a fixture into scratch space (LMDB writes a lock file beside it).
+    func fixture(_ name: String, in scratch: Scratch) throws -> String {
+        let path = scratch.file(name)
+        try FileManager.default.copyItem(atPath: Self.fixtures.appendingPathComponent(name).path, toPath: path)
+        return path
+    }
+
+    func digest(_ path: String) throws -> String {
+        let result = try Tools.python([Tools.root.appendingPathComponent("Tools/pkmstore_reader.py").path, path, "--digest"])
+        try #require(result.status == 0, "python reader failed: \(result.stderr)")
+        return String(result.stdout.split(separator: " ").first ?? "")
+    }
+
+    @Test(arguments: ["raw", "zstd"])
+    func versionTwoStoresReadAndUpgrade(codec: String) throws {
+        let scratch = Scratch()
+        let path = try fixture("v2-\(codec).store", in: scratch)
+        let recorded = try String(contentsOf: Self.fixtures.appendingPathComponent("v2-\(codec).digest"), encoding: .utf8)
+            .split(separator: " ").first.map(String.init)
+        #expect(try digest(path) == recorded, "the current Python reader reads the version-2 store as version 2's did")
+
+        let expected = try loadNPY(Self.fixtures.appendingPathComponent("v2-\(codec).rows.npy").path).floats()
+        do {
+            let store = try Store.open(at: path)
+            #expect(store.manifest.formatVersion == 2)
+            #expect(try store.verify().isSound)
+            var rows = [Float](repeating: 0, count: 512 * 8)
+            try rows.withUnsafeMutableBufferPointer { try store.rows(Array(0..<512), into: $0) }
+            #expect(rows == expected)
+            #expect(try store.tensorNames() == ["col_keys", "cores", "projectors", "row_keys"])
+            #expect(try store.record(named: "retrieval") != nil)
+        }
+
+        // A re-encoding compaction rewrites it in the current version with the same content.
+        let compacted = try Tools.memtool("compact", path, "--codec", codec)
+        try #require(compacted.status == 0, "\(compacted.stderr)")
+        let store = try Store.open(at: path)
+        #expect(store.manifest.formatVersion == Manifest.currentVersion)
+        #expect(try store.verify().isSound)
+        #expect(try digest(path) == recorded)
+    }
+}
