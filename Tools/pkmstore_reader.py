@@ -156,6 +156,13 @@ class StoreReader:
             if self.manifest.get("format") != "pkm-store" or self.manifest.get("formatVersion") not in (1, 2, 3):
                 raise FormatError("not a pkm-store of version 1 to 3")
             self.state = json.loads(self.record(txn, "state"))
+            # From version 3 the catalog lists every tensor (with its checksum) and meta record.
+            self.catalog = None
+            if self.manifest["formatVersion"] >= 3:
+                catalog = self.record(txn, "catalog")
+                if catalog is None:
+                    raise FormatError("meta record catalog is missing")
+                self.catalog = json.loads(catalog)
         self.table = self.manifest["table"]
         self.dictionary = None
         if self.table["dictionary"]:
@@ -165,6 +172,8 @@ class StoreReader:
     def record(self, txn, name):
         """The JSON of meta record `name` (None when absent), its seal checked from version 2."""
         value = txn.get(name.encode(), db=self.meta)
+        if value is None and getattr(self, "catalog", None) and name in self.catalog["records"]:
+            raise FormatError(f"meta record {name}: the catalog lists it, but it is missing")
         if value is None or self.manifest["formatVersion"] < 2:
             return value
         body = unseal(value, name, self.manifest["formatVersion"])
@@ -185,9 +194,16 @@ class StoreReader:
 
     def tensor(self, name):
         with self.env.begin() as txn:
-            return read_tensor(txn.get(name.encode(), db=self.tensors_db), name, self.manifest["formatVersion"])
+            record = txn.get(name.encode(), db=self.tensors_db)
+        if record is None:
+            raise FormatError(f"tensor {name} is missing")
+        if self.catalog is not None and struct.unpack_from("<Q", record, 8)[0] != self.catalog["tensors"].get(name):
+            raise FormatError(f"tensor {name}: not the record the catalog lists")
+        return read_tensor(record, name, self.manifest["formatVersion"])
 
     def tensor_names(self):
+        if self.catalog is not None:
+            return sorted(self.catalog["tensors"], key=lambda n: n.encode())
         with self.env.begin() as txn:
             return [k.decode() for k, _ in txn.cursor(db=self.tensors_db)]
 

@@ -262,10 +262,39 @@ import Testing
                 try withName(to) { k in try value.withUnsafeBytes { try txn.put(dbi, key: k, value: $0) } }
             }
         }
+        // Each move shows twice: the catalog's entry is missing, and the moved record is not in the catalog.
         let report = try Store.open(at: dir.file("t.pkm")).verify()
-        #expect(report.problems.count == 2, "\(report.problems)")
-        #expect(report.problems.contains { "\($0)".contains("row_kdys") })
-        #expect(report.problems.contains { "\($0)".contains("retrievam") })
+        #expect(report.problems.count == 4, "\(report.problems)")
+        for name in ["row_kdys", "row_keys", "retrievam", "retrieval"] {
+            #expect(report.problems.contains { "\($0)".contains("'\(name)'") }, "\(name)")
+        }
+    }
+
+    /// A flipped bit in the LMDB record that locates the `tensors` database can make it read as
+    /// empty, or as an older page (found by the corruption harness): the catalog names what is
+    /// missing or stale, and no list of tensors comes from the damaged database.
+    @Test func theCatalogNamesMissingAndStaleTensors() throws {
+        let dir = TemporaryDirectory()
+        let path = dir.file("t.pkm")
+        let writer = try StoreWriter.create(at: path, layout: TableLayout(elementType: .f32, rows: 1, dim: 1))
+        try writer.putTensor("cores", try Tensor(shape: [2], floats: [1, 2]))
+        try writer.putTensor("row_keys", try Tensor(shape: [2], floats: [3, 4]))
+        try writer.putRecord("retrieval", Array(#"{"topK":4}"#.utf8))
+        try writer.append([Float(1)])
+        try writer.finish()
+        let env = try Environment(path: path, readOnly: false)
+        let stale = try Tensor(shape: [2], floats: [5, 6]).record(name: "cores")  // valid, but not what the catalog lists
+        try env.write { txn in
+            try withName("row_keys") { try txn.delete(env.tensors, key: $0) }
+            try withName("retrieval") { try txn.delete(env.meta, key: $0) }
+            try withName("cores") { k in try stale.withUnsafeBytes { try txn.put(env.tensors, key: k, value: $0) } }
+        }
+        let store = try Store.open(at: path)
+        #expect(try store.tensorNames() == ["cores", "row_keys"])
+        #expect(throws: StoreError.corruptTensor(name: "row_keys", reason: "the catalog lists it, but it is missing")) { try store.tensor(named: "row_keys") }
+        #expect(throws: StoreError.corruptTensor(name: "cores", reason: "it is not the version the catalog lists")) { try store.tensor(named: "cores") }
+        #expect(throws: StoreError.corruptRecord(name: "retrieval", reason: "the catalog lists it, but it is missing")) { try store.record(named: "retrieval") }
+        #expect(try store.verify().problems.count == 3)
     }
 
     @Test func hostileTensorHeadersAreRefusedBeforeAllocating() throws {

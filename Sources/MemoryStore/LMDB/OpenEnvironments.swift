@@ -26,6 +26,8 @@ enum OpenEnvironments {
         weak var env: Environment?
         /// Whether an environment of the file is open, or its deinit is still closing it.
         var open = false
+        /// The lock file it uses.
+        var lock: FileID?
     }
 
     private static let table = Locked<[FileID: Entry]>([:])
@@ -36,18 +38,24 @@ enum OpenEnvironments {
     /// closing, since its close drops every lock this process holds on the lock file.
     static func readOnly(path: String) throws -> Environment {
         guard let id = FileID(path: path) else { throw StoreError.notFound(path: path) }
+        let deadline = ContinuousClock.now + .seconds(2)
         while true {
             let env: Environment? = try table.withLock { table in
                 let entry = table[id] ?? Entry()
                 table[id] = entry
                 if let env = entry.env { return env }
                 guard !entry.open else { return nil }
-                let env = try openMatchingLock(path: path, id: id)
+                guard let (env, lock) = try openMatchingLock(path: path, id: id, table: table) else { return nil }
                 entry.env = env
                 entry.open = true
+                entry.lock = lock
                 return env
             }
             if let env { return env }
+            guard ContinuousClock.now < deadline else {
+                throw StoreError.inconsistent("the lock file '\(path)-lock' belongs to a file this store replaced; " +
+                                              "remove it once no process has the store open")
+            }
             usleep(200)
         }
     }
@@ -67,21 +75,21 @@ enum OpenEnvironments {
         }
     }
 
-    /// Opens `path` and checks that its lock file describes this file: a reader that opens a
-    /// store just renamed into place (compaction) can attach to the lock file of the file it
-    /// replaced, whose last transaction id would select the wrong meta page. The compactor
-    /// removes that lock file right after the rename, so a retry finds a fresh one.
-    private static func openMatchingLock(path: String, id: FileID) throws -> Environment {
-        for _ in 0..<50 {
-            let env = try Environment(path: path, readOnly: true)
-            if try env.snapshotMatchesMetaPages() {
-                env.sharedAs = id
-                return env
-            }
-            usleep(20_000)
-        }
-        throw StoreError.inconsistent("the lock file '\(path)-lock' belongs to a file this store replaced; " +
-                                      "remove it once no process has the store open")
+    /// Opens `path` with its lock file, or returns nil to be retried when that lock file may
+    /// belong to the file a compaction just replaced (the compactor removes it right after the
+    /// rename, so a retry finds a fresh one):
+    /// - when another environment of this process uses that lock file, nothing is opened: this
+    ///   environment's close would drop the other's locks;
+    /// - when the lock file changed while opening, or its last transaction id selects no meta
+    ///   page of this file (a reader would see the wrong snapshot), the environment is closed.
+    private static func openMatchingLock(path: String, id: FileID, table: [FileID: Entry]) throws -> (Environment, FileID?)? {
+        let lock = FileID(path: path + "-lock")
+        if let lock, table.contains(where: { $0.key != id && $0.value.open && $0.value.lock == lock }) { return nil }
+        let env = try Environment(path: path, readOnly: true)
+        let opened = FileID(path: path + "-lock")
+        guard lock == nil || opened == lock, try env.snapshotMatchesMetaPages() else { return nil }
+        env.sharedAs = id
+        return (env, opened)
     }
 }
 

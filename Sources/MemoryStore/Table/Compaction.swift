@@ -86,8 +86,8 @@ public enum Compaction {
 }
 
 extension Store {
-    /// The JSON of the `meta` records other than the manifest and the import state, in key order.
+    /// The JSON of the `meta` records other than the manifest, the import state and the catalog, in key order.
     func records() throws -> [(String, [UInt8])] {
-        try keys(of: env.meta).filter { $0 != "manifest" && $0 != "state" }.map { ($0, try record(named: $0) ?? []) }
+        try recordNames().map { ($0, try record(named: $0) ?? []) }
     }
 }

@@ -8,6 +8,8 @@ final class ReaderContext: @unchecked Sendable {
     let transaction: ReadTransaction
     let decompressor = ZstdDecompressor()
     var planes: [UInt8] = []
+    /// A compressed blob copied from the file (``BlobReader``).
+    var blob: [UInt8] = []
     var shard: DecodedShard?
 
     init(env: Environment) throws {

@@ -5,7 +5,7 @@ import Foundation
 public struct VerificationReport: Sendable {
     public var shardsChecked = 0
     public var tensorsChecked = 0
-    /// `meta` records besides the manifest and import state (which opening checks).
+    /// `meta` records besides the manifest, import state and catalog (which opening and the other checks read).
     public var recordsChecked = 0
     public var bytesDecoded = 0
     /// Every problem found, each naming the shard or tensor.
@@ -29,11 +29,18 @@ extension Store {
             if index % 256 == 255 { progress?(index + 1, shards) }
         }
         progress?(shards, shards)
-        for name in try keys(of: env.meta) where name != "manifest" && name != "state" {
-            do { _ = try record(named: name) } catch let error as StoreError { report.problems.append(error) }
+        // Everything stored and everything the catalog lists: one without the other is damage.
+        let stored = try keys(of: env.meta).filter { !Catalog.reservedRecords.contains($0) }
+        for name in Set(stored).union(try recordNames()).sorted() {
+            do {
+                _ = try record(named: name)
+                if manifest.formatVersion >= 3, try !recordNames().contains(name) {
+                    report.problems.append(.corruptRecord(name: name, reason: "it is not in the catalog"))
+                }
+            } catch let error as StoreError { report.problems.append(error) }
             report.recordsChecked += 1
         }
-        for name in try tensorNames() {
+        for name in Set(try keys(of: env.tensors)).union(try tensorNames()).sorted() {
             do { _ = try tensor(named: name) } catch let error as StoreError { report.problems.append(error) }
             report.tensorsChecked += 1
         }

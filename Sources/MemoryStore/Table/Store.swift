@@ -26,9 +26,12 @@ public final class Store: @unchecked Sendable {
     let cache: ShardCache
     let dictionary: ZstdDictionary?
     private let checkedRawShards: ShardBitmap
+    /// Reads compressed blobs from the file instead of the map; nil for raw tables (read in
+    /// place) and when the map cannot be located.
+    private let blobs: BlobReader?
     private let contexts: ReaderContextPool
     private let decoded = Atomic<Int>(0)
-    /// Whether a recent batch waited for the disk (major page faults): then batches prefetch.
+    /// Whether a recent batch read from storage (see `storageReads`): then batches prefetch.
     private let readingFromDisk = Atomic<Bool>(true)
 
     public var layout: TableLayout { manifest.table }
@@ -83,6 +86,9 @@ public final class Store: @unchecked Sendable {
         }
         cache = ShardCache(budget: table.codec == .raw ? 0 : cacheBytes, shardBytes: table.rowsPerShard * table.rowBytes)
         checkedRawShards = ShardBitmap(count: table.shardCount)
+        blobs = table.codec == .raw || shardEntries == 0 ? nil : try env.read { txn in
+            try withShardKey(0) { try txn.withValue(env.shards, key: $0) { $0.flatMap { BlobReader(env: env, locating: $0) } } }
+        }
         contexts = ReaderContextPool(env: env)
         openDuration = ContinuousClock().now - started
     }
@@ -111,19 +117,43 @@ public final class Store: @unchecked Sendable {
     /// The `meta` record `name` (for example `retrieval`), or nil when absent.
     public func record(named name: String) throws -> [UInt8]? {
         try env.read { txn in
-            try withName(name) { key in
+            let json = try withName(name) { key in
                 try txn.withValue(env.meta, key: key) { bytes in
                     try bytes.map { Array(try MetaRecord.payload($0, key: name, version: manifest.formatVersion)) }
                 }
+            }
+            if json == nil, try catalog(txn)?.records.contains(name) == true {
+                throw StoreError.corruptRecord(name: name, reason: "the catalog lists it, but it is missing")
+            }
+            return json
+        }
+    }
+
+    /// The store's catalog (format version 3 on; nil before): the authoritative list of its
+    /// tensors and records, which LMDB's unchecked B-tree pages could otherwise hide.
+    func catalog(_ txn: ReadTransaction) throws -> Catalog? {
+        guard manifest.formatVersion >= 3 else { return nil }
+        return try withName(Catalog.key) { key in
+            try txn.withValue(env.meta, key: key) { bytes in
+                guard let bytes else { throw StoreError.corruptRecord(name: Catalog.key, reason: "it is missing") }
+                return try Catalog.decode(MetaRecord.payload(bytes, key: Catalog.key, version: manifest.formatVersion))
             }
         }
     }
 
     // MARK: Tensors
 
-    /// Names of the tensors in the store, in key order.
+    /// Names of the tensors in the store, in key order (from the catalog, from version 3).
     public func tensorNames() throws -> [String] {
-        try keys(of: env.tensors)
+        if let catalog = try env.read({ try catalog($0) }) { return catalog.tensors.keys.sorted { Array($0.utf8).lexicographicallyPrecedes($1.utf8) } }
+        return try keys(of: env.tensors)
+    }
+
+    /// Names of the `meta` records other than the manifest, import state and catalog (from the
+    /// catalog, from version 3).
+    func recordNames() throws -> [String] {
+        if let catalog = try env.read({ try catalog($0) }) { return catalog.records }
+        return try keys(of: env.meta).filter { !Catalog.reservedRecords.contains($0) }
     }
 
     /// The keys of database `dbi` as UTF-8 names, in key order.
@@ -147,9 +177,21 @@ public final class Store: @unchecked Sendable {
     public func tensor(named name: String) throws -> Tensor {
         try env.read { txn in
             try withName(name) { key in
-                try txn.withValue(env.tensors, key: key) { record in
-                    guard let record else { throw StoreError.tensorNotFound(name) }
-                    return try Tensor.decode(record: record, name: name, version: manifest.formatVersion)
+                let catalog = try catalog(txn)
+                let listed = catalog?.tensors[name]
+                return try txn.withValue(env.tensors, key: key) { record in
+                    guard let record else {
+                        if listed != nil { throw StoreError.corruptTensor(name: name, reason: "the catalog lists it, but it is missing") }
+                        throw StoreError.tensorNotFound(name)
+                    }
+                    let tensor = try Tensor.decode(record: record, name: name, version: manifest.formatVersion)
+                    if catalog != nil {
+                        guard let listed else { throw StoreError.corruptTensor(name: name, reason: "it is not in the catalog") }
+                        guard listed == record.loadUnaligned(fromByteOffset: 8, as: UInt64.self).littleEndian else {
+                            throw StoreError.corruptTensor(name: name, reason: "it is not the version the catalog lists")
+                        }
+                    }
+                    return tensor
                 }
             }
         }
@@ -298,12 +340,12 @@ public final class Store: @unchecked Sendable {
         // A read transaction is taken only when a shard is not in the cache.
         var context: ReaderContext?
         defer { if let context { contexts.release(context) } }
-        let faultsBefore = majorFaults()
+        let readsBefore = storageReads()
         if order.count > 1 && readingFromDisk.load(ordering: .relaxed) {
             context = try contexts.acquire()
             try prefetchUncachedShards(order, packed: packed, indices: indices, context: context!)
         }
-        defer { readingFromDisk.store(majorFaults() > faultsBefore, ordering: .relaxed) }
+        defer { readingFromDisk.store(storageReads() > readsBefore, ordering: .relaxed) }
         var i = 0
         var hits = 0, misses = 0
         while i < order.count {
@@ -331,25 +373,44 @@ public final class Store: @unchecked Sendable {
         if layout.codec == .zstd { cache.record(hits: hits, misses: misses) }
     }
 
-    /// Asks the kernel to start reading every shard of the batch that is neither cached nor
-    /// resident (`MADV_WILLNEED`), so a cold batch waits for many reads at once instead of
-    /// faulting each page in turn (the map is opened with `MDB_NORDAHEAD`). Touches only the
-    /// B-tree pages that locate the blobs.
+    /// Asks the kernel to start reading what the batch needs of every shard that is neither
+    /// cached nor resident, so a cold batch waits for many reads at once instead of faulting each
+    /// page in turn (the map is opened with `MDB_NORDAHEAD`): the pages of each row for raw
+    /// shards of version 3 (whose rows are checked one by one), whole blobs otherwise, read into
+    /// the page cache without mapping them when ``blobs`` reads compressed shards. Touches only
+    /// the B-tree pages that locate the blobs.
     private func prefetchUncachedShards(_ order: [UInt64], packed: Bool, indices: UnsafeBufferPointer<Int>,
                                         context: ReaderContext) throws {
         let page = Int(sysconf(Int32(_SC_PAGESIZE)))
-        var last = -1
-        for key in order {
-            let shard = (packed ? Int(key >> 24) : indices[Int(key)]) / layout.rowsPerShard
-            if shard == last { continue }
-            last = shard
+        let rowStride = manifest.formatVersion >= 3 ? layout.rowBytes + ShardCodec.rowChecksumSize : nil
+        func willNeed(_ start: Int, _ end: Int) {
+            let first = start & ~(page - 1)
+            _ = madvise(UnsafeMutableRawPointer(bitPattern: first), end - first, MADV_WILLNEED)
+        }
+        var i = 0
+        while i < order.count {
+            let shard = (packed ? Int(order[i] >> 24) : indices[Int(order[i])]) / layout.rowsPerShard
+            var rows: [Int] = []
+            while i < order.count {
+                let row = packed ? Int(order[i] >> 24) : indices[Int(order[i])]
+                if row / layout.rowsPerShard != shard { break }
+                rows.append(row - shard * layout.rowsPerShard)
+                i += 1
+            }
             if layout.codec == .zstd && cache.contains(shard) { continue }
             try withShardKey(shard) { k in
                 try context.transaction.withValue(env.shards, key: k) { blob in
-                    guard let blob, let start = blob.baseAddress else { return }
-                    let first = Int(bitPattern: start) & ~(page - 1)
-                    let end = Int(bitPattern: start) + blob.count
-                    _ = madvise(UnsafeMutableRawPointer(bitPattern: first), end - first, MADV_WILLNEED)
+                    guard let blob, let start = blob.baseAddress.map({ Int(bitPattern: $0) }) else { return }
+                    if let blobs {
+                        blobs.willNeed(blob)
+                    } else if layout.codec == .raw, let rowStride {
+                        for r in rows {
+                            let row = start + ShardCodec.headerSize + r * rowStride
+                            willNeed(row, row + rowStride)
+                        }
+                    } else {
+                        willNeed(start, start + blob.count)
+                    }
                 }
             }
         }
@@ -365,8 +426,9 @@ public final class Store: @unchecked Sendable {
         let rowRange = table.rowRange(ofShard: index)
         let size = rowRange.count * table.rowBytes
         return try withShardKey(index) { key in
-            try context.transaction.withValue(env.shards, key: key) { blob in
-                guard let blob else { throw StoreError.missingShard(shard: index, rows: rowRange) }
+            try context.transaction.withValue(env.shards, key: key) { mapped in
+                guard let mapped else { throw StoreError.missingShard(shard: index, rows: rowRange) }
+                let blob = try blobs?.read(mapped, into: &context.blob, what: "shard \(index)") ?? mapped
                 let header = try ShardCodec.header(of: blob, shard: index, layout: table)
                 if header.blobCodec == .rawRows && !checkedRawShards.contains(index) {
                     guard XXH64.hash(UnsafeRawBufferPointer(rebasing: blob[ShardCodec.headerSize...])) == header.checksum else {
@@ -401,11 +463,12 @@ public final class Store: @unchecked Sendable {
     }
 }
 
-/// Major page faults (reads that waited for storage) of the calling thread so far.
-private func majorFaults() -> Int {
+/// Reads from storage by the calling thread so far: major page faults (through the map) plus
+/// blocks read (by `pread`, or readahead it started).
+private func storageReads() -> Int {
     var usage = rusage()
     getrusage(1, &usage)  // RUSAGE_THREAD, which Glibc does not export to Swift
-    return usage.ru_majflt
+    return usage.ru_majflt + usage.ru_inblock
 }
 
 /// Calls `body` with the UTF-8 bytes of `name` as an LMDB key.

@@ -103,6 +103,7 @@ public final class StoreWriter {
             try env.write { txn in
                 try withName("manifest") { key in try manifest.withUnsafeBytes { try txn.put(env.meta, key: key, value: $0) } }
                 try withName("state") { key in try state.withUnsafeBytes { try txn.put(env.meta, key: key, value: $0) } }
+                try Self.updateCatalog(txn, env: env) { _ in }
             }
             rowsCommitted = 0
         } else {
@@ -154,20 +155,18 @@ public final class StoreWriter {
             throw StoreError.invalidArgument("tensor names must be 1 to 400 bytes of UTF-8")
         }
         try requireUnfinished()
-        let record = tensor.record(name: name)
-        try commitWithGrowth { txn in
-            try withName(name) { key in try record.withUnsafeBytes { try txn.put(env.tensors, key: key, value: $0) } }
-        }
+        try commitWithGrowth { txn in try self.putTensor(name, tensor, txn) }
     }
 
     /// Stores (or replaces) a `meta` record such as `retrieval`; `manifest` and `state` belong to the writer.
     public func putRecord(_ name: String, _ bytes: [UInt8]) throws {
-        guard !["manifest", "state"].contains(name), !name.isEmpty, name.utf8.count <= 400 else {
+        guard !Catalog.reservedRecords.contains(name), !name.isEmpty, name.utf8.count <= 400 else {
             throw StoreError.invalidArgument("'\(name)' cannot be written as a meta record")
         }
         try requireUnfinished()
         try commitWithGrowth { txn in
             try withName(name) { key in try MetaRecord.seal(bytes, key: name).withUnsafeBytes { try txn.put(env.meta, key: key, value: $0) } }
+            try Self.updateCatalog(txn, env: env) { if !$0.records.contains(name) { $0.records = ($0.records + [name]).sorted() } }
         }
     }
 
@@ -214,8 +213,7 @@ public final class StoreWriter {
         let complete = final && newRows == layout.rows
         try commitWithGrowth { txn in
             if let dict = self.dictionary, firstShard == 0 {
-                let tensor = try Tensor(dtype: .u8, shape: [dict.bytes.count], bytes: dict.bytes)
-                try withName(Store.dictionaryTensor) { key in try tensor.record(name: Store.dictionaryTensor).withUnsafeBytes { try txn.put(env.tensors, key: key, value: $0) } }
+                try self.putTensor(Store.dictionaryTensor, Tensor(dtype: .u8, shape: [dict.bytes.count], bytes: dict.bytes), txn)
             }
             for (s, blob) in blobs.enumerated() {
                 try withShardKey(firstShard + s) { key in try blob.withUnsafeBytes { try txn.put(env.shards, key: key, value: $0, append: true) } }
@@ -245,6 +243,25 @@ public final class StoreWriter {
         }
         let bytes = try ZstdDictionary.train(samples: samples, capacity: 16 << 10)
         dictionary = try ZstdDictionary(bytes: bytes)
+    }
+
+    /// Stores a tensor record and its catalog entry in `txn`.
+    private func putTensor(_ name: String, _ tensor: Tensor, _ txn: WriteTransaction) throws {
+        let record = tensor.record(name: name)
+        try withName(name) { key in try record.withUnsafeBytes { try txn.put(env.tensors, key: key, value: $0) } }
+        let checksum = record.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 8, as: UInt64.self).littleEndian }
+        try Self.updateCatalog(txn, env: env) { $0.tensors[name] = checksum }
+    }
+
+    /// Rewrites `meta/catalog` in `txn` with `change` applied (an empty catalog when there is none yet).
+    private static func updateCatalog(_ txn: WriteTransaction, env: Environment, _ change: (inout Catalog) -> Void) throws {
+        var catalog = Catalog()
+        if let stored = try withName(Catalog.key, { try txn.get(env.meta, key: $0) }) {
+            catalog = try stored.withUnsafeBytes { try Catalog.decode(MetaRecord.payload($0, key: Catalog.key, version: Manifest.currentVersion)) }
+        }
+        change(&catalog)
+        let sealed = MetaRecord.seal(try catalog.encoded(), key: Catalog.key)
+        try withName(Catalog.key) { key in try sealed.withUnsafeBytes { try txn.put(env.meta, key: key, value: $0) } }
     }
 
     private func putState(_ state: ImportState, _ txn: WriteTransaction) throws {

@@ -1,0 +1,78 @@
+import CLMDB
+import Foundation
+
+/// Reads values of an environment with `pread` at their offset in the file instead of through
+/// LMDB's map. A compressed shard is decoded once from a reader's own buffer, so its pages are
+/// never mapped into the process: mapped pages count towards its resident set and, by the
+/// kernel's fault-around, bring up to 15 neighbouring pages with each fault.
+///
+/// LMDB hands out values as pointers into its map and does not say where the map starts
+/// (`me_mapaddr` is only set with `MDB_FIXEDMAP`), so the base is taken from the kernel's own
+/// table of the process's mappings: the mapping that holds a value maps file offset `o` at
+/// address `start + o - offset`.
+struct BlobReader: Sendable {
+    private let fd: Int32
+    private let path: String
+    /// The address at which file offset 0 is mapped.
+    private let mapBase: Int
+
+    /// The reader for the map that holds `value`, or nil when it cannot be located (callers
+    /// then read through the map).
+    init?(env: Environment, locating value: UnsafeRawBufferPointer) {
+        guard let address = value.baseAddress.map({ UInt(bitPattern: $0) }),
+              let base = Self.mapBase(containing: address) else { return nil }
+        var fd: Int32 = -1
+        guard mdb_env_get_fd(env.handle, &fd) == 0, fd >= 0 else { return nil }
+        self.fd = fd
+        path = env.path
+        mapBase = base
+    }
+
+    /// Copies the value at `mapped` (a pointer LMDB returned) from the file into `buffer`,
+    /// growing it as needed, and returns the copy. Throws, naming `what`, when the file is short.
+    func read(_ mapped: UnsafeRawBufferPointer, into buffer: inout [UInt8], what: @autoclosure () -> String) throws -> UnsafeRawBufferPointer {
+        if buffer.count < mapped.count { buffer = [UInt8](repeating: 0, count: mapped.count) }
+        let offset = offset(of: mapped)
+        let n = mapped.count
+        let got = buffer.withUnsafeMutableBytes { out -> Int in
+            var done = 0
+            while done < n {
+                let r = pread(fd, out.baseAddress! + done, n - done, off_t(offset + done))
+                if r < 0 && errno == EINTR { continue }
+                if r <= 0 { return r < 0 ? -Int(errno) : done }
+                done += r
+            }
+            return done
+        }
+        guard got == n else {
+            let why = got < 0 ? String(cString: strerror(Int32(-got))) : "the file ends after \(got) of its \(n) bytes"
+            throw StoreError.inconsistent("reading \(what()) from '\(path)': \(why)")
+        }
+        return buffer.withUnsafeBytes { UnsafeRawBufferPointer(rebasing: $0[0..<n]) }
+    }
+
+    /// Asks the kernel to start reading the value at `mapped` into the page cache, without
+    /// mapping it (`POSIX_FADV_WILLNEED`).
+    func willNeed(_ mapped: UnsafeRawBufferPointer) {
+        _ = posix_fadvise(fd, off_t(offset(of: mapped)), off_t(mapped.count), POSIX_FADV_WILLNEED)
+    }
+
+    private func offset(of mapped: UnsafeRawBufferPointer) -> Int {
+        Int(bitPattern: mapped.baseAddress!) - mapBase
+    }
+
+    /// `start - file offset` of the mapping in `/proc/self/maps` that contains `address`.
+    private static func mapBase(containing address: UInt) -> Int? {
+        guard let maps = try? String(contentsOfFile: "/proc/self/maps", encoding: .utf8) else { return nil }
+        for line in maps.split(separator: "\n") {
+            // start-end perms offset dev inode path
+            let fields = line.split(separator: " ", maxSplits: 5, omittingEmptySubsequences: true)
+            guard fields.count >= 3 else { continue }
+            let range = fields[0].split(separator: "-")
+            guard range.count == 2, let start = UInt(range[0], radix: 16), let end = UInt(range[1], radix: 16),
+                  let offset = UInt(fields[2], radix: 16), start <= address, address < end else { continue }
+            return Int(bitPattern: start) - Int(bitPattern: offset)
+        }
+        return nil
+    }
+}
