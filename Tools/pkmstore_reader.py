@@ -70,7 +70,7 @@ def decode_shard(blob, index, table, dictionary):
         if planes != 0 or len(blob) != 32 + m * size:
             raise FormatError(f"shard {index}: bad raw length")
         data = bytes(blob[32:])
-    elif codec == 2:  # each row followed by its XXH64
+    elif codec == 2:  # each row followed by its XXH64, seeded with the row's index in the table
         row_bytes = dim * size
         if planes != 0 or len(blob) != 32 + rows * (row_bytes + 8):
             raise FormatError(f"shard {index}: bad raw length")
@@ -79,7 +79,7 @@ def decode_shard(blob, index, table, dictionary):
             at = 32 + r * (row_bytes + 8)
             row = bytes(blob[at:at + row_bytes])
             (row_sum,) = struct.unpack_from("<Q", blob, at + row_bytes)
-            if xxhash.xxh64_intdigest(row) != row_sum:
+            if xxhash.xxh64_intdigest(row, seed=start + r) != row_sum:
                 raise FormatError(f"shard {index}: row {start + r} checksum mismatch")
             parts.append(row)
         data = b"".join(parts)

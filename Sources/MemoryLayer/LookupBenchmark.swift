@@ -64,12 +64,18 @@ public struct LookupBenchmark {
         /// Decoded-shard cache hits / shard reads; nil for raw stores, which read in place.
         public var cacheHitRate: Double?
         public var bytesDecompressedPerQuery: Double
-        /// Bytes the kernel read from storage for this process per query (`/proc/self/io` read_bytes).
+        /// Bytes the kernel read from storage for the store's lookup-reduce per query (`/proc/self/io`
+        /// read_bytes, counted around the store's reduce only).
         public var diskBytesPerQuery: Double
         /// Those bytes as 4 KiB reads per second of lookup time.
         public var diskReadsPerSecond: Double
         public var openMilliseconds: Double
         public var peakRSSBytes: Int
+        /// Resident anonymous memory (heap, caches) at the end of the run.
+        public var residentAnonymousBytes: Int
+        /// Resident pages of mapped files at the end of the run: the store's map (and the upper
+        /// bound's flat copy when measured), reclaimable page cache.
+        public var residentFileBytes: Int
     }
 
     public static func run(layer: MemoryLayer, options: Options, label: String, cold: Bool) throws -> Report {
@@ -87,13 +93,16 @@ public struct LookupBenchmark {
         let clock = ContinuousClock()
         var searchTimes: [Double] = [], reduceTimes: [Double] = [], flatTimes: [Double] = []
         var hits = 0, misses = 0, maxDifference = 0.0
-        let decodedBefore = store.bytesDecoded, diskBefore = diskReadBytes()
+        let decodedBefore = store.bytesDecoded
+        var disk = 0  // read by the store's lookup-reduce only: the upper bound's flat copy reads too
         for q in work {
             var found: SearchResult?
             let s = try clock.measure { found = try layer.search(queries: q, batch: options.batch) }
             let before = store.cacheStatistics
             var output: [Float] = []
+            let diskBefore = diskReadBytes()
             let r = try clock.measure { output = try layer.reduce(found!) }
+            disk += diskReadBytes() - diskBefore
             let after = store.cacheStatistics
             hits += after.hits - before.hits
             misses += after.misses - before.misses
@@ -106,7 +115,7 @@ public struct LookupBenchmark {
                 for (a, b) in zip(output, reference) { maxDifference = max(maxDifference, Double(abs(a - b)) / max(Double(abs(b)), 1e-3)) }
             }
         }
-        let decoded = store.bytesDecoded - decodedBefore, disk = diskReadBytes() - diskBefore
+        let decoded = store.bytesDecoded - decodedBefore
 
         var bruteRate: Double?, agreement: Double?
         if c.virtualSlots <= options.bruteForceLimit {
@@ -143,7 +152,8 @@ public struct LookupBenchmark {
             cacheHitRate: store.layout.codec == .raw || hits + misses == 0 ? nil : Double(hits) / Double(hits + misses),
             bytesDecompressedPerQuery: Double(decoded) / total, diskBytesPerQuery: Double(disk) / total,
             diskReadsPerSecond: Double(disk) / 4096 / reduceSeconds,
-            openMilliseconds: store.openDuration.seconds * 1e3, peakRSSBytes: peakResidentBytes())
+            openMilliseconds: store.openDuration.seconds * 1e3, peakRSSBytes: peakResidentBytes(),
+            residentAnonymousBytes: residentBytes("RssAnon:"), residentFileBytes: residentBytes("RssFile:"))
     }
 }
 
@@ -152,6 +162,15 @@ public func peakResidentBytes() -> Int {
     var usage = rusage()
     getrusage(RUSAGE_SELF.rawValue, &usage)
     return usage.ru_maxrss * 1024
+}
+
+/// A resident-set figure of `/proc/self/status` (`RssAnon:`, `RssFile:`) in bytes, or 0 where unavailable.
+public func residentBytes(_ field: String) -> Int {
+    guard let text = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return 0 }
+    for line in text.split(separator: "\n") where line.hasPrefix(field) {
+        return (Int(line.split(separator: " ").dropLast().last ?? "") ?? 0) * 1024
+    }
+    return 0
 }
 
 /// Bytes this process caused to be read from storage (`read_bytes` of `/proc/self/io`), or 0 where unavailable.

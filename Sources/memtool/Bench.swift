@@ -104,8 +104,9 @@ struct Bench: ParsableCommand {
                 print(String(format: "brute      %10.0f queries/s   scoring all slots; product keys are %.0fx faster; %.1f%% of slots agree",
                              bf, r.searchQueriesPerSecond / bf, 100 * agree))
             }
-            print(String(format: "io         %.0f bytes decompressed and %.0f bytes read from disk per query (%.0f reads/s of 4 KiB); peak RSS %@",
-                         r.bytesDecompressedPerQuery, r.diskBytesPerQuery, r.diskReadsPerSecond, humanBytes(r.peakRSSBytes)))
+            print(String(format: "io         %.0f bytes decompressed and %.0f bytes read from disk per query (%.0f reads/s of 4 KiB); peak RSS %@ (at the end: %@ anonymous, %@ of mapped files)",
+                         r.bytesDecompressedPerQuery, r.diskBytesPerQuery, r.diskReadsPerSecond, humanBytes(r.peakRSSBytes),
+                         humanBytes(r.residentAnonymousBytes), humanBytes(r.residentFileBytes)))
             if let json { try jsonString(r).write(toFile: json, atomically: true, encoding: .utf8) }
         }
     }

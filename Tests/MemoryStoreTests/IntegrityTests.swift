@@ -38,43 +38,46 @@ import Testing
         }
     }
 
-    /// Raw rows carry their own checksums: a flip fails the row it hit (the whole shard when it
-    /// hit the header), the shard's other rows read back exactly, and `verify` names the shard
-    /// even when the flip hit only the header's whole-shard checksum.
+    /// Raw rows carry their own checksums and are read without their shard's header: a flip
+    /// fails the row it hit, the shard's other rows (all of them when the header was hit) read
+    /// back exactly, and `verify`, which checks headers too, names the shard.
     @Test func bitFlipsAnywhereInARawShardAreCaught() throws {
         var rng = SeededGenerator(seed: 1)
         let layout = TableLayout(elementType: .bf16, rows: 1000, dim: 16, rowsPerShard: 100, codec: .raw)
         let stride = layout.rowBytes + ShardCodec.rowChecksumSize
-        var sawHeaderChecksum = false, sawRow = false
+        var sawHeader = false, sawRow = false
         for trial in 0..<40 {
             let dir = TemporaryDirectory()
             let bytes = try writeTable(dir.file("t.pkm"), layout)
-            // Cover the header's checksum field on purpose once; otherwise anywhere.
+            // Cover the header on purpose twice (its checksum field, then any other byte); otherwise anywhere.
             var flipped = 0
             try tamperShard(dir.file("t.pkm"), 3) { blob in
-                flipped = trial == 0 ? 24 + Int.random(in: 0..<8, using: &rng) : Int.random(in: 0..<blob.count, using: &rng)
+                switch trial {
+                case 0: flipped = 24 + Int.random(in: 0..<8, using: &rng)
+                case 1: flipped = Int.random(in: 0..<24, using: &rng)
+                default: flipped = Int.random(in: 0..<blob.count, using: &rng)
+                }
                 blob[flipped] ^= UInt8(1) << UInt8.random(in: 0..<8, using: &rng)
             }
             let store = try Store.open(at: dir.file("t.pkm"), cacheBytes: 0)
             let damagedRow = flipped >= ShardCodec.headerSize ? 300 + (flipped - ShardCodec.headerSize) / stride : nil
-            let inChecksumField = (24..<32).contains(flipped)
-            sawHeaderChecksum = sawHeaderChecksum || inChecksumField
+            sawHeader = sawHeader || damagedRow == nil
             sawRow = sawRow || damagedRow != nil
             for row in 300..<400 {
                 do {
                     let got = try store.row(row)
                     #expect(got == referenceRow(bytes, row, dim: 16, type: .bf16), "row \(row) read back different values")
-                    #expect(row != damagedRow && (damagedRow != nil || inChecksumField), "damaged row \(row) was read (flip at \(flipped))")
+                    #expect(row != damagedRow, "damaged row \(row) was read (flip at \(flipped))")
                 } catch let StoreError.corruptShard(shard, rows, _) {
                     #expect(shard == 3 && rows == 300..<400)
-                    #expect(damagedRow == nil || row == damagedRow, "undamaged row \(row) refused (flip at \(flipped))")
+                    #expect(row == damagedRow, "undamaged row \(row) refused (flip at \(flipped))")
                 }
             }
             let report = try store.verify()
             #expect(report.problems.count == 1, "flip at \(flipped): \(report.problems)")
             #expect(report.problems.first.map { "\($0)" }?.contains("shard 3 (rows 300..<400)") == true)
         }
-        #expect(sawHeaderChecksum && sawRow)
+        #expect(sawHeader && sawRow)
     }
 
     @Test(arguments: [CodecKind.raw, .zstd])
@@ -87,9 +90,12 @@ import Testing
         }
     }
 
-    @Test func aShardFromAnotherPositionIsCaught() throws {
+    /// A valid blob under another shard's key: caught by the header's shard number, and for
+    /// raw rows (read without the header) by each row's checksum, seeded with its index.
+    @Test(arguments: [CodecKind.raw, .zstd])
+    func aShardFromAnotherPositionIsCaught(codec: CodecKind) throws {
         let dir = TemporaryDirectory()
-        let (path, _) = try makeStore(dir, codec: .zstd)
+        let (path, _) = try makeStore(dir, codec: codec)
         // Copy shard 2's blob over shard 5: a valid blob in the wrong place.
         let env = try Environment(path: path, readOnly: false)
         try env.write { txn in
@@ -97,6 +103,10 @@ import Testing
             try withShardKey(5) { key in try blob.withUnsafeBytes { try txn.put(env.shards, key: key, value: $0) } }
         }
         try expectCorrupt(path, shard: 5, rows: 500..<600)
+        let store = try Store.open(at: path, cacheBytes: 0)
+        for row in 500..<600 {
+            #expect(throws: StoreError.self, "row \(row) read from the misplaced blob") { try store.row(row) }
+        }
     }
 
     @Test func newerFormatVersionIsRefused() throws {

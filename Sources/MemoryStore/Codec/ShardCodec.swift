@@ -2,7 +2,8 @@
 ///
 /// A blob is a 32-byte header, then for the `zstd` codec one 8-byte entry per byte plane,
 /// then the payload; for the `raw` codec (from format version 3) each row followed by the
-/// XXH64 of that row, so a single row can be checked where it lies. The header's checksum is
+/// XXH64 of that row seeded with its index in the table, so a single row can be checked where
+/// it lies, without its shard's header. The header's checksum is
 /// XXH64 of the decoded rows, checked on every whole-shard decode.
 enum ShardCodec {
     static let magic: UInt32 = 0x3153_4B50  // "PKS1" read as a little-endian u32
@@ -52,7 +53,8 @@ enum ShardCodec {
                     let row = UnsafeRawBufferPointer(rebasing: rows[(r * rowBytes)..<((r + 1) * rowBytes)])
                     let at = headerSize + r * stride
                     (o.baseAddress! + at).copyMemory(from: row.baseAddress!, byteCount: rowBytes)
-                    o.storeBytes(of: XXH64.hash(row).littleEndian, toByteOffset: at + rowBytes, as: UInt64.self)
+                    let seed = UInt64(index * layout.rowsPerShard + r)
+                    o.storeBytes(of: XXH64.hash(row, seed: seed).littleEndian, toByteOffset: at + rowBytes, as: UInt64.self)
                 }
             }
         case .zstd:
@@ -192,6 +194,13 @@ enum ShardCodec {
     }
 }
 
+extension ShardCodec {
+    /// The length of a raw blob with row checksums holding `rows` rows.
+    static func checkedRawBlobSize(rows: Int, layout: TableLayout) -> Int {
+        headerSize + rows * (layout.rowBytes + rowChecksumSize)
+    }
+}
+
 extension ShardCodec.Header {
     /// Bytes from one row to the next in a raw blob.
     func rowStride(_ layout: TableLayout) -> Int {
@@ -205,12 +214,15 @@ struct ShardRows {
     let stride: Int
     /// Whether each row is followed by its XXH64, to be checked on every read.
     let checked: Bool
+    /// The table index of the first row (the seed of the first row's checksum).
+    let firstRow: Int
 
     /// Rows decoded into a contiguous buffer (already checked as a whole).
     init(decoded base: UnsafeRawPointer, rowBytes: Int) {
         self.base = base
         stride = rowBytes
         checked = false
+        firstRow = 0
     }
 
     /// The rows of a raw blob whose header has been checked.
@@ -218,6 +230,17 @@ struct ShardRows {
         base = blob.baseAddress! + ShardCodec.headerSize
         stride = header.rowStride(layout)
         checked = header.blobCodec == .checkedRows
+        firstRow = header.shardIndex * layout.rowsPerShard
+    }
+
+    /// The rows of the raw blob of shard `index` with row checksums, its header unread: the
+    /// manifest gives the layout, and each row's checksum, seeded with the row's index, proves
+    /// it is the row at that position. The caller has checked the blob's length.
+    init(checkedBlob blob: UnsafeRawBufferPointer, shard index: Int, layout: TableLayout) {
+        base = blob.baseAddress! + ShardCodec.headerSize
+        stride = layout.rowBytes + ShardCodec.rowChecksumSize
+        checked = true
+        firstRow = index * layout.rowsPerShard
     }
 
     /// Row `r` (within the shard); a checked row whose checksum does not match throws, naming it.
@@ -226,8 +249,8 @@ struct ShardRows {
         let p = base + r * stride
         if checked {
             let stored = UInt64(littleEndian: p.loadUnaligned(fromByteOffset: layout.rowBytes, as: UInt64.self))
-            guard XXH64.hash(UnsafeRawBufferPointer(start: p, count: layout.rowBytes)) == stored else {
-                let row = shard * layout.rowsPerShard + r
+            let row = firstRow + r
+            guard XXH64.hash(UnsafeRawBufferPointer(start: p, count: layout.rowBytes), seed: UInt64(row)) == stored else {
                 throw StoreError.corruptShard(shard: shard, rows: layout.rowRange(ofShard: shard),
                                               reason: "row \(row) does not match its checksum")
             }

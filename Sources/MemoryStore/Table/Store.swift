@@ -26,8 +26,8 @@ public final class Store: @unchecked Sendable {
     let cache: ShardCache
     let dictionary: ZstdDictionary?
     private let checkedRawShards: ShardBitmap
-    /// Reads compressed blobs from the file instead of the map; nil for raw tables (read in
-    /// place) and when the map cannot be located.
+    /// Reads compressed blobs, and whole raw shards, from the file instead of the map (raw rows
+    /// are read in place); nil when the map cannot be located.
     private let blobs: BlobReader?
     private let contexts: ReaderContextPool
     private let decoded = Atomic<Int>(0)
@@ -86,7 +86,7 @@ public final class Store: @unchecked Sendable {
         }
         cache = ShardCache(budget: table.codec == .raw ? 0 : cacheBytes, shardBytes: table.rowsPerShard * table.rowBytes)
         checkedRawShards = ShardBitmap(count: table.shardCount)
-        blobs = table.codec == .raw || shardEntries == 0 ? nil : try env.read { txn in
+        blobs = shardEntries == 0 ? nil : try env.read { txn in
             try withShardKey(0) { try txn.withValue(env.shards, key: $0) { $0.flatMap { BlobReader(env: env, locating: $0) } } }
         }
         contexts = ReaderContextPool(env: env)
@@ -401,7 +401,7 @@ public final class Store: @unchecked Sendable {
             try withShardKey(shard) { k in
                 try context.transaction.withValue(env.shards, key: k) { blob in
                     guard let blob, let start = blob.baseAddress.map({ Int(bitPattern: $0) }) else { return }
-                    if let blobs {
+                    if layout.codec == .zstd, let blobs {
                         blobs.willNeed(blob)
                     } else if layout.codec == .raw, let rowStride {
                         for r in rows {
@@ -428,7 +428,17 @@ public final class Store: @unchecked Sendable {
         return try withShardKey(index) { key in
             try context.transaction.withValue(env.shards, key: key) { mapped in
                 guard let mapped else { throw StoreError.missingShard(shard: index, rows: rowRange) }
-                let blob = try blobs?.read(mapped, into: &context.blob, what: "shard \(index)") ?? mapped
+                // Rows of a version-3 raw table are read without their shard's header (a second
+                // random read when cold): each row's checksum proves its position. A blob of
+                // any other length goes through the header checks below, which name the problem.
+                if table.codec == .raw && !contiguous && manifest.formatVersion >= 3,
+                   mapped.count == ShardCodec.checkedRawBlobSize(rows: rowRange.count, layout: table) {
+                    return try body(ShardRows(checkedBlob: mapped, shard: index, layout: table))
+                }
+                // Decoding reads the whole blob: one pread (with the kernel's readahead on
+                // sequential scans) instead of faulting the map in a page at a time.
+                let whole = table.codec == .zstd || contiguous
+                let blob = try (whole ? blobs?.read(mapped, into: &context.blob, what: "shard \(index)") : nil) ?? mapped
                 let header = try ShardCodec.header(of: blob, shard: index, layout: table)
                 if header.blobCodec == .rawRows && !checkedRawShards.contains(index) {
                     guard XXH64.hash(UnsafeRawBufferPointer(rebasing: blob[ShardCodec.headerSize...])) == header.checksum else {
