@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The lookup benchmark across table sizes, with its baselines and peers on the same memories and queries.
-#   Tools/bench_suite.sh WORKDIR [EXPONENTS...]       (default exponents: 16 18 20 22 24 26 28 30)
+#   [CODEC=raw] Tools/bench_suite.sh WORKDIR [EXPONENTS...]       (default exponents: 16 18 20 22 24 26 28 30)
 # For each size 2^e of virtual slots: a synthetic PKM memory (H=4, d=128, k=32, 64 bf16 values per row,
-# zstd shards; E=1 up to 2^24 slots, then E=4, and E=16 from 2^28), `memtool bench` warm (clustered) and
+# shards of CODEC, zstd by default; E=1 up to 2^24 slots, then E=4, and E=16 from 2^28), `memtool bench` warm (clustered) and
 # cold (uniform, page cache dropped), and the numpy and FAISS peers on the warm queries. Results go to
 # WORKDIR/results/*.json; Tools/bench_chart.py draws them. Stores are kept for re-runs (delete WORKDIR to redo).
 set -euo pipefail
@@ -10,6 +10,7 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 work=${1:?usage: bench_suite.sh WORKDIR [EXPONENTS...]}
 shift
 exponents=${*:-16 18 20 22 24 26 28 30}
+codec=${CODEC:-zstd}
 memtool="$root/.build/release/memtool"
 mkdir -p "$work/results"
 (cd "$root" && swift build -c release --product memtool >/dev/null)
@@ -22,7 +23,7 @@ for e in $exponents; do
     store="$work/p$e.pkm"
     if [ ! -f "$store" ] || ! "$memtool" inspect "$store" --json | grep -q '"complete" : true'; then
         "$memtool" create "$store" --synthetic --grid "${side}x${cols}" --rows "$rows" --expansion "$expansion" --dim 64 \
-            --scoring pkm --heads 4 --key-dim 128 --topk 32 > /dev/null
+            --scoring pkm --heads 4 --key-dim 128 --topk 32 --codec "$codec" > /dev/null
     fi
     q="$work/q$e.npy"
     [ -f "$q" ] || python3 "$root/Tools/peers/make_queries.py" "$q" 2048 4 128 --clustered
