@@ -73,6 +73,10 @@ import Testing
                     #expect(row == damagedRow, "undamaged row \(row) refused (flip at \(flipped))")
                 }
             }
+            // The batched path (rows in place through RawRowIndex) refuses the damaged row too.
+            var out = [Float](repeating: 0, count: 100 * 16)
+            let batch = Result { try out.withUnsafeMutableBufferPointer { try store.rows(Array(300..<400), into: $0) } }
+            #expect((try? batch.get()) == nil ? damagedRow != nil : damagedRow == nil, "flip at \(flipped)")
             let report = try store.verify()
             #expect(report.problems.count == 1, "flip at \(flipped): \(report.problems)")
             #expect(report.problems.first.map { "\($0)" }?.contains("shard 3 (rows 300..<400)") == true)
@@ -106,6 +110,13 @@ import Testing
         let store = try Store.open(at: path, cacheBytes: 0)
         for row in 500..<600 {
             #expect(throws: StoreError.self, "row \(row) read from the misplaced blob") { try store.row(row) }
+            var out = [Float](repeating: 0, count: 2 * 16)
+            do {
+                try out.withUnsafeMutableBufferPointer { try store.rows([0, row], into: $0) }
+                Issue.record("row \(row) read from the misplaced blob")
+            } catch let StoreError.corruptShard(shard, _, _) {
+                #expect(shard == 5)
+            }
         }
     }
 

@@ -91,8 +91,8 @@ final class ReaderContextPool: Sendable {
     }
 }
 
-/// A set of shard numbers with lock-free membership, for "checked once per open".
-final class ShardBitmap: @unchecked Sendable {
+/// A set of indices (shard or row numbers) with lock-free membership, for "checked once per open".
+final class AtomicBitmap: @unchecked Sendable {
     // Invariant: `words` is allocated in init, only touched through atomics, freed in deinit.
     private let words: UnsafeMutablePointer<Atomic<UInt64>>
     private let wordCount: Int

@@ -15,7 +15,7 @@ import Synchronization
 /// ```
 public final class Store: @unchecked Sendable {
     // Invariant: every stored property is immutable after init; mutable state lives in the
-    // thread-safe ShardCache, ShardBitmap and ReaderContextPool.
+    // thread-safe ShardCache, AtomicBitmap and ReaderContextPool.
     public let path: String
     public let manifest: Manifest
     /// Import progress at the time of opening.
@@ -25,10 +25,12 @@ public final class Store: @unchecked Sendable {
     let env: Environment
     let cache: ShardCache
     let dictionary: ZstdDictionary?
-    private let checkedRawShards: ShardBitmap
+    private let checkedRawShards: AtomicBitmap
     /// Reads compressed blobs, and whole raw shards, from the file instead of the map (raw rows
     /// are read in place); nil when the map cannot be located.
     private let blobs: BlobReader?
+    /// Direct row access for complete raw tables of version 3; nil otherwise.
+    private let rawRows: RawRowIndex?
     private let contexts: ReaderContextPool
     private let decoded = Atomic<Int>(0)
     /// Whether a recent batch read from storage (see `storageReads`): then batches prefetch.
@@ -85,7 +87,8 @@ public final class Store: @unchecked Sendable {
             dictionary = nil
         }
         cache = ShardCache(budget: table.codec == .raw ? 0 : cacheBytes, shardBytes: table.rowsPerShard * table.rowBytes)
-        checkedRawShards = ShardBitmap(count: table.shardCount)
+        checkedRawShards = AtomicBitmap(count: table.shardCount)
+        rawRows = state.complete && manifest.formatVersion >= 3 ? try RawRowIndex(env: env, layout: table) : nil
         blobs = shardEntries == 0 ? nil : try env.read { txn in
             try withShardKey(0) { try txn.withValue(env.shards, key: $0) { $0.flatMap { BlobReader(env: env, locating: $0) } } }
         }
@@ -332,6 +335,7 @@ public final class Store: @unchecked Sendable {
             if r >= readable && r < layout.rows { throw StoreError.incomplete(rowsCommitted: state.rowsCommitted, rows: layout.rows) }
             throw StoreError.rowOutOfRange(row: r, rows: layout.rows)
         }
+        if let rawRows { return try forEachRawRow(indices, rawRows, visit) }
         // Sort (row, position) packed in one word: rows < 2^40 (Spec/FORMAT.md limits), positions < 2^24.
         let packed = indices.count < 1 << 24
         let order: [UInt64] = packed
@@ -373,6 +377,34 @@ public final class Store: @unchecked Sendable {
         if layout.codec == .zstd { cache.record(hits: hits, misses: misses) }
     }
 
+    /// Visits raw rows in the order given, through ``RawRowIndex``: no grouping by shard is
+    /// needed to read rows in place. When batches read from storage, a first pass asks the
+    /// kernel for every row's pages, so the reads queue up instead of faulting one at a time.
+    private func forEachRawRow(_ indices: UnsafeBufferPointer<Int>, _ index: RawRowIndex,
+                               _ visit: (Int, UnsafeRawPointer) -> Void) throws {
+        let perShard = layout.rowsPerShard
+        var context: ReaderContext?
+        defer { if let context { contexts.release(context) } }
+        func shardRows(_ shard: Int) throws -> UnsafeRawPointer {
+            if let known = index.rows(ofShard: shard) { return known }
+            if context == nil { context = try contexts.acquire() }
+            return try index.learn(shard: shard, through: context!.transaction, shards: env.shards)
+        }
+        let readsBefore = storageReads()
+        defer { readingFromDisk.store(storageReads() > readsBefore, ordering: .relaxed) }
+        if indices.count > 1 && readingFromDisk.load(ordering: .relaxed) {
+            for r in indices {
+                let shard = r / perShard
+                let p = Int(bitPattern: try shardRows(shard)) + (r - shard * perShard) * index.stride
+                adviseWillNeed(p, p + index.stride)
+            }
+        }
+        for (position, r) in indices.enumerated() {
+            let shard = r / perShard
+            visit(position, try index.row(r, shard: shard, shardRows: try shardRows(shard)))
+        }
+    }
+
     /// Asks the kernel to start reading what the batch needs of every shard that is neither
     /// cached nor resident, so a cold batch waits for many reads at once instead of faulting each
     /// page in turn (the map is opened with `MDB_NORDAHEAD`): the pages of each row for raw
@@ -381,12 +413,7 @@ public final class Store: @unchecked Sendable {
     /// the B-tree pages that locate the blobs.
     private func prefetchUncachedShards(_ order: [UInt64], packed: Bool, indices: UnsafeBufferPointer<Int>,
                                         context: ReaderContext) throws {
-        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
         let rowStride = manifest.formatVersion >= 3 ? layout.rowBytes + ShardCodec.rowChecksumSize : nil
-        func willNeed(_ start: Int, _ end: Int) {
-            let first = start & ~(page - 1)
-            _ = madvise(UnsafeMutableRawPointer(bitPattern: first), end - first, MADV_WILLNEED)
-        }
         var i = 0
         while i < order.count {
             let shard = (packed ? Int(order[i] >> 24) : indices[Int(order[i])]) / layout.rowsPerShard
@@ -406,10 +433,10 @@ public final class Store: @unchecked Sendable {
                     } else if layout.codec == .raw, let rowStride {
                         for r in rows {
                             let row = start + ShardCodec.headerSize + r * rowStride
-                            willNeed(row, row + rowStride)
+                            adviseWillNeed(row, row + rowStride)
                         }
                     } else {
-                        willNeed(start, start + blob.count)
+                        adviseWillNeed(start, start + blob.count)
                     }
                 }
             }
@@ -472,6 +499,14 @@ public final class Store: @unchecked Sendable {
         return (s.hits, s.misses, s.bytes, cache.budget)
     }
 }
+
+/// Asks the kernel to start reading the mapped pages holding addresses `start..<end` (`MADV_WILLNEED`).
+private func adviseWillNeed(_ start: Int, _ end: Int) {
+    let first = start & ~(pageSize - 1)
+    _ = madvise(UnsafeMutableRawPointer(bitPattern: first), end - first, MADV_WILLNEED)
+}
+
+private let pageSize = Int(sysconf(Int32(_SC_PAGESIZE)))
 
 /// Reads from storage by the calling thread so far: major page faults (through the map) plus
 /// blocks read (by `pread`, or readahead it started).

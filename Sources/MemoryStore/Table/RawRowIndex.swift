@@ -1,0 +1,82 @@
+import CLMDB
+import Synchronization
+
+/// Direct access to the rows of a complete raw table of format version 3: where each shard's
+/// blob lies in the map (learned on first use), and which rows have been checked since open.
+/// A row read is then an address computation, without grouping a batch by shard or looking
+/// each shard up in LMDB's B-tree, and a row's checksum is computed the first time it is read.
+///
+/// The addresses stay valid for the life of the index: it holds a read transaction open, and
+/// LMDB never reuses a page that a live reader can see (a complete store has no writer anyway;
+/// compaction writes a new file).
+final class RawRowIndex: @unchecked Sendable {
+    // Invariant: `blobs` and `checked` are allocated in init, touched only through atomics,
+    // freed in deinit; `snapshot` is never used after init, it only pins the pages.
+    private let blobs: UnsafeMutablePointer<Atomic<Int>>
+    private let shardCount: Int
+    /// Rows checked since open; nil for tables too large to keep one bit per row (then every
+    /// read is checked).
+    private let checked: AtomicBitmap?
+    private let snapshot: ReadTransaction
+    let layout: TableLayout
+    let stride: Int
+
+    /// Tables with more shards or rows than these check on every read instead.
+    static let maxShards = 1 << 24
+    static let maxCheckedRows = 1 << 28
+
+    init?(env: Environment, layout: TableLayout) throws {
+        guard layout.codec == .raw, layout.shardCount <= Self.maxShards else { return nil }
+        snapshot = try ReadTransaction(env: env)
+        self.layout = layout
+        stride = layout.rowBytes + ShardCodec.rowChecksumSize
+        shardCount = layout.shardCount
+        blobs = .allocate(capacity: shardCount)
+        for i in 0..<shardCount { (blobs + i).initialize(to: Atomic(0)) }
+        checked = layout.rows <= Self.maxCheckedRows ? AtomicBitmap(count: layout.rows) : nil
+    }
+
+    deinit {
+        blobs.deinitialize(count: shardCount)
+        blobs.deallocate()
+    }
+
+    /// The start of shard `index`'s rows in the map, or nil when not yet known.
+    @inline(__always)
+    func rows(ofShard index: Int) -> UnsafeRawPointer? {
+        UnsafeRawPointer(bitPattern: blobs[index].load(ordering: .relaxed))
+    }
+
+    /// Records shard `index`'s blob, read through `txn`; throws, naming the shard, when it is
+    /// missing or not a raw blob with row checksums of the right length.
+    func learn(shard index: Int, through txn: ReadTransaction, shards: MDB_dbi) throws -> UnsafeRawPointer {
+        try withShardKey(index) { key in
+            try txn.withValue(shards, key: key) { blob in
+                let rows = layout.rowRange(ofShard: index)
+                guard let blob else { throw StoreError.missingShard(shard: index, rows: rows) }
+                guard blob.count == ShardCodec.checkedRawBlobSize(rows: rows.count, layout: layout) else {
+                    _ = try ShardCodec.header(of: blob, shard: index, layout: layout)  // names what is wrong
+                    throw StoreError.corruptShard(shard: index, rows: rows, reason: "a raw shard of a version-3 table without row checksums")
+                }
+                let start = blob.baseAddress! + ShardCodec.headerSize
+                blobs[index].store(Int(bitPattern: start), ordering: .relaxed)
+                return start
+            }
+        }
+    }
+
+    /// Row `row` of the table, whose shard's rows start at `shardRows`: checked against its
+    /// checksum unless it already was since open.
+    @inline(__always)
+    func row(_ row: Int, shard: Int, shardRows: UnsafeRawPointer) throws -> UnsafeRawPointer {
+        let p = shardRows + (row - shard * layout.rowsPerShard) * stride
+        if let checked, checked.contains(row) { return p }
+        let stored = UInt64(littleEndian: p.loadUnaligned(fromByteOffset: layout.rowBytes, as: UInt64.self))
+        guard XXH64.hash(UnsafeRawBufferPointer(start: p, count: layout.rowBytes), seed: UInt64(row)) == stored else {
+            throw StoreError.corruptShard(shard: shard, rows: layout.rowRange(ofShard: shard),
+                                          reason: "row \(row) does not match its checksum")
+        }
+        checked?.insert(row)
+        return p
+    }
+}
