@@ -83,13 +83,16 @@ public struct LookupBenchmark {
         let batches = max(1, options.queries / options.batch)
         var generator = QueryGenerator(config: c, distribution: options.distribution, seed: options.seed)
         let work = (0..<batches).map { _ in generator.next(batch: options.batch) }
+        let flat = options.flatTable.map(FlatRows.init)
         if !cold {
+            // The warm-up goes through the upper bound too, so both start with their pages mapped.
             var warm = QueryGenerator(config: c, distribution: options.distribution, seed: options.seed ^ 1)
             for _ in 0..<max(0, options.warmupQueries / options.batch) {
-                _ = try layer.lookup(queries: warm.next(batch: options.batch), batch: options.batch)
+                let found = try layer.search(queries: warm.next(batch: options.batch), batch: options.batch)
+                _ = try layer.reduce(found)
+                if let flat { _ = try layer.index.reduce(found, values: flat) }
             }
         }
-        let flat = options.flatTable.map(FlatRows.init)
         let clock = ContinuousClock()
         var searchTimes: [Double] = [], reduceTimes: [Double] = [], flatTimes: [Double] = []
         var hits = 0, misses = 0, maxDifference = 0.0

@@ -2,7 +2,8 @@ import CLMDB
 import Synchronization
 
 /// Direct access to the rows of a complete raw table of format version 3: where each shard's
-/// blob lies in the map (learned on first use), and which rows have been checked since open.
+/// blob lies in the map (learned in one pass over the shard keys on first use), and which rows
+/// have been checked since open.
 /// A row read is then an address computation, without grouping a batch by shard or looking
 /// each shard up in LMDB's B-tree, and a row's checksum is computed the first time it is read.
 ///
@@ -18,6 +19,8 @@ final class RawRowIndex: @unchecked Sendable {
     /// read is checked).
     private let checked: AtomicBitmap?
     private let snapshot: ReadTransaction
+    /// Whether the pass over all shard keys has run.
+    private let learnedAll = Locked(false)
     let layout: TableLayout
     let stride: Int
 
@@ -47,9 +50,36 @@ final class RawRowIndex: @unchecked Sendable {
         UnsafeRawPointer(bitPattern: blobs[index].load(ordering: .relaxed))
     }
 
-    /// Records shard `index`'s blob, read through `txn`; throws, naming the shard, when it is
-    /// missing or not a raw blob with row checksums of the right length.
+    /// Shard `index`'s rows: the first call learns every shard's blob address in one cursor pass
+    /// (overflow values are located without reading them); a shard it could not learn (missing,
+    /// or of the wrong length) is looked up alone, which throws, naming it.
     func learn(shard index: Int, through txn: ReadTransaction, shards: MDB_dbi) throws -> UnsafeRawPointer {
+        try learnedAll.withLock { done in
+            guard !done else { return }
+            done = true
+            try learnEveryShard(through: txn, shards: shards)
+        }
+        if let known = rows(ofShard: index) { return known }
+        return try learnOne(shard: index, through: txn, shards: shards)
+    }
+
+    private func learnEveryShard(through txn: ReadTransaction, shards: MDB_dbi) throws {
+        var cursor: OpaquePointer?
+        try check(mdb_cursor_open(txn.handle, shards, &cursor))
+        defer { mdb_cursor_close(cursor) }
+        var k = MDB_val(), v = MDB_val()
+        var op = MDB_FIRST
+        while mdb_cursor_get(cursor, &k, &v, op) == 0 {
+            op = MDB_NEXT
+            guard k.mv_size == 8 else { continue }
+            let index = Int(truncatingIfNeeded: UInt64(bigEndian: k.mv_data.loadUnaligned(as: UInt64.self)))
+            guard index >= 0, index < shardCount,
+                  v.mv_size == ShardCodec.checkedRawBlobSize(rows: layout.rowRange(ofShard: index).count, layout: layout) else { continue }
+            blobs[index].store(Int(bitPattern: v.mv_data) + ShardCodec.headerSize, ordering: .relaxed)
+        }
+    }
+
+    private func learnOne(shard index: Int, through txn: ReadTransaction, shards: MDB_dbi) throws -> UnsafeRawPointer {
         try withShardKey(index) { key in
             try txn.withValue(shards, key: key) { blob in
                 let rows = layout.rowRange(ofShard: index)
