@@ -88,16 +88,19 @@ for e in sizes:
           f"{f(w.get('reduceQueriesPerSecond'))} | {f(w.get('upperBoundReduceQueriesPerSecond'))} | {f(w.get('reduceToUpperBound'), '{:.2f}')} | "
           f"{f(w.get('cacheHitRate') and 100 * w['cacheHitRate'], '{:.1f}%')} | {f(npy.get('queries_per_second'))} | {f(brute)}{speed} |")
 print()
-print("| slots | cold lookup q/s | cold reduce q/s | cold upper bound q/s | reduce / upper bound | disk bytes per query | disk reads/s (4 KiB) | peak RSS |")
-print("|---|---|---|---|---|---|---|---|")
+disk = os.path.join(results, "disk.json")
+qd32 = json.load(open(disk))["fio_randread_4k_qd32"] if os.path.exists(disk) else None
+print("| slots | cold lookup q/s | cold reduce q/s | rows/s | rows/s ÷ disk QD32 | cold upper bound q/s | reduce / upper bound | disk bytes per query | disk reads/s (4 KiB) | peak RSS |")
+print("|---|---|---|---|---|---|---|---|---|---|")
 for e in sizes:
     c = load("cold", e)
     if not c:
         continue
-    print(f"| 2^{e} | {f(c.get('lookupQueriesPerSecond'))} | {f(c.get('reduceQueriesPerSecond'))} | {f(c.get('upperBoundReduceQueriesPerSecond'))} | "
+    rows = c.get("rowsPerSecond")
+    print(f"| 2^{e} | {f(c.get('lookupQueriesPerSecond'))} | {f(c.get('reduceQueriesPerSecond'))} | {f(rows)} | "
+          f"{f(rows and qd32 and rows / qd32, '{:.2f}')} | {f(c.get('upperBoundReduceQueriesPerSecond'))} | "
           f"{f(c.get('reduceToUpperBound'), '{:.2f}')} | {f(c.get('diskBytesPerQuery'))} | {f(c.get('diskReadsPerSecond'))} | "
           f"{f(c.get('peakRSSBytes') and c['peakRSSBytes'] / 2**30, '{:.2f} GiB')} |")
-disk = os.path.join(results, "disk.json")
-if os.path.exists(disk):
+if qd32:
     d = json.load(open(disk))
     print(f"\nDisk (fio, 4 KiB random reads, direct I/O): {d['fio_randread_4k_qd1']:,} reads/s at queue depth 1, {d['fio_randread_4k_qd32']:,} at 32.")
