@@ -38,13 +38,14 @@ xs = [e for _, pts, _, _ in lines for e, _ in pts]
 ys = [v for _, pts, _, _ in lines for _, v in pts]
 if not xs:
     sys.exit("no results found in " + results)
+codec = next((json.load(open(p)).get("codec") for p in sorted(glob.glob(os.path.join(results, "warm-*.json")))), None)
 x0, x1 = min(xs), max(xs)
 y0, y1 = math.floor(math.log10(min(ys))), math.ceil(math.log10(max(ys)))
 px = lambda e: L + (e - x0) / max(1, x1 - x0) * (W - L - R)
 py = lambda v: T + (y1 - math.log10(v)) / max(1, y1 - y0) * (H - T - B)
 svg = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="12">',
        f'<rect width="{W}" height="{H}" fill="white"/>',
-       f'<text x="{L}" y="22" font-size="15">Queries per second against table size (PKM, H=4, d=128, k=32, 64 bf16 per row; 2 cores)</text>']
+       f'<text x="{L}" y="22" font-size="15">Queries per second against table size (PKM, H=4, d=128, k=32, 64 bf16 per row, {codec or "?"} shards; 2 cores)</text>']
 for p in range(y0, y1 + 1):
     y = py(10 ** p)
     svg.append(f'<line x1="{L}" y1="{y}" x2="{W - R}" y2="{y}" stroke="#ddd"/><text x="{L - 8}" y="{y + 4}" text-anchor="end">1e{p}</text>')
