@@ -1,14 +1,16 @@
 #!/usr/bin/env python3
 """Flips bits anywhere in a store file, and truncates it, then checks what memtool makes of it.
 
-    corrupt_harness.py --memtool PATH [--flips 1000] [--structural 1000] [--truncations 50] [--seed 1] [--json OUT]
+    corrupt_harness.py --memtool PATH [--flips 1000] [--structural 1000] [--truncations 50] [--seed 1]
+                       [--codec zstd|raw] [--json OUT]
 
 `--flips` flips one random bit anywhere in the file; `--structural` flips one in LMDB's own
 pages (meta, branch and leaf pages, found by walking the page headers), where LMDB has no
-checksum of its own. Each damaged copy is checked in child processes: `memtool verify` must
-either pass, and then `memtool export` must give exactly the undamaged store's export, or
-exit 1 with a message naming what is damaged. A signal (a crash) or a silent difference
-fails the trial. Exit status 0 when every trial passed.
+checksum of its own. Each damaged copy is checked in child processes: `memtool query` (which
+reads rows in place) must give exactly the undamaged store's outputs or fail with a message;
+`memtool verify` must either pass, and then `memtool export` must give exactly the undamaged
+store's export, or exit 1 with a message naming what is damaged. A signal (a crash) or a
+silent difference fails the trial. Exit status 0 when every trial passed.
 """
 import argparse
 import collections
@@ -43,6 +45,7 @@ def main():
     ap.add_argument("--structural", type=int, default=1000)
     ap.add_argument("--truncations", type=int, default=50)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--codec", default="zstd", choices=["zstd", "raw"], help="shard codec of the store to damage")
     ap.add_argument("--json")
     args = ap.parse_args()
     memtool = os.path.abspath(args.memtool)
@@ -52,22 +55,40 @@ def main():
     try:
         original = os.path.join(work, "m.pkm")
         made = subprocess.run([memtool, "create", original, "--synthetic", "--rows", "20000", "--dim", "64",
-                               "--heads", "1", "--key-dim", "16"], capture_output=True, text=True)
+                               "--heads", "1", "--key-dim", "16", "--codec", args.codec], capture_output=True, text=True)
         if made.returncode != 0:
             sys.exit(f"cannot create the store: {made.stderr}")
         reference = os.path.join(work, "reference.safetensors")
         subprocess.run([memtool, "export", original, "--to", reference], check=True, capture_output=True)
         expected = open(reference, "rb").read()
+        queries, queried = os.path.join(work, "q.npy"), os.path.join(work, "out.npy")
+        subprocess.run([sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "peers", "make_queries.py"),
+                        queries, "64", "1", "16"], check=True, capture_output=True)
+        answers = []
+        for _ in range(2):
+            subprocess.run([memtool, "query", original, "--queries", queries, "--output", queried], check=True, capture_output=True)
+            answers.append(open(queried, "rb").read())
+        if answers[0] != answers[1]:
+            sys.exit("memtool query gives different outputs for the same store and queries; nothing to compare against")
+        expected_answer = answers[0]
         data = open(original, "rb").read()
         lmdb_pages = structural_pages(data)
         damaged, exported = os.path.join(work, "d.pkm"), os.path.join(work, "d.safetensors")
 
         def trial(kind, damage):
             b = damage(bytearray(data))
-            for f in [damaged, damaged + "-lock", exported]:
+            for f in [damaged, damaged + "-lock", exported, queried]:
                 if os.path.exists(f):
                     os.remove(f)
             open(damaged, "wb").write(b)
+            query = subprocess.run([memtool, "query", damaged, "--queries", queries, "--output", queried],
+                                   capture_output=True, text=True, timeout=120)
+            if query.returncode < 0:
+                return "crash", f"query died with signal {-query.returncode}"
+            if query.returncode == 0 and open(queried, "rb").read() != expected_answer:
+                return "silently different", "query gave other outputs than the undamaged store's, without an error"
+            if query.returncode != 0 and not query.stderr.strip():
+                return "error", "query failed without a message"
             verify = subprocess.run([memtool, "verify", damaged], capture_output=True, text=True, timeout=120)
             if verify.returncode < 0:
                 return "crash", f"verify died with signal {-verify.returncode}"

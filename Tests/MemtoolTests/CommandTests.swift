@@ -204,12 +204,14 @@ final class Scratch {
 
 @Suite struct CorruptionHarnessTests {
     /// Tools/corrupt_harness.py: bit flips anywhere in the file and in LMDB's own pages, and
-    /// truncations; each copy either reads back exactly or fails verify with a message (3,100 on demand).
-    @Test func damagedFilesReadCorrectlyOrFailByName() throws {
+    /// truncations; on each copy, queries (rows read in place) and export either give exactly the
+    /// undamaged store's results or fail with a message (3,100 copies on demand).
+    @Test(arguments: ["zstd", "raw"])
+    func damagedFilesReadCorrectlyOrFailByName(codec: String) throws {
         let scratch = Scratch()
         let report = scratch.file("corrupt.json")
         let result = try Tools.python([Tools.root.appendingPathComponent("Tools/corrupt_harness.py").path,
-                                       "--memtool", Tools.memtool.path, "--flips", "100", "--structural", "200",
+                                       "--memtool", Tools.memtool.path, "--codec", codec, "--flips", "100", "--structural", "200",
                                        "--truncations", "20", "--seed", "1", "--json", report])
         #expect(result.status == 0, "\(result.stdout)\(result.stderr)")
         let summary = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: report))) as? [String: Any])
