@@ -222,6 +222,41 @@ import Testing
         #expect(try Store.open(at: path).verify().isSound)
     }
 
+    /// LMDB trusts its branch and leaf pages: a flipped node offset sent a reader's cursor
+    /// outside its page and crashed it inside LMDB (found by the corruption harness), and a node
+    /// flagged as duplicate data would too. Opening walks those pages first and names the damage.
+    @Test func damagedBTreePagesAreNamed() throws {
+        let dir = TemporaryDirectory()
+        let (path, _) = try makeStore(dir, codec: .raw)
+        let original = try [UInt8](Data(contentsOf: URL(fileURLWithPath: path)))
+        let pageSize = 4096
+        func u16(_ b: [UInt8], _ at: Int) -> Int { Int(b[at]) | Int(b[at + 1]) << 8 }
+        // Leaf pages whose first node has an 8-byte key: the shard keys (stale copies in free pages match too).
+        let leaves = stride(from: 2 * pageSize, to: original.count, by: pageSize).filter { p in
+            let node = u16(original, p + 16)
+            return u16(original, p + 10) == 0x02 && node + 8 <= pageSize && u16(original, p + node + 6) == 8
+        }
+        try #require(!leaves.isEmpty)
+        let damages: [(String, (inout [UInt8], Int) -> Void)] = [
+            ("node 0 outside the page", { b, p in b[p + 17] ^= 0x80 }),          // the harness's crash: a node offset
+            ("with flags", { b, p in b[p + u16(b, p + 16) + 4] |= 0x04 }),       // a node flagged as duplicate data
+            ("neither a branch nor a leaf", { b, p in b[p + 10] = 0x04 }),       // a leaf marked as an overflow page
+        ]
+        for (reason, damage) in damages {
+            var bytes = original
+            for p in leaves { damage(&bytes, p) }
+            try Data(bytes).write(to: URL(fileURLWithPath: path))
+            do {
+                _ = try Store.open(at: path)
+                Issue.record("opened a store with damaged B-tree pages (\(reason))")
+            } catch {
+                #expect("\(error)".contains("B-tree") && "\(error)".contains(reason), "\(error)")
+            }
+        }
+        try Data(original).write(to: URL(fileURLWithPath: path))
+        #expect(try Store.open(at: path).verify().isSound)
+    }
+
     @Test func notAStoreIsNamed() throws {
         let dir = TemporaryDirectory()
         #expect(throws: StoreError.notFound(path: dir.file("missing.pkm"))) { try Store.open(at: dir.file("missing.pkm")) }

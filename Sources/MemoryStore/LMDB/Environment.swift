@@ -51,6 +51,7 @@ final class Environment: @unchecked Sendable {
             }
             if FileManager.default.fileExists(atPath: path) { try MetaPages.check(path: path) }
             try check(mdb_env_open(env, path, flags, 0o644))
+            try BTreePages.check(self)
             // Clear reader slots left by processes that died holding a read transaction.
             var dead: Int32 = 0
             _ = mdb_reader_check(env, &dead)

@@ -74,6 +74,14 @@ enum MetaPages {
         return nil
     }
 
+    /// The page size, file size, last page in use and B-tree roots (free list, main) recorded by
+    /// the meta page of transaction `id`, or nil when neither meta page holds it (a writer has
+    /// committed twice since) or the file cannot be read as LMDB.
+    static func meta(path: String, transaction id: UInt64) -> (pageSize: Int, fileSize: Int, lastPage: UInt64, roots: [UInt64])? {
+        guard let (pageSize, fileSize, metas) = read(path: path), let meta = metas?.first(where: { $0.txn == id }) else { return nil }
+        return (pageSize, fileSize, meta.lastPage, meta.roots)
+    }
+
     /// The transaction ids of the two meta pages, or nil when the file cannot be read as LMDB.
     static func transactionIDs(path: String) -> [UInt64]? {
         read(path: path)?.metas?.map(\.txn)
