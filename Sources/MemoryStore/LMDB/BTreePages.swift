@@ -54,15 +54,22 @@ struct BTreePages {
         .inconsistent("the LMDB file is damaged: page \(number) of the \(database) B-tree \(why)")
     }
 
-    private func u16(_ at: Int) -> Int { page.withUnsafeBytes { Int(UInt16(littleEndian: $0.loadUnaligned(fromByteOffset: at, as: UInt16.self))) } }
-    private func u64(_ at: Int) -> UInt64 { page.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(fromByteOffset: at, as: UInt64.self)) } }
-
     private mutating func walk(_ number: UInt64, database: String, main: Bool, depth: Int) throws {
         guard number != Self.invalidPage else { return }
         guard number >= 2, number <= lastPage else { throw damaged(number, database, "is outside pages 2...\(lastPage)") }
         guard depth < Self.maxDepth, visited.insert(number).inserted else { throw damaged(number, database, "is reached twice") }
         let got = page.withUnsafeMutableBytes { pread(fd, $0.baseAddress, pageSize, off_t(Int(number) * pageSize)) }
         guard got == pageSize else { throw damaged(number, database, "cannot be read") }
+        let children = try page.withUnsafeBytes { try nodes(of: $0, number, database: database, main: main) }
+        for (child, name, isMain) in children { try walk(child, database: name, main: isMain, depth: depth + 1) }
+    }
+
+    /// Checks the nodes of the page in `page` and returns the pages they lead to (children of a
+    /// branch, roots of the databases a main-B-tree leaf records).
+    private func nodes(of page: UnsafeRawBufferPointer, _ number: UInt64, database: String,
+                       main: Bool) throws -> [(UInt64, String, Bool)] {
+        func u16(_ at: Int) -> Int { Int(UInt16(littleEndian: page.loadUnaligned(fromByteOffset: at, as: UInt16.self))) }
+        func u64(_ at: Int) -> UInt64 { UInt64(littleEndian: page.loadUnaligned(fromByteOffset: at, as: UInt64.self)) }
         guard u64(0) == number else { throw damaged(number, database, "records page number \(u64(0))") }
         let flags = UInt16(u16(10)), lower = u16(12), upper = u16(14)
         guard flags & 0x7F == Self.branch || flags & 0x7F == Self.leaf else { throw damaged(number, database, "is neither a branch nor a leaf (flags \(flags))") }
@@ -99,10 +106,10 @@ struct BTreePages {
             }
             if nodeFlags & Self.subData != 0 {
                 guard size == 48 else { throw damaged(number, database, "has a database record of \(size) bytes") }
-                let name = String(decoding: page[(node + Self.nodeHeaderSize)..<data], as: UTF8.self)
+                let name = String(decoding: UnsafeRawBufferPointer(rebasing: page[(node + Self.nodeHeaderSize)..<data]), as: UTF8.self)
                 children.append((u64(data + 40), name, false))
             }
         }
-        for (child, name, isMain) in children { try walk(child, database: name, main: isMain, depth: depth + 1) }
+        return children
     }
 }
