@@ -4,8 +4,8 @@ import Synchronization
 
 /// A store opened for reading: the manifest, the named tensors and the value table.
 ///
-/// Opening checks LMDB's branch and leaf pages (BENCHMARKS.md: about 15 ms for the 139,520
-/// shards of a 2^30-slot memory) and reads two small records. Reads are thread-safe and
+/// Opening checks LMDB's branch and leaf pages (BENCHMARKS.md: 4-7 ms for the 139,520 shards
+/// of a 2^30-slot memory, about 60 ms from a cold page cache) and reads two small records. Reads are thread-safe and
 /// lock-free on LMDB's side; decoded `zstd` shards go through a shared ``cacheBytes`` budget,
 /// `raw` shards are read in place from the map.
 ///
