@@ -31,10 +31,11 @@ extension Store {
         progress?(shards, shards)
         // Everything stored and everything the catalog lists: one without the other is damage.
         let stored = try keys(of: env.meta).filter { !Catalog.reservedRecords.contains($0) }
-        for name in Set(stored).union(try recordNames()).sorted() {
+        let listed = try recordNames()
+        for name in Set(stored).union(listed).sorted() {
             do {
                 _ = try record(named: name)
-                if manifest.formatVersion >= 3, try !recordNames().contains(name) {
+                if manifest.formatVersion >= 3, !listed.contains(name) {
                     report.problems.append(.corruptRecord(name: name, reason: "it is not in the catalog"))
                 }
             } catch let error as StoreError { report.problems.append(error) }

@@ -5,9 +5,9 @@ import Synchronization
 /// A store opened for reading: the manifest, the named tensors and the value table.
 ///
 /// Opening checks LMDB's branch and leaf pages (BENCHMARKS.md: 4-7 ms for the 139,520 shards
-/// of a 2^30-slot memory, about 60 ms from a cold page cache) and reads two small records. Reads are thread-safe and
-/// lock-free on LMDB's side; decoded `zstd` shards go through a shared ``cacheBytes`` budget,
-/// `raw` shards are read in place from the map.
+/// of a 2^30-slot memory, about 60 ms from a cold page cache) and reads two small records.
+/// Reads are thread-safe and lock-free on LMDB's side; decoded `zstd` shards go through a
+/// shared ``cacheBytes`` budget, `raw` shards are read in place from the map.
 ///
 /// ```swift
 /// let store = try Store.open(at: "memory.pkm")
