@@ -169,18 +169,19 @@ public func peakResidentBytes() -> Int {
 
 /// A resident-set figure of `/proc/self/status` (`RssAnon:`, `RssFile:`) in bytes, or 0 where unavailable.
 public func residentBytes(_ field: String) -> Int {
-    guard let text = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return 0 }
-    for line in text.split(separator: "\n") where line.hasPrefix(field) {
-        return (Int(line.split(separator: " ").dropLast().last ?? "") ?? 0) * 1024
-    }
-    return 0
+    procField("/proc/self/status", field) * 1024  // given in kB
 }
 
 /// Bytes this process caused to be read from storage (`read_bytes` of `/proc/self/io`), or 0 where unavailable.
 public func diskReadBytes() -> Int {
-    guard let text = try? String(contentsOfFile: "/proc/self/io", encoding: .utf8) else { return 0 }
-    for line in text.split(separator: "\n") where line.hasPrefix("read_bytes:") {
-        return Int(line.split(separator: " ").last ?? "") ?? 0
+    procField("/proc/self/io", "read_bytes:")
+}
+
+/// The first number on the line of `file` that starts with `field`, or 0 where unavailable.
+private func procField(_ file: String, _ field: String) -> Int {
+    guard let text = try? String(contentsOfFile: file, encoding: .utf8) else { return 0 }
+    for line in text.split(separator: "\n") where line.hasPrefix(field) {
+        return line.dropFirst(field.count).split(whereSeparator: { $0 == " " || $0 == "\t" }).first.flatMap { Int($0) } ?? 0
     }
     return 0
 }

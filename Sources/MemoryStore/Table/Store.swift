@@ -415,16 +415,12 @@ public final class Store: @unchecked Sendable {
     private func prefetchUncachedShards(_ order: [UInt64], packed: Bool, indices: UnsafeBufferPointer<Int>,
                                         context: ReaderContext) throws {
         let rowStride = manifest.formatVersion >= 3 ? layout.rowBytes + ShardCodec.rowChecksumSize : nil
+        func row(_ k: Int) -> Int { packed ? Int(order[k] >> 24) : indices[Int(order[k])] }
         var i = 0
         while i < order.count {
-            let shard = (packed ? Int(order[i] >> 24) : indices[Int(order[i])]) / layout.rowsPerShard
-            var rows: [Int] = []
-            while i < order.count {
-                let row = packed ? Int(order[i] >> 24) : indices[Int(order[i])]
-                if row / layout.rowsPerShard != shard { break }
-                rows.append(row - shard * layout.rowsPerShard)
-                i += 1
-            }
+            let shard = row(i) / layout.rowsPerShard
+            let group = i
+            while i < order.count && row(i) / layout.rowsPerShard == shard { i += 1 }
             if layout.codec == .zstd && cache.contains(shard) { continue }
             try withShardKey(shard) { k in
                 try context.transaction.withValue(env.shards, key: k) { blob in
@@ -432,9 +428,9 @@ public final class Store: @unchecked Sendable {
                     if layout.codec == .zstd, let blobs {
                         blobs.willNeed(blob)
                     } else if layout.codec == .raw, let rowStride {
-                        for r in rows {
-                            let row = start + ShardCodec.headerSize + r * rowStride
-                            adviseWillNeed(row, row + rowStride)
+                        for k in group..<i {
+                            let at = start + ShardCodec.headerSize + (row(k) - shard * layout.rowsPerShard) * rowStride
+                            adviseWillNeed(at, at + rowStride)
                         }
                     } else {
                         adviseWillNeed(start, start + blob.count)
