@@ -1,4 +1,5 @@
 import Foundation
+import MemoryStore
 
 /// A file read with positioned reads (`pread`), so tensors can be streamed in chunks from any
 /// offset without loading the file. Not thread-safe beyond what `pread` itself guarantees.
@@ -27,12 +28,9 @@ public final class RandomAccessFile: @unchecked Sendable {
         guard offset >= 0, count >= 0, offset <= size, count <= size - offset else {
             throw TensorFileError(path, "read of \(count) bytes at \(offset) runs past the end (\(size) bytes)")
         }
-        var done = 0
-        while done < count {
-            let n = pread(fd, buffer + done, count - done, off_t(offset + done))
-            if n < 0 && errno == EINTR { continue }
-            guard n > 0 else { throw TensorFileError(path, "read failed at \(offset + done): \(n < 0 ? String(cString: strerror(errno)) : "unexpected end of file")") }
-            done += n
+        let got = readFully(fd, into: buffer, count: count, at: offset)
+        guard got == count else {
+            throw TensorFileError(path, "read failed at \(offset + max(got, 0)): \(got < 0 ? String(cString: strerror(Int32(-got))) : "unexpected end of file")")
         }
     }
 

@@ -58,7 +58,7 @@ struct BTreePages {
         guard number != Self.invalidPage else { return }
         guard number >= 2, number <= lastPage else { throw damaged(number, database, "is outside pages 2...\(lastPage)") }
         guard depth < Self.maxDepth, visited.insert(number).inserted else { throw damaged(number, database, "is reached twice") }
-        let got = page.withUnsafeMutableBytes { pread(fd, $0.baseAddress, pageSize, off_t(Int(number) * pageSize)) }
+        let got = page.withUnsafeMutableBytes { readFully(fd, into: $0.baseAddress!, count: pageSize, at: Int(number) * pageSize) }
         guard got == pageSize else { throw damaged(number, database, "cannot be read") }
         let children = try page.withUnsafeBytes { try nodes(of: $0, number, database: database, main: main) }
         for (child, name, isMain) in children { try walk(child, database: name, main: isMain, depth: depth + 1) }

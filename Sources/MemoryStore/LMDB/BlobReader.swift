@@ -28,27 +28,22 @@ struct BlobReader: Sendable {
         mapBase = base
     }
 
-    /// Copies the value at `mapped` (a pointer LMDB returned) from the file into `buffer`,
-    /// growing it as needed, and returns the copy. Throws, naming `what`, when the file is short.
-    func read(_ mapped: UnsafeRawBufferPointer, into buffer: inout [UInt8], what: @autoclosure () -> String) throws -> UnsafeRawBufferPointer {
-        if buffer.count < mapped.count { buffer = [UInt8](repeating: 0, count: mapped.count) }
-        let offset = offset(of: mapped)
+    /// Copies the value at `mapped` (a pointer LMDB returned) from the file into `buffer` and
+    /// calls `body` with the copy, which must not escape it. Throws, naming `what`, when the
+    /// file is short.
+    func read<T>(_ mapped: UnsafeRawBufferPointer, into buffer: ShardBuffer, what: @autoclosure () -> String,
+                 _ body: (UnsafeRawBufferPointer) throws -> T) throws -> T {
         let n = mapped.count
-        let got = buffer.withUnsafeMutableBytes { out -> Int in
-            var done = 0
-            while done < n {
-                let r = pread(fd, out.baseAddress! + done, n - done, off_t(offset + done))
-                if r < 0 && errno == EINTR { continue }
-                if r <= 0 { return r < 0 ? -Int(errno) : done }
-                done += r
+        precondition(buffer.byteCount >= n, "the caller sizes the buffer")
+        let offset = offset(of: mapped)
+        return try buffer.withBytes { out in
+            let got = readFully(fd, into: out.baseAddress!, count: n, at: offset)
+            guard got == n else {
+                let why = got < 0 ? String(cString: strerror(Int32(-got))) : "the file ends after \(got) of its \(n) bytes"
+                throw StoreError.inconsistent("reading \(what()) from '\(path)': \(why)")
             }
-            return done
+            return try body(UnsafeRawBufferPointer(rebasing: out[0..<n]))
         }
-        guard got == n else {
-            let why = got < 0 ? String(cString: strerror(Int32(-got))) : "the file ends after \(got) of its \(n) bytes"
-            throw StoreError.inconsistent("reading \(what()) from '\(path)': \(why)")
-        }
-        return buffer.withUnsafeBytes { UnsafeRawBufferPointer(rebasing: $0[0..<n]) }
     }
 
     /// Asks the kernel to start reading the value at `mapped` into the page cache, without

@@ -139,7 +139,7 @@ final class Environment: @unchecked Sendable {
     func write<T>(_ body: (WriteTransaction) throws -> T) throws -> T {
         var txn: OpaquePointer?
         try check(mdb_txn_begin(handle, nil, 0, &txn))
-        let transaction = WriteTransaction(handle: txn!, env: self)
+        let transaction = WriteTransaction(handle: txn!)
         let result: T
         do {
             result = try body(transaction)

@@ -41,7 +41,7 @@ enum MetaPages {
         var st = stat()
         guard fstat(fd, &st) == 0 else { return nil }
         var head = [UInt8](repeating: 0, count: 2 * 65536)
-        let got = head.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, 0) }
+        let got = head.withUnsafeMutableBytes { readFully(fd, into: $0.baseAddress!, count: $0.count, at: 0) }
         guard got >= 152 else { return nil }
         func u32(_ at: Int) -> UInt32 { head.withUnsafeBytes { UInt32(littleEndian: $0.loadUnaligned(fromByteOffset: at, as: UInt32.self)) } }
         func u64(_ at: Int) -> UInt64 { head.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(fromByteOffset: at, as: UInt64.self)) } }

@@ -2,10 +2,14 @@ import CLMDB
 
 /// A read-only LMDB transaction. Reset and renewed rather than freed when reused, so that a
 /// hot path pays no allocation; not `Sendable`: one thread uses it at a time.
+///
+/// It holds its environment strongly: `deinit` aborts the transaction, which LMDB requires to
+/// happen before the environment is closed, and an optimised build may release an unowned
+/// environment first.
 final class ReadTransaction {
     private(set) var handle: OpaquePointer
     private var active = true
-    unowned let env: Environment
+    private let env: Environment
 
     init(env: Environment) throws {
         self.env = env
@@ -60,7 +64,6 @@ final class ReadTransaction {
 /// A write transaction, valid only inside `Environment.write`.
 struct WriteTransaction {
     let handle: OpaquePointer
-    unowned let env: Environment
 
     /// Stores `value` under `key`; with `append`, keys must arrive in increasing order
     /// (`MDB_APPEND`), which makes bulk loads write each page once.

@@ -12,16 +12,14 @@ import Synchronization
 /// compaction writes a new file).
 final class RawRowIndex: @unchecked Sendable {
     // Invariant: `blobs` and `checked` are allocated in init, touched only through atomics,
-    // freed in deinit; `snapshot` is never used after init, it only pins the pages. `env` is
-    // held so that the environment outlives the snapshot's transaction (which refers to it
-    // unowned), whatever order the owning Store releases its properties in.
+    // freed in deinit; `snapshot` is never used after init, it only pins the pages (and, holding
+    // its environment, keeps the map the addresses point into).
     private let blobs: UnsafeMutablePointer<Atomic<Int>>
     private let shardCount: Int
     /// Rows checked since open; nil for tables too large to keep one bit per row (then every
     /// read is checked).
     private let checked: AtomicBitmap?
     private let snapshot: ReadTransaction
-    private let env: Environment
     /// Whether the pass over all shard keys has run.
     private let learnedAll = Locked(false)
     let layout: TableLayout
@@ -34,7 +32,6 @@ final class RawRowIndex: @unchecked Sendable {
     init?(env: Environment, layout: TableLayout) throws {
         guard layout.codec == .raw, layout.shardCount <= Self.maxShards else { return nil }
         snapshot = try ReadTransaction(env: env)
-        self.env = env
         self.layout = layout
         stride = layout.rowBytes + ShardCodec.rowChecksumSize
         shardCount = layout.shardCount

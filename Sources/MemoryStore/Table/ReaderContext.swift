@@ -9,19 +9,24 @@ final class ReaderContext: @unchecked Sendable {
     let decompressor = ZstdDecompressor()
     var planes: [UInt8] = []
     /// A compressed blob copied from the file (``BlobReader``).
-    var blob: [UInt8] = []
-    var shard: DecodedShard?
+    private var blob: ShardBuffer?
+    private var shard: ShardBuffer?
 
     init(env: Environment) throws {
         transaction = try ReadTransaction(env: env)
         transaction.reset()
     }
 
-    /// A scratch shard buffer of at least `byteCount` bytes, reused across calls.
-    func scratchShard(byteCount: Int) -> DecodedShard {
-        if let shard, shard.bytes.count >= byteCount { return shard }
-        let fresh = DecodedShard(byteCount: byteCount)
-        shard = fresh
+    /// A scratch buffer for a decoded shard of at least `byteCount` bytes, reused across calls.
+    func scratchShard(byteCount: Int) -> ShardBuffer { Self.reuse(&shard, byteCount) }
+
+    /// A scratch buffer for a blob read from the file, of at least `byteCount` bytes.
+    func scratchBlob(byteCount: Int) -> ShardBuffer { Self.reuse(&blob, byteCount) }
+
+    private static func reuse(_ slot: inout ShardBuffer?, _ byteCount: Int) -> ShardBuffer {
+        if let slot, slot.byteCount >= byteCount { return slot }
+        let fresh = ShardBuffer(byteCount: byteCount)
+        slot = fresh
         return fresh
     }
 }

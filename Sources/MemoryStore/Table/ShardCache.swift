@@ -1,15 +1,28 @@
 import Synchronization
 
-/// A decoded shard: its rows in the stored element type, in memory this object owns.
-final class DecodedShard: @unchecked Sendable {
-    // Invariant: written once by the decoding thread before it is shared, read-only afterwards.
-    let bytes: UnsafeMutableRawBufferPointer
+/// The bytes of one shard (decoded rows in the stored element type, or a blob as stored), in
+/// 64-byte aligned memory this object owns and frees in `deinit`.
+///
+/// Pointers into it are handed out only inside ``withBytes(_:)``, which keeps the object alive
+/// for the closure: a cached shard may be evicted by another thread at any moment, and an
+/// optimised build releases a local reference right after its last use.
+final class ShardBuffer: @unchecked Sendable {
+    // Invariant: a cached buffer is written once by the decoding thread before it is shared,
+    // read-only afterwards; a scratch buffer is used by one reader context at a time.
+    private let bytes: UnsafeMutableRawBufferPointer
 
     init(byteCount: Int) {
         bytes = UnsafeMutableRawBufferPointer.allocate(byteCount: max(byteCount, 1), alignment: 64)
     }
 
     deinit { bytes.deallocate() }
+
+    var byteCount: Int { bytes.count }
+
+    /// Calls `body` with the buffer's bytes. The pointer must not escape `body`.
+    func withBytes<T>(_ body: (UnsafeMutableRawBufferPointer) throws -> T) rethrows -> T {
+        try withExtendedLifetime(self) { try body(bytes) }
+    }
 }
 
 /// A byte-budgeted cache of decoded shards, split into stripes with a lock each so that
@@ -19,7 +32,7 @@ final class DecodedShard: @unchecked Sendable {
 final class ShardCache: Sendable {
     private struct Slot {
         var shard: Int
-        var entry: DecodedShard
+        var entry: ShardBuffer
         var referenced: Bool
     }
 
@@ -47,9 +60,9 @@ final class ShardCache: Sendable {
     }
 
     /// The cached shard, marking it recently used.
-    func lookup(_ shard: Int) -> DecodedShard? {
+    func lookup(_ shard: Int) -> ShardBuffer? {
         guard budget > 0 else { return nil }
-        let found = stripes[shard % stripes.count].withLock { s -> DecodedShard? in
+        let found = stripes[shard % stripes.count].withLock { s -> ShardBuffer? in
             guard let i = s.position[shard] else { return nil }
             s.slots[i].referenced = true
             return s.slots[i].entry
@@ -64,8 +77,8 @@ final class ShardCache: Sendable {
     }
 
     /// Inserts a decoded shard, evicting cold ones to stay within the budget.
-    func insert(_ shard: Int, _ entry: DecodedShard) {
-        let size = entry.bytes.count
+    func insert(_ shard: Int, _ entry: ShardBuffer) {
+        let size = entry.byteCount
         guard budget > 0, size <= stripeBudget else { return }
         stripes[shard % stripes.count].withLock { s in
             if s.position[shard] != nil { return }
@@ -76,7 +89,7 @@ final class ShardCache: Sendable {
                     s.hand += 1
                 } else {
                     let victim = s.slots[s.hand]
-                    s.bytes -= victim.entry.bytes.count
+                    s.bytes -= victim.entry.byteCount
                     s.position[victim.shard] = nil
                     let last = s.slots.count - 1
                     if s.hand != last {

@@ -227,7 +227,7 @@ public final class Store: @unchecked Sendable {
         let r = index - shard * layout.rowsPerShard
         if layout.codec == .zstd, let cached = cache.lookup(shard) {
             cache.record(hits: 1, misses: 0)
-            RowKernels.convert(cached.bytes.baseAddress! + r * layout.rowBytes, type: layout.elementType, count: dim, into: output.baseAddress!)
+            cached.withBytes { RowKernels.convert($0.baseAddress! + r * layout.rowBytes, type: layout.elementType, count: dim, into: output.baseAddress!) }
             return
         }
         let context = try contexts.acquire()
@@ -319,7 +319,7 @@ public final class Store: @unchecked Sendable {
         let rows = layout.rowRange(ofShard: index)
         guard rows.upperBound <= readableRows else { throw StoreError.incomplete(rowsCommitted: state.rowsCommitted, rows: layout.rows) }
         if layout.codec == .zstd, let cached = cache.lookup(index) {
-            return try body(UnsafeRawBufferPointer(start: cached.bytes.baseAddress!, count: rows.count * layout.rowBytes))
+            return try cached.withBytes { try body(UnsafeRawBufferPointer(start: $0.baseAddress!, count: rows.count * layout.rowBytes)) }
         }
         let context = try contexts.acquire()
         defer { contexts.release(context) }
@@ -368,7 +368,7 @@ public final class Store: @unchecked Sendable {
             }
             if layout.codec == .zstd, let cached = cache.lookup(shard) {
                 hits += 1
-                try visitGroup(ShardRows(decoded: cached.bytes.baseAddress!, rowBytes: layout.rowBytes))
+                try cached.withBytes { try visitGroup(ShardRows(decoded: $0.baseAddress!, rowBytes: layout.rowBytes)) }
                 continue
             }
             misses += 1
@@ -448,7 +448,6 @@ public final class Store: @unchecked Sendable {
                               _ body: (ShardRows) throws -> T) throws -> T {
         let table = layout
         let rowRange = table.rowRange(ofShard: index)
-        let size = rowRange.count * table.rowBytes
         return try withShardKey(index) { key in
             try context.transaction.withValue(env.shards, key: key) { mapped in
                 guard let mapped else { throw StoreError.missingShard(shard: index, rows: rowRange) }
@@ -461,27 +460,43 @@ public final class Store: @unchecked Sendable {
                 }
                 // Decoding reads the whole blob: one pread (with the kernel's readahead on
                 // sequential scans) instead of faulting the map in a page at a time.
-                let whole = table.codec == .zstd || contiguous
-                let blob = try (whole ? blobs?.read(mapped, into: &context.blob, what: "shard \(index)") : nil) ?? mapped
-                let header = try ShardCodec.header(of: blob, shard: index, layout: table)
-                if header.blobCodec == .rawRows && !checkedRawShards.contains(index) {
-                    guard XXH64.hash(UnsafeRawBufferPointer(rebasing: blob[ShardCodec.headerSize...])) == header.checksum else {
-                        throw StoreError.corruptShard(shard: index, rows: rowRange, reason: "checksum mismatch")
+                if table.codec == .zstd || contiguous, let blobs {
+                    return try blobs.read(mapped, into: context.scratchBlob(byteCount: mapped.count), what: "shard \(index)") {
+                        try withBlob($0, shard: index, context: context, contiguous: contiguous, body)
                     }
-                    checkedRawShards.insert(index)
                 }
-                if header.codec == .raw && !(contiguous && header.blobCodec == .checkedRows) {
-                    return try body(ShardRows(blob: blob, header: header, layout: table))
-                }
-                let cached = header.codec == .zstd && cache.budget > 0
-                let target = cached ? DecodedShard(byteCount: size) : context.scratchShard(byteCount: size)
-                try ShardCodec.decode(blob, header: header, layout: table,
-                                      into: UnsafeMutableRawBufferPointer(rebasing: target.bytes[0..<size]),
-                                      scratch: &context.planes, decompressor: context.decompressor, dictionary: dictionary)
-                if header.codec == .zstd { decoded.wrappingAdd(size, ordering: .relaxed) }
-                if cached { cache.insert(index, target) }
-                return try body(ShardRows(decoded: target.bytes.baseAddress!, rowBytes: table.rowBytes))
+                return try withBlob(mapped, shard: index, context: context, contiguous: contiguous, body)
             }
+        }
+    }
+
+    /// Checks and decodes the blob of shard `index` (from the map or a copy) for ``withShard``.
+    private func withBlob<T>(_ blob: UnsafeRawBufferPointer, shard index: Int, context: ReaderContext, contiguous: Bool,
+                             _ body: (ShardRows) throws -> T) throws -> T {
+        let table = layout
+        let rowRange = table.rowRange(ofShard: index)
+        let size = rowRange.count * table.rowBytes
+        let header = try ShardCodec.header(of: blob, shard: index, layout: table)
+        if header.blobCodec == .rawRows && !checkedRawShards.contains(index) {
+            guard XXH64.hash(UnsafeRawBufferPointer(rebasing: blob[ShardCodec.headerSize...])) == header.checksum else {
+                throw StoreError.corruptShard(shard: index, rows: rowRange, reason: "checksum mismatch")
+            }
+            checkedRawShards.insert(index)
+        }
+        if header.codec == .raw && !(contiguous && header.blobCodec == .checkedRows) {
+            return try body(ShardRows(blob: blob, header: header, layout: table))
+        }
+        let cached = header.codec == .zstd && cache.budget > 0
+        let target = cached ? ShardBuffer(byteCount: size) : context.scratchShard(byteCount: size)
+        return try target.withBytes { bytes in
+            try ShardCodec.decode(blob, header: header, layout: table,
+                                  into: UnsafeMutableRawBufferPointer(rebasing: bytes[0..<size]),
+                                  scratch: &context.planes, decompressor: context.decompressor, dictionary: dictionary)
+            if header.codec == .zstd { decoded.wrappingAdd(size, ordering: .relaxed) }
+            // The cache may decline the shard (larger than a stripe's budget); `withBytes`
+            // keeps it alive for `body` either way.
+            if cached { cache.insert(index, target) }
+            return try body(ShardRows(decoded: bytes.baseAddress!, rowBytes: table.rowBytes))
         }
     }
 
