@@ -3,6 +3,10 @@
 expected results of Spec/RETRIEVAL.md computed by Tools/reference_retrieval.py.
 
     make_checkpoint.py OUT_DIR [--format safetensors|npy] [--values-dtype f32|f16|bf16]
+                               [--addressing table|identity|keyed]
+
+With --addressing identity or keyed the file holds no virtual_map (keyed: metadata
+`address_key`), and the expected results use that addressing.
 
 OUT_DIR receives memory.safetensors (or memory/ with one .npy per tensor), queries.npy, and
 expected_output.npy, expected_indices.npy, expected_weights.npy. The safetensors file is written
@@ -47,6 +51,7 @@ def main():
     ap.add_argument("out")
     ap.add_argument("--format", default="safetensors", choices=["safetensors", "npy"])
     ap.add_argument("--values-dtype", default="bf16", choices=["f32", "f16", "bf16"])
+    ap.add_argument("--addressing", default="table", choices=["table", "identity", "keyed"])
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
     rng = np.random.default_rng(77)
@@ -54,7 +59,7 @@ def main():
     n_p = nr * nc // E
     cfg = {"scoring": "tucker", "heads": H, "keyDim": d, "gridRows": nr, "gridCols": nc, "rank": r, "cores": c,
            "expansion": E, "physicalRows": n_p, "valueDim": v, "outputDim": d_out, "topK": k, "topM": m,
-           "activation": "softmax", "addressing": "table", "addressKey": 0}
+           "activation": "softmax", "addressing": args.addressing, "addressKey": 12345 if args.addressing == "keyed" else 0}
     t = {"row_keys": quantized(rng, (H, r, nr, d)) / 64.0, "col_keys": quantized(rng, (H, r, nc, d)) / 64.0,
          "cores": quantized(rng, (H, c, r, r)) / 64.0, "projectors": quantized(rng, (E, v, d_out)) / 64.0,
          "values": quantized(rng, (n_p, v)) / 64.0, "virtual_map": rng.permutation(nr * nc).astype(np.int32)}
@@ -76,9 +81,13 @@ def main():
                "row_keys": ("F32", t["row_keys"].astype(np.float32)), "col_keys": ("F32", t["col_keys"].astype(np.float32)),
                "cores": ("F32", t["cores"].astype(np.float32)), "projectors": ("F32", t["projectors"].astype(np.float32)),
                "virtual_map": ("I32", t["virtual_map"])}
+    metadata = {"scoring": "tucker", "topk": str(k), "top_m": str(m), "activation": "softmax"}
+    if args.addressing != "table":
+        del tensors["virtual_map"]
+    if args.addressing == "keyed":
+        metadata["address_key"] = str(cfg["addressKey"])
     if args.format == "safetensors":
-        write_safetensors(os.path.join(args.out, "memory.safetensors"), tensors,
-                          {"scoring": "tucker", "topk": str(k), "top_m": str(m), "activation": "softmax"})
+        write_safetensors(os.path.join(args.out, "memory.safetensors"), tensors, metadata)
     else:
         folder = os.path.join(args.out, "memory")
         os.makedirs(folder, exist_ok=True)

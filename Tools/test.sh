@@ -1,8 +1,19 @@
 #!/usr/bin/env bash
-# Runs the whole test suite on a fresh machine: bootstrap, build, swift test.
+# Runs the whole test suite on a fresh machine: bootstrap, then every test twice, on the debug
+# build and on the release build users run. In the release pass the command-line tests and the
+# kill and corruption harnesses drive the plain `swift build -c release` memtool; the library
+# tests are built optimised with -enable-testing (for @testable) in a scratch folder of their own.
+# Arguments are passed to both `swift test` runs (for example --filter).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="/opt/swift/usr/bin:$PATH"
 bash Tools/bootstrap.sh
+
+echo "== debug build"
 swift build --build-tests
 swift test --skip-build "$@"
+
+echo "== release build"
+swift build -c release --product memtool
+swift build -c release --build-tests -Xswiftc -enable-testing --scratch-path .build-release-tests
+MEMTOOL="$PWD/.build/release/memtool" swift test -c release --skip-build --scratch-path .build-release-tests "$@"

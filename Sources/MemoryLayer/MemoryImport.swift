@@ -43,6 +43,9 @@ public enum MemoryImport {
         public var topK: Int?
         public var topM: Int?
         public var activation: Activation?
+        /// How virtual slots map to rows; nil: metadata `addressing`, else `table` when the file
+        /// holds a `virtual_map`, `keyed` when an address key is given, `identity` otherwise.
+        public var addressing: Addressing?
         public var addressKey: UInt64?
         /// Convert values to this type; nil keeps the file's.
         public var elementType: ElementType?
@@ -53,6 +56,10 @@ public enum MemoryImport {
         public var writer = StoreWriter.Options()
         public init() {}
     }
+
+    /// How keys saved as `[H, n, 2, d]` (row and column keys side by side) become the store's tensors.
+    static let productKeyLayoutHint = "keys saved as [H, n, 2, d] (the product-key-memory package) become " +
+        "row_keys = keys[:, :, 0, :][:, None] and col_keys = keys[:, :, 1, :][:, None]"
 
     static let canonical = ["values", "row_keys", "col_keys", "cores", "projectors", "virtual_map", "row_proj", "col_proj"]
 
@@ -98,7 +105,9 @@ public enum MemoryImport {
         }
         let slots = nRow.multipliedReportingOverflow(by: nCol)
         guard !slots.overflow, nP > 0, slots.partialValue % nP == 0 else {
-            throw bad("the grid \(nRow) x \(nCol) is not a whole multiple of the \(nP) value rows")
+            throw bad("row_keys \(rowKeys.shape) and col_keys \(colKeys.shape), read as [H, r, n, d], make a grid of " +
+                      "\(nRow) x \(nCol) slots, which is not a whole multiple E of the \(nP) rows of values \(values.shape). " +
+                      "Check that both key tensors are laid out [H, r, n, d]; " + Self.productKeyLayoutHint)
         }
         let expansion = slots.partialValue / nP
         var outputDim = v
@@ -137,12 +146,39 @@ public enum MemoryImport {
         let addressKey = try options.addressKey ?? meta["address_key"].map {
             guard let k = UInt64($0) else { throw bad("__metadata__ 'address_key' = '\($0)' is not an unsigned integer") }
             return k
-        } ?? 0
-        let addressing: Addressing = found["virtual_map"] != nil ? .table : (expansion == 1 ? .identity : .keyed)
+        }
+        let hasMap = found["virtual_map"] != nil
+        let addressing = try options.addressing ?? meta["addressing"].map {
+            guard let a = Addressing(rawValue: $0) else { throw bad("__metadata__ 'addressing' = '\($0)' is not identity, table or keyed") }
+            return a
+        } ?? (hasMap ? .table : addressKey != nil ? .keyed : .identity)
+        if addressing == .table && !hasMap {
+            throw bad("addressing 'table' needs a virtual_map tensor [\(slots.partialValue)] (I64 or I32); the file has none")
+        }
+        if addressing != .table && hasMap {
+            throw bad("the file holds a virtual_map, which addressing '\(addressing.rawValue)' would ignore: import it with --addressing table")
+        }
+        if addressing != .keyed, let addressKey {
+            throw bad("an address key (\(addressKey)) applies only to keyed addressing, not '\(addressing.rawValue)'")
+        }
         let config = RetrievalConfig(scoring: scoring, heads: h, keyDim: d, gridRows: nRow, gridCols: nCol, rank: r, cores: cores,
                                      expansion: expansion, physicalRows: nP, valueDim: v, outputDim: outputDim, topK: topK,
-                                     topM: topM, activation: activation, addressing: addressing, addressKey: addressKey)
-        try config.validate()
+                                     topM: topM, activation: activation, addressing: addressing, addressKey: addressKey ?? 0)
+        do { try config.validate() } catch {
+            guard case .invalidConfig(let field, let reason) = error else { throw error }
+            let context: String
+            switch field {
+            case "rank" where scoring == .pkm:
+                context = "PKM scoring takes one key table per side, but row_keys \(rowKeys.shape), read as [H, r, n_row, d], " +
+                          "has r = \(r) tables. " + Self.productKeyLayoutHint + "; for Tucker scoring give cores [H, c, r, r]"
+            case "cores": context = "cores \(found["cores"]?.shape ?? []) gives c = \(cores) scoring cores: \(reason) (values \(values.shape))"
+            case "topK": context = "k (--topk, or __metadata__ 'topk') \(reason)"
+            case "topM": context = "m (--top-m, or __metadata__ 'top_m') \(reason)"
+            case "gridRows", "gridCols": context = "row_keys \(rowKeys.shape) and col_keys \(colKeys.shape): \(reason)"
+            default: context = "\(field): \(reason)"
+            }
+            throw bad(context)
+        }
         return (config, found)
     }
 
@@ -201,13 +237,13 @@ public enum MemoryImport {
         let names = try store.tensorNames().filter { !$0.hasPrefix("__") }
         let tensors = try names.map { try store.tensor(named: $0) }
         var metadata = ["format": "pkm-store export", "source_format_version": String(store.manifest.formatVersion)]
-        if let record = try store.record(named: MemoryLayer.recordName),
-           let c = try? JSONDecoder().decode(RetrievalConfig.self, from: Data(record)) {
+        if let c = try MemoryLayer.retrievalConfig(of: store) {
             metadata["scoring"] = c.scoring.rawValue
             metadata["topk"] = String(c.topK)
             metadata["top_m"] = String(c.topM)
             metadata["activation"] = c.activation.rawValue
-            metadata["address_key"] = String(c.addressKey)
+            metadata["addressing"] = c.addressing.rawValue
+            if c.addressing == .keyed { metadata["address_key"] = String(c.addressKey) }
         }
         var declarations = zip(names, tensors).map { SafetensorsWriter.Declaration(name: $0, dtype: $1.dtype, shape: $1.shape) }
         declarations.append(.init(name: "values", dtype: TensorDType(layout.elementType), shape: [layout.rows, layout.dim]))

@@ -27,12 +27,8 @@ public final class MemoryLayer: Sendable {
         guard store.isComplete else {
             throw StoreError.incomplete(rowsCommitted: store.state.rowsCommitted, rows: store.layout.rows)
         }
-        guard let record = try store.record(named: Self.recordName) else {
+        guard let config = try Self.retrievalConfig(of: store) else {
             throw StoreError.badManifest("the store has no retrieval parameters (meta/retrieval); it holds a value table only")
-        }
-        let config: RetrievalConfig
-        do { config = try JSONDecoder().decode(RetrievalConfig.self, from: Data(record)) } catch {
-            throw StoreError.badManifest("meta/retrieval is not a valid retrieval record: \(error)")
         }
         guard config.physicalRows == store.layout.rows, config.valueDim == store.layout.dim else {
             throw StoreError.inconsistent("retrieval parameters expect a \(config.physicalRows) x \(config.valueDim) value table, the store holds \(store.layout.rows) x \(store.layout.dim)")
@@ -48,6 +44,14 @@ public final class MemoryLayer: Sendable {
                                        rowProj: try floats(TensorName.rowProj), colProj: try floats(TensorName.colProj))
         self.store = store
         index = try ProductKeyIndex(config: config, tensors: tensors, threads: threads)
+    }
+
+    /// The retrieval parameters the store holds (`meta/retrieval`), or nil for a value table alone.
+    public static func retrievalConfig(of store: Store) throws -> RetrievalConfig? {
+        guard let record = try store.record(named: recordName) else { return nil }
+        do { return try JSONDecoder().decode(RetrievalConfig.self, from: Data(record)) } catch {
+            throw StoreError.badManifest("meta/retrieval is not a valid retrieval record: \(error)")
+        }
     }
 
     /// Selected slots and weights for queries `[batch, H, 2, d]`.

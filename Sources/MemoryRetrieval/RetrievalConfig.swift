@@ -85,6 +85,46 @@ public struct RetrievalConfig: Codable, Sendable, Equatable {
     /// `n_row * n_col`.
     public var virtualSlots: Int { gridRows * gridCols }
 
+    /// Limits of Spec/RETRIEVAL.md, "Errors": beyond them no layer fits a machine, and products
+    /// of the parameters stay far from overflow.
+    public static let maxHeads = 1 << 16, maxDim = 1 << 20, maxRank = 1 << 8, maxExpansion = 1 << 20
+    public static let maxTensorBytes = 1 << 42
+
+    /// Bytes of the f32 tensors a layer holds in memory (keys, cores, projectors, a `table` map
+    /// as I64); nil when the product overflows.
+    public var residentTensorBytes: Int? {
+        func product(_ xs: Int...) -> Int? {
+            var p = 1
+            for x in xs {
+                let (r, o) = p.multipliedReportingOverflow(by: x)
+                if o { return nil }
+                p = r
+            }
+            return p
+        }
+        let keys = product(4, heads, rank, gridRows + gridCols, keyDim)
+        let cores = scoring == .pkm ? 0 : product(4, heads, self.cores, rank, rank)
+        let projectors = expansion > 1 || outputDim != valueDim ? product(4, expansion, valueDim, outputDim) : 0
+        let map = addressing == .table ? product(8, gridRows, gridCols) : 0
+        guard let keys, let cores, let projectors, let map else { return nil }
+        let (a, o1) = keys.addingReportingOverflow(cores)
+        let (b, o2) = projectors.addingReportingOverflow(map)
+        let (total, o3) = a.addingReportingOverflow(b)
+        return o1 || o2 || o3 ? nil : total
+    }
+
+    /// Every parameter on one line, for people: what a layer answers with.
+    public var summary: String {
+        var parts = ["\(scoring.rawValue), H=\(heads) d=\(keyDim) k=\(topK)"]
+        if scoring == .tucker { parts[0] += " m=\(topM)" }
+        if scoring != .pkm { parts[0] += " r=\(rank) c=\(cores)" }
+        parts.append("grid \(gridRows)x\(gridCols) = \(virtualSlots) virtual slots over \(physicalRows) rows x \(valueDim) (E=\(expansion))")
+        parts.append("d_out=\(outputDim)")
+        parts.append("activation \(activation.rawValue)")
+        parts.append("addressing \(addressing.rawValue)\(addressing == .keyed ? " (key \(addressKey))" : "")")
+        return parts.joined(separator: ", ")
+    }
+
     /// Checks every rule of Spec/RETRIEVAL.md, "Errors", that the parameters alone decide.
     public func validate() throws(RetrievalError) {
         func bad(_ field: String, _ why: String) -> RetrievalError { .invalidConfig(field: field, reason: why) }
@@ -92,6 +132,12 @@ public struct RetrievalConfig: Codable, Sendable, Equatable {
                               ("rank", rank), ("cores", cores), ("expansion", expansion), ("physicalRows", physicalRows),
                               ("valueDim", valueDim), ("outputDim", outputDim)] where value < 1 {
             throw bad(name, "must be at least 1 (got \(value))")
+        }
+        for (name, value, limit) in [("heads", heads, Self.maxHeads), ("keyDim", keyDim, Self.maxDim), ("rank", rank, Self.maxRank),
+                                     ("cores", cores, Self.maxRank), ("expansion", expansion, Self.maxExpansion),
+                                     ("physicalRows", physicalRows, 1 << 40), ("valueDim", valueDim, Self.maxDim),
+                                     ("outputDim", outputDim, Self.maxDim)] where value > limit {
+            throw bad(name, "must be at most \(limit) (got \(value))")
         }
         guard gridRows <= 1 << 31, gridCols <= 1 << 31, gridRows.multipliedReportingOverflow(by: gridCols).overflow == false,
               virtualSlots <= 1 << 40 else {
@@ -101,6 +147,9 @@ public struct RetrievalConfig: Codable, Sendable, Equatable {
             throw bad("expansion", "n_row x n_col = \(virtualSlots) must equal expansion x physicalRows = \(expansion) x \(physicalRows)")
         }
         guard valueDim % cores == 0 else { throw bad("cores", "valueDim \(valueDim) is not divisible by \(cores) cores") }
+        guard let resident = residentTensorBytes, resident <= Self.maxTensorBytes else {
+            throw bad("heads", "the keys, cores, projectors and map of these parameters exceed \(Self.maxTensorBytes >> 40) TiB")
+        }
         guard topK >= 1, topK <= virtualSlots else { throw bad("topK", "must be in 1...\(virtualSlots) (got \(topK))") }
         switch scoring {
         case .pkm:

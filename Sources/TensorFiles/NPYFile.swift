@@ -59,6 +59,7 @@ public enum NPYFile {
         default:
             if descr.contains("O") { throw TensorFileError(path, "object arrays (pickled Python objects) are refused") }
             if descr.hasPrefix(">") { throw TensorFileError(path, "big-endian dtype '\(descr)' is not supported") }
+            if descr == "<f8" { throw TensorFileError(path, "float64 is not supported: save the array with .astype(numpy.float32)") }
             throw TensorFileError(path, "unsupported dtype '\(descr)' (use float32, float16, bfloat16, int64, int32, uint8 or int8)")
         }
     }

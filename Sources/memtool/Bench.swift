@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import MemoryLayer
+import MemoryRetrieval
 import MemoryStore
 import TensorFiles
 
@@ -28,7 +29,7 @@ struct Bench: ParsableCommand {
     @Option(help: "Query distribution: uniform, clustered, or replay:Q.npy (float32 [N, H, 2, d]).")
     var distribution: String = "clustered"
 
-    @Option(help: "Queries run before measuring (not with --cold).")
+    @Option(help: "Queries run before measuring (not with --cold), at most 2^24.")
     var warmup: Int = 256
 
     @Flag(help: "Drop the page cache before opening the store, and skip the warm-up.")
@@ -54,20 +55,48 @@ struct Bench: ParsableCommand {
 
     func validate() throws {
         guard queries >= 1, batch >= 1, threads >= 1 else { throw ValidationError("--queries, --batch and --threads must be at least 1") }
+        guard threads <= Self.maxThreads else { throw ValidationError("--threads must be at most \(Self.maxThreads) (got \(threads))") }
+        guard warmup >= 0, warmup <= Self.maxWarmup else { throw ValidationError("--warmup must be in 0...\(Self.maxWarmup) (got \(warmup))") }
+        guard cacheBytes >= 0 else { throw ValidationError("--cache-bytes must not be negative (got \(cacheBytes))") }
         guard ["uniform", "clustered"].contains(distribution) || distribution.hasPrefix("replay:") else {
             throw ValidationError("--distribution must be uniform, clustered or replay:FILE.npy")
         }
     }
 
+    static let maxThreads = 1024, maxWarmup = 1 << 24
+
+    /// Refuses a run whose query batches do not fit in memory (they are generated before timing).
+    private func checkMemory(_ c: RetrievalConfig) throws {
+        let queryBytes = MachineLimits.product(max(queries, batch), c.heads, 2, c.keyDim, 4)
+        let resultBytes = MachineLimits.product(batch, c.heads, c.topK, 8 + 4 * c.cores, 2)
+        try MachineLimits.requireMemory(queryBytes.flatMap { q in resultBytes.map { q + $0 } },
+                                        for: "\(max(queries, batch)) queries of [\(c.heads), 2, \(c.keyDim)] floats in batches of \(batch)")
+    }
+
+    /// Replayed queries: a floating .npy of shape [N >= 1, H, 2, d] for this layer.
+    private func replayedQueries(_ path: String, _ c: RetrievalConfig) throws -> [Float] {
+        let entry = try NPYFile.entry(path: path, name: "queries")
+        guard [.f32, .f16, .bf16].contains(entry.dtype), entry.shape.count == 4, entry.shape[0] >= 1,
+              entry.shape[1] == c.heads, entry.shape[2] == 2, entry.shape[3] == c.keyDim else {
+            throw TensorFileError(path, "replayed queries have shape \(entry.shape) and dtype \(entry.dtype.rawValue), " +
+                                  "the store needs [N >= 1, \(c.heads), 2, \(c.keyDim)] of float32, float16 or bfloat16")
+        }
+        return try entry.load().floats()
+    }
+
     func run() throws {
         try runReportingErrors {
+            guard let config = try MemoryLayer.retrievalConfig(of: Store.open(at: store, cacheBytes: 0)) else {
+                throw StoreError.badManifest("the store has no retrieval parameters (meta/retrieval); it holds a value table only")
+            }
+            try checkMemory(config)
             var options = LookupBenchmark.Options()
             options.queries = queries; options.batch = batch; options.warmupQueries = warmup; options.seed = seed
             if noBruteForce { options.bruteForceLimit = 0 }
             switch distribution {
             case "uniform": options.distribution = .uniform
             case "clustered": options.distribution = .clustered(centres: 256, spread: 0.25)
-            default: options.distribution = .replay(try NPYFile.entry(path: String(distribution.dropFirst(7)), name: "queries").load().floats())
+            default: options.distribution = .replay(try replayedQueries(String(distribution.dropFirst(7)), config))
             }
             if !noUpperBound {
                 let path = flatPath ?? store + ".flat"

@@ -72,7 +72,13 @@ struct Create: ParsableCommand {
 
     func validate() throws {
         guard synthetic else { throw ValidationError("create needs --synthetic (use import for trained memories)") }
-        _ = try retrievalConfig()
+        let config = try retrievalConfig()
+        let layout = try storage.layout(elementType: dtype, rows: config.physicalRows, dim: dim)
+        // The tensors are generated in memory; the values must fit on disk: exactly, raw, and at
+        // no less than an eighth of their raw size compressed.
+        try MachineLimits.requireMemory(config.residentTensorBytes.map { $0 * 2 }, for: "the synthetic keys, cores, projectors and map")
+        let stored = layout.codec == .raw ? MachineLimits.product(layout.rows, layout.rowBytes + 8) : layout.rawBytes / 8
+        try MachineLimits.requireDisk(stored, at: store, for: "\(layout.rows) rows of \(layout.rowBytes) bytes (\(layout.codec.rawValue))")
     }
 
     /// The retrieval parameters the flags describe.
@@ -83,12 +89,18 @@ struct Create: ParsableCommand {
             guard parts.count == 2, parts[0] > 0, parts[1] > 0 else { throw ValidationError("--grid must look like 1024x1024 (got '\(grid)')") }
             (gridRows, gridCols) = (parts[0], parts[1])
         } else {
-            let slots = (rows ?? 65536) * expansion
+            guard (rows ?? 1) >= 1, expansion >= 1 else { throw ValidationError("--rows and --expansion must be at least 1") }
+            let (slots, overflow) = (rows ?? 65536).multipliedReportingOverflow(by: expansion)
+            guard !overflow, slots <= 1 << 40 else {
+                throw ValidationError("--rows \(rows ?? 65536) x --expansion \(expansion) is more than the 2^40 virtual slots a store allows")
+            }
             gridRows = Int(Double(slots).squareRoot())
             while gridRows > 1 && slots % gridRows != 0 { gridRows -= 1 }
             gridCols = slots / gridRows
         }
-        let physical = rows ?? (gridRows * gridCols / max(1, expansion))
+        let (slots, overflow) = gridRows.multipliedReportingOverflow(by: gridCols)
+        guard !overflow, slots <= 1 << 40 else { throw ValidationError("--grid \(gridRows)x\(gridCols) is more than the 2^40 virtual slots a store allows") }
+        let physical = rows ?? (slots / max(1, expansion))
         let isPKM = scoring == .pkm
         let config = RetrievalConfig(
             scoring: scoring, heads: heads, keyDim: keyDim, gridRows: gridRows, gridCols: gridCols,

@@ -12,8 +12,10 @@ struct Import: ParsableCommand {
         discussion: """
             Tensors are found by the names of Spec/RETRIEVAL.md (values, row_keys, col_keys, cores, projectors, \
             virtual_map, row_proj, col_proj); --rename maps others. Hyper-parameters come from the safetensors \
-            __metadata__ (scoring, topk, top_m, activation, address_key) unless flags give them. Every header and \
-            shape is checked before the store is created. An interrupted import leaves the store marked \
+            __metadata__ (scoring, topk, top_m, activation, addressing, address_key) unless flags give them. \
+            Addressing defaults to table when the file holds a virtual_map, keyed when an address key is given, \
+            identity otherwise. Every header and shape is checked before the store is created; the parameters \
+            the store will answer with are printed at the end. An interrupted import leaves the store marked \
             incomplete; running the same command again resumes it.
             """)
 
@@ -38,7 +40,10 @@ struct Import: ParsableCommand {
     @Option(help: "Activation: softmax, none, relu or sigmoid (default: metadata, else softmax).")
     var activation: Activation?
 
-    @Option(help: "Key of the computed virtual-slot bijection when E > 1 and the file has no virtual_map.")
+    @Option(help: "Virtual slot to row mapping: identity, table (the file's virtual_map) or keyed (default: metadata, else table with a map, keyed with an address key, identity).")
+    var addressing: Addressing?
+
+    @Option(help: "Key of the computed virtual-slot bijection (keyed addressing).")
     var addressKey: UInt64?
 
     @Option(help: "Store values as f32, f16 or bf16 (default: the file's type).")
@@ -60,7 +65,7 @@ struct Import: ParsableCommand {
                 options.renames[parts[0]] = parts[1]
             }
             options.scoring = scoring; options.topK = topK; options.topM = topM; options.activation = activation
-            options.addressKey = addressKey; options.elementType = dtype
+            options.addressing = addressing; options.addressKey = addressKey; options.elementType = dtype
             options.rowsPerShard = storage.rowsPerShard; options.codec = storage.codec; options.level = storage.level
             options.dictionary = storage.trainDictionary
             let progress = ProgressReporter("import", unit: "rows")
@@ -68,8 +73,8 @@ struct Import: ParsableCommand {
             progress.begin()
             let config = try MemoryImport.run(from: TensorSource(path: source), to: store, options: options)
             let stats = try Store.open(at: store, cacheBytes: 0).storageStatistics()
-            print("imported \(source) into \(store): \(config.scoring.rawValue), \(config.heads) heads, grid \(config.gridRows)x\(config.gridCols), " +
-                  "\(config.physicalRows) rows x \(config.valueDim), \(stats.shards) shards, \(humanBytes(stats.fileBytes)) on disk")
+            print("imported \(source) into \(store): \(stats.shards) shards, \(humanBytes(stats.fileBytes)) on disk")
+            print("retrieval    \(config.summary)")
         }
     }
 }

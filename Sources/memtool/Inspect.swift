@@ -1,5 +1,7 @@
 import ArgumentParser
 import Foundation
+import MemoryLayer
+import MemoryRetrieval
 import MemoryStore
 
 /// The `inspect --json` document (schema in Spec/FORMAT.md, "inspect --json").
@@ -22,6 +24,8 @@ struct InspectReport: Encodable {
     var createdBy: String
     var createdAt: String
     var metadata: [String: String]
+    /// The layer's retrieval parameters (`meta/retrieval`); absent for a value table alone.
+    var retrieval: RetrievalConfig?
 
     struct TensorSummary: Encodable {
         var name: String
@@ -57,7 +61,8 @@ struct Inspect: ParsableCommand {
                 fileRatio: raw == 0 ? 0 : Double(stats.fileBytes) / Double(raw),
                 tensors: tensors, tensorBytes: tensors.reduce(0) { $0 + $1.bytes }, lmdb: stats,
                 openMilliseconds: Double(s.openDuration.components.attoseconds) / 1e15 + Double(s.openDuration.components.seconds) * 1e3,
-                createdBy: s.manifest.createdBy, createdAt: s.manifest.createdAt, metadata: s.manifest.metadata)
+                createdBy: s.manifest.createdBy, createdAt: s.manifest.createdAt, metadata: s.manifest.metadata,
+                retrieval: try MemoryLayer.retrievalConfig(of: s))
             if json {
                 print(try jsonString(report))
             } else {
@@ -78,6 +83,7 @@ struct Inspect: ParsableCommand {
         print("lmdb         page \(r.lmdb.pageSize) B, shard tree depth \(r.lmdb.shardTreeDepth), " +
               "\(r.lmdb.branchPages) branch + \(r.lmdb.leafPages) leaf + \(r.lmdb.overflowPages) overflow pages, " +
               "\(r.lmdb.pagesUsed) pages used, \(r.lmdb.freePages) free, readers' map \(humanBytes(r.lmdb.mapSize))")
+        print("retrieval    \(r.retrieval?.summary ?? "none: the store holds a value table only")")
         print("tensors      \(r.tensors.isEmpty ? "none" : r.tensors.map { "\($0.name) \($0.dtype)\($0.shape)" }.joined(separator: ", "))")
         print("created      \(r.createdAt) by \(r.createdBy)\(r.metadata.isEmpty ? "" : " " + r.metadata.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " "))")
     }

@@ -7,12 +7,12 @@ import TensorFiles
 struct Query: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run lookups for queries from a .npy file and write the outputs (and optionally slots and weights).",
-        discussion: "Q is float32 [B, H, 2, d]. OUT is float32 [B, d_out]; IDX int64 [B, H, k] virtual slot ids; W float32 [B, H, k, c]. Results follow Spec/RETRIEVAL.md exactly.")
+        discussion: "Q is float32 [B, H, 2, d] (float16 and bfloat16 are converted). OUT is float32 [B, d_out]; IDX int64 [B, H, k] virtual slot ids; W float32 [B, H, k, c]. Results follow Spec/RETRIEVAL.md exactly.")
 
     @Argument(help: "Path of the store.")
     var store: String
 
-    @Option(help: "Queries, a float32 .npy of shape [B, H, 2, d].")
+    @Option(help: "Queries, a .npy of shape [B, H, 2, d]: float32, or float16 / bfloat16 (converted).")
     var queries: String
 
     @Option(help: "Where to write the outputs (.npy, float32 [B, d_out]).")
@@ -39,8 +39,10 @@ struct Query: ParsableCommand {
             let layer = try MemoryLayer(store: Store.open(at: store))
             let c = layer.config
             let entry = try NPYFile.entry(path: queries, name: "queries")
-            guard entry.dtype == .f32, entry.shape.count == 4, entry.shape[1] == c.heads, entry.shape[2] == 2, entry.shape[3] == c.keyDim else {
-                throw TensorFileError(queries, "queries have shape \(entry.shape) and dtype \(entry.dtype.rawValue), the store needs float32 [B, \(c.heads), 2, \(c.keyDim)]")
+            guard [.f32, .f16, .bf16].contains(entry.dtype), entry.shape.count == 4, entry.shape[1] == c.heads,
+                  entry.shape[2] == 2, entry.shape[3] == c.keyDim else {
+                throw TensorFileError(queries, "queries have shape \(entry.shape) and dtype \(entry.dtype.rawValue), the store needs " +
+                                      "[B, \(c.heads), 2, \(c.keyDim)] of float32 (or float16 / bfloat16, converted to float32)")
             }
             let q = try entry.load().floats()
             let total = entry.shape[0], width = c.heads * 2 * c.keyDim

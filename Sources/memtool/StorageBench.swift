@@ -32,13 +32,30 @@ struct StorageBench: ParsableCommand {
     @Option(help: "Write the results as JSON to this file.")
     var json: String?
 
-    func run() throws {
-        var c = StorageBenchmark.Configuration()
-        c.rows = rows; c.dim = dim; c.rowsPerShard = rowsPerShard; c.level = level; c.randomReads = reads; c.directory = directory
-        let types = try dtypes.split(separator: ",").map { s in
+    func validate() throws {
+        guard reads >= 1, reads <= 1 << 28 else { throw ValidationError("--reads must be in 1...2^28 (got \(reads))") }
+        for t in try elementTypes() {
+            let layout = TableLayout(elementType: t, rows: rows, dim: dim, rowsPerShard: rowsPerShard, level: level)
+            do { try layout.validate() } catch let error as StoreError { throw ValidationError(error.description) }
+        }
+        // The rows are generated in memory once per type, and written to a store and a flat file.
+        let rowBytes = MachineLimits.product(rows, dim, 4)
+        try MachineLimits.requireMemory(rowBytes.flatMap { r in MachineLimits.product(reads, 8).map { r + $0 } },
+                                        for: "\(rows) rows of \(dim) elements and \(reads) read positions")
+        try MachineLimits.requireDisk(rowBytes, at: (directory as NSString).appendingPathComponent("x"), for: "the test stores and flat files")
+    }
+
+    private func elementTypes() throws -> [ElementType] {
+        try dtypes.split(separator: ",").map { s in
             guard let t = ElementType(rawValue: String(s)) else { throw ValidationError("unknown dtype '\(s)'") }
             return t
         }
+    }
+
+    func run() throws {
+        var c = StorageBenchmark.Configuration()
+        c.rows = rows; c.dim = dim; c.rowsPerShard = rowsPerShard; c.level = level; c.randomReads = reads; c.directory = directory
+        let types = try elementTypes()
         let bench = StorageBenchmark(configuration: c)
         var results: [StorageBenchmark.Result] = []
         print("dtype codec      rows/shard import MB/s shards/raw file/raw decode GB/s  store rows/s   flat rows/s store/flat uncached rows/s")

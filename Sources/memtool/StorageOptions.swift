@@ -3,7 +3,7 @@ import MemoryStore
 
 /// How the value table is laid out on disk.
 struct StorageOptions: ParsableArguments {
-    @Option(help: "Rows per shard (default: as many as fit in 64 KiB raw, a power of two).")
+    @Option(help: "Rows per shard (default: as many as fit in a 64 KiB shard with its header and row checksums, Spec/FORMAT.md).")
     var rowsPerShard: Int?
 
     @Option(help: "Shard codec: zstd (byte planes + zstd) or raw (uncompressed, read in place).")
@@ -19,7 +19,7 @@ struct StorageOptions: ParsableArguments {
     var commitBytes: Int = 64 << 20
 
     func validate() throws {
-        guard commitBytes > 0 else { throw ValidationError("--commit-bytes must be positive") }
+        guard commitBytes > 0, commitBytes <= 1 << 36 else { throw ValidationError("--commit-bytes must be in 1...2^36 (got \(commitBytes))") }
     }
 
     /// Writer options with this commit size and a progress reporter.

@@ -5,8 +5,10 @@ enum Tools {
     /// The package root, found from this file's location.
     static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
 
-    /// `memtool` sits beside the test bundle in the build products folder.
+    /// The `memtool` under test: `$MEMTOOL` when set (Tools/test.sh points it at the plain
+    /// release build that users run), else the one beside the test bundle in the build products.
     static let memtool: URL = {
+        if let path = ProcessInfo.processInfo.environment["MEMTOOL"], !path.isEmpty { return URL(fileURLWithPath: path) }
         var dir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
         for _ in 0..<3 {
             let candidate = dir.appendingPathComponent("memtool")

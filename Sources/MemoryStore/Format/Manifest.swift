@@ -37,7 +37,9 @@ public struct TableLayout: Codable, Sendable, Equatable {
     /// row's 8-byte checksum. The 64 bytes hold the 32-byte shard header and LMDB's 16-byte
     /// overflow-page header, so a raw shard fills whole 4 KiB pages instead of spilling into one more.
     public static func defaultRowsPerShard(dim: Int, elementType: ElementType, codec: CodecKind = .zstd) -> Int {
-        let stored = dim * elementType.size + (codec == .raw ? ShardCodec.rowChecksumSize : 0)
+        // Saturating: an out-of-range `dim` is refused by `validate()`, not trapped on here.
+        let (bytes, overflow) = max(dim, 0).multipliedReportingOverflow(by: elementType.size)
+        let stored = overflow ? Int.max : bytes + (codec == .raw ? ShardCodec.rowChecksumSize : 0)
         return max(1, (defaultShardBytes - 64) / max(1, stored))
     }
 
@@ -58,8 +60,8 @@ public struct TableLayout: Codable, Sendable, Equatable {
         guard rows <= 1 << 40 else { throw bad("rows must be at most 2^40 (got \(rows))") }
         guard dim >= 1, dim <= 1 << 20 else { throw bad("dim must be in 1...2^20 (got \(dim))") }
         guard rowsPerShard >= 1 else { throw bad("rows per shard must be at least 1 (got \(rowsPerShard))") }
-        guard rowsPerShard * rowBytes <= 1 << 28 else {
-            throw bad("a shard may hold at most 256 MiB of raw rows (\(rowsPerShard) x \(rowBytes) bytes)")
+        guard rowsPerShard <= (1 << 28) / rowBytes else {
+            throw bad("a shard may hold at most 256 MiB of raw rows (\(rowsPerShard) rows of \(rowBytes) bytes; at most \((1 << 28) / rowBytes) rows)")
         }
         guard (1...22).contains(level) || codec == .raw else { throw bad("zstd level must be in 1...22 (got \(level))") }
         guard !(dictionary && codec == .raw) else { throw bad("a dictionary needs the zstd codec") }
