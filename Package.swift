@@ -50,7 +50,7 @@ let package = Package(
         // Decoder fuzzing: replays the corpus normally, drives libFuzzer when built by Tools/fuzz.sh.
         .executableTarget(name: "pkm-fuzz", dependencies: ["MemoryStore", "TensorFiles"]),
         .testTarget(name: "MemoryStoreTests", dependencies: ["MemoryStore", "CLMDB"]),
-        .testTarget(name: "MemoryRetrievalTests", dependencies: ["MemoryRetrieval", "MemoryLayer", "MemoryStore"]),
+        .testTarget(name: "MemoryRetrievalTests", dependencies: ["MemoryRetrieval", "MemoryLayer", "MemoryStore", "COpenBLAS"]),
         .testTarget(name: "MemtoolTests", dependencies: ["MemoryStore", "MemoryRetrieval", "MemoryLayer", "TensorFiles", "memtool"]),
     ],
     swiftLanguageModes: [.v6]

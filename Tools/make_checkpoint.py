@@ -6,7 +6,7 @@ expected results of Spec/RETRIEVAL.md computed by Tools/reference_retrieval.py.
                                [--addressing table|identity|keyed]
 
 With --addressing identity or keyed the file holds no virtual_map (keyed: metadata
-`address_key`), and the expected results use that addressing.
+`addressing` and `address_key`), and the expected results use that addressing.
 
 OUT_DIR receives memory.safetensors (or memory/ with one .npy per tensor), queries.npy, and
 expected_output.npy, expected_indices.npy, expected_weights.npy. The safetensors file is written
@@ -85,7 +85,7 @@ def main():
     if args.addressing != "table":
         del tensors["virtual_map"]
     if args.addressing == "keyed":
-        metadata["address_key"] = str(cfg["addressKey"])
+        metadata.update(addressing="keyed", address_key=str(cfg["addressKey"]))
     if args.format == "safetensors":
         write_safetensors(os.path.join(args.out, "memory.safetensors"), tensors, metadata)
     else:

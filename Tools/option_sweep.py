@@ -45,7 +45,7 @@ def runs(work, store, checkpoint, queries, bad_queries):
                 yield f"{command} --{option} {value!r}", (lambda out, b=base, o=option, v=value: b(out) + [f"--{o}", v])
     # Grids and replayed queries of the wrong shape.
     for grid in ["0x0", "4294967296x4294967296", "65536x65536", "-1x4", "1x", "x", ""]:
-        yield f"create --grid {grid!r}", (lambda out, g=grid: create[:1] + [out, "--synthetic", "--grid", g, "--dim", "8"])
+        yield f"create --grid {grid!r}", (lambda out, g=grid: create[:1] + [out, "--synthetic", "--grid", g, "--dim", "8", "--heads", "1", "--key-dim", "8"])
     for q in bad_queries:
         yield f"bench --distribution replay:{os.path.basename(q)}", (lambda out, q=q: bench + ["--flat-path", out, "--distribution", f"replay:{q}"])
         yield f"query --queries {os.path.basename(q)}", (lambda out, q=q: ["query", store, "--queries", q, "--output", out])

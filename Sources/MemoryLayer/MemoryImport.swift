@@ -44,7 +44,7 @@ public enum MemoryImport {
         public var topM: Int?
         public var activation: Activation?
         /// How virtual slots map to rows; nil: metadata `addressing`, else `table` when the file
-        /// holds a `virtual_map`, `keyed` when an address key is given, `identity` otherwise.
+        /// holds a `virtual_map`, `identity` otherwise (keyed is always asked for by name).
         public var addressing: Addressing?
         public var addressKey: UInt64?
         /// Convert values to this type; nil keeps the file's.
@@ -143,27 +143,28 @@ public enum MemoryImport {
         } ?? .softmax
         let topK = try options.topK ?? metaInt("topk") ?? min(32, slots.partialValue)
         let topM = try options.topM ?? metaInt("top_m") ?? (scoring == .tucker ? min(max(topK, 64), min(nRow, nCol)) : 0)
-        let addressKey = try options.addressKey ?? meta["address_key"].map {
-            guard let k = UInt64($0) else { throw bad("__metadata__ 'address_key' = '\($0)' is not an unsigned integer") }
-            return k
-        }
         let hasMap = found["virtual_map"] != nil
         let addressing = try options.addressing ?? meta["addressing"].map {
             guard let a = Addressing(rawValue: $0) else { throw bad("__metadata__ 'addressing' = '\($0)' is not identity, table or keyed") }
             return a
-        } ?? (hasMap ? .table : addressKey != nil ? .keyed : .identity)
+        } ?? (hasMap ? .table : .identity)
         if addressing == .table && !hasMap {
             throw bad("addressing 'table' needs a virtual_map tensor [\(slots.partialValue)] (I64 or I32); the file has none")
         }
         if addressing != .table && hasMap {
             throw bad("the file holds a virtual_map, which addressing '\(addressing.rawValue)' would ignore: import it with --addressing table")
         }
-        if addressing != .keyed, let addressKey {
-            throw bad("an address key (\(addressKey)) applies only to keyed addressing, not '\(addressing.rawValue)'")
+        if addressing != .keyed, let key = options.addressKey {
+            throw bad("an address key (\(key)) applies only to keyed addressing, not '\(addressing.rawValue)'")
         }
+        // A key in the metadata of a non-keyed layer (exports before addressing was recorded) means nothing.
+        let addressKey = addressing != .keyed ? 0 : try options.addressKey ?? meta["address_key"].map {
+            guard let k = UInt64($0) else { throw bad("__metadata__ 'address_key' = '\($0)' is not an unsigned integer") }
+            return k
+        } ?? 0
         let config = RetrievalConfig(scoring: scoring, heads: h, keyDim: d, gridRows: nRow, gridCols: nCol, rank: r, cores: cores,
                                      expansion: expansion, physicalRows: nP, valueDim: v, outputDim: outputDim, topK: topK,
-                                     topM: topM, activation: activation, addressing: addressing, addressKey: addressKey ?? 0)
+                                     topM: topM, activation: activation, addressing: addressing, addressKey: addressKey)
         do { try config.validate() } catch {
             guard case .invalidConfig(let field, let reason) = error else { throw error }
             let context: String

@@ -23,7 +23,11 @@ public final class MemoryLayer: Sendable {
     /// The `meta` record holding the retrieval parameters.
     public static let recordName = "retrieval"
 
-    public init(store: Store, threads: Int = ProcessInfo.processInfo.activeProcessorCount) throws {
+    /// Serves the layer that `store` holds.
+    /// - Parameters:
+    ///   - threads: worker threads for a batch.
+    ///   - limitsBLASThreads: see ``ProductKeyIndex``: by default OpenBLAS is set to one thread for the process.
+    public init(store: Store, threads: Int = ProcessInfo.processInfo.activeProcessorCount, limitsBLASThreads: Bool = true) throws {
         guard store.isComplete else {
             throw StoreError.incomplete(rowsCommitted: store.state.rowsCommitted, rows: store.layout.rows)
         }
@@ -43,7 +47,7 @@ public final class MemoryLayer: Sendable {
                                        projectors: try floats(TensorName.projectors), virtualMap: map,
                                        rowProj: try floats(TensorName.rowProj), colProj: try floats(TensorName.colProj))
         self.store = store
-        index = try ProductKeyIndex(config: config, tensors: tensors, threads: threads)
+        index = try ProductKeyIndex(config: config, tensors: tensors, threads: threads, limitsBLASThreads: limitsBLASThreads)
     }
 
     /// The retrieval parameters the store holds (`meta/retrieval`), or nil for a value table alone.

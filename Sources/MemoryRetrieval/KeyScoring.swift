@@ -16,6 +16,7 @@ enum KeyScoring {
     }
 
     /// Keeps OpenBLAS to the calling thread: the index already runs one block of queries per core.
+    /// Process-wide; see `ProductKeyIndex.init(config:tensors:threads:limitsBLASThreads:)`.
     static let singleThreaded: Void = openblas_set_num_threads(1)
 
     /// One dot product of `d` floats.

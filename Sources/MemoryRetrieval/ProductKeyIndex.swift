@@ -55,10 +55,16 @@ public final class ProductKeyIndex: Sendable {
     /// Per-block (query, projector) accumulators kept between blocks, for the same reason.
     private let accumulatorPool = Mutex<[[Float]]>([])
 
+    /// - Parameters:
+    ///   - threads: worker threads for a batch.
+    ///   - limitsBLASThreads: OpenBLAS's thread count is one setting for the whole process. The
+    ///     index runs one block of queries per worker itself, so by default it sets OpenBLAS to a
+    ///     single thread (once per process, which also applies to the embedder's own BLAS calls);
+    ///     pass false to keep the process's setting (sgemm may then oversubscribe the cores).
     public init(config: RetrievalConfig, tensors: RetrievalTensors,
-                threads: Int = ProcessInfo.processInfo.activeProcessorCount) throws(RetrievalError) {
+                threads: Int = ProcessInfo.processInfo.activeProcessorCount, limitsBLASThreads: Bool = true) throws(RetrievalError) {
         try config.validate()
-        KeyScoring.singleThreaded
+        if limitsBLASThreads { KeyScoring.singleThreaded }
         let c = config
         func expect(_ name: String, _ array: [Float]?, _ shape: [Int], required: Bool = true) throws(RetrievalError) {
             guard let array else {

@@ -102,12 +102,13 @@ struct Create: ParsableCommand {
         guard !overflow, slots <= 1 << 40 else { throw ValidationError("--grid \(gridRows)x\(gridCols) is more than the 2^40 virtual slots a store allows") }
         let physical = rows ?? (slots / max(1, expansion))
         let isPKM = scoring == .pkm
+        let resolvedAddressing = addressing ?? (expansion > 1 ? .keyed : .identity)
         let config = RetrievalConfig(
             scoring: scoring, heads: heads, keyDim: keyDim, gridRows: gridRows, gridCols: gridCols,
             rank: rank ?? (isPKM ? 1 : 2), cores: cores ?? (isPKM ? 1 : 2), expansion: expansion,
             physicalRows: physical, valueDim: dim, outputDim: outDim ?? dim,
             topK: topK, topM: isPKM ? 0 : topM, activation: activation,
-            addressing: addressing ?? (expansion > 1 ? .keyed : .identity), addressKey: seed ^ 0x5EED_ADD2)
+            addressing: resolvedAddressing, addressKey: resolvedAddressing == .keyed ? seed ^ 0x5EED_ADD2 : 0)
         do { try config.validate() } catch { throw ValidationError("\(error)") }
         return config
     }

@@ -13,8 +13,8 @@ struct Import: ParsableCommand {
             Tensors are found by the names of Spec/RETRIEVAL.md (values, row_keys, col_keys, cores, projectors, \
             virtual_map, row_proj, col_proj); --rename maps others. Hyper-parameters come from the safetensors \
             __metadata__ (scoring, topk, top_m, activation, addressing, address_key) unless flags give them. \
-            Addressing defaults to table when the file holds a virtual_map, keyed when an address key is given, \
-            identity otherwise. Every header and shape is checked before the store is created; the parameters \
+            Addressing defaults to table when the file holds a virtual_map and to identity otherwise; keyed \
+            addressing is asked for by name (--addressing keyed, or metadata addressing=keyed with address_key). Every header and shape is checked before the store is created; the parameters \
             the store will answer with are printed at the end. An interrupted import leaves the store marked \
             incomplete; running the same command again resumes it.
             """)
@@ -40,7 +40,7 @@ struct Import: ParsableCommand {
     @Option(help: "Activation: softmax, none, relu or sigmoid (default: metadata, else softmax).")
     var activation: Activation?
 
-    @Option(help: "Virtual slot to row mapping: identity, table (the file's virtual_map) or keyed (default: metadata, else table with a map, keyed with an address key, identity).")
+    @Option(help: "Virtual slot to row mapping: identity, table (the file's virtual_map) or keyed (default: metadata, else table with a map, identity without).")
     var addressing: Addressing?
 
     @Option(help: "Key of the computed virtual-slot bijection (keyed addressing).")

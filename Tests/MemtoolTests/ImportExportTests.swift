@@ -226,7 +226,7 @@ func loadNPY(_ path: String) throws -> Tensor {
         let made = try Tools.python(["-c", script, scratch.path])
         try #require(made.status == 0, "\(made.stderr)")
         try expectRefused(scratch, scratch.file("shapes"), "col_keys has shape [3, 1, 8, 4], which disagrees with row_keys [2, 1, 8, 4]")
-        try expectRefused(scratch, scratch.file("grid"), "the grid 8 x 8 is not a whole multiple of the 60 value rows")
+        try expectRefused(scratch, scratch.file("grid"), "make a grid of 8 x 8 slots, which is not a whole multiple E of the 60 rows of values [60, 8]")
         try expectRefused(scratch, scratch.file("nan"), "tensor 'row_keys' is invalid: contains NaN or infinity")
         try expectRefused(scratch, scratch.file("map"), "makes it not a permutation")
         let usage = try Tools.memtool("import", scratch.file("u.pkm"), "--from", scratch.file("grid"), "--rename", "values")
@@ -241,7 +241,7 @@ func loadNPY(_ path: String) throws -> Tensor {
                                      scratch.file("q.npy"), scratch.file("inf.npy")])
         try #require(made.status == 0, "\(made.stderr)")
         let wrong = try Tools.memtool("query", path, "--queries", scratch.file("q.npy"), "--output", scratch.file("o.npy"))
-        #expect(wrong.status == 1 && wrong.stderr.contains("the store needs float32 [B, 2, 2, 8]"))
+        #expect(wrong.status == 1 && wrong.stderr.contains("the store needs [B, 2, 2, 8] of float32"))
         let inf = try Tools.memtool("query", path, "--queries", scratch.file("inf.npy"), "--output", scratch.file("o.npy"))
         #expect(inf.status == 1 && inf.stderr.contains("query 1, head 1 contains NaN or infinity"))
     }

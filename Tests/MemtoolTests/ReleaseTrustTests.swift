@@ -60,7 +60,7 @@ import TensorFiles
         let imported = try Tools.memtool("import", store, "--from", dir + "/memory.safetensors", "--rename", "values=model.mem.values")
         try #require(imported.status == 0, "\(imported.stderr)")
         #expect(imported.stdout.contains("addressing \(addressing)"), "\(imported.stdout)")
-        #expect(imported.stdout.contains("k=6 m=8") && imported.stdout.contains("E=4"), "\(imported.stdout)")
+        #expect(imported.stdout.contains("k=6 m=8") && imported.stdout.contains("(E=4)"), "\(imported.stdout)")
         let queried = try Tools.memtool("query", store, "--queries", dir + "/queries.npy", "--output", scratch.file("out.npy"),
                                         "--indices", scratch.file("idx.npy"))
         try #require(queried.status == 0, "\(queried.stderr)")

@@ -77,16 +77,7 @@ public final class Store: @unchecked Sendable {
         guard shardEntries == expectedShards else {
             throw StoreError.inconsistent("\(shardEntries) shards stored, the manifest and import state imply \(expectedShards)")
         }
-        if table.dictionary {
-            let record = try env.read { txn in
-                try withName(Self.dictionaryTensor) { try txn.withValue(env.tensors, key: $0) { $0.map(Array.init) } }
-            }
-            guard let record else { throw StoreError.inconsistent("the manifest names a zstd dictionary the store does not hold") }
-            let tensor = try record.withUnsafeBytes { try Tensor.decode(record: $0, name: Self.dictionaryTensor, version: manifest.formatVersion) }
-            dictionary = try ZstdDictionary(bytes: tensor.bytes)
-        } else {
-            dictionary = nil
-        }
+        dictionary = table.dictionary ? try Self.readDictionary(env: env, version: manifest.formatVersion) : nil
         cache = ShardCache(budget: table.codec == .raw ? 0 : cacheBytes, shardBytes: table.rowsPerShard * table.rowBytes)
         checkedRawShards = AtomicBitmap(count: table.shardCount)
         rawRows = state.complete && manifest.formatVersion >= 3 ? try RawRowIndex(env: env, layout: table) : nil
@@ -95,6 +86,17 @@ public final class Store: @unchecked Sendable {
         }
         contexts = ReaderContextPool(env: env)
         openDuration = ContinuousClock().now - started
+    }
+
+    /// The trained zstd dictionary the manifest names (tensor ``dictionaryTensor``), read through
+    /// `env`: a writer resuming an import reads it through its own environment.
+    static func readDictionary(env: Environment, version: Int) throws -> ZstdDictionary {
+        let record = try env.read { txn in
+            try withName(dictionaryTensor) { try txn.withValue(env.tensors, key: $0) { $0.map(Array.init) } }
+        }
+        guard let record else { throw StoreError.inconsistent("the manifest names a zstd dictionary the store does not hold") }
+        let tensor = try record.withUnsafeBytes { try Tensor.decode(record: $0, name: dictionaryTensor, version: version) }
+        return try ZstdDictionary(bytes: tensor.bytes)
     }
 
     static func readManifest(_ txn: ReadTransaction, env: Environment) throws -> Manifest? {
@@ -270,8 +272,8 @@ public final class Store: @unchecked Sendable {
             throw StoreError.invalidArgument("\(weights.count) weights for \(indices.count) rows x \(chunks) chunks")
         }
         guard output.count == dim else { throw StoreError.invalidArgument("output holds \(output.count) floats, rows have \(dim)") }
+        guard let w = weights.baseAddress, let out = output.baseAddress, !indices.isEmpty else { return }  // no rows: nothing to add
         let type = layout.elementType
-        let w = weights.baseAddress!, out = output.baseAddress!
         try forEachRowByShard(indices) { position, row in
             RowKernels.accumulate(row, type: type, dim: dim, chunks: chunks, weights: w + position * chunks, into: out)
         }
@@ -292,8 +294,8 @@ public final class Store: @unchecked Sendable {
         guard output.count % dim == 0, targets.allSatisfy({ $0 >= 0 && $0 < outputs }) else {
             throw StoreError.invalidArgument("targets must index the \(outputs) output rows of \(dim)")
         }
+        guard let w = weights.baseAddress, let out = output.baseAddress, !indices.isEmpty else { return }  // no rows: nothing to add
         let type = layout.elementType
-        let w = weights.baseAddress!, out = output.baseAddress!
         try forEachRowByShard(indices) { position, row in
             RowKernels.accumulate(row, type: type, dim: dim, chunks: chunks, weights: w + position * chunks,
                                   into: out + targets[position] * dim)

@@ -119,7 +119,9 @@ public final class StoreWriter {
         }
         workers = (0..<max(1, options.threads)).map { _ in ShardEncoder() }
         if !fresh, layout.dictionary, rowsCommitted > 0 {
-            dictionary = try Store.open(at: path, cacheBytes: 0).dictionary
+            // Through the writer's own environment: opening a second one on the file and closing
+            // it would drop this process's POSIX locks on it (Spec/GUARANTEES.md, concurrency).
+            dictionary = try Store.readDictionary(env: env, version: Manifest.currentVersion)
         }
     }
 
