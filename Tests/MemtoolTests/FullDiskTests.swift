@@ -19,9 +19,12 @@ final class SmallFilesystem {
         guard mounted.status == 0 else { throw StoreError.invalidArgument("cannot mount a tmpfs: \(mounted.stderr)") }
     }
 
-    func resize(_ bytes: Int) throws {
-        let r = try Tools.run(URL(fileURLWithPath: "/bin/mount"), ["-o", "remount,size=\(bytes)", path])
-        guard r.status == 0 else { throw StoreError.invalidArgument("cannot resize the tmpfs: \(r.stderr)") }
+    func resize(_ bytes: Int) throws { try remount(["size=\(bytes)"]) }
+
+    /// Remounts with the given options (`ro`, `rw`, `size=N`).
+    func remount(_ options: [String]) throws {
+        let r = try Tools.run(URL(fileURLWithPath: "/bin/mount"), ["-o", (["remount"] + options).joined(separator: ","), path])
+        guard r.status == 0 else { throw StoreError.invalidArgument("cannot remount the tmpfs: \(r.stderr)") }
     }
 
     func file(_ name: String) -> String { (path as NSString).appendingPathComponent(name) }
@@ -90,5 +93,25 @@ struct FullDiskTests {
         #expect(try sha256(store) == before)
         #expect(!FileManager.default.fileExists(atPath: store + ".compacting"))
         #expect(try Tools.run(Tools.memtool, ["verify", store]).status == 0)
+    }
+
+    /// A store on a read-only medium opens without a lock file (Spec/FORMAT.md, "Opening
+    /// without a lock file"), with or without a stale one beside it, and answers queries.
+    @Test(arguments: [false, true])
+    func aStoreOnAReadOnlyMediumIsRead(keepLockFile: Bool) throws {
+        let disk = try SmallFilesystem(bytes: 8 << 20)
+        let store = disk.file("m.pkm")
+        #expect(try Tools.run(Tools.memtool, ["create", store, "--synthetic", "--rows", "4096", "--dim", "16", "--heads", "1",
+                                              "--key-dim", "8", "--topk", "4"]).status == 0)
+        if !keepLockFile { try FileManager.default.removeItem(atPath: store + "-lock") }
+        try disk.remount(["ro"])
+        let verify = try Tools.run(Tools.memtool, ["verify", store])
+        #expect(verify.status == 0 && verify.stdout.contains("sound"), "\(verify.stdout)\(verify.stderr)")
+        #expect(keepLockFile == FileManager.default.fileExists(atPath: store + "-lock"))
+        let inspect = try Tools.run(Tools.memtool, ["inspect", store])
+        #expect(inspect.status == 0, "\(inspect.stderr)")
+        let writer = try Tools.run(Tools.memtool, ["compact", store])
+        #expect(writer.status == 1 && !writer.stderr.isEmpty)
+        try disk.remount(["rw"])
     }
 }

@@ -28,29 +28,35 @@ final class Environment: @unchecked Sendable {
     /// Opens (and with `create`, makes) the environment at `path`.
     /// - Parameter mapSize: the map of a writer; readers map `max(readerMapSize, 4 x file size)`.
     init(path: String, readOnly: Bool, create: Bool = false, mapSize: Int = 1 << 30, maxReaders: Int = 126) throws {
-        var env: OpaquePointer?
-        try check(mdb_env_create(&env))
-        guard let env else { throw LMDBError.invalid }
+        if !create && !FileManager.default.fileExists(atPath: path) { throw StoreError.notFound(path: path) }
+        if FileManager.default.fileExists(atPath: path) { try MetaPages.check(path: path) }
+        var flags = UInt32(MDB_NOSUBDIR | MDB_NOTLS)
+        if readOnly { flags |= UInt32(MDB_RDONLY | MDB_NORDAHEAD) }
+        let size: Int
+        if readOnly {
+            let fileSize = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
+            size = max(Self.readerMapSize, 4 * fileSize)
+        } else {
+            size = mapSize
+        }
+        var opened = Self.open(path, flags: flags, mapSize: size, maxReaders: maxReaders)
+        // A read-only medium or directory has no room for the lock file; nothing can write the
+        // store there, so readers need no reader table (Spec/FORMAT.md, "Opening without a lock file").
+        if readOnly, case .failure(let error) = opened, error.rawValue == EACCES || error.rawValue == EROFS {
+            opened = Self.open(path, flags: flags | UInt32(MDB_NOLOCK), mapSize: size, maxReaders: maxReaders)
+        }
+        let env: OpaquePointer
+        switch opened {
+        case .success(let handle): env = handle
+        case .failure(let error):
+            if error == .invalid || error == .versionMismatch { throw StoreError.notAStore(path: path, reason: error.description) }
+            throw error
+        }
         self.handle = env
         self.readOnly = readOnly
         self.path = path
         self.maxReaders = maxReaders
         do {
-            try check(mdb_env_set_maxdbs(env, 4))
-            try check(mdb_env_set_maxreaders(env, UInt32(maxReaders)))
-            if readOnly {
-                let fileSize = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
-                try check(mdb_env_set_mapsize(env, max(Self.readerMapSize, 4 * fileSize)))
-            } else {
-                try check(mdb_env_set_mapsize(env, mapSize))
-            }
-            var flags = UInt32(MDB_NOSUBDIR | MDB_NOTLS)
-            if readOnly { flags |= UInt32(MDB_RDONLY | MDB_NORDAHEAD) }
-            if !create && !FileManager.default.fileExists(atPath: path) {
-                throw StoreError.notFound(path: path)
-            }
-            if FileManager.default.fileExists(atPath: path) { try MetaPages.check(path: path) }
-            try check(mdb_env_open(env, path, flags, 0o644))
             try BTreePages.check(self)
             // Clear reader slots left by processes that died holding a read transaction.
             var dead: Int32 = 0
@@ -63,6 +69,19 @@ final class Environment: @unchecked Sendable {
             }
             throw error
         }
+    }
+
+    /// An opened environment handle, or LMDB's error (the handle then closed, as LMDB requires).
+    private static func open(_ path: String, flags: UInt32, mapSize: Int, maxReaders: Int) -> Result<OpaquePointer, LMDBError> {
+        var env: OpaquePointer?
+        let created = mdb_env_create(&env)
+        guard created == 0, let env else { return .failure(LMDBError(rawValue: created == 0 ? EINVAL : created)) }
+        for rc in [mdb_env_set_maxdbs(env, 4), mdb_env_set_maxreaders(env, UInt32(maxReaders)),
+                   mdb_env_set_mapsize(env, mapSize), mdb_env_open(env, path, flags, 0o644)] where rc != 0 {
+            mdb_env_close(env)
+            return .failure(LMDBError(rawValue: rc))
+        }
+        return .success(env)
     }
 
     /// Set when this is the process's shared read-only environment of a file (``OpenEnvironments``).
