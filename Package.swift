@@ -30,11 +30,16 @@ let package = Package(
             pkgConfig: "openblas",
             providers: [.apt(["libopenblas-dev"])]
         ),
+        // The gather-reduce kernel: prefetching and AVX2/FMA/F16C chosen at run time, which
+        // Swift compiled for baseline x86-64 cannot express (Sources/CGatherKernel/include).
+        .target(name: "CGatherKernel"),
+        // Internal support shared by the libraries (package access only).
+        .target(name: "_MemorySupport"),
         .target(
             name: "MemoryStore",
-            dependencies: ["CLMDB", "CZstd"]
+            dependencies: ["CLMDB", "CZstd", "CGatherKernel", "_MemorySupport"]
         ),
-        .target(name: "MemoryRetrieval", dependencies: ["COpenBLAS"]),
+        .target(name: "MemoryRetrieval", dependencies: ["COpenBLAS", "_MemorySupport"]),
         .target(name: "TensorFiles", dependencies: ["MemoryStore"]),
         .target(name: "MemoryLayer", dependencies: ["MemoryStore", "MemoryRetrieval", "TensorFiles"]),
         .executableTarget(
@@ -50,7 +55,7 @@ let package = Package(
         // Decoder fuzzing: replays the corpus normally, drives libFuzzer when built by Tools/fuzz.sh.
         .executableTarget(name: "pkm-fuzz", dependencies: ["MemoryStore", "TensorFiles"]),
         .testTarget(name: "MemoryStoreTests", dependencies: ["MemoryStore", "CLMDB"]),
-        .testTarget(name: "MemoryRetrievalTests", dependencies: ["MemoryRetrieval", "MemoryLayer", "MemoryStore", "COpenBLAS"]),
+        .testTarget(name: "MemoryRetrievalTests", dependencies: ["MemoryRetrieval", "MemoryLayer", "MemoryStore", "COpenBLAS", "_MemorySupport"]),
         .testTarget(name: "MemtoolTests", dependencies: ["MemoryStore", "MemoryRetrieval", "MemoryLayer", "TensorFiles", "memtool"]),
     ],
     swiftLanguageModes: [.v6]

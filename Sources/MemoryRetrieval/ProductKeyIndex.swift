@@ -52,8 +52,8 @@ public final class ProductKeyIndex: Sendable {
     /// Search working memory kept between blocks: fresh buffers of this size come from mmap
     /// and cost the kernel a page-zeroing pass each time.
     private let scratchPool = Mutex<[SearchScratch]>([])
-    /// Per-block (query, projector) accumulators kept between blocks, for the same reason.
-    private let accumulatorPool = Mutex<[[Float]]>([])
+    /// Per-block reduce working memory kept between blocks, for the same reason.
+    private let reducePool = Mutex<[ReduceScratch]>([])
 
     /// - Parameters:
     ///   - threads: worker threads for a batch.
@@ -354,35 +354,55 @@ public final class ProductKeyIndex: Sendable {
 
     private func reduceBlock(_ range: Range<Int>, _ indices: UnsafeBufferPointer<Int>, _ weights: UnsafeBufferPointer<Float>,
                              _ values: some ValueRows, _ output: UnsafeMutableBufferPointer<Float>) throws {
-        let c = config, perQuery = c.heads * c.topK
-        var rows = [Int](), targets = [Int](), w = [Float]()
-        rows.reserveCapacity(range.count * perQuery)
-        targets.reserveCapacity(range.count * perQuery)
-        w.reserveCapacity(range.count * perQuery * c.cores)
-        for b in range {
-            for s in 0..<perQuery {
-                let slot = b * perQuery + s
-                let (row, p) = address.address(of: indices[slot])
-                rows.append(row)
-                targets.append((b - range.lowerBound) * c.expansion + p)
-                for t in 0..<c.cores { w.append(weights[slot * c.cores + t]) }
-            }
-        }
-        var acc = accumulatorPool.withLock { $0.popLast() } ?? []
-        defer { accumulatorPool.withLock { $0.append(acc) } }
-        let accCount = range.count * c.expansion * c.valueDim
-        if acc.count < accCount { acc = [Float](repeating: 0, count: accCount) }
-        acc.withUnsafeMutableBufferPointer { for e in 0..<accCount { $0[e] = 0 } }
-        try rows.withUnsafeBufferPointer { r in
-            try w.withUnsafeBufferPointer { wp in
-                try targets.withUnsafeBufferPointer { t in
-                    try acc.withUnsafeMutableBufferPointer { a in
-                        try values.gatherReduce(indices: r, weights: wp, chunks: c.cores, targets: t,
-                                                into: UnsafeMutableBufferPointer(rebasing: a[0..<accCount]))
+        let c = config, perQuery = c.heads * c.topK, slots = range.count * perQuery
+        var scratch = reducePool.withLock { $0.popLast() } ?? ReduceScratch()
+        defer { reducePool.withLock { $0.append(scratch) } }
+        scratch.reserve(slots: slots, cores: c.cores, groups: range.count * c.expansion, accumulators: range.count * c.expansion * c.valueDim)
+        let first = range.lowerBound * perQuery
+        try scratch.rows.withUnsafeMutableBufferPointer { rows in
+            try scratch.targets.withUnsafeMutableBufferPointer { targets in
+                try scratch.weights.withUnsafeMutableBufferPointer { w in
+                    if c.expansion == 1 {
+                        for k in 0..<slots {
+                            rows[k] = address.address(of: indices[first + k]).row
+                            targets[k] = k / perQuery
+                            for t in 0..<c.cores { w[k * c.cores + t] = weights[(first + k) * c.cores + t] }
+                        }
+                    } else {
+                        // Rows grouped by (query, projector), so that the kernel sums each group in
+                        // registers: a counting sort by target.
+                        let groups = range.count * c.expansion
+                        scratch.groupStart.withUnsafeMutableBufferPointer { start in
+                            scratch.addressed.withUnsafeMutableBufferPointer { addressed in
+                                for g in 0...groups { start[g] = 0 }
+                                for k in 0..<slots {
+                                    let (row, p) = address.address(of: indices[first + k])
+                                    addressed[k] = (row, (k / perQuery) * c.expansion + p)
+                                    start[addressed[k].target + 1] += 1
+                                }
+                                for g in 0..<groups { start[g + 1] += start[g] }
+                                for k in 0..<slots {
+                                    let (row, target) = addressed[k], to = start[target]
+                                    start[target] += 1
+                                    rows[to] = row
+                                    targets[to] = target
+                                    for t in 0..<c.cores { w[to * c.cores + t] = weights[(first + k) * c.cores + t] }
+                                }
+                            }
+                        }
+                    }
+                    try scratch.accumulators.withUnsafeMutableBufferPointer { a in
+                        let count = range.count * c.expansion * c.valueDim
+                        for e in 0..<count { a[e] = 0 }
+                        try values.gatherReduce(indices: UnsafeBufferPointer(rebasing: rows[0..<slots]),
+                                                weights: UnsafeBufferPointer(rebasing: w[0..<(slots * c.cores)]), chunks: c.cores,
+                                                targets: UnsafeBufferPointer(rebasing: targets[0..<slots]),
+                                                into: UnsafeMutableBufferPointer(rebasing: a[0..<count]))
                     }
                 }
             }
         }
+        let acc = scratch.accumulators
         for b in range {
             let out = output.baseAddress! + b * c.outputDim
             let accB = (b - range.lowerBound) * c.expansion * c.valueDim
@@ -402,6 +422,28 @@ public final class ProductKeyIndex: Sendable {
                 }
             }
         }
+    }
+}
+
+/// Per-block working memory of a reduce: each selected slot's row, target (query, projector)
+/// and weights, the (query, projector) accumulators, and for E > 1 the grouping by target.
+private struct ReduceScratch: Sendable {
+    var rows: [Int] = []
+    var targets: [Int] = []
+    var weights: [Float] = []
+    var accumulators: [Float] = []
+    var groupStart: [Int] = []
+    var addressed: [(row: Int, target: Int)] = []
+
+    mutating func reserve(slots: Int, cores: Int, groups: Int, accumulators count: Int) {
+        if rows.count < slots {
+            rows = [Int](repeating: 0, count: slots)
+            targets = rows
+            addressed = [(row: Int, target: Int)](repeating: (0, 0), count: slots)
+        }
+        if weights.count < slots * cores { weights = [Float](repeating: 0, count: slots * cores) }
+        if accumulators.count < count { accumulators = [Float](repeating: 0, count: count) }
+        if groupStart.count < groups + 1 { groupStart = [Int](repeating: 0, count: groups + 1) }
     }
 }
 

@@ -1,3 +1,5 @@
+import _MemorySupport
+
 /// Maps a virtual slot to (physical row, projector) (Spec/RETRIEVAL.md, "Addressing").
 public struct VirtualAddress: Sendable {
     public enum Map: Sendable {
@@ -12,6 +14,7 @@ public struct VirtualAddress: Sendable {
     public let virtualSlots: Int
     public let physicalRows: Int
     private let halfBits: Int
+    private let rowsDivisor: Divisor
 
     public init(map: Map, virtualSlots: Int, physicalRows: Int) throws(RetrievalError) {
         if case .table(let table) = map {
@@ -32,6 +35,7 @@ public struct VirtualAddress: Sendable {
         var bits = 2
         while (1 << bits) < virtualSlots { bits += 2 }
         halfBits = bits / 2
+        rowsDivisor = Divisor(physicalRows, dividendsBelow: virtualSlots)
     }
 
     /// The slot's identifier after the map: row `id % N_p`, projector `id / N_p`.
@@ -48,7 +52,9 @@ public struct VirtualAddress: Sendable {
     @inline(__always)
     public func address(of vid: Int) -> (row: Int, projector: Int) {
         let i = id(of: vid)
-        return (i % physicalRows, i / physicalRows)
+        if virtualSlots == physicalRows { return (i, 0) }  // E = 1
+        let p = rowsDivisor.divide(i)
+        return (i - p * physicalRows, p)
     }
 
     private func keyed(_ vid: Int, key: UInt64) -> Int {

@@ -53,14 +53,22 @@ public final class FlatTable: @unchecked Sendable {
         RowKernels.convert(base + index * dim * elementType.size, type: elementType, count: dim, into: out)
     }
 
-    /// Row `i` adds into output row `targets[i]`, with the same kernel as `Store.gatherReduce`,
-    /// in the order given: what a plain loop over an uncompressed table does.
+    /// Row `i` adds into output row `targets[i]`, with the kernel of `Store.gatherReduce`, in
+    /// the order given and with no checks: the memory system's limit for this table.
     public func gatherReduce(indices: UnsafeBufferPointer<Int>, weights: UnsafeBufferPointer<Float>, chunks: Int,
                              targets: UnsafeBufferPointer<Int>, into output: UnsafeMutableBufferPointer<Float>) {
-        let rowBytes = dim * elementType.size
-        for (i, r) in indices.enumerated() {
-            RowKernels.accumulate(base + r * rowBytes, type: elementType, dim: dim, chunks: chunks,
-                                  weights: weights.baseAddress! + i * chunks, into: output.baseAddress! + targets[i] * dim)
+        guard let w = weights.baseAddress, let out = output.baseAddress, !indices.isEmpty else { return }
+        let rowBytes = dim * elementType.size, group = min(indices.count, 2048)
+        let rows = UnsafeMutableBufferPointer<UnsafeRawPointer?>.allocate(capacity: group)
+        defer { rows.deallocate() }
+        var start = 0
+        while start < indices.count {
+            let n = min(group, indices.count - start)
+            for k in 0..<n { rows[k] = base + indices[start + k] * rowBytes }
+            RowKernels.gatherReduce(UnsafeBufferPointer(rebasing: rows[0..<n]), positions: nil, type: elementType, dim: dim,
+                                    chunks: chunks, weights: w + start * chunks, targets: targets.baseAddress.map { $0 + start },
+                                    into: out)
+            start += n
         }
     }
 }

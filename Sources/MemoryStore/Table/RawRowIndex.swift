@@ -1,4 +1,5 @@
 import CLMDB
+import _MemorySupport
 import Synchronization
 
 /// Direct access to the rows of a complete raw table of format version 3: where each shard's
@@ -24,6 +25,7 @@ final class RawRowIndex: @unchecked Sendable {
     private let learnedAll = Locked(false)
     let layout: TableLayout
     let stride: Int
+    private let rowsPerShard: Divisor
 
     /// Tables with more shards or rows than these check on every read instead.
     static let maxShards = 1 << 24
@@ -34,6 +36,7 @@ final class RawRowIndex: @unchecked Sendable {
         snapshot = try ReadTransaction(env: env)
         self.layout = layout
         stride = layout.rowBytes + ShardCodec.rowChecksumSize
+        rowsPerShard = Divisor(layout.rowsPerShard, dividendsBelow: layout.rows)
         shardCount = layout.shardCount
         blobs = .allocate(capacity: shardCount)
         for i in 0..<shardCount { (blobs + i).initialize(to: Atomic(0)) }
@@ -96,18 +99,27 @@ final class RawRowIndex: @unchecked Sendable {
         }
     }
 
-    /// Row `row` of the table, whose shard's rows start at `shardRows`: checked against its
-    /// checksum unless it already was since open.
+    /// The shard holding row `row`.
     @inline(__always)
-    func row(_ row: Int, shard: Int, shardRows: UnsafeRawPointer) throws -> UnsafeRawPointer {
-        let p = shardRows + (row - shard * layout.rowsPerShard) * stride
-        if let checked, checked.contains(row) { return p }
+    func shard(ofRow row: Int) -> Int { rowsPerShard.divide(row) }
+
+    /// Where row `row` lies, in the shard whose rows start at `shardRows`.
+    @inline(__always)
+    func location(ofRow row: Int, shard: Int, shardRows: UnsafeRawPointer) -> UnsafeRawPointer {
+        shardRows + (row - shard * layout.rowsPerShard) * stride
+    }
+
+    /// Checks the row at `p` (row `row` of the table) against its checksum, unless it already
+    /// was since open; throws, naming shard and row, when it does not match.
+    @inline(__always)
+    func verify(_ p: UnsafeRawPointer, row: Int) throws {
+        if let checked, checked.contains(row) { return }
         let stored = UInt64(littleEndian: p.loadUnaligned(fromByteOffset: layout.rowBytes, as: UInt64.self))
         guard XXH64.hash(UnsafeRawBufferPointer(start: p, count: layout.rowBytes), seed: UInt64(row)) == stored else {
+            let shard = shard(ofRow: row)
             throw StoreError.corruptShard(shard: shard, rows: layout.rowRange(ofShard: shard),
                                           reason: "row \(row) does not match its checksum")
         }
         checked?.insert(row)
-        return p
     }
 }

@@ -1,0 +1,168 @@
+#include "gather_kernel.h"
+
+#include <immintrin.h>
+#include <string.h>
+
+#define BLOCK 64  // columns accumulated in registers at once (8 AVX vectors)
+
+static inline size_t element_size(int type) { return type == PKM_ELEMENT_F32 ? 4 : 2; }
+
+/// Every cache line the row touches: rows need not start on a line (raw rows are 8 bytes
+/// longer than their elements), and a 128-byte row then spans three lines.
+static inline void prefetch_row(const void *row, size_t bytes) {
+    const uintptr_t start = (uintptr_t)row & ~(uintptr_t)63, end = (uintptr_t)row + bytes;
+    for (uintptr_t a = start; a < end; a += 64) __builtin_prefetch((const void *)a, 0, 3);
+}
+
+/// The position of row k's weights and target.
+static inline size_t position(const intptr_t *positions, size_t k) { return positions ? (size_t)positions[k] : k; }
+static inline intptr_t target(const intptr_t *targets, const intptr_t *positions, size_t k) {
+    return targets ? targets[position(positions, k)] : 0;
+}
+
+// MARK: Portable path (compiled for the baseline instruction set; loops the compiler vectorises)
+
+static inline float element(int type, const void *row, size_t j, const float *half_table) {
+    switch (type) {
+    case PKM_ELEMENT_F32: { float x; memcpy(&x, (const char *)row + 4 * j, 4); return x; }
+    case PKM_ELEMENT_F16: { uint16_t h; memcpy(&h, (const char *)row + 2 * j, 2); return half_table[h]; }
+    default: { uint16_t h; memcpy(&h, (const char *)row + 2 * j, 2); uint32_t u = (uint32_t)h << 16; float x; memcpy(&x, &u, 4); return x; }
+    }
+}
+
+static void gather_reduce_portable(int type, const void *const *rows, const intptr_t *positions, size_t count, size_t dim,
+                                   size_t chunks, const float *weights, const intptr_t *targets, float *out,
+                                   size_t distance, const float *half_table) {
+    const size_t width = dim / chunks, bytes = dim * element_size(type);
+    float acc[BLOCK];
+    for (size_t k = 0; k < count;) {
+        const intptr_t t = target(targets, positions, k);
+        size_t end = k + 1;
+        while (end < count && target(targets, positions, end) == t) end++;
+        float *o = out + (size_t)t * dim;
+        for (size_t c0 = 0; c0 < dim; c0 += BLOCK) {
+            const size_t cols = dim - c0 < BLOCK ? dim - c0 : BLOCK;
+            memcpy(acc, o + c0, cols * sizeof(float));
+            for (size_t r = k; r < end; r++) {
+                if (c0 == 0 && distance && r + distance < count) prefetch_row(rows[r + distance], bytes);
+                const float *w = weights + position(positions, r) * chunks;
+                const void *row = rows[r];
+                if (type == PKM_ELEMENT_BF16 && chunks == 1) {
+                    const uint16_t *h = (const uint16_t *)row + c0;
+                    const float wt = w[0];
+                    for (size_t j = 0; j < cols; j++) {
+                        uint32_t u = (uint32_t)h[j] << 16; float x; memcpy(&x, &u, 4);
+                        acc[j] += wt * x;
+                    }
+                } else {
+                    for (size_t j = 0; j < cols; j++) acc[j] += w[(c0 + j) / width] * element(type, row, c0 + j, half_table);
+                }
+            }
+            memcpy(o + c0, acc, cols * sizeof(float));
+        }
+        k = end;
+    }
+}
+
+// MARK: AVX2 + FMA + F16C path
+
+#define AVX2 __attribute__((target("avx2,fma,f16c")))
+
+/// Eight elements of `type` at `p` as floats.
+static inline AVX2 __m256 load8(int type, const char *p) {
+    switch (type) {
+    case PKM_ELEMENT_F32: return _mm256_loadu_ps((const float *)p);
+    case PKM_ELEMENT_F16: return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+    default: return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p)), 16));
+    }
+}
+
+/// A run of rows with one target over columns c0 ..< c0 + 64, the accumulators in registers.
+static inline AVX2 void run_block64(int type, const void *const *rows, const intptr_t *positions, size_t k, size_t end,
+                                    size_t count, size_t c0, size_t chunks, size_t width, const float *weights,
+                                    float *o, size_t distance, size_t bytes) {
+    const size_t size = element_size(type);
+    __m256 a0 = _mm256_loadu_ps(o + c0), a1 = _mm256_loadu_ps(o + c0 + 8), a2 = _mm256_loadu_ps(o + c0 + 16),
+           a3 = _mm256_loadu_ps(o + c0 + 24), a4 = _mm256_loadu_ps(o + c0 + 32), a5 = _mm256_loadu_ps(o + c0 + 40),
+           a6 = _mm256_loadu_ps(o + c0 + 48), a7 = _mm256_loadu_ps(o + c0 + 56);
+    for (size_t r = k; r < end; r++) {
+        if (c0 == 0 && distance && r + distance < count) prefetch_row(rows[r + distance], bytes);
+        const float *w = weights + position(positions, r) * chunks;
+        const char *p = (const char *)rows[r] + c0 * size;
+        if (chunks == 1) {
+            const __m256 wt = _mm256_set1_ps(w[0]);
+            a0 = _mm256_fmadd_ps(load8(type, p), wt, a0);
+            a1 = _mm256_fmadd_ps(load8(type, p + 8 * size), wt, a1);
+            a2 = _mm256_fmadd_ps(load8(type, p + 16 * size), wt, a2);
+            a3 = _mm256_fmadd_ps(load8(type, p + 24 * size), wt, a3);
+            a4 = _mm256_fmadd_ps(load8(type, p + 32 * size), wt, a4);
+            a5 = _mm256_fmadd_ps(load8(type, p + 40 * size), wt, a5);
+            a6 = _mm256_fmadd_ps(load8(type, p + 48 * size), wt, a6);
+            a7 = _mm256_fmadd_ps(load8(type, p + 56 * size), wt, a7);
+        } else {
+            // width is a multiple of 8, so each vector lies in one chunk.
+#define CHUNK(v) _mm256_set1_ps(w[(c0 + 8 * (v)) / width])
+            a0 = _mm256_fmadd_ps(load8(type, p), CHUNK(0), a0);
+            a1 = _mm256_fmadd_ps(load8(type, p + 8 * size), CHUNK(1), a1);
+            a2 = _mm256_fmadd_ps(load8(type, p + 16 * size), CHUNK(2), a2);
+            a3 = _mm256_fmadd_ps(load8(type, p + 24 * size), CHUNK(3), a3);
+            a4 = _mm256_fmadd_ps(load8(type, p + 32 * size), CHUNK(4), a4);
+            a5 = _mm256_fmadd_ps(load8(type, p + 40 * size), CHUNK(5), a5);
+            a6 = _mm256_fmadd_ps(load8(type, p + 48 * size), CHUNK(6), a6);
+            a7 = _mm256_fmadd_ps(load8(type, p + 56 * size), CHUNK(7), a7);
+#undef CHUNK
+        }
+    }
+    _mm256_storeu_ps(o + c0, a0); _mm256_storeu_ps(o + c0 + 8, a1); _mm256_storeu_ps(o + c0 + 16, a2);
+    _mm256_storeu_ps(o + c0 + 24, a3); _mm256_storeu_ps(o + c0 + 32, a4); _mm256_storeu_ps(o + c0 + 40, a5);
+    _mm256_storeu_ps(o + c0 + 48, a6); _mm256_storeu_ps(o + c0 + 56, a7);
+}
+
+static AVX2 void gather_reduce_avx2(int type, const void *const *rows, const intptr_t *positions, size_t count, size_t dim,
+                                    size_t chunks, const float *weights, const intptr_t *targets, float *out,
+                                    size_t distance) {
+    const size_t width = dim / chunks, size = element_size(type), bytes = dim * size;
+    for (size_t k = 0; k < count;) {
+        const intptr_t t = target(targets, positions, k);
+        size_t end = k + 1;
+        while (end < count && target(targets, positions, end) == t) end++;
+        float *o = out + (size_t)t * dim;
+        size_t c0 = 0;
+        for (; c0 + BLOCK <= dim; c0 += BLOCK)
+            run_block64(type, rows, positions, k, end, count, c0, chunks, width, weights, o, distance, bytes);
+        // The last columns (dim is a multiple of 8 here), one vector at a time.
+        for (; c0 < dim; c0 += 8) {
+            __m256 a = _mm256_loadu_ps(o + c0);
+            for (size_t r = k; r < end; r++) {
+                if (c0 == 0 && distance && r + distance < count) prefetch_row(rows[r + distance], bytes);
+                const float *w = weights + position(positions, r) * chunks;
+                a = _mm256_fmadd_ps(load8(type, (const char *)rows[r] + c0 * size), _mm256_set1_ps(w[c0 / width]), a);
+            }
+            _mm256_storeu_ps(o + c0, a);
+        }
+        k = end;
+    }
+}
+
+static int avx2_state = -1;  // -1: not yet known; every thread that asks computes the same value
+
+int pkm_gather_reduce_uses_avx2(void) {
+    int state = __atomic_load_n(&avx2_state, __ATOMIC_RELAXED);
+    if (state < 0) {
+        __builtin_cpu_init();
+        state = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+        __atomic_store_n(&avx2_state, state, __ATOMIC_RELAXED);
+    }
+    return state;
+}
+
+void pkm_gather_reduce(int element_type, const void *const *rows, const intptr_t *positions, size_t count,
+                       size_t dim, size_t chunks, const float *weights, const intptr_t *targets, float *out,
+                       size_t prefetch_distance, const float *half_table) {
+    if (count == 0 || dim == 0 || chunks == 0) return;
+    if (pkm_gather_reduce_uses_avx2() && (dim / chunks) % 8 == 0)
+        gather_reduce_avx2(element_type, rows, positions, count, dim, chunks, weights, targets, out, prefetch_distance);
+    else
+        gather_reduce_portable(element_type, rows, positions, count, dim, chunks, weights, targets, out, prefetch_distance,
+                               half_table);
+}

@@ -1,0 +1,30 @@
+// The fused gather-reduce at the heart of a lookup (Spec/RETRIEVAL.md, "Output"): weighted
+// sums of value rows picked at random from a large table. Written in C because it must run at
+// the memory system's limit: it keeps many cache misses in flight with explicit prefetches,
+// and picks AVX2/FMA/F16C code at run time, neither of which Swift code compiled for baseline
+// x86-64 can do. It holds no state and allocates nothing.
+#ifndef PKM_GATHER_KERNEL_H
+#define PKM_GATHER_KERNEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/// Element types, with the codes of Spec/FORMAT.md's shard headers.
+enum { PKM_ELEMENT_F32 = 1, PKM_ELEMENT_F16 = 2, PKM_ELEMENT_BF16 = 3 };
+
+/// For k in 0 ..< count, with i = positions ? positions[k] : k and row the `dim` elements of
+/// `element_type` at rows[k]:
+///     out[targets[i] * dim + t * w + j] += weights[i * chunks + t] * row[t * w + j]
+/// for every chunk t < chunks and j < w = dim / chunks (`targets` NULL: every row adds into
+/// out[0 ..< dim]). Accumulation is in float; runs of consecutive rows with the same target
+/// are summed in registers and stored once. Rows `prefetch_distance` ahead are prefetched
+/// (0: none). `half_table` maps each of the 65,536 f16 bit patterns to float (used only for
+/// f16 on processors without F16C).
+void pkm_gather_reduce(int element_type, const void *const *rows, const intptr_t *positions, size_t count,
+                       size_t dim, size_t chunks, const float *weights, const intptr_t *targets, float *out,
+                       size_t prefetch_distance, const float *half_table);
+
+/// Whether the AVX2 + FMA + F16C path is in use on this processor.
+int pkm_gather_reduce_uses_avx2(void);
+
+#endif

@@ -1,0 +1,54 @@
+import Testing
+@testable import MemoryStore
+
+/// The gather-reduce kernel against a Double reference computed from the definition.
+@Suite struct GatherKernelTests {
+    /// Every element type, dims on the AVX2 path (multiples of 8 per chunk, with and without a
+    /// tail below 64 columns) and on the portable one, MCS chunks, runs of equal targets broken
+    /// by positions, and rows at any byte offset. The bound is float summation's:
+    /// |result − exact| ≤ (n + 1) · 2^-24 · Σ|w · x| per output element, n rows summed.
+    @Test(arguments: ElementType.allCases, [(8, 1), (64, 1), (64, 2), (72, 1), (128, 4), (200, 1), (60, 1), (6, 3), (1, 1)])
+    func kernelMatchesTheDefinition(type: ElementType, shape: (dim: Int, chunks: Int)) {
+        let (dim, chunks) = shape
+        var rng = SeededGenerator(seed: UInt64(dim * 31 + chunks) ^ UInt64(type.code))
+        let tableRows = 300, count = 500, outputs = 7
+        let values = (0..<(tableRows * dim)).map { _ in rng.normal() }
+        // Rows stored at an odd stride and offset, as raw rows with their checksums are.
+        let stride = dim * type.size + 8, offset = 8
+        var table = [UInt8](repeating: 0, count: offset + tableRows * stride)
+        let encoded = type.encode(values)
+        for r in 0..<tableRows {
+            for b in 0..<(dim * type.size) { table[offset + r * stride + b] = encoded[r * dim * type.size + b] }
+        }
+        let stored = type.decode(encoded)  // the values as stored (rounded to the type)
+        let picks = (0..<count).map { _ in Int(rng.next() % UInt64(tableRows)) }
+        let positions = (0..<count).map { $0 }.shuffled(using: &rng)
+        // Targets in runs, as a batch of bags is, then visited through the shuffled positions.
+        let targets = (0..<count).map { $0 * outputs / count }
+        let weights = (0..<(count * chunks)).map { _ in rng.normal() }
+        var out = [Float](repeating: 0, count: outputs * dim)
+        table.withUnsafeBytes { t in
+            let rows = positions.map { UnsafeRawPointer?(t.baseAddress! + offset + picks[$0] * stride) }
+            rows.withUnsafeBufferPointer { r in
+                positions.withUnsafeBufferPointer { p in
+                    RowKernels.gatherReduce(r, positions: p, type: type, dim: dim, chunks: chunks, weights: weights,
+                                            targets: targets, into: &out)
+                }
+            }
+        }
+        let width = dim / chunks
+        var exact = [Double](repeating: 0, count: outputs * dim), magnitude = exact, terms = [Int](repeating: 0, count: outputs)
+        for i in 0..<count {
+            terms[targets[i]] += 1
+            for j in 0..<dim {
+                let term = Double(weights[i * chunks + j / width]) * Double(stored[picks[i] * dim + j])
+                exact[targets[i] * dim + j] += term
+                magnitude[targets[i] * dim + j] += abs(term)
+            }
+        }
+        for e in 0..<(outputs * dim) {
+            let bound = Double(terms[e / dim] + 1) * 0x1p-24 * magnitude[e] + 1e-30
+            #expect(abs(Double(out[e]) - exact[e]) <= bound, "element \(e): \(out[e]) vs \(exact[e]) (bound \(bound))")
+        }
+    }
+}
