@@ -9,10 +9,7 @@ static inline size_t element_size(int type) { return type == PKM_ELEMENT_F32 ? 4
 
 /// Every cache line the row touches: rows need not start on a line (raw rows are 8 bytes
 /// longer than their elements), and a 128-byte row then spans three lines.
-static inline void prefetch_row(const void *row, size_t bytes) {
-    const uintptr_t start = (uintptr_t)row & ~(uintptr_t)63, end = (uintptr_t)row + bytes;
-    for (uintptr_t a = start; a < end; a += 64) __builtin_prefetch((const void *)a, 0, 3);
-}
+static inline void prefetch_row(const void *row, size_t bytes) { pkm_prefetch(row, bytes); }
 
 /// The position of row k's weights and target.
 static inline size_t position(const intptr_t *positions, size_t k) { return positions ? (size_t)positions[k] : k; }
@@ -67,9 +64,10 @@ static void gather_reduce_portable(int type, const void *const *rows, const intp
 // MARK: AVX2 + FMA + F16C path
 
 #define AVX2 __attribute__((target("avx2,fma,f16c")))
+#define ALWAYS_INLINE inline __attribute__((always_inline))
 
 /// Eight elements of `type` at `p` as floats.
-static inline AVX2 __m256 load8(int type, const char *p) {
+static ALWAYS_INLINE AVX2 __m256 load8(const int type, const char *p) {
     switch (type) {
     case PKM_ELEMENT_F32: return _mm256_loadu_ps((const float *)p);
     case PKM_ELEMENT_F16: return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
@@ -78,49 +76,42 @@ static inline AVX2 __m256 load8(int type, const char *p) {
 }
 
 /// A run of rows with one target over columns c0 ..< c0 + 64, the accumulators in registers.
-static inline AVX2 void run_block64(int type, const void *const *rows, const intptr_t *positions, size_t k, size_t end,
-                                    size_t count, size_t c0, size_t chunks, size_t width, const float *weights,
-                                    float *o, size_t distance, size_t bytes) {
+/// Inlined into one copy per element type (and plain or chunked weights), so that neither is
+/// tested per vector.
+static ALWAYS_INLINE AVX2 void run_block64(const int type, const int chunked, const void *const *rows,
+                                           const intptr_t *positions, size_t k, size_t end, size_t count, size_t c0,
+                                           size_t chunks, size_t width, const float *weights, float *o, size_t distance,
+                                           size_t bytes) {
     const size_t size = element_size(type);
     __m256 a0 = _mm256_loadu_ps(o + c0), a1 = _mm256_loadu_ps(o + c0 + 8), a2 = _mm256_loadu_ps(o + c0 + 16),
            a3 = _mm256_loadu_ps(o + c0 + 24), a4 = _mm256_loadu_ps(o + c0 + 32), a5 = _mm256_loadu_ps(o + c0 + 40),
            a6 = _mm256_loadu_ps(o + c0 + 48), a7 = _mm256_loadu_ps(o + c0 + 56);
+    const int prefetching = c0 == 0 && distance != 0;
     for (size_t r = k; r < end; r++) {
-        if (c0 == 0 && distance && r + distance < count) prefetch_row(rows[r + distance], bytes);
+        if (prefetching && r + distance < count) prefetch_row(rows[r + distance], bytes);
         const float *w = weights + position(positions, r) * chunks;
         const char *p = (const char *)rows[r] + c0 * size;
-        if (chunks == 1) {
-            const __m256 wt = _mm256_set1_ps(w[0]);
-            a0 = _mm256_fmadd_ps(load8(type, p), wt, a0);
-            a1 = _mm256_fmadd_ps(load8(type, p + 8 * size), wt, a1);
-            a2 = _mm256_fmadd_ps(load8(type, p + 16 * size), wt, a2);
-            a3 = _mm256_fmadd_ps(load8(type, p + 24 * size), wt, a3);
-            a4 = _mm256_fmadd_ps(load8(type, p + 32 * size), wt, a4);
-            a5 = _mm256_fmadd_ps(load8(type, p + 40 * size), wt, a5);
-            a6 = _mm256_fmadd_ps(load8(type, p + 48 * size), wt, a6);
-            a7 = _mm256_fmadd_ps(load8(type, p + 56 * size), wt, a7);
-        } else {
-            // width is a multiple of 8, so each vector lies in one chunk.
-#define CHUNK(v) _mm256_set1_ps(w[(c0 + 8 * (v)) / width])
-            a0 = _mm256_fmadd_ps(load8(type, p), CHUNK(0), a0);
-            a1 = _mm256_fmadd_ps(load8(type, p + 8 * size), CHUNK(1), a1);
-            a2 = _mm256_fmadd_ps(load8(type, p + 16 * size), CHUNK(2), a2);
-            a3 = _mm256_fmadd_ps(load8(type, p + 24 * size), CHUNK(3), a3);
-            a4 = _mm256_fmadd_ps(load8(type, p + 32 * size), CHUNK(4), a4);
-            a5 = _mm256_fmadd_ps(load8(type, p + 40 * size), CHUNK(5), a5);
-            a6 = _mm256_fmadd_ps(load8(type, p + 48 * size), CHUNK(6), a6);
-            a7 = _mm256_fmadd_ps(load8(type, p + 56 * size), CHUNK(7), a7);
-#undef CHUNK
-        }
+#define WEIGHT(v) (chunked ? _mm256_set1_ps(w[(c0 + 8 * (v)) / width]) : wt)
+        const __m256 wt = _mm256_set1_ps(w[0]);
+        a0 = _mm256_fmadd_ps(load8(type, p), WEIGHT(0), a0);
+        a1 = _mm256_fmadd_ps(load8(type, p + 8 * size), WEIGHT(1), a1);
+        a2 = _mm256_fmadd_ps(load8(type, p + 16 * size), WEIGHT(2), a2);
+        a3 = _mm256_fmadd_ps(load8(type, p + 24 * size), WEIGHT(3), a3);
+        a4 = _mm256_fmadd_ps(load8(type, p + 32 * size), WEIGHT(4), a4);
+        a5 = _mm256_fmadd_ps(load8(type, p + 40 * size), WEIGHT(5), a5);
+        a6 = _mm256_fmadd_ps(load8(type, p + 48 * size), WEIGHT(6), a6);
+        a7 = _mm256_fmadd_ps(load8(type, p + 56 * size), WEIGHT(7), a7);
+#undef WEIGHT
     }
     _mm256_storeu_ps(o + c0, a0); _mm256_storeu_ps(o + c0 + 8, a1); _mm256_storeu_ps(o + c0 + 16, a2);
     _mm256_storeu_ps(o + c0 + 24, a3); _mm256_storeu_ps(o + c0 + 32, a4); _mm256_storeu_ps(o + c0 + 40, a5);
     _mm256_storeu_ps(o + c0 + 48, a6); _mm256_storeu_ps(o + c0 + 56, a7);
 }
 
-static AVX2 void gather_reduce_avx2(int type, const void *const *rows, const intptr_t *positions, size_t count, size_t dim,
-                                    size_t chunks, const float *weights, const intptr_t *targets, float *out,
-                                    size_t distance) {
+static ALWAYS_INLINE AVX2 void gather_reduce_avx2_typed(const int type, const int chunked, const void *const *rows,
+                                                        const intptr_t *positions, size_t count, size_t dim, size_t chunks,
+                                                        const float *weights, const intptr_t *targets, float *out,
+                                                        size_t distance) {
     const size_t width = dim / chunks, size = element_size(type), bytes = dim * size;
     for (size_t k = 0; k < count;) {
         const intptr_t t = target(targets, positions, k);
@@ -129,7 +120,7 @@ static AVX2 void gather_reduce_avx2(int type, const void *const *rows, const int
         float *o = out + (size_t)t * dim;
         size_t c0 = 0;
         for (; c0 + BLOCK <= dim; c0 += BLOCK)
-            run_block64(type, rows, positions, k, end, count, c0, chunks, width, weights, o, distance, bytes);
+            run_block64(type, chunked, rows, positions, k, end, count, c0, chunks, width, weights, o, distance, bytes);
         // The last columns (dim is a multiple of 8 here), one vector at a time.
         for (; c0 < dim; c0 += 8) {
             __m256 a = _mm256_loadu_ps(o + c0);
@@ -142,6 +133,19 @@ static AVX2 void gather_reduce_avx2(int type, const void *const *rows, const int
         }
         k = end;
     }
+}
+
+static AVX2 void gather_reduce_avx2(int type, const void *const *rows, const intptr_t *positions, size_t count, size_t dim,
+                                    size_t chunks, const float *weights, const intptr_t *targets, float *out,
+                                    size_t distance) {
+#define TYPED(T, C) gather_reduce_avx2_typed(T, C, rows, positions, count, dim, chunks, weights, targets, out, distance)
+    const int chunked = chunks != 1;
+    switch (type) {
+    case PKM_ELEMENT_F32: if (chunked) TYPED(PKM_ELEMENT_F32, 1); else TYPED(PKM_ELEMENT_F32, 0); break;
+    case PKM_ELEMENT_F16: if (chunked) TYPED(PKM_ELEMENT_F16, 1); else TYPED(PKM_ELEMENT_F16, 0); break;
+    default: if (chunked) TYPED(PKM_ELEMENT_BF16, 1); else TYPED(PKM_ELEMENT_BF16, 0); break;
+    }
+#undef TYPED
 }
 
 static int avx2_state = -1;  // -1: not yet known; every thread that asks computes the same value

@@ -1,11 +1,14 @@
 import Foundation
 import MemoryRetrieval
 import MemoryStore
+import TensorFiles
 
 /// The offline lookup benchmark behind `memtool bench`. For each batch of deterministic queries
 /// it times the search, the store's lookup-reduce, and the same reduce over a flat uncompressed
-/// copy of the value table (the upper bound), and checks that both reduces agree. On small grids
-/// it also times the brute force that scores every slot, and checks the search against it.
+/// copy of the value table with the same kernel and no checks (the memory limit), and checks
+/// that both reduces agree. On small grids it also times the brute force that scores every
+/// slot, and checks the search against it. It can write the rows and weights it reduced, for a
+/// peer (`Tools/peers/embedding_bag.py`) to reduce the same rows in the same session.
 public struct LookupBenchmark {
     public struct Options: Sendable {
         public var queries = 4096
@@ -13,8 +16,11 @@ public struct LookupBenchmark {
         public var warmupQueries = 256
         public var distribution = QueryDistribution.clustered(centres: 256, spread: 0.25)
         public var seed: UInt64 = 1
-        /// The flat copy for the upper bound; nil skips it.
+        /// The flat copy for the memory limit; nil skips it.
         public var flatTable: FlatTable?
+        /// Where to write the physical rows (int64 `[queries, H·k]`) and weights (float32, the
+        /// first core's) of the measured reduces, as `PATH.rows.npy` and `PATH.weights.npy`.
+        public var reducedRowsPath: String?
         /// Brute force runs on grids up to this many slots, over at most `bruteForceQueries` queries.
         public var bruteForceLimit = 1 << 22
         public var bruteForceQueries = 256
@@ -47,27 +53,45 @@ public struct LookupBenchmark {
         /// Search followed by the store's lookup-reduce.
         public var lookupQueriesPerSecond: Double
         public var reduceQueriesPerSecond: Double
-        /// The same reduce over the flat uncompressed copy; nil when not measured.
-        public var upperBoundReduceQueriesPerSecond: Double?
-        /// `reduceQueriesPerSecond / upperBoundReduceQueriesPerSecond`: the headline ratio.
-        public var reduceToUpperBound: Double?
+        /// The same reduce over the flat uncompressed copy, with the same kernel and no checks;
+        /// nil when not measured.
+        public var memoryLimitReduceQueriesPerSecond: Double?
+        /// `reduceQueriesPerSecond / memoryLimitReduceQueriesPerSecond`.
+        public var reduceToMemoryLimit: Double?
         /// Largest relative difference between the store's and the flat copy's outputs.
+        public var memoryLimitMaxRelativeDifference: Double?
+        /// Earlier names of the three fields above (Spec/CLI.md keeps field names within a format version).
+        public var upperBoundReduceQueriesPerSecond: Double?
+        public var reduceToUpperBound: Double?
         public var upperBoundMaxRelativeDifference: Double?
+        /// Whether the store checked rows against their checksums (`Store.checksRows`).
+        public var rowChecks: Bool
+        /// The gather-reduce kernel in use: `avx2` or `portable`.
+        public var kernel: String
         public var bruteForceQueriesPerSecond: Double?
         /// Share of the selected slots that the brute force also selects (1 for PKM, which is exact).
         public var bruteForceAgreement: Double?
         public var searchBatchMilliseconds: Percentiles
         public var lookupBatchMilliseconds: Percentiles
+        /// The store's lookup-reduce alone, per batch.
+        public var reduceBatchMilliseconds: Percentiles
         /// Share of lookup time spent in scoring and selection (the rest is lookup-reduce).
         public var searchShare: Double
+        /// Value rows reduced per second by the store's reduce alone, batch after batch (in a
+        /// cold run: within the lookups).
         public var rowsPerSecond: Double
+        /// Value rows each query reduces (H·k).
+        public var rowsPerQuery: Int
+        /// Value rows reduced per second within the lookups, each batch's reduce after its search:
+        /// rows read for the first time since open are checked against their checksums there.
+        public var lookupReduceRowsPerSecond: Double
         /// Decoded-shard cache hits / shard reads; nil for raw stores, which read in place.
         public var cacheHitRate: Double?
         public var bytesDecompressedPerQuery: Double
         /// Bytes the kernel read from storage for the store's lookup-reduce per query (`/proc/self/io`
         /// read_bytes, counted around the store's reduce only).
         public var diskBytesPerQuery: Double
-        /// Those bytes as 4 KiB reads per second of lookup time.
+        /// Those bytes as 4 KiB reads per second of the lookups' reduce time.
         public var diskReadsPerSecond: Double
         public var openMilliseconds: Double
         public var peakRSSBytes: Int
@@ -94,31 +118,61 @@ public struct LookupBenchmark {
             }
         }
         let clock = ContinuousClock()
-        var searchTimes: [Double] = [], reduceTimes: [Double] = [], flatTimes: [Double] = []
-        var hits = 0, misses = 0, maxDifference = 0.0
+        // Lookups: each batch's search, then the store's reduce of its slots (rows read for the
+        // first time since open are checked then).
+        var searchTimes: [Double] = [], lookupReduceTimes: [Double] = []
+        var hits = 0, misses = 0
         let decodedBefore = store.bytesDecoded
-        var disk = 0  // read by the store's lookup-reduce only: the upper bound's flat copy reads too
+        var disk = 0  // read by the store's lookup-reduce only: the memory limit's flat copy reads too
+        var searched: [SearchResult] = []
         for q in work {
             var found: SearchResult?
             let s = try clock.measure { found = try layer.search(queries: q, batch: options.batch) }
             let before = store.cacheStatistics
-            var output: [Float] = []
             let diskBefore = diskReadBytes()
-            let r = try clock.measure { output = try layer.reduce(found!) }
+            let r = try clock.measure { _ = try layer.reduce(found!) }
             disk += diskReadBytes() - diskBefore
             let after = store.cacheStatistics
             hits += after.hits - before.hits
             misses += after.misses - before.misses
             searchTimes.append(s.seconds * 1e3)
-            reduceTimes.append(r.seconds * 1e3)
+            lookupReduceTimes.append(r.seconds * 1e3)
+            searched.append(found!)
+        }
+        // The reduce alone, batch after batch as a peer is timed: the store, then the memory
+        // limit (the same kernel over the flat copy, no checks), whose outputs must agree. A cold
+        // run keeps the reduces of its lookups, which are the ones that read from storage.
+        var reduceTimes = lookupReduceTimes, flatTimes: [Double] = [], maxDifference = 0.0
+        if !cold {
+            var outputs: [[Float]] = []
+            reduceTimes = try searched.map { found in
+                try clock.measure { outputs.append(try layer.reduce(found)) }.seconds * 1e3
+            }
             if let flat {
-                var reference: [Float] = []
-                let f = try clock.measure { reference = try layer.index.reduce(found!, values: flat) }
-                flatTimes.append(f.seconds * 1e3)
-                for (a, b) in zip(output, reference) { maxDifference = max(maxDifference, Double(abs(a - b)) / max(Double(abs(b)), 1e-3)) }
+                var references: [[Float]] = []
+                flatTimes = try searched.map { found in
+                    try clock.measure { references.append(try layer.index.reduce(found, values: flat)) }.seconds * 1e3
+                }
+                for (output, reference) in zip(outputs, references) {
+                    for (a, b) in zip(output, reference) { maxDifference = max(maxDifference, Double(abs(a - b)) / max(Double(abs(b)), 1e-3)) }
+                }
+            }
+        }
+        var reducedRows: [Int64] = [], reducedWeights: [Float] = []
+        if options.reducedRowsPath != nil {
+            for found in searched {
+                for (slot, vid) in found.indices.enumerated() {
+                    reducedRows.append(Int64(layer.index.address.address(of: vid).row))
+                    reducedWeights.append(found.weights[slot * c.cores])
+                }
             }
         }
         let decoded = store.bytesDecoded - decodedBefore
+        if let path = options.reducedRowsPath {
+            let shape = [batches * options.batch, c.heads * c.topK]
+            try reducedRows.withUnsafeBytes { try NPYFile.write(path: path + ".rows.npy", dtype: .i64, shape: shape, bytes: $0) }
+            try reducedWeights.withUnsafeBytes { try NPYFile.write(path: path + ".weights.npy", dtype: .f32, shape: shape, bytes: $0) }
+        }
 
         var bruteRate: Double?, agreement: Double?
         if c.virtualSlots <= options.bruteForceLimit {
@@ -137,24 +191,31 @@ public struct LookupBenchmark {
 
         let total = Double(batches * options.batch)
         let searchSeconds = searchTimes.reduce(0, +) / 1e3, reduceSeconds = reduceTimes.reduce(0, +) / 1e3
-        let lookupSeconds = searchSeconds + reduceSeconds
+        let lookupReduceSeconds = lookupReduceTimes.reduce(0, +) / 1e3
+        let lookupSeconds = searchSeconds + lookupReduceSeconds
         let flatSeconds = flatTimes.reduce(0, +) / 1e3
         return Report(
             queries: batches * options.batch, batch: options.batch, threads: layer.index.threads, distribution: label, cold: cold,
             virtualSlots: c.virtualSlots, physicalRows: c.physicalRows, codec: store.layout.codec.rawValue,
             searchQueriesPerSecond: total / searchSeconds, lookupQueriesPerSecond: total / lookupSeconds,
             reduceQueriesPerSecond: total / reduceSeconds,
+            memoryLimitReduceQueriesPerSecond: flat == nil ? nil : total / flatSeconds,
+            reduceToMemoryLimit: flat == nil ? nil : flatSeconds / reduceSeconds,
+            memoryLimitMaxRelativeDifference: flat == nil ? nil : maxDifference,
             upperBoundReduceQueriesPerSecond: flat == nil ? nil : total / flatSeconds,
             reduceToUpperBound: flat == nil ? nil : flatSeconds / reduceSeconds,
             upperBoundMaxRelativeDifference: flat == nil ? nil : maxDifference,
+            rowChecks: store.checksRows, kernel: Store.reduceKernel,
             bruteForceQueriesPerSecond: bruteRate, bruteForceAgreement: agreement,
             searchBatchMilliseconds: Percentiles(searchTimes),
-            lookupBatchMilliseconds: Percentiles(zip(searchTimes, reduceTimes).map { $0 + $1 }),
+            lookupBatchMilliseconds: Percentiles(zip(searchTimes, lookupReduceTimes).map { $0 + $1 }),
+            reduceBatchMilliseconds: Percentiles(reduceTimes),
             searchShare: searchSeconds / lookupSeconds,
-            rowsPerSecond: total * Double(c.heads * c.topK) / reduceSeconds,
+            rowsPerSecond: total * Double(c.heads * c.topK) / reduceSeconds, rowsPerQuery: c.heads * c.topK,
+            lookupReduceRowsPerSecond: total * Double(c.heads * c.topK) / lookupReduceSeconds,
             cacheHitRate: store.layout.codec == .raw || hits + misses == 0 ? nil : Double(hits) / Double(hits + misses),
             bytesDecompressedPerQuery: Double(decoded) / total, diskBytesPerQuery: Double(disk) / total,
-            diskReadsPerSecond: Double(disk) / 4096 / reduceSeconds,
+            diskReadsPerSecond: Double(disk) / 4096 / lookupReduceSeconds,
             openMilliseconds: store.openDuration.seconds * 1e3, peakRSSBytes: peakResidentBytes(),
             residentAnonymousBytes: residentBytes("RssAnon:"), residentFileBytes: residentBytes("RssFile:"))
     }

@@ -2,12 +2,14 @@
 /// bits (Lemire, Kaser and Kurz, "Faster remainder by direct computation", 2019): a slot's
 /// physical row and a row's shard are found for every row a lookup reads, and a 64-bit
 /// division costs as much as the rest of the row's address computation.
+@usableFromInline
 package struct Divisor: Sendable {
-    package let divisor: Int
+    @usableFromInline package let divisor: Int
     /// ⌈2^64 / divisor⌉, or 0 when the plain division is used.
-    private let multiplier: UInt64
+    @usableFromInline let multiplier: UInt64
 
     /// - Parameter limit: every dividend will be below this.
+    @inlinable
     package init(_ divisor: Int, dividendsBelow limit: Int) {
         precondition(divisor >= 1)
         self.divisor = divisor
@@ -15,7 +17,7 @@ package struct Divisor: Sendable {
     }
 
     /// `n / divisor` for 0 ≤ n < the limit given at init.
-    @inline(__always)
+    @inlinable @inline(__always)
     package func divide(_ n: Int) -> Int {
         multiplier == 0 ? n / divisor : Int(truncatingIfNeeded: multiplier.multipliedFullWidth(by: UInt64(truncatingIfNeeded: n)).high)
     }

@@ -7,11 +7,13 @@ import TensorFiles
 
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Measure lookups on a store against an uncompressed upper bound and the brute force, in the same run.",
+        abstract: "Measure lookups on a store against the memory system's limit and the brute force, in the same run.",
         discussion: """
-            Per batch: the search, the store's lookup-reduce, and the same reduce over a flat mmap'd copy of the \
-            values (the upper bound; written next to the store unless --no-upper-bound). Grids up to 2^22 slots also \
-            run the brute force that scores every slot. --cold drops the page cache first (root only) and skips warm-up.
+            Per batch: the search, the store's lookup-reduce, and the same reduce by the same kernel over a flat \
+            mmap'd copy of the values with no checks (the memory limit; written next to the store unless \
+            --no-memory-limit). Grids up to 2^22 slots also run the brute force that scores every slot. --cold drops \
+            the page cache first (root only) and skips warm-up. --reduced-rows writes the rows and weights reduced, \
+            for Tools/peers/embedding_bag.py to reduce the same rows with PyTorch in the same session.
             """)
 
     @Argument(help: "Path of the store (made by create or import).")
@@ -38,13 +40,20 @@ struct Bench: ParsableCommand {
     @Option(help: "Bytes of decoded shards to cache.")
     var cacheBytes: Int = 1 << 30
 
-    @Flag(help: "Skip the flat uncompressed upper bound (it needs a copy of the raw values on disk).")
-    var noUpperBound = false
+    @Flag(name: [.customLong("no-memory-limit"), .customLong("no-upper-bound")],
+          help: "Skip the memory limit (it needs a flat copy of the raw values on disk).")
+    var noMemoryLimit = false
+
+    @Flag(help: "Read raw rows without checking their checksums, to measure what the checks cost.")
+    var noRowChecks = false
+
+    @Option(help: "Write the physical rows and weights of the measured reduces to PATH.rows.npy and PATH.weights.npy.")
+    var reducedRows: String?
 
     @Flag(help: "Skip the brute force over all slots (run by default on grids up to 2^22 slots).")
     var noBruteForce = false
 
-    @Option(help: "Where to keep the flat copy for the upper bound (default: STORE.flat, reused while newer than the store).")
+    @Option(help: "Where to keep the flat copy for the memory limit (default: STORE.flat, reused while newer than the store).")
     var flatPath: String?
 
     @Option(help: "Seed of the queries.")
@@ -98,7 +107,8 @@ struct Bench: ParsableCommand {
             case "clustered": options.distribution = .clustered(centres: 256, spread: 0.25)
             default: options.distribution = .replay(try replayedQueries(String(distribution.dropFirst(7)), config))
             }
-            if !noUpperBound {
+            options.reducedRowsPath = reducedRows
+            if !noMemoryLimit {
                 let path = flatPath ?? store + ".flat"
                 let source = try Store.open(at: store, cacheBytes: 0)
                 let fresh = (try? FileManager.default.attributesOfItem(atPath: path)[.modificationDate] as? Date).flatMap { flat in
@@ -112,7 +122,7 @@ struct Bench: ParsableCommand {
                 dropped = dropPageCache()
                 if !dropped { printError("warning: could not drop the page cache (needs root); the run is only as cold as the cache allows") }
             }
-            let layer = try MemoryLayer(store: Store.open(at: store, cacheBytes: cacheBytes), threads: threads)
+            let layer = try MemoryLayer(store: Store.open(at: store, cacheBytes: cacheBytes, checksRows: !noRowChecks), threads: threads)
             let r = try LookupBenchmark.run(layer: layer, options: options, label: distribution, cold: cold)
             let c = layer.config
             print("memory     \(c.scoring.rawValue), H=\(c.heads) d=\(c.keyDim) k=\(c.topK)\(c.scoring == .pkm ? "" : " m=\(c.topM) r=\(c.rank) c=\(c.cores)"), " +
@@ -123,11 +133,13 @@ struct Bench: ParsableCommand {
             print(String(format: "lookup     %10.0f queries/s   batch p50 %.2f ms  p90 %.2f ms  p99 %.2f ms", r.lookupQueriesPerSecond,
                          r.lookupBatchMilliseconds.p50, r.lookupBatchMilliseconds.p90, r.lookupBatchMilliseconds.p99))
             let hitRate = r.cacheHitRate.map { String(format: "%.1f%%", 100 * $0) } ?? "n/a (raw)"
-            print(String(format: "reduce     %10.0f queries/s   %.2f M rows/s; %.0f%% of lookup time; cache hit rate %@",
-                         r.reduceQueriesPerSecond, r.rowsPerSecond / 1e6, 100 * (1 - r.searchShare), hitRate))
-            if let ub = r.upperBoundReduceQueriesPerSecond, let ratio = r.reduceToUpperBound {
-                print(String(format: "upper bnd  %10.0f queries/s   flat uncompressed copy; store/upper bound = %.2f (outputs agree to %.1e)",
-                             ub, ratio, r.upperBoundMaxRelativeDifference ?? 0))
+            print(String(format: "reduce     %10.0f queries/s   %.2f M rows/s batch after batch (batch p50 %.3f ms, p99 %.3f ms); within lookups %.2f M rows/s, %.0f%% of lookup time",
+                         r.reduceQueriesPerSecond, r.rowsPerSecond / 1e6, r.reduceBatchMilliseconds.p50, r.reduceBatchMilliseconds.p99,
+                         r.lookupReduceRowsPerSecond / 1e6, 100 * (1 - r.searchShare)))
+            print("           cache hit rate \(hitRate); row checks \(r.rowChecks ? "on" : "off"); kernel \(r.kernel)")
+            if let limit = r.memoryLimitReduceQueriesPerSecond, let ratio = r.reduceToMemoryLimit {
+                print(String(format: "memory lim %10.0f queries/s   %.2f M rows/s, same kernel over a flat copy, no checks; store/limit = %.2f (outputs agree to %.1e)",
+                             limit, limit * Double(r.rowsPerQuery) / 1e6, ratio, r.memoryLimitMaxRelativeDifference ?? 0))
             }
             if let bf = r.bruteForceQueriesPerSecond, let agree = r.bruteForceAgreement {
                 print(String(format: "brute      %10.0f queries/s   scoring all slots; product keys are %.0fx faster; %.1f%% of slots agree",

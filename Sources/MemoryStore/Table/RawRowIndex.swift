@@ -109,11 +109,15 @@ final class RawRowIndex: @unchecked Sendable {
         shardRows + (row - shard * layout.rowsPerShard) * stride
     }
 
+    /// Whether row `row` has been checked since open (always false above ``maxCheckedRows``).
+    @inline(__always)
+    func isChecked(_ row: Int) -> Bool { checked?.contains(row) ?? false }
+
     /// Checks the row at `p` (row `row` of the table) against its checksum, unless it already
     /// was since open; throws, naming shard and row, when it does not match.
     @inline(__always)
     func verify(_ p: UnsafeRawPointer, row: Int) throws {
-        if let checked, checked.contains(row) { return }
+        if isChecked(row) { return }
         let stored = UInt64(littleEndian: p.loadUnaligned(fromByteOffset: layout.rowBytes, as: UInt64.self))
         guard XXH64.hash(UnsafeRawBufferPointer(start: p, count: layout.rowBytes), seed: UInt64(row)) == stored else {
             let shard = shard(ofRow: row)

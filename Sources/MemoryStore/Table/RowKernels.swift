@@ -24,7 +24,7 @@ enum RowKernels {
 
     /// Rows ahead of the one being summed whose cache lines are prefetched: enough misses in
     /// flight to cover memory latency (BENCHMARKS.md, "Prefetch distance").
-    static let prefetchDistance = 16
+    static let prefetchDistance = 32
 
     /// The fused gather-reduce over stored rows: for each k, with `i = positions?[k] ?? k`,
     /// output row `targets?[i] ?? 0` (chunk t) += `weights[i * chunks + t]` x `rows[k]` (chunk t).

@@ -1,3 +1,4 @@
+import CGatherKernel
 import CLMDB
 import Foundation
 
@@ -9,6 +10,9 @@ import Foundation
 /// against its checksum the first time it is read after opening); otherwise one group per
 /// shard, in storage order, each shard decoded (or read) once per call.
 extension Store {
+    /// The gather-reduce code this processor runs: `avx2` (AVX2, FMA and F16C) or `portable`.
+    public static var reduceKernel: String { pkm_gather_reduce_uses_avx2() != 0 ? "avx2" : "portable" }
+
     // MARK: Rows
 
     /// Row `index` as Float.
@@ -172,15 +176,21 @@ extension Store {
         }
         var start = 0
         while start < indices.count {
-            let end = min(indices.count, start + Self.rawGroupRows)
-            for k in start..<end {
-                let p = try locate(k)
-                try index.verify(p, row: indices[k])
-                pointers[k - start] = p
-                positions[k - start] = k
+            let n = min(indices.count - start, Self.rawGroupRows)
+            for k in 0..<n {
+                pointers[k] = try locate(start + k)
+                positions[k] = start + k
             }
-            try visit(UnsafeBufferPointer(rebasing: pointers[0..<(end - start)]), UnsafeBufferPointer(rebasing: positions[0..<(end - start)]))
-            start = end
+            // Rows not yet checked are hashed with the rows ahead of them already on their way
+            // (the kernel then finds them in the cache), not one cache miss at a time.
+            if checksRows {
+                for k in 0..<n where !index.isChecked(indices[start + k]) {
+                    if k + Self.checkAhead < n { pkm_prefetch(pointers[k + Self.checkAhead], index.stride) }
+                    try index.verify(pointers[k]!, row: indices[start + k])
+                }
+            }
+            try visit(UnsafeBufferPointer(rebasing: pointers[0..<n]), UnsafeBufferPointer(rebasing: positions[0..<n]))
+            start += n
         }
         readingFromDisk.store(storageReads() > readsBefore, ordering: .relaxed)
     }
@@ -188,6 +198,9 @@ extension Store {
     /// Rows per kernel call on the raw path: their pointers, positions and indices (24 bytes a
     /// row) fit in a core's L1 and L2 caches beside the rows in flight.
     static let rawGroupRows = 2048
+
+    /// How far ahead of the row being checked rows are prefetched.
+    static let checkAhead = 8
 
     /// One group per shard, in storage order; each shard decoded (or read) once.
     private func forEachShardGroup(_ indices: UnsafeBufferPointer<Int>, _ scratch: RowScratch,

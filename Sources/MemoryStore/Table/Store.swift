@@ -35,6 +35,8 @@ public final class Store: @unchecked Sendable {
     let contexts: ReaderContextPool
     let decoded = Atomic<Int>(0)
     let rowScratch = RowScratchPool()
+    /// Whether rows of complete raw tables are checked when first read (``open(at:cacheBytes:checksRows:)``).
+    public let checksRows: Bool
     /// Whether a recent batch read from storage (see `storageReads`): then batches prefetch.
     let readingFromDisk = Atomic<Bool>(true)
 
@@ -48,16 +50,22 @@ public final class Store: @unchecked Sendable {
     static let dictionaryTensor = "__zstd_dictionary"
 
     /// Opens the store at `path` read-only.
-    /// - Parameter cacheBytes: budget for decoded shards of compressed tables (0 disables the cache).
-    public static func open(at path: String, cacheBytes: Int = 256 << 20) throws -> Store {
+    /// - Parameters:
+    ///   - cacheBytes: budget for decoded shards of compressed tables (0 disables the cache).
+    ///   - checksRows: whether rows of complete raw tables are checked against their checksums
+    ///     (the first time each is read after opening; Spec/GUARANTEES.md). Pass false only to
+    ///     measure what the checks cost, or for a store `verify` has passed that nothing can
+    ///     have changed since.
+    public static func open(at path: String, cacheBytes: Int = 256 << 20, checksRows: Bool = true) throws -> Store {
         let clock = ContinuousClock()
         let start = clock.now
         let env = try OpenEnvironments.readOnly(path: path)
-        return try Store(env: env, cacheBytes: cacheBytes, started: start)
+        return try Store(env: env, cacheBytes: cacheBytes, checksRows: checksRows, started: start)
     }
 
-    private init(env: Environment, cacheBytes: Int, started: ContinuousClock.Instant) throws {
+    private init(env: Environment, cacheBytes: Int, checksRows: Bool, started: ContinuousClock.Instant) throws {
         self.env = env
+        self.checksRows = checksRows
         path = env.path
         let (manifest, state, shardEntries) = try env.read { txn in
             let manifest = try Self.readManifest(txn, env: env)

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# The fused lookup-reduce against PyTorch's embedding_bag over the same rows, in one session.
+#   Tools/bench_reduce.sh WORKDIR [EXPONENTS...]       (default exponents: 16 20 24 26)
+# For each table of 2^e rows (raw codec, 64 bf16 values per row, a PKM layer with H=4, k=32, so
+# 128 rows per query, uniform queries, batches of 256) and 1 and 2 threads: `memtool bench` with the
+# default row checks and with --no-row-checks (each also measures the memory limit: the same kernel
+# over a flat copy, no checks), then Tools/peers/embedding_bag.py reducing exactly the rows the
+# first run reduced. Results: WORKDIR/results/reduce-*.json and a table on stdout.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+work=${1:?usage: bench_reduce.sh WORKDIR [EXPONENTS...]}
+shift
+exponents=${*:-16 20 24 26}
+memtool="$root/.build/release/memtool"
+mkdir -p "$work/results"
+(cd "$root" && swift build -c release --product memtool >/dev/null)
+python3 -c "import torch" 2>/dev/null || { echo "bench_reduce: PyTorch is not installed (Tools/bootstrap.sh --peers)" >&2; exit 1; }
+for e in $exponents; do
+    rows=$((1 << e)); side=$((1 << (e / 2))); cols=$((rows / side))
+    store="$work/r$e.pkm"
+    if [ ! -f "$store" ] || ! "$memtool" inspect "$store" --json | grep -q '"complete" : true'; then
+        "$memtool" create "$store" --synthetic --grid "${side}x${cols}" --rows "$rows" --dim 64 --scoring pkm \
+            --heads 4 --key-dim 32 --topk 32 --codec raw > /dev/null
+    fi
+    bench=("$memtool" bench "$store" --distribution uniform --queries 4096 --batch 256 --no-brute-force)
+    # One unrecorded pass: it writes the flat copy and brings both files into the page cache.
+    "${bench[@]}" --threads 2 > /dev/null
+    for t in 1 2; do
+        echo "== 2^$e rows, $t thread(s)" >&2
+        "${bench[@]}" --threads "$t" --reduced-rows "$work/rows$e" --json "$work/results/reduce-$e-t$t-checks.json" >&2
+        "${bench[@]}" --threads "$t" --no-row-checks --json "$work/results/reduce-$e-t$t-nochecks.json" >&2
+        python3 "$root/Tools/peers/embedding_bag.py" "$store.flat" bf16 "$rows" 64 "$work/rows$e" --batch 256 --threads "$t" \
+            > "$work/results/reduce-$e-t$t-embedding-bag.json"
+        cat "$work/results/reduce-$e-t$t-embedding-bag.json" >&2
+    done
+    rm -f "$store.flat" "$work/rows$e".*.npy
+done
+python3 - "$work/results" $exponents <<'PY'
+import json, os, sys
+results, exponents = sys.argv[1], sys.argv[2:]
+print("| rows | threads | store, checks on | store, checks off | memory limit | embedding_bag | store/eb (on) | store/eb (off) | limit/eb | reduce p50, batch 256 |")
+print("|---|---|---|---|---|---|---|---|---|---|")
+for e in exponents:
+    for t in (1, 2):
+        load = lambda kind: json.load(open(os.path.join(results, f"reduce-{e}-t{t}-{kind}.json")))
+        on, off, eb = load("checks"), load("nochecks"), load("embedding-bag")
+        limit = on["memoryLimitReduceQueriesPerSecond"] * on["rowsPerQuery"]
+        m = lambda x: f"{x / 1e6:.1f} M rows/s"
+        print(f"| 2^{e} | {t} | {m(on['rowsPerSecond'])} | {m(off['rowsPerSecond'])} | {m(limit)} | {m(eb['rowsPerSecond'])} | "
+              f"{on['rowsPerSecond'] / eb['rowsPerSecond']:.2f} | {off['rowsPerSecond'] / eb['rowsPerSecond']:.2f} | "
+              f"{limit / eb['rowsPerSecond']:.2f} | {on['reduceBatchMilliseconds']['p50']:.3f} ms |")
+PY
