@@ -5,6 +5,7 @@
 #
 #   bash Tools/sanitize.sh            # both
 #   bash Tools/sanitize.sh thread     # one of: thread, address
+#   CONFIG=release bash Tools/sanitize.sh   # the optimised build (objects are released earlier there)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="/opt/swift/usr/bin:$PATH"
@@ -14,15 +15,18 @@ for sanitizer in "${@:-thread address}"; do
     case "$s" in
       thread)
         # Threads and processes reading while another process writes, and the shard cache under contention.
-        filter="ConcurrencyTests|ConcurrentProcessTests|RoundTripTests" ;;
+        filter="ConcurrencyTests|ConcurrentProcessTests|RoundTripTests|LifetimeTests" ;;
       address)
         filter=""
         # Two leaks inside XCTest and Foundation.Process are the toolchain's; everything else fails the run.
         export LSAN_OPTIONS="suppressions=$PWD/Tools/lsan-suppressions.txt:print_suppressions=0" ;;
       *) echo "unknown sanitizer '$s' (thread or address)" >&2; exit 2 ;;
     esac
-    echo "== swift test --sanitize=$s ${filter:+--filter \"$filter\"}"
-    swift build --build-tests --sanitize="$s" --scratch-path ".build/$s"
-    swift test --skip-build --sanitize="$s" --scratch-path ".build/$s" ${filter:+--filter "$filter"}
+    config=${CONFIG:-debug}
+    flags=(-c "$config" --sanitize="$s" --scratch-path ".build-$s-$config")
+    [ "$config" = release ] && flags+=(-Xswiftc -enable-testing)
+    echo "== swift test ${flags[*]} ${filter:+--filter \"$filter\"}"
+    swift build --build-tests "${flags[@]}"
+    swift test --skip-build "${flags[@]}" ${filter:+--filter "$filter"}
   done
 done

@@ -102,6 +102,9 @@ public struct LookupBenchmark {
         public var residentFileBytes: Int
     }
 
+    /// Passes of the reduce alone; the fastest counts (Tools/peers/embedding_bag.py does the same).
+    static let reducePasses = 3
+
     public static func run(layer: MemoryLayer, options: Options, label: String, cold: Bool) throws -> Report {
         let c = layer.config, store = layer.store
         let batches = max(1, options.queries / options.batch)
@@ -139,21 +142,27 @@ public struct LookupBenchmark {
             lookupReduceTimes.append(r.seconds * 1e3)
             searched.append(found!)
         }
-        // The reduce alone, batch after batch as a peer is timed: the store, then the memory
-        // limit (the same kernel over the flat copy, no checks), whose outputs must agree. A cold
-        // run keeps the reduces of its lookups, which are the ones that read from storage.
+        // The reduce alone, batch after batch as a peer is timed (the best of three passes, so
+        // that every page is mapped): the store, then the memory limit (the same kernel over the
+        // flat copy, no checks), whose outputs must agree. A cold run keeps the reduces of its
+        // lookups, which are the ones that read from storage.
         var reduceTimes = lookupReduceTimes, flatTimes: [Double] = [], maxDifference = 0.0
         if !cold {
-            var outputs: [[Float]] = []
-            reduceTimes = try searched.map { found in
-                try clock.measure { outputs.append(try layer.reduce(found)) }.seconds * 1e3
-            }
-            if let flat {
-                var references: [[Float]] = []
-                flatTimes = try searched.map { found in
-                    try clock.measure { references.append(try layer.index.reduce(found, values: flat)) }.seconds * 1e3
+            func bestPass(_ reduce: (SearchResult) throws -> [Float]) throws -> (times: [Double], outputs: [[Float]]) {
+                var best: (times: [Double], outputs: [[Float]])?
+                for _ in 0..<Self.reducePasses {
+                    var outputs: [[Float]] = []
+                    let times = try searched.map { found in try clock.measure { outputs.append(try reduce(found)) }.seconds * 1e3 }
+                    if best == nil || times.reduce(0, +) < best!.times.reduce(0, +) { best = (times, outputs) }
                 }
-                for (output, reference) in zip(outputs, references) {
+                return best!
+            }
+            let store = try bestPass { try layer.reduce($0) }
+            reduceTimes = store.times
+            if let flat {
+                let limit = try bestPass { try layer.index.reduce($0, values: flat) }
+                flatTimes = limit.times
+                for (output, reference) in zip(store.outputs, limit.outputs) {
                     for (a, b) in zip(output, reference) { maxDifference = max(maxDifference, Double(abs(a - b)) / max(Double(abs(b)), 1e-3)) }
                 }
             }

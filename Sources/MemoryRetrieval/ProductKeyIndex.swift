@@ -166,6 +166,7 @@ public final class ProductKeyIndex: Sendable {
         // Large blocks amortise sgemm's packing of each key panel over more queries.
         let block = max(1, min(256, (batch + threads - 1) / threads))
         let blocks = (batch + block - 1) / block
+        if blocks == 1 { return body(0..<batch) }  // no hand-over to a worker for a small batch
         DispatchQueue.concurrentPerform(iterations: blocks) { i in
             body((i * block)..<min(batch, (i + 1) * block))
         }
@@ -363,11 +364,15 @@ public final class ProductKeyIndex: Sendable {
             try scratch.targets.withUnsafeMutableBufferPointer { targets in
                 try scratch.weights.withUnsafeMutableBufferPointer { w in
                     if c.expansion == 1 {
-                        for k in 0..<slots {
-                            rows[k] = address.address(of: indices[first + k]).row
-                            targets[k] = k / perQuery
-                            for t in 0..<c.cores { w[k * c.cores + t] = weights[(first + k) * c.cores + t] }
+                        let identity = c.addressing == .identity
+                        for q in 0..<range.count {
+                            for k in (q * perQuery)..<((q + 1) * perQuery) {
+                                rows[k] = identity ? indices[first + k] : address.address(of: indices[first + k]).row
+                                targets[k] = q
+                            }
                         }
+                        let n = slots * c.cores
+                        w.baseAddress!.update(from: weights.baseAddress! + first * c.cores, count: n)
                     } else {
                         // Rows grouped by (query, projector), so that the kernel sums each group in
                         // registers: a counting sort by target.

@@ -167,7 +167,7 @@ extension Store {
             let learned = try index.learn(shard: shard, through: context!.transaction, shards: env.shards)
             return index.location(ofRow: r, shard: shard, shardRows: learned)
         }
-        let readsBefore = storageReads()
+        let readsBefore = sampleStorageReads(rows: indices.count)
         if indices.count > 1 && readingFromDisk.load(ordering: .relaxed) {
             for k in 0..<indices.count {
                 let p = Int(bitPattern: try locate(k))
@@ -192,7 +192,7 @@ extension Store {
             try visit(UnsafeBufferPointer(rebasing: pointers[0..<n]), UnsafeBufferPointer(rebasing: positions[0..<n]))
             start += n
         }
-        readingFromDisk.store(storageReads() > readsBefore, ordering: .relaxed)
+        if let readsBefore { readingFromDisk.store(storageReads() > readsBefore, ordering: .relaxed) }
     }
 
     /// Rows per kernel call on the raw path: their pointers, positions and indices (24 bytes a
@@ -214,12 +214,12 @@ extension Store {
         // A read transaction is taken only when a shard is not in the cache.
         var context: ReaderContext?
         defer { if let context { contexts.release(context) } }
-        let readsBefore = storageReads()
+        let readsBefore = sampleStorageReads(rows: indices.count)
         if order.count > 1 && readingFromDisk.load(ordering: .relaxed) {
             context = try contexts.acquire()
             try prefetchUncachedShards(order, packed: packed, indices: indices, context: context!)
         }
-        defer { readingFromDisk.store(storageReads() > readsBefore, ordering: .relaxed) }
+        defer { if let readsBefore { readingFromDisk.store(storageReads() > readsBefore, ordering: .relaxed) } }
         let pointers = scratch.pointers, positions = scratch.positions
         var i = 0
         var hits = 0, misses = 0
@@ -284,6 +284,16 @@ extension Store {
                 }
             }
         }
+    }
+
+    /// This thread's storage reads so far when this call should find out whether batches read
+    /// from storage (which decides whether they prefetch), else nil: every batch of 1,024 rows
+    /// or more, every batch while they do, and every 16th smaller one otherwise. Asking costs
+    /// two system calls, as much as reducing a hundred rows from memory.
+    private func sampleStorageReads(rows: Int) -> Int? {
+        let sample = rows >= 1024 || readingFromDisk.load(ordering: .relaxed)
+            || smallBatches.wrappingAdd(1, ordering: .relaxed).oldValue % 16 == 0
+        return sample ? storageReads() : nil
     }
 
     // MARK: Shards

@@ -39,6 +39,8 @@ public final class Store: @unchecked Sendable {
     public let checksRows: Bool
     /// Whether a recent batch read from storage (see `storageReads`): then batches prefetch.
     let readingFromDisk = Atomic<Bool>(true)
+    /// Small batches since open, to sample `readingFromDisk` on every 16th (Store+Rows.swift).
+    let smallBatches = Atomic<Int>(0)
 
     public var layout: TableLayout { manifest.table }
     /// Readers this store serves at once; more wait, so the environment's slots are never exhausted.
