@@ -12,14 +12,22 @@ import TensorFiles
     /// Re-running `create` and `import` over a complete store is a no-op, and over one killed
     /// after its first commits finishes it: the rows equal a clean run's. (The release build
     /// crashed here once: a read transaction outlived its environment.)
-    @Test(arguments: ["create", "import"])
+    /// `import-dictionary` resumes an import that trains a zstd dictionary: the resumed writer
+    /// reads the dictionary through its own environment.
+    @Test(arguments: ["create", "import", "import-dictionary"])
     func rerunningAWriterOverACompleteOrInterruptedStore(_ command: String) throws {
         let scratch = Scratch()
         let source = scratch.file("src.pkm"), checkpoint = scratch.file("ck.safetensors")
-        try #require(try Tools.run(Tools.memtool, ["create", source] + synthetic).status == 0)
+        // 128 shards, so that the dictionary's first commit (64 shards) is not the last.
+        let rows = command == "import-dictionary" ? synthetic + ["--dim", "64"] : synthetic
+        try #require(try Tools.run(Tools.memtool, ["create", source] + rows).status == 0)
         try #require(try Tools.memtool("export", source, "--to", checkpoint).status == 0)
         func args(_ store: String) -> [String] {
-            (command == "create" ? ["create", store] + synthetic : ["import", store, "--from", checkpoint]) + ["--commit-bytes", "4096"]
+            switch command {
+            case "create": ["create", store] + synthetic + ["--commit-bytes", "4096"]
+            case "import": ["import", store, "--from", checkpoint, "--commit-bytes", "4096"]
+            default: ["import", store, "--from", checkpoint, "--commit-bytes", "4096", "--train-dictionary"]
+            }
         }
         let clean = scratch.file("clean.pkm")
         for _ in 0..<3 {
@@ -45,6 +53,17 @@ import TensorFiles
         let a = try Store.open(at: clean), b = try Store.open(at: killed)
         #expect(a.isComplete && b.isComplete)
         for r in stride(from: 0, to: 65536, by: 997) { #expect(try a.row(r) == b.row(r)) }
+    }
+
+    /// A table too small to train a dictionary on is stored without one, and reads back.
+    @Test func aDictionaryTooSmallToTrainIsLeftOut() throws {
+        let scratch = Scratch()
+        let store = scratch.file("tiny.pkm")
+        let made = try Tools.memtool("create", store, "--synthetic", "--rows", "300", "--dim", "8", "--heads", "1", "--key-dim", "8",
+                                     "--topk", "4", "--train-dictionary")
+        #expect(made.status == 0, "\(made.stderr)")
+        let verify = try Tools.memtool("verify", store)
+        #expect(verify.status == 0 && verify.stdout.hasPrefix("sound"), "\(verify.stdout)")
     }
 
     /// An E > 1 checkpoint without a virtual_map is imported with identity addressing (the

@@ -48,7 +48,8 @@ enum ShardCodec {
             let rowBytes = layout.rowBytes, stride = rowBytes + rowChecksumSize
             out = [UInt8](repeating: 0, count: headerSize + rowCount * stride)
             out.withUnsafeMutableBytes { o in
-                writeHeader(o, codec: .checkedRows, layout: layout, planes: 0, rowCount: rowCount, shard: index, checksum: checksum)
+                writeHeader(o, codec: .checkedRows, layout: layout, planes: 0, rowCount: rowCount, shard: index, checksum: checksum,
+                            dictionary: false)
                 for r in 0..<rowCount {
                     let row = UnsafeRawBufferPointer(rebasing: rows[(r * rowBytes)..<((r + 1) * rowBytes)])
                     let at = headerSize + r * stride
@@ -86,7 +87,8 @@ enum ShardCodec {
                 }
             }
             out.withUnsafeMutableBytes { o in
-                writeHeader(o, codec: .zstdPlanes, layout: layout, planes: s, rowCount: rowCount, shard: index, checksum: checksum)
+                writeHeader(o, codec: .zstdPlanes, layout: layout, planes: s, rowCount: rowCount, shard: index, checksum: checksum,
+                            dictionary: compressor!.usesDictionary)
             }
         }
         return out
@@ -97,12 +99,12 @@ enum ShardCodec {
     }
 
     private static func writeHeader(_ o: UnsafeMutableRawBufferPointer, codec: BlobCodec, layout: TableLayout,
-                                    planes: Int, rowCount: Int, shard: Int, checksum: UInt64) {
+                                    planes: Int, rowCount: Int, shard: Int, checksum: UInt64, dictionary: Bool) {
         o.storeBytes(of: magic.littleEndian, toByteOffset: 0, as: UInt32.self)
         o[4] = codec.rawValue
         o[5] = layout.elementType.code
         o[6] = UInt8(planes)
-        o[7] = layout.dictionary && codec == .zstdPlanes ? 1 : 0
+        o[7] = dictionary ? 1 : 0
         o.storeBytes(of: UInt32(rowCount).littleEndian, toByteOffset: 8, as: UInt32.self)
         o.storeBytes(of: UInt32(layout.dim).littleEndian, toByteOffset: 12, as: UInt32.self)
         o.storeBytes(of: UInt64(shard).littleEndian, toByteOffset: 16, as: UInt64.self)

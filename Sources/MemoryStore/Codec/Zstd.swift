@@ -39,8 +39,12 @@ final class ZstdDictionary: @unchecked Sendable {
 /// One compression context; not thread-safe, so each worker owns one.
 final class ZstdCompressor {
     private let cctx: OpaquePointer
+    /// Whether frames are compressed with a dictionary (flag bit 0 of the shard header).
+    let usesDictionary: Bool
+
     init(level: Int, dictionary: ZstdDictionary?) {
         cctx = ZSTD_createCCtx()
+        usesDictionary = dictionary != nil
         if let dictionary {
             // Loaded into the context (not a CDict) so that the parameters below apply with it too.
             dictionary.bytes.withUnsafeBytes { _ = ZSTD_CCtx_loadDictionary(cctx, $0.baseAddress, $0.count) }

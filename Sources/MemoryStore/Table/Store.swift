@@ -88,7 +88,7 @@ public final class Store: @unchecked Sendable {
         guard shardEntries == expectedShards else {
             throw StoreError.inconsistent("\(shardEntries) shards stored, the manifest and import state imply \(expectedShards)")
         }
-        dictionary = table.dictionary ? try Self.readDictionary(env: env, version: manifest.formatVersion) : nil
+        dictionary = table.dictionary ? try env.read { try Self.readDictionary($0, env: env, version: manifest.formatVersion) } : nil
         cache = ShardCache(budget: table.codec == .raw ? 0 : cacheBytes, shardBytes: table.rowsPerShard * table.rowBytes)
         checkedRawShards = AtomicBitmap(count: table.shardCount)
         rawRows = state.complete && manifest.formatVersion >= 3 ? try RawRowIndex(env: env, layout: table) : nil
@@ -99,13 +99,18 @@ public final class Store: @unchecked Sendable {
         openDuration = ContinuousClock().now - started
     }
 
-    /// The trained zstd dictionary the manifest names (tensor ``dictionaryTensor``), read through
-    /// `env`: a writer resuming an import reads it through its own environment.
-    static func readDictionary(env: Environment, version: Int) throws -> ZstdDictionary {
-        let record = try env.read { txn in
-            try withName(dictionaryTensor) { try txn.withValue(env.tensors, key: $0) { $0.map(Array.init) } }
+    /// The trained zstd dictionary (tensor ``dictionaryTensor``), or nil when the store holds
+    /// none (a table too small to train on; its shards do not use one). Read through `env`: a
+    /// writer resuming an import reads it through its own environment. A dictionary the catalog
+    /// lists but the store lacks is damage.
+    static func readDictionary(_ txn: ReadTransaction, env: Environment, version: Int) throws -> ZstdDictionary? {
+        let record = try withName(dictionaryTensor) { try txn.withValue(env.tensors, key: $0) { $0.map(Array.init) } }
+        guard let record else {
+            if version >= 3, try readCatalog(txn, env: env, version: version)?.tensors[dictionaryTensor] != nil {
+                throw StoreError.corruptTensor(name: dictionaryTensor, reason: "the catalog lists it, but it is missing")
+            }
+            return nil
         }
-        guard let record else { throw StoreError.inconsistent("the manifest names a zstd dictionary the store does not hold") }
         let tensor = try record.withUnsafeBytes { try Tensor.decode(record: $0, name: dictionaryTensor, version: version) }
         return try ZstdDictionary(bytes: tensor.bytes)
     }
@@ -149,11 +154,15 @@ public final class Store: @unchecked Sendable {
     /// The store's catalog (format version 3 on; nil before): the authoritative list of its
     /// tensors and records, which LMDB's unchecked B-tree pages could otherwise hide.
     func catalog(_ txn: ReadTransaction) throws -> Catalog? {
-        guard manifest.formatVersion >= 3 else { return nil }
+        try Self.readCatalog(txn, env: env, version: manifest.formatVersion)
+    }
+
+    static func readCatalog(_ txn: ReadTransaction, env: Environment, version: Int) throws -> Catalog? {
+        guard version >= 3 else { return nil }
         return try withName(Catalog.key) { key in
             try txn.withValue(env.meta, key: key) { bytes in
                 guard let bytes else { throw StoreError.corruptRecord(name: Catalog.key, reason: "it is missing") }
-                return try Catalog.decode(MetaRecord.payload(bytes, key: Catalog.key, version: manifest.formatVersion))
+                return try Catalog.decode(MetaRecord.payload(bytes, key: Catalog.key, version: version))
             }
         }
     }

@@ -121,7 +121,7 @@ public final class StoreWriter {
         if !fresh, layout.dictionary, rowsCommitted > 0 {
             // Through the writer's own environment: opening a second one on the file and closing
             // it would drop this process's POSIX locks on it (Spec/GUARANTEES.md, concurrency).
-            dictionary = try Store.readDictionary(env: env, version: Manifest.currentVersion)
+            dictionary = try env.read { try Store.readDictionary($0, env: env, version: Manifest.currentVersion) }
         }
     }
 
@@ -136,7 +136,10 @@ public final class StoreWriter {
         guard rowsCommitted + pending.count / rowBytes + incoming <= layout.rows else {
             throw StoreError.invalidArgument("more rows than the \(layout.rows) the layout declares")
         }
-        let batch = max(1, options.batchBytes / (layout.rowsPerShard * rowBytes)) * layout.rowsPerShard * rowBytes
+        var shardsPerBatch = max(1, options.batchBytes / (layout.rowsPerShard * rowBytes))
+        // The first commit of a store with a dictionary trains it: give it enough shards.
+        if layout.dictionary && rowsCommitted == 0 { shardsPerBatch = max(shardsPerBatch, Self.dictionaryTrainingShards) }
+        let batch = shardsPerBatch * layout.rowsPerShard * rowBytes
         var offset = 0
         while offset < rows.count {
             let take = min(batch - pending.count, rows.count - offset)
@@ -193,7 +196,9 @@ public final class StoreWriter {
         let shardBytes = layout.rowsPerShard * rowBytes
         let firstShard = rowsCommitted / layout.rowsPerShard
         let count = (pending.count + shardBytes - 1) / shardBytes
-        if layout.dictionary && dictionary == nil && count > 0 { try trainDictionary() }
+        // Trained once, on the first commit (the dictionary is stored with shard 0). A table too
+        // small to train on is compressed without one (its shards leave flag bit 0 clear).
+        if layout.dictionary && dictionary == nil && firstShard == 0 && count > 0 { dictionary = try? trainDictionary() }
         nonisolated(unsafe) var blobs = [[UInt8]](repeating: [], count: count)
         let table = layout, dict = dictionary
         nonisolated(unsafe) let workers = self.workers
@@ -227,8 +232,11 @@ public final class StoreWriter {
         options.progress?(rowsCommitted, layout.rows)
     }
 
-    /// Trains the zstd dictionary from the byte planes of the first pending shards.
-    private func trainDictionary() throws {
+    /// Shards the first commit holds when the store trains a dictionary on them.
+    static let dictionaryTrainingShards = 64
+
+    /// A zstd dictionary trained on the byte planes of the first pending shards.
+    private func trainDictionary() throws -> ZstdDictionary {
         let shardBytes = layout.rowsPerShard * layout.rowBytes
         let s = layout.elementType.size
         var samples: [[UInt8]] = []
@@ -243,8 +251,7 @@ public final class StoreWriter {
                 offset += shardBytes
             }
         }
-        let bytes = try ZstdDictionary.train(samples: samples, capacity: 16 << 10)
-        dictionary = try ZstdDictionary(bytes: bytes)
+        return try ZstdDictionary(bytes: ZstdDictionary.train(samples: samples, capacity: 16 << 10))
     }
 
     /// Stores a tensor record and its catalog entry in `txn`.
