@@ -27,8 +27,8 @@ extension Store {
         let dim = layout.dim
         guard output.count >= dim else { throw StoreError.invalidArgument("output holds \(output.count) floats, a row has \(dim)") }
         try withUnsafePointer(to: index) { i in
-            try forEachRowGroup(UnsafeBufferPointer(start: i, count: 1)) { rows, _ in
-                RowKernels.convert(rows[0]!, type: layout.elementType, count: dim, into: output.baseAddress!)
+            try forEachRowGroup(UnsafeBufferPointer(start: i, count: 1)) { group in
+                RowKernels.convert(group.rows[0]!, type: layout.elementType, count: dim, into: output.baseAddress!)
             }
         }
     }
@@ -43,9 +43,9 @@ extension Store {
         }
         let type = layout.elementType
         try indices.withUnsafeBufferPointer { idx in
-            try forEachRowGroup(idx) { rows, positions in
-                for k in 0..<rows.count {
-                    RowKernels.convert(rows[k]!, type: type, count: dim, into: output.baseAddress! + positions[k] * dim)
+            try forEachRowGroup(idx) { group in
+                for k in 0..<group.rows.count {
+                    RowKernels.convert(group.rows[k]!, type: type, count: dim, into: output.baseAddress! + group.position(k) * dim)
                 }
             }
         }
@@ -106,9 +106,11 @@ extension Store {
                         targets: UnsafeBufferPointer<Int>?, into output: UnsafeMutableBufferPointer<Float>) throws {
         guard let w = weights.baseAddress, let out = output.baseAddress, !indices.isEmpty else { return }  // no rows: nothing to add
         let type = layout.elementType, dim = layout.dim
-        try forEachRowGroup(indices) { rows, positions in
-            RowKernels.gatherReduce(rows, positions: positions, type: type, dim: dim, chunks: chunks, weights: w,
-                                    targets: targets?.baseAddress, into: out)
+        try forEachRowGroup(indices) { group in
+            // A group of consecutive positions passes its weights and targets from its first.
+            let first = group.positions == nil ? group.first : 0
+            RowKernels.gatherReduce(group.rows, positions: group.positions, type: type, dim: dim, chunks: chunks,
+                                    weights: w + first * chunks, targets: targets.map { $0.baseAddress! + first }, into: out)
         }
     }
 
@@ -138,7 +140,7 @@ extension Store {
     /// stand for. Throws, naming the row, for an index outside the readable rows, and, naming
     /// shard and row, for damaged data.
     func forEachRowGroup(_ indices: UnsafeBufferPointer<Int>,
-                         _ visit: (UnsafeBufferPointer<UnsafeRawPointer?>, UnsafeBufferPointer<Int>) throws -> Void) throws {
+                         _ visit: (RowGroup) throws -> Void) throws {
         let readable = readableRows
         for r in indices where r < 0 || r >= readable {
             if r >= readable && r < layout.rows { throw StoreError.incomplete(rowsCommitted: state.rowsCommitted, rows: layout.rows) }
@@ -156,10 +158,10 @@ extension Store {
     /// indices stay in the core's caches. When batches read from storage, the kernel is first
     /// asked for every row's pages, so the reads queue up instead of faulting one at a time.
     private func forEachRawRow(_ indices: UnsafeBufferPointer<Int>, _ index: RawRowIndex, _ scratch: RowScratch,
-                               _ visit: (UnsafeBufferPointer<UnsafeRawPointer?>, UnsafeBufferPointer<Int>) throws -> Void) throws {
+                               _ visit: (RowGroup) throws -> Void) throws {
         var context: ReaderContext?
         defer { if let context { contexts.release(context) } }
-        let pointers = scratch.pointers, positions = scratch.positions
+        let pointers = scratch.pointers
         func locate(_ k: Int) throws -> UnsafeRawPointer {
             let r = indices[k], shard = index.shard(ofRow: r)
             if let known = index.rows(ofShard: shard) { return index.location(ofRow: r, shard: shard, shardRows: known) }
@@ -177,19 +179,20 @@ extension Store {
         var start = 0
         while start < indices.count {
             let n = min(indices.count - start, Self.rawGroupRows)
+            var unchecked = false
             for k in 0..<n {
                 pointers[k] = try locate(start + k)
-                positions[k] = start + k
+                unchecked = unchecked || (checksRows && !index.isChecked(indices[start + k]))
             }
             // Rows not yet checked are hashed with the rows ahead of them already on their way
             // (the kernel then finds them in the cache), not one cache miss at a time.
-            if checksRows {
+            if unchecked {
                 for k in 0..<n where !index.isChecked(indices[start + k]) {
                     if k + Self.checkAhead < n { pkm_prefetch(pointers[k + Self.checkAhead], index.stride) }
                     try index.verify(pointers[k]!, row: indices[start + k])
                 }
             }
-            try visit(UnsafeBufferPointer(rebasing: pointers[0..<n]), UnsafeBufferPointer(rebasing: positions[0..<n]))
+            try visit(RowGroup(rows: UnsafeBufferPointer(rebasing: pointers[0..<n]), positions: nil, first: start))
             start += n
         }
         if let readsBefore { readingFromDisk.store(storageReads() > readsBefore, ordering: .relaxed) }
@@ -204,7 +207,7 @@ extension Store {
 
     /// One group per shard, in storage order; each shard decoded (or read) once.
     private func forEachShardGroup(_ indices: UnsafeBufferPointer<Int>, _ scratch: RowScratch,
-                                   _ visit: (UnsafeBufferPointer<UnsafeRawPointer?>, UnsafeBufferPointer<Int>) throws -> Void) throws {
+                                   _ visit: (RowGroup) throws -> Void) throws {
         let perShard = layout.rowsPerShard
         // Sort (row, position) packed in one word: rows < 2^40 (Spec/FORMAT.md limits), positions < 2^24.
         let packed = indices.count < 1 << 24
@@ -238,7 +241,8 @@ extension Store {
                     n += 1
                     i += 1
                 }
-                try visit(UnsafeBufferPointer(rebasing: pointers[0..<n]), UnsafeBufferPointer(rebasing: positions[0..<n]))
+                try visit(RowGroup(rows: UnsafeBufferPointer(rebasing: pointers[0..<n]),
+                                   positions: UnsafeBufferPointer(rebasing: positions[0..<n]), first: 0))
             }
             if layout.codec == .zstd, let cached = cache.lookup(shard) {
                 hits += 1
@@ -373,4 +377,16 @@ private func storageReads() -> Int {
     var usage = rusage()
     getrusage(1, &usage)  // RUSAGE_THREAD, which Glibc does not export to Swift
     return usage.ru_majflt + usage.ru_inblock
+}
+
+/// Rows handed out by `Store.forEachRowGroup`: pointers to their stored bytes (valid only
+/// during the visit) and the position in the caller's indices each stands for.
+struct RowGroup {
+    let rows: UnsafeBufferPointer<UnsafeRawPointer?>
+    /// Each row's position, or nil when the rows stand for positions `first ..< first + rows.count`.
+    let positions: UnsafeBufferPointer<Int>?
+    let first: Int
+
+    @inline(__always)
+    func position(_ k: Int) -> Int { positions?[k] ?? first + k }
 }
