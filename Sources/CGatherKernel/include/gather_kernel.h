@@ -26,8 +26,7 @@ void pkm_gather_reduce(int element_type, const void *const *rows, const intptr_t
 
 /// Asks the processor to bring every cache line of `bytes` bytes at `p` into its caches, as far
 /// as the second level (`prefetcht2`): prefetches into the first level hold its few miss
-/// buffers and stall the loads behind them; measured here, 16 rows ahead into L1 reached 36-47 M
-/// random 128-byte rows/s from memory, 32 rows ahead into L2 58-67 M (BENCHMARKS.md).
+/// buffers and stall the loads behind them, which made random rows from memory slower here.
 static inline void pkm_prefetch(const void *p, size_t bytes) {
     const uintptr_t start = (uintptr_t)p & ~(uintptr_t)63, end = (uintptr_t)p + bytes;
     for (uintptr_t a = start; a < end; a += 64) __builtin_prefetch((const void *)a, 0, 1);
