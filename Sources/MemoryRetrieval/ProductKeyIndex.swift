@@ -360,19 +360,21 @@ public final class ProductKeyIndex: Sendable {
         defer { reducePool.withLock { $0.append(scratch) } }
         scratch.reserve(slots: slots, cores: c.cores, groups: range.count * c.expansion, accumulators: range.count * c.expansion * c.valueDim)
         let first = range.lowerBound * perQuery
+        // E = 1: slot k of the block adds into query k / (H·k); those targets are the same for
+        // every block, so they are written once. Identity addressing then reads the slots and
+        // weights where the search left them.
+        if c.expansion == 1 && scratch.bagTargets < slots {
+            for k in scratch.bagTargets..<slots { scratch.targets[k] = k / perQuery }
+            scratch.bagTargets = slots
+        }
+        let rowsInPlace = c.expansion == 1 && c.addressing == .identity
         try scratch.rows.withUnsafeMutableBufferPointer { rows in
             try scratch.targets.withUnsafeMutableBufferPointer { targets in
                 try scratch.weights.withUnsafeMutableBufferPointer { w in
                     if c.expansion == 1 {
-                        let identity = c.addressing == .identity
-                        for q in 0..<range.count {
-                            for k in (q * perQuery)..<((q + 1) * perQuery) {
-                                rows[k] = identity ? indices[first + k] : address.address(of: indices[first + k]).row
-                                targets[k] = q
-                            }
+                        if !rowsInPlace {
+                            for k in 0..<slots { rows[k] = address.address(of: indices[first + k]).row }
                         }
-                        let n = slots * c.cores
-                        w.baseAddress!.update(from: weights.baseAddress! + first * c.cores, count: n)
                     } else {
                         // Rows grouped by (query, projector), so that the kernel sums each group in
                         // registers: a counting sort by target.
@@ -399,8 +401,10 @@ public final class ProductKeyIndex: Sendable {
                     try scratch.accumulators.withUnsafeMutableBufferPointer { a in
                         let count = range.count * c.expansion * c.valueDim
                         for e in 0..<count { a[e] = 0 }
-                        try values.gatherReduce(indices: UnsafeBufferPointer(rebasing: rows[0..<slots]),
-                                                weights: UnsafeBufferPointer(rebasing: w[0..<(slots * c.cores)]), chunks: c.cores,
+                        try values.gatherReduce(indices: rowsInPlace ? UnsafeBufferPointer(rebasing: indices[first..<(first + slots)])
+                                                                : UnsafeBufferPointer(rebasing: rows[0..<slots]),
+                                                weights: c.expansion == 1 ? UnsafeBufferPointer(rebasing: weights[(first * c.cores)..<((first + slots) * c.cores)])
+                                                            : UnsafeBufferPointer(rebasing: w[0..<(slots * c.cores)]), chunks: c.cores,
                                                 targets: UnsafeBufferPointer(rebasing: targets[0..<slots]),
                                                 into: UnsafeMutableBufferPointer(rebasing: a[0..<count]))
                     }
@@ -439,11 +443,14 @@ private struct ReduceScratch: Sendable {
     var accumulators: [Float] = []
     var groupStart: [Int] = []
     var addressed: [(row: Int, target: Int)] = []
+    /// For E = 1: how many leading entries of `targets` hold their slot's query.
+    var bagTargets = 0
 
     mutating func reserve(slots: Int, cores: Int, groups: Int, accumulators count: Int) {
         if rows.count < slots {
             rows = [Int](repeating: 0, count: slots)
             targets = rows
+            bagTargets = 0
             addressed = [(row: Int, target: Int)](repeating: (0, 0), count: slots)
         }
         if weights.count < slots * cores { weights = [Float](repeating: 0, count: slots * cores) }
