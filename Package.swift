@@ -49,6 +49,7 @@ let package = Package(
                 "MemoryRetrieval",
                 "MemoryLayer",
                 "TensorFiles",
+                "_MemorySupport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

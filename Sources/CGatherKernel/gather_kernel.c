@@ -7,10 +7,6 @@
 
 static inline size_t element_size(int type) { return type == PKM_ELEMENT_F32 ? 4 : 2; }
 
-/// Every cache line the row touches: rows need not start on a line (raw rows are 8 bytes
-/// longer than their elements), and a 128-byte row then spans three lines.
-static inline void prefetch_row(const void *row, size_t bytes) { pkm_prefetch(row, bytes); }
-
 /// The position of row k's weights and target.
 static inline size_t position(const intptr_t *positions, size_t k) { return positions ? (size_t)positions[k] : k; }
 static inline intptr_t target(const intptr_t *targets, const intptr_t *positions, size_t k) {
@@ -41,7 +37,7 @@ static void gather_reduce_portable(int type, const void *const *rows, const intp
             const size_t cols = dim - c0 < BLOCK ? dim - c0 : BLOCK;
             memcpy(acc, o + c0, cols * sizeof(float));
             for (size_t r = k; r < end; r++) {
-                if (c0 == 0 && distance && r + distance < count) prefetch_row(rows[r + distance], bytes);
+                if (c0 == 0 && distance && r + distance < count) pkm_prefetch(rows[r + distance], bytes);
                 const float *w = weights + position(positions, r) * chunks;
                 const void *row = rows[r];
                 if (type == PKM_ELEMENT_BF16 && chunks == 1) {
@@ -88,7 +84,7 @@ static ALWAYS_INLINE AVX2 void run_block64(const int type, const int chunked, co
            a6 = _mm256_loadu_ps(o + c0 + 48), a7 = _mm256_loadu_ps(o + c0 + 56);
     const int prefetching = c0 == 0 && distance != 0;
     for (size_t r = k; r < end; r++) {
-        if (prefetching && r + distance < count) prefetch_row(rows[r + distance], bytes);
+        if (prefetching && r + distance < count) pkm_prefetch(rows[r + distance], bytes);
         const float *w = weights + position(positions, r) * chunks;
         const char *p = (const char *)rows[r] + c0 * size;
 #define WEIGHT(v) (chunked ? _mm256_set1_ps(w[(c0 + 8 * (v)) / width]) : wt)
@@ -125,7 +121,7 @@ static ALWAYS_INLINE AVX2 void gather_reduce_avx2_typed(const int type, const in
         for (; c0 < dim; c0 += 8) {
             __m256 a = _mm256_loadu_ps(o + c0);
             for (size_t r = k; r < end; r++) {
-                if (c0 == 0 && distance && r + distance < count) prefetch_row(rows[r + distance], bytes);
+                if (c0 == 0 && distance && r + distance < count) pkm_prefetch(rows[r + distance], bytes);
                 const float *w = weights + position(positions, r) * chunks;
                 a = _mm256_fmadd_ps(load8(type, (const char *)rows[r] + c0 * size), _mm256_set1_ps(w[c0 / width]), a);
             }

@@ -1,4 +1,5 @@
 import Foundation
+import _MemorySupport
 
 /// How slots are scored (Spec/RETRIEVAL.md, "Scoring").
 public enum Scoring: String, Codable, Sendable, CaseIterable {
@@ -93,19 +94,10 @@ public struct RetrievalConfig: Codable, Sendable, Equatable {
     /// Bytes of the f32 tensors a layer holds in memory (keys, cores, projectors, a `table` map
     /// as I64); nil when the product overflows.
     public var residentTensorBytes: Int? {
-        func product(_ xs: Int...) -> Int? {
-            var p = 1
-            for x in xs {
-                let (r, o) = p.multipliedReportingOverflow(by: x)
-                if o { return nil }
-                p = r
-            }
-            return p
-        }
-        let keys = product(4, heads, rank, gridRows + gridCols, keyDim)
-        let cores = scoring == .pkm ? 0 : product(4, heads, self.cores, rank, rank)
-        let projectors = expansion > 1 || outputDim != valueDim ? product(4, expansion, valueDim, outputDim) : 0
-        let map = addressing == .table ? product(8, gridRows, gridCols) : 0
+        let keys = checkedProduct(4, heads, rank, gridRows + gridCols, keyDim)
+        let cores = scoring == .pkm ? 0 : checkedProduct(4, heads, self.cores, rank, rank)
+        let projectors = expansion > 1 || outputDim != valueDim ? checkedProduct(4, expansion, valueDim, outputDim) : 0
+        let map = addressing == .table ? checkedProduct(8, gridRows, gridCols) : 0
         guard let keys, let cores, let projectors, let map else { return nil }
         let (a, o1) = keys.addingReportingOverflow(cores)
         let (b, o2) = projectors.addingReportingOverflow(map)

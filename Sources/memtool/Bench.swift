@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import _MemorySupport
 import MemoryLayer
 import MemoryRetrieval
 import MemoryStore
@@ -76,8 +77,8 @@ struct Bench: ParsableCommand {
 
     /// Refuses a run whose query batches do not fit in memory (they are generated before timing).
     private func checkMemory(_ c: RetrievalConfig) throws {
-        let queryBytes = MachineLimits.product(max(queries, batch), c.heads, 2, c.keyDim, 4)
-        let resultBytes = MachineLimits.product(batch, c.heads, c.topK, 8 + 4 * c.cores, 2)
+        let queryBytes = checkedProduct(max(queries, batch), c.heads, 2, c.keyDim, 4)
+        let resultBytes = checkedProduct(batch, c.heads, c.topK, 8 + 4 * c.cores, 2)
         try MachineLimits.requireMemory(queryBytes.flatMap { q in resultBytes.map { q + $0 } },
                                         for: "\(max(queries, batch)) queries of [\(c.heads), 2, \(c.keyDim)] floats in batches of \(batch)")
     }

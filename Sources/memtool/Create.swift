@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import _MemorySupport
 import MemoryLayer
 import MemoryRetrieval
 import MemoryStore
@@ -77,7 +78,7 @@ struct Create: ParsableCommand {
         // The tensors are generated in memory; the values must fit on disk: exactly, raw, and at
         // no less than an eighth of their raw size compressed.
         try MachineLimits.requireMemory(config.residentTensorBytes.map { $0 * 2 }, for: "the synthetic keys, cores, projectors and map")
-        let stored = layout.codec == .raw ? MachineLimits.product(layout.rows, layout.rowBytes + 8) : layout.rawBytes / 8
+        let stored = layout.codec == .raw ? checkedProduct(layout.rows, layout.rowBytes + 8) : layout.rawBytes / 8
         try MachineLimits.requireDisk(stored, at: store, for: "\(layout.rows) rows of \(layout.rowBytes) bytes (\(layout.codec.rawValue))")
     }
 

@@ -32,14 +32,4 @@ enum MachineLimits {
         }
     }
 
-    /// `a × b × ...`, or nil when it overflows.
-    static func product(_ factors: Int...) -> Int? {
-        var p = 1
-        for f in factors {
-            let (r, overflow) = p.multipliedReportingOverflow(by: max(f, 0))
-            if overflow { return nil }
-            p = r
-        }
-        return p
-    }
 }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import _MemorySupport
 import MemoryStore
 
 struct StorageBench: ParsableCommand {
@@ -39,8 +40,8 @@ struct StorageBench: ParsableCommand {
             do { try layout.validate() } catch let error as StoreError { throw ValidationError(error.description) }
         }
         // The rows are generated in memory once per type, and written to a store and a flat file.
-        let rowBytes = MachineLimits.product(rows, dim, 4)
-        try MachineLimits.requireMemory(rowBytes.flatMap { r in MachineLimits.product(reads, 8).map { r + $0 } },
+        let rowBytes = checkedProduct(rows, dim, 4)
+        try MachineLimits.requireMemory(rowBytes.flatMap { r in checkedProduct(reads, 8).map { r + $0 } },
                                         for: "\(rows) rows of \(dim) elements and \(reads) read positions")
         try MachineLimits.requireDisk(rowBytes, at: (directory as NSString).appendingPathComponent("x"), for: "the test stores and flat files")
     }

@@ -24,7 +24,8 @@ void pkm_gather_reduce(int element_type, const void *const *rows, const intptr_t
                        size_t dim, size_t chunks, const float *weights, const intptr_t *targets, float *out,
                        size_t prefetch_distance, const float *half_table);
 
-/// Asks the processor to bring every cache line of `bytes` bytes at `p` into its caches, as far
+/// Asks the processor to bring every cache line of `bytes` bytes at `p` into its caches (rows
+/// need not start on a line: a raw row's 128 bytes of values often span three), as far
 /// as the second level (`prefetcht2`): prefetches into the first level hold its few miss
 /// buffers and stall the loads behind them, which made random rows from memory slower here.
 static inline void pkm_prefetch(const void *p, size_t bytes) {

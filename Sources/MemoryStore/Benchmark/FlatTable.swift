@@ -58,7 +58,7 @@ public final class FlatTable: @unchecked Sendable {
     public func gatherReduce(indices: UnsafeBufferPointer<Int>, weights: UnsafeBufferPointer<Float>, chunks: Int,
                              targets: UnsafeBufferPointer<Int>, into output: UnsafeMutableBufferPointer<Float>) {
         guard let w = weights.baseAddress, let out = output.baseAddress, !indices.isEmpty else { return }
-        let rowBytes = dim * elementType.size, group = min(indices.count, 2048)
+        let rowBytes = dim * elementType.size, group = min(indices.count, Store.rawGroupRows)
         let rows = UnsafeMutableBufferPointer<UnsafeRawPointer?>.allocate(capacity: group)
         defer { rows.deallocate() }
         var start = 0

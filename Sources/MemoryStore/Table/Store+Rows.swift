@@ -27,17 +27,20 @@ extension Store {
         let dim = layout.dim
         guard output.count >= dim else { throw StoreError.invalidArgument("output holds \(output.count) floats, a row has \(dim)") }
         // A cached shard's row, or a raw row whose shard is located, needs no grouping, scratch or transaction.
-        if let rawRows, index >= 0, index < readableRows, let shardRows = rawRows.rows(ofShard: rawRows.shard(ofRow: index)) {
-            let p = rawRows.location(ofRow: index, shard: rawRows.shard(ofRow: index), shardRows: shardRows)
-            if checksRows { try rawRows.verify(p, row: index) }
-            RowKernels.convert(p, type: layout.elementType, count: dim, into: output.baseAddress!)
-            return
-        }
-        if layout.codec == .zstd, index >= 0, index < readableRows, let cached = cache.lookup(index / layout.rowsPerShard) {
-            cache.record(hits: 1, misses: 0)
-            let r = index % layout.rowsPerShard
-            cached.withBytes { RowKernels.convert($0.baseAddress! + r * layout.rowBytes, type: layout.elementType, count: dim, into: output.baseAddress!) }
-            return
+        if index >= 0, index < readableRows {
+            let shard = index / layout.rowsPerShard
+            if let rawRows, let shardRows = rawRows.rows(ofShard: shard) {
+                let p = rawRows.location(ofRow: index, shard: shard, shardRows: shardRows)
+                if checksRows { try rawRows.verify(p, row: index) }
+                RowKernels.convert(p, type: layout.elementType, count: dim, into: output.baseAddress!)
+                return
+            }
+            if layout.codec == .zstd, let cached = cache.lookup(shard) {
+                cache.record(hits: 1, misses: 0)
+                let offset = (index - shard * layout.rowsPerShard) * layout.rowBytes
+                cached.withBytes { RowKernels.convert($0.baseAddress! + offset, type: layout.elementType, count: dim, into: output.baseAddress!) }
+                return
+            }
         }
         try withUnsafePointer(to: index) { i in
             try forEachRowGroup(UnsafeBufferPointer(start: i, count: 1)) { group in
