@@ -40,7 +40,7 @@ let package = Package(
             dependencies: ["CLMDB", "CZstd", "CGatherKernel", "_MemorySupport"]
         ),
         .target(name: "MemoryRetrieval", dependencies: ["COpenBLAS", "_MemorySupport"]),
-        .target(name: "TensorFiles", dependencies: ["MemoryStore"]),
+        .target(name: "TensorFiles", dependencies: ["MemoryStore", "_MemorySupport"]),
         .target(name: "MemoryLayer", dependencies: ["MemoryStore", "MemoryRetrieval", "TensorFiles"]),
         .executableTarget(
             name: "memtool",

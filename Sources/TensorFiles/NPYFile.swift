@@ -1,4 +1,5 @@
 import Foundation
+import _MemorySupport
 import MemoryStore
 
 /// A NumPy `.npy` file (format versions 1 to 3): little-endian, C order, numeric dtypes only.
@@ -40,7 +41,7 @@ public enum NPYFile {
         }
         let dtype = try dtype(descr, path: path)
         let dataStart = headerStart + headerLength
-        guard let count = byteCount(shape: shape, elementSize: dtype.size) else { throw bad("shape \(shape) is too large") }
+        guard let count = checkedProduct(shape + [dtype.size]) else { throw bad("shape \(shape) is too large") }
         guard count == file.size - dataStart else {
             throw bad("shape \(shape) of \(descr) needs \(count) data bytes, the file holds \(file.size - dataStart)")
         }

@@ -41,15 +41,3 @@ public final class RandomAccessFile: @unchecked Sendable {
         return out
     }
 }
-
-/// The product of `shape` times `elementSize`, or nil when it overflows or an extent is negative.
-func byteCount(shape: [Int], elementSize: Int) -> Int? {
-    var n = elementSize
-    for d in shape {
-        guard d >= 0 else { return nil }
-        let (p, o) = n.multipliedReportingOverflow(by: d)
-        if o { return nil }
-        n = p
-    }
-    return n
-}

@@ -1,4 +1,5 @@
 import Foundation
+import _MemorySupport
 import MemoryStore
 
 /// A safetensors file: an 8-byte little-endian header length, a JSON header
@@ -61,8 +62,8 @@ public struct SafetensorsFile: Sendable {
             guard begin <= end, end <= dataLength else {
                 throw bad("tensor '\(name)' data_offsets [\(begin), \(end)) lie outside the \(dataLength) data bytes")
             }
-            guard let need = byteCount(shape: dims, elementSize: dtype.size), need == end - begin else {
-                throw bad("tensor '\(name)' of shape \(dims) and dtype \(dtypeName) needs \(byteCount(shape: dims, elementSize: dtype.size).map(String.init) ?? "too many") bytes, data_offsets give \(end - begin)")
+            guard let need = checkedProduct(dims + [dtype.size]), need == end - begin else {
+                throw bad("tensor '\(name)' of shape \(dims) and dtype \(dtypeName) needs \(checkedProduct(dims + [dtype.size]).map(String.init) ?? "too many") bytes, data_offsets give \(end - begin)")
             }
             entries.append(TensorEntry(name: name, dtype: dtype, shape: dims, offset: dataStart + begin, byteCount: need, path: path))
         }
@@ -105,7 +106,7 @@ public final class SafetensorsWriter {
         if !metadata.isEmpty { header["__metadata__"] = metadata }
         var offset = 0
         for t in tensors {
-            guard let n = byteCount(shape: t.shape, elementSize: t.dtype.size) else { throw TensorFileError(path, "tensor '\(t.name)' is too large") }
+            guard let n = checkedProduct(t.shape + [t.dtype.size]) else { throw TensorFileError(path, "tensor '\(t.name)' is too large") }
             header[t.name] = ["dtype": t.dtype.rawValue, "shape": t.shape, "data_offsets": [offset, offset + n]] as [String: Any]
             offset += n
         }

@@ -1,6 +1,7 @@
-/// `a × b × ...` of non-negative factors, or nil when a factor is negative or the product
-/// overflows: sizes computed from untrusted parameters before anything is allocated.
-package func checkedProduct(_ factors: Int...) -> Int? {
+/// The product of non-negative factors, or nil when a factor is negative or the product
+/// overflows: sizes computed from untrusted parameters and file headers before anything is
+/// allocated.
+package func checkedProduct(_ factors: [Int]) -> Int? {
     var product = 1
     for f in factors {
         guard f >= 0 else { return nil }
@@ -10,3 +11,6 @@ package func checkedProduct(_ factors: Int...) -> Int? {
     }
     return product
 }
+
+/// `a × b × ...`: ``checkedProduct(_:)`` of the arguments.
+package func checkedProduct(_ factors: Int...) -> Int? { checkedProduct(factors) }
