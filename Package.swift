@@ -7,6 +7,8 @@ let package = Package(
         .library(name: "MemoryStore", targets: ["MemoryStore"]),
         .library(name: "MemoryRetrieval", targets: ["MemoryRetrieval"]),
         .library(name: "MemoryLayer", targets: ["MemoryLayer"]),
+        .library(name: "MemoryImport", targets: ["MemoryImport"]),
+        .library(name: "MemoryFormat", targets: ["MemoryFormat"]),
         .library(name: "TensorFiles", targets: ["TensorFiles"]),
         .executable(name: "memtool", targets: ["memtool"]),
     ],
@@ -33,31 +35,48 @@ let package = Package(
         // The gather-reduce kernel: prefetching and AVX2/FMA/F16C chosen at run time, which
         // Swift compiled for baseline x86-64 cannot express (Sources/CGatherKernel/include).
         .target(name: "CGatherKernel"),
-        // Internal support shared by the libraries (package access only).
+        // Internal support shared by the package's targets (package access only): hashing,
+        // seeded generators, 16-bit float conversion, the lock, checked sizes, file reads.
         .target(name: "_MemorySupport"),
+        // What a store holds, as values: element types, tensors, the manifest and table layout,
+        // meta records and the store's errors. Shared by the store and the tensor-file readers.
+        .target(name: "MemoryFormat", dependencies: ["_MemorySupport"]),
         .target(
             name: "MemoryStore",
-            dependencies: ["CLMDB", "CZstd", "CGatherKernel", "_MemorySupport"]
+            dependencies: ["CLMDB", "CZstd", "CGatherKernel", "MemoryFormat", "_MemorySupport"]
         ),
         .target(name: "MemoryRetrieval", dependencies: ["COpenBLAS", "_MemorySupport"]),
-        .target(name: "TensorFiles", dependencies: ["MemoryStore", "_MemorySupport"]),
-        .target(name: "MemoryLayer", dependencies: ["MemoryStore", "MemoryRetrieval", "TensorFiles"]),
+        .target(name: "TensorFiles", dependencies: ["MemoryFormat", "_MemorySupport"]),
+        .target(name: "MemoryLayer", dependencies: ["MemoryStore", "MemoryRetrieval"]),
+        .target(name: "MemoryImport", dependencies: ["MemoryLayer", "MemoryStore", "MemoryRetrieval", "TensorFiles"]),
+        // Not a product: the lookup and storage benchmarks, synthetic memories and the flat
+        // baselines behind `memtool bench`, `storage-bench` and `create --synthetic`.
+        .target(
+            name: "MemoryBenchmarks",
+            dependencies: ["MemoryLayer", "MemoryStore", "MemoryRetrieval", "TensorFiles", "_MemorySupport"]
+        ),
         .executableTarget(
             name: "memtool",
             dependencies: [
                 "MemoryStore",
                 "MemoryRetrieval",
                 "MemoryLayer",
+                "MemoryImport",
+                "MemoryBenchmarks",
                 "TensorFiles",
                 "_MemorySupport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+        // Not a product: the decoders' fuzzing entry points, for pkm-fuzz and the corpus tests.
+        .target(name: "FuzzTargets", dependencies: ["MemoryStore", "TensorFiles", "MemoryBenchmarks", "_MemorySupport"]),
         // Decoder fuzzing: replays the corpus normally, drives libFuzzer when built by Tools/fuzz.sh.
-        .executableTarget(name: "pkm-fuzz", dependencies: ["MemoryStore", "TensorFiles"]),
-        .testTarget(name: "MemoryStoreTests", dependencies: ["MemoryStore", "CLMDB"]),
-        .testTarget(name: "MemoryRetrievalTests", dependencies: ["MemoryRetrieval", "MemoryLayer", "MemoryStore", "COpenBLAS", "_MemorySupport"]),
-        .testTarget(name: "MemtoolTests", dependencies: ["MemoryStore", "MemoryRetrieval", "MemoryLayer", "TensorFiles", "memtool"]),
+        .executableTarget(name: "pkm-fuzz", dependencies: ["FuzzTargets"]),
+        // Scratch directories, the child-process runner and reference conversions for every test target.
+        .target(name: "TestSupport", dependencies: ["MemoryFormat"], path: "Tests/TestSupport"),
+        .testTarget(name: "MemoryStoreTests", dependencies: ["MemoryStore", "MemoryBenchmarks", "FuzzTargets", "TestSupport", "CLMDB", "_MemorySupport"]),
+        .testTarget(name: "MemoryRetrievalTests", dependencies: ["MemoryRetrieval", "MemoryLayer", "MemoryBenchmarks", "MemoryStore", "TestSupport", "COpenBLAS", "_MemorySupport"]),
+        .testTarget(name: "MemtoolTests", dependencies: ["MemoryStore", "MemoryRetrieval", "MemoryLayer", "MemoryImport", "MemoryBenchmarks", "TensorFiles", "FuzzTargets", "TestSupport", "_MemorySupport", "memtool"]),
     ],
     swiftLanguageModes: [.v6]
 )

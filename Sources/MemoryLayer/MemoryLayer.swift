@@ -32,7 +32,7 @@ public final class MemoryLayer: Sendable {
             throw StoreError.incomplete(rowsCommitted: store.state.rowsCommitted, rows: store.layout.rows)
         }
         guard let config = try Self.retrievalConfig(of: store) else {
-            throw StoreError.badManifest("the store has no retrieval parameters (meta/retrieval); it holds a value table only")
+            throw StoreError.noLayer(path: store.path)
         }
         guard config.physicalRows == store.layout.rows, config.valueDim == store.layout.dim else {
             throw StoreError.inconsistent("retrieval parameters expect a \(config.physicalRows) x \(config.valueDim) value table, the store holds \(store.layout.rows) x \(store.layout.dim)")
@@ -54,7 +54,7 @@ public final class MemoryLayer: Sendable {
     public static func retrievalConfig(of store: Store) throws -> RetrievalConfig? {
         guard let record = try store.record(named: recordName) else { return nil }
         do { return try JSONDecoder().decode(RetrievalConfig.self, from: Data(record)) } catch {
-            throw StoreError.badManifest("meta/retrieval is not a valid retrieval record: \(error)")
+            throw StoreError.corruptRecord(name: recordName, reason: "it is not a valid retrieval record: \(error)")
         }
     }
 
@@ -97,20 +97,6 @@ public final class MemoryLayer: Sendable {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         try writer.putRecord(recordName, Array(try encoder.encode(config)))
-    }
-}
-
-/// A flat, uncompressed copy of the value table as a row source: the upper bound the store's
-/// lookup-reduce is measured against.
-public struct FlatRows: ValueRows {
-    public let table: FlatTable
-    public init(_ table: FlatTable) { self.table = table }
-    public var dim: Int { table.dim }
-    public var rowCount: Int { table.rows }
-
-    public func gatherReduce(indices: UnsafeBufferPointer<Int>, weights: UnsafeBufferPointer<Float>, chunks: Int,
-                             targets: UnsafeBufferPointer<Int>, into output: UnsafeMutableBufferPointer<Float>) throws {
-        table.gatherReduce(indices: indices, weights: weights, chunks: chunks, targets: targets, into: output)
     }
 }
 

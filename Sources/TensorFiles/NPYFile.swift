@@ -1,6 +1,6 @@
 import Foundation
 import _MemorySupport
-import MemoryStore
+import MemoryFormat
 
 /// A NumPy `.npy` file (format versions 1 to 3): little-endian, C order, numeric dtypes only.
 /// Object arrays (pickles), Fortran order and big-endian data are refused by name.
@@ -48,7 +48,7 @@ public enum NPYFile {
         return TensorEntry(name: name, dtype: dtype, shape: shape, offset: dataStart, byteCount: count, path: path)
     }
 
-    private static func dtype(_ descr: String, path: String) throws -> TensorDType {
+    private static func dtype(_ descr: String, path: String) throws -> ElementType {
         switch descr {
         case "<f4": return .f32
         case "<f2": return .f16
@@ -124,7 +124,7 @@ public enum NPYFile {
     }
 
     /// Writes a C-order little-endian array (format version 1, header padded to 64 bytes).
-    public static func write(path: String, dtype: TensorDType, shape: [Int], bytes: UnsafeRawBufferPointer) throws {
+    public static func write(path: String, dtype: ElementType, shape: [Int], bytes: UnsafeRawBufferPointer) throws {
         let descr: String
         switch dtype {
         case .f32: descr = "<f4"

@@ -1,5 +1,5 @@
 import Foundation
-import MemoryStore
+import _MemorySupport
 
 /// A file read with positioned reads (`pread`), so tensors can be streamed in chunks from any
 /// offset without loading the file. Not thread-safe beyond what `pread` itself guarantees.

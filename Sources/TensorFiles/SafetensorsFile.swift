@@ -1,6 +1,6 @@
 import Foundation
 import _MemorySupport
-import MemoryStore
+import MemoryFormat
 
 /// A safetensors file: an 8-byte little-endian header length, a JSON header
 /// `{name: {dtype, shape, data_offsets: [begin, end)}, "__metadata__": {string: string}}`,
@@ -43,7 +43,7 @@ public struct SafetensorsFile: Sendable {
             }
             guard let info = value as? [String: Any] else { throw bad("tensor '\(name)' is not an object") }
             guard let dtypeName = info["dtype"] as? String else { throw bad("tensor '\(name)' has no dtype") }
-            guard let dtype = TensorDType(rawValue: dtypeName) else {
+            guard let dtype = ElementType(safetensorsName: dtypeName) else {
                 throw bad("tensor '\(name)' has unsupported dtype \(dtypeName) (supported: F32, F16, BF16, I64, I32, U8, I8)")
             }
             guard let rawShape = info["shape"] as? [Any], rawShape.count <= 8,
@@ -84,9 +84,9 @@ public struct SafetensorsFile: Sendable {
 public final class SafetensorsWriter {
     public struct Declaration {
         public var name: String
-        public var dtype: TensorDType
+        public var dtype: ElementType
         public var shape: [Int]
-        public init(name: String, dtype: TensorDType, shape: [Int]) {
+        public init(name: String, dtype: ElementType, shape: [Int]) {
             self.name = name
             self.dtype = dtype
             self.shape = shape
@@ -107,7 +107,7 @@ public final class SafetensorsWriter {
         var offset = 0
         for t in tensors {
             guard let n = checkedProduct(t.shape + [t.dtype.size]) else { throw TensorFileError(path, "tensor '\(t.name)' is too large") }
-            header[t.name] = ["dtype": t.dtype.rawValue, "shape": t.shape, "data_offsets": [offset, offset + n]] as [String: Any]
+            header[t.name] = ["dtype": t.dtype.safetensorsName, "shape": t.shape, "data_offsets": [offset, offset + n]] as [String: Any]
             offset += n
         }
         expected = offset

@@ -1,9 +1,9 @@
-import MemoryStore
+import MemoryFormat
 
 /// A tensor inside a file: its type, shape and where its bytes are.
 public struct TensorEntry: Sendable, Equatable {
     public var name: String
-    public var dtype: TensorDType
+    public var dtype: ElementType
     public var shape: [Int]
     /// Absolute offset of the first byte in the file.
     public var offset: Int

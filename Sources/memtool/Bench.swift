@@ -1,3 +1,4 @@
+import MemoryBenchmarks
 import ArgumentParser
 import Foundation
 import _MemorySupport
@@ -97,7 +98,7 @@ struct Bench: ParsableCommand {
     func run() throws {
         try runReportingErrors {
             guard let config = try MemoryLayer.retrievalConfig(of: Store.open(at: store, cacheBytes: 0)) else {
-                throw StoreError.badManifest("the store has no retrieval parameters (meta/retrieval); it holds a value table only")
+                throw StoreError.noLayer(path: store)
             }
             try checkMemory(config)
             var options = LookupBenchmark.Options()

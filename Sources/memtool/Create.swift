@@ -1,3 +1,4 @@
+import MemoryBenchmarks
 import ArgumentParser
 import Foundation
 import _MemorySupport

@@ -1,3 +1,4 @@
+import MemoryImport
 import ArgumentParser
 import MemoryLayer
 import MemoryStore

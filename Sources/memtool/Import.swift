@@ -1,3 +1,4 @@
+import MemoryImport
 import ArgumentParser
 import Foundation
 import MemoryLayer

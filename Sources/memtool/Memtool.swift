@@ -2,6 +2,9 @@ import ArgumentParser
 import Foundation
 import MemoryStore
 
+/// memtool's version, written into the manifests of the stores it creates.
+let memtoolVersion = "0.1.0"
+
 @main
 struct Memtool: ParsableCommand {
     static let configuration = CommandConfiguration(

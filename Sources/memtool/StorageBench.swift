@@ -1,3 +1,4 @@
+import MemoryBenchmarks
 import ArgumentParser
 import Foundation
 import _MemorySupport
@@ -48,7 +49,7 @@ struct StorageBench: ParsableCommand {
 
     private func elementTypes() throws -> [ElementType] {
         try dtypes.split(separator: ",").map { s in
-            guard let t = ElementType(rawValue: String(s)) else { throw ValidationError("unknown dtype '\(s)'") }
+            guard let t = ElementType(rawValue: String(s)), t.isFloatingPoint else { throw ValidationError("unknown dtype '\(s)'") }
             return t
         }
     }

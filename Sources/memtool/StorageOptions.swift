@@ -26,6 +26,7 @@ struct StorageOptions: ParsableArguments {
     func writerOptions(_ progress: ProgressReporter) -> StoreWriter.Options {
         var options = StoreWriter.Options()
         options.batchBytes = commitBytes
+        options.createdBy = "memtool \(memtoolVersion)"
         options.progress = { done, total in progress.update(done, of: total) }
         return options
     }
@@ -39,4 +40,12 @@ struct StorageOptions: ParsableArguments {
 }
 
 extension CodecKind: ExpressibleByArgument {}
-extension ElementType: ExpressibleByArgument {}
+/// `--dtype`: one of the value types (f32, f16, bf16).
+extension ElementType: ExpressibleByArgument {
+    public init?(argument: String) {
+        guard let type = ElementType(rawValue: argument), type.isFloatingPoint else { return nil }
+        self = type
+    }
+
+    public static var allValueStrings: [String] { valueTypes.map(\.rawValue) }
+}

@@ -1,6 +1,7 @@
 import Foundation
 import MemoryStore
 import Testing
+import _MemorySupport
 @testable import MemoryRetrieval
 
 func gaussian(_ n: Int, _ rng: inout SeededGenerator, scale: Float = 1) -> [Float] {

@@ -2,6 +2,7 @@ import Foundation
 import MemoryLayer
 import MemoryStore
 import Testing
+import TestSupport
 @testable import MemoryRetrieval
 
 @Suite struct StoreBackedTests {
@@ -9,8 +10,8 @@ import Testing
     /// parameters are written into a store and served from it, through either codec.
     @Test(arguments: GoldenCase.all(), [CodecKind.raw, .zstd])
     func goldenCasesThroughAStore(_ golden: GoldenCase, codec: CodecKind) throws {
-        let path = (NSTemporaryDirectory() as NSString).appendingPathComponent("golden-\(UUID().uuidString).pkm")
-        defer { try? FileManager.default.removeItem(atPath: path); try? FileManager.default.removeItem(atPath: path + "-lock") }
+        let scratch = ScratchDirectory()
+        let path = scratch.file("golden.pkm")
         let c = golden.config
         // Small shards, so one batch spans many of them.
         let layout = TableLayout(elementType: .f32, rows: c.physicalRows, dim: c.valueDim, rowsPerShard: 7, codec: codec)
@@ -28,8 +29,8 @@ import Testing
     }
 
     @Test func aValueTableWithoutRetrievalParametersIsNamed() throws {
-        let path = (NSTemporaryDirectory() as NSString).appendingPathComponent("plain-\(UUID().uuidString).pkm")
-        defer { try? FileManager.default.removeItem(atPath: path); try? FileManager.default.removeItem(atPath: path + "-lock") }
+        let scratch = ScratchDirectory()
+        let path = scratch.file("plain.pkm")
         let writer = try StoreWriter.create(at: path, layout: TableLayout(elementType: .f32, rows: 4, dim: 2))
         try writer.append([Float](repeating: 1, count: 8))
         try writer.finish()
@@ -37,7 +38,7 @@ import Testing
             _ = try MemoryLayer(store: Store.open(at: path))
             Issue.record("a store without meta/retrieval opened as a layer")
         } catch let error as StoreError {
-            #expect("\(error)".contains("no retrieval parameters"))
+            #expect("\(error)".contains("no retrieval parameters (meta/retrieval)"))
         }
     }
 }

@@ -1,4 +1,5 @@
 import Testing
+import _MemorySupport
 @testable import MemoryStore
 
 @Suite struct ChecksumTests {

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
-@_spi(Fuzzing) import MemoryStore
+import FuzzTargets
+import MemoryStore
 
 /// Replays the committed libFuzzer corpus (Tests/FuzzCorpus, grown by Tools/fuzz.sh) through
 /// the store's decoders: every input that once found new code paths, and every crasher fixed

@@ -1,4 +1,5 @@
 import Testing
+import _MemorySupport
 @testable import MemoryStore
 
 /// The gather-reduce kernel against a Double reference computed from the definition.
@@ -7,7 +8,7 @@ import Testing
     /// tail below 64 columns) and on the portable one, MCS chunks, runs of equal targets broken
     /// by positions, and rows at any byte offset. The bound is float summation's:
     /// |result − exact| ≤ (n + 1) · 2^-24 · Σ|w · x| per output element, n rows summed.
-    @Test(arguments: ElementType.allCases, [(8, 1), (64, 1), (64, 2), (72, 1), (128, 4), (200, 1), (60, 1), (6, 3), (1, 1)])
+    @Test(arguments: ElementType.valueTypes, [(8, 1), (64, 1), (64, 2), (72, 1), (128, 4), (200, 1), (60, 1), (6, 3), (1, 1)])
     func kernelMatchesTheDefinition(type: ElementType, shape: (dim: Int, chunks: Int)) {
         let (dim, chunks) = shape
         var rng = SeededGenerator(seed: UInt64(dim * 31 + chunks) ^ UInt64(type.code))

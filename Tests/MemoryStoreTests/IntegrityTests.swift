@@ -1,10 +1,12 @@
 import Foundation
 import Synchronization
 import Testing
+import _MemorySupport
+import TestSupport
 @testable import MemoryStore
 
 @Suite struct IntegrityTests {
-    func makeStore(_ dir: TemporaryDirectory, codec: CodecKind) throws -> (String, TableLayout) {
+    func makeStore(_ dir: ScratchDirectory, codec: CodecKind) throws -> (String, TableLayout) {
         let layout = TableLayout(elementType: .bf16, rows: 1000, dim: 16, rowsPerShard: 100, codec: codec)
         try writeTable(dir.file("t.pkm"), layout)
         return (dir.file("t.pkm"), layout)
@@ -29,7 +31,7 @@ import Testing
     @Test func bitFlipsAnywhereInACompressedShardAreCaught() throws {
         var rng = SeededGenerator(seed: 2)
         for _ in 0..<25 {
-            let dir = TemporaryDirectory()
+            let dir = ScratchDirectory()
             let (path, _) = try makeStore(dir, codec: .zstd)
             try tamperShard(path, 3) { blob in
                 blob[Int.random(in: 0..<blob.count, using: &rng)] ^= UInt8(1) << UInt8.random(in: 0..<8, using: &rng)
@@ -47,7 +49,7 @@ import Testing
         let stride = layout.rowBytes + ShardCodec.rowChecksumSize
         var sawHeader = false, sawRow = false
         for trial in 0..<40 {
-            let dir = TemporaryDirectory()
+            let dir = ScratchDirectory()
             let bytes = try writeTable(dir.file("t.pkm"), layout)
             // Cover the header on purpose twice (its checksum field, then any other byte); otherwise anywhere.
             var flipped = 0
@@ -87,7 +89,7 @@ import Testing
     @Test(arguments: [CodecKind.raw, .zstd])
     func truncatedShardsAreCaught(codec: CodecKind) throws {
         for keep in [0, 5, 31, 32, 40, 200] {
-            let dir = TemporaryDirectory()
+            let dir = ScratchDirectory()
             let (path, _) = try makeStore(dir, codec: codec)
             try tamperShard(path, 7) { blob in blob = Array(blob.prefix(keep)) }
             try expectCorrupt(path, shard: 7, rows: 700..<800)
@@ -98,7 +100,7 @@ import Testing
     /// raw rows (read without the header) by each row's checksum, seeded with its index.
     @Test(arguments: [CodecKind.raw, .zstd])
     func aShardFromAnotherPositionIsCaught(codec: CodecKind) throws {
-        let dir = TemporaryDirectory()
+        let dir = ScratchDirectory()
         let (path, _) = try makeStore(dir, codec: codec)
         // Copy shard 2's blob over shard 5: a valid blob in the wrong place.
         let env = try Environment(path: path, readOnly: false)
@@ -121,7 +123,7 @@ import Testing
     }
 
     @Test func newerFormatVersionIsRefused() throws {
-        let dir = TemporaryDirectory()
+        let dir = ScratchDirectory()
         let (path, _) = try makeStore(dir, codec: .zstd)
         let store = try Store.open(at: path)
         let json = String(decoding: try store.manifest.encoded(), as: UTF8.self)
@@ -131,7 +133,7 @@ import Testing
     }
 
     @Test func manifestDisagreeingWithShardsIsRefused() throws {
-        let dir = TemporaryDirectory()
+        let dir = ScratchDirectory()
         let (path, _) = try makeStore(dir, codec: .zstd)
         let store = try Store.open(at: path)
         var manifest = store.manifest
@@ -154,7 +156,7 @@ import Testing
             (#"{"format":"pkm-store","formatVersion":1}"#, "field 'table' is missing"),
         ]
         for (json, reason) in cases {
-            let dir = TemporaryDirectory()
+            let dir = ScratchDirectory()
             let (path, _) = try makeStore(dir, codec: .raw)
             try rewriteMeta(path, "manifest", json)
             do {
@@ -168,7 +170,7 @@ import Testing
 
     @Test func flippedMetaRecordsAreNamed() throws {
         for name in ["manifest", "state", "retrieval"] {
-            let dir = TemporaryDirectory()
+            let dir = ScratchDirectory()
             let (path, _) = try makeStore(dir, codec: .zstd)
             if name == "retrieval" {
                 let writer = try StoreWriter.create(at: dir.file("r.pkm"), layout: TableLayout(elementType: .f32, rows: 1, dim: 1))
@@ -200,7 +202,7 @@ import Testing
 
     /// LMDB has no page checksums; its meta pages are checked against each other and the file.
     @Test func damagedMetaPagesAreNamed() throws {
-        let dir = TemporaryDirectory()
+        let dir = ScratchDirectory()
         let (path, _) = try makeStore(dir, codec: .zstd)
         let original = try [UInt8](Data(contentsOf: URL(fileURLWithPath: path)))
         let pageSize = 4096
@@ -226,7 +228,7 @@ import Testing
     /// outside its page and crashed it inside LMDB (found by the corruption harness), and a node
     /// flagged as duplicate data would too. Opening walks those pages first and names the damage.
     @Test func damagedBTreePagesAreNamed() throws {
-        let dir = TemporaryDirectory()
+        let dir = ScratchDirectory()
         let (path, _) = try makeStore(dir, codec: .raw)
         let original = try [UInt8](Data(contentsOf: URL(fileURLWithPath: path)))
         let pageSize = 4096
@@ -258,7 +260,7 @@ import Testing
     }
 
     @Test func notAStoreIsNamed() throws {
-        let dir = TemporaryDirectory()
+        let dir = ScratchDirectory()
         #expect(throws: StoreError.notFound(path: dir.file("missing.pkm"))) { try Store.open(at: dir.file("missing.pkm")) }
         let junk = dir.file("junk.pkm")
         #expect(FileManager.default.createFile(atPath: junk, contents: Data(repeating: 0xAB, count: 64 << 10)))
@@ -271,7 +273,7 @@ import Testing
     }
 
     @Test func corruptTensorsAreNamed() throws {
-        let dir = TemporaryDirectory()
+        let dir = ScratchDirectory()
         let writer = try StoreWriter.create(at: dir.file("t.pkm"), layout: TableLayout(elementType: .f32, rows: 1, dim: 1))
         try writer.putTensor("cores", try Tensor(shape: [4], floats: [1, 2, 3, 4]))
         try writer.append([Float(1)])
@@ -294,7 +296,7 @@ import Testing
     /// name, dtype or extent, or a flipped meta key, fails its checksum instead of reading as a
     /// renamed or reinterpreted tensor (found by the corruption harness in version 2).
     @Test func recordsAreSealedWithTheirKeys() throws {
-        let dir = TemporaryDirectory()
+        let dir = ScratchDirectory()
         let writer = try StoreWriter.create(at: dir.file("t.pkm"), layout: TableLayout(elementType: .f32, rows: 1, dim: 1))
         try writer.putTensor("row_keys", Tensor(dtype: .f16, shape: [2, 3], bytes: (0..<12).map { UInt8($0) }))
         try writer.putRecord("retrieval", Array(#"{"topK":32}"#.utf8))
@@ -330,7 +332,7 @@ import Testing
     /// empty, or as an older page (found by the corruption harness): the catalog names what is
     /// missing or stale, and no list of tensors comes from the damaged database.
     @Test func theCatalogNamesMissingAndStaleTensors() throws {
-        let dir = TemporaryDirectory()
+        let dir = ScratchDirectory()
         let path = dir.file("t.pkm")
         let writer = try StoreWriter.create(at: path, layout: TableLayout(elementType: .f32, rows: 1, dim: 1))
         try writer.putTensor("cores", try Tensor(shape: [2], floats: [1, 2]))
@@ -366,7 +368,7 @@ import Testing
 @Suite struct ConcurrencyTests {
     @Test(arguments: [CodecKind.raw, .zstd])
     func manyThreadsReadAtOnce(codec: CodecKind) async throws {
-        let dir = TemporaryDirectory()
+        let dir = ScratchDirectory()
         let layout = TableLayout(elementType: .bf16, rows: 20000, dim: 32, rowsPerShard: 128, codec: codec)
         let bytes = try writeTable(dir.file("t.pkm"), layout)
         // A cache smaller than the table, so threads race on inserts and evictions too.
@@ -398,7 +400,7 @@ import Testing
     /// More threads than the environment has reader slots (126): the pool admits a bounded
     /// number at once and the rest wait, so no read fails with MDB_READERS_FULL.
     @Test func moreThreadsThanReaderSlots() throws {
-        let dir = TemporaryDirectory()
+        let dir = ScratchDirectory()
         let layout = TableLayout(elementType: .bf16, rows: 20000, dim: 32, rowsPerShard: 128, codec: .raw)
         let bytes = try writeTable(dir.file("t.pkm"), layout)
         let store = try Store.open(at: dir.file("t.pkm"), cacheBytes: 0)

@@ -1,6 +1,8 @@
 import Dispatch
 import Foundation
 import Testing
+import _MemorySupport
+import TestSupport
 @testable import MemoryStore
 
 /// Pointers into decoded shards stay valid for as long as they are used, whatever the cache
@@ -10,7 +12,7 @@ import Testing
 @Suite struct LifetimeTests {
     @Test(arguments: [0, 1_000, 300_000])
     func readsWithTinyCachesMatchTheStoredRows(cacheBytes: Int) throws {
-        let dir = TemporaryDirectory()
+        let dir = ScratchDirectory()
         let path = dir.file("m.pkm")
         let layout = TableLayout(elementType: .bf16, rows: 20_000, dim: 32, rowsPerShard: 1000)
         let bytes = try writeTable(path, layout)
@@ -42,7 +44,7 @@ import Testing
 
     /// The C API will hand over empty buffers: no rows is no work, not a trap.
     @Test func emptyBatchesAddNothing() throws {
-        let dir = TemporaryDirectory()
+        let dir = ScratchDirectory()
         let path = dir.file("m.pkm")
         let layout = TableLayout(elementType: .f32, rows: 10, dim: 4)
         try writeTable(path, layout)

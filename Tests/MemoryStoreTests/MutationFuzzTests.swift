@@ -1,5 +1,7 @@
 import Foundation
+import MemoryBenchmarks
 import Testing
+import _MemorySupport
 @testable import MemoryStore
 
 /// Seeded mutation fuzzing of the decoders that see bytes from disk: each valid input is
@@ -54,7 +56,7 @@ import Testing
     }
 
     @Test func manifestAndTensorDecodersSurviveMutations() throws {
-        let manifest = try Manifest(table: TableLayout(elementType: .f16, rows: 1000, dim: 8)).encoded()
+        let manifest = try Manifest(table: TableLayout(elementType: .f16, rows: 1000, dim: 8), createdBy: "tests").encoded()
         let record = try Tensor(shape: [3, 4], floats: (0..<12).map(Float.init)).record(name: "t")
         var rng = SeededGenerator(seed: 21)
         for _ in 0..<3000 {

@@ -1,15 +1,18 @@
 import CLMDB
 import Foundation
+import MemoryBenchmarks
 import Testing
+import _MemorySupport
+import TestSupport
 @testable import MemoryStore
 
 @Suite struct RoundTripTests {
     static let variants: [(CodecKind, Bool)] = [(.raw, false), (.zstd, false), (.zstd, true)]
 
-    @Test(arguments: ElementType.allCases, [0, 1, 2])
+    @Test(arguments: ElementType.valueTypes, [0, 1, 2])
     func everyTypeAndCodec(type: ElementType, variant: Int) throws {
         let (codec, dictionary) = Self.variants[variant]
-        let dir = TemporaryDirectory()
+        let dir = ScratchDirectory()
         // 1000 rows over 64-row shards: the last shard is partial.
         let layout = TableLayout(elementType: type, rows: 1000, dim: 24, rowsPerShard: 64, codec: codec, dictionary: dictionary)
         let bytes = try writeTable(dir.file("t.pkm"), layout)
@@ -29,7 +32,7 @@ import Testing
     @Test(arguments: [(1, 1), (1, 4096), (7, 1), (300, 4096), (5, 3)])
     func edgeShapes(rows: Int, dim: Int) throws {
         for codec in [CodecKind.raw, .zstd] {
-            let dir = TemporaryDirectory()
+            let dir = ScratchDirectory()
             let layout = TableLayout(elementType: .bf16, rows: rows, dim: dim, codec: codec)
             let bytes = try writeTable(dir.file("t.pkm"), layout)
             let store = try Store.open(at: dir.file("t.pkm"))
@@ -40,7 +43,7 @@ import Testing
     }
 
     @Test func rowsAndGatherReduceMatchAnIndependentSum() throws {
-        let dir = TemporaryDirectory()
+        let dir = ScratchDirectory()
         let layout = TableLayout(elementType: .bf16, rows: 5000, dim: 32, rowsPerShard: 100)
         let bytes = try writeTable(dir.file("t.pkm"), layout)
         let store = try Store.open(at: dir.file("t.pkm"), cacheBytes: 1 << 16)
@@ -70,7 +73,7 @@ import Testing
     }
 
     @Test func tensorsRoundTrip() throws {
-        let dir = TemporaryDirectory()
+        let dir = ScratchDirectory()
         let layout = TableLayout(elementType: .f32, rows: 10, dim: 4)
         let writer = try StoreWriter.create(at: dir.file("t.pkm"), layout: layout)
         let keys = try Tensor(shape: [2, 3, 4], floats: (0..<24).map { Float($0) / 7 })
@@ -87,7 +90,7 @@ import Testing
     }
 
     @Test func reopenSeesTheSameData() throws {
-        let dir = TemporaryDirectory()
+        let dir = ScratchDirectory()
         let layout = TableLayout(elementType: .f16, rows: 777, dim: 10, rowsPerShard: 50)
         let bytes = try writeTable(dir.file("t.pkm"), layout)
         for _ in 0..<3 {
@@ -97,7 +100,7 @@ import Testing
     }
 
     @Test func mapGrowsDuringImport() throws {
-        let dir = TemporaryDirectory()
+        let dir = ScratchDirectory()
         // 8 MiB of rows into a 1 MiB initial map, committed in 1 MiB batches.
         let layout = TableLayout(elementType: .f32, rows: 1 << 15, dim: 64, codec: .raw)
         var options = StoreWriter.Options()
@@ -110,7 +113,7 @@ import Testing
     }
 
     @Test func writerRefusesWrongRowCounts() throws {
-        let dir = TemporaryDirectory()
+        let dir = ScratchDirectory()
         let layout = TableLayout(elementType: .f32, rows: 4, dim: 2)
         let writer = try StoreWriter.create(at: dir.file("t.pkm"), layout: layout)
         #expect(throws: StoreError.self) { try writer.append([Float](repeating: 0, count: 10)) }
@@ -120,7 +123,7 @@ import Testing
     }
 
     @Test func incompleteStoreServesItsPrefixAndResumes() throws {
-        let dir = TemporaryDirectory()
+        let dir = ScratchDirectory()
         let layout = TableLayout(elementType: .bf16, rows: 1000, dim: 8, rowsPerShard: 100)
         let bytes = SyntheticRows(seed: 3, dim: 8).bytes(0..<1000, as: .bf16)
         var options = StoreWriter.Options()
@@ -156,7 +159,7 @@ import Testing
     }
 
     @Test func creationKilledBeforeItsFirstCommitIsTakenOver() throws {
-        let dir = TemporaryDirectory()
+        let dir = ScratchDirectory()
         let path = dir.file("t.pkm")
         // An LMDB file with no databases in it: what a creation killed right after mdb_env_open leaves.
         var env: OpaquePointer?
@@ -173,7 +176,7 @@ import Testing
     }
 
     @Test func aFileThatIsNotAStoreIsNeverOverwritten() throws {
-        let dir = TemporaryDirectory()
+        let dir = ScratchDirectory()
         let path = dir.file("notes.txt")
         let text = Data(String(repeating: "precious notes\n", count: 1000).utf8)
         #expect(FileManager.default.createFile(atPath: path, contents: text))

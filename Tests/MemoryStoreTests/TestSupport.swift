@@ -1,16 +1,7 @@
 import Foundation
+import MemoryBenchmarks
 @testable import MemoryStore
-
-/// A fresh directory removed when the value is released.
-final class TemporaryDirectory {
-    let path: String
-    init() {
-        path = (NSTemporaryDirectory() as NSString).appendingPathComponent("pkm-tests-\(UUID().uuidString)")
-        try! FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-    }
-    deinit { try? FileManager.default.removeItem(atPath: path) }
-    func file(_ name: String) -> String { (path as NSString).appendingPathComponent(name) }
-}
+import _MemorySupport
 
 /// Writes a synthetic table and returns its stored bytes.
 @discardableResult
@@ -20,21 +11,6 @@ func writeTable(_ path: String, _ layout: TableLayout, seed: UInt64 = 1, options
     try writer.append(bytes)
     try writer.finish()
     return bytes
-}
-
-/// Row `i` of stored bytes converted to Float by an independent path (Foundation/Swift conversions).
-func referenceRow(_ bytes: [UInt8], _ i: Int, dim: Int, type: ElementType) -> [Float] {
-    (0..<dim).map { j in
-        let k = i * dim + j
-        switch type {
-        case .f32:
-            return Float(bitPattern: UInt32(bytes[4 * k]) | UInt32(bytes[4 * k + 1]) << 8 | UInt32(bytes[4 * k + 2]) << 16 | UInt32(bytes[4 * k + 3]) << 24)
-        case .f16:
-            return Float(Float16(bitPattern: UInt16(bytes[2 * k]) | UInt16(bytes[2 * k + 1]) << 8))
-        case .bf16:
-            return Float(bitPattern: (UInt32(bytes[2 * k]) | UInt32(bytes[2 * k + 1]) << 8) << 16)
-        }
-    }
 }
 
 /// Rewrites the blob of shard `index` through `edit`, bypassing the writer.

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TestSupport
 
 /// Spec/CLI.md lists every field that `inspect --json`, `verify --json` and `bench --json` write.
 @Suite struct CLIDocumentTests {
@@ -31,7 +32,7 @@ import Testing
     }
 
     @Test func everyWrittenFieldIsDocumented() throws {
-        let scratch = Scratch()
+        let scratch = ScratchDirectory()
         let store = scratch.file("m.pkm"), bench = scratch.file("b.json")
         try #require(try Tools.memtool("create", store, "--synthetic", "--rows", "4096", "--dim", "16", "--heads", "1",
                                        "--key-dim", "8", "--topk", "4").status == 0)

@@ -1,17 +1,8 @@
 import Foundation
+import MemoryBenchmarks
 import Testing
+import TestSupport
 @testable import MemoryStore
-
-/// A fresh directory removed when the value is released.
-final class Scratch {
-    let path: String
-    init() {
-        path = (NSTemporaryDirectory() as NSString).appendingPathComponent("memtool-tests-\(UUID().uuidString)")
-        try! FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-    }
-    deinit { try? FileManager.default.removeItem(atPath: path) }
-    func file(_ name: String) -> String { (path as NSString).appendingPathComponent(name) }
-}
 
 @Suite struct CommandTests {
     @Test func helpReads() throws {
@@ -24,7 +15,7 @@ final class Scratch {
     }
 
     @Test func usageErrorsExitTwoAndStoreErrorsExitOne() throws {
-        let scratch = Scratch()
+        let scratch = ScratchDirectory()
         let usage = try Tools.memtool("create", scratch.file("a.pkm"), "--rows", "10")
         #expect(usage.status == 2)
         #expect(usage.stderr.contains("--synthetic"))
@@ -34,7 +25,7 @@ final class Scratch {
     }
 
     @Test func createInspectVerify() throws {
-        let scratch = Scratch()
+        let scratch = ScratchDirectory()
         let path = scratch.file("m.pkm")
         let created = try Tools.memtool("create", path, "--synthetic", "--rows", "3000", "--dim", "16", "--dtype", "f16", "--rows-per-shard", "256")
         #expect(created.status == 0, "\(created.stderr)")
@@ -57,7 +48,7 @@ final class Scratch {
     }
 
     @Test func benchmarksRunAndReport() throws {
-        let scratch = Scratch()
+        let scratch = ScratchDirectory()
         let path = scratch.file("m.pkm")
         try #require(try Tools.memtool("create", path, "--synthetic", "--rows", "16384", "--dim", "16", "--scoring", "tucker", "--heads", "2",
                                        "--key-dim", "16", "--topk", "8", "--top-m", "16").status == 0)
@@ -74,7 +65,7 @@ final class Scratch {
     }
 
     @Test func verifyNamesEveryDamagedShard() throws {
-        let scratch = Scratch()
+        let scratch = ScratchDirectory()
         let path = scratch.file("m.pkm")
         try #require(try Tools.memtool("create", path, "--synthetic", "--rows", "1000", "--dim", "8", "--rows-per-shard", "100").status == 0)
         let env = try Environment(path: path, readOnly: false)
@@ -99,7 +90,7 @@ final class Scratch {
     /// The independent reader in Tools/, written from Spec/FORMAT.md, reads every row the Swift writer stored.
     @Test(arguments: ["f32", "f16", "bf16"], ["raw", "zstd", "zstd+dict"])
     func pythonReaderReadsEveryRow(dtype: String, codec: String) throws {
-        let scratch = Scratch()
+        let scratch = ScratchDirectory()
         let type = ElementType(rawValue: dtype)!
         let layout = TableLayout(elementType: type, rows: 1234, dim: 20, rowsPerShard: 100,
                                  codec: codec == "raw" ? .raw : .zstd, dictionary: codec == "zstd+dict")
@@ -117,7 +108,7 @@ final class Scratch {
     }
 
     @Test func pythonReaderRejectsACorruptShard() throws {
-        let scratch = Scratch()
+        let scratch = ScratchDirectory()
         let path = scratch.file("m.pkm")
         try #require(try Tools.memtool("create", path, "--synthetic", "--rows", "500", "--dim", "8", "--rows-per-shard", "100").status == 0)
         let env = try Environment(path: path, readOnly: false)
@@ -138,7 +129,7 @@ final class Scratch {
     /// `memtool create` killed with SIGKILL mid-import leaves a store that opens, reports itself
     /// incomplete with a whole-shard prefix that reads back exactly, and that the same command finishes.
     @Test func killedCreateResumes() throws {
-        let scratch = Scratch()
+        let scratch = ScratchDirectory()
         let rows = 400_000, dim = 64
         var killedIncomplete = 0
         let delays: [useconds_t] = [2_000, 10_000, 30_000, 80_000, 150_000, 300_000, 500_000, 900_000]
@@ -188,7 +179,7 @@ final class Scratch {
     /// Tools/kill_harness.py: SIGKILL at random moments of create, import and compact, each
     /// followed by verify, an independent read of the content and a re-run (200+ trials on demand).
     @Test func writersKilledAtRandomMomentsLoseNothing() throws {
-        let scratch = Scratch()
+        let scratch = ScratchDirectory()
         let report = scratch.file("kill.json")
         let result = try Tools.python([Tools.root.appendingPathComponent("Tools/kill_harness.py").path,
                                        "--memtool", Tools.memtool.path, "--trials", "32", "--seed", "1", "--json", report])
@@ -208,7 +199,7 @@ final class Scratch {
     /// undamaged store's results or fail with a message (3,100 copies on demand).
     @Test(arguments: ["zstd", "raw"])
     func damagedFilesReadCorrectlyOrFailByName(codec: String) throws {
-        let scratch = Scratch()
+        let scratch = ScratchDirectory()
         let report = scratch.file("corrupt.json")
         let result = try Tools.python([Tools.root.appendingPathComponent("Tools/corrupt_harness.py").path,
                                        "--memtool", Tools.memtool.path, "--codec", codec, "--flips", "100", "--structural", "200",

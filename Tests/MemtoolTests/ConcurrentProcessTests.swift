@@ -1,6 +1,9 @@
 import Foundation
 import Synchronization
+import MemoryBenchmarks
 import Testing
+import _MemorySupport
+import TestSupport
 import MemoryStore
 
 /// Readers in this process and in other processes while another process writes the store:
@@ -92,7 +95,7 @@ import MemoryStore
     }
 
     @Test func readersWhileAnotherProcessCreatesTheStore() throws {
-        let scratch = Scratch()
+        let scratch = ScratchDirectory()
         let path = scratch.file("m.pkm")
         try withReaders(path, partialExpected: true) {
             let r = try Tools.memtool("create", path, "--synthetic", "--seed", "6", "--rows", "200000", "--dim", "64",
@@ -102,7 +105,7 @@ import MemoryStore
     }
 
     @Test func readersWhileAnotherProcessCompactsTheStore() throws {
-        let scratch = Scratch()
+        let scratch = ScratchDirectory()
         let path = scratch.file("m.pkm")
         let made = try Tools.memtool("create", path, "--synthetic", "--seed", "6", "--rows", "60000", "--dim", "64", "--heads", "1", "--key-dim", "16")
         try #require(made.status == 0, "\(made.stderr)")
@@ -117,7 +120,7 @@ import MemoryStore
     /// Readers killed while holding LMDB reader slots: each open clears the slots of dead
     /// processes (`mdb_reader_check`), so 150 kills (more than the 126 slots) leave few in use.
     @Test func readerSlotsOfKilledProcessesAreReclaimed() throws {
-        let scratch = Scratch()
+        let scratch = ScratchDirectory()
         let path = scratch.file("m.pkm")
         let made = try Tools.memtool("create", path, "--synthetic", "--rows", "60000", "--dim", "64", "--heads", "1", "--key-dim", "16")
         try #require(made.status == 0, "\(made.stderr)")

@@ -1,5 +1,7 @@
 import Foundation
 import Testing
+import _MemorySupport
+import TestSupport
 import MemoryStore
 import TensorFiles
 
@@ -7,7 +9,7 @@ import TensorFiles
 /// each must either read or throw, never crash or hang.
 @Suite struct FileFuzzTests {
     @Test func readersSurviveMutatedFiles() throws {
-        let scratch = Scratch()
+        let scratch = ScratchDirectory()
         let made = try Tools.python(["-c", """
             import numpy as np, sys
             np.save(sys.argv[1], np.arange(24, dtype=np.float32).reshape(2, 3, 4))

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TestSupport
 @testable import MemoryStore
 
 /// Stores written by an earlier memtool still read. `Tests/Fixtures/v2-*.store` were written by
@@ -10,7 +11,7 @@ import Testing
     static let fixtures = Tools.root.appendingPathComponent("Tests/Fixtures")
 
     /// Copies a fixture into scratch space (LMDB writes a lock file beside it).
-    func fixture(_ name: String, in scratch: Scratch) throws -> String {
+    func fixture(_ name: String, in scratch: ScratchDirectory) throws -> String {
         let path = scratch.file(name)
         try FileManager.default.copyItem(atPath: Self.fixtures.appendingPathComponent(name).path, toPath: path)
         return path
@@ -24,7 +25,7 @@ import Testing
 
     @Test(arguments: ["raw", "zstd"])
     func versionTwoStoresReadAndUpgrade(codec: String) throws {
-        let scratch = Scratch()
+        let scratch = ScratchDirectory()
         let path = try fixture("v2-\(codec).store", in: scratch)
         let recorded = try String(contentsOf: Self.fixtures.appendingPathComponent("v2-\(codec).digest"), encoding: .utf8)
             .split(separator: " ").first.map(String.init)

@@ -1,11 +1,13 @@
 import Foundation
+import MemoryBenchmarks
 import Testing
+import TestSupport
 import MemoryStore
 
 /// A small tmpfs the test mounts (root only) so writes run out of space for real.
 final class SmallFilesystem {
     /// Holds the mount point; released (and removed) only after deinit has unmounted.
-    private let home = Scratch()
+    private let home = ScratchDirectory()
     let path: String
 
     /// Whether this process may mount a tmpfs: tried once with a throwaway mount.
@@ -68,7 +70,7 @@ struct FullDiskTests {
     }
 
     @Test func importOnAFullDiskKeepsItsLastCommit() throws {
-        let scratch = Scratch()
+        let scratch = ScratchDirectory()
         let source = scratch.file("m.pkm"), checkpoint = scratch.file("m.safetensors")
         #expect(try Tools.run(Tools.memtool, ["create", source] + synthetic).status == 0)
         #expect(try Tools.run(Tools.memtool, ["export", source, "--to", checkpoint]).status == 0)

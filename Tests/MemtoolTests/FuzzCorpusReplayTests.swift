@@ -1,6 +1,8 @@
 import Foundation
 import Testing
-@_spi(Fuzzing) import TensorFiles
+import TestSupport
+import FuzzTargets
+import TensorFiles
 
 /// The safetensors and .npy parts of the committed libFuzzer corpus (see MemoryStoreTests' FuzzCorpusTests).
 @Suite struct FuzzCorpusReplayTests {

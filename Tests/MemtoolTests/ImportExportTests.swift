@@ -1,5 +1,7 @@
 import Foundation
 import Testing
+import _MemorySupport
+import TestSupport
 @testable import MemoryStore
 import TensorFiles
 
@@ -10,7 +12,7 @@ func loadNPY(_ path: String) throws -> Tensor {
 
 @Suite struct ImportExportTests {
     /// Writes a checkpoint, queries and expected results with Tools/make_checkpoint.py (numpy reference).
-    func checkpoint(_ scratch: Scratch, _ arguments: [String] = []) throws -> String {
+    func checkpoint(_ scratch: ScratchDirectory, _ arguments: [String] = []) throws -> String {
         let dir = scratch.file("checkpoint")
         let made = try Tools.python([Tools.root.appendingPathComponent("Tools/make_checkpoint.py").path, dir] + arguments)
         try #require(made.status == 0, "make_checkpoint.py failed: \(made.stderr)")
@@ -20,7 +22,7 @@ func loadNPY(_ path: String) throws -> Tensor {
     @Test(arguments: [["--format", "safetensors", "--values-dtype", "bf16"], ["--format", "npy", "--values-dtype", "f16"],
                       ["--format", "safetensors", "--values-dtype", "f32"]])
     func importedCheckpointAnswersLikeTheReference(_ format: [String]) throws {
-        let scratch = Scratch()
+        let scratch = ScratchDirectory()
         let dir = try checkpoint(scratch, format)
         let source = format[1] == "npy" ? dir + "/memory" : dir + "/memory.safetensors"
         let store = scratch.file("m.pkm")
@@ -43,7 +45,7 @@ func loadNPY(_ path: String) throws -> Tensor {
     }
 
     @Test func importConvertsValuesWhenAsked() throws {
-        let scratch = Scratch()
+        let scratch = ScratchDirectory()
         let dir = try checkpoint(scratch, ["--values-dtype", "f32"])
         let store = scratch.file("m.pkm")
         let imported = try Tools.memtool("import", store, "--from", dir + "/memory.safetensors", "--rename", "values=model.mem.values",
@@ -59,7 +61,7 @@ func loadNPY(_ path: String) throws -> Tensor {
     }
 
     @Test func exportAfterImportGivesTheSameBytes() throws {
-        let scratch = Scratch()
+        let scratch = ScratchDirectory()
         let dir = try checkpoint(scratch)
         let store = scratch.file("m.pkm")
         try #require(try Tools.memtool("import", store, "--from", dir + "/memory.safetensors", "--rename", "values=model.mem.values").status == 0)
@@ -75,7 +77,7 @@ func loadNPY(_ path: String) throws -> Tensor {
     }
 
     @Test func compactShrinksAStoreAndKeepsEveryRow() throws {
-        let scratch = Scratch()
+        let scratch = ScratchDirectory()
         let path = scratch.file("m.pkm")
         try #require(try Tools.memtool("create", path, "--synthetic", "--rows", "20000", "--dim", "32", "--heads", "1", "--key-dim", "8", "--topk", "4").status == 0)
         // Pad the import state with 4 MiB of JSON whitespace, then restore it: the padding's pages
@@ -114,7 +116,7 @@ func loadNPY(_ path: String) throws -> Tensor {
     }
 
     @Test func killedCompactionLeavesTheOriginalIntact() throws {
-        let scratch = Scratch()
+        let scratch = ScratchDirectory()
         let path = scratch.file("m.pkm")
         try #require(try Tools.memtool("create", path, "--synthetic", "--rows", "300000", "--dim", "64", "--heads", "1", "--key-dim", "8").status == 0)
         let original = try Data(contentsOf: URL(fileURLWithPath: path))
@@ -143,7 +145,7 @@ func loadNPY(_ path: String) throws -> Tensor {
 
 @Suite struct HostileInputTests {
     /// Runs an import of `file` and expects exit 1 with `message` on stderr and no complete store.
-    func expectRefused(_ scratch: Scratch, _ file: String, _ message: String, extra: [String] = []) throws {
+    func expectRefused(_ scratch: ScratchDirectory, _ file: String, _ message: String, extra: [String] = []) throws {
         let store = scratch.file("h-\(UUID().uuidString).pkm")
         let result = try Tools.run(Tools.memtool, ["import", store, "--from", file] + extra)
         #expect(result.status == 1, "exit \(result.status) for \(message)")
@@ -162,7 +164,7 @@ func loadNPY(_ path: String) throws -> Tensor {
     }
 
     @Test func hostileSafetensorsAreRefusedWithTheirReason() throws {
-        let scratch = Scratch()
+        let scratch = ScratchDirectory()
         let good = #"{"values":{"dtype":"F32","shape":[2,2],"data_offsets":[0,16]}}"#
         let cases: [(String, UInt64?, [UInt8], String)] = [
             ("{", nil, [], "header length 1 is too small"),
@@ -188,7 +190,7 @@ func loadNPY(_ path: String) throws -> Tensor {
     }
 
     @Test func hostileNPYFilesAreRefusedWithTheirReason() throws {
-        let scratch = Scratch()
+        let scratch = ScratchDirectory()
         let script = """
         import numpy as np, os, sys
         d = sys.argv[1]
@@ -208,7 +210,7 @@ func loadNPY(_ path: String) throws -> Tensor {
     }
 
     @Test func inconsistentOrNonFiniteCheckpointsAreRefused() throws {
-        let scratch = Scratch()
+        let scratch = ScratchDirectory()
         let script = """
         import numpy as np, os, sys
         d = sys.argv[1]
@@ -234,7 +236,7 @@ func loadNPY(_ path: String) throws -> Tensor {
     }
 
     @Test func queriesOfTheWrongShapeAreRefused() throws {
-        let scratch = Scratch()
+        let scratch = ScratchDirectory()
         let path = scratch.file("m.pkm")
         try #require(try Tools.memtool("create", path, "--synthetic", "--rows", "4096", "--dim", "16", "--heads", "2", "--key-dim", "8", "--topk", "4").status == 0)
         let made = try Tools.python(["-c", "import numpy as np, sys; np.save(sys.argv[1], np.ones((3, 2, 2, 9), np.float32)); q = np.ones((3, 2, 2, 8), np.float32); q[1,1,0,0] = np.inf; np.save(sys.argv[2], q)",

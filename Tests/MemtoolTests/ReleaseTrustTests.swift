@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TestSupport
 import TensorFiles
 @testable import MemoryStore
 
@@ -16,7 +17,7 @@ import TensorFiles
     /// reads the dictionary through its own environment.
     @Test(arguments: ["create", "import", "import-dictionary"])
     func rerunningAWriterOverACompleteOrInterruptedStore(_ command: String) throws {
-        let scratch = Scratch()
+        let scratch = ScratchDirectory()
         let source = scratch.file("src.pkm"), checkpoint = scratch.file("ck.safetensors")
         // 128 shards, so that the dictionary's first commit (64 shards) is not the last.
         let rows = command == "import-dictionary" ? synthetic + ["--dim", "64"] : synthetic
@@ -57,7 +58,7 @@ import TensorFiles
 
     /// A table too small to train a dictionary on is stored without one, and reads back.
     @Test func aDictionaryTooSmallToTrainIsLeftOut() throws {
-        let scratch = Scratch()
+        let scratch = ScratchDirectory()
         let store = scratch.file("tiny.pkm")
         let made = try Tools.memtool("create", store, "--synthetic", "--rows", "300", "--dim", "8", "--heads", "1", "--key-dim", "8",
                                      "--topk", "4", "--train-dictionary")
@@ -71,7 +72,7 @@ import TensorFiles
     /// keyed addressing comes from its metadata key; the choice is printed and shown by inspect.
     @Test(arguments: ["identity", "keyed", "table"])
     func importedAddressingMatchesTheReference(_ addressing: String) throws {
-        let scratch = Scratch()
+        let scratch = ScratchDirectory()
         let dir = scratch.file("ck")
         let made = try Tools.python([Tools.root.appendingPathComponent("Tools/make_checkpoint.py").path, dir, "--addressing", addressing])
         try #require(made.status == 0, "\(made.stderr)")
@@ -102,7 +103,7 @@ import TensorFiles
 
     /// Contradictory addressing requests are refused with the reason.
     @Test func addressingThatCannotHoldIsRefused() throws {
-        let scratch = Scratch()
+        let scratch = ScratchDirectory()
         let table = scratch.file("t"), plain = scratch.file("i")
         try #require(try Tools.python([Tools.root.appendingPathComponent("Tools/make_checkpoint.py").path, table]).status == 0)
         try #require(try Tools.python([Tools.root.appendingPathComponent("Tools/make_checkpoint.py").path, plain, "--addressing", "identity"]).status == 0)
@@ -121,7 +122,7 @@ import TensorFiles
     /// Keys saved as [H, n, 2, d] (as the product-key-memory package keeps them) are refused
     /// with the tensor, its shape and how to convert it, not with an internal parameter name.
     @Test func productKeyLayoutMistakesNameTheTensor() throws {
-        let scratch = Scratch()
+        let scratch = ScratchDirectory()
         let path = scratch.file("pkm.safetensors")
         let h = 2, n = 8, d = 4, v = 4
         let keys = [Float](repeating: 0.5, count: h * n * 2 * d), values = [Float](repeating: 0.25, count: n * n * v)
@@ -138,7 +139,7 @@ import TensorFiles
 
     /// Queries in float16 and bfloat16 are converted; float64 is refused with what to do.
     @Test func queriesInHalfPrecisionAreConverted() throws {
-        let scratch = Scratch()
+        let scratch = ScratchDirectory()
         let store = scratch.file("m.pkm")
         try #require(try Tools.run(Tools.memtool, ["create", store] + synthetic).status == 0)
         let q32 = scratch.file("q32.npy"), q16 = scratch.file("q16.npy"), q64 = scratch.file("q64.npy")
@@ -161,7 +162,7 @@ import TensorFiles
     /// Tools/option_sweep.py: every numeric option of every command at 0, -1, 2^31, 2^63-1, nan,
     /// and so on, plus hostile grids and replayed queries: no run may end in a signal or hang.
     @Test func noOptionValueEndsInASignal() throws {
-        let scratch = Scratch()
+        let scratch = ScratchDirectory()
         let report = scratch.file("sweep.json")
         let result = try Tools.python([Tools.root.appendingPathComponent("Tools/option_sweep.py").path,
                                        "--memtool", Tools.memtool.path, "--timeout", "15", "--json", report])

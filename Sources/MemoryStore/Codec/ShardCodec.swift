@@ -1,3 +1,5 @@
+import _MemorySupport
+
 /// Encodes and decodes one shard blob (Spec/FORMAT.md, "Shards").
 ///
 /// A blob is a 32-byte header, then for the `zstd` codec one 8-byte entry per byte plane,
@@ -5,7 +7,7 @@
 /// XXH64 of that row seeded with its index in the table, so a single row can be checked where
 /// it lies, without its shard's header. The header's checksum is
 /// XXH64 of the decoded rows, checked on every whole-shard decode.
-enum ShardCodec {
+package enum ShardCodec {
     static let magic: UInt32 = 0x3153_4B50  // "PKS1" read as a little-endian u32
     static let headerSize = 32
     static let planeEntrySize = 8
@@ -14,31 +16,31 @@ enum ShardCodec {
 
     enum PlaneMode: UInt8 { case stored = 0, zstd = 1 }
 
-    /// The blob's codec byte.
-    enum BlobCodec: UInt8 {
+    /// The header's codec byte: how this blob is encoded (the table's ``CodecKind`` and the format version).
+    enum CodecByte: UInt8 {
         /// Rows back to back, checked only as a whole (format versions 1 and 2).
         case rawRows = 0
         case zstdPlanes = 1
         /// Each row followed by its own XXH64 (format version 3).
         case checkedRows = 2
 
-        var tableCodec: CodecKind { self == .zstdPlanes ? .zstd : .raw }
+        var codec: CodecKind { self == .zstdPlanes ? .zstd : .raw }
     }
 
-    struct Header {
-        var blobCodec: BlobCodec
-        var codec: CodecKind { blobCodec.tableCodec }
+    package struct Header {
+        var codecByte: CodecByte
+        var codec: CodecKind { codecByte.codec }
         var elementType: ElementType
         var planeCount: Int
         var usesDictionary: Bool
         var rowCount: Int
         var dim: Int
         var shardIndex: Int
-        var checksum: UInt64
+        package var checksum: UInt64
     }
 
     /// Encodes `rows` (little-endian elements of `layout.elementType`) as shard `index`.
-    static func encode(_ rows: UnsafeRawBufferPointer, shard index: Int, layout: TableLayout,
+    package static func encode(_ rows: UnsafeRawBufferPointer, shard index: Int, layout: TableLayout,
                        compressor: ZstdCompressor?, scratch: inout [UInt8]) -> [UInt8] {
         let rowCount = rows.count / layout.rowBytes
         let checksum = XXH64.hash(rows)
@@ -98,7 +100,7 @@ enum ShardCodec {
         withUnsafeBytes(of: v.littleEndian) { for i in 0..<4 { out[offset + i] = $0[i] } }
     }
 
-    private static func writeHeader(_ o: UnsafeMutableRawBufferPointer, codec: BlobCodec, layout: TableLayout,
+    private static func writeHeader(_ o: UnsafeMutableRawBufferPointer, codec: CodecByte, layout: TableLayout,
                                     planes: Int, rowCount: Int, shard: Int, checksum: UInt64, dictionary: Bool) {
         o.storeBytes(of: magic.littleEndian, toByteOffset: 0, as: UInt32.self)
         o[4] = codec.rawValue
@@ -112,17 +114,17 @@ enum ShardCodec {
     }
 
     /// Parses and checks a header against what the manifest says shard `index` must be.
-    static func header(of blob: UnsafeRawBufferPointer, shard index: Int, layout: TableLayout) throws -> Header {
+    package static func header(of blob: UnsafeRawBufferPointer, shard index: Int, layout: TableLayout) throws -> Header {
         let rows = layout.rowRange(ofShard: index)
         func corrupt(_ why: String) -> StoreError { .corruptShard(shard: index, rows: rows, reason: why) }
         guard blob.count >= headerSize else { throw corrupt("blob is \(blob.count) bytes, shorter than the \(headerSize)-byte header") }
         guard blob.loadUnaligned(fromByteOffset: 0, as: UInt32.self).littleEndian == magic else { throw corrupt("bad magic") }
-        guard let codec = BlobCodec(rawValue: blob[4]) else { throw corrupt("unknown codec \(blob[4])") }
+        guard let codec = CodecByte(rawValue: blob[4]) else { throw corrupt("unknown codec \(blob[4])") }
         guard let type = ElementType(code: blob[5]), type == layout.elementType else {
             throw corrupt("element type code \(blob[5]) disagrees with the manifest (\(layout.elementType.rawValue))")
         }
         let header = Header(
-            blobCodec: codec, elementType: type, planeCount: Int(blob[6]), usesDictionary: blob[7] & 1 != 0,
+            codecByte: codec, elementType: type, planeCount: Int(blob[6]), usesDictionary: blob[7] & 1 != 0,
             rowCount: Int(blob.loadUnaligned(fromByteOffset: 8, as: UInt32.self).littleEndian),
             dim: Int(blob.loadUnaligned(fromByteOffset: 12, as: UInt32.self).littleEndian),
             shardIndex: Int(truncatingIfNeeded: blob.loadUnaligned(fromByteOffset: 16, as: UInt64.self).littleEndian),
@@ -144,14 +146,14 @@ enum ShardCodec {
     }
 
     /// Decodes a checked blob into `destination` (exactly rowCount x rowBytes bytes) and verifies the checksum.
-    static func decode(_ blob: UnsafeRawBufferPointer, header: Header, layout: TableLayout,
+    package static func decode(_ blob: UnsafeRawBufferPointer, header: Header, layout: TableLayout,
                        into destination: UnsafeMutableRawBufferPointer, scratch: inout [UInt8],
                        decompressor: ZstdDecompressor, dictionary: ZstdDictionary?) throws {
         let rows = layout.rowRange(ofShard: header.shardIndex)
         func corrupt(_ why: String) -> StoreError { .corruptShard(shard: header.shardIndex, rows: rows, reason: why) }
         let size = header.rowCount * layout.rowBytes
         precondition(destination.count == size)
-        switch header.blobCodec {
+        switch header.codecByte {
         case .rawRows:
             destination.copyMemory(from: UnsafeRawBufferPointer(rebasing: blob[headerSize...]))
         case .checkedRows:
@@ -206,7 +208,7 @@ extension ShardCodec {
 extension ShardCodec.Header {
     /// Bytes from one row to the next in a raw blob.
     func rowStride(_ layout: TableLayout) -> Int {
-        blobCodec == .checkedRows ? layout.rowBytes + ShardCodec.rowChecksumSize : layout.rowBytes
+        codecByte == .checkedRows ? layout.rowBytes + ShardCodec.rowChecksumSize : layout.rowBytes
     }
 }
 
@@ -231,7 +233,7 @@ struct ShardRows {
     init(blob: UnsafeRawBufferPointer, header: ShardCodec.Header, layout: TableLayout) {
         base = blob.baseAddress! + ShardCodec.headerSize
         stride = header.rowStride(layout)
-        checked = header.blobCodec == .checkedRows
+        checked = header.codecByte == .checkedRows
         firstRow = header.shardIndex * layout.rowsPerShard
     }
 

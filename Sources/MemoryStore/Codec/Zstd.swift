@@ -5,7 +5,7 @@ func zstdErrorName(_ code: Int) -> String { String(cString: ZSTD_getErrorName(co
 
 /// A trained zstd dictionary, digested once for decompression.
 /// A DDict is read-only after creation and safe to share between threads.
-final class ZstdDictionary: @unchecked Sendable {
+package final class ZstdDictionary: @unchecked Sendable {
     let bytes: [UInt8]
     let ddict: OpaquePointer
 
@@ -37,12 +37,12 @@ final class ZstdDictionary: @unchecked Sendable {
 }
 
 /// One compression context; not thread-safe, so each worker owns one.
-final class ZstdCompressor {
+package final class ZstdCompressor {
     private let cctx: OpaquePointer
     /// Whether frames are compressed with a dictionary (flag bit 0 of the shard header).
     let usesDictionary: Bool
 
-    init(level: Int, dictionary: ZstdDictionary?) {
+    package init(level: Int, dictionary: ZstdDictionary?) {
         cctx = ZSTD_createCCtx()
         usesDictionary = dictionary != nil
         if let dictionary {
@@ -77,10 +77,10 @@ final class ZstdCompressor {
 }
 
 /// One decompression context; not thread-safe, so each reader context owns one.
-final class ZstdDecompressor {
+package final class ZstdDecompressor {
     private let dctx: OpaquePointer
 
-    init() { dctx = ZSTD_createDCtx() }
+    package init() { dctx = ZSTD_createDCtx() }
     deinit { ZSTD_freeDCtx(dctx) }
 
     /// Decompresses one frame that must expand to exactly `destination.count` bytes.

@@ -1,3 +1,4 @@
+import _MemorySupport
 import CLMDB
 import Foundation
 

@@ -1,3 +1,4 @@
+import _MemorySupport
 import CLMDB
 import Foundation
 
@@ -34,8 +35,7 @@ final class Environment: @unchecked Sendable {
         if readOnly { flags |= UInt32(MDB_RDONLY | MDB_NORDAHEAD) }
         let size: Int
         if readOnly {
-            let fileSize = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
-            size = max(Self.readerMapSize, 4 * fileSize)
+            size = max(Self.readerMapSize, 4 * fileSize(atPath: path))
         } else {
             size = mapSize
         }

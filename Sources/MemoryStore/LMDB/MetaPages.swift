@@ -1,3 +1,4 @@
+import _MemorySupport
 import Foundation
 
 /// A check of LMDB's two meta pages before LMDB follows them (Spec/FORMAT.md, "File damage").

@@ -1,3 +1,4 @@
+import _MemorySupport
 import CLMDB
 import Foundation
 
@@ -25,7 +26,7 @@ public enum Compaction {
         let target = destination ?? path
         let temporary = target + ".compacting"
         for leftover in [temporary, temporary + "-lock"] { try? FileManager.default.removeItem(atPath: leftover) }
-        let before = fileSize(path)
+        let before = fileSize(atPath: path)
         do {
             let source = try Store.open(at: path, cacheBytes: 0)
             guard source.isComplete else {
@@ -57,7 +58,7 @@ public enum Compaction {
         // one (readers still on the old file keep theirs open). See OpenEnvironments.
         unlink(target + "-lock")
         try? FileManager.default.removeItem(atPath: temporary + "-lock")
-        return (before, fileSize(target))
+        return (before, fileSize(atPath: target))
     }
 
     private static func reencode(_ source: Store, into path: String, changes: Changes, progress: ((Int, Int) -> Void)?) throws {
@@ -67,7 +68,9 @@ public enum Compaction {
                                  codec: changes.codec ?? old.codec, level: changes.level ?? old.level,
                                  dictionary: changes.dictionary ?? (old.dictionary && (changes.codec ?? old.codec) == .zstd))
         try layout.validate()
-        let writer = try StoreWriter.create(at: path, layout: layout, metadata: source.manifest.metadata)
+        var options = StoreWriter.Options()
+        options.createdBy = source.manifest.createdBy
+        let writer = try StoreWriter.create(at: path, layout: layout, metadata: source.manifest.metadata, options: options)
         for name in try source.tensorNames() where name != Store.dictionaryTensor {
             try writer.putTensor(name, source.tensor(named: name))
         }
@@ -78,10 +81,6 @@ public enum Compaction {
         }
         try writer.finish()
         progress?(old.shardCount, old.shardCount)
-    }
-
-    private static func fileSize(_ path: String) -> Int {
-        (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
     }
 }
 

@@ -1,3 +1,4 @@
+import _MemorySupport
 import Dispatch
 import Foundation
 import Synchronization

@@ -1,3 +1,5 @@
+import _MemorySupport
+
 /// Per-call working memory of a batched read: a row pointer and a position per row. Kept in a
 /// pool between calls: a fresh buffer of this size would come from mmap and cost the kernel a
 /// page-zeroing pass on every batch.

@@ -1,3 +1,4 @@
+import _MemorySupport
 import Synchronization
 
 /// The bytes of one shard (decoded rows in the stored element type, or a blob as stored), in

@@ -1,3 +1,4 @@
+import _MemorySupport
 import CGatherKernel
 import CLMDB
 import Foundation
@@ -32,19 +33,19 @@ extension Store {
             if let rawRows, let shardRows = rawRows.rows(ofShard: shard) {
                 let p = rawRows.location(ofRow: index, shard: shard, shardRows: shardRows)
                 if checksRows { try rawRows.verify(p, row: index) }
-                RowKernels.convert(p, type: layout.elementType, count: dim, into: output.baseAddress!)
+                layout.elementType.convert(p, count: dim, into: output.baseAddress!)
                 return
             }
             if layout.codec == .zstd, let cached = cache.lookup(shard) {
                 cache.record(hits: 1, misses: 0)
                 let offset = (index - shard * layout.rowsPerShard) * layout.rowBytes
-                cached.withBytes { RowKernels.convert($0.baseAddress! + offset, type: layout.elementType, count: dim, into: output.baseAddress!) }
+                cached.withBytes { layout.elementType.convert($0.baseAddress! + offset, count: dim, into: output.baseAddress!) }
                 return
             }
         }
         try withUnsafePointer(to: index) { i in
             try forEachRowGroup(UnsafeBufferPointer(start: i, count: 1)) { group in
-                RowKernels.convert(group.rows[0]!, type: layout.elementType, count: dim, into: output.baseAddress!)
+                layout.elementType.convert(group.rows[0]!, count: dim, into: output.baseAddress!)
             }
         }
     }
@@ -61,7 +62,7 @@ extension Store {
         try indices.withUnsafeBufferPointer { idx in
             try forEachRowGroup(idx) { group in
                 for k in 0..<group.rows.count {
-                    RowKernels.convert(group.rows[k]!, type: type, count: dim, into: output.baseAddress! + group.position(k) * dim)
+                    type.convert(group.rows[k]!, count: dim, into: output.baseAddress! + group.position(k) * dim)
                 }
             }
         }
@@ -216,7 +217,7 @@ extension Store {
 
     /// Rows per kernel call on the raw path: their pointers, positions and indices (24 bytes a
     /// row) fit in a core's L1 and L2 caches beside the rows in flight.
-    static let rawGroupRows = 2048
+    package static let rawGroupRows = 2048
 
     /// How far ahead of the row being checked rows are prefetched.
     static let checkAhead = 8
@@ -355,13 +356,13 @@ extension Store {
         let rowRange = table.rowRange(ofShard: index)
         let size = rowRange.count * table.rowBytes
         let header = try ShardCodec.header(of: blob, shard: index, layout: table)
-        if header.blobCodec == .rawRows && !checkedRawShards.contains(index) {
+        if header.codecByte == .rawRows && !checkedRawShards.contains(index) {
             guard XXH64.hash(UnsafeRawBufferPointer(rebasing: blob[ShardCodec.headerSize...])) == header.checksum else {
                 throw StoreError.corruptShard(shard: index, rows: rowRange, reason: "checksum mismatch")
             }
             checkedRawShards.insert(index)
         }
-        if header.codec == .raw && !(contiguous && header.blobCodec == .checkedRows) {
+        if header.codec == .raw && !(contiguous && header.codecByte == .checkedRows) {
             return try body(ShardRows(blob: blob, header: header, layout: table))
         }
         let cached = header.codec == .zstd && cache.budget > 0

@@ -1,3 +1,4 @@
+import _MemorySupport
 import CLMDB
 import Foundation
 
@@ -74,7 +75,7 @@ extension Store {
     /// LMDB's picture of the file and the sizes of all shard blobs (one pass over the shard keys, no decoding).
     public func storageStatistics() throws -> StorageStatistics {
         let info = env.info
-        let fileBytes = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
+        let fileBytes = fileSize(atPath: path)
         return try env.read { txn in
             let s = env.stat(env.shards, in: txn)
             var cursor: OpaquePointer?

@@ -1,3 +1,4 @@
+import _MemorySupport
 import CLMDB
 import Foundation
 import Synchronization
@@ -238,10 +239,4 @@ public final class Store: @unchecked Sendable {
         let s = cache.statistics
         return (s.hits, s.misses, s.bytes, cache.budget)
     }
-}
-
-/// Calls `body` with the UTF-8 bytes of `name` as an LMDB key.
-func withName<T>(_ name: String, _ body: (UnsafeRawBufferPointer) throws -> T) rethrows -> T {
-    var name = name
-    return try name.withUTF8 { try body(UnsafeRawBufferPointer($0)) }
 }

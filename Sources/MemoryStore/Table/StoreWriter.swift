@@ -1,3 +1,4 @@
+import _MemorySupport
 import Dispatch
 import Foundation
 
@@ -21,6 +22,8 @@ public final class StoreWriter {
         public var initialMapSize: Int?
         /// Called after each commit with (rows committed, rows in the table).
         public var progress: (@Sendable (Int, Int) -> Void)?
+        /// The manifest's `createdBy`: the program and version creating the store.
+        public var createdBy = "MemoryStore"
 
         public init() {}
     }
@@ -34,10 +37,9 @@ public final class StoreWriter {
     private let env: Environment
     private var dictionary: ZstdDictionary?
     private var workers: [ShardEncoder] = []
-    /// Set by `finish`: its commit, which marks the store complete, must stay the last one.
-    private var finished = false
     /// Whether every row is stored and the store marked complete: nothing more can be written.
-    public var isComplete: Bool { finished }
+    /// Set by `finish`, whose commit must stay the last one.
+    public private(set) var isComplete = false
 
     /// Creates a new store at `path`; fails when a store is already there.
     public static func create(at path: String, layout: TableLayout, metadata: [String: String] = [:],
@@ -93,12 +95,12 @@ public final class StoreWriter {
         self.path = path
         self.layout = layout
         self.options = options
-        let existing = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
+        let existing = fileSize(atPath: path)
         let mapSize = options.initialMapSize ?? max(64 << 20, layout.rawBytes + layout.rawBytes / 4 + (64 << 20))
         let env = try Environment(path: path, readOnly: false, create: fresh, mapSize: max(mapSize, existing + (16 << 20)))
         self.env = env
         if fresh {
-            let manifest = MetaRecord.seal(try Array(Manifest(table: layout, metadata: metadata).encoded()), key: "manifest")
+            let manifest = MetaRecord.seal(try Array(Manifest(table: layout, createdBy: options.createdBy, metadata: metadata).encoded()), key: "manifest")
             let state = MetaRecord.seal(try Array(JSONEncoder().encode(ImportState(rowsCommitted: 0, complete: false))), key: "state")
             try env.write { txn in
                 try withName("manifest") { key in try manifest.withUnsafeBytes { try txn.put(env.meta, key: key, value: $0) } }
@@ -111,9 +113,9 @@ public final class StoreWriter {
                 (try Store.readState(txn, env: env, version: Manifest.currentVersion), txn.count(env.shards))
             }
             rowsCommitted = state?.rowsCommitted ?? 0
-            finished = state?.complete ?? false
-            let expected = finished ? layout.shardCount : rowsCommitted / layout.rowsPerShard
-            guard shards == expected, finished || rowsCommitted % layout.rowsPerShard == 0 else {
+            isComplete = state?.complete ?? false
+            let expected = isComplete ? layout.shardCount : rowsCommitted / layout.rowsPerShard
+            guard shards == expected, isComplete || rowsCommitted % layout.rowsPerShard == 0 else {
                 throw StoreError.inconsistent("\(shards) shards stored for \(rowsCommitted) committed rows")
             }
         }
@@ -127,7 +129,7 @@ public final class StoreWriter {
 
     /// Appends whole rows (little-endian elements of the layout's type), `rows.count` a multiple of the row size.
     public func append(_ rows: UnsafeRawBufferPointer) throws {
-        try requireUnfinished()
+        try requireIncomplete()
         let rowBytes = layout.rowBytes
         guard rows.count % rowBytes == 0 else {
             throw StoreError.invalidArgument("\(rows.count) bytes is not a whole number of \(rowBytes)-byte rows")
@@ -159,7 +161,7 @@ public final class StoreWriter {
         guard !name.isEmpty, name.utf8.count <= 400 else {
             throw StoreError.invalidArgument("tensor names must be 1 to 400 bytes of UTF-8")
         }
-        try requireUnfinished()
+        try requireIncomplete()
         try commitWithGrowth { txn in try self.putTensor(name, tensor, txn) }
     }
 
@@ -168,7 +170,7 @@ public final class StoreWriter {
         guard !Catalog.reservedRecords.contains(name), !name.isEmpty, name.utf8.count <= 400 else {
             throw StoreError.invalidArgument("'\(name)' cannot be written as a meta record")
         }
-        try requireUnfinished()
+        try requireIncomplete()
         try commitWithGrowth { txn in
             try withName(name) { key in try MetaRecord.seal(bytes, key: name).withUnsafeBytes { try txn.put(env.meta, key: key, value: $0) } }
             try Self.updateCatalog(txn, env: env) { if !$0.records.contains(name) { $0.records = ($0.records + [name]).sorted() } }
@@ -181,13 +183,13 @@ public final class StoreWriter {
         guard total == layout.rows else {
             throw StoreError.invalidArgument("the import supplied \(total) rows, the layout declares \(layout.rows)")
         }
-        try requireUnfinished()
+        try requireIncomplete()
         try flush(final: true)
-        finished = true
+        isComplete = true
     }
 
-    private func requireUnfinished() throws {
-        guard !finished else { throw StoreError.invalidArgument("the store at '\(path)' is finished; nothing more can be written") }
+    private func requireIncomplete() throws {
+        guard !isComplete else { throw StoreError.invalidArgument("the store at '\(path)' is complete; nothing more can be written") }
     }
 
     /// Compresses the pending rows on all workers and commits them with the new import state.

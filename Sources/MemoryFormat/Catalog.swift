@@ -7,23 +7,25 @@ import Foundation
 /// LMDB keeps no checksums of its own pages: a flipped bit in the record that locates the
 /// `tensors` database can make it read as empty, or as an older page. Per-record checksums
 /// cannot see a record that is not there; the catalog can, so readers take the names from it.
-struct Catalog: Codable, Equatable {
+package struct Catalog: Codable, Equatable {
     /// Tensor name → the checksum stored in its record (byte 8).
-    var tensors: [String: UInt64] = [:]
+    package var tensors: [String: UInt64] = [:]
     /// Names of the meta records other than `manifest`, `state` and `catalog`.
-    var records: [String] = []
+    package var records: [String] = []
 
-    static let key = "catalog"
+    package static let key = "catalog"
     /// Meta records that the catalog does not list.
-    static let reservedRecords: Set<String> = ["manifest", "state", key]
+    package static let reservedRecords: Set<String> = ["manifest", "state", key]
 
-    func encoded() throws -> [UInt8] {
+    package init() {}
+
+    package func encoded() throws -> [UInt8] {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         return Array(try encoder.encode(self))
     }
 
-    static func decode(_ json: UnsafeRawBufferPointer) throws -> Catalog {
+    package static func decode(_ json: UnsafeRawBufferPointer) throws -> Catalog {
         do { return try JSONDecoder().decode(Catalog.self, from: Data(json)) } catch {
             throw StoreError.corruptRecord(name: key, reason: "it is not a valid catalog")
         }

@@ -19,6 +19,9 @@ public struct TableLayout: Codable, Sendable, Equatable {
     /// Whether shards were compressed with the trained dictionary stored as tensor `__zstd_dictionary`.
     public var dictionary: Bool
 
+    /// The bytes of the checksum after each row of a raw shard (Spec/FORMAT.md, codec 2).
+    public static let rawRowChecksumBytes = 8
+
     /// The raw shard size that the default rows-per-shard aims at (Spec/FORMAT.md, "Shard size").
     public static let defaultShardBytes = 64 << 10
 
@@ -39,7 +42,7 @@ public struct TableLayout: Codable, Sendable, Equatable {
     public static func defaultRowsPerShard(dim: Int, elementType: ElementType, codec: CodecKind = .zstd) -> Int {
         // Saturating: an out-of-range `dim` is refused by `validate()`, not trapped on here.
         let (bytes, overflow) = max(dim, 0).multipliedReportingOverflow(by: elementType.size)
-        let stored = overflow ? Int.max : bytes + (codec == .raw ? ShardCodec.rowChecksumSize : 0)
+        let stored = overflow ? Int.max : bytes + (codec == .raw ? rawRowChecksumBytes : 0)
         return max(1, (defaultShardBytes - 64) / max(1, stored))
     }
 
@@ -56,6 +59,7 @@ public struct TableLayout: Codable, Sendable, Equatable {
     /// Checks the limits of Spec/FORMAT.md; throws a message naming the bad field.
     public func validate() throws {
         func bad(_ s: String) -> StoreError { .invalidArgument("invalid table layout: \(s)") }
+        guard elementType.isFloatingPoint else { throw bad("values must be f32, f16 or bf16 (got \(elementType.rawValue))") }
         guard rows >= 1 else { throw bad("rows must be at least 1 (got \(rows))") }
         guard rows <= 1 << 40 else { throw bad("rows must be at most 2^40 (got \(rows))") }
         guard dim >= 1, dim <= 1 << 20 else { throw bad("dim must be in 1...2^20 (got \(dim))") }
@@ -82,16 +86,17 @@ public struct Manifest: Codable, Sendable, Equatable {
     /// Free-form string pairs from the importer (for example the source file).
     public var metadata: [String: String]
 
-    public init(table: TableLayout, metadata: [String: String] = [:]) {
+    /// - Parameter createdBy: the program and version that creates the store (for example `memtool 0.1.0`).
+    public init(table: TableLayout, createdBy: String, metadata: [String: String] = [:]) {
         self.format = Self.formatName
         self.formatVersion = Self.currentVersion
         self.table = table
-        self.createdBy = "memtool \(memtoolVersion)"
+        self.createdBy = createdBy
         self.createdAt = ISO8601DateFormatter().string(from: Date())
         self.metadata = metadata
     }
 
-    func encoded() throws -> Data {
+    package func encoded() throws -> Data {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         return try encoder.encode(self)
@@ -99,7 +104,7 @@ public struct Manifest: Codable, Sendable, Equatable {
 
     /// Decodes the stored `meta/manifest` record: sealed with its key from version 3, with seed 0
     /// in version 2, bare JSON in version 1. The version the manifest states must match its seal.
-    static func decodeRecord(_ bytes: UnsafeRawBufferPointer) throws -> Manifest {
+    package static func decodeRecord(_ bytes: UnsafeRawBufferPointer) throws -> Manifest {
         let mismatch = StoreError.corruptRecord(name: "manifest", reason: "its checksum does not match")
         for sealedAs in [3, 2] {
             guard let json = MetaRecord.unseal(bytes, key: "manifest", version: sealedAs) else { continue }
@@ -119,7 +124,7 @@ public struct Manifest: Codable, Sendable, Equatable {
     }
 
     /// Decodes and checks a manifest's JSON; refuses other formats and newer versions.
-    static func decode(_ bytes: UnsafeRawBufferPointer) throws -> Manifest {
+    package static func decode(_ bytes: UnsafeRawBufferPointer) throws -> Manifest {
         let data = Data(bytes)
         // Read the version first, so a newer store is refused with that reason, not a field error.
         guard let probe = try? JSONDecoder().decode(ManifestVersionProbe.self, from: data) else {
@@ -160,7 +165,10 @@ public struct ImportState: Codable, Sendable, Equatable {
     public var rowsCommitted: Int
     /// True once every row is stored; a store that is not complete refuses to serve lookups.
     public var complete: Bool
+
+    public init(rowsCommitted: Int, complete: Bool) {
+        self.rowsCommitted = rowsCommitted
+        self.complete = complete
+    }
 }
 
-/// The version string written into manifests.
-public let memtoolVersion = "0.1.0"

@@ -1,4 +1,6 @@
 import Foundation
+import MemoryLayer
+import _MemorySupport
 import MemoryRetrieval
 import MemoryStore
 

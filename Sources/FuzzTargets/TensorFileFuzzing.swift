@@ -1,20 +1,20 @@
 import Foundation
+import TensorFiles
 
 /// Fuzzing entry points for the safetensors and `.npy` readers (see MemoryStore's
 /// `DecoderFuzzing`). The readers work on files, so each input goes through one scratch file
 /// per process.
-@_spi(Fuzzing)
-public enum TensorFileFuzzing {
+package enum TensorFileFuzzing {
     private static let scratch = NSTemporaryDirectory() + "pkm-fuzz-\(getpid()).bin"
 
     /// A safetensors file: header, then every tensor it lists.
-    public static func safetensors(_ bytes: UnsafeRawBufferPointer) {
+    package static func safetensors(_ bytes: UnsafeRawBufferPointer) {
         guard write(bytes), let file = try? SafetensorsFile(path: scratch) else { return }
         for entry in file.entries { check(entry) }
     }
 
     /// A `.npy` file.
-    public static func npy(_ bytes: UnsafeRawBufferPointer) {
+    package static func npy(_ bytes: UnsafeRawBufferPointer) {
         guard write(bytes), let entry = try? NPYFile.entry(path: scratch, name: "fuzz") else { return }
         check(entry)
     }
@@ -29,7 +29,7 @@ public enum TensorFileFuzzing {
     }
 
     /// One valid file of each kind, from which mutations start.
-    public static func seeds() -> [String: [UInt8]] {
+    package static func seeds() -> [String: [UInt8]] {
         let header = #"{"__metadata__":{"topk":"4"},"w":{"dtype":"F32","shape":[2,3],"data_offsets":[0,24]},"m":{"dtype":"I64","shape":[2],"data_offsets":[24,40]}}"#
         var st = [UInt8]()
         withUnsafeBytes(of: UInt64(header.utf8.count).littleEndian) { st += $0 }

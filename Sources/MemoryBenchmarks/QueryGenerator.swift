@@ -1,3 +1,4 @@
+import _MemorySupport
 import MemoryRetrieval
 import MemoryStore
 

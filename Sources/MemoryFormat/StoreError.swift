@@ -10,6 +10,8 @@ public enum StoreError: Error, Equatable, Sendable, CustomStringConvertible {
     case corruptTensor(name: String, reason: String)
     case corruptRecord(name: String, reason: String)
     case tensorNotFound(String)
+    /// The store holds a value table but no memory layer (no `meta/retrieval` record).
+    case noLayer(path: String)
     case rowOutOfRange(row: Int, rows: Int)
     case incomplete(rowsCommitted: Int, rows: Int)
     case invalidArgument(String)
@@ -32,6 +34,7 @@ public enum StoreError: Error, Equatable, Sendable, CustomStringConvertible {
         case .corruptTensor(let name, let reason): "tensor '\(name)' is corrupt: \(reason)"
         case .corruptRecord(let name, let reason): "meta record '\(name)' is corrupt: \(reason)"
         case .tensorNotFound(let name): "tensor '\(name)' is not in the store"
+        case .noLayer(let path): "'\(path)' has no retrieval parameters (meta/retrieval): it holds a value table only"
         case .rowOutOfRange(let row, let rows): "row \(row) is out of range (the table has \(rows) rows)"
         case .incomplete(let committed, let rows):
             "store is incomplete: \(committed) of \(rows) rows committed (re-run the import to finish it)"

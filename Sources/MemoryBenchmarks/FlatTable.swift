@@ -1,4 +1,6 @@
 import Foundation
+import MemoryRetrieval
+import MemoryStore
 
 /// A value table as one uncompressed, memory-mapped file of rows: the baseline that store
 /// reads are measured against.
@@ -50,7 +52,7 @@ public final class FlatTable: @unchecked Sendable {
 
     /// Row `index` converted to Float, with the same kernel the store uses.
     public func row(_ index: Int, into out: UnsafeMutablePointer<Float>) {
-        RowKernels.convert(base + index * dim * elementType.size, type: elementType, count: dim, into: out)
+        elementType.convert(base + index * dim * elementType.size, count: dim, into: out)
     }
 
     /// Row `i` adds into output row `targets[i]`, with the kernel of `Store.gatherReduce`, in
@@ -70,5 +72,19 @@ public final class FlatTable: @unchecked Sendable {
                                     into: out)
             start += n
         }
+    }
+}
+
+/// A flat, uncompressed copy of the value table as a row source: the upper bound the store's
+/// lookup-reduce is measured against.
+public struct FlatRows: ValueRows {
+    public let table: FlatTable
+    public init(_ table: FlatTable) { self.table = table }
+    public var dim: Int { table.dim }
+    public var rowCount: Int { table.rows }
+
+    public func gatherReduce(indices: UnsafeBufferPointer<Int>, weights: UnsafeBufferPointer<Float>, chunks: Int,
+                             targets: UnsafeBufferPointer<Int>, into output: UnsafeMutableBufferPointer<Float>) throws {
+        table.gatherReduce(indices: indices, weights: weights, chunks: chunks, targets: targets, into: output)
     }
 }

@@ -1,13 +1,16 @@
+import MemoryBenchmarks
+import MemoryStore
+import _MemorySupport
+
 /// Entry points for fuzzing the decoders that read bytes from disk (`Tools/fuzz.sh`, and the
 /// corpus replay in the tests). Each decodes `bytes` and returns normally whether or not they
 /// were valid; it traps only when a decoder accepted input and broke a promise about it.
-@_spi(Fuzzing)
-public enum DecoderFuzzing {
+package enum DecoderFuzzing {
     /// The layout fuzzed shards are decoded against: small, so mutations reach every field.
     static let layout = TableLayout(elementType: .bf16, rows: 300, dim: 12, rowsPerShard: 100, codec: .zstd)
 
     /// A shard blob of rows 100..<200 of `layout` (any codec).
-    public static func shard(_ bytes: UnsafeRawBufferPointer) {
+    package static func shard(_ bytes: UnsafeRawBufferPointer) {
         var scratch: [UInt8] = []
         guard let header = try? ShardCodec.header(of: bytes, shard: 1, layout: layout) else { return }
         var out = [UInt8](repeating: 0, count: 100 * layout.rowBytes)
@@ -20,19 +23,19 @@ public enum DecoderFuzzing {
     }
 
     /// A `meta/manifest` record.
-    public static func manifest(_ bytes: UnsafeRawBufferPointer) {
+    package static func manifest(_ bytes: UnsafeRawBufferPointer) {
         guard let manifest = try? Manifest.decodeRecord(bytes) else { return }
         precondition((try? manifest.table.validate()) != nil, "an accepted manifest has an invalid table")
     }
 
     /// A tensor record.
-    public static func tensorRecord(_ bytes: UnsafeRawBufferPointer) {
+    package static func tensorRecord(_ bytes: UnsafeRawBufferPointer) {
         guard let tensor = try? Tensor.decode(record: bytes, name: "fuzz", version: Manifest.currentVersion) else { return }
         precondition(tensor.bytes.count == tensor.elementCount * tensor.dtype.size, "an accepted tensor's data disagrees with its shape")
     }
 
     /// The seed inputs: one valid example of each kind, from which mutations start.
-    public static func seeds() throws -> [String: [UInt8]] {
+    package static func seeds() throws -> [String: [UInt8]] {
         let rows = SyntheticRows(seed: 4, dim: layout.dim).bytes(100..<200, as: .bf16)
         var scratch: [UInt8] = []
         var seeds: [String: [UInt8]] = [:]
@@ -43,7 +46,7 @@ public enum DecoderFuzzing {
                 ShardCodec.encode($0, shard: 1, layout: l, compressor: codec == .zstd ? ZstdCompressor(level: 3, dictionary: nil) : nil, scratch: &scratch)
             }
         }
-        seeds["manifest"] = MetaRecord.seal(Array(try Manifest(table: layout).encoded()), key: "manifest")
+        seeds["manifest"] = MetaRecord.seal(Array(try Manifest(table: layout, createdBy: "memtool 0.1.0").encoded()), key: "manifest")
         seeds["tensor"] = try Tensor(shape: [3, 4], floats: (0..<12).map(Float.init)).record(name: "fuzz")
         return seeds
     }

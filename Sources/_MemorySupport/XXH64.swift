@@ -1,5 +1,5 @@
 /// XXH64 (seed 0), the checksum of shards and tensors (Spec/FORMAT.md, "Checksums").
-enum XXH64 {
+package enum XXH64 {
     private static let p1: UInt64 = 0x9E37_79B1_85EB_CA87
     private static let p2: UInt64 = 0xC2B2_AE3D_27D4_EB4F
     private static let p3: UInt64 = 0x1656_67B1_9E37_79F9
@@ -16,7 +16,7 @@ enum XXH64 {
         (acc ^ round(0, val)) &* p1 &+ p4
     }
 
-    static func hash(_ bytes: UnsafeRawBufferPointer, seed: UInt64 = 0) -> UInt64 {
+    package static func hash(_ bytes: UnsafeRawBufferPointer, seed: UInt64 = 0) -> UInt64 {
         let n = bytes.count
         guard let base = bytes.baseAddress else { return avalanche(seed &+ p5) }
         var offset = 0

@@ -1,13 +1,13 @@
 import Foundation
 
 /// Runs the built `memtool` and the repository's Python tools as child processes.
-enum Tools {
+package enum Tools {
     /// The package root, found from this file's location.
-    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    package static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
 
     /// The `memtool` under test: `$MEMTOOL` when set (Tools/test.sh points it at the plain
     /// release build that users run), else the one beside the test bundle in the build products.
-    static let memtool: URL = {
+    package static let memtool: URL = {
         if let path = ProcessInfo.processInfo.environment["MEMTOOL"], !path.isEmpty { return URL(fileURLWithPath: path) }
         var dir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
         for _ in 0..<3 {
@@ -18,15 +18,15 @@ enum Tools {
         return root.appendingPathComponent(".build/debug/memtool")
     }()
 
-    struct Result {
-        var status: Int32
-        var stdout: String
-        var stderr: String
+    package struct Result {
+        package var status: Int32
+        package var stdout: String
+        package var stderr: String
     }
 
     /// Runs `executable` with `arguments` to completion.
     @discardableResult
-    static func run(_ executable: URL, _ arguments: [String]) throws -> Result {
+    package static func run(_ executable: URL, _ arguments: [String]) throws -> Result {
         let process = Process()
         process.executableURL = executable
         process.arguments = arguments
@@ -49,14 +49,9 @@ enum Tools {
                       stderr: String(decoding: errData, as: UTF8.self))
     }
 
-    static func memtool(_ arguments: String...) throws -> Result { try run(memtool, arguments) }
+    package static func memtool(_ arguments: String...) throws -> Result { try run(memtool, arguments) }
 
-    static func python(_ arguments: [String]) throws -> Result {
+    package static func python(_ arguments: [String]) throws -> Result {
         try run(URL(fileURLWithPath: "/usr/bin/env"), ["python3"] + arguments)
     }
-}
-
-/// Little-endian bfloat16 bytes as Float, by bit shifting (independent of the store's kernels).
-func floatsFromBF16(_ bytes: [UInt8]) -> [Float] {
-    stride(from: 0, to: bytes.count, by: 2).map { Float(bitPattern: (UInt32(bytes[$0]) | UInt32(bytes[$0 + 1]) << 8) << 16) }
 }

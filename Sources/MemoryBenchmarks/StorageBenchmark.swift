@@ -1,4 +1,6 @@
 import Foundation
+import _MemorySupport
+import MemoryStore
 
 /// Measures the storage layer on synthetic N(0, 0.02) rows: import speed, compression, decode
 /// speed, and warm random single-row reads against a flat mmap'd file in the same run.
@@ -111,9 +113,4 @@ public struct StorageBenchmark {
             flatRowReadsPerSecond: Double(picks.count) / flatTime.seconds,
             uncachedRowReadsPerSecond: Double(uncachedReads) / uncachedTime.seconds)
     }
-}
-
-extension Duration {
-    /// The duration in seconds as a Double.
-    public var seconds: Double { Double(components.seconds) + Double(components.attoseconds) * 1e-18 }
 }

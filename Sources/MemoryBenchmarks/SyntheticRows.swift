@@ -1,4 +1,6 @@
 import Foundation
+import _MemorySupport
+import MemoryFormat
 
 /// Deterministic Gaussian rows for synthetic memories and tests: element `j` of row `i` depends
 /// only on (seed, i, j), so any range of rows can be generated on its own (resumed imports,
@@ -42,54 +44,4 @@ public struct SyntheticRows: Sendable {
     public func bytes(_ range: Range<Int>, as type: ElementType) -> [UInt8] {
         type.encode(floats(range))
     }
-}
-
-/// SplitMix64, the seeded generator behind synthetic data.
-@inline(__always)
-func splitMix(_ state: inout UInt64) -> UInt64 {
-    state &+= 0x9E37_79B9_7F4A_7C15
-    return mix64(state)
-}
-
-/// A seeded, repeatable generator (SplitMix64) for synthetic data and benchmarks.
-public struct SeededGenerator: RandomNumberGenerator, Sendable {
-    public var state: UInt64
-    public init(seed: UInt64) { state = seed }
-    public mutating func next() -> UInt64 { splitMix(&state) }
-
-    /// A uniformly random permutation of `0 ..< count` (Fisher-Yates, so the same on every platform).
-    public mutating func permutation(_ count: Int) -> [Int64] {
-        var p = (0..<Int64(count)).map { $0 }
-        var i = count - 1
-        while i > 0 {
-            let j = Int(next() % UInt64(i + 1))
-            p.swapAt(i, j)
-            i -= 1
-        }
-        return p
-    }
-
-    /// A standard normal draw (Box-Muller).
-    public mutating func normal() -> Float {
-        let u1 = (Double(next() >> 11) + 1) * 0x1p-53
-        let u2 = Double(next() >> 11) * 0x1p-53
-        return Float((-2 * log(u1)).squareRoot() * cos(2 * .pi * u2))
-    }
-}
-
-/// SplitMix64's finaliser: a bijective 64-bit mix.
-@inline(__always)
-func mix64(_ x: UInt64) -> UInt64 {
-    var z = x
-    z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-    z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-    return z ^ (z >> 31)
-}
-
-/// Rounds a Float to bfloat16 (nearest, ties to even), keeping NaN a NaN.
-public func bfloat16Bits(_ x: Float) -> UInt16 {
-    let bits = x.bitPattern
-    if x.isNaN { return UInt16(bits >> 16) | 0x40 }
-    let rounding = 0x7FFF + ((bits >> 16) & 1)
-    return UInt16((bits &+ rounding) >> 16)
 }

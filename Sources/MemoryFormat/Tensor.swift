@@ -1,18 +1,20 @@
+import _MemorySupport
+
 /// A named dense tensor kept beside the value table: keys, cores, projectors, maps, dictionaries.
 public struct Tensor: Sendable, Equatable {
-    public var dtype: TensorDType
+    public var dtype: ElementType
     public var shape: [Int]
     /// Little-endian row-major element bytes.
     public var bytes: [UInt8]
 
-    public init(dtype: TensorDType, shape: [Int], bytes: [UInt8]) throws {
+    public init(dtype: ElementType, shape: [Int], bytes: [UInt8]) throws {
         guard shape.allSatisfy({ $0 >= 0 }) else { throw StoreError.invalidArgument("tensor shape \(shape) has a negative extent") }
         let (count, overflow) = shape.reduce((1, false)) { acc, d in
             let (p, o) = acc.0.multipliedReportingOverflow(by: d); return (p, acc.1 || o)
         }
         guard !overflow, count.multipliedReportingOverflow(by: dtype.size).overflow == false,
               count * dtype.size == bytes.count else {
-            throw StoreError.invalidArgument("tensor of shape \(shape) and dtype \(dtype.rawValue) needs \(overflow ? "too many" : String(count * dtype.size)) bytes, got \(bytes.count)")
+            throw StoreError.invalidArgument("tensor of shape \(shape) and dtype \(dtype.safetensorsName) needs \(overflow ? "too many" : String(count * dtype.size)) bytes, got \(bytes.count)")
         }
         self.dtype = dtype
         self.shape = shape
@@ -31,12 +33,8 @@ public struct Tensor: Sendable, Equatable {
         var out = [Float](repeating: 0, count: elementCount)
         try bytes.withUnsafeBytes { src in
             try out.withUnsafeMutableBufferPointer { dst in
-                switch dtype {
-                case .f32: _ = src.copyBytes(to: UnsafeMutableRawBufferPointer(dst))
-                case .f16: RowKernels.convert(src.baseAddress!, type: .f16, count: dst.count, into: dst.baseAddress!)
-                case .bf16: RowKernels.convert(src.baseAddress!, type: .bf16, count: dst.count, into: dst.baseAddress!)
-                default: throw StoreError.invalidArgument("tensor dtype \(dtype.rawValue) is not floating point")
-                }
+                guard dtype.isFloatingPoint else { throw StoreError.invalidArgument("tensor dtype \(dtype.safetensorsName) is not floating point") }
+                if !dst.isEmpty { dtype.convert(src.baseAddress!, count: dst.count, into: dst.baseAddress!) }
             }
         }
         return out
@@ -50,19 +48,19 @@ public struct Tensor: Sendable, Equatable {
             case .i32: (0..<elementCount).map { Int64(Int32(littleEndian: src.loadUnaligned(fromByteOffset: 4 * $0, as: Int32.self))) }
             case .u8: src.map { Int64($0) }
             case .i8: src.map { Int64(Int8(bitPattern: $0)) }
-            default: throw StoreError.invalidArgument("tensor dtype \(dtype.rawValue) is not an integer type")
+            default: throw StoreError.invalidArgument("tensor dtype \(dtype.safetensorsName) is not an integer type")
             }
         }
     }
 
     // MARK: Record encoding (Spec/FORMAT.md, "Tensors")
 
-    static let magic: UInt32 = 0x3154_4B50  // "PKT1"
-    static let maxRank = 8
+    package static let magic: UInt32 = 0x3154_4B50  // "PKT1"
+    package static let maxRank = 8
 
     /// The stored record of this tensor under `name` (format version 3: the checksum covers
     /// the name, header and shape as well as the data).
-    func record(name: String) -> [UInt8] {
+    package func record(name: String) -> [UInt8] {
         var out = [UInt8]()
         out.reserveCapacity(16 + 8 * shape.count + bytes.count)
         func put<T: FixedWidthInteger>(_ v: T) { withUnsafeBytes(of: v.littleEndian) { out.append(contentsOf: $0) } }
@@ -82,7 +80,7 @@ public struct Tensor: Sendable, Equatable {
     /// before version 3, XXH64 of the data; from version 3, XXH64 of the data seeded with the
     /// XXH64 of the name, the first 8 header bytes and the extents, so that a flipped name,
     /// dtype or extent fails it too.
-    static func checksum(record r: UnsafeRawBufferPointer, dataStart: Int, name: String, version: Int) -> UInt64 {
+    package static func checksum(record r: UnsafeRawBufferPointer, dataStart: Int, name: String, version: Int) -> UInt64 {
         let data = UnsafeRawBufferPointer(rebasing: r[dataStart...])
         guard version >= 3 else { return XXH64.hash(data) }
         var described = Array(name.utf8)
@@ -92,11 +90,11 @@ public struct Tensor: Sendable, Equatable {
     }
 
     /// Decodes the record stored under `name` in a store of format `version`.
-    static func decode(record r: UnsafeRawBufferPointer, name: String, version: Int) throws -> Tensor {
+    package static func decode(record r: UnsafeRawBufferPointer, name: String, version: Int) throws -> Tensor {
         func corrupt(_ why: String) -> StoreError { .corruptTensor(name: name, reason: why) }
         guard r.count >= 16 else { throw corrupt("record is \(r.count) bytes, shorter than its header") }
         guard r.loadUnaligned(as: UInt32.self).littleEndian == magic else { throw corrupt("bad magic") }
-        guard let dtype = TensorDType(code: r[4]) else { throw corrupt("unknown dtype code \(r[4])") }
+        guard let dtype = ElementType(code: r[4]) else { throw corrupt("unknown dtype code \(r[4])") }
         let rank = Int(r[5])
         guard rank <= maxRank else { throw corrupt("rank \(rank) exceeds \(maxRank)") }
         guard r.count >= 16 + 8 * rank else { throw corrupt("shape is truncated") }
@@ -113,9 +111,9 @@ public struct Tensor: Sendable, Equatable {
         }
         let dataStart = 16 + 8 * rank
         let (needed, overflow) = count.multipliedReportingOverflow(by: dtype.size)
-        guard !overflow else { throw corrupt("shape \(shape) of \(dtype.rawValue) overflows") }
+        guard !overflow else { throw corrupt("shape \(shape) of \(dtype.safetensorsName) overflows") }
         guard r.count - dataStart == needed else {
-            throw corrupt("holds \(r.count - dataStart) data bytes, shape \(shape) of \(dtype.rawValue) needs \(needed)")
+            throw corrupt("holds \(r.count - dataStart) data bytes, shape \(shape) of \(dtype.safetensorsName) needs \(needed)")
         }
         guard Self.checksum(record: r, dataStart: dataStart, name: name, version: version) == checksum else {
             throw corrupt(version >= 3 ? "checksum of its name, header and data does not match" : "checksum mismatch")

@@ -1,8 +1,8 @@
-@_spi(Fuzzing) import MemoryStore
-@_spi(Fuzzing) import TensorFiles
+import MemoryStore
+import TensorFiles
 
 /// The decoders a fuzzer drives, by corpus name.
-let fuzzTargets: [String: @Sendable (UnsafeRawBufferPointer) -> Void] = [
+package let fuzzTargets: [String: @Sendable (UnsafeRawBufferPointer) -> Void] = [
     "shard": DecoderFuzzing.shard,
     "manifest": DecoderFuzzing.manifest,
     "tensor": DecoderFuzzing.tensorRecord,
@@ -11,6 +11,6 @@ let fuzzTargets: [String: @Sendable (UnsafeRawBufferPointer) -> Void] = [
 ]
 
 /// One valid input per target (`shard` has one per codec).
-func seedInputs() throws -> [String: [UInt8]] {
+package func seedInputs() throws -> [String: [UInt8]] {
     try DecoderFuzzing.seeds().merging(TensorFileFuzzing.seeds()) { a, _ in a }
 }
