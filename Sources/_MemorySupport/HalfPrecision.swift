@@ -4,7 +4,7 @@ package enum HalfPrecision {
     package static let f16Table: [Float] = (0..<65536).map { Float(Float16(bitPattern: UInt16($0))) }
 
     /// Rounds a Float to bfloat16 (nearest, ties to even), keeping NaN a NaN.
-    @inline(__always)
+    @inlinable @inline(__always)
     package static func bfloat16Bits(_ x: Float) -> UInt16 {
         let bits = x.bitPattern
         if x.isNaN { return UInt16(bits >> 16) | 0x40 }
@@ -13,11 +13,13 @@ package enum HalfPrecision {
     }
 
     /// `count` bf16 elements at `source` as Float.
+    @inlinable
     package static func widenBFloat16(_ source: UnsafePointer<UInt16>, count: Int, into out: UnsafeMutablePointer<Float>) {
         for i in 0..<count { out[i] = Float(bitPattern: UInt32(source[i]) << 16) }
     }
 
     /// `count` f16 elements at `source` as Float.
+    @inlinable
     package static func widenFloat16(_ source: UnsafePointer<UInt16>, count: Int, into out: UnsafeMutablePointer<Float>) {
         f16Table.withUnsafeBufferPointer { t in
             for i in 0..<count { out[i] = t[Int(source[i])] }

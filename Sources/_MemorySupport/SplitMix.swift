@@ -1,7 +1,7 @@
 import Foundation
 
 /// SplitMix64's finaliser: a bijective 64-bit mix (also the keyed addressing's hash).
-@inline(__always)
+@inlinable @inline(__always)
 package func mix64(_ x: UInt64) -> UInt64 {
     var z = x
     z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
@@ -10,7 +10,7 @@ package func mix64(_ x: UInt64) -> UInt64 {
 }
 
 /// One step of SplitMix64, the seeded generator behind synthetic data.
-@inline(__always)
+@inlinable @inline(__always)
 package func splitMix(_ state: inout UInt64) -> UInt64 {
     state &+= 0x9E37_79B9_7F4A_7C15
     return mix64(state)

@@ -1,21 +1,22 @@
 /// XXH64 (seed 0), the checksum of shards and tensors (Spec/FORMAT.md, "Checksums").
 package enum XXH64 {
-    private static let p1: UInt64 = 0x9E37_79B1_85EB_CA87
-    private static let p2: UInt64 = 0xC2B2_AE3D_27D4_EB4F
-    private static let p3: UInt64 = 0x1656_67B1_9E37_79F9
-    private static let p4: UInt64 = 0x85EB_CA77_C2B2_AE63
-    private static let p5: UInt64 = 0x27D4_EB2F_1656_67C5
+    @usableFromInline static let p1: UInt64 = 0x9E37_79B1_85EB_CA87
+    @usableFromInline static let p2: UInt64 = 0xC2B2_AE3D_27D4_EB4F
+    @usableFromInline static let p3: UInt64 = 0x1656_67B1_9E37_79F9
+    @usableFromInline static let p4: UInt64 = 0x85EB_CA77_C2B2_AE63
+    @usableFromInline static let p5: UInt64 = 0x27D4_EB2F_1656_67C5
 
-    @inline(__always) private static func rotl(_ x: UInt64, _ r: UInt64) -> UInt64 { (x << r) | (x >> (64 &- r)) }
+    @inlinable @inline(__always) static func rotl(_ x: UInt64, _ r: UInt64) -> UInt64 { (x << r) | (x >> (64 &- r)) }
 
-    @inline(__always) private static func round(_ acc: UInt64, _ input: UInt64) -> UInt64 {
+    @inlinable @inline(__always) static func round(_ acc: UInt64, _ input: UInt64) -> UInt64 {
         rotl(acc &+ input &* p2, 31) &* p1
     }
 
-    @inline(__always) private static func merge(_ acc: UInt64, _ val: UInt64) -> UInt64 {
+    @inlinable @inline(__always) static func merge(_ acc: UInt64, _ val: UInt64) -> UInt64 {
         (acc ^ round(0, val)) &* p1 &+ p4
     }
 
+    @inlinable
     package static func hash(_ bytes: UnsafeRawBufferPointer, seed: UInt64 = 0) -> UInt64 {
         let n = bytes.count
         guard let base = bytes.baseAddress else { return avalanche(seed &+ p5) }
@@ -54,7 +55,7 @@ package enum XXH64 {
         return avalanche(h)
     }
 
-    @inline(__always) private static func avalanche(_ x: UInt64) -> UInt64 {
+    @inlinable @inline(__always) static func avalanche(_ x: UInt64) -> UInt64 {
         var h = x
         h ^= h >> 33; h = h &* p2
         h ^= h >> 29; h = h &* p3

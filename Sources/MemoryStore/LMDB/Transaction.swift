@@ -59,6 +59,20 @@ final class ReadTransaction {
         mdb_stat(handle, dbi, &s)
         return Int(s.ms_entries)
     }
+
+    /// Calls `body` with every key and value of database `dbi` (0 is LMDB's free list), in key
+    /// order. The buffers point into the map: they must not escape `body`.
+    func forEachEntry(_ dbi: MDB_dbi, _ body: (_ key: UnsafeRawBufferPointer, _ value: UnsafeRawBufferPointer) throws -> Void) throws {
+        var cursor: OpaquePointer?
+        try check(mdb_cursor_open(handle, dbi, &cursor))
+        defer { mdb_cursor_close(cursor) }
+        var k = MDB_val(), v = MDB_val()
+        var op = MDB_FIRST
+        while mdb_cursor_get(cursor, &k, &v, op) == 0 {
+            try body(UnsafeRawBufferPointer(start: k.mv_data, count: k.mv_size), UnsafeRawBufferPointer(start: v.mv_data, count: v.mv_size))
+            op = MDB_NEXT
+        }
+    }
 }
 
 /// A write transaction, valid only inside `Environment.write`.

@@ -78,28 +78,17 @@ extension Store {
         let fileBytes = fileSize(atPath: path)
         return try env.read { txn in
             let s = env.stat(env.shards, in: txn)
-            var cursor: OpaquePointer?
-            try check(mdb_cursor_open(txn.handle, env.shards, &cursor))
-            defer { mdb_cursor_close(cursor) }
-            var k = MDB_val(), v = MDB_val()
-            var op = MDB_FIRST
             var total = 0, smallest = Int.max, largest = 0, count = 0
-            while mdb_cursor_get(cursor, &k, &v, op) == 0 {
-                total += v.mv_size
-                smallest = min(smallest, v.mv_size)
-                largest = max(largest, v.mv_size)
+            try txn.forEachEntry(env.shards) { _, blob in
+                total += blob.count
+                smallest = min(smallest, blob.count)
+                largest = max(largest, blob.count)
                 count += 1
-                op = MDB_NEXT
             }
             // LMDB's free list is database 0; each record is a page-number list led by its length.
             var freePages = 0
-            var freeCursor: OpaquePointer?
-            try check(mdb_cursor_open(txn.handle, 0, &freeCursor))
-            defer { mdb_cursor_close(freeCursor) }
-            op = MDB_FIRST
-            while mdb_cursor_get(freeCursor, &k, &v, op) == 0 {
-                if v.mv_size >= MemoryLayout<Int>.size { freePages += v.mv_data.loadUnaligned(as: Int.self) }
-                op = MDB_NEXT
+            try txn.forEachEntry(0) { _, list in
+                if list.count >= MemoryLayout<Int>.size { freePages += list.loadUnaligned(as: Int.self) }
             }
             var pages = 0
             for dbi in [env.meta, env.tensors, env.shards] {

@@ -63,19 +63,11 @@ public struct VirtualAddress: Sendable {
         repeat {
             var left = x >> h, right = x & mask
             for round in 0..<UInt64(4) {
-                let f = mix(key ^ (round &* 0x9E37_79B9_7F4A_7C15) ^ right) & mask
+                let f = mix64(key ^ (round &* 0x9E37_79B9_7F4A_7C15) ^ right) & mask
                 (left, right) = (right, left ^ f)
             }
             x = (left << h) | right
         } while x >= UInt64(virtualSlots)
         return Int(x)
-    }
-
-    @inline(__always)
-    private func mix(_ value: UInt64) -> UInt64 {
-        var z = value
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }

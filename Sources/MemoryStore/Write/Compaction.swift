@@ -71,7 +71,7 @@ public enum Compaction {
         var options = StoreWriter.Options()
         options.createdBy = source.manifest.createdBy
         let writer = try StoreWriter.create(at: path, layout: layout, metadata: source.manifest.metadata, options: options)
-        for name in try source.tensorNames() where name != Store.dictionaryTensor {
+        for name in try source.tensorNames() where name != StoredRecords.dictionaryTensor {
             try writer.putTensor(name, source.tensor(named: name))
         }
         for (name, bytes) in try source.records() { try writer.putRecord(name, bytes) }

@@ -68,18 +68,12 @@ final class RawRowIndex: @unchecked Sendable {
     }
 
     private func learnEveryShard(through txn: ReadTransaction, shards: MDB_dbi) throws {
-        var cursor: OpaquePointer?
-        try check(mdb_cursor_open(txn.handle, shards, &cursor))
-        defer { mdb_cursor_close(cursor) }
-        var k = MDB_val(), v = MDB_val()
-        var op = MDB_FIRST
-        while mdb_cursor_get(cursor, &k, &v, op) == 0 {
-            op = MDB_NEXT
-            guard k.mv_size == 8 else { continue }
-            let index = Int(truncatingIfNeeded: UInt64(bigEndian: k.mv_data.loadUnaligned(as: UInt64.self)))
+        try txn.forEachEntry(shards) { key, value in
+            guard key.count == 8 else { return }
+            let index = Int(truncatingIfNeeded: UInt64(bigEndian: key.loadUnaligned(as: UInt64.self)))
             guard index >= 0, index < shardCount,
-                  v.mv_size == ShardCodec.checkedRawBlobSize(rows: layout.rowRange(ofShard: index).count, layout: layout) else { continue }
-            blobs[index].store(Int(bitPattern: v.mv_data) + ShardCodec.headerSize, ordering: .relaxed)
+                  value.count == ShardCodec.checkedRawBlobSize(rows: layout.rowRange(ofShard: index).count, layout: layout) else { return }
+            blobs[index].store(Int(bitPattern: value.baseAddress!) + ShardCodec.headerSize, ordering: .relaxed)
         }
     }
 
@@ -118,12 +112,7 @@ final class RawRowIndex: @unchecked Sendable {
     @inline(__always)
     func verify(_ p: UnsafeRawPointer, row: Int) throws {
         if isChecked(row) { return }
-        let stored = UInt64(littleEndian: p.loadUnaligned(fromByteOffset: layout.rowBytes, as: UInt64.self))
-        guard XXH64.hash(UnsafeRawBufferPointer(start: p, count: layout.rowBytes), seed: UInt64(row)) == stored else {
-            let shard = shard(ofRow: row)
-            throw StoreError.corruptShard(shard: shard, rows: layout.rowRange(ofShard: shard),
-                                          reason: "row \(row) does not match its checksum")
-        }
+        try ShardCodec.checkRow(at: p, row: row, shard: shard(ofRow: row), layout: layout)
         checked?.insert(row)
     }
 }

@@ -1,0 +1,117 @@
+import _MemorySupport
+
+/// The fused lookup-reduce: the selected rows' weighted sums, then the projectors.
+extension ProductKeyIndex {
+    /// The reduced output `[batch, d_out]` for a batch of queries, plus the search result.
+    ///
+    /// All selected rows of a block of queries go to `values` in one `gatherReduce`, grouped per
+    /// (query, projector), so each shard is read once per block; then each query's per-projector
+    /// sums are multiplied by the projectors.
+    public func lookup(queries: [Float], batch: Int, values: some ValueRows) throws -> (output: [Float], search: SearchResult) {
+        let found = try search(queries: queries, batch: batch)
+        return (try reduce(found, values: values), found)
+    }
+
+    /// The lookup-reduce half of `lookup`: the output `[batch, d_out]` of already selected slots.
+    public func reduce(_ found: SearchResult, values: some ValueRows) throws -> [Float] {
+        let c = config, batch = found.batch
+        guard values.dim == c.valueDim, values.rowCount == c.physicalRows else {
+            throw RetrievalError.invalidConfig(field: "physicalRows",
+                                               reason: "the value table is \(values.rowCount) x \(values.dim), the layer needs \(c.physicalRows) x \(c.valueDim)")
+        }
+        var output = [Float](repeating: 0, count: batch * c.outputDim)
+        let failure = FirstError()
+        found.indices.withUnsafeBufferPointer { idx in
+            found.weights.withUnsafeBufferPointer { w in
+                output.withUnsafeMutableBufferPointer { out in
+                    nonisolated(unsafe) let (idx, w, out) = (idx, w, out)
+                    forEachBlock(batch) { range in
+                        do { try reduceBlock(range, idx, w, values, out) } catch { failure.record(error) }
+                    }
+                }
+            }
+        }
+        if let error = failure.error { throw error }
+        return output
+    }
+
+    private func reduceBlock(_ range: Range<Int>, _ indices: UnsafeBufferPointer<Int>, _ weights: UnsafeBufferPointer<Float>,
+                             _ values: some ValueRows, _ output: UnsafeMutableBufferPointer<Float>) throws {
+        let c = config, perQuery = c.heads * c.topK, slots = range.count * perQuery
+        var scratch = reducePool.withLock { $0.popLast() } ?? ReduceScratch()
+        defer { reducePool.withLock { $0.append(scratch) } }
+        scratch.reserve(slots: slots, cores: c.cores, groups: range.count * c.expansion, accumulators: range.count * c.expansion * c.valueDim)
+        let first = range.lowerBound * perQuery
+        // E = 1: slot k of the block adds into query k / (H·k); those targets are the same for
+        // every block, so they are written once. Identity addressing then reads the slots and
+        // weights where the search left them.
+        if c.expansion == 1 && scratch.bagTargets < slots {
+            for k in scratch.bagTargets..<slots { scratch.targets[k] = k / perQuery }
+            scratch.bagTargets = slots
+        }
+        let rowsInPlace = c.expansion == 1 && c.addressing == .identity
+        try scratch.rows.withUnsafeMutableBufferPointer { rows in
+            try scratch.targets.withUnsafeMutableBufferPointer { targets in
+                try scratch.weights.withUnsafeMutableBufferPointer { w in
+                    if c.expansion == 1 {
+                        if !rowsInPlace {
+                            for k in 0..<slots { rows[k] = address.address(of: indices[first + k]).row }
+                        }
+                    } else {
+                        // Rows grouped by (query, projector), so that the kernel sums each group in
+                        // registers: a counting sort by target.
+                        let groups = range.count * c.expansion
+                        scratch.groupStart.withUnsafeMutableBufferPointer { start in
+                            scratch.addressed.withUnsafeMutableBufferPointer { addressed in
+                                for g in 0...groups { start[g] = 0 }
+                                for k in 0..<slots {
+                                    let (row, p) = address.address(of: indices[first + k])
+                                    addressed[k] = (row, (k / perQuery) * c.expansion + p)
+                                    start[addressed[k].target + 1] += 1
+                                }
+                                for g in 0..<groups { start[g + 1] += start[g] }
+                                for k in 0..<slots {
+                                    let (row, target) = addressed[k], to = start[target]
+                                    start[target] += 1
+                                    rows[to] = row
+                                    targets[to] = target
+                                    for t in 0..<c.cores { w[to * c.cores + t] = weights[(first + k) * c.cores + t] }
+                                }
+                            }
+                        }
+                    }
+                    try scratch.accumulators.withUnsafeMutableBufferPointer { a in
+                        let count = range.count * c.expansion * c.valueDim
+                        for e in 0..<count { a[e] = 0 }
+                        try values.gatherReduce(indices: rowsInPlace ? UnsafeBufferPointer(rebasing: indices[first..<(first + slots)])
+                                                                : UnsafeBufferPointer(rebasing: rows[0..<slots]),
+                                                weights: c.expansion == 1 ? UnsafeBufferPointer(rebasing: weights[(first * c.cores)..<((first + slots) * c.cores)])
+                                                            : UnsafeBufferPointer(rebasing: w[0..<(slots * c.cores)]), chunks: c.cores,
+                                                targets: UnsafeBufferPointer(rebasing: targets[0..<slots]),
+                                                into: UnsafeMutableBufferPointer(rebasing: a[0..<count]))
+                    }
+                }
+            }
+        }
+        let acc = scratch.accumulators
+        for b in range {
+            let out = output.baseAddress! + b * c.outputDim
+            let accB = (b - range.lowerBound) * c.expansion * c.valueDim
+            guard let projectors = tensors.projectors else {
+                for j in 0..<c.valueDim { out[j] = acc[accB + j] }
+                continue
+            }
+            // out += acc[p] (v) x projectors[p] (v x d_out), row by row of the projector.
+            projectors.withUnsafeBufferPointer { proj in
+                for p in 0..<c.expansion {
+                    for i in 0..<c.valueDim {
+                        let a = acc[accB + p * c.valueDim + i]
+                        if a == 0 { continue }
+                        let prow = proj.baseAddress! + (p * c.valueDim + i) * c.outputDim
+                        for j in 0..<c.outputDim { out[j] += a * prow[j] }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,64 @@
+import Foundation
+
+/// Prefetching for batches that read from storage.
+extension Store {
+    /// Asks the kernel to start reading what the batch needs of every shard that is neither
+    /// cached nor resident, so a cold batch waits for many reads at once instead of faulting each
+    /// page in turn (the map is opened with `MDB_NORDAHEAD`): the pages of each row for raw
+    /// shards of version 3 (whose rows are checked one by one), whole blobs otherwise, read into
+    /// the page cache without mapping them when ``blobs`` reads compressed shards. Touches only
+    /// the B-tree pages that locate the blobs.
+    func prefetchUncachedShards(_ order: [UInt64], packed: Bool, indices: UnsafeBufferPointer<Int>,
+                                        context: ReaderContext) throws {
+        let rowStride = manifest.formatVersion >= 3 ? layout.rowBytes + ShardCodec.rowChecksumSize : nil
+        func row(_ k: Int) -> Int { packed ? Int(order[k] >> 24) : indices[Int(order[k])] }
+        var i = 0
+        while i < order.count {
+            let shard = row(i) / layout.rowsPerShard
+            let group = i
+            while i < order.count && row(i) / layout.rowsPerShard == shard { i += 1 }
+            if layout.codec == .zstd && cache.contains(shard) { continue }
+            try withShardKey(shard) { k in
+                try context.transaction.withValue(env.shards, key: k) { blob in
+                    guard let blob, let start = blob.baseAddress.map({ Int(bitPattern: $0) }) else { return }
+                    if layout.codec == .zstd, let blobs {
+                        blobs.willNeed(blob)
+                    } else if layout.codec == .raw, let rowStride {
+                        for k in group..<i {
+                            let at = start + ShardCodec.headerSize + (row(k) - shard * layout.rowsPerShard) * rowStride
+                            adviseWillNeed(at, at + rowStride)
+                        }
+                    } else {
+                        adviseWillNeed(start, start + blob.count)
+                    }
+                }
+            }
+        }
+    }
+
+    /// This thread's storage reads so far when this call should find out whether batches read
+    /// from storage (which decides whether they prefetch), else nil: every batch of 1,024 rows
+    /// or more, every batch while they do, and every 16th smaller one otherwise. Asking costs
+    /// two system calls, as much as reducing a hundred rows from memory.
+    func sampleStorageReads(rows: Int) -> Int? {
+        let sample = rows >= 1024 || readingFromDisk.load(ordering: .relaxed)
+            || smallBatches.wrappingAdd(1, ordering: .relaxed).oldValue % 16 == 0
+        return sample ? storageReads() : nil
+    }
+}
+
+/// Asks the kernel to start reading the mapped pages holding addresses `start..<end` (`MADV_WILLNEED`).
+func adviseWillNeed(_ start: Int, _ end: Int) {
+    let first = start & ~(pageSize - 1)
+    _ = madvise(UnsafeMutableRawPointer(bitPattern: first), end - first, MADV_WILLNEED)
+}
+
+private let pageSize = Int(sysconf(Int32(_SC_PAGESIZE)))
+
+/// Reads from storage by the calling thread so far: major page faults (through the map) plus
+/// blocks read (by `pread`, or readahead it started).
+func storageReads() -> Int {
+    var usage = rusage()
+    getrusage(1, &usage)  // RUSAGE_THREAD, which Glibc does not export to Swift
+    return usage.ru_majflt + usage.ru_inblock
+}

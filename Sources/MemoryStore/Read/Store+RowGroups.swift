@@ -1,0 +1,136 @@
+import CGatherKernel
+
+extension Store {
+    /// Calls `visit` with the stored bytes of the rows at `indices`, a group at a time: the
+    /// group's row pointers, valid only during the call, and the positions in `indices` they
+    /// stand for. Throws, naming the row, for an index outside the readable rows, and, naming
+    /// shard and row, for damaged data.
+    func forEachRowGroup(_ indices: UnsafeBufferPointer<Int>,
+                         _ visit: (RowGroup) throws -> Void) throws {
+        let readable = readableRows
+        for r in indices where r < 0 || r >= readable {
+            if r >= readable && r < layout.rows { throw StoreError.incomplete(rowsCommitted: state.rowsCommitted, rows: layout.rows) }
+            throw StoreError.rowOutOfRange(row: r, rows: layout.rows)
+        }
+        guard !indices.isEmpty else { return }
+        let scratch = rowScratch.take(count: rawRows == nil ? indices.count : min(indices.count, Self.rawGroupRows))
+        defer { rowScratch.give(scratch) }
+        if let rawRows { return try forEachRawRow(indices, rawRows, scratch, visit) }
+        try forEachShardGroup(indices, scratch, visit)
+    }
+
+    /// Rows through ``RawRowIndex``, in the order given, in groups of ``rawGroupRows``: no
+    /// grouping by shard is needed to read rows in place, and a group's pointers, positions and
+    /// indices stay in the core's caches. When batches read from storage, the kernel is first
+    /// asked for every row's pages, so the reads queue up instead of faulting one at a time.
+    private func forEachRawRow(_ indices: UnsafeBufferPointer<Int>, _ index: RawRowIndex, _ scratch: RowScratch,
+                               _ visit: (RowGroup) throws -> Void) throws {
+        var context: ReaderContext?
+        defer { if let context { contexts.release(context) } }
+        let pointers = scratch.pointers
+        func locate(_ k: Int) throws -> UnsafeRawPointer {
+            let r = indices[k], shard = index.shard(ofRow: r)
+            if let known = index.rows(ofShard: shard) { return index.location(ofRow: r, shard: shard, shardRows: known) }
+            if context == nil { context = try contexts.acquire() }
+            let learned = try index.learn(shard: shard, through: context!.transaction, shards: env.shards)
+            return index.location(ofRow: r, shard: shard, shardRows: learned)
+        }
+        let readsBefore = sampleStorageReads(rows: indices.count)
+        if indices.count > 1 && readingFromDisk.load(ordering: .relaxed) {
+            for k in 0..<indices.count {
+                let p = Int(bitPattern: try locate(k))
+                adviseWillNeed(p, p + index.stride)
+            }
+        }
+        var start = 0
+        while start < indices.count {
+            let n = min(indices.count - start, Self.rawGroupRows)
+            var unchecked = false
+            for k in 0..<n {
+                pointers[k] = try locate(start + k)
+                unchecked = unchecked || (checksRows && !index.isChecked(indices[start + k]))
+            }
+            // Rows not yet checked are hashed with the rows ahead of them already on their way
+            // (the kernel then finds them in the cache), not one cache miss at a time.
+            if unchecked {
+                for k in 0..<n where !index.isChecked(indices[start + k]) {
+                    if k + Self.checkAhead < n { pkm_prefetch(pointers[k + Self.checkAhead], index.stride) }
+                    try index.verify(pointers[k]!, row: indices[start + k])
+                }
+            }
+            try visit(RowGroup(rows: UnsafeBufferPointer(rebasing: pointers[0..<n]), positions: nil, first: start))
+            start += n
+        }
+        if let readsBefore { readingFromDisk.store(storageReads() > readsBefore, ordering: .relaxed) }
+    }
+
+    /// Rows per kernel call on the raw path: their pointers, positions and indices (24 bytes a
+    /// row) fit in a core's L1 and L2 caches beside the rows in flight.
+    package static let rawGroupRows = 2048
+
+    /// How far ahead of the row being checked rows are prefetched.
+    static let checkAhead = 8
+
+    /// One group per shard, in storage order; each shard decoded (or read) once.
+    private func forEachShardGroup(_ indices: UnsafeBufferPointer<Int>, _ scratch: RowScratch,
+                                   _ visit: (RowGroup) throws -> Void) throws {
+        let perShard = layout.rowsPerShard
+        // Sort (row, position) packed in one word: rows < 2^40 (Spec/FORMAT.md limits), positions < 2^24.
+        let packed = indices.count < 1 << 24
+        let order: [UInt64] = packed
+            ? indices.enumerated().map { UInt64($0.element) << 24 | UInt64($0.offset) }.sorted()
+            : indices.indices.sorted { indices[$0] < indices[$1] }.map { UInt64($0) }
+        // A read transaction is taken only when a shard is not in the cache.
+        var context: ReaderContext?
+        defer { if let context { contexts.release(context) } }
+        let readsBefore = sampleStorageReads(rows: indices.count)
+        if order.count > 1 && readingFromDisk.load(ordering: .relaxed) {
+            context = try contexts.acquire()
+            try prefetchUncachedShards(order, packed: packed, indices: indices, context: context!)
+        }
+        defer { if let readsBefore { readingFromDisk.store(storageReads() > readsBefore, ordering: .relaxed) } }
+        let pointers = scratch.pointers, positions = scratch.positions
+        var i = 0
+        var hits = 0, misses = 0
+        while i < order.count {
+            let first = packed ? Int(order[i] >> 24) : indices[Int(order[i])]
+            let shard = first / perShard
+            let shardStart = shard * perShard
+            func visitGroup(_ rows: ShardRows) throws {
+                var n = 0
+                while i < order.count {
+                    let position = packed ? Int(order[i] & 0xFF_FFFF) : Int(order[i])
+                    let row = indices[position]
+                    if row / perShard != shard { break }
+                    pointers[n] = try rows.row(row - shardStart, shard: shard, layout: layout)
+                    positions[n] = position
+                    n += 1
+                    i += 1
+                }
+                try visit(RowGroup(rows: UnsafeBufferPointer(rebasing: pointers[0..<n]),
+                                   positions: UnsafeBufferPointer(rebasing: positions[0..<n]), first: 0))
+            }
+            if layout.codec == .zstd, let cached = cache.lookup(shard) {
+                hits += 1
+                try cached.withBytes { try visitGroup(ShardRows(decoded: $0.baseAddress!, rowBytes: layout.rowBytes)) }
+                continue
+            }
+            misses += 1
+            if context == nil { context = try contexts.acquire() }
+            try withShard(shard, context: context!) { rows in try visitGroup(rows) }
+        }
+        if layout.codec == .zstd { cache.record(hits: hits, misses: misses) }
+    }
+}
+
+/// Rows handed out by `Store.forEachRowGroup`: pointers to their stored bytes (valid only
+/// during the visit) and the position in the caller's indices each stands for.
+struct RowGroup {
+    let rows: UnsafeBufferPointer<UnsafeRawPointer?>
+    /// Each row's position, or nil when the rows stand for positions `first ..< first + rows.count`.
+    let positions: UnsafeBufferPointer<Int>?
+    let first: Int
+
+    @inline(__always)
+    func position(_ k: Int) -> Int { positions?[k] ?? first + k }
+}

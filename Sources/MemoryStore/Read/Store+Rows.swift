@@ -1,0 +1,149 @@
+import CGatherKernel
+
+/// Reading value rows: single rows, batches converted to Float, and the fused lookup-reduce.
+///
+/// Every read goes through ``forEachRowGroup(_:_:)``, which hands out the stored bytes of the
+/// rows as pointers, a group at a time, for one kernel call per group: for a complete raw table
+/// of version 3, groups of consecutive rows in the order asked (read in place, each row checked
+/// against its checksum the first time it is read after opening); otherwise one group per
+/// shard, in storage order, each shard decoded (or read) once per call.
+extension Store {
+    /// The gather-reduce code this processor runs: `avx2` (AVX2, FMA and F16C) or `portable`.
+    public static var reduceKernel: String { pkm_gather_reduce_uses_avx2() != 0 ? "avx2" : "portable" }
+
+    // MARK: Rows
+
+    /// Row `index` as Float.
+    public func row(_ index: Int) throws -> [Float] {
+        var out = [Float](repeating: 0, count: layout.dim)
+        try out.withUnsafeMutableBufferPointer { try row(index, into: $0) }
+        return out
+    }
+
+    /// Decodes row `index` into the first `dim` floats of `output`, without allocating.
+    public func row(_ index: Int, into output: UnsafeMutableBufferPointer<Float>) throws {
+        let dim = layout.dim
+        guard output.count >= dim else { throw StoreError.invalidArgument("output holds \(output.count) floats, a row has \(dim)") }
+        // A cached shard's row, or a raw row whose shard is located, needs no grouping, scratch or transaction.
+        if index >= 0, index < readableRows {
+            let shard = index / layout.rowsPerShard
+            if let rawRows, let shardRows = rawRows.rows(ofShard: shard) {
+                let p = rawRows.location(ofRow: index, shard: shard, shardRows: shardRows)
+                if checksRows { try rawRows.verify(p, row: index) }
+                layout.elementType.convert(p, count: dim, into: output.baseAddress!)
+                return
+            }
+            if layout.codec == .zstd, let cached = cache.lookup(shard) {
+                cache.record(hits: 1, misses: 0)
+                let offset = (index - shard * layout.rowsPerShard) * layout.rowBytes
+                cached.withBytes { layout.elementType.convert($0.baseAddress! + offset, count: dim, into: output.baseAddress!) }
+                return
+            }
+        }
+        try withUnsafePointer(to: index) { i in
+            try forEachRowGroup(UnsafeBufferPointer(start: i, count: 1)) { group in
+                layout.elementType.convert(group.rows[0]!, count: dim, into: output.baseAddress!)
+            }
+        }
+    }
+
+    /// Decodes the rows at `indices` to Float, row `i` of the output holding `indices[i]`.
+    /// - Complexity: O(n log n) to group rows by shard (none for complete raw tables); each
+    ///   shard is decoded once per call.
+    public func rows(_ indices: [Int], into output: UnsafeMutableBufferPointer<Float>) throws {
+        let dim = layout.dim
+        guard output.count >= indices.count * dim else {
+            throw StoreError.invalidArgument("output holds \(output.count) floats, \(indices.count) rows of \(dim) need \(indices.count * dim)")
+        }
+        let type = layout.elementType
+        try indices.withUnsafeBufferPointer { idx in
+            try forEachRowGroup(idx) { group in
+                for k in 0..<group.rows.count {
+                    type.convert(group.rows[k]!, count: dim, into: output.baseAddress! + group.position(k) * dim)
+                }
+            }
+        }
+    }
+
+    /// Adds the weighted sum of rows to `output`: `output[chunk t] += weights[i*chunks + t] * row(indices[i])[chunk t]`.
+    ///
+    /// The fused lookup-reduce of Spec/RETRIEVAL.md: rows are gathered and summed in one pass
+    /// (``RowKernels/gatherReduce``), nothing of size k x dim is materialised, and accumulation
+    /// is in Float whatever the stored type.
+    /// - Parameters:
+    ///   - chunks: the row splits into this many equal parts, each with its own weight (MCS); 1 for a plain weighted sum.
+    public func gatherReduce(indices: UnsafeBufferPointer<Int>, weights: UnsafeBufferPointer<Float>, chunks: Int = 1,
+                             into output: UnsafeMutableBufferPointer<Float>) throws {
+        let dim = layout.dim
+        guard output.count == dim else { throw StoreError.invalidArgument("output holds \(output.count) floats, rows have \(dim)") }
+        try checkReduce(indices: indices, weights: weights, chunks: chunks)
+        try reduce(indices: indices, weights: weights, chunks: chunks, targets: nil, into: output)
+    }
+
+    /// The batched form: row `i` adds into output row `targets[i]` of `output` (`targets.max + 1` rows of `dim`).
+    /// One call for a whole batch of queries reads each shard once for all of them; runs of
+    /// consecutive rows with the same target are summed in registers.
+    public func gatherReduce(indices: UnsafeBufferPointer<Int>, weights: UnsafeBufferPointer<Float>, chunks: Int,
+                             targets: UnsafeBufferPointer<Int>, into output: UnsafeMutableBufferPointer<Float>) throws {
+        let dim = layout.dim
+        try checkReduce(indices: indices, weights: weights, chunks: chunks)
+        guard targets.count == indices.count else {
+            throw StoreError.invalidArgument("\(targets.count) targets for \(indices.count) rows")
+        }
+        let outputs = output.count / dim
+        guard output.count % dim == 0, targets.allSatisfy({ $0 >= 0 && $0 < outputs }) else {
+            throw StoreError.invalidArgument("targets must index the \(outputs) output rows of \(dim)")
+        }
+        try reduce(indices: indices, weights: weights, chunks: chunks, targets: targets, into: output)
+    }
+
+    /// Convenience over arrays.
+    public func gatherReduce(indices: [Int], weights: [Float], chunks: Int = 1, into output: inout [Float]) throws {
+        try indices.withUnsafeBufferPointer { i in
+            try weights.withUnsafeBufferPointer { w in
+                try output.withUnsafeMutableBufferPointer { try gatherReduce(indices: i, weights: w, chunks: chunks, into: $0) }
+            }
+        }
+    }
+
+    private func checkReduce(indices: UnsafeBufferPointer<Int>, weights: UnsafeBufferPointer<Float>, chunks: Int) throws {
+        let dim = layout.dim
+        guard chunks >= 1, dim % chunks == 0 else {
+            throw StoreError.invalidArgument("row dimension \(dim) does not split into \(chunks) equal chunks")
+        }
+        guard weights.count == indices.count * chunks else {
+            throw StoreError.invalidArgument("\(weights.count) weights for \(indices.count) rows x \(chunks) chunks")
+        }
+    }
+
+    private func reduce(indices: UnsafeBufferPointer<Int>, weights: UnsafeBufferPointer<Float>, chunks: Int,
+                        targets: UnsafeBufferPointer<Int>?, into output: UnsafeMutableBufferPointer<Float>) throws {
+        guard let w = weights.baseAddress, let out = output.baseAddress, !indices.isEmpty else { return }  // no rows: nothing to add
+        let type = layout.elementType, dim = layout.dim
+        try forEachRowGroup(indices) { group in
+            // A group of consecutive positions passes its weights and targets from its first.
+            let first = group.positions == nil ? group.first : 0
+            RowKernels.gatherReduce(group.rows, positions: group.positions, type: type, dim: dim, chunks: chunks,
+                                    weights: w + first * chunks, targets: targets.map { $0.baseAddress! + first }, into: out)
+        }
+    }
+
+    /// Calls `body` with the stored bytes (little-endian elements of `layout.elementType`) of shard `index`.
+    /// The buffer must not escape `body`, and `body` should not read from this store: it holds
+    /// one of the store's limited concurrent reader slots.
+    public func withShardRows<T>(_ index: Int, _ body: (UnsafeRawBufferPointer) throws -> T) throws -> T {
+        guard index >= 0, index < layout.shardCount else {
+            throw StoreError.invalidArgument("shard \(index) is out of range (the table has \(layout.shardCount) shards)")
+        }
+        let rows = layout.rowRange(ofShard: index)
+        guard rows.upperBound <= readableRows else { throw StoreError.incomplete(rowsCommitted: state.rowsCommitted, rows: layout.rows) }
+        if layout.codec == .zstd, let cached = cache.lookup(index) {
+            return try cached.withBytes { try body(UnsafeRawBufferPointer(start: $0.baseAddress!, count: rows.count * layout.rowBytes)) }
+        }
+        let context = try contexts.acquire()
+        defer { contexts.release(context) }
+        return try withShard(index, context: context, contiguous: true) { shard in
+            try body(UnsafeRawBufferPointer(start: shard.base, count: rows.count * layout.rowBytes))
+        }
+    }
+}

@@ -1,0 +1,111 @@
+import _MemorySupport
+import CLMDB
+import Foundation
+import Synchronization
+
+/// A store opened for reading: the manifest, the named tensors and the value table.
+///
+/// Opening checks LMDB's branch and leaf pages (BENCHMARKS.md: 4-7 ms for the 139,520 shards
+/// of a 2^30-slot memory, about 60 ms from a cold page cache) and reads two small records.
+/// Reads are thread-safe and lock-free on LMDB's side; decoded `zstd` shards go through a
+/// shared ``cacheBytes`` budget, `raw` shards are read in place from the map.
+///
+/// ```swift
+/// let store = try Store.open(at: "memory.pkm")
+/// var out = [Float](repeating: 0, count: store.layout.dim)
+/// try store.gatherReduce(indices: [3, 17], weights: [0.25, 0.75], into: &out)
+/// ```
+public final class Store: @unchecked Sendable {
+    // Invariant: every stored property is immutable after init; mutable state lives in the
+    // thread-safe ShardCache, AtomicBitmap and ReaderContextPool.
+    public let path: String
+    public let manifest: Manifest
+    /// Import progress at the time of opening.
+    public let state: ImportState
+    /// How long `open` took.
+    public let openDuration: Duration
+    let env: Environment
+    let cache: ShardCache
+    let dictionary: ZstdDictionary?
+    let checkedRawShards: AtomicBitmap
+    /// Reads compressed blobs, and whole raw shards, from the file instead of the map (raw rows
+    /// are read in place); nil when the map cannot be located.
+    let blobs: BlobReader?
+    /// Direct row access for complete raw tables of version 3; nil otherwise.
+    let rawRows: RawRowIndex?
+    let contexts: ReaderContextPool
+    let decoded = Atomic<Int>(0)
+    let rowScratch = RowScratchPool()
+    /// Whether rows of complete raw tables are checked when first read (``open(at:cacheBytes:checksRows:)``).
+    public let checksRows: Bool
+    /// Whether a recent batch read from storage (see `storageReads`): then batches prefetch.
+    let readingFromDisk = Atomic<Bool>(true)
+    /// Small batches since open, to sample `readingFromDisk` on every 16th (Store+Rows.swift).
+    let smallBatches = Atomic<Int>(0)
+
+    public var layout: TableLayout { manifest.table }
+    /// Readers this store serves at once; more wait, so the environment's slots are never exhausted.
+    public var readerSlotLimit: Int { contexts.maxConcurrent }
+    public var isComplete: Bool { state.complete }
+    /// Rows that can be read: all of them once complete, the committed prefix otherwise.
+    public var readableRows: Int { state.complete ? layout.rows : state.rowsCommitted }
+
+    /// Opens the store at `path` read-only.
+    /// - Parameters:
+    ///   - cacheBytes: budget for decoded shards of compressed tables (0 disables the cache).
+    ///   - checksRows: whether rows of complete raw tables are checked against their checksums
+    ///     (the first time each is read after opening; Spec/GUARANTEES.md). Pass false only to
+    ///     measure what the checks cost, or for a store `verify` has passed that nothing can
+    ///     have changed since.
+    public static func open(at path: String, cacheBytes: Int = 256 << 20, checksRows: Bool = true) throws -> Store {
+        let clock = ContinuousClock()
+        let start = clock.now
+        let env = try OpenEnvironments.readOnly(path: path)
+        return try Store(env: env, cacheBytes: cacheBytes, checksRows: checksRows, started: start)
+    }
+
+    private init(env: Environment, cacheBytes: Int, checksRows: Bool, started: ContinuousClock.Instant) throws {
+        self.env = env
+        self.checksRows = checksRows
+        path = env.path
+        let (manifest, state, shardEntries) = try env.read { txn in
+            let manifest = try StoredRecords.manifest(txn, env: env)
+            return try (manifest, manifest.map { try StoredRecords.state(txn, env: env, version: $0.formatVersion) }, txn.count(env.shards))
+        }
+        guard let manifest else { throw StoreError.notAStore(path: env.path, reason: "it holds no manifest (its creation was interrupted)") }
+        guard let state = state ?? nil else { throw StoreError.inconsistent("the import state record is missing") }
+        self.manifest = manifest
+        self.state = state
+        let table = manifest.table
+        guard state.rowsCommitted >= 0, state.rowsCommitted <= table.rows else {
+            throw StoreError.inconsistent("\(state.rowsCommitted) rows committed, but the table has \(table.rows)")
+        }
+        guard !state.complete || state.rowsCommitted == table.rows else {
+            throw StoreError.inconsistent("marked complete with \(state.rowsCommitted) of \(table.rows) rows")
+        }
+        let expectedShards = (state.rowsCommitted + table.rowsPerShard - 1) / table.rowsPerShard
+        guard shardEntries == expectedShards else {
+            throw StoreError.inconsistent("\(shardEntries) shards stored, the manifest and import state imply \(expectedShards)")
+        }
+        dictionary = table.dictionary ? try env.read { try StoredRecords.dictionary($0, env: env, version: manifest.formatVersion) } : nil
+        cache = ShardCache(budget: table.codec == .raw ? 0 : cacheBytes, shardBytes: table.rowsPerShard * table.rowBytes)
+        checkedRawShards = AtomicBitmap(count: table.shardCount)
+        rawRows = state.complete && manifest.formatVersion >= 3 ? try RawRowIndex(env: env, layout: table) : nil
+        blobs = shardEntries == 0 ? nil : try env.read { txn in
+            try withShardKey(0) { try txn.withValue(env.shards, key: $0) { $0.flatMap { BlobReader(env: env, locating: $0) } } }
+        }
+        contexts = ReaderContextPool(env: env)
+        openDuration = ContinuousClock().now - started
+    }
+
+    // MARK: Statistics
+
+    /// Bytes of shards decoded (decompressed) since open.
+    public var bytesDecoded: Int { decoded.load(ordering: .relaxed) }
+
+    /// Decoded-shard cache figures since open.
+    public var cacheStatistics: (hits: Int, misses: Int, bytes: Int, budget: Int) {
+        let s = cache.statistics
+        return (s.hits, s.misses, s.bytes, cache.budget)
+    }
+}
