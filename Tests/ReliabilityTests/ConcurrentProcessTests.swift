@@ -62,8 +62,8 @@ import MemoryStore
     /// Starts reader threads and verifying processes, runs `writer`, stops them and checks their findings.
     private func withReaders(_ path: String, partialExpected: Bool, _ writer: () throws -> Void) throws {
         let stop = StopFlag()
-        let results = Shared<[(Int, Int, Int, [String])]>([])
-        let verifies = Shared<[(Int, [String])]>([])
+        let results = Locked<[(Int, Int, Int, [String])]>([])
+        let verifies = Locked<[(Int, [String])]>([])
         // Threads, not the shared dispatch pool, so all three loops run from the start.
         let group = DispatchGroup()
         func start(_ body: @escaping @Sendable () -> Void) {
@@ -73,17 +73,17 @@ import MemoryStore
         for t in 0..<2 {
             start {
                 let r = readLoop(path, seed: UInt64(t), stop: stop)
-                results.value.withLock { $0.append(r) }
+                results.withLock { $0.append(r) }
             }
         }
         start {
             let r = (try? verifyLoop(path, stop: stop)) ?? (0, ["memtool could not be started"])
-            verifies.value.withLock { $0.append(r) }
+            verifies.withLock { $0.append(r) }
         }
         try writer()
         stop.raised.store(true, ordering: .relaxed)
         group.wait()
-        let reads = results.value.withLock { $0 }, checks = verifies.value.withLock { $0 }
+        let reads = results.withLock { $0 }, checks = verifies.withLock { $0 }
         #expect(reads.map(\.0).reduce(0, +) > 0, "the readers read nothing")
         #expect(reads.map(\.1).reduce(0, +) == 0, "rows read differ from the rows written")
         #expect(reads.flatMap(\.3).isEmpty, "\(reads.flatMap(\.3).prefix(3))")
@@ -142,7 +142,3 @@ import MemoryStore
 }
 
 final class StopFlag: Sendable { let raised = Atomic<Bool>(false) }
-final class Shared<T: Sendable>: Sendable {
-    let value: Mutex<T>
-    init(_ initial: T) { value = Mutex(initial) }
-}

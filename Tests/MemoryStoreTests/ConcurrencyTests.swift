@@ -1,0 +1,75 @@
+import Foundation
+import Synchronization
+import Testing
+import _MemorySupport
+import TestSupport
+@testable import MemoryStore
+
+@Suite struct ConcurrencyTests {
+    @Test(arguments: [CodecKind.raw, .zstd])
+    func manyThreadsReadAtOnce(codec: CodecKind) async throws {
+        let dir = ScratchDirectory()
+        let layout = TableLayout(elementType: .bf16, rows: 20000, dim: 32, rowsPerShard: 128, codec: codec)
+        let bytes = try writeTable(dir.file("t.pkm"), layout)
+        // A cache smaller than the table, so threads race on inserts and evictions too.
+        let store = try Store.open(at: dir.file("t.pkm"), cacheBytes: 256 << 10)
+        try await withThrowingTaskGroup(of: Int.self) { group in
+            for t in 0..<8 {
+                group.addTask {
+                    var rng = SeededGenerator(seed: UInt64(t))
+                    var checked = 0
+                    for _ in 0..<300 {
+                        let indices = (0..<16).map { _ in Int.random(in: 0..<20000, using: &rng) }
+                        var out = [Float](repeating: 0, count: 16 * 32)
+                        try out.withUnsafeMutableBufferPointer { try store.rows(indices, into: $0) }
+                        for (p, r) in indices.enumerated() where Array(out[(p * 32)..<((p + 1) * 32)]) == referenceRow(bytes, r, dim: 32, type: .bf16) {
+                            checked += 1
+                        }
+                    }
+                    return checked
+                }
+            }
+            var total = 0
+            for try await c in group { total += c }
+            #expect(total == 8 * 300 * 16)
+        }
+        // Reader slots stay bounded by the number of concurrent readers, not the number of reads.
+        #expect(try store.storageStatistics().readersUsed <= 16)
+    }
+
+    /// More threads than the environment has reader slots (126): the pool admits a bounded
+    /// number at once and the rest wait, so no read fails with MDB_READERS_FULL.
+    @Test func moreThreadsThanReaderSlots() throws {
+        let dir = ScratchDirectory()
+        let layout = TableLayout(elementType: .bf16, rows: 20000, dim: 32, rowsPerShard: 128, codec: .raw)
+        let bytes = try writeTable(dir.file("t.pkm"), layout)
+        let store = try Store.open(at: dir.file("t.pkm"), cacheBytes: 0)
+        let threads = 160
+        final class Tally: Sendable { let correct = Atomic<Int>(0), failed = Atomic<Int>(0) }
+        let tally = Tally()
+        let done = DispatchGroup()
+        for t in 0..<threads {
+            done.enter()
+            Thread {
+                var rng = SeededGenerator(seed: UInt64(100 + t))
+                for _ in 0..<20 {
+                    let indices = (0..<8).map { _ in Int.random(in: 0..<20000, using: &rng) }
+                    var out = [Float](repeating: 0, count: 8 * 32)
+                    do {
+                        try out.withUnsafeMutableBufferPointer { try store.rows(indices, into: $0) }
+                        let good = indices.enumerated().allSatisfy { p, r in Array(out[(p * 32)..<((p + 1) * 32)]) == referenceRow(bytes, r, dim: 32, type: .bf16) }
+                        if good { tally.correct.add(1, ordering: .relaxed) } else { tally.failed.add(1, ordering: .relaxed) }
+                    } catch {
+                        tally.failed.add(1, ordering: .relaxed)
+                    }
+                }
+                done.leave()
+            }.start()
+        }
+        done.wait()
+        #expect(tally.failed.load(ordering: .relaxed) == 0)
+        #expect(tally.correct.load(ordering: .relaxed) == threads * 20)
+        let used = try store.storageStatistics().readersUsed
+        #expect(used <= store.readerSlotLimit + 2, "\(used) reader slots for a limit of \(store.readerSlotLimit)")
+    }
+}
