@@ -81,7 +81,7 @@ public struct FlatRows: ValueRows {
     public let table: FlatTable
     public init(_ table: FlatTable) { self.table = table }
     public var dim: Int { table.dim }
-    public var rowCount: Int { table.rows }
+    public var rows: Int { table.rows }
 
     public func gatherReduce(indices: UnsafeBufferPointer<Int>, weights: UnsafeBufferPointer<Float>, chunks: Int,
                              targets: UnsafeBufferPointer<Int>, into output: UnsafeMutableBufferPointer<Float>) throws {

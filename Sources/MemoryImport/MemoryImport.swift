@@ -61,9 +61,7 @@ public enum MemoryImport {
         if writer.rowsCommitted == 0 {
             // Tensors keep the file's dtype, so export gives back the same bytes.
             for (name, tensor) in tensors.sorted(by: { $0.key < $1.key }) { try writer.putTensor(name, tensor) }
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.sortedKeys]
-            try writer.putRecord(MemoryLayer.recordName, Array(try encoder.encode(config)))
+            try MemoryLayer.writeRetrievalRecord(config, to: writer)
         }
         let file = try RandomAccessFile(path: values.path)
         let sourceRow = config.valueDim * sourceType.size

@@ -21,7 +21,7 @@ public final class MemoryLayer: Sendable {
     }
 
     /// The `meta` record holding the retrieval parameters.
-    public static let recordName = "retrieval"
+    public static let retrievalRecordName = "retrieval"
 
     /// Serves the layer that `store` holds.
     /// - Parameters:
@@ -52,9 +52,9 @@ public final class MemoryLayer: Sendable {
 
     /// The retrieval parameters the store holds (`meta/retrieval`), or nil for a value table alone.
     public static func retrievalConfig(of store: Store) throws -> RetrievalConfig? {
-        guard let record = try store.record(named: recordName) else { return nil }
+        guard let record = try store.metaRecord(named: retrievalRecordName) else { return nil }
         do { return try JSONDecoder().decode(RetrievalConfig.self, from: Data(record)) } catch {
-            throw StoreError.corruptRecord(name: recordName, reason: "it is not a valid retrieval record: \(error)")
+            throw StoreError.corruptRecord(name: retrievalRecordName, reason: "it is not a valid retrieval record: \(error)")
         }
     }
 
@@ -94,9 +94,14 @@ public final class MemoryLayer: Sendable {
         if let map = tensors.virtualMap {
             try writer.putTensor(TensorName.virtualMap, Tensor(dtype: .i64, shape: [map.count], bytes: map.withUnsafeBytes { Array($0) }))
         }
+        try writeRetrievalRecord(config, to: writer)
+    }
+
+    /// Writes `config` as the store's `meta/retrieval` record (JSON with sorted keys).
+    public static func writeRetrievalRecord(_ config: RetrievalConfig, to writer: StoreWriter) throws {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
-        try writer.putRecord(recordName, Array(try encoder.encode(config)))
+        try writer.putMetaRecord(retrievalRecordName, Array(try encoder.encode(config)))
     }
 }
 
@@ -104,7 +109,7 @@ public final class MemoryLayer: Sendable {
 struct StoreRows: ValueRows {
     let store: Store
     var dim: Int { store.layout.dim }
-    var rowCount: Int { store.layout.rows }
+    var rows: Int { store.layout.rows }
 
     func gatherReduce(indices: UnsafeBufferPointer<Int>, weights: UnsafeBufferPointer<Float>, chunks: Int,
                       targets: UnsafeBufferPointer<Int>, into output: UnsafeMutableBufferPointer<Float>) throws {

@@ -173,10 +173,10 @@ import TestSupport
             let (path, _) = try makeStore(dir, codec: .zstd)
             if name == "retrieval" {
                 let writer = try StoreWriter.create(at: dir.file("r.pkm"), layout: TableLayout(elementType: .f32, rows: 1, dim: 1))
-                try writer.putRecord("retrieval", Array(#"{"topK":32}"#.utf8))
+                try writer.putMetaRecord("retrieval", Array(#"{"topK":32}"#.utf8))
                 try writer.append([Float(1)])
                 try writer.finish()
-                #expect(try Store.open(at: dir.file("r.pkm")).record(named: "retrieval") == Array(#"{"topK":32}"#.utf8))
+                #expect(try Store.open(at: dir.file("r.pkm")).metaRecord(named: "retrieval") == Array(#"{"topK":32}"#.utf8))
             }
             let target = name == "retrieval" ? dir.file("r.pkm") : path
             // "topK":32 -> "topK":22 and similar one-bit changes inside the JSON.
@@ -193,7 +193,7 @@ import TestSupport
                 let store = try Store.open(at: target)
                 let report = try store.verify()
                 #expect(report.problems.contains(.corruptRecord(name: name, reason: "its checksum does not match")))
-                error = try #require(throws: StoreError.self) { try store.record(named: name) }
+                error = try #require(throws: StoreError.self) { try store.metaRecord(named: name) }
             } catch let thrown { error = thrown }
             #expect("\(error)".contains("meta record '\(name)' is corrupt"), "\(error)")
         }
@@ -298,7 +298,7 @@ import TestSupport
         let dir = ScratchDirectory()
         let writer = try StoreWriter.create(at: dir.file("t.pkm"), layout: TableLayout(elementType: .f32, rows: 1, dim: 1))
         try writer.putTensor("row_keys", Tensor(dtype: .f16, shape: [2, 3], bytes: (0..<12).map { UInt8($0) }))
-        try writer.putRecord("retrieval", Array(#"{"topK":32}"#.utf8))
+        try writer.putMetaRecord("retrieval", Array(#"{"topK":32}"#.utf8))
         try writer.append([Float(1)])
         try writer.finish()
         let env = try Environment(path: dir.file("t.pkm"), readOnly: false)
@@ -336,7 +336,7 @@ import TestSupport
         let writer = try StoreWriter.create(at: path, layout: TableLayout(elementType: .f32, rows: 1, dim: 1))
         try writer.putTensor("cores", try Tensor(shape: [2], floats: [1, 2]))
         try writer.putTensor("row_keys", try Tensor(shape: [2], floats: [3, 4]))
-        try writer.putRecord("retrieval", Array(#"{"topK":4}"#.utf8))
+        try writer.putMetaRecord("retrieval", Array(#"{"topK":4}"#.utf8))
         try writer.append([Float(1)])
         try writer.finish()
         let env = try Environment(path: path, readOnly: false)
@@ -350,7 +350,7 @@ import TestSupport
         #expect(try store.tensorNames() == ["cores", "row_keys"])
         #expect(throws: StoreError.corruptTensor(name: "row_keys", reason: "the catalog lists it, but it is missing")) { try store.tensor(named: "row_keys") }
         #expect(throws: StoreError.corruptTensor(name: "cores", reason: "it is not the version the catalog lists")) { try store.tensor(named: "cores") }
-        #expect(throws: StoreError.corruptRecord(name: "retrieval", reason: "the catalog lists it, but it is missing")) { try store.record(named: "retrieval") }
+        #expect(throws: StoreError.corruptRecord(name: "retrieval", reason: "the catalog lists it, but it is missing")) { try store.metaRecord(named: "retrieval") }
         #expect(try store.verify().problems.count == 3)
     }
 

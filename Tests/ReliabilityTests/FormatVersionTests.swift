@@ -40,7 +40,7 @@ import TestSupport
             try rows.withUnsafeMutableBufferPointer { try store.rows(Array(0..<512), into: $0) }
             #expect(rows == expected)
             #expect(try store.tensorNames() == ["col_keys", "cores", "projectors", "row_keys"])
-            #expect(try store.record(named: "retrieval") != nil)
+            #expect(try store.metaRecord(named: "retrieval") != nil)
         }
 
         // A re-encoding compaction rewrites it in the current version with the same content.

@@ -15,9 +15,9 @@ extension ProductKeyIndex {
     /// The lookup-reduce half of `lookup`: the output `[batch, d_out]` of already selected slots.
     public func reduce(_ found: SearchResult, values: some ValueRows) throws -> [Float] {
         let c = config, batch = found.batch
-        guard values.dim == c.valueDim, values.rowCount == c.physicalRows else {
+        guard values.dim == c.valueDim, values.rows == c.physicalRows else {
             throw RetrievalError.invalidConfig(field: "physicalRows",
-                                               reason: "the value table is \(values.rowCount) x \(values.dim), the layer needs \(c.physicalRows) x \(c.valueDim)")
+                                               reason: "the value table is \(values.rows) x \(values.dim), the layer needs \(c.physicalRows) x \(c.valueDim)")
         }
         var output = [Float](repeating: 0, count: batch * c.outputDim)
         let failure = FirstError()

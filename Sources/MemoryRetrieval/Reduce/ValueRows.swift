@@ -3,7 +3,7 @@ public protocol ValueRows: Sendable {
     /// Row dimension.
     var dim: Int { get }
     /// Number of rows.
-    var rowCount: Int { get }
+    var rows: Int { get }
     /// For every i: output row `targets[i]` (chunk t) += `weights[i*chunks + t]` x row `indices[i]` (chunk t).
     func gatherReduce(indices: UnsafeBufferPointer<Int>, weights: UnsafeBufferPointer<Float>, chunks: Int,
                       targets: UnsafeBufferPointer<Int>, into output: UnsafeMutableBufferPointer<Float>) throws
@@ -13,7 +13,7 @@ public protocol ValueRows: Sendable {
 public struct DenseValueRows: ValueRows {
     public let values: [Float]
     public let dim: Int
-    public var rowCount: Int { values.count / dim }
+    public var rows: Int { values.count / dim }
 
     public init(values: [Float], dim: Int) {
         self.values = values

@@ -32,10 +32,10 @@ extension Store {
         progress?(shards, shards)
         // Everything stored and everything the catalog lists: one without the other is damage.
         let stored = try keys(of: env.meta).filter { !Catalog.reservedRecords.contains($0) }
-        let listed = try recordNames()
+        let listed = try metaRecordNames()
         for name in Set(stored).union(listed).sorted() {
             do {
-                _ = try record(named: name)
+                _ = try metaRecord(named: name)
                 if manifest.formatVersion >= 3, !listed.contains(name) {
                     report.problems.append(.corruptRecord(name: name, reason: "it is not in the catalog"))
                 }

@@ -5,7 +5,7 @@ import _MemorySupport
 /// The store's meta records and named tensors, read through the catalog from version 3.
 extension Store {
     /// The `meta` record `name` (for example `retrieval`), or nil when absent.
-    public func record(named name: String) throws -> [UInt8]? {
+    public func metaRecord(named name: String) throws -> [UInt8]? {
         try env.read { txn in
             let json = try withName(name) { key in
                 try txn.withValue(env.meta, key: key) { bytes in
@@ -33,7 +33,7 @@ extension Store {
 
     /// Names of the `meta` records other than the manifest, import state and catalog (from the
     /// catalog, from version 3).
-    func recordNames() throws -> [String] {
+    func metaRecordNames() throws -> [String] {
         if let catalog = try env.read({ try catalog($0) }) { return catalog.records }
         return try keys(of: env.meta).filter { !Catalog.reservedRecords.contains($0) }
     }

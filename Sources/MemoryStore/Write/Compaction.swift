@@ -74,7 +74,7 @@ public enum Compaction {
         for name in try source.tensorNames() where name != StoredRecords.dictionaryTensor {
             try writer.putTensor(name, source.tensor(named: name))
         }
-        for (name, bytes) in try source.records() { try writer.putRecord(name, bytes) }
+        for (name, bytes) in try source.metaRecords() { try writer.putMetaRecord(name, bytes) }
         for s in 0..<old.shardCount {
             try source.withShardRows(s) { try writer.append($0) }
             if s % 256 == 255 { progress?(s + 1, old.shardCount) }
@@ -86,7 +86,7 @@ public enum Compaction {
 
 extension Store {
     /// The JSON of the `meta` records other than the manifest, the import state and the catalog, in key order.
-    func records() throws -> [(String, [UInt8])] {
-        try recordNames().map { ($0, try record(named: $0) ?? []) }
+    func metaRecords() throws -> [(String, [UInt8])] {
+        try metaRecordNames().map { ($0, try metaRecord(named: $0) ?? []) }
     }
 }

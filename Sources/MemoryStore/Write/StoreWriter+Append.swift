@@ -43,7 +43,7 @@ extension StoreWriter {
     }
 
     /// Stores (or replaces) a `meta` record such as `retrieval`; `manifest` and `state` belong to the writer.
-    public func putRecord(_ name: String, _ bytes: [UInt8]) throws {
+    public func putMetaRecord(_ name: String, _ bytes: [UInt8]) throws {
         guard !Catalog.reservedRecords.contains(name), !name.isEmpty, name.utf8.count <= 400 else {
             throw StoreError.invalidArgument("'\(name)' cannot be written as a meta record")
         }
