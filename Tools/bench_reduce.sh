@@ -6,8 +6,7 @@
 # default row checks and with --no-row-checks (each also measures the memory limit: the same kernel
 # over a flat copy, no checks), then Tools/peers/embedding_bag.py reducing exactly the rows the
 # first run reduced. Results: WORKDIR/results/reduce-*.json and a table on stdout.
-set -euo pipefail
-root="$(cd "$(dirname "$0")/.." && pwd)"
+source "$(dirname "$0")/prelude.sh"
 work=${1:?usage: bench_reduce.sh WORKDIR [EXPONENTS...]}
 shift
 exponents=${*:-16 20 24 26}

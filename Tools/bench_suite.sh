@@ -5,8 +5,7 @@
 # shards of CODEC, zstd by default; E=1 up to 2^24 slots, then E=4, and E=16 from 2^28), `memtool bench` warm (clustered) and
 # cold (uniform, page cache dropped), and the numpy and FAISS peers on the warm queries. Results go to
 # WORKDIR/results/*.json; Tools/bench_chart.py draws them. Stores are kept for re-runs (delete WORKDIR to redo).
-set -euo pipefail
-root="$(cd "$(dirname "$0")/.." && pwd)"
+source "$(dirname "$0")/prelude.sh"
 work=${1:?usage: bench_suite.sh WORKDIR [EXPONENTS...]}
 shift
 exponents=${*:-16 18 20 22 24 26 28 30}
@@ -37,7 +36,7 @@ for e in $exponents; do
         --addresses "$work/addr.npy" > /dev/null
     proj=""
     if [ "$expansion" -gt 1 ]; then
-        python3 -c "import sys; sys.path.insert(0, '$root/Tools'); from pkmstore_reader import StoreReader; import numpy as np; np.save('$work/proj.npy', StoreReader('$store').tensor('projectors'))"
+        python3 -c "from pkmtools.reader import StoreReader; import numpy as np; np.save('$work/proj.npy', StoreReader('$store').tensor('projectors'))"
         proj="$work/proj.npy"
     fi
     python3 "$root/Tools/peers/numpy_lookup.py" "$store.flat" bf16 "$rows" 64 "$work/addr.npy" "$work/w.npy" $proj \

@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
 # The main job end to end on a small synthetic memory: create a store, inspect it, verify it,
 # read it back with the independent Python reader, and measure the storage layer.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-export PATH="/opt/swift/usr/bin:$PATH"
+source "$(dirname "$0")/prelude.sh"
+cd "$root"
 bash Tools/bootstrap.sh
 swift build -c release --product memtool
 memtool=.build/release/memtool

@@ -2,7 +2,7 @@
 # The disk's own random 4 KiB read rate at queue depth 1 and 32 (fio, direct I/O), on the filesystem
 # holding DIR, for comparison with `memtool bench --cold`. Prints one JSON line.
 #   Tools/disk_baseline.sh DIR [SIZE]
-set -euo pipefail
+source "$(dirname "$0")/prelude.sh"
 dir=${1:?usage: disk_baseline.sh DIR [SIZE]}
 size=${2:-4G}
 command -v fio >/dev/null || { echo "disk_baseline: fio is not installed (apt-get install fio)" >&2; exit 1; }

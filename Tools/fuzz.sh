@@ -5,9 +5,8 @@
 # which replays the corpus, keeps it as a regression test.
 #
 #   bash Tools/fuzz.sh TARGET [SECONDS]     TARGET: shard, manifest, tensor, safetensors, npy, all
-set -euo pipefail
-cd "$(dirname "$0")/.."
-export PATH="/opt/swift/usr/bin:$PATH"
+source "$(dirname "$0")/prelude.sh"
+cd "$root"
 target="${1:?usage: Tools/fuzz.sh shard|manifest|tensor|safetensors|npy|all [seconds]}"
 seconds="${2:-60}"
 scratch=.build/fuzz

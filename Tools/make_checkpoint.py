@@ -13,37 +13,13 @@ expected_output.npy, expected_indices.npy, expected_weights.npy. The safetensors
 by hand from the format description (8-byte header length, JSON header, data), with numpy only.
 """
 import argparse
-import json
 import os
-import struct
 import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from reference_retrieval import quantized, retrieve  # noqa: E402
-
-
-def to_bf16_bits(a):
-    """float -> bfloat16 bit patterns (exact for the multiples of 1/64 used here)."""
-    bits = np.asarray(a, dtype=np.float32).view(np.uint32)
-    return ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
-
-
-def write_safetensors(path, tensors, metadata):
-    header, blobs, offset = {"__metadata__": metadata}, [], 0
-    for name, (dtype, array) in tensors.items():
-        raw = np.ascontiguousarray(array).tobytes()
-        header[name] = {"dtype": dtype, "shape": list(array.shape), "data_offsets": [offset, offset + len(raw)]}
-        blobs.append(raw)
-        offset += len(raw)
-    text = json.dumps(header).encode()
-    text += b" " * ((8 - len(text) % 8) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(text)))
-        f.write(text)
-        for b in blobs:
-            f.write(b)
+from pkmtools.tensorio import f32_to_bf16, write_safetensors
+from reference_retrieval import quantized, retrieve
 
 
 def main():
@@ -76,7 +52,7 @@ def main():
     np.save(os.path.join(args.out, "expected_weights.npy"), w.astype(np.float32))
 
     values = {"f32": ("F32", t["values"].astype(np.float32)), "f16": ("F16", t["values"].astype(np.float16)),
-              "bf16": ("BF16", to_bf16_bits(t["values"]))}[args.values_dtype]
+              "bf16": ("BF16", f32_to_bf16(t["values"]))}[args.values_dtype]
     tensors = {"model.mem.values": values,
                "row_keys": ("F32", t["row_keys"].astype(np.float32)), "col_keys": ("F32", t["col_keys"].astype(np.float32)),
                "cores": ("F32", t["cores"].astype(np.float32)), "projectors": ("F32", t["projectors"].astype(np.float32)),

@@ -6,9 +6,8 @@
 #   bash Tools/sanitize.sh            # both
 #   bash Tools/sanitize.sh thread     # one of: thread, address
 #   CONFIG=release bash Tools/sanitize.sh   # the optimised build (objects are released earlier there)
-set -euo pipefail
-cd "$(dirname "$0")/.."
-export PATH="/opt/swift/usr/bin:$PATH"
+source "$(dirname "$0")/prelude.sh"
+cd "$root"
 bash Tools/bootstrap.sh
 for sanitizer in "${@:-thread address}"; do
   for s in $sanitizer; do

@@ -4,9 +4,8 @@
 # kill and corruption harnesses drive the plain `swift build -c release` memtool; the library
 # tests are built optimised with -enable-testing (for @testable) in a scratch folder of their own.
 # Arguments are passed to both `swift test` runs (for example --filter).
-set -euo pipefail
-cd "$(dirname "$0")/.."
-export PATH="/opt/swift/usr/bin:$PATH"
+source "$(dirname "$0")/prelude.sh"
+cd "$root"
 bash Tools/bootstrap.sh
 
 echo "== debug build"

@@ -12,16 +12,13 @@ with --indices (memtool query's), the share of selected slots both agree on.
 """
 import argparse
 import json
-import struct
 import time
-
-import os
-import sys
 
 import faiss
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from pkmtools.tensorio import read_safetensors
+
 
 ap = argparse.ArgumentParser()
 ap.add_argument("keys"); ap.add_argument("queries"); ap.add_argument("topk", type=int)
@@ -30,23 +27,10 @@ a = ap.parse_args()
 faiss.omp_set_num_threads(a.threads)
 
 
-def load(path, names):
-    with open(path, "rb") as f:
-        n = struct.unpack("<Q", f.read(8))[0]
-        header = json.loads(f.read(n))
-        out = {}
-        for name in names:
-            h = header[name]
-            assert h["dtype"] == "F32", f"{name} must be F32"
-            f.seek(8 + n + h["data_offsets"][0])
-            out[name] = np.frombuffer(f.read(h["data_offsets"][1] - h["data_offsets"][0]), np.float32).reshape(h["shape"])
-        return out
-
-
 if a.keys.endswith(".safetensors"):
-    t = load(a.keys, ["row_keys", "col_keys"])
+    t = {n: np.asarray(x, np.float32) for n, x in read_safetensors(a.keys, ["row_keys", "col_keys"]).items()}
 else:
-    from pkmstore_reader import StoreReader
+    from pkmtools.reader import StoreReader
     reader = StoreReader(a.keys)
     t = {name: reader.tensor(name).astype(np.float32) for name in ("row_keys", "col_keys")}
 rk, ck = t["row_keys"][:, 0], t["col_keys"][:, 0]          # [H, n, d]

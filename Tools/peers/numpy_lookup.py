@@ -14,6 +14,8 @@ import time
 
 import numpy as np
 
+from pkmtools.tensorio import bf16_to_f32
+
 ap = argparse.ArgumentParser()
 ap.add_argument("flat"); ap.add_argument("dtype", choices=["f32", "f16", "bf16"]); ap.add_argument("rows", type=int); ap.add_argument("dim", type=int)
 ap.add_argument("addresses"); ap.add_argument("weights"); ap.add_argument("projectors", nargs="?")
@@ -31,7 +33,7 @@ for b0 in range(0, B, a.batch):
     rows = addr[b0:b0 + a.batch, :, :, 0].reshape(-1)
     gathered = raw[rows]                                     # the gather: fancy indexing on the memmap
     if a.dtype == "bf16":
-        gathered = (gathered.astype(np.uint32) << 16).view(np.float32)
+        gathered = bf16_to_f32(gathered)
     gathered = gathered.astype(np.float32).reshape(-1, H * k, c, chunk)
     wb = w[b0:b0 + a.batch].reshape(-1, H * k, c, 1)
     nb = gathered.shape[0]

@@ -1,0 +1,264 @@
+"""An independent reader of the store format, written from Spec/FORMAT.md alone (the
+command line is Tools/pkmstore_reader.py).
+
+    pkmstore_reader.py STORE --summary          print the manifest and check every shard
+    pkmstore_reader.py STORE --dump OUT.bin     write all rows' stored bytes to OUT.bin
+    pkmstore_reader.py STORE --floats OUT.npy   write all rows as float32 .npy
+    pkmstore_reader.py STORE --digest           print a SHA-256 of the rows, tensors and retrieval record
+
+Needs the PyPI packages lmdb, zstandard, xxhash and numpy (Tools/bootstrap.sh installs them).
+"""
+import argparse
+import hashlib
+import json
+import struct
+import sys
+
+import lmdb
+import numpy as np
+import xxhash
+import zstandard
+
+from .tensorio import bf16_to_f32
+
+ELEMENT = {1: ("f32", 4), 2: ("f16", 2), 3: ("bf16", 2)}
+TENSOR_DTYPES = {1: ("F32", "<f4"), 2: ("F16", "<f2"), 3: ("BF16", "<u2"), 4: ("I64", "<i8"),
+                 5: ("I32", "<i4"), 6: ("U8", "u1"), 7: ("I8", "i1")}
+
+
+class FormatError(Exception):
+    pass
+
+
+def read_tensor(record, name, version):
+    if len(record) < 16 or record[:4] != b"PKT1":
+        raise FormatError(f"tensor {name}: bad header")
+    dtype, rank = record[4], record[5]
+    (checksum,) = struct.unpack_from("<Q", record, 8)
+    shape = struct.unpack_from(f"<{rank}Q", record, 16)
+    data = record[16 + 8 * rank:]
+    seed = 0
+    if version >= 3:  # the name, the first 8 header bytes and the extents seed the data's checksum
+        seed = xxhash.xxh64_intdigest(name.encode() + bytes(record[:8]) + bytes(record[16:16 + 8 * rank]))
+    if xxhash.xxh64_intdigest(data, seed=seed) != checksum:
+        raise FormatError(f"tensor {name}: checksum mismatch")
+    return np.frombuffer(data, dtype=TENSOR_DTYPES[dtype][1]).reshape(shape)
+
+
+def unplane(planes, size):
+    """Inverse of the byte-plane transform: planes is a (size, M) uint8 array."""
+    if size == 2:
+        r = (planes[0].astype(np.uint16) << 8) | planes[1].astype(np.uint16)
+        return ((r >> 1) | (r << 15)).astype("<u2")
+    r = np.zeros(planes.shape[1], dtype=np.uint32)
+    for p in range(4):
+        r |= planes[p].astype(np.uint32) << np.uint32(8 * (3 - p))
+    return ((r >> 1) | (r << 31)).astype("<u4")
+
+
+def decode_shard(blob, index, table, dictionary):
+    type_code = {"f32": 1, "f16": 2, "bf16": 3}[table["elementType"]]
+    size = ELEMENT[type_code][1]
+    start = index * table["rowsPerShard"]
+    rows = min(table["rows"], start + table["rowsPerShard"]) - start
+    if len(blob) < 32 or blob[:4] != b"PKS1":
+        raise FormatError(f"shard {index}: bad magic")
+    codec, etype, planes, flags = blob[4], blob[5], blob[6], blob[7]
+    row_count, dim, shard_no, checksum = struct.unpack_from("<IIQQ", blob, 8)
+    if etype != type_code or row_count != rows or dim != table["dim"] or shard_no != index:
+        raise FormatError(f"shard {index}: header disagrees with the manifest")
+    m = rows * dim
+    if codec == 0:
+        if planes != 0 or len(blob) != 32 + m * size:
+            raise FormatError(f"shard {index}: bad raw length")
+        data = bytes(blob[32:])
+    elif codec == 2:  # each row followed by its XXH64, seeded with the row's index in the table
+        row_bytes = dim * size
+        if planes != 0 or len(blob) != 32 + rows * (row_bytes + 8):
+            raise FormatError(f"shard {index}: bad raw length")
+        parts = []
+        for r in range(rows):
+            at = 32 + r * (row_bytes + 8)
+            row = bytes(blob[at:at + row_bytes])
+            (row_sum,) = struct.unpack_from("<Q", blob, at + row_bytes)
+            if xxhash.xxh64_intdigest(row, seed=start + r) != row_sum:
+                raise FormatError(f"shard {index}: row {start + r} checksum mismatch")
+            parts.append(row)
+        data = b"".join(parts)
+    elif codec == 1:
+        if planes != size:
+            raise FormatError(f"shard {index}: bad plane count")
+        offset = 32 + 8 * planes
+        out = np.empty((planes, m), dtype=np.uint8)
+        dctx = zstandard.ZstdDecompressor(dict_data=dictionary if flags & 1 else None)
+        for p in range(planes):
+            mode = blob[32 + 8 * p]
+            (length,) = struct.unpack_from("<I", blob, 32 + 8 * p + 4)
+            payload = bytes(blob[offset:offset + length])
+            if len(payload) != length:
+                raise FormatError(f"shard {index}: plane {p} runs past the blob")
+            if mode == 0:
+                plane = payload
+            elif mode == 1:
+                plane = dctx.decompress(payload, max_output_size=m)
+            else:
+                raise FormatError(f"shard {index}: unknown plane mode {mode}")
+            if len(plane) != m:
+                raise FormatError(f"shard {index}: plane {p} has {len(plane)} bytes, expected {m}")
+            out[p] = np.frombuffer(plane, dtype=np.uint8)
+            offset += length
+        if offset != len(blob):
+            raise FormatError(f"shard {index}: trailing bytes")
+        data = unplane(out, size).tobytes()
+    else:
+        raise FormatError(f"shard {index}: unknown codec {codec}")
+    if xxhash.xxh64_intdigest(data) != checksum:
+        raise FormatError(f"shard {index}: checksum mismatch")
+    return data
+
+
+def unseal(value, key, version):
+    """The JSON of a meta record sealed as `version` seals it (seed: XXH64 of the key from
+    version 3, 0 in version 2), or None when the seal does not match."""
+    if len(value) < 8:
+        return None
+    body, (seal,) = value[:-8], struct.unpack_from("<Q", value, len(value) - 8)
+    seed = xxhash.xxh64_intdigest(key.encode()) if version >= 3 else 0
+    return body if xxhash.xxh64_intdigest(body, seed=seed) == seal else None
+
+
+def read_manifest(value):
+    for version in (3, 2):
+        body = unseal(value, "manifest", version)
+        if body is not None:
+            manifest = json.loads(body)
+            if manifest.get("formatVersion") != version:
+                raise FormatError("meta record manifest: checksum mismatch")
+            return manifest
+    try:
+        manifest = json.loads(value)  # version 1 stores hold bare JSON
+    except ValueError:
+        manifest = None
+    if not isinstance(manifest, dict) or manifest.get("formatVersion") != 1:
+        raise FormatError("meta record manifest: checksum mismatch")
+    return manifest
+
+
+class StoreReader:
+    def __init__(self, path):
+        self.env = lmdb.open(path, subdir=False, readonly=True, lock=False, max_dbs=4)
+        self.meta = self.env.open_db(b"meta", create=False)
+        self.tensors_db = self.env.open_db(b"tensors", create=False)
+        self.shards = self.env.open_db(b"shards", create=False)
+        with self.env.begin() as txn:
+            manifest = txn.get(b"manifest", db=self.meta)
+            if manifest is None:
+                raise FormatError("no manifest")
+            self.manifest = read_manifest(manifest)
+            if self.manifest.get("format") != "pkm-store" or self.manifest.get("formatVersion") not in (1, 2, 3):
+                raise FormatError("not a pkm-store of version 1 to 3")
+            self.state = json.loads(self.record(txn, "state"))
+            # From version 3 the catalog lists every tensor (with its checksum) and meta record.
+            self.catalog = None
+            if self.manifest["formatVersion"] >= 3:
+                catalog = self.record(txn, "catalog")
+                if catalog is None:
+                    raise FormatError("meta record catalog is missing")
+                self.catalog = json.loads(catalog)
+        self.table = self.manifest["table"]
+        self.dictionary = None
+        if self.table["dictionary"]:
+            d = self.tensor("__zstd_dictionary")
+            self.dictionary = zstandard.ZstdCompressionDict(d.tobytes())
+
+    def record(self, txn, name):
+        """The JSON of meta record `name` (None when absent), its seal checked from version 2."""
+        value = txn.get(name.encode(), db=self.meta)
+        if value is None and getattr(self, "catalog", None) and name in self.catalog["records"]:
+            raise FormatError(f"meta record {name}: the catalog lists it, but it is missing")
+        if value is None or self.manifest["formatVersion"] < 2:
+            return value
+        body = unseal(value, name, self.manifest["formatVersion"])
+        if body is None:
+            raise FormatError(f"meta record {name}: checksum mismatch")
+        return body
+
+    def digest(self):
+        """SHA-256 over every row, every tensor (by name) and the retrieval record: equal digests, equal content."""
+        h = hashlib.sha256()
+        for s in range(self.shard_count()):
+            h.update(self.shard_bytes(s))
+        for name in sorted(self.tensor_names()):
+            h.update(name.encode() + self.tensor(name).tobytes())
+        with self.env.begin() as txn:
+            h.update(self.record(txn, "retrieval") or b"")
+        return h.hexdigest()
+
+    def tensor(self, name):
+        with self.env.begin() as txn:
+            record = txn.get(name.encode(), db=self.tensors_db)
+        if record is None:
+            raise FormatError(f"tensor {name} is missing")
+        if self.catalog is not None and struct.unpack_from("<Q", record, 8)[0] != self.catalog["tensors"].get(name):
+            raise FormatError(f"tensor {name}: not the record the catalog lists")
+        return read_tensor(record, name, self.manifest["formatVersion"])
+
+    def tensor_names(self):
+        if self.catalog is not None:
+            return sorted(self.catalog["tensors"], key=lambda n: n.encode())
+        with self.env.begin() as txn:
+            return [k.decode() for k, _ in txn.cursor(db=self.tensors_db)]
+
+    def shard_count(self):
+        rows = self.table["rows"] if self.state["complete"] else self.state["rowsCommitted"]
+        return -(-rows // self.table["rowsPerShard"])
+
+    def shard_bytes(self, index):
+        with self.env.begin() as txn:
+            blob = txn.get(struct.pack(">Q", index), db=self.shards)
+            if blob is None:
+                raise FormatError(f"shard {index} is missing")
+            return decode_shard(blob, index, self.table, self.dictionary)
+
+    def all_bytes(self):
+        return b"".join(self.shard_bytes(s) for s in range(self.shard_count()))
+
+    def all_floats(self):
+        raw = self.all_bytes()
+        t = self.table["elementType"]
+        if t == "f32":
+            a = np.frombuffer(raw, dtype="<f4")
+        elif t == "f16":
+            a = np.frombuffer(raw, dtype="<f2").astype(np.float32)
+        else:
+            a = bf16_to_f32(np.frombuffer(raw, dtype="<u2"))
+        return a.reshape(-1, self.table["dim"])
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("store")
+    ap.add_argument("--summary", action="store_true")
+    ap.add_argument("--dump")
+    ap.add_argument("--floats")
+    ap.add_argument("--digest", action="store_true")
+    args = ap.parse_args()
+    try:
+        r = StoreReader(args.store)
+        if args.dump:
+            with open(args.dump, "wb") as f:
+                f.write(r.all_bytes())
+        if args.floats:
+            np.save(args.floats, r.all_floats())
+        if args.digest:
+            print(r.digest(), "complete" if r.state["complete"] else f"incomplete {r.state['rowsCommitted']}")
+        if args.summary or not (args.dump or args.floats or args.digest):
+            values = r.all_floats()
+            t = r.table
+            print(f"python reader: {values.shape[0]} rows x {values.shape[1]} {t['elementType']}, codec {t['codec']}, "
+                  f"{r.shard_count()} shards checked, complete={r.state['complete']}, "
+                  f"mean {values.mean():.6f} std {values.std():.6f}, tensors {r.tensor_names()}")
+    except (FormatError, lmdb.Error, zstandard.ZstdError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+
