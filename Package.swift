@@ -10,6 +10,8 @@ let package = Package(
         .library(name: "MemoryImport", targets: ["MemoryImport"]),
         .library(name: "MemoryFormat", targets: ["MemoryFormat"]),
         .library(name: "TensorFiles", targets: ["TensorFiles"]),
+        // The C API (Sources/CPKMStore/include/pkmstore.h) as libpkmstore.so, for Python and C callers.
+        .library(name: "pkmstore", type: .dynamic, targets: ["PKMStore"]),
         .executable(name: "memtool", targets: ["memtool"]),
     ],
     dependencies: [
@@ -67,6 +69,12 @@ let package = Package(
                 "_MemorySupport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
+        ),
+        // The header of the C API; its functions are PKMStore's @_cdecl Swift functions.
+        .target(name: "CPKMStore"),
+        .target(
+            name: "PKMStore",
+            dependencies: ["CPKMStore", "MemoryStore", "MemoryRetrieval", "MemoryLayer", "MemoryImport", "TensorFiles", "_MemorySupport"]
         ),
         // Not a product: the decoders' fuzzing entry points, for pkm-fuzz and the corpus tests.
         .target(name: "FuzzTargets", dependencies: ["MemoryStore", "TensorFiles", "MemoryBenchmarks", "_MemorySupport"]),

@@ -73,6 +73,19 @@ public final class MemoryLayer: Sendable {
         try index.lookup(queries: queries, batch: batch, values: StoreRows(store: store))
     }
 
+    /// The search into caller-provided buffers (see ``ProductKeyIndex``): no copies of queries or results.
+    public func search(queries: UnsafeBufferPointer<Float>, batch: Int,
+                       indices: UnsafeMutableBufferPointer<Int>, weights: UnsafeMutableBufferPointer<Float>) throws {
+        try index.search(queries: queries, batch: batch, indices: indices, weights: weights)
+    }
+
+    /// The lookup into caller-provided buffers: `output` `[batch, d_out]`, the slots into
+    /// `indices` `[batch, H, k]` and `weights` `[batch, H, k, c]`.
+    public func lookup(queries: UnsafeBufferPointer<Float>, batch: Int, output: UnsafeMutableBufferPointer<Float>,
+                       indices: UnsafeMutableBufferPointer<Int>, weights: UnsafeMutableBufferPointer<Float>) throws {
+        try index.lookup(queries: queries, batch: batch, values: StoreRows(store: store), output: output, indices: indices, weights: weights)
+    }
+
     /// Writes the retrieval parameters and tensors of a layer into a store being built, after
     /// checking them together (the value table is written by the caller through `writer`).
     public static func write(config: RetrievalConfig, tensors: RetrievalTensors, to writer: StoreWriter) throws {

@@ -14,25 +14,45 @@ extension ProductKeyIndex {
 
     /// The lookup-reduce half of `lookup`: the output `[batch, d_out]` of already selected slots.
     public func reduce(_ found: SearchResult, values: some ValueRows) throws -> [Float] {
-        let c = config, batch = found.batch
+        var output = [Float](repeating: 0, count: found.batch * config.outputDim)
+        try found.indices.withUnsafeBufferPointer { idx in
+            try found.weights.withUnsafeBufferPointer { w in
+                try output.withUnsafeMutableBufferPointer { out in
+                    try reduce(indices: idx, weights: w, batch: found.batch, values: values, into: out)
+                }
+            }
+        }
+        return output
+    }
+
+    /// The lookup into caller-provided buffers, without copies: the search into `indices` and
+    /// `weights`, then the reduce into `output` `[batch, d_out]` (overwritten).
+    public func lookup(queries: UnsafeBufferPointer<Float>, batch: Int, values: some ValueRows, output: UnsafeMutableBufferPointer<Float>,
+                       indices: UnsafeMutableBufferPointer<Int>, weights: UnsafeMutableBufferPointer<Float>) throws {
+        try search(queries: queries, batch: batch, indices: indices, weights: weights)
+        try reduce(indices: UnsafeBufferPointer(indices), weights: UnsafeBufferPointer(weights), batch: batch, values: values, into: output)
+    }
+
+    /// The reduce of selected slots laid out as ``SearchResult``'s into `output` `[batch, d_out]` (overwritten).
+    public func reduce(indices: UnsafeBufferPointer<Int>, weights: UnsafeBufferPointer<Float>, batch: Int,
+                       values: some ValueRows, into output: UnsafeMutableBufferPointer<Float>) throws {
+        let c = config
         guard values.dim == c.valueDim, values.rows == c.physicalRows else {
             throw RetrievalError.invalidConfig(field: "physicalRows",
                                                reason: "the value table is \(values.rows) x \(values.dim), the layer needs \(c.physicalRows) x \(c.valueDim)")
         }
-        var output = [Float](repeating: 0, count: batch * c.outputDim)
+        guard batch >= 1, indices.count == batch * c.heads * c.topK, weights.count == indices.count * c.cores,
+              output.count == batch * c.outputDim else {
+            throw RetrievalError.invalidConfig(field: "batch", reason: "\(indices.count) slots, \(weights.count) weights and \(output.count) " +
+                                               "outputs do not make \(batch) queries of \(c.heads) x \(c.topK) slots, \(c.cores) cores, \(c.outputDim) outputs")
+        }
+        for e in 0..<output.count { output[e] = 0 }
         let failure = FirstError()
-        found.indices.withUnsafeBufferPointer { idx in
-            found.weights.withUnsafeBufferPointer { w in
-                output.withUnsafeMutableBufferPointer { out in
-                    nonisolated(unsafe) let (idx, w, out) = (idx, w, out)
-                    forEachBlock(batch) { range in
-                        do { try reduceBlock(range, idx, w, values, out) } catch { failure.record(error) }
-                    }
-                }
-            }
+        nonisolated(unsafe) let (idx, w, out) = (indices, weights, output)
+        forEachBlock(batch) { range in
+            do { try reduceBlock(range, idx, w, values, out) } catch { failure.record(error) }
         }
         if let error = failure.error { throw error }
-        return output
     }
 
     private func reduceBlock(_ range: Range<Int>, _ indices: UnsafeBufferPointer<Int>, _ weights: UnsafeBufferPointer<Float>,

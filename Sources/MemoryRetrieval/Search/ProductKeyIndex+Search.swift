@@ -12,23 +12,40 @@ extension ProductKeyIndex {
         try search(queries: queries, batch: batch, exhaustive: true)
     }
 
+    /// The search into caller-provided buffers, without copies: `queries` `[batch, H, 2, d]`,
+    /// `indices` `[batch, H, k]` and `weights` `[batch, H, k, c]` (laid out as ``SearchResult``'s).
+    public func search(queries: UnsafeBufferPointer<Float>, batch: Int,
+                       indices: UnsafeMutableBufferPointer<Int>, weights: UnsafeMutableBufferPointer<Float>) throws(RetrievalError) {
+        try search(queries: queries, batch: batch, indices: indices, weights: weights, exhaustive: false)
+    }
+
     private func search(queries: [Float], batch: Int, exhaustive: Bool) throws(RetrievalError) -> SearchResult {
-        try checkQueries(queries, batch: batch)
         let c = config
-        var result = SearchResult(batch: batch, indices: [Int](repeating: 0, count: batch * c.heads * c.topK),
-                                  weights: [Float](repeating: 0, count: batch * c.heads * c.topK * c.cores))
-        queries.withUnsafeBufferPointer { q in
-            result.indices.withUnsafeMutableBufferPointer { idx in
-                result.weights.withUnsafeMutableBufferPointer { w in
-                    nonisolated(unsafe) let (q, idx, w) = (q, idx, w)
-                    forEachBlock(batch) { range in searchBlock(q, range, idx, w, exhaustive: exhaustive) }
+        var result = SearchResult(batch: batch, indices: [Int](repeating: 0, count: max(0, batch) * c.heads * c.topK),
+                                  weights: [Float](repeating: 0, count: max(0, batch) * c.heads * c.topK * c.cores))
+        try queries.withUnsafeBufferPointer { q throws(RetrievalError) in
+            try result.indices.withUnsafeMutableBufferPointer { idx throws(RetrievalError) in
+                try result.weights.withUnsafeMutableBufferPointer { w throws(RetrievalError) in
+                    try search(queries: q, batch: batch, indices: idx, weights: w, exhaustive: exhaustive)
                 }
             }
         }
         return result
     }
 
-    private func checkQueries(_ queries: [Float], batch: Int) throws(RetrievalError) {
+    private func search(queries: UnsafeBufferPointer<Float>, batch: Int, indices: UnsafeMutableBufferPointer<Int>,
+                        weights: UnsafeMutableBufferPointer<Float>, exhaustive: Bool) throws(RetrievalError) {
+        try checkQueries(queries, batch: batch)
+        let c = config
+        guard indices.count == batch * c.heads * c.topK, weights.count == batch * c.heads * c.topK * c.cores else {
+            throw .invalidConfig(field: "batch", reason: "buffers of \(indices.count) indices and \(weights.count) weights for " +
+                                 "\(batch) queries, which need \(batch * c.heads * c.topK) and \(batch * c.heads * c.topK * c.cores)")
+        }
+        nonisolated(unsafe) let (q, idx, w) = (queries, indices, weights)
+        forEachBlock(batch) { range in searchBlock(q, range, idx, w, exhaustive: exhaustive) }
+    }
+
+    private func checkQueries(_ queries: UnsafeBufferPointer<Float>, batch: Int) throws(RetrievalError) {
         let c = config
         let per = c.heads * 2 * c.keyDim
         guard batch >= 1, queries.count == batch * per else {

@@ -51,16 +51,19 @@ extension Store {
     /// - Complexity: O(n log n) to group rows by shard (none for complete raw tables); each
     ///   shard is decoded once per call.
     public func rows(_ indices: [Int], into output: UnsafeMutableBufferPointer<Float>) throws {
+        try indices.withUnsafeBufferPointer { try rows($0, into: output) }
+    }
+
+    /// ``rows(_:into:)`` over indices in the caller's memory.
+    public func rows(_ indices: UnsafeBufferPointer<Int>, into output: UnsafeMutableBufferPointer<Float>) throws {
         let dim = layout.dim
         guard output.count >= indices.count * dim else {
             throw StoreError.invalidArgument("output holds \(output.count) floats, \(indices.count) rows of \(dim) need \(indices.count * dim)")
         }
         let type = layout.elementType
-        try indices.withUnsafeBufferPointer { idx in
-            try forEachRowGroup(idx) { group in
-                for k in 0..<group.rows.count {
-                    type.convert(group.rows[k]!, count: dim, into: output.baseAddress! + group.position(k) * dim)
-                }
+        try forEachRowGroup(indices) { group in
+            for k in 0..<group.rows.count {
+                type.convert(group.rows[k]!, count: dim, into: output.baseAddress! + group.position(k) * dim)
             }
         }
     }

@@ -1,0 +1,53 @@
+"""pkmstore: product-key memory stores from Python.
+
+    import pkmstore
+    store = pkmstore.open("memory.pkm")            # rows, tensors, gather_reduce, verify
+    layer = pkmstore.MemoryLayer("memory.pkm")
+    out, idx, w = layer.lookup(q)                 # q float32 [B, H, 2, d], numpy or CPU torch
+    pkmstore.import_("memory.pkm", "layer.safetensors", topk=32)
+    pkmstore.export("memory.pkm", "roundtrip.safetensors")
+
+Converters for trained PyTorch layers are in pkmstore.convert (and pkmstore.torch serves one as a
+torch module). Everything goes through the C API of libpkmstore (include/pkmstore.h).
+"""
+import json
+import os
+
+from ._native import lib
+from .errors import (ArgumentError, ClosedError, CorruptStoreError, IncompleteStoreError, InputFileError,
+                     NotFoundError, PKMStoreError, StorageError, UnsupportedError)
+from .layer import MemoryLayer
+from .store import Layout, Store, call
+
+__all__ = ["open", "Store", "Layout", "MemoryLayer", "import_", "export", "version", "PKMStoreError", "ArgumentError",
+           "ClosedError", "NotFoundError", "CorruptStoreError", "IncompleteStoreError", "UnsupportedError",
+           "StorageError", "InputFileError"]
+
+
+def open(path, cache_bytes=256 << 20):  # noqa: A001 - mirrors the built-in for files
+    """Opens the store at `path` read-only."""
+    return Store(path, cache_bytes)
+
+
+def version():
+    """The library's version string."""
+    return lib.pkm_version().decode()
+
+
+def import_(store, source, *, rename=None, scoring=None, topk=None, top_m=None, activation=None, addressing=None,
+            address_key=None, dtype=None, codec=None, level=None, rows_per_shard=None, dictionary=None, threads=None):
+    """Imports the trained layer at `source` (.safetensors, or a directory of .npy files, with the
+    tensor names of Spec/RETRIEVAL.md) into the store at `store`, as `memtool import` does:
+    creating it, resuming an interrupted import, or doing nothing when it is complete. `rename`
+    maps canonical names to the file's ({"values": "model.mem.values"}); None keeps the file's
+    metadata or the default for each option."""
+    options = {k: v for k, v in dict(rename=rename, scoring=scoring, topk=topk, top_m=top_m, activation=activation,
+                                     addressing=addressing, address_key=address_key, dtype=dtype, codec=codec, level=level,
+                                     rows_per_shard=rows_per_shard, dictionary=dictionary, threads=threads).items()
+               if v is not None}
+    call(lib.pkm_import, os.fsencode(store), os.fsencode(source), json.dumps(options).encode())
+
+
+def export(store, destination):
+    """Writes the store's layer to a safetensors file, as `memtool export` does."""
+    call(lib.pkm_export, os.fsencode(store), os.fsencode(destination))

@@ -1,0 +1,79 @@
+"""A memory layer served from a store: search and lookup on batches of queries."""
+import ctypes
+import json
+import os
+
+import numpy as np
+
+from . import _native
+from ._native import lib
+from .arrays import as_array, output, pointer
+from .errors import ArgumentError
+from .store import Handle, call, read_text
+
+
+class _LayerHandle(Handle):
+    _close = lib.pkm_layer_close
+    kind = "layer"
+
+
+class MemoryLayer:
+    """The memory layer a store holds (`pkmstore.MemoryLayer(path)`). Thread-safe: calls from
+    several threads run at once (the GIL is released during them).
+
+    Queries are float32 [B, H, 2, d] taken after the layer's query normalisation: for each query
+    and head, the row half then the column half (Spec/RETRIEVAL.md, "Queries"). Numpy arrays and
+    CPU torch tensors are read in place; results are new arrays, or the `out=` arrays given."""
+
+    def __init__(self, path, threads=0, cache_bytes=256 << 20):
+        handle = ctypes.c_uint64(0)
+        call(lib.pkm_layer_open, os.fsencode(path), threads, cache_bytes, ctypes.byref(handle))
+        self.path = path
+        self._handle = _LayerHandle(handle.value)
+        info = _native.pkm_layer_info()
+        call(lib.pkm_layer_describe, self._handle.value, ctypes.byref(info))
+        self.heads, self.key_dim, self.top_k, self.cores = info.heads, info.key_dim, info.top_k, info.cores
+        self.output_dim, self.value_dim, self.expansion = info.output_dim, info.value_dim, info.expansion
+        self.physical_rows, self.virtual_slots = info.physical_rows, info.virtual_slots
+        self.config = json.loads(read_text(lib.pkm_layer_config_json, self._handle.value))
+
+    def close(self):
+        self._handle.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _queries(self, q):
+        q = as_array(q, np.float32, "queries", ndim=4)
+        expected = (self.heads, 2, self.key_dim)
+        if tuple(q.shape[1:]) != expected or q.shape[0] < 1:
+            raise ArgumentError(f"queries have shape {tuple(q.shape)}, the layer needs [B, {self.heads}, 2, {self.key_dim}] "
+                                "(B >= 1; head, then row and column halves, after the query normalisation)")
+        return q
+
+    def search(self, queries, indices=None, weights=None):
+        """Selected slots: indices int64 [B, H, k] (virtual slot ids, best first) and weights
+        float32 [B, H, k, c]."""
+        q = self._queries(queries)
+        b = q.shape[0]
+        idx = output((b, self.heads, self.top_k), np.int64, indices, "indices")
+        w = output((b, self.heads, self.top_k, self.cores), np.float32, weights, "weights")
+        call(lib.pkm_layer_search, self._handle.value, pointer(q), b, pointer(idx), pointer(w))
+        return idx, w
+
+    def lookup(self, queries, out=None, indices=None, weights=None):
+        """The layer's output float32 [B, d_out] with the slots and weights of `search`."""
+        q = self._queries(queries)
+        b = q.shape[0]
+        result = output((b, self.output_dim), np.float32, out, "out")
+        idx = output((b, self.heads, self.top_k), np.int64, indices, "indices")
+        w = output((b, self.heads, self.top_k, self.cores), np.float32, weights, "weights")
+        call(lib.pkm_layer_lookup, self._handle.value, pointer(q), b, pointer(result), pointer(idx), pointer(w))
+        return result, idx, w
+
+    def __repr__(self):
+        return (f"pkmstore.MemoryLayer('{self.path}', {self.config['scoring']}, H={self.heads} d={self.key_dim} "
+                f"k={self.top_k}, {self.virtual_slots} slots, d_out={self.output_dim})")
