@@ -1,0 +1,136 @@
+"""Stores from Python: rows, tensors, the lookup-reduce and errors, checked against the
+independent reader of Tools/pkmtools (written from Spec/FORMAT.md) and numpy."""
+import os
+import threading
+
+import numpy as np
+import pytest
+
+import pkmstore
+from conftest import import_tensors
+from pkmtools.reader import StoreReader
+
+
+@pytest.mark.parametrize("dtype", ["f32", "f16", "bf16"])
+@pytest.mark.parametrize("codec", ["raw", "zstd"])
+def test_rows_match_the_independent_reader(tmp_path, dtype, codec):
+    rng = np.random.default_rng(1)
+    tensors = {"row_keys": rng.standard_normal((1, 1, 16, 4), np.float32),
+               "col_keys": rng.standard_normal((1, 1, 16, 4), np.float32),
+               "values": (rng.standard_normal((256, 24)) * 0.02).astype(np.float32)}
+    config = {"scoring": "pkm", "topK": 2, "topM": 0, "activation": "softmax", "addressing": "identity", "addressKey": 0}
+    path = str(tmp_path / "s.pkm")
+    import_tensors(path, str(tmp_path / "src"), tensors, config, codec=codec, dtype=dtype, rows_per_shard=50)
+    reference = StoreReader(path).all_floats()
+    with pkmstore.open(path) as store:
+        assert (store.layout.rows, store.layout.dim, store.layout.dtype, store.layout.codec) == (256, 24, dtype, codec)
+        assert store.layout.complete and store.layout.shard_count == 6
+        picks = rng.integers(0, 256, 300)
+        assert np.array_equal(store.rows(picks), reference[picks])
+        assert store.tensor_names() == ["col_keys", "row_keys"]
+        assert np.array_equal(store.tensor("row_keys"), tensors["row_keys"])
+        assert store.verify() == []
+
+
+def test_gather_reduce_matches_numpy(small_store):
+    path, tensors = small_store
+    values = tensors["values"].astype(np.float64)
+    rng = np.random.default_rng(2)
+    idx = rng.integers(0, 1024, 500)
+    w = rng.standard_normal((500, 4)).astype(np.float32)
+    targets = rng.integers(0, 3, 500)
+    with pkmstore.open(path) as store:
+        out = store.gather_reduce(idx, w, chunks=4, targets=targets, outputs=3)
+        expected = np.zeros((3, 16))
+        for i, (r, t) in enumerate(zip(idx, targets)):
+            expected[t] += np.repeat(w[i].astype(np.float64), 4) * values[r]
+        np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
+        single = store.gather_reduce(idx[:10], np.ascontiguousarray(w[:10, 0]))
+        np.testing.assert_allclose(single[0], (w[:10, 0, None] * values[idx[:10]]).sum(0), rtol=1e-5, atol=1e-5)
+
+
+def test_results_are_written_in_place_and_queries_read_in_place(small_store):
+    path, _ = small_store
+    with pkmstore.MemoryLayer(path) as layer:
+        q = np.random.default_rng(3).standard_normal((8, 2, 2, 8), np.float32)
+        out = np.empty((8, 16), np.float32)
+        idx = np.empty((8, 2, 4), np.int64)
+        w = np.empty((8, 2, 4, 1), np.float32)
+        result, i2, w2 = layer.lookup(q, out=out, indices=idx, weights=w)
+        assert result is out and i2 is idx and w2 is w
+        torch = pytest.importorskip("torch")
+        tq = torch.from_numpy(q.copy())
+        again, _, _ = layer.lookup(tq)                  # a CPU tensor through DLPack, no copy
+        assert np.array_equal(again, out)
+        from pkmstore.arrays import as_array
+        assert as_array(tq, np.float32, "q").ctypes.data == tq.data_ptr()
+
+
+def test_bad_input_raises_with_the_reason(small_store, tmp_path):
+    path, _ = small_store
+    with pytest.raises(pkmstore.NotFoundError, match="no store"):
+        pkmstore.open(str(tmp_path / "missing.pkm"))
+    not_a_store = tmp_path / "junk.pkm"
+    not_a_store.write_bytes(os.urandom(10000))
+    with pytest.raises(pkmstore.PKMStoreError):
+        pkmstore.open(str(not_a_store))
+    store = pkmstore.open(path)
+    with pytest.raises(pkmstore.ArgumentError, match="out of range"):
+        store.rows(np.array([1024]))
+    with pytest.raises(pkmstore.ArgumentError, match="dtype int32"):
+        store.rows(np.array([1], np.int32))
+    with pytest.raises(pkmstore.NotFoundError, match="not in the store"):
+        store.tensor("nope")
+    store.close()
+    store.close()  # closing twice is harmless
+    with pytest.raises(pkmstore.ClosedError):
+        store.rows(np.array([1]))
+    layer = pkmstore.MemoryLayer(path)
+    q = np.zeros((2, 2, 2, 8), np.float32)
+    with pytest.raises(pkmstore.ArgumentError, match="dtype float64"):
+        layer.lookup(q.astype(np.float64))
+    with pytest.raises(pkmstore.ArgumentError, match="C-contiguous"):
+        layer.lookup(np.zeros((2, 2, 2, 16), np.float32)[..., ::2])
+    with pytest.raises(pkmstore.ArgumentError, match=r"\[B, 2, 2, 8\]"):
+        layer.lookup(np.zeros((2, 2, 8), np.float32)[None].reshape(1, 2, 2, 8)[:, :1])
+    bad = q.copy()
+    bad[1, 0, 1, 3] = np.nan
+    with pytest.raises(pkmstore.ArgumentError, match="query 1"):
+        layer.lookup(bad)
+    layer.close()
+
+
+def test_an_import_of_a_bad_file_names_it(tmp_path):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all}")
+    with pytest.raises(pkmstore.InputFileError, match="bad.safetensors"):
+        pkmstore.import_(str(tmp_path / "x.pkm"), str(bad))
+    with pytest.raises(pkmstore.ArgumentError, match="scoring 'fast'"):
+        pkmstore.import_(str(tmp_path / "x.pkm"), str(bad), scoring="fast")
+
+
+def test_threads_share_a_layer(small_store):
+    path, _ = small_store
+    layer = pkmstore.MemoryLayer(path, threads=1)
+    q = np.random.default_rng(4).standard_normal((32, 2, 2, 8), np.float32)
+    expected, _, _ = layer.lookup(q)
+    results = [None] * 8
+
+    def work(i):
+        results[i] = layer.lookup(q)[0]
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(np.array_equal(r, expected) for r in results)
+
+
+def test_export_round_trips(small_store, tmp_path):
+    path, tensors = small_store
+    exported = str(tmp_path / "e.safetensors")
+    pkmstore.export(path, exported)
+    from pkmtools.tensorio import read_safetensors
+    back = read_safetensors(exported)
+    assert np.array_equal(back["values"], tensors["values"]) and np.array_equal(back["row_keys"], tensors["row_keys"])

@@ -1,0 +1,69 @@
+"""Layers of the real `product-key-memory` package (PyPI), converted and served from a store,
+against the package's own forward: the same slots per head and outputs to 1e-5 relative."""
+import itertools
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+product_key_memory = pytest.importorskip("product_key_memory")
+
+import pkmstore  # noqa: E402
+import pkmstore.torch  # noqa: E402
+
+CASES = list(itertools.product(["softmax", "relu"], [16, 32], ["f32", "f16", "bf16"]))
+
+
+def make_pkm(seed, gate, topk, pre_layernorm, norm_output):
+    torch.manual_seed(seed)
+    pkm = product_key_memory.PKM(dim=48, heads=4, num_keys=48, topk=topk, dim_head=24, pre_layernorm=pre_layernorm,
+                                 norm_output=norm_output, non_competitive_gates=gate == "relu").eval()
+    with torch.no_grad():  # trained-looking norms, so that skipping one would show
+        for norm in [pkm.norm, pkm.pre_layernorm, pkm.output_norm]:
+            if isinstance(norm, torch.nn.LayerNorm):
+                norm.weight.normal_(1, 0.3)
+                norm.bias.normal_(0, 0.3)
+    return pkm
+
+
+@pytest.mark.parametrize("gate,topk,dtype", CASES)
+def test_served_layer_equals_the_package_forward(tmp_path, gate, topk, dtype):
+    pkm = make_pkm(hash((gate, topk, dtype)) % 1000, gate, topk, pre_layernorm=topk == 16, norm_output=dtype != "f32")
+    if dtype != "f32":  # the package then computes with the values the store holds
+        rounded = {"f16": torch.float16, "bf16": torch.bfloat16}[dtype]
+        with torch.no_grad():
+            pkm.values.weight.copy_(pkm.values.weight.to(rounded).to(torch.float32))
+    captured = []
+    pkm.values.register_forward_pre_hook(lambda module, args, kwargs: captured.append(args[0].clone()), with_kwargs=True)
+    served = pkmstore.torch.from_pkm(pkm, str(tmp_path / "pkm.pkm"), dtype=dtype)
+    x = torch.randn(3, 7, 48)
+    with torch.no_grad():
+        expected = pkm(x)
+    got = served(x)
+    relative = ((got - expected).abs().max() / expected.abs().max()).item()
+    assert relative <= 1e-5, relative
+    package = captured[0].reshape(21, 4, topk).numpy()                    # [(b t), (h k)] -> per head
+    ours = served.last_indices                                           # [b·t, H, k]
+    assert np.array_equal(np.sort(package, axis=-1), np.sort(ours, axis=-1))
+
+
+def test_layouts_the_store_cannot_serve_are_refused(tmp_path):
+    pkm = product_key_memory.PKM(dim=16, heads=2, num_keys=8, topk=4, dim_head=8, concat_values_and_combine=True)
+    with pytest.raises(pkmstore.ArgumentError, match="concat_values_and_combine"):
+        pkmstore.torch.from_pkm(pkm, str(tmp_path / "x.pkm"))
+
+
+def test_a_wrong_query_layout_is_what_the_spec_warns_of(tmp_path):
+    """Reshaping the projection to [B, H, 2, d] directly passes the shape checks and selects
+    other slots: the conversion of Spec/RETRIEVAL.md is what makes them equal."""
+    pkm = make_pkm(7, "softmax", 16, pre_layernorm=False, norm_output=False)
+    served = pkmstore.torch.from_pkm(pkm, str(tmp_path / "w.pkm"))
+    x = torch.randn(2, 5, 48)
+    with torch.no_grad():
+        right = pkm.norm(pkm.to_queries(x).reshape(10, 2, 4, 24)).permute(0, 2, 1, 3).contiguous()
+        wrong = pkm.norm(pkm.to_queries(x).reshape(10, 4, 2, 24)).contiguous()
+    _, good, _ = served.layer.lookup(right)
+    _, bad, _ = served.layer.lookup(wrong)
+    served(x)
+    assert np.array_equal(good, served.last_indices)
+    assert np.mean([len(set(a) & set(b)) / len(a) for a, b in zip(good.reshape(-1, 16), bad.reshape(-1, 16))]) < 0.5
