@@ -12,9 +12,9 @@ shift
 exponents=${*:-16 20 24 26}
 memtool="$root/.build/release/memtool"
 mkdir -p "$work/results"
-bash "$root/Tools/bootstrap.sh" --peers
+bash "$root/Tools/bootstrap.sh"
 (cd "$root" && swift build -c release --product memtool >/dev/null)
-python3 -c "import torch" 2>/dev/null || { echo "bench_reduce: PyTorch is not installed (Tools/bootstrap.sh --peers)" >&2; exit 1; }
+python3 -c "import torch" 2>/dev/null || { echo "bench_reduce: PyTorch is not installed (Tools/bootstrap.sh)" >&2; exit 1; }
 for e in $exponents; do
     rows=$((1 << e)); side=$((1 << (e / 2))); cols=$((rows / side))
     store="$work/r$e.pkm"

@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
 # Installs what building, testing and the Python tools need; safe to run again (does nothing when all is there).
-#   bash Tools/bootstrap.sh            # build, tests, Python reader and references, the FAISS peer
-#   bash Tools/bootstrap.sh --peers    # also PyTorch (CPU), the embedding_bag peer of Tools/bench_reduce.sh
+#   bash Tools/bootstrap.sh    # build, tests (Swift, C API, Python package), the Python tools, the FAISS and PyTorch peers
 set -euo pipefail
 
 need_apt=()
@@ -27,11 +26,18 @@ if ! python3 -c "import faiss" 2>/dev/null; then
     python3 -m pip install -q --disable-pip-version-check faiss-cpu 2>&1 | grep -v "Running pip as the 'root' user" || true
     python3 -c "import faiss" 2>/dev/null || echo "bootstrap: faiss-cpu could not be installed; the FAISS peer will be skipped" >&2
 fi
-# PyTorch's embedding_bag, the lookup-reduce peer (Tools/peers/embedding_bag.py): large, so only on request.
-if [ "${1:-}" = "--peers" ] && ! python3 -c "import torch" 2>/dev/null; then
+# PyTorch (CPU) and the product-key-memory package: the Python package's tests serve real PKM
+# layers and compare with their forward; embedding_bag is also the lookup-reduce peer of
+# Tools/bench_reduce.sh. torch first, so that product-key-memory does not pull a CUDA build.
+if ! python3 -c "import torch" 2>/dev/null; then
     echo "bootstrap: installing torch==2.13.0+cpu" >&2
     python3 -m pip install -q --disable-pip-version-check "torch==2.13.0+cpu" 2>&1 | grep -v "Running pip as the 'root' user" || true
-    python3 -c "import torch" 2>/dev/null || echo "bootstrap: torch could not be installed; the embedding_bag peer will be unavailable" >&2
+    python3 -c "import torch" 2>/dev/null || echo "bootstrap: torch could not be installed (registry unreachable?); the tests that need it are skipped" >&2
+fi
+if ! python3 -c "import product_key_memory, pytest, setuptools" 2>/dev/null; then
+    echo "bootstrap: installing product-key-memory pytest setuptools" >&2
+    python3 -m pip install -q --disable-pip-version-check product-key-memory pytest setuptools 2>&1 | grep -v "Running pip as the 'root' user" || true
+    python3 -c "import product_key_memory" 2>/dev/null || echo "bootstrap: product-key-memory could not be installed; its tests are skipped" >&2
 fi
 command -v fio >/dev/null 2>&1 || { SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"; DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq fio >/dev/null 2>&1 || echo "bootstrap: fio could not be installed; Tools/disk_baseline.sh needs it" >&2; }
 

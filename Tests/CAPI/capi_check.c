@@ -1,0 +1,126 @@
+/* Drives the C API as a C caller would, including every misuse the header says is an error
+ * rather than a crash: NULL pointers, unknown and closed handles, wrong sizes, small buffers.
+ * Run by Tools/test.sh under AddressSanitizer (with the library built with it too).
+ *
+ *     capi_check STORE       (STORE: a layer store, e.g. from memtool create --synthetic)
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pkmstore.h"
+
+static int failures = 0;
+
+#define EXPECT(cond, ...) do { if (!(cond)) { failures++; fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
+    fprintf(stderr, __VA_ARGS__); fprintf(stderr, "\n"); } } while (0)
+
+/* The call failed with `code` and a non-empty message. */
+static void expect_error(int status, pkm_error *e, int code, const char *what) {
+    EXPECT(status == code && e->code == code && strlen(e->message) > 0,
+           "%s: status %d (want %d), message '%s'", what, status, code, e->message);
+}
+
+int main(int argc, char **argv) {
+    if (argc != 2) { fprintf(stderr, "usage: capi_check STORE\n"); return 2; }
+    const char *path = argv[1];
+    pkm_error e;
+    printf("%s\n", pkm_version());
+
+    /* Opening: NULLs, a missing file. */
+    pkm_store s = 0;
+    expect_error(pkm_store_open(NULL, 0, &s, &e), &e, PKM_ERR_ARGUMENT, "open NULL path");
+    expect_error(pkm_store_open(path, 0, NULL, &e), &e, PKM_ERR_ARGUMENT, "open NULL out");
+    expect_error(pkm_store_open("/nonexistent/x.pkm", 0, &s, &e), &e, PKM_ERR_NOT_FOUND, "open missing");
+    EXPECT(pkm_store_open("/nonexistent/x.pkm", 0, &s, NULL) == PKM_ERR_NOT_FOUND, "a NULL error pointer is allowed");
+
+    EXPECT(pkm_store_open(path, 1 << 20, &s, &e) == PKM_OK && e.code == PKM_OK && e.message[0] == 0, "open: %s", e.message);
+    pkm_layout layout;
+    EXPECT(pkm_store_layout(s, &layout, &e) == PKM_OK && layout.complete == 1 && layout.rows > 0, "layout: %s", e.message);
+    const size_t dim = (size_t)layout.dim;
+
+    /* Rows and the reduce. */
+    int64_t idx[3] = {0, layout.rows - 1, 7};
+    float *rows = calloc(3 * dim, sizeof(float)), *out = calloc(4 * dim, sizeof(float));
+    EXPECT(pkm_store_rows(s, idx, 3, rows, &e) == PKM_OK, "rows: %s", e.message);
+    float w[3] = {1, 0, 0};
+    EXPECT(pkm_store_gather_reduce(s, idx, w, 3, 1, NULL, 1, out, &e) == PKM_OK, "reduce: %s", e.message);
+    for (size_t j = 0; j < dim; j++) EXPECT(fabsf(out[j] - rows[j]) <= 1e-6f * fabsf(rows[j]), "reduce of one row, element %zu", j);
+    int64_t far[1] = {layout.rows};
+    expect_error(pkm_store_rows(s, far, 1, rows, &e), &e, PKM_ERR_ARGUMENT, "row out of range");
+    expect_error(pkm_store_rows(s, NULL, 1, rows, &e), &e, PKM_ERR_ARGUMENT, "rows NULL indices");
+    EXPECT(pkm_store_rows(s, NULL, 0, NULL, &e) == PKM_OK, "no rows is no work: %s", e.message);
+    expect_error(pkm_store_rows(s, idx, (size_t)-1, rows, &e), &e, PKM_ERR_ARGUMENT, "rows count too large");
+    int64_t targets[3] = {0, 1, 9};
+    expect_error(pkm_store_gather_reduce(s, idx, w, 3, 1, targets, 4, out, &e), &e, PKM_ERR_ARGUMENT, "target past outputs");
+    expect_error(pkm_store_gather_reduce(s, idx, w, 3, 1, NULL, 0, out, &e), &e, PKM_ERR_ARGUMENT, "zero outputs");
+    expect_error(pkm_store_gather_reduce(s, idx, w, 3, dim + 1, NULL, 1, out, &e), &e, PKM_ERR_ARGUMENT, "chunks not dividing dim");
+
+    /* Tensors and text buffers. */
+    size_t needed = 0;
+    expect_error(pkm_store_tensor_names(s, NULL, 0, &needed, &e), &e, PKM_ERR_BUFFER, "names into no buffer");
+    EXPECT(needed > 1, "names size %zu", needed);
+    char *names = malloc(needed);
+    EXPECT(pkm_store_tensor_names(s, names, needed, NULL, &e) == PKM_OK && strstr(names, "row_keys\n"), "names: %s", e.message);
+    char tiny[4];
+    expect_error(pkm_store_tensor_names(s, tiny, sizeof tiny, NULL, &e), &e, PKM_ERR_BUFFER, "names into 4 bytes");
+    int32_t type = 0, rank = 0;
+    int64_t shape[8];
+    size_t bytes = 0;
+    EXPECT(pkm_store_tensor_info(s, "row_keys", &type, &rank, shape, &bytes, &e) == PKM_OK && type == PKM_F32 && rank == 4,
+           "tensor info: %s", e.message);
+    void *data = malloc(bytes);
+    EXPECT(pkm_store_tensor_read(s, "row_keys", data, bytes, &e) == PKM_OK, "tensor read: %s", e.message);
+    expect_error(pkm_store_tensor_read(s, "row_keys", data, bytes - 1, &e), &e, PKM_ERR_ARGUMENT, "tensor into a short buffer");
+    expect_error(pkm_store_tensor_info(s, "missing", &type, &rank, shape, &bytes, &e), &e, PKM_ERR_NOT_FOUND, "missing tensor");
+    expect_error(pkm_store_tensor_info(s, NULL, &type, &rank, shape, &bytes, &e), &e, PKM_ERR_ARGUMENT, "NULL tensor name");
+    int64_t problems = -1;
+    char report[256];
+    EXPECT(pkm_store_verify(s, &problems, report, sizeof report, &e) == PKM_OK && problems == 0, "verify: %s", e.message);
+
+    /* A closed store and made-up handles. */
+    EXPECT(pkm_store_close(s, &e) == PKM_OK, "close: %s", e.message);
+    expect_error(pkm_store_close(s, &e), &e, PKM_ERR_HANDLE, "close twice");
+    expect_error(pkm_store_rows(s, idx, 3, rows, &e), &e, PKM_ERR_HANDLE, "rows of a closed store");
+    expect_error(pkm_store_layout(0, &layout, &e), &e, PKM_ERR_HANDLE, "handle 0");
+    expect_error(pkm_store_layout(0xDEADBEEF, &layout, &e), &e, PKM_ERR_HANDLE, "made-up handle");
+
+    /* A layer. */
+    pkm_layer l = 0;
+    expect_error(pkm_layer_open(path, -1, 0, &l, &e), &e, PKM_ERR_ARGUMENT, "negative threads");
+    EXPECT(pkm_layer_open(path, 2, 1 << 20, &l, &e) == PKM_OK, "layer open: %s", e.message);
+    pkm_layer_info info;
+    EXPECT(pkm_layer_describe(l, &info, &e) == PKM_OK && info.heads > 0, "describe: %s", e.message);
+    size_t batch = 5, per = (size_t)(info.heads * 2 * info.key_dim), slots = batch * (size_t)(info.heads * info.top_k);
+    float *q = malloc(batch * per * sizeof(float));
+    for (size_t i = 0; i < batch * per; i++) q[i] = (float)((i * 7919) % 97) / 97.0f - 0.5f;
+    float *o = malloc(batch * (size_t)info.output_dim * sizeof(float)), *sw = malloc(slots * (size_t)info.cores * sizeof(float));
+    int64_t *si = malloc(slots * sizeof(int64_t));
+    EXPECT(pkm_layer_lookup(l, q, batch, o, si, sw, &e) == PKM_OK, "lookup: %s", e.message);
+    EXPECT(pkm_layer_lookup(l, q, batch, o, NULL, NULL, &e) == PKM_OK, "lookup without slots: %s", e.message);
+    EXPECT(pkm_layer_search(l, q, batch, si, sw, &e) == PKM_OK, "search: %s", e.message);
+    for (size_t i = 0; i < slots; i++) EXPECT(si[i] >= 0 && si[i] < info.virtual_slots, "slot %zu is %lld", i, (long long)si[i]);
+    expect_error(pkm_layer_lookup(l, q, 0, o, si, sw, &e), &e, PKM_ERR_ARGUMENT, "batch 0");
+    expect_error(pkm_layer_lookup(l, NULL, batch, o, si, sw, &e), &e, PKM_ERR_ARGUMENT, "NULL queries");
+    expect_error(pkm_layer_lookup(l, q, batch, o, si, NULL, &e), &e, PKM_ERR_ARGUMENT, "indices without weights");
+    q[3] = NAN;
+    expect_error(pkm_layer_lookup(l, q, batch, o, si, sw, &e), &e, PKM_ERR_ARGUMENT, "a NaN query");
+    EXPECT(strstr(e.message, "query 0") != NULL, "the NaN's query is named: %s", e.message);
+    expect_error(pkm_layer_lookup(l, q, (size_t)1 << 62, o, si, sw, &e), &e, PKM_ERR_ARGUMENT, "a batch too large to size");
+    EXPECT(pkm_layer_config_json(l, NULL, 0, &needed, &e) == PKM_ERR_BUFFER && needed > 10, "config size");
+    char *json = malloc(needed);
+    EXPECT(pkm_layer_config_json(l, json, needed, NULL, &e) == PKM_OK && strstr(json, "\"topK\""), "config: %s", e.message);
+    EXPECT(pkm_layer_close(l, &e) == PKM_OK, "layer close: %s", e.message);
+    expect_error(pkm_layer_search(l, q, batch, si, sw, &e), &e, PKM_ERR_HANDLE, "search on a closed layer");
+
+    /* Import and export misuse. */
+    expect_error(pkm_import("/tmp/never.pkm", "/nonexistent.safetensors", NULL, &e), &e, PKM_ERR_INPUT, "import of a missing file");
+    expect_error(pkm_import("/tmp/never.pkm", path, "{\"topk\": \"many\"}", &e), &e, PKM_ERR_ARGUMENT, "bad options JSON");
+    expect_error(pkm_export("/nonexistent/x.pkm", "/tmp/x.safetensors", &e), &e, PKM_ERR_NOT_FOUND, "export of a missing store");
+
+    free(rows); free(out); free(names); free(data); free(q); free(o); free(sw); free(si); free(json);
+    if (failures) { fprintf(stderr, "%d checks failed\n", failures); return 1; }
+    printf("capi_check: every check passed\n");
+    return 0;
+}
