@@ -5,13 +5,9 @@ exactly as Spec/RETRIEVAL.md, "Queries from a model", describes, and returns a m
 forward equals the layer's (eval mode): the dense parts (pre-LayerNorm, query projection, query
 LayerNorm, output LayerNorm) run in torch, the search and the lookup-reduce in the store.
 """
-import os
-import tempfile
-
-import numpy as np
 import torch
 
-from . import import_
+from .convert import from_state_dict
 from .errors import ArgumentError
 from .layer import MemoryLayer
 
@@ -27,25 +23,13 @@ def _check_pkm(pkm):
         raise ArgumentError("PKM(differentiable_topk=True) selects by coordinate descent, not the exact top-k the store computes")
 
 
-def pkm_tensors(pkm):
-    """The store's tensors of a PKM layer: row_keys, col_keys [H, 1, n, d] and values [n², dim], float32."""
-    keys = pkm.keys.detach().to(torch.float32).cpu().numpy()            # [H, n, 2, d]
-    return {
-        "row_keys": np.ascontiguousarray(keys[:, None, :, 0, :]),
-        "col_keys": np.ascontiguousarray(keys[:, None, :, 1, :]),
-        "values": np.ascontiguousarray(pkm.values.weight.detach().to(torch.float32).cpu().numpy()),
-    }
-
-
 def convert_pkm(pkm, store, *, dtype="f32", codec="zstd", **options):
     """Writes the PKM layer `pkm` into a new store at `store` (values stored as `dtype`, rounded
     to nearest even); the other keyword options are those of `pkmstore.import_`."""
     _check_pkm(pkm)
-    activation = "relu" if isinstance(pkm.gate_activation, torch.nn.ReLU) else "softmax"
-    with tempfile.TemporaryDirectory() as folder:
-        for name, array in pkm_tensors(pkm).items():
-            np.save(os.path.join(folder, name + ".npy"), array)
-        import_(store, folder, scoring="pkm", topk=pkm.topk, activation=activation, dtype=dtype, codec=codec, **options)
+    gate = "relu" if isinstance(pkm.gate_activation, torch.nn.ReLU) else "softmax"
+    converted = from_state_dict("pkm-pytorch", pkm.state_dict(), {"topk": pkm.topk, "gate": gate})
+    converted.write(store, dtype=dtype, codec=codec, **options)
 
 
 class StorePKM(torch.nn.Module):
@@ -74,3 +58,54 @@ def from_pkm(pkm, store, *, dtype="f32", codec="zstd", threads=0, **options):
     """Converts `pkm` into the store at `store` and returns the module serving it from there."""
     convert_pkm(pkm, store, dtype=dtype, codec=codec, **options)
     return StorePKM(pkm, store, threads=threads)
+
+
+class StoreMemory(torch.nn.Module):
+    """Any converted layer served from a store: `queries(x)` (the model's own query projection and
+    normalisation, a module or function) gives the projection, `layout` says how it becomes the
+    store's [N, H, 2, d] ("head-side": already head, side, element, as Meta's memory;
+    "side-head": side, head, element, as the PKM package), and `after(out, x)` (optional) applies
+    the layer's dense output part (value projection, gating, output norm)."""
+
+    def __init__(self, store, queries, layout="head-side", after=None, threads=0):
+        super().__init__()
+        if layout not in ("head-side", "side-head"):
+            raise ArgumentError(f"layout '{layout}' is not head-side or side-head")
+        self.queries, self.layout, self.after = queries, layout, after
+        self.layer = MemoryLayer(store, threads=threads)
+        self.last_indices = None
+
+    @torch.no_grad()
+    def forward(self, x):
+        flat = x.reshape(-1, x.shape[-1])
+        q = self.queries(flat)
+        h, d = self.layer.heads, self.layer.key_dim
+        q = q.reshape(-1, h, 2, d) if self.layout == "head-side" else q.reshape(-1, 2, h, d).permute(0, 2, 1, 3)
+        out, idx, _ = self.layer.lookup(q.to(torch.float32).contiguous().cpu())
+        self.last_indices = idx
+        out = torch.from_numpy(out).to(x.dtype)
+        if self.after is not None:
+            out = self.after(out, flat)
+        return out.reshape(*x.shape[:-1], -1)
+
+
+def from_meta_memory(memory, store, *, values=None, dtype="f32", codec="zstd", threads=0):
+    """Converts a `HashingMemory` (Meta's product-key memory) into the store at `store` and returns
+    the module serving it: the query MLP, the value and SiLU projections and the gating run in
+    torch as the layer's forward does, the search and the weighted sum of values in the store."""
+    if getattr(memory, "use_peer_variant", False):
+        raise ArgumentError("the PEER variant gates each slot by a second value table; the store serves one table")
+    converted = from_state_dict("meta-memory", memory.state_dict(), {"heads": memory.heads, "knn": memory.knn}, values=values)
+    converted.write(store, dtype=dtype, codec=codec)
+    silu = torch.nn.functional.silu
+
+    def after(out, x):
+        if getattr(memory, "swilu_proj", False):
+            out = memory.value_proj(out * silu(memory.swilu_projection(x)))
+        elif getattr(memory, "v_proj", False):
+            out = memory.value_proj(out)
+        if getattr(memory, "gating", None) is not None:
+            out = torch.sigmoid(memory.gating(x)) * out
+        return out
+
+    return StoreMemory(store, memory.query_proj, layout="head-side", after=after, threads=threads)

@@ -1,0 +1,118 @@
+"""Trained memory layers' state dicts in the store's tensors (Spec/RETRIEVAL.md, "Tensors").
+
+    converted = pkmstore.convert.from_state_dict("pkm-pytorch", pkm.state_dict(), {"topk": 32})
+    converted.write("layer.pkm", dtype="bf16")
+
+Kinds:
+- "pkm-pytorch": the `product-key-memory` package's `PKM` (keys [H, n, 2, d], values
+  `values.weight` [n², dim]). Config: `topk`; `gate` "softmax" (default) or "relu"
+  (`non_competitive_gates`).
+- "meta-memory": Meta's product-key memory (`HashingMemory` of facebookresearch/memory, and the
+  Memory+ port of UltraMemV2's repository): keys [2·H·n, k_dim/2] viewed as [H, 2, n, k_dim/2],
+  values `values.weight` [n², v]. Config: `heads`, `knn`. The query MLP, value projection,
+  SiLU projection and gating stay in the model (they are dense); the PEER variant (a second
+  value table gating each slot) is refused, and a layer sharing another's values
+  (`mem_share_values`) needs `values=` given.
+
+A checkpoint saved by model-parallel training (value columns split across ranks, as
+ColwiseEmbeddingBag shards them) is given as the list of the ranks' state dicts, in rank order.
+"""
+import os
+import tempfile
+
+import numpy as np
+
+from . import import_
+from .errors import ArgumentError
+
+
+def _array(t):
+    """A state-dict entry (torch tensor or array) as a float32 numpy array."""
+    if hasattr(t, "detach"):
+        t = t.detach().to("cpu").float().numpy()
+    return np.asarray(t, np.float32)
+
+
+def _values(state_dicts, key):
+    """The value table, its columns concatenated across the ranks' state dicts."""
+    parts = [_array(sd[key]) for sd in state_dicts if key in sd]
+    if not parts:
+        return None
+    if len(parts) != len(state_dicts):
+        raise ArgumentError(f"'{key}' is in {len(parts)} of the {len(state_dicts)} rank state dicts")
+    if len({p.shape[0] for p in parts}) != 1:
+        raise ArgumentError(f"the ranks' '{key}' have different row counts {[p.shape for p in parts]}")
+    return np.ascontiguousarray(np.concatenate(parts, axis=1))
+
+
+class Converted:
+    """A layer in the store's tensors and import options, ready to `write`."""
+
+    def __init__(self, tensors, options, queries):
+        self.tensors, self.options = tensors, options
+        #: How the layer's own query projection output becomes the store's [N, H, 2, d].
+        self.queries = queries
+
+    def write(self, path, *, dtype="f32", codec="zstd", **options):
+        """Imports the layer into a store at `path` (values stored as `dtype`)."""
+        with tempfile.TemporaryDirectory() as folder:
+            for name, array in self.tensors.items():
+                np.save(os.path.join(folder, name + ".npy"), array)
+            import_(path, folder, dtype=dtype, codec=codec, **dict(self.options, **options))
+        return path
+
+
+def from_state_dict(kind, state_dict, config, values=None):
+    """The store's tensors of a trained layer (see the module's documentation for the kinds)."""
+    dicts = state_dict if isinstance(state_dict, (list, tuple)) else [state_dict]
+    if not dicts:
+        raise ArgumentError("no state dict given")
+    if kind == "pkm-pytorch":
+        return _pkm_pytorch(dicts, config, values)
+    if kind == "meta-memory":
+        return _meta_memory(dicts, config, values)
+    raise ArgumentError(f"unknown layer kind '{kind}' (pkm-pytorch or meta-memory)")
+
+
+def _require(config, name):
+    if name not in config:
+        raise ArgumentError(f"config needs '{name}'")
+    return int(config[name])
+
+
+def _pkm_pytorch(dicts, config, values):
+    keys = _array(dicts[0]["keys"])
+    if keys.ndim != 4 or keys.shape[2] != 2:
+        raise ArgumentError(f"keys have shape {keys.shape}, the PKM layer's are [H, n, 2, d]")
+    table = values if values is not None else _values(dicts, "values.weight")
+    if table is None:
+        raise ArgumentError("the state dict has no 'values.weight' (an EmbeddingBag); concat_values_and_combine layers are not supported")
+    gate = config.get("gate", "softmax")
+    if gate not in ("softmax", "relu"):
+        raise ArgumentError(f"gate '{gate}' is not softmax or relu")
+    tensors = {"row_keys": np.ascontiguousarray(keys[:, None, :, 0, :]), "col_keys": np.ascontiguousarray(keys[:, None, :, 1, :]),
+               "values": _array(table)}
+    options = {"scoring": "pkm", "topk": _require(config, "topk"), "activation": gate}
+    return Converted(tensors, options, "projection (side, head, element) -> LayerNorm(d) -> permute to (head, side, element)")
+
+
+def _meta_memory(dicts, config, values):
+    if any(k.startswith("values_u") or k.startswith("values_v") for k in dicts[0]):
+        raise ArgumentError("the PEER variant gates each slot by a second value table (values_u); the store serves one table")
+    heads, knn = _require(config, "heads"), _require(config, "knn")
+    keys = _array(dicts[0]["keys"])
+    table = values if values is not None else _values(dicts, "values.weight")
+    if table is None:
+        raise ArgumentError("the state dict has no 'values.weight': a layer sharing another's values (mem_share_values) needs values=")
+    table = _array(table)
+    n = int(round(table.shape[0] ** 0.5))
+    if n * n != table.shape[0]:
+        raise ArgumentError(f"the value table has {table.shape[0]} rows, not n² for a whole n")
+    if keys.ndim != 2 or keys.shape[0] != 2 * heads * n:
+        raise ArgumentError(f"keys have shape {keys.shape}, a {heads}-head layer of {n} keys needs [{2 * heads * n}, k_dim / 2]")
+    half = keys.shape[1]
+    grid = keys.reshape(heads, 2, n, half)
+    tensors = {"row_keys": np.ascontiguousarray(grid[:, 0][:, None]), "col_keys": np.ascontiguousarray(grid[:, 1][:, None]),
+               "values": table}
+    options = {"scoring": "pkm", "topk": knn, "activation": "softmax"}
+    return Converted(tensors, options, "query MLP output [N, H·k_dim] viewed as [N, H, 2, k_dim/2] (first half: rows)")
