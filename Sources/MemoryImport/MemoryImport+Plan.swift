@@ -28,7 +28,7 @@ extension MemoryImport {
             guard e.shape.count == n else { throw bad("tensor '\(e.name)' has shape \(e.shape), expected \(layout)") }
         }
         func floating(_ e: TensorEntry) throws {
-            guard [.f32, .f16, .bf16].contains(e.dtype) else { throw bad("tensor '\(e.name)' is \(e.dtype.rawValue), expected F32, F16 or BF16") }
+            guard [.f32, .f16, .bf16].contains(e.dtype) else { throw bad("tensor '\(e.name)' is \(e.dtype.safetensorsName), expected F32, F16 or BF16") }
         }
         let values = try require("values"), rowKeys = try require("row_keys"), colKeys = try require("col_keys")
         try rank(values, 2, "[N_p, v]"); try floating(values)
@@ -60,7 +60,7 @@ extension MemoryImport {
         }
         if let m = found["virtual_map"] {
             guard m.shape == [slots.partialValue], [.i64, .i32].contains(m.dtype) else {
-                throw bad("virtual_map has shape \(m.shape) and dtype \(m.dtype.rawValue), expected [\(slots.partialValue)] of I64 or I32")
+                throw bad("virtual_map has shape \(m.shape) and dtype \(m.dtype.safetensorsName), expected [\(slots.partialValue)] of I64 or I32")
             }
         }
         for name in ["row_proj", "col_proj"] {

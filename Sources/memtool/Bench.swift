@@ -89,7 +89,7 @@ struct Bench: ParsableCommand {
         let entry = try NPYFile.entry(path: path, name: "queries")
         guard [.f32, .f16, .bf16].contains(entry.dtype), entry.shape.count == 4, entry.shape[0] >= 1,
               entry.shape[1] == c.heads, entry.shape[2] == 2, entry.shape[3] == c.keyDim else {
-            throw TensorFileError(path, "replayed queries have shape \(entry.shape) and dtype \(entry.dtype.rawValue), " +
+            throw TensorFileError(path, "replayed queries have shape \(entry.shape) and dtype \(entry.dtype.safetensorsName), " +
                                   "the store needs [N >= 1, \(c.heads), 2, \(c.keyDim)] of float32, float16 or bfloat16")
         }
         return try entry.load().floats()

@@ -50,7 +50,7 @@ struct Inspect: ParsableCommand {
             let stats = try s.storageStatistics()
             let tensors = try s.tensorNames().map { name in
                 let t = try s.tensor(named: name)
-                return InspectReport.TensorSummary(name: name, dtype: t.dtype.rawValue, shape: t.shape, bytes: t.bytes.count)
+                return InspectReport.TensorSummary(name: name, dtype: t.dtype.safetensorsName, shape: t.shape, bytes: t.bytes.count)
             }
             let raw = s.readableRows * s.layout.rowBytes
             let report = InspectReport(

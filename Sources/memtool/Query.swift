@@ -41,7 +41,7 @@ struct Query: ParsableCommand {
             let entry = try NPYFile.entry(path: queries, name: "queries")
             guard [.f32, .f16, .bf16].contains(entry.dtype), entry.shape.count == 4, entry.shape[1] == c.heads,
                   entry.shape[2] == 2, entry.shape[3] == c.keyDim else {
-                throw TensorFileError(queries, "queries have shape \(entry.shape) and dtype \(entry.dtype.rawValue), the store needs " +
+                throw TensorFileError(queries, "queries have shape \(entry.shape) and dtype \(entry.dtype.safetensorsName), the store needs " +
                                       "[B, \(c.heads), 2, \(c.keyDim)] of float32 (or float16 / bfloat16, converted to float32)")
             }
             let q = try entry.load().floats()

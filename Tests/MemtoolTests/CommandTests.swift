@@ -35,6 +35,11 @@ import TestSupport
         #expect(json["complete"] as? Bool == true)
         #expect(json["shardCount"] as? Int == 12)
         #expect((json["table"] as? [String: Any])?["elementType"] as? String == "f16")
+        // Tensors are described with the safetensors names of their types, values with the manifest's.
+        let tensors = json["tensors"] as? [[String: Any]] ?? []
+        #expect(!tensors.isEmpty && tensors.allSatisfy { $0["dtype"] as? String == "F32" }, "\(tensors)")
+        let text = try Tools.memtool("inspect", path).stdout
+        #expect(text.contains("row_keys F32[") && text.contains("rows x 16 f16"), "\(text)")
         // The fields Spec/CLI.md documents.
         let documented: Set = ["path", "formatVersion", "complete", "rowsCommitted", "table", "shardCount", "rawBytes", "shardBytes",
                                "fileBytes", "compressionRatio", "fileRatio", "tensors", "tensorBytes", "lmdb", "openMilliseconds",
