@@ -1,6 +1,6 @@
-import _MemorySupport
 import MemoryRetrieval
 import MemoryStore
+import _MemorySupport
 
 /// How benchmark queries are drawn.
 public enum QueryDistribution: Sendable, Equatable {

@@ -1,6 +1,6 @@
 import Foundation
-import _MemorySupport
 import MemoryStore
+import _MemorySupport
 
 /// Measures the storage layer on synthetic N(0, 0.02) rows: import speed, compression, decode
 /// speed, and warm random single-row reads against a flat mmap'd file in the same run.

@@ -1,8 +1,8 @@
 import Foundation
 import MemoryLayer
-import _MemorySupport
 import MemoryRetrieval
 import MemoryStore
+import _MemorySupport
 
 /// Builds a complete synthetic memory: values N(0, 0.02), keys N(0, 1/√d), cores N(0, 1),
 /// projectors N(0, 1/√v), all deterministic per seed. Used by `memtool create --synthetic`.

@@ -1,6 +1,6 @@
 import Foundation
-import _MemorySupport
 import MemoryFormat
+import _MemorySupport
 
 /// Deterministic Gaussian rows for synthetic memories and tests: element `j` of row `i` depends
 /// only on (seed, i, j), so any range of rows can be generated on its own (resumed imports,

@@ -7,6 +7,12 @@ public struct TensorSource: Sendable {
     public let entries: [String: TensorEntry]
     public let metadata: [String: String]
 
+    init(path: String, entries: [String: TensorEntry], metadata: [String: String]) {
+        self.path = path
+        self.entries = entries
+        self.metadata = metadata
+    }
+
     /// Opens `path` (a `.safetensors` file or a directory of `.npy` files), reading headers only.
     public init(path: String) throws {
         var isDirectory: ObjCBool = false

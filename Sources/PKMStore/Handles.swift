@@ -1,5 +1,5 @@
-import _MemorySupport
 import CPKMStore
+import _MemorySupport
 
 /// The objects behind the C API's handles: numbers, never pointers, so that a closed or
 /// made-up handle is an error the caller sees rather than memory the library reads.

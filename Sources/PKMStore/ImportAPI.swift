@@ -9,8 +9,14 @@ public func cImport(_ storePath: UnsafePointer<CChar>?, _ source: UnsafePointer<
                     _ error: UnsafeMutablePointer<pkm_error>?) -> Int32 {
     reporting(error) {
         let store = try string(storePath, "store_path"), source = try string(source, "source")
-        let options = try importOptions(optionsJSON.map { String(cString: $0) } ?? "{}")
-        try MemoryImport.run(from: TensorSource(path: source), to: store, options: options)
+        let (options, layout) = try importOptions(optionsJSON.map { String(cString: $0) } ?? "{}")
+        let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("pkmstore-import-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: scratch) }
+        var choices = options
+        let layer = try TensorSource(path: source).converted(from: layout, renames: options.renames, scratch: scratch)
+        if layout != .store { choices.renames = [:] }
+        try MemoryImport.run(from: layer, to: store, options: choices)
     }
 }
 
@@ -38,9 +44,10 @@ private struct ImportOptionsJSON: Decodable {
     var rows_per_shard: Int?
     var dictionary: Bool?
     var threads: Int?
+    var layout: String?
 }
 
-private func importOptions(_ json: String) throws -> MemoryImport.Options {
+private func importOptions(_ json: String) throws -> (MemoryImport.Options, CheckpointLayout) {
     let given: ImportOptionsJSON
     do { given = try JSONDecoder().decode(ImportOptionsJSON.self, from: Data(json.utf8)) } catch {
         throw CAPIError.argument("options_json is not a JSON object of the documented options: \(error)")
@@ -71,5 +78,5 @@ private func importOptions(_ json: String) throws -> MemoryImport.Options {
         options.writer.threads = threads
     }
     options.writer.createdBy = "pkmstore \(pkmstoreVersion)"
-    return options
+    return (options, try parse(given.layout, "layout", CheckpointLayout.allCases) ?? .store)
 }

@@ -1,9 +1,9 @@
-import _MemorySupport
 import CPKMStore
 import Foundation
 import MemoryLayer
 import MemoryRetrieval
 import MemoryStore
+import _MemorySupport
 
 /// The layers open through the C API.
 let openLayers = HandleTable<MemoryLayer>(kind: "layer")

@@ -1,6 +1,6 @@
-import _MemorySupport
 import CPKMStore
 import MemoryStore
+import _MemorySupport
 
 /// The stores open through the C API.
 let openStores = HandleTable<Store>(kind: "store")

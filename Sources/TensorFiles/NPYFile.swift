@@ -1,6 +1,6 @@
 import Foundation
-import _MemorySupport
 import MemoryFormat
+import _MemorySupport
 
 /// A NumPy `.npy` file (format versions 1 to 3): little-endian, C order, numeric dtypes only.
 /// Object arrays (pickles), Fortran order and big-endian data are refused by name.

@@ -1,6 +1,6 @@
 import Foundation
-import _MemorySupport
 import MemoryFormat
+import _MemorySupport
 
 /// A safetensors file: an 8-byte little-endian header length, a JSON header
 /// `{name: {dtype, shape, data_offsets: [begin, end)}, "__metadata__": {string: string}}`,

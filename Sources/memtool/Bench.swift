@@ -1,10 +1,10 @@
-import MemoryBenchmarks
 import ArgumentParser
 import Foundation
-import _MemorySupport
+import MemoryBenchmarks
 import MemoryLayer
 import MemoryRetrieval
 import MemoryStore
+import _MemorySupport
 import TensorFiles
 
 struct Bench: ParsableCommand {

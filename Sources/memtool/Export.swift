@@ -1,5 +1,5 @@
-import MemoryImport
 import ArgumentParser
+import MemoryImport
 import MemoryLayer
 import MemoryStore
 

@@ -1,6 +1,6 @@
-import MemoryImport
 import ArgumentParser
 import Foundation
+import MemoryImport
 import MemoryLayer
 import MemoryRetrieval
 import MemoryStore
@@ -50,6 +50,9 @@ struct Import: ParsableCommand {
     @Option(help: "Store values as f32, f16 or bf16 (default: the file's type).")
     var dtype: ElementType?
 
+    @Option(help: "How the checkpoint holds the layer: store (the names of Spec/RETRIEVAL.md), pkm-pytorch (the product-key-memory package's keys [H, n, 2, d] and values.weight) or meta-memory (Meta's HashingMemory: keys [2·H·n, k_dim/2], values.weight).")
+    var layout: CheckpointLayout = .store
+
     @OptionGroup var storage: StorageOptions
 
     func validate() throws {
@@ -72,10 +75,17 @@ struct Import: ParsableCommand {
             let progress = ProgressReporter("import", unit: "rows")
             options.writer = storage.writerOptions(progress)
             progress.begin()
-            let config = try MemoryImport.run(from: TensorSource(path: source), to: store, options: options)
+            let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("memtool-import-\(getpid())").path
+            try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
+            defer { try? FileManager.default.removeItem(atPath: scratch) }
+            let layer = try TensorSource(path: source).converted(from: layout, renames: options.renames, scratch: scratch)
+            if layout != .store { options.renames = [:] }
+            let config = try MemoryImport.run(from: layer, to: store, options: options)
             let stats = try Store.open(at: store, cacheBytes: 0).storageStatistics()
             print("imported \(source) into \(store): \(stats.shards) shards, \(humanBytes(stats.fileBytes)) on disk")
             print("retrieval    \(config.summary)")
         }
     }
 }
+
+extension CheckpointLayout: ExpressibleByArgument {}

@@ -1,8 +1,8 @@
-import MemoryBenchmarks
 import ArgumentParser
 import Foundation
-import _MemorySupport
+import MemoryBenchmarks
 import MemoryStore
+import _MemorySupport
 
 struct StorageBench: ParsableCommand {
     static let configuration = CommandConfiguration(

@@ -1,5 +1,5 @@
-import FuzzTargets
 import Foundation
+import FuzzTargets
 
 #if FUZZING
 /// libFuzzer's entry (built by Tools/fuzz.sh with -sanitize=fuzzer); the target is named by

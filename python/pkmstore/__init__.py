@@ -35,15 +35,18 @@ def version():
 
 
 def import_(store, source, *, rename=None, scoring=None, topk=None, top_m=None, activation=None, addressing=None,
-            address_key=None, dtype=None, codec=None, level=None, rows_per_shard=None, dictionary=None, threads=None):
+            address_key=None, dtype=None, codec=None, level=None, rows_per_shard=None, dictionary=None, threads=None,
+            layout=None):
     """Imports the trained layer at `source` (.safetensors, or a directory of .npy files, with the
     tensor names of Spec/RETRIEVAL.md) into the store at `store`, as `memtool import` does:
     creating it, resuming an interrupted import, or doing nothing when it is complete. `rename`
     maps canonical names to the file's ({"values": "model.mem.values"}); None keeps the file's
-    metadata or the default for each option."""
+    metadata or the default for each option. `layout` ("pkm-pytorch", "meta-memory") reads a
+    layer saved under its own names and shapes, as `memtool import --layout` does."""
     options = {k: v for k, v in dict(rename=rename, scoring=scoring, topk=topk, top_m=top_m, activation=activation,
                                      addressing=addressing, address_key=address_key, dtype=dtype, codec=codec, level=level,
-                                     rows_per_shard=rows_per_shard, dictionary=dictionary, threads=threads).items()
+                                     rows_per_shard=rows_per_shard, dictionary=dictionary, threads=threads,
+                                     layout=layout).items()
                if v is not None}
     call(lib.pkm_import, os.fsencode(store), os.fsencode(source), json.dumps(options).encode())
 

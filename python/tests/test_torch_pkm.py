@@ -67,3 +67,41 @@ def test_a_wrong_query_layout_is_what_the_spec_warns_of(tmp_path):
     served(x)
     assert np.array_equal(good, served.last_indices)
     assert np.mean([len(set(a) & set(b)) / len(a) for a, b in zip(good.reshape(-1, 16), bad.reshape(-1, 16))]) < 0.5
+
+
+def test_a_saved_state_dict_imports_with_the_layout_option(tmp_path):
+    """A PKM state dict saved as safetensors, imported by `memtool import --layout pkm-pytorch`
+    and by pkmstore.import_(layout=...), gives the store from_pkm writes: the same slots and
+    outputs as the package's forward."""
+    import os
+    import subprocess
+
+    from pkmtools.tensorio import write_safetensors
+
+    pkm = make_pkm(5, "softmax", 16, pre_layernorm=False, norm_output=False)
+    checkpoint = str(tmp_path / "pkm.safetensors")
+    state = {"model.mem." + k: ("F32", v.detach().numpy()) for k, v in pkm.state_dict().items()}
+    write_safetensors(checkpoint, state, {"topk": "16"})
+    names = ["--rename", "keys=model.mem.keys", "--rename", "values=model.mem.values.weight"]
+    memtool = os.environ.get("MEMTOOL") or os.path.join(os.path.dirname(__file__), "..", "..", ".build", "release", "memtool")
+    via_memtool = str(tmp_path / "m.pkm")
+    run = subprocess.run([memtool, "import", via_memtool, "--from", checkpoint, "--layout", "pkm-pytorch"] + names,
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    via_python = str(tmp_path / "p.pkm")
+    pkmstore.import_(via_python, checkpoint, layout="pkm-pytorch",
+                     rename={"keys": "model.mem.keys", "values": "model.mem.values.weight"})
+    via_module = str(tmp_path / "c.pkm")
+    pkmstore.torch.convert_pkm(pkm, via_module)
+    x = torch.randn(2, 4, 48)
+    with torch.no_grad():
+        expected = pkm(x)
+    for path in [via_memtool, via_python]:
+        with pkmstore.open(path) as a, pkmstore.open(via_module) as b:
+            for name in ["row_keys", "col_keys"]:
+                assert np.array_equal(a.tensor(name), b.tensor(name))
+        served = pkmstore.torch.StorePKM(pkm, path)
+        assert ((served(x) - expected).abs().max() / expected.abs().max()).item() <= 1e-5
+    wrong = subprocess.run([memtool, "import", str(tmp_path / "w.pkm"), "--from", checkpoint, "--layout", "meta-memory"] + names,
+                           capture_output=True, text=True)
+    assert wrong.returncode == 1 and "as a meta-memory layer" in wrong.stderr, wrong.stderr

@@ -136,7 +136,8 @@ int pkm_layer_lookup(pkm_layer layer, const float *queries, size_t batch, float 
  * interrupted import, as `memtool import` does. `options_json` (may be NULL) is a JSON object
  * with any of: "rename" {canonical: name in the file}, "scoring", "topk", "top_m",
  * "activation", "addressing", "address_key", "dtype", "codec", "level", "rows_per_shard",
- * "dictionary" (bool), "threads". */
+ * "dictionary" (bool), "threads", "layout" ("store", "pkm-pytorch" or "meta-memory": how the
+ * checkpoint holds the layer, as memtool import --layout). */
 int pkm_import(const char *store_path, const char *source, const char *options_json, pkm_error *error);
 /* Writes the store's layer to a safetensors file at `destination`, as `memtool export` does. */
 int pkm_export(const char *store_path, const char *destination, pkm_error *error);

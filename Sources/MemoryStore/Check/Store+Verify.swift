@@ -1,6 +1,6 @@
-import _MemorySupport
 import CLMDB
 import Foundation
+import _MemorySupport
 
 /// The findings of a full check of a store.
 public struct VerificationReport: Sendable {

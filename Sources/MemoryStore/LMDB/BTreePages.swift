@@ -1,6 +1,6 @@
-import _MemorySupport
 import CLMDB
 import Foundation
+import _MemorySupport
 
 /// A check of LMDB's branch and leaf pages before LMDB follows them (Spec/FORMAT.md, "File damage").
 ///

@@ -1,6 +1,6 @@
-import _MemorySupport
 import CLMDB
 import Foundation
+import _MemorySupport
 
 /// Reads values of an environment with `pread` at their offset in the file instead of through
 /// LMDB's map. A compressed shard is decoded once from a reader's own buffer, so its pages are

@@ -1,6 +1,6 @@
-import _MemorySupport
 import CLMDB
 import Foundation
+import _MemorySupport
 
 /// One LMDB environment in a single file (`MDB_NOSUBDIR`), with the named databases of a store.
 ///

@@ -1,5 +1,5 @@
-import _MemorySupport
 import Foundation
+import _MemorySupport
 
 /// A check of LMDB's two meta pages before LMDB follows them (Spec/FORMAT.md, "File damage").
 ///

@@ -1,6 +1,6 @@
-import _MemorySupport
 import CLMDB
 import Foundation
+import _MemorySupport
 
 /// The read-only environments this process has open, one per file.
 ///

@@ -1,6 +1,6 @@
-import _MemorySupport
 import Dispatch
 import Foundation
+import _MemorySupport
 import Synchronization
 
 /// What one reading thread needs: a reusable read transaction, a zstd context and scratch space.

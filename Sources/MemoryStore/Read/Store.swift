@@ -1,6 +1,6 @@
-import _MemorySupport
 import CLMDB
 import Foundation
+import _MemorySupport
 import Synchronization
 
 /// A store opened for reading: the manifest, the named tensors and the value table.

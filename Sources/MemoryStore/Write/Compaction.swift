@@ -1,6 +1,6 @@
-import _MemorySupport
 import CLMDB
 import Foundation
+import _MemorySupport
 
 /// Rewrites a store without its free pages, optionally re-encoding every shard.
 ///

@@ -1,6 +1,6 @@
-import _MemorySupport
 import Dispatch
 import Foundation
+import _MemorySupport
 
 /// Appending rows, tensors and records, and the commits that make them durable.
 extension StoreWriter {

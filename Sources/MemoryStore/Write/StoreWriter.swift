@@ -1,5 +1,5 @@
-import _MemorySupport
 import Foundation
+import _MemorySupport
 
 /// Streams a value table into a new store: shards are compressed on all cores and appended in
 /// key order (`MDB_APPEND`), and each batch commits together with the import state, so a
