@@ -109,6 +109,31 @@ func randomTensors(_ c: RetrievalConfig, seed: UInt64) -> RetrievalTensors {
         #expect(one.output == many.output)
     }
 
+    /// Small batches split the heads across workers (ProductKeyIndex.headSplitBatch), three heads
+    /// over two workers unevenly: the same slots, weights and outputs as one worker, and as the
+    /// brute force for PKM.
+    @Test(arguments: [Scoring.pkm, .tucker], [1, 5, 16])
+    func smallBatchesSplitByHeadGiveTheSameResults(scoring: Scoring, batch: Int) throws {
+        let c = RetrievalConfig(scoring: scoring, heads: 3, keyDim: 16, gridRows: 32, gridCols: 48, rank: scoring == .pkm ? 1 : 2,
+                                cores: scoring == .pkm ? 1 : 2, physicalRows: 32 * 48, valueDim: 8, topK: 6, topM: scoring == .pkm ? 0 : 12)
+        let t = randomTensors(c, seed: UInt64(batch))
+        var rng = SeededGenerator(seed: 21)
+        let q = gaussian(batch * c.heads * 2 * c.keyDim, &rng)
+        let values = DenseValueRows(values: gaussian(c.physicalRows * 8, &rng, scale: 0.02), dim: 8)
+        let one = try ProductKeyIndex(config: c, tensors: t, threads: 1).lookup(queries: q, batch: batch, values: values)
+        let two = try ProductKeyIndex(config: c, tensors: t, threads: 2).lookup(queries: q, batch: batch, values: values)
+        #expect(one.search == two.search)
+        #expect(one.output == two.output)
+        if scoring == .pkm {
+            for b in 0..<batch {
+                for h in 0..<c.heads {
+                    let expected = bruteForce(c, t, query: Array(q[(b * c.heads * 2 * c.keyDim)..<((b + 1) * c.heads * 2 * c.keyDim)]), head: h)
+                    #expect(Array(two.search.indices[((b * c.heads + h) * c.topK)..<((b * c.heads + h + 1) * c.topK)]) == expected)
+                }
+            }
+        }
+    }
+
     @Test func keyedAddressingIsABijection() throws {
         for slots in [1, 2, 3, 4, 5, 17, 1000, 4096, 5000] {
             let address = try VirtualAddress(map: .keyed(0xABCDEF), virtualSlots: slots, physicalRows: slots)

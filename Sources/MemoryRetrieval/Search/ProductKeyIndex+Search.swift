@@ -1,3 +1,5 @@
+import Dispatch
+
 /// Search: scoring the keys, selecting the top-k slots and their weights (Spec/RETRIEVAL.md).
 extension ProductKeyIndex {
     /// Selected slots and weights for a batch of queries `[batch, H, 2, d]`.
@@ -42,8 +44,21 @@ extension ProductKeyIndex {
                                  "\(batch) queries, which need \(batch * c.heads * c.topK) and \(batch * c.heads * c.topK * c.cores)")
         }
         nonisolated(unsafe) let (q, idx, w) = (queries, indices, weights)
-        forEachBlock(batch) { range in searchBlock(q, range, idx, w, exhaustive: exhaustive) }
+        let all = 0..<c.heads
+        if batch <= Self.headSplitBatch && threads > 1 && c.heads > 1 {
+            // Small batches are bound by reading the keys: each worker takes some heads for the
+            // whole batch and streams only their keys, instead of every worker streaming all keys.
+            let groups = min(threads, c.heads)
+            DispatchQueue.concurrentPerform(iterations: groups) { g in
+                searchBlock(q, 0..<batch, heads: (g * c.heads / groups)..<((g + 1) * c.heads / groups), idx, w, exhaustive: exhaustive)
+            }
+        } else {
+            forEachBlock(batch) { range in searchBlock(q, range, heads: all, idx, w, exhaustive: exhaustive) }
+        }
     }
+
+    /// Batches of at most this many queries are split across the workers by head, not by query.
+    static let headSplitBatch = 16
 
     private func checkQueries(_ queries: UnsafeBufferPointer<Float>, batch: Int) throws(RetrievalError) {
         let c = config
@@ -58,8 +73,8 @@ extension ProductKeyIndex {
         }
     }
 
-    /// Searches queries `range`, writing their slots into `indices` and `weights` (whole-batch buffers).
-    private func searchBlock(_ queries: UnsafeBufferPointer<Float>, _ range: Range<Int>,
+    /// Searches queries `range` in `heads`, writing their slots into `indices` and `weights` (whole-batch buffers).
+    private func searchBlock(_ queries: UnsafeBufferPointer<Float>, _ range: Range<Int>, heads: Range<Int>,
                              _ indices: UnsafeMutableBufferPointer<Int>, _ weights: UnsafeMutableBufferPointer<Float>,
                              exhaustive: Bool) {
         let c = config
@@ -67,7 +82,7 @@ extension ProductKeyIndex {
         var scratch = scratchPool.withLock { $0.popLast() } ?? SearchScratch(config: c)
         scratch.reserve(block: n)
         defer { scratchPool.withLock { $0.append(scratch) } }
-        for h in 0..<c.heads {
+        for h in heads {
             let qRow = queries.baseAddress! + range.lowerBound * stride + h * 2 * d
             let qCol = qRow + d
             switch c.scoring {
