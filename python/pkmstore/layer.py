@@ -9,7 +9,7 @@ from . import _native
 from ._native import lib
 from .arrays import as_array, output, pointer
 from .errors import ArgumentError
-from .store import Handle, call, read_text
+from .store import Closable, Handle, call, read_text
 
 
 class _LayerHandle(Handle):
@@ -17,7 +17,7 @@ class _LayerHandle(Handle):
     kind = "layer"
 
 
-class MemoryLayer:
+class MemoryLayer(Closable):
     """The memory layer a store holds (`pkmstore.MemoryLayer(path)`). Thread-safe: calls from
     several threads run at once (the GIL is released during them).
 
@@ -36,15 +36,6 @@ class MemoryLayer:
         self.output_dim, self.value_dim, self.expansion = info.output_dim, info.value_dim, info.expansion
         self.physical_rows, self.virtual_slots = info.physical_rows, info.virtual_slots
         self.config = json.loads(read_text(lib.pkm_layer_config_json, self._handle.value))
-
-    def close(self):
-        self._handle.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
     def _queries(self, q):
         q = as_array(q, np.float32, "queries", ndim=4)

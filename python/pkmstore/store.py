@@ -41,6 +41,22 @@ class Handle:
             pass
 
 
+class Closable:
+    """What owns a handle: `close()` and use as a context manager."""
+
+    _handle = None
+
+    def close(self):
+        """Closes it; later calls raise ClosedError."""
+        self._handle.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
 class _StoreHandle(Handle):
     _close = lib.pkm_store_close
     kind = "store"
@@ -80,7 +96,7 @@ class Layout:
                 f"rows_per_shard={self.rows_per_shard}, format_version={self.format_version}, complete={self.complete})")
 
 
-class Store:
+class Store(Closable):
     """A store opened read-only (`pkmstore.open`). Thread-safe; use as a context manager or
     call `close()`; arrays it returns are owned by the caller."""
 
@@ -92,16 +108,6 @@ class Store:
         layout = _native.pkm_layout()
         call(lib.pkm_store_layout, self._handle.value, ctypes.byref(layout))
         self.layout = Layout(layout)
-
-    def close(self):
-        """Closes the store; later calls raise ClosedError."""
-        self._handle.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
     def rows(self, indices, out=None):
         """Rows `indices` (int64 [n]) as float32 [n, dim], into `out` when given."""
