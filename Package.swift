@@ -37,6 +37,8 @@ let package = Package(
         // The gather-reduce kernel: prefetching and AVX2/FMA/F16C chosen at run time, which
         // Swift compiled for baseline x86-64 cannot express (Sources/CGatherKernel/include).
         .target(name: "CGatherKernel"),
+        // Key scores from bfloat16 copies of the keys for small batches, AVX2/FMA chosen at run time.
+        .target(name: "CKeyScoring"),
         // Internal support shared by the package's targets (package access only): hashing,
         // seeded generators, 16-bit float conversion, the lock, checked sizes, file reads.
         .target(name: "_MemorySupport"),
@@ -47,7 +49,7 @@ let package = Package(
             name: "MemoryStore",
             dependencies: ["CLMDB", "CZstd", "CGatherKernel", "MemoryFormat", "_MemorySupport"]
         ),
-        .target(name: "MemoryRetrieval", dependencies: ["COpenBLAS", "_MemorySupport"]),
+        .target(name: "MemoryRetrieval", dependencies: ["COpenBLAS", "CKeyScoring", "_MemorySupport"]),
         .target(name: "TensorFiles", dependencies: ["MemoryFormat", "_MemorySupport"]),
         .target(name: "MemoryLayer", dependencies: ["MemoryStore", "MemoryRetrieval"]),
         .target(name: "MemoryImport", dependencies: ["MemoryLayer", "MemoryStore", "MemoryRetrieval", "TensorFiles"]),

@@ -47,6 +47,9 @@ public final class ProductKeyIndex: Sendable {
     /// Per head, the rank-1 ranking tables `Σ_a u[a] K_row[h,a]` and `Σ_b v[b] K_col[h,b]` (Tucker).
     let rankRowKeys: [[Float]]
     let rankColKeys: [[Float]]
+    /// bfloat16 copies of the first-stage tables for small batches (Spec/RETRIEVAL.md, "Exact
+    /// selection from approximate scores").
+    let approximateTables: ApproximateTables?
     /// Worker threads for batches.
     public let threads: Int
     /// Search working memory kept between blocks: fresh buffers of this size come from mmap
@@ -119,6 +122,19 @@ public final class ProductKeyIndex: Sendable {
         }
         rankRowKeys = rankRows
         rankColKeys = rankCols
+        approximateTables = c.scoring == .tuckerExact ? nil : Self.approximate(c, tensors: tensors, rankRows: rankRows, rankCols: rankCols)
+    }
+
+    /// The bfloat16 tables of the first stage, per head: PKM's keys or Tucker's rank-1 tables.
+    private static func approximate(_ c: RetrievalConfig, tensors: RetrievalTensors, rankRows: [[Float]], rankCols: [[Float]]) -> ApproximateTables {
+        func tables(_ keys: [Float], _ rankTables: [[Float]], _ n: Int) -> [ApproximateKeys] {
+            (0..<c.heads).map { h in
+                c.scoring == .pkm
+                    ? keys.withUnsafeBufferPointer { ApproximateKeys(keys: $0.baseAddress! + h * n * c.keyDim, count: n, dim: c.keyDim) }
+                    : rankTables[h].withUnsafeBufferPointer { ApproximateKeys(keys: $0.baseAddress!, count: n, dim: c.keyDim) }
+            }
+        }
+        return ApproximateTables(rows: tables(tensors.rowKeys, rankRows, c.gridRows), cols: tables(tensors.colKeys, rankCols, c.gridCols))
     }
 
     /// `Σ_a w[a] keys[h, a]` as one `[rows, d]` table: ranking by it equals ranking by `Σ_a w[a] S[a]`.

@@ -60,6 +60,15 @@ extension ProductKeyIndex {
     /// Batches of at most this many queries are split across the workers by head, not by query.
     static let headSplitBatch = 16
 
+    /// Blocks of at most this many queries score bfloat16 keys, half the bytes of f32, when they
+    /// are bound by reading the keys: single queries, and up to 3 when the first-stage tables
+    /// (f32) exceed 32 MiB, beyond the caches. Larger blocks are bound by arithmetic, which
+    /// OpenBLAS's sgemm does better than the bfloat16 kernel (BENCHMARKS.md, "Small batches").
+    var approximateBatch: Int {
+        let c = config, tableBytes = c.heads * (c.gridRows + c.gridCols) * c.keyDim * 4
+        return tableBytes > 32 << 20 ? 3 : 1
+    }
+
     private func checkQueries(_ queries: UnsafeBufferPointer<Float>, batch: Int) throws(RetrievalError) {
         let c = config
         let per = c.heads * 2 * c.keyDim
@@ -82,26 +91,38 @@ extension ProductKeyIndex {
         var scratch = scratchPool.withLock { $0.popLast() } ?? SearchScratch(config: c)
         scratch.reserve(block: n)
         defer { scratchPool.withLock { $0.append(scratch) } }
+        // The smallest batches score bfloat16 copies of the first-stage keys and select exactly from them.
+        let tables = n <= approximateBatch && !exhaustive && c.scoring != .tuckerExact ? approximateTables : nil
         for h in heads {
             let qRow = queries.baseAddress! + range.lowerBound * stride + h * 2 * d
             let qCol = qRow + d
-            switch c.scoring {
-            case .pkm:
+            switch (c.scoring, tables) {
+            case (.pkm, nil):
                 scoreAll(tensors.rowKeys, offset: h * c.gridRows * d, count: c.gridRows, qRow, n, into: &scratch.rowScores)
                 scoreAll(tensors.colKeys, offset: h * c.gridCols * d, count: c.gridCols, qCol, n, into: &scratch.colScores)
-            case .tucker where !exhaustive:
+            case (.tucker, nil) where !exhaustive:
                 scoreAll(rankRowKeys[h], offset: 0, count: c.gridRows, qRow, n, into: &scratch.rowScores)
                 scoreAll(rankColKeys[h], offset: 0, count: c.gridCols, qCol, n, into: &scratch.colScores)
-            case .tucker, .tuckerExact:
+            case (_, let tables?):
+                scratch.rowScores.withUnsafeMutableBufferPointer { tables.rows[h].score(qRow, stride: stride, batch: n, into: $0.baseAddress!) }
+                scratch.colScores.withUnsafeMutableBufferPointer { tables.cols[h].score(qCol, stride: stride, batch: n, into: $0.baseAddress!) }
+            default:
                 break
             }
             for b in 0..<n {
                 let slot = ((range.lowerBound + b) * c.heads + h) * c.topK
                 let q = (row: qRow + b * stride, col: qCol + b * stride)
+                if let tables {
+                    firstStageKeys(head: h) { rowKeys, colKeys in
+                        scratch.keepExactly(b, best: c.scoring == .pkm ? c.topK : c.topM, tables: tables, head: h,
+                                            rowKeys: rowKeys, colKeys: colKeys, query: q)
+                    }
+                }
+                let kept = tables != nil
                 switch c.scoring {
-                case .pkm: selectPKM(b, &scratch, exhaustive: exhaustive)
-                case .tucker: selectTucker(b, head: h, q, &scratch, exact: exhaustive)
-                case .tuckerExact: selectTucker(b, head: h, q, &scratch, exact: true)
+                case .pkm: selectPKM(b, &scratch, exhaustive: exhaustive, kept: kept)
+                case .tucker: selectTucker(b, head: h, q, &scratch, exact: exhaustive, kept: kept)
+                case .tuckerExact: selectTucker(b, head: h, q, &scratch, exact: true, kept: false)
                 }
                 for s in 0..<c.topK { indices[slot + s] = scratch.selected[s] }
                 // Weights: the per-core scores of the selected slots, through the activation per core.
@@ -110,6 +131,19 @@ extension ProductKeyIndex {
                 for t in 0..<c.cores { c.activation.apply(w + t, count: c.topK, stride: c.cores) }
             }
         }
+    }
+
+    /// The f32 tables of head `h`'s first stage (PKM: its keys; Tucker: its rank-1 tables), for `body`.
+    private func firstStageKeys<T>(head h: Int, _ body: (UnsafePointer<Float>, UnsafePointer<Float>) -> T) -> T {
+        let c = config
+        if c.scoring == .pkm {
+            return tensors.rowKeys.withUnsafeBufferPointer { r in
+                tensors.colKeys.withUnsafeBufferPointer { k in
+                    body(r.baseAddress! + h * c.gridRows * c.keyDim, k.baseAddress! + h * c.gridCols * c.keyDim)
+                }
+            }
+        }
+        return rankRowKeys[h].withUnsafeBufferPointer { r in rankColKeys[h].withUnsafeBufferPointer { k in body(r.baseAddress!, k.baseAddress!) } }
     }
 
     private func scoreAll(_ keys: [Float], offset: Int, count: Int, _ q: UnsafePointer<Float>, _ n: Int, into out: inout [Float]) {
@@ -122,9 +156,9 @@ extension ProductKeyIndex {
     }
 
     /// PKM: the top-k rows and columns, then the top-k of their k² sums (exact; see the spec).
-    private func selectPKM(_ b: Int, _ s: inout SearchScratch, exhaustive: Bool) {
+    private func selectPKM(_ b: Int, _ s: inout SearchScratch, exhaustive: Bool, kept: Bool) {
         let c = config
-        s.keep(b, rows: c.gridRows, cols: c.gridCols, best: exhaustive ? nil : c.topK)
+        if !kept { s.keep(b, rows: c.gridRows, cols: c.gridCols, best: exhaustive ? nil : c.topK) }
         let mr = s.keptRows.count, mc = s.keptCols.count
         s.prepareSubgrid(rank: 0, cores: 0, rows: mr, cols: mc)
         s.subgrid.withUnsafeMutableBufferPointer { total in
@@ -143,9 +177,9 @@ extension ProductKeyIndex {
     /// Tucker: pre-select m rows and columns by the rank-1 scores (or take all, exact), score the
     /// sub-grid with every core, keep the top k by total; per-core scores go to `s.coreScores`.
     private func selectTucker(_ b: Int, head h: Int, _ q: (row: UnsafePointer<Float>, col: UnsafePointer<Float>),
-                              _ s: inout SearchScratch, exact: Bool) {
+                              _ s: inout SearchScratch, exact: Bool, kept: Bool) {
         let c = config, r = c.rank, d = c.keyDim, nc = c.cores
-        s.keep(b, rows: c.gridRows, cols: c.gridCols, best: exact ? nil : c.topM)
+        if !kept { s.keep(b, rows: c.gridRows, cols: c.gridCols, best: exact ? nil : c.topM) }
         let mr = s.keptRows.count, mc = s.keptCols.count
         s.prepareSubgrid(rank: r, cores: nc, rows: mr, cols: mc)
         tensors.rowKeys.withUnsafeBufferPointer { rk in

@@ -13,6 +13,9 @@ struct SearchScratch: Sendable {
     var keptCols: [Int] = []
     /// The sub-grid's working memory: S_row, S_col, the core-mixed columns, per-core and total scores.
     var subgrid: [Float] = []
+    /// Working memory of exact selections from approximate scores, per side.
+    var exactRows = ExactSelection()
+    var exactCols = ExactSelection()
 
     private let gridRows: Int, gridCols: Int
 
@@ -43,6 +46,21 @@ struct SearchScratch: Sendable {
         colScores.withUnsafeBufferPointer { colSelection.select(UnsafeBufferPointer(rebasing: $0[(b * cols)..<((b + 1) * cols)]), count: count) }
         keptRows = rowSelection.positions.sorted()
         keptCols = colSelection.positions.sorted()
+    }
+
+    /// ``keep(_:rows:cols:best:)`` from approximate scores in `rowScores`/`colScores`: the same
+    /// rows and columns, found by rescoring in f32 only the keys that can be among them, whose f32
+    /// scores then replace the approximate ones.
+    mutating func keepExactly(_ b: Int, best count: Int, tables: ApproximateTables, head h: Int,
+                              rowKeys: UnsafePointer<Float>, colKeys: UnsafePointer<Float>,
+                              query q: (row: UnsafePointer<Float>, col: UnsafePointer<Float>)) {
+        let rows = tables.rows[h], cols = tables.cols[h]
+        keptRows = rowScores.withUnsafeMutableBufferPointer {
+            exactRows.select(count: count, approximate: $0.baseAddress! + b * rows.count, table: rows, keys: rowKeys, query: q.row)
+        }
+        keptCols = colScores.withUnsafeMutableBufferPointer {
+            exactCols.select(count: count, approximate: $0.baseAddress! + b * cols.count, table: cols, keys: colKeys, query: q.col)
+        }
     }
 
     mutating func prepareSubgrid(rank r: Int, cores c: Int, rows: Int, cols: Int) {
