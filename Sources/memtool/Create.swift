@@ -61,6 +61,9 @@ struct Create: ParsableCommand {
     @Option(name: .customLong("top-m"), help: "Rows and columns kept by Tucker's pre-selection m.")
     var topM: Int = 64
 
+    @Option(help: "Tucker cores whose sum per head has singular values 1, D, D², ... (D in 0...1; trained cores have D near 0). Default: N(0, 1) cores.")
+    var coreDecay: Double?
+
     @Option(help: "Activation of the selected scores: softmax, none, relu or sigmoid.")
     var activation: Activation = .softmax
 
@@ -75,6 +78,10 @@ struct Create: ParsableCommand {
     func validate() throws {
         guard synthetic else { throw ValidationError("create needs --synthetic (use import for trained memories)") }
         let config = try retrievalConfig()
+        if let coreDecay {
+            guard coreDecay >= 0 && coreDecay <= 1 else { throw ValidationError("--core-decay must be in 0...1 (got \(coreDecay))") }
+            guard config.scoring != .pkm else { throw ValidationError("--core-decay shapes Tucker cores; PKM scoring has none") }
+        }
         let layout = try storage.layout(elementType: dtype, rows: config.physicalRows, dim: dim)
         // The tensors are generated in memory; the values must fit on disk: exactly, raw, and at
         // no less than an eighth of their raw size compressed.
@@ -117,11 +124,16 @@ struct Create: ParsableCommand {
 
     func run() throws {
         let config = try retrievalConfig()
+        if let coreDecay {
+            guard coreDecay >= 0 && coreDecay <= 1 else { throw ValidationError("--core-decay must be in 0...1 (got \(coreDecay))") }
+            guard config.scoring != .pkm else { throw ValidationError("--core-decay shapes Tucker cores; PKM scoring has none") }
+        }
         let layout = try storage.layout(elementType: dtype, rows: config.physicalRows, dim: dim)
         try runReportingErrors {
             let progress = ProgressReporter("create", unit: "rows")
             progress.begin()
-            try SyntheticMemory.create(at: store, config: config, layout: layout, seed: seed, options: storage.writerOptions(progress))
+            try SyntheticMemory.create(at: store, config: config, layout: layout, seed: seed, coreDecay: coreDecay,
+                                       options: storage.writerOptions(progress))
             let opened = try Store.open(at: store, cacheBytes: 0)
             let stats = try opened.storageStatistics()
             print("created \(store): \(config.scoring.rawValue) memory, \(config.heads) heads, grid \(config.gridRows)x\(config.gridCols) " +
