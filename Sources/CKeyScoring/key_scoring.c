@@ -34,38 +34,49 @@ static inline AVX2 float key_times_query(const uint16_t *key, size_t dim, const 
     return s;
 }
 
-/// Up to 4 queries against one key, two accumulators each: each key chunk is widened once for all.
-static inline AVX2 void key_times_queries(const uint16_t *key, size_t dim, const float *queries, size_t stride,
-                                          size_t n, float *out, size_t out_stride) {
-    __m256 acc[4][2];
-    for (size_t b = 0; b < 4; b++) acc[b][0] = acc[b][1] = _mm256_setzero_ps();
+/// Two keys against 4 queries: 8 accumulators in named registers (an array indexed by a loop
+/// variable would live on the stack), each query chunk loaded once for both keys.
+static inline AVX2 void two_keys_times_four_queries(const uint16_t *key, size_t dim, const float *q, size_t stride,
+                                                    float *out, size_t out_stride) {
+    __m256 a00 = _mm256_setzero_ps(), a01 = a00, a02 = a00, a03 = a00, a10 = a00, a11 = a00, a12 = a00, a13 = a00;
+    const float *q0 = q, *q1 = q + stride, *q2 = q + 2 * stride, *q3 = q + 3 * stride;
     size_t j = 0;
-    for (; j + 16 <= dim; j += 16) {
-        const __m256 k0 = widen8(key + j), k1 = widen8(key + j + 8);
-        for (size_t b = 0; b < n; b++) {
-            acc[b][0] = _mm256_fmadd_ps(k0, _mm256_loadu_ps(queries + b * stride + j), acc[b][0]);
-            acc[b][1] = _mm256_fmadd_ps(k1, _mm256_loadu_ps(queries + b * stride + j + 8), acc[b][1]);
+    for (; j + 8 <= dim; j += 8) {
+        const __m256 k0 = widen8(key + j), k1 = widen8(key + dim + j);
+        __m256 v = _mm256_loadu_ps(q0 + j);
+        a00 = _mm256_fmadd_ps(k0, v, a00); a10 = _mm256_fmadd_ps(k1, v, a10);
+        v = _mm256_loadu_ps(q1 + j);
+        a01 = _mm256_fmadd_ps(k0, v, a01); a11 = _mm256_fmadd_ps(k1, v, a11);
+        v = _mm256_loadu_ps(q2 + j);
+        a02 = _mm256_fmadd_ps(k0, v, a02); a12 = _mm256_fmadd_ps(k1, v, a12);
+        v = _mm256_loadu_ps(q3 + j);
+        a03 = _mm256_fmadd_ps(k0, v, a03); a13 = _mm256_fmadd_ps(k1, v, a13);
+    }
+    float s[2][4] = {{sum8(a00), sum8(a01), sum8(a02), sum8(a03)}, {sum8(a10), sum8(a11), sum8(a12), sum8(a13)}};
+    for (size_t t = j; t < dim; t++) {
+        for (size_t k = 0; k < 2; k++) {
+            const float x = __builtin_bit_cast(float, (uint32_t)key[k * dim + t] << 16);
+            for (size_t b = 0; b < 4; b++) s[k][b] += x * q[b * stride + t];
         }
     }
-    for (size_t b = 0; b < n; b++) {
-        float s = sum8(_mm256_add_ps(acc[b][0], acc[b][1]));
-        for (size_t t = j; t < dim; t++) s += __builtin_bit_cast(float, (uint32_t)key[t] << 16) * queries[b * stride + t];
-        out[b * out_stride] = s;
+    for (size_t b = 0; b < 4; b++) {
+        out[b * out_stride] = s[0][b];
+        out[b * out_stride + 1] = s[1][b];
     }
 }
 
 static AVX2 void score_avx2(const uint16_t *keys, size_t count, size_t dim, const float *queries, size_t stride,
                             size_t batch, float *out) {
-    if (batch == 1) {
-        for (size_t i = 0; i < count; i++) out[i] = key_times_query(keys + i * dim, dim, queries);
-        return;
-    }
-    for (size_t i = 0; i < count; i++) {
-        const uint16_t *key = keys + i * dim;
-        for (size_t b0 = 0; b0 < batch; b0 += 4) {
-            const size_t n = batch - b0 < 4 ? batch - b0 : 4;
-            key_times_queries(key, dim, queries + b0 * stride, stride, n, out + b0 * count + i, count);
+    const size_t full = batch / 4 * 4;
+    size_t i = 0;
+    for (; full > 0 && i + 2 <= count; i += 2) {
+        for (size_t b0 = 0; b0 < full; b0 += 4) {
+            two_keys_times_four_queries(keys + i * dim, dim, queries + b0 * stride, stride, out + b0 * count + i, count);
         }
+    }
+    // The keys and queries left over: one key and one query at a time.
+    for (size_t k = 0; k < count; k++) {
+        for (size_t b = k < i ? full : 0; b < batch; b++) out[b * count + k] = key_times_query(keys + k * dim, dim, queries + b * stride);
     }
 }
 #endif

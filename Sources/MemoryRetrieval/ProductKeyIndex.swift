@@ -50,6 +50,11 @@ public final class ProductKeyIndex: Sendable {
     /// bfloat16 copies of the first-stage tables for small batches (Spec/RETRIEVAL.md, "Exact
     /// selection from approximate scores").
     let approximateTables: ApproximateTables?
+    /// Blocks of at most this many queries score bfloat16 keys, half the bytes of f32, where that
+    /// wins (measured, BENCHMARKS.md "Small batches"): single queries; up to 2 beyond 8 MiB of
+    /// first-stage tables (f32) and up to 4 beyond 32 MiB, where reading the keys bounds them.
+    /// Larger blocks are bound by arithmetic, which OpenBLAS's sgemm over f32 keys does better.
+    let approximateBatch: Int
     /// Worker threads for batches.
     public let threads: Int
     /// Search working memory kept between blocks: fresh buffers of this size come from mmap
@@ -64,8 +69,15 @@ public final class ProductKeyIndex: Sendable {
     ///     index runs one block of queries per worker itself, so by default it sets OpenBLAS to a
     ///     single thread (once per process, which also applies to the embedder's own BLAS calls);
     ///     pass false to keep the process's setting (sgemm may then oversubscribe the cores).
-    public init(config: RetrievalConfig, tensors: RetrievalTensors,
-                threads: Int = ProcessInfo.processInfo.activeProcessorCount, limitsBLASThreads: Bool = true) throws(RetrievalError) {
+    public convenience init(config: RetrievalConfig, tensors: RetrievalTensors,
+                            threads: Int = ProcessInfo.processInfo.activeProcessorCount, limitsBLASThreads: Bool = true) throws(RetrievalError) {
+        try self.init(config: config, tensors: tensors, threads: threads, limitsBLASThreads: limitsBLASThreads, approximateBatch: nil)
+    }
+
+    /// - Parameter approximateBatch: the largest block that scores bfloat16 keys; nil: by the
+    ///   tables' size (``approximateBatch``). Tests set it to reach that path with small tables.
+    init(config: RetrievalConfig, tensors: RetrievalTensors, threads: Int, limitsBLASThreads: Bool,
+         approximateBatch: Int?) throws(RetrievalError) {
         try config.validate()
         if limitsBLASThreads { KeyScoring.singleThreaded }
         let c = config
@@ -101,6 +113,8 @@ public final class ProductKeyIndex: Sendable {
         self.config = c
         self.tensors = tensors
         self.threads = max(1, threads)
+        let tableBytes = c.heads * (c.gridRows + c.gridCols) * c.keyDim * 4
+        self.approximateBatch = approximateBatch ?? (tableBytes > 32 << 20 ? 4 : tableBytes > 8 << 20 ? 2 : 1)
 
         var rankRows: [[Float]] = [], rankCols: [[Float]] = []
         if c.scoring == .tucker {

@@ -31,7 +31,7 @@ import _MemorySupport
                                  cores: scoring == .pkm ? nil : (0..<(heads * 2 * r * r)).map { _ in Float(Int(rng.next() % 9) - 4) / 8 })
         let batch = 40
         let q = (0..<(batch * heads * 2 * d)).map { _ in Float(Int(rng.next() % 33) - 16) / 64 }
-        let index = try ProductKeyIndex(config: c, tensors: t, threads: 2)
+        let index = try ProductKeyIndex(config: c, tensors: t, threads: 2, limitsBLASThreads: true, approximateBatch: 4)
         #expect(index.approximateTables != nil)
         let large = try index.search(queries: q, batch: batch)            // f32 keys, every one scored
         let per = heads * 2 * d
@@ -44,7 +44,7 @@ import _MemorySupport
                 }
             }
         }
-        for small in [2, 3] {
+        for small in [2, 3, 4] {
             let few = try index.search(queries: Array(q[0..<(small * per)]), batch: small)
             #expect(few.indices == Array(large.indices[0..<(small * heads * k)]), "batch \(small)")
         }

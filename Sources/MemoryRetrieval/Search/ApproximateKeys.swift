@@ -57,28 +57,56 @@ struct ExactSelection: Sendable {
         let n = table.count, d = table.dim
         var squares = 0.0
         for j in 0..<d { squares += Double(q[j]) * Double(q[j]) }
-        let norm = squares.squareRoot() * (1 + 1e-6)
-        // Products below binary32's normal range lose up to 2^-149 each, in both dot products.
-        let underflow = Double(2 * d) * 0x1p-149
+        // ‖q‖ and the margins rounded up, so that in binary32 E_i ≥ ‖q‖·slack_i + 2d·2^-149 and
+        // the bounds, off by a few roundings of 2^-24 relative each, are widened by 2^-20 of their terms.
+        let norm = Float(squares.squareRoot() * (1 + 1e-6)).nextUp
+        let underflow = Float(2 * d) * 0x1p-149, widen: Float = 0x1p-20
+        guard norm.isFinite else { return selectAll(count: count, approximate: approximate, n: n, d: d, keys: keys, query: q) }
         if lower.count < n { lower = [Float](repeating: 0, count: n) }
-        table.slack.withUnsafeBufferPointer { slack in
+        let usable = table.slack.withUnsafeBufferPointer { slack in
             lower.withUnsafeMutableBufferPointer { low in
-                for i in 0..<n { low[i] = Float(Double(approximate[i]) - norm * Double(slack[i]) - underflow).nextDown }
-                selection.select(UnsafeBufferPointer(rebasing: low[0..<n]), count: count)
+                var finite = true
+                for i in 0..<n {
+                    let s = approximate[i], e = norm * slack[i] + underflow
+                    low[i] = (s - e) - (abs(s) + e) * widen
+                    finite = finite && low[i].isFinite
+                }
+                if finite { selection.select(UnsafeBufferPointer(rebasing: low[0..<n]), count: count) }
+                return finite
             }
-            // The count-th largest lower bound: `count` keys have f32 scores at least this. Scores
-            // that overflowed leave no usable bound: then every key is rescored.
-            let last = Double(selection.scores.last ?? -.infinity)
-            let threshold = last.isFinite && norm.isFinite ? last : -Double.infinity
-            candidates.removeAll(keepingCapacity: true)
-            candidateScores.removeAll(keepingCapacity: true)
-            for i in 0..<n where threshold == -.infinity || Double(approximate[i]) + norm * Double(slack[i]) + underflow >= threshold {
+        }
+        // Scores that overflowed leave no usable bound: then every key is rescored.
+        guard usable, let threshold = selection.scores.last else {
+            return selectAll(count: count, approximate: approximate, n: n, d: d, keys: keys, query: q)
+        }
+        candidates.removeAll(keepingCapacity: true)
+        candidateScores.removeAll(keepingCapacity: true)
+        table.slack.withUnsafeBufferPointer { slack in
+            // The count-th largest lower bound `threshold`: `count` keys have f32 scores at least this.
+            for i in 0..<n {
+                let s = approximate[i], e = norm * slack[i] + underflow
+                guard (s + e) + (abs(s) + e) * widen >= threshold else { continue }
                 let exact = KeyScoring.dot(keys + i * d, q, d)
                 approximate[i] = exact
                 candidates.append(i)
                 candidateScores.append(exact)
             }
         }
+        return bestCandidates(count: count)
+    }
+
+    /// Every key rescored: for a query whose bound is not finite.
+    private mutating func selectAll(count: Int, approximate: UnsafeMutablePointer<Float>, n: Int, d: Int,
+                                    keys: UnsafePointer<Float>, query q: UnsafePointer<Float>) -> [Int] {
+        candidates = Array(0..<n)
+        candidateScores = (0..<n).map { i in
+            approximate[i] = KeyScoring.dot(keys + i * d, q, d)
+            return approximate[i]
+        }
+        return bestCandidates(count: count)
+    }
+
+    private mutating func bestCandidates(count: Int) -> [Int] {
         // Candidates are in index order, so the selection's position order is the tie rule's.
         candidateScores.withUnsafeBufferPointer { selection.select($0, count: count) }
         return selection.positions.map { candidates[$0] }.sorted()

@@ -60,15 +60,6 @@ extension ProductKeyIndex {
     /// Batches of at most this many queries are split across the workers by head, not by query.
     static let headSplitBatch = 16
 
-    /// Blocks of at most this many queries score bfloat16 keys, half the bytes of f32, when they
-    /// are bound by reading the keys: single queries, and up to 3 when the first-stage tables
-    /// (f32) exceed 32 MiB, beyond the caches. Larger blocks are bound by arithmetic, which
-    /// OpenBLAS's sgemm does better than the bfloat16 kernel (BENCHMARKS.md, "Small batches").
-    var approximateBatch: Int {
-        let c = config, tableBytes = c.heads * (c.gridRows + c.gridCols) * c.keyDim * 4
-        return tableBytes > 32 << 20 ? 3 : 1
-    }
-
     private func checkQueries(_ queries: UnsafeBufferPointer<Float>, batch: Int) throws(RetrievalError) {
         let c = config
         let per = c.heads * 2 * c.keyDim
