@@ -13,8 +13,9 @@ for sanitizer in "${@:-thread address}"; do
   for s in $sanitizer; do
     case "$s" in
       thread)
-        # Threads and processes reading while another process writes, and the shard cache under contention.
-        filter="ConcurrencyTests|ConcurrentProcessTests|RoundTripTests|LifetimeTests" ;;
+        # Threads and processes reading while another process writes, the shard cache under
+        # contention, and searches split across workers (by query, by head, bfloat16 first stage).
+        filter="ConcurrencyTests|ConcurrentProcessTests|RoundTripTests|LifetimeTests|BruteForceTests|ExactSelectionTests" ;;
       address)
         filter=""
         # Two leaks inside XCTest and Foundation.Process are the toolchain's; everything else fails the run.
