@@ -31,6 +31,8 @@ def runs(work, store, checkpoint, queries, bad_queries):
         "create": (lambda out: create[:1] + [out] + create[1:],
                    ["seed", "rows", "dim", "heads", "key-dim", "rank", "cores", "expansion", "topk", "top-m", "out-dim",
                     "rows-per-shard", "level", "commit-bytes"]),
+        "create (tucker)": (lambda out: create[:1] + [out] + create[1:] + ["--scoring", "tucker", "--top-m", "8"],
+                            ["core-decay", "rank", "cores"]),
         "import": (lambda out: ["import", out, "--from", checkpoint],
                    ["topk", "top-m", "address-key", "rows-per-shard", "level", "commit-bytes"]),
         "compact": (lambda out: ["compact", store, "--output", out], ["level", "rows-per-shard"]),
@@ -39,6 +41,9 @@ def runs(work, store, checkpoint, queries, bad_queries):
         "storage-bench": (lambda out: storage + ["--directory", os.path.dirname(out)],
                           ["rows", "dim", "rows-per-shard", "level", "reads"]),
     }
+    # A checkpoint read as a layer it is not.
+    for layout in ["pkm-pytorch", "meta-memory", "nonsense", ""]:
+        yield f"import --layout {layout!r}", (lambda out, l=layout: ["import", out, "--from", checkpoint, "--layout", l])
     for command, (base, options) in table.items():
         for option in options:
             for value in VALUES:
