@@ -14,6 +14,17 @@ Kinds:
   value table gating each slot) is refused, and a layer sharing another's values
   (`mem_share_values`) needs `values=` given.
 
+- "ultramem": UltraMem's memory layer (`UltraMemLayerV1` of UltraMemV2's public repository):
+  Tucker scoring with its cores (`tucker_core.i` [H, r, r]), its rank-1 buffers
+  (`tucker_core_u`/`_v`) as row_proj/col_proj, keys [H, 2, n, d, r] after the key LayerNorm
+  (applied here: `keys_norm.weight`/`.bias`, eps from the config, default 1e-5, or the config's
+  `key_norm` callable for another norm), `shuffle_index` as the virtual map, the value rows
+  weighted per core chunk (MCS), `values_proj.weight` [hidden, E·v] as the projectors, and no
+  activation on the selected scores. Config: `knn`. The query projection and query norm stay
+  in the model; one query serves every head (`nhead_share_query`), so heads are at most 2.
+  UltraMemV2's layer (a window into a shared pool, a pre-value gate, a query per Tucker rank)
+  is not expressible yet.
+
 A checkpoint saved by model-parallel training (value columns split across ranks, as
 ColwiseEmbeddingBag shards them) is given as the list of the ranks' state dicts, in rank order.
 """
@@ -71,7 +82,9 @@ def from_state_dict(kind, state_dict, config, values=None):
         return _pkm_pytorch(dicts, config, values)
     if kind == "meta-memory":
         return _meta_memory(dicts, config, values)
-    raise ArgumentError(f"unknown layer kind '{kind}' (pkm-pytorch or meta-memory)")
+    if kind == "ultramem":
+        return _ultramem(dicts, config, values)
+    raise ArgumentError(f"unknown layer kind '{kind}' (pkm-pytorch, meta-memory or ultramem)")
 
 
 def _require(config, name):
@@ -116,3 +129,49 @@ def _meta_memory(dicts, config, values):
                "values": table}
     options = {"scoring": "pkm", "topk": knn, "activation": "softmax"}
     return Converted(tensors, options, "query MLP output [N, H·k_dim] viewed as [N, H, 2, k_dim/2] (first half: rows)")
+
+
+def _layer_norm(x, weight, bias, eps):
+    mean = x.mean(axis=-1, keepdims=True)
+    var = ((x - mean) ** 2).mean(axis=-1, keepdims=True)
+    y = (x - mean) / np.sqrt(var + eps)
+    return y * (1 if weight is None else weight) + (0 if bias is None else bias)
+
+
+def _ultramem(dicts, config, values):
+    sd = dicts[0]
+    knn = _require(config, "knn")
+    keys = _array(sd["keys"]).astype(np.float64)                         # [H, 2, n, d, r]
+    if keys.ndim != 5 or keys.shape[1] != 2:
+        raise ArgumentError(f"keys have shape {keys.shape}, UltraMem's are [H, 2, n, d, r]")
+    heads, _, n, d, r = keys.shape
+    if heads > 2:
+        raise ArgumentError(f"{heads} heads: UltraMem's heads share one query two at a time, so a layer has at most 2")
+    norm = config.get("key_norm")
+    moved = np.moveaxis(keys, -1, -2)                                    # [H, 2, n, r, d]: the norm runs over d
+    if norm is None:
+        weight = _array(sd["keys_norm.weight"]).astype(np.float64) if "keys_norm.weight" in sd else None
+        bias = _array(sd["keys_norm.bias"]).astype(np.float64) if "keys_norm.bias" in sd else None
+        normed = _layer_norm(moved, weight, bias, float(config.get("eps", 1e-5)))
+    else:
+        normed = np.asarray(norm(moved), np.float64)
+    grid = np.moveaxis(normed, 3, 2)                                     # [H, 2, r, n, d]
+    cores = [k for k in sd if k.startswith("tucker_core.")]
+    if not cores:
+        raise ArgumentError("the state dict has no tucker_core.i tensors")
+    core = np.stack([_array(sd[f"tucker_core.{i}"]) for i in range(len(cores))], axis=1)   # [H, c, r, r]
+    table = _array(values if values is not None else sd["values_for_look_up"])
+    proj = _array(sd["values_proj.weight"])                              # [hidden, E·v]
+    v = table.shape[1]
+    if proj.shape[1] % v:
+        raise ArgumentError(f"values_proj.weight {proj.shape} does not take E x {v} inputs")
+    expansion = proj.shape[1] // v
+    shuffle = np.asarray(sd["shuffle_index"].cpu().numpy() if hasattr(sd["shuffle_index"], "cpu") else sd["shuffle_index"], np.int64)
+    tensors = {"row_keys": np.ascontiguousarray(grid[:, 0], np.float32), "col_keys": np.ascontiguousarray(grid[:, 1], np.float32),
+               "cores": np.ascontiguousarray(core, np.float32), "values": table,
+               "projectors": np.ascontiguousarray(proj.T.reshape(expansion, v, proj.shape[0]), np.float32),
+               "virtual_map": shuffle,
+               "row_proj": np.ascontiguousarray(_array(sd["tucker_core_u"]).reshape(heads, r)),
+               "col_proj": np.ascontiguousarray(_array(sd["tucker_core_v"]).reshape(heads, r))}
+    options = {"scoring": "tucker", "topk": knn, "top_m": knn, "activation": "none", "addressing": "table"}
+    return Converted(tensors, options, "query_proj output [N, 2·d] -> query norm over d -> the same [2, d] for every head")

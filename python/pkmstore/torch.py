@@ -64,13 +64,14 @@ class StoreMemory(torch.nn.Module):
     """Any converted layer served from a store: `queries(x)` (the model's own query projection and
     normalisation, a module or function) gives the projection, `layout` says how it becomes the
     store's [N, H, 2, d] ("head-side": already head, side, element, as Meta's memory;
-    "side-head": side, head, element, as the PKM package), and `after(out, x)` (optional) applies
+    "side-head": side, head, element, as the PKM package; "shared": one [2, d] for every head,
+    as UltraMem), and `after(out, x)` (optional) applies
     the layer's dense output part (value projection, gating, output norm)."""
 
     def __init__(self, store, queries, layout="head-side", after=None, threads=0):
         super().__init__()
-        if layout not in ("head-side", "side-head"):
-            raise ArgumentError(f"layout '{layout}' is not head-side or side-head")
+        if layout not in ("head-side", "side-head", "shared"):
+            raise ArgumentError(f"layout '{layout}' is not head-side, side-head or shared")
         self.queries, self.layout, self.after = queries, layout, after
         self.layer = MemoryLayer(store, threads=threads)
         self.last_indices = None
@@ -80,7 +81,12 @@ class StoreMemory(torch.nn.Module):
         flat = x.reshape(-1, x.shape[-1])
         q = self.queries(flat)
         h, d = self.layer.heads, self.layer.key_dim
-        q = q.reshape(-1, h, 2, d) if self.layout == "head-side" else q.reshape(-1, 2, h, d).permute(0, 2, 1, 3)
+        if self.layout == "head-side":
+            q = q.reshape(-1, h, 2, d)
+        elif self.layout == "side-head":
+            q = q.reshape(-1, 2, h, d).permute(0, 2, 1, 3)
+        else:  # one query [2, d] for every head
+            q = q.reshape(-1, 1, 2, d).expand(-1, h, 2, d)
         out, idx, _ = self.layer.lookup(q.to(torch.float32).contiguous().cpu())
         self.last_indices = idx
         out = torch.from_numpy(out).to(x.dtype)

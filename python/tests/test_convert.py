@@ -103,3 +103,82 @@ def test_the_served_meta_module_applies_the_dense_parts(tmp_path):
         expected = memory.value_proj(out * torch.nn.functional.silu(memory.swilu_projection(flat)))
         expected = torch.sigmoid(memory.gating(flat)) * expected
     np.testing.assert_allclose(y.reshape(6, 16).numpy(), expected.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def ultramem_reference(sd, x, knn, eps=1e-5):
+    """UltraMem's forward as its public code defines it (TDQKR with the rank-1 buffers, per-core
+    scores without activation, shuffled addresses, MCS chunks, value expansion, values_proj),
+    written out in float64 from that definition."""
+    def ln(a, w, b):
+        m = a.mean(-1, keepdims=True)
+        return (a - m) / np.sqrt(((a - m) ** 2).mean(-1, keepdims=True) + eps) * w + b
+    q = ln((x @ sd["query_proj.weight"].T).reshape(len(x), 2, -1), sd["query_norm.weight"], sd["query_norm.bias"])
+    keys = np.moveaxis(ln(np.moveaxis(sd["keys"], -1, -2), sd["keys_norm.weight"], sd["keys_norm.bias"]), -1, -2)
+    heads, _, n, d, r = keys.shape
+    cores = [sd[k] for k in sorted(k for k in sd if k.startswith("tucker_core."))]
+    table, vp, shuffle = sd["values_for_look_up"], sd["values_proj.weight"], sd["shuffle_index"]
+    value_num, v = table.shape
+    e = vp.shape[1] // v
+    out, chosen = [], []
+    for b in range(len(x)):
+        acc = np.zeros((e, v))
+        picks = []
+        for h in range(heads):
+            s1 = np.einsum("d,ndr->nr", q[b, 0], keys[h, 0])
+            s2 = np.einsum("d,ndr->nr", q[b, 1], keys[h, 1])
+            i1 = np.argsort(-(s1 @ sd["tucker_core_u"].reshape(heads, r)[h]), kind="stable")[:knn]
+            i2 = np.argsort(-(s2 @ sd["tucker_core_v"].reshape(heads, r)[h]), kind="stable")[:knn]
+            per_core = np.stack([s1[i1] @ c[h] @ s2[i2].T for c in cores])          # [c, knn, knn]
+            total = per_core.sum(0).reshape(-1)
+            best = np.argsort(-total, kind="stable")[:knn]
+            for p in best:
+                vid = i1[p // knn] * n + i2[p % knn]
+                picks.append(int(vid))
+                shuffled = shuffle[vid]
+                row, group = shuffled % value_num, shuffled // value_num
+                chunk = v // len(cores)
+                for t in range(len(cores)):
+                    acc[group, t * chunk:(t + 1) * chunk] += per_core[t].reshape(-1)[p] * table[row, t * chunk:(t + 1) * chunk]
+        out.append(acc.reshape(-1) @ vp.T)
+        chosen.append(sorted(picks))
+    return np.array(out), chosen
+
+
+def test_ultramem_layer_converts_exactly(tmp_path):
+    """UltraMem's state dict (random, with its names and shapes) converted and served gives the
+    reference forward's slots and outputs; skipping its key LayerNorm would not."""
+    torch = pytest.importorskip("torch")
+    import pkmstore.torch as pt
+    rng = np.random.default_rng(21)
+    hidden, d, r, heads, knum, expand, v, knn, cores = 24, 8, 2, 2, 8, 4, 12, 5, 2
+    n = knum * int(expand ** 0.5)
+    sd = {"query_proj.weight": rng.standard_normal((2 * d, hidden)) / 4,
+          "query_norm.weight": rng.normal(1, 0.2, d), "query_norm.bias": rng.normal(0, 0.1, d),
+          "keys": rng.standard_normal((heads, 2, n, d, r)) / 3,
+          "keys_norm.weight": rng.normal(1, 0.2, d), "keys_norm.bias": rng.normal(0, 0.1, d),
+          "values_for_look_up": rng.standard_normal((knum * knum, v)) * 0.02,
+          "values_proj.weight": rng.standard_normal((hidden, expand * v)) / 7,
+          "shuffle_index": rng.permutation(expand * knum * knum),
+          "tucker_core_u": rng.standard_normal((1, heads, 1, r)), "tucker_core_v": rng.standard_normal((1, heads, 1, r))}
+    for i in range(cores):
+        sd[f"tucker_core.{i}"] = rng.uniform(0, 1, (heads, r, r))
+    sd = {k: (a.astype(np.float32) if a.dtype.kind == "f" else a) for k, a in sd.items()}
+    state = {k: torch.from_numpy(a) for k, a in sd.items()}
+    x = rng.standard_normal((6, hidden)).astype(np.float32)
+    expected, chosen = ultramem_reference({k: a.astype(np.float64) if a.dtype.kind == "f" else a for k, a in sd.items()},
+                                          x.astype(np.float64), knn)
+    qn = torch.nn.LayerNorm(d)
+    proj = torch.nn.Linear(hidden, 2 * d, bias=False)
+    with torch.no_grad():
+        qn.weight.copy_(torch.from_numpy(sd["query_norm.weight"]))
+        qn.bias.copy_(torch.from_numpy(sd["query_norm.bias"]))
+        proj.weight.copy_(torch.from_numpy(sd["query_proj.weight"]))
+    outputs = {}
+    for label, config in [("converted", {"knn": knn}), ("without the key norm", {"knn": knn, "key_norm": lambda a: a})]:
+        path = pkmstore.convert.from_state_dict("ultramem", state, config).write(str(tmp_path / f"{len(outputs)}.pkm"))
+        served = pt.StoreMemory(path, lambda x: qn(proj(x).reshape(-1, 2, d)), layout="shared")
+        outputs[label] = (served(torch.from_numpy(x)).numpy(), [sorted(row.reshape(-1).tolist()) for row in served.last_indices])
+    got, slots = outputs["converted"]
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+    assert slots == chosen
+    assert outputs["without the key norm"][1] != chosen
