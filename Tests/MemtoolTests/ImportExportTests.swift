@@ -118,15 +118,7 @@ import TensorFiles
         let original = try Data(contentsOf: URL(fileURLWithPath: path))
         var interrupted = 0
         for delay in [20_000, 80_000, 200_000] as [useconds_t] {
-            let process = Process()
-            process.executableURL = Tools.memtool
-            process.arguments = ["compact", path, "--codec", "raw"]
-            process.standardOutput = FileHandle.nullDevice
-            process.standardError = FileHandle.nullDevice
-            try process.run()
-            usleep(delay)
-            kill(process.processIdentifier, SIGKILL)
-            process.waitUntilExit()
+            let process = try Tools.memtoolKilled(["compact", path, "--codec", "raw"], after: delay)
             if process.terminationReason == .exit { continue }  // finished before the kill
             interrupted += 1
             #expect(try Data(contentsOf: URL(fileURLWithPath: path)) == original, "killed after \(delay) µs")

@@ -125,15 +125,7 @@ import MemoryStore
         let made = try Tools.memtool("create", path, "--synthetic", "--rows", "60000", "--dim", "64", "--heads", "1", "--key-dim", "16")
         try #require(made.status == 0, "\(made.stderr)")
         for i in 0..<150 {
-            let process = Process()
-            process.executableURL = Tools.memtool
-            process.arguments = ["verify", path]
-            process.standardOutput = FileHandle.nullDevice
-            process.standardError = FileHandle.nullDevice
-            try process.run()
-            usleep(useconds_t(30_000 + (i % 5) * 10_000))
-            kill(process.processIdentifier, SIGKILL)
-            process.waitUntilExit()
+            _ = try Tools.memtoolKilled(["verify", path], after: useconds_t(30_000 + (i % 5) * 10_000))
         }
         let store = try Store.open(at: path)
         #expect(try store.verify().isSound)

@@ -15,16 +15,8 @@ import TestSupport
         for (trial, delay) in delays.enumerated() {
             let path = scratch.file("k\(trial).pkm")
             let args = ["create", path, "--synthetic", "--seed", "5", "--rows", String(rows), "--dim", String(dim), "--dtype", "bf16"]
-            let process = Process()
-            process.executableURL = Tools.memtool
-            process.arguments = args
-            process.standardOutput = FileHandle.nullDevice
-            process.standardError = FileHandle.nullDevice
-            try process.run()
             // Kill at a different moment each trial: while the file is being created, mid-import, later.
-            usleep(delay)
-            kill(process.processIdentifier, SIGKILL)
-            process.waitUntilExit()
+            _ = try Tools.memtoolKilled(args, after: delay)
             guard FileManager.default.fileExists(atPath: path) else { continue }
 
             let generator = SyntheticRows(seed: 5, dim: dim)

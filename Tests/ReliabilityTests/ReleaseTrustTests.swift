@@ -36,16 +36,8 @@ import TensorFiles
             #expect(r.status == 0, "\(r.stderr)")
         }
         let killed = scratch.file("killed.pkm")
-        let process = Process()
-        process.executableURL = Tools.memtool
-        process.arguments = args(killed)
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
         // Kill once the first rows are committed (each commit of 4 KiB is synced, so there are many).
-        while process.isRunning && ((try? Store.open(at: killed, cacheBytes: 0))?.state.rowsCommitted ?? 0) == 0 { usleep(500) }
-        kill(process.processIdentifier, SIGKILL)
-        process.waitUntilExit()
+        _ = try Tools.memtoolKilled(args(killed)) { ((try? Store.open(at: killed, cacheBytes: 0))?.state.rowsCommitted ?? 0) > 0 }
         // The kill must land between the first commit and the last.
         let interrupted = try Store.open(at: killed)
         #expect(!interrupted.isComplete && interrupted.state.rowsCommitted > 0, "killed at \(interrupted.state.rowsCommitted) rows")

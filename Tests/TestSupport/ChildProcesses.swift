@@ -55,3 +55,26 @@ package enum Tools {
         try run(URL(fileURLWithPath: "/usr/bin/env"), ["python3"] + arguments)
     }
 }
+
+extension Tools {
+    /// Runs `memtool arguments` with its output discarded and kills it with SIGKILL once
+    /// `ready()` holds (asked every 0.5 ms while it runs); returns the process once it has ended
+    /// (`terminationReason` says whether it finished before the kill).
+    package static func memtoolKilled(_ arguments: [String], once ready: () -> Bool) throws -> Process {
+        let process = Process()
+        process.executableURL = memtool
+        process.arguments = arguments
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        while process.isRunning && !ready() { usleep(500) }
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+        return process
+    }
+
+    /// ``memtoolKilled(_:once:)`` `delay` microseconds after the start.
+    package static func memtoolKilled(_ arguments: [String], after delay: useconds_t) throws -> Process {
+        try memtoolKilled(arguments) { usleep(delay); return true }
+    }
+}
