@@ -161,10 +161,13 @@ public final class ProductKeyIndex: Sendable {
         return out
     }
 
+    /// Queries per block of `batch`: large blocks amortise sgemm's packing of each key panel over
+    /// more queries, up to 256; at least one block per worker.
+    func blockSize(_ batch: Int) -> Int { max(1, min(256, (batch + threads - 1) / threads)) }
+
     /// Runs `body` over blocks of the batch on the worker threads.
     func forEachBlock(_ batch: Int, _ body: @Sendable (Range<Int>) -> Void) {
-        // Large blocks amortise sgemm's packing of each key panel over more queries.
-        let block = max(1, min(256, (batch + threads - 1) / threads))
+        let block = blockSize(batch)
         let blocks = (batch + block - 1) / block
         if blocks == 1 { return body(0..<batch) }  // no hand-over to a worker for a small batch
         DispatchQueue.concurrentPerform(iterations: blocks) { i in

@@ -47,6 +47,8 @@ extension ProductKeyIndex {
                                                "outputs do not make \(batch) queries of \(c.heads) x \(c.topK) slots, \(c.cores) cores, \(c.outputDim) outputs")
         }
         for e in 0..<output.count { output[e] = 0 }
+        // One block (a single query, say): no hand-over, and its error thrown as it is.
+        if batch <= blockSize(batch) { return try reduceBlock(0..<batch, indices, weights, values, output) }
         let failure = FirstError()
         nonisolated(unsafe) let (idx, w, out) = (indices, weights, output)
         forEachBlock(batch) { range in
