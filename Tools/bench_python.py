@@ -21,6 +21,8 @@ import numpy as np
 import pkmstore
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# swift and clang from the toolchain, as Tools/prelude.sh puts them on PATH for the shell scripts.
+os.environ["PATH"] = "/opt/swift/usr/bin" + os.pathsep + os.environ.get("PATH", "")
 
 
 def median_call_seconds(layer, q, batch, rounds):

@@ -25,6 +25,8 @@ public enum MemoryImport {
         public var level = 3
         public var dictionary = false
         public var writer = StoreWriter.Options()
+        /// How the source holds the layer; other than `store`, `renames` name its `keys` and `values`.
+        public var layout = CheckpointLayout.store
         public init() {}
     }
 
@@ -37,6 +39,18 @@ public enum MemoryImport {
     /// Imports `source` into the store at `path` (creating it, or resuming an interrupted import of the same source).
     @discardableResult
     public static func run(from source: TensorSource, to path: String, options: Options) throws -> RetrievalConfig {
+        guard options.layout != .store else { return try importLayer(source, to: path, options: options) }
+        // The layer's key tables, rearranged, live in a scratch directory for the import.
+        let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("pkm-import-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: scratch) }
+        var canonical = options
+        canonical.layout = .store
+        canonical.renames = [:]  // applied by the conversion
+        return try importLayer(source.converted(from: options.layout, renames: options.renames, scratch: scratch), to: path, options: canonical)
+    }
+
+    private static func importLayer(_ source: TensorSource, to path: String, options: Options) throws -> RetrievalConfig {
         let (config, entries) = try plan(source, options: options)
         // Load and check every small tensor (finite keys, a true permutation) before touching the store.
         var tensors: [String: Tensor] = [:]
@@ -46,7 +60,7 @@ public enum MemoryImport {
             cores: try tensors["cores"]?.floats(), projectors: try tensors["projectors"]?.floats(),
             virtualMap: try tensors["virtual_map"]?.integers(),
             rowProj: try tensors["row_proj"]?.floats(), colProj: try tensors["col_proj"]?.floats())
-        _ = try ProductKeyIndex(config: config, tensors: retrieval, threads: 1)
+        try ProductKeyIndex.validate(config: config, tensors: retrieval)
 
         let values = entries["values"]!
         let sourceType = values.dtype

@@ -89,7 +89,7 @@ public final class MemoryLayer: Sendable {
     /// Writes the retrieval parameters and tensors of a layer into a store being built, after
     /// checking them together (the value table is written by the caller through `writer`).
     public static func write(config: RetrievalConfig, tensors: RetrievalTensors, to writer: StoreWriter) throws {
-        _ = try ProductKeyIndex(config: config, tensors: tensors, threads: 1)
+        try ProductKeyIndex.validate(config: config, tensors: tensors)
         guard writer.layout.rows == config.physicalRows, writer.layout.dim == config.valueDim else {
             throw StoreError.invalidArgument("the value table is \(writer.layout.rows) x \(writer.layout.dim), the retrieval parameters need \(config.physicalRows) x \(config.valueDim)")
         }

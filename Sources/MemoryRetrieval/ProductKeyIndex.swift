@@ -78,8 +78,47 @@ public final class ProductKeyIndex: Sendable {
     ///   tables' size (``approximateBatch``). Tests set it to reach that path with small tables.
     init(config: RetrievalConfig, tensors: RetrievalTensors, threads: Int, limitsBLASThreads: Bool,
          approximateBatch: Int?) throws(RetrievalError) {
-        try config.validate()
+        let c = config
+        address = try Self.checkedAddress(config: c, tensors: tensors)
         if limitsBLASThreads { KeyScoring.singleThreaded }
+        self.config = c
+        self.tensors = tensors
+        self.threads = max(1, threads)
+        let tableBytes = c.heads * (c.gridRows + c.gridCols) * c.keyDim * 4
+        self.approximateBatch = approximateBatch ?? (tableBytes > 32 << 20 ? 4 : tableBytes > 8 << 20 ? 2 : 1)
+
+        var rankRows: [[Float]] = [], rankCols: [[Float]] = []
+        if c.scoring == .tucker {
+            for h in 0..<c.heads {
+                let (u, v): ([Float], [Float])
+                if let rp = tensors.rowProj, let cp = tensors.colProj {
+                    (u, v) = (Array(rp[(h * c.rank)..<((h + 1) * c.rank)]), Array(cp[(h * c.rank)..<((h + 1) * c.rank)]))
+                } else {
+                    var sum = [Float](repeating: 0, count: c.rank * c.rank)
+                    for t in 0..<c.cores {
+                        let base = (h * c.cores + t) * c.rank * c.rank
+                        for e in 0..<(c.rank * c.rank) { sum[e] += tensors.cores![base + e] }
+                    }
+                    (u, v) = leadingSingularPair(sum, size: c.rank)
+                }
+                rankRows.append(Self.combine(tensors.rowKeys, head: h, weights: u, rows: c.gridRows, config: c))
+                rankCols.append(Self.combine(tensors.colKeys, head: h, weights: v, rows: c.gridCols, config: c))
+            }
+        }
+        rankRowKeys = rankRows
+        rankColKeys = rankCols
+        approximateTables = c.scoring == .tuckerExact ? nil : Self.approximate(c, tensors: tensors, rankRows: rankRows, rankCols: rankCols)
+    }
+
+    /// Checks `tensors` against `config` (shapes, finiteness, a true permutation) as the
+    /// initialiser does, without preparing a search: for writers that only validate a layer.
+    public static func validate(config: RetrievalConfig, tensors: RetrievalTensors) throws(RetrievalError) {
+        _ = try checkedAddress(config: config, tensors: tensors)
+    }
+
+    /// The address map of a layer whose tensors pass every check.
+    private static func checkedAddress(config: RetrievalConfig, tensors: RetrievalTensors) throws(RetrievalError) -> VirtualAddress {
+        try config.validate()
         let c = config
         func expect(_ name: String, _ array: [Float]?, _ shape: [Int], required: Bool = true) throws(RetrievalError) {
             guard let array else {
@@ -109,34 +148,7 @@ public final class ProductKeyIndex: Sendable {
             guard let table = tensors.virtualMap else { throw .missingTensor("virtual_map") }
             map = .table(table)
         }
-        address = try VirtualAddress(map: map, virtualSlots: c.virtualSlots, physicalRows: c.physicalRows)
-        self.config = c
-        self.tensors = tensors
-        self.threads = max(1, threads)
-        let tableBytes = c.heads * (c.gridRows + c.gridCols) * c.keyDim * 4
-        self.approximateBatch = approximateBatch ?? (tableBytes > 32 << 20 ? 4 : tableBytes > 8 << 20 ? 2 : 1)
-
-        var rankRows: [[Float]] = [], rankCols: [[Float]] = []
-        if c.scoring == .tucker {
-            for h in 0..<c.heads {
-                let (u, v): ([Float], [Float])
-                if let rp = tensors.rowProj, let cp = tensors.colProj {
-                    (u, v) = (Array(rp[(h * c.rank)..<((h + 1) * c.rank)]), Array(cp[(h * c.rank)..<((h + 1) * c.rank)]))
-                } else {
-                    var sum = [Float](repeating: 0, count: c.rank * c.rank)
-                    for t in 0..<c.cores {
-                        let base = (h * c.cores + t) * c.rank * c.rank
-                        for e in 0..<(c.rank * c.rank) { sum[e] += tensors.cores![base + e] }
-                    }
-                    (u, v) = leadingSingularPair(sum, size: c.rank)
-                }
-                rankRows.append(Self.combine(tensors.rowKeys, head: h, weights: u, rows: c.gridRows, config: c))
-                rankCols.append(Self.combine(tensors.colKeys, head: h, weights: v, rows: c.gridCols, config: c))
-            }
-        }
-        rankRowKeys = rankRows
-        rankColKeys = rankCols
-        approximateTables = c.scoring == .tuckerExact ? nil : Self.approximate(c, tensors: tensors, rankRows: rankRows, rankCols: rankCols)
+        return try VirtualAddress(map: map, virtualSlots: c.virtualSlots, physicalRows: c.physicalRows)
     }
 
     /// The bfloat16 tables of the first stage, per head: PKM's keys or Tucker's rank-1 tables.

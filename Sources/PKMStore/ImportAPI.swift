@@ -9,14 +9,8 @@ public func cImport(_ storePath: UnsafePointer<CChar>?, _ source: UnsafePointer<
                     _ error: UnsafeMutablePointer<pkm_error>?) -> Int32 {
     reporting(error) {
         let store = try string(storePath, "store_path"), source = try string(source, "source")
-        let (options, layout) = try importOptions(optionsJSON.map { String(cString: $0) } ?? "{}")
-        let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("pkmstore-import-\(UUID().uuidString)").path
-        try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(atPath: scratch) }
-        var choices = options
-        let layer = try TensorSource(path: source).converted(from: layout, renames: options.renames, scratch: scratch)
-        if layout != .store { choices.renames = [:] }
-        try MemoryImport.run(from: layer, to: store, options: choices)
+        let options = try importOptions(optionsJSON.map { String(cString: $0) } ?? "{}")
+        try MemoryImport.run(from: TensorSource(path: source), to: store, options: options)
     }
 }
 
@@ -47,7 +41,7 @@ private struct ImportOptionsJSON: Decodable {
     var layout: String?
 }
 
-private func importOptions(_ json: String) throws -> (MemoryImport.Options, CheckpointLayout) {
+private func importOptions(_ json: String) throws -> MemoryImport.Options {
     let given: ImportOptionsJSON
     do { given = try JSONDecoder().decode(ImportOptionsJSON.self, from: Data(json.utf8)) } catch {
         throw CAPIError.argument("options_json is not a JSON object of the documented options: \(error)")
@@ -78,5 +72,6 @@ private func importOptions(_ json: String) throws -> (MemoryImport.Options, Chec
         options.writer.threads = threads
     }
     options.writer.createdBy = "pkmstore \(pkmstoreVersion)"
-    return (options, try parse(given.layout, "layout", CheckpointLayout.allCases) ?? .store)
+    options.layout = try parse(given.layout, "layout", CheckpointLayout.allCases) ?? .store
+    return options
 }

@@ -75,12 +75,8 @@ struct Import: ParsableCommand {
             let progress = ProgressReporter("import", unit: "rows")
             options.writer = storage.writerOptions(progress)
             progress.begin()
-            let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("memtool-import-\(getpid())").path
-            try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
-            defer { try? FileManager.default.removeItem(atPath: scratch) }
-            let layer = try TensorSource(path: source).converted(from: layout, renames: options.renames, scratch: scratch)
-            if layout != .store { options.renames = [:] }
-            let config = try MemoryImport.run(from: layer, to: store, options: options)
+            options.layout = layout
+            let config = try MemoryImport.run(from: TensorSource(path: source), to: store, options: options)
             let stats = try Store.open(at: store, cacheBytes: 0).storageStatistics()
             print("imported \(source) into \(store): \(stats.shards) shards, \(humanBytes(stats.fileBytes)) on disk")
             print("retrieval    \(config.summary)")
