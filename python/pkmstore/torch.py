@@ -32,28 +32,6 @@ def convert_pkm(pkm, store, *, dtype="f32", codec="zstd", **options):
     converted.write(store, dtype=dtype, codec=codec, **options)
 
 
-class StorePKM(torch.nn.Module):
-    """A PKM layer whose keys and values live in a store: forward(x [b, t, dim]) -> [b, t, dim]."""
-
-    def __init__(self, pkm, store, threads=0):
-        super().__init__()
-        _check_pkm(pkm)
-        self.pre_layernorm, self.to_queries, self.norm = pkm.pre_layernorm, pkm.to_queries, pkm.norm
-        self.output_norm = pkm.output_norm
-        self.heads, self.dim_head = pkm.heads, pkm.keys.shape[-1]
-        self.layer = MemoryLayer(store, threads=threads)
-        self.last_indices = None
-
-    @torch.no_grad()
-    def forward(self, x):
-        b, t, _ = x.shape
-        q = self.to_queries(self.pre_layernorm(x)).reshape(b * t, 2, self.heads, self.dim_head)
-        q = self.norm(q).permute(0, 2, 1, 3).to(torch.float32).contiguous()
-        out, idx, _ = self.layer.lookup(q.cpu())
-        self.last_indices = idx
-        return self.output_norm(torch.from_numpy(out).to(x.dtype).reshape(b, t, -1))
-
-
 def from_pkm(pkm, store, *, dtype="f32", codec="zstd", threads=0, **options):
     """Converts `pkm` into the store at `store` and returns the module serving it from there."""
     convert_pkm(pkm, store, dtype=dtype, codec=codec, **options)
@@ -93,6 +71,19 @@ class StoreMemory(torch.nn.Module):
         if self.after is not None:
             out = self.after(out, flat)
         return out.reshape(*x.shape[:-1], -1)
+
+
+class StorePKM(StoreMemory):
+    """A PKM layer whose keys and values live in a store: forward(x [b, t, dim]) -> [b, t, dim],
+    with the layer's pre-LayerNorm, query projection, query LayerNorm and output LayerNorm."""
+
+    def __init__(self, pkm, store, threads=0):
+        _check_pkm(pkm)
+        heads, d = pkm.heads, pkm.keys.shape[-1]
+        super().__init__(store, lambda x: pkm.norm(pkm.to_queries(pkm.pre_layernorm(x)).reshape(-1, 2, heads, d)),
+                         layout="side-head", after=lambda out, x: pkm.output_norm(out), threads=threads)
+        # The dense parts as submodules (for .eval() and .to()); the values live in the store only.
+        self.pre_layernorm, self.to_queries, self.norm, self.output_norm = pkm.pre_layernorm, pkm.to_queries, pkm.norm, pkm.output_norm
 
 
 def from_meta_memory(memory, store, *, values=None, dtype="f32", codec="zstd", threads=0):
