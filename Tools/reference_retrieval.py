@@ -128,6 +128,8 @@ def retrieve(cfg, t, queries):
                 else:
                     ident = int(vid)
                 row, p = ident % n_p, ident // n_p
+                # The layer's rows are a window of the pool (the value table) from poolOffset.
+                row = (row + cfg.get("poolOffset", 0)) % cfg.get("poolRows", n_p)
                 width = v // c
                 for tt in range(c):
                     acc[p, tt * width:(tt + 1) * width] += weights[b, h, s_i, tt] * values[row, tt * width:(tt + 1) * width]
@@ -154,6 +156,8 @@ CASES = [
     ("tucker_exact_softmax", "tucker-exact", 2, 8, (8, 16), 2, 2, 4, 8, 6, 5, 0, "softmax", "table", {}),
     # Keys from {-1, 0, 1}/64: many equal scores, so the tie rule decides most selections.
     ("pkm_ties_softmax", "pkm", 2, 4, (16, 16), 1, 1, 1, 4, None, 12, 0, "softmax", "identity", {"spread": 1}),
+    # A window of 64 rows of a 100-row pool from row 70: rows 70..99, then 0..33.
+    ("pkm_e4_keyed_pool_window", "pkm", 2, 8, (16, 16), 1, 1, 4, 8, 5, 6, 0, "softmax", "keyed", {"pool": (100, 70)}),
 ]
 
 
@@ -173,9 +177,13 @@ def generate(directory, batch=6):
                "cores": c, "expansion": E, "physicalRows": n_p, "valueDim": v,
                "outputDim": d_out if d_out else v, "topK": k, "topM": m, "activation": act,
                "addressing": addressing, "addressKey": 0x5EED0000 + seed}
+        pool_rows = n_p
+        if "pool" in extra:
+            pool_rows, cfg["poolOffset"] = extra["pool"]
+            cfg["poolRows"] = pool_rows
         spread = extra.get("spread", 64)
         ints = {"row_keys": quantized(rng, (H, r, nr, d), spread), "col_keys": quantized(rng, (H, r, nc, d), spread),
-                "values": quantized(rng, (n_p, v))}
+                "values": quantized(rng, (pool_rows, v))}
         if scoring != "pkm":
             ints["cores"] = quantized(rng, (H, c, r, r))
         if d_out:

@@ -63,15 +63,19 @@ public enum SyntheticMemory {
         return out
     }
 
-    /// Creates (or resumes, or finds finished) the store at `path`: tensors first, then the value table in batches.
+    /// Creates (or resumes, or finds finished) the store at `path`: the layers' tensors first
+    /// (layer `l` of `layers` drawn from seed `seed + l`, all with `config`, all reading the one
+    /// value table), then the value table in batches.
     public static func create(at path: String, config: RetrievalConfig, layout: TableLayout, seed: UInt64, coreDecay: Double? = nil,
-                              options: StoreWriter.Options = .init()) throws {
+                              layers: [String] = [LayerKeys.defaultName], options: StoreWriter.Options = .init()) throws {
         var metadata = ["source": "synthetic", "seed": String(seed)]
         if let coreDecay { metadata["core_decay"] = String(coreDecay) }
         let writer = try StoreWriter.createOrResume(at: path, layout: layout, metadata: metadata, options: options)
         guard !writer.isComplete else { return }
         if writer.rowsCommitted == 0 {
-            try MemoryLayer.write(config: config, tensors: tensors(for: config, seed: seed, coreDecay: coreDecay), to: writer)
+            for (l, name) in layers.enumerated() {
+                try MemoryLayer.write(name: name, config: config, tensors: tensors(for: config, seed: seed &+ UInt64(l), coreDecay: coreDecay), to: writer)
+            }
         }
         let generator = SyntheticRows(seed: seed, dim: layout.dim)
         // Generate on all cores, a chunk of rows per worker, then append in order.

@@ -76,7 +76,7 @@ public struct TableLayout: Codable, Sendable, Equatable {
 public struct Manifest: Codable, Sendable, Equatable {
     public static let formatName = "pkm-store"
     /// The format version this code writes and the newest it reads.
-    public static let currentVersion = 3
+    public static let currentVersion = 4
 
     public var format: String
     public var formatVersion: Int
@@ -106,10 +106,10 @@ public struct Manifest: Codable, Sendable, Equatable {
     /// in version 2, bare JSON in version 1. The version the manifest states must match its seal.
     package static func decodeRecord(_ bytes: UnsafeRawBufferPointer) throws -> Manifest {
         let mismatch = StoreError.corruptRecord(name: "manifest", reason: "its checksum does not match")
-        for sealedAs in [3, 2] {
+        for sealedAs in [3, 2] {  // version 3's seal is also every later version's
             guard let json = MetaRecord.unseal(bytes, key: "manifest", version: sealedAs) else { continue }
             let manifest = try decode(json)
-            guard manifest.formatVersion == sealedAs else { throw mismatch }
+            guard sealedAs == 3 ? manifest.formatVersion >= 3 : manifest.formatVersion == sealedAs else { throw mismatch }
             return manifest
         }
         let manifest: Manifest

@@ -10,8 +10,10 @@ public enum StoreError: Error, Equatable, Sendable, CustomStringConvertible {
     case corruptTensor(name: String, reason: String)
     case corruptRecord(name: String, reason: String)
     case tensorNotFound(String)
-    /// The store holds a value table but no memory layer (no `meta/retrieval` record).
+    /// The store holds a value table but no memory layer (no retrieval record).
     case noLayer(path: String)
+    /// The store has no layer of that name, or holds several and none was named (`name` nil).
+    case unknownLayer(name: String?, layers: [String])
     case rowOutOfRange(row: Int, rows: Int)
     case incomplete(rowsCommitted: Int, rows: Int)
     case invalidArgument(String)
@@ -34,7 +36,11 @@ public enum StoreError: Error, Equatable, Sendable, CustomStringConvertible {
         case .corruptTensor(let name, let reason): "tensor '\(name)' is corrupt: \(reason)"
         case .corruptRecord(let name, let reason): "meta record '\(name)' is corrupt: \(reason)"
         case .tensorNotFound(let name): "tensor '\(name)' is not in the store"
-        case .noLayer(let path): "'\(path)' has no retrieval parameters (meta/retrieval): it holds a value table only"
+        case .noLayer(let path): "'\(path)' holds no memory layer (no retrieval record): it holds a value table only"
+        case .unknownLayer(let name?, let layers):
+            "the store has no layer '\(name)' (its layers: \(layers.isEmpty ? "none" : layers.joined(separator: ", ")))"
+        case .unknownLayer(nil, let layers):
+            "the store holds \(layers.count) layers (\(layers.joined(separator: ", "))): name one (--layer NAME)"
         case .rowOutOfRange(let row, let rows): "row \(row) is out of range (the table has \(rows) rows)"
         case .incomplete(let committed, let rows):
             "store is incomplete: \(committed) of \(rows) rows committed (re-run the import to finish it)"

@@ -7,6 +7,12 @@ import TensorFiles
 extension MemoryImport {
     /// The retrieval parameters the source's shapes, metadata and the options describe; reads no tensor data.
     public static func plan(_ source: TensorSource, options: Options) throws -> (RetrievalConfig, [String: TensorEntry]) {
+        try plan(source, options: options, table: nil)
+    }
+
+    /// ``plan(_:options:)`` for a layer that reads `table` rows of `dim` of a store's value table
+    /// (the checkpoint's `values` then optional).
+    static func plan(_ source: TensorSource, options: Options, table: (rows: Int, dim: Int)?) throws -> (RetrievalConfig, [String: TensorEntry]) {
         var found: [String: TensorEntry] = [:]
         for name in canonical {
             let sourceName = options.renames[name] ?? name
@@ -30,15 +36,16 @@ extension MemoryImport {
         func floating(_ e: TensorEntry) throws {
             guard [.f32, .f16, .bf16].contains(e.dtype) else { throw bad("tensor '\(e.name)' is \(e.dtype.safetensorsName), expected F32, F16 or BF16") }
         }
-        let values = try require("values"), rowKeys = try require("row_keys"), colKeys = try require("col_keys")
-        try rank(values, 2, "[N_p, v]"); try floating(values)
+        let values = table == nil ? try require("values") : found["values"]
+        let rowKeys = try require("row_keys"), colKeys = try require("col_keys")
+        if let values { try rank(values, 2, "[N_p, v]"); try floating(values) }
         try rank(rowKeys, 4, "[H, r, n_row, d]"); try floating(rowKeys)
         try rank(colKeys, 4, "[H, r, n_col, d]"); try floating(colKeys)
         let (h, r, nRow, d) = (rowKeys.shape[0], rowKeys.shape[1], rowKeys.shape[2], rowKeys.shape[3])
         guard colKeys.shape[0] == h, colKeys.shape[1] == r, colKeys.shape[3] == d else {
             throw bad("col_keys has shape \(colKeys.shape), which disagrees with row_keys \(rowKeys.shape) in H, r or d")
         }
-        let nCol = colKeys.shape[2], (nP, v) = (values.shape[0], values.shape[1])
+        let nCol = colKeys.shape[2], (nP, v) = table ?? (values!.shape[0], values!.shape[1])
         var cores = 1
         if let c = found["cores"] {
             try rank(c, 4, "[H, c, r, r]"); try floating(c)
@@ -48,7 +55,7 @@ extension MemoryImport {
         let slots = nRow.multipliedReportingOverflow(by: nCol)
         guard !slots.overflow, nP > 0, slots.partialValue % nP == 0 else {
             throw bad("row_keys \(rowKeys.shape) and col_keys \(colKeys.shape), read as [H, r, n, d], make a grid of " +
-                      "\(nRow) x \(nCol) slots, which is not a whole multiple E of the \(nP) rows of values \(values.shape). " +
+                      "\(nRow) x \(nCol) slots, which is not a whole multiple E of the \(nP) rows of values [\(nP), \(v)]. " +
                       "Check that both key tensors are laid out [H, r, n, d]; " + Self.productKeyLayoutHint)
         }
         let expansion = slots.partialValue / nP
@@ -114,7 +121,7 @@ extension MemoryImport {
             case "rank" where scoring == .pkm:
                 context = "PKM scoring takes one key table per side, but row_keys \(rowKeys.shape), read as [H, r, n_row, d], " +
                           "has r = \(r) tables. " + Self.productKeyLayoutHint + "; for Tucker scoring give cores [H, c, r, r]"
-            case "cores": context = "cores \(found["cores"]?.shape ?? []) gives c = \(cores) scoring cores: \(reason) (values \(values.shape))"
+            case "cores": context = "cores \(found["cores"]?.shape ?? []) gives c = \(cores) scoring cores: \(reason) (values [\(nP), \(v)])"
             case "topK": context = "k (--topk, or __metadata__ 'topk') \(reason)"
             case "topM": context = "m (--top-m, or __metadata__ 'top_m') \(reason)"
             case "gridRows", "gridCols": context = "row_keys \(rowKeys.shape) and col_keys \(colKeys.shape): \(reason)"

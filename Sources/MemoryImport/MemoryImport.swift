@@ -27,6 +27,16 @@ public enum MemoryImport {
         public var writer = StoreWriter.Options()
         /// How the source holds the layer; other than `store`, `renames` name its `keys` and `values`.
         public var layout = CheckpointLayout.store
+        /// The layer's name in the store (nil: ``LayerKeys/defaultName``). Naming a layer that a
+        /// complete store at the path does not hold adds it to that store, reading its value table.
+        public var layer: String?
+        /// Adding a layer: read the store's value table without comparing it with the checkpoint's
+        /// `values` (which may then be absent).
+        public var valuesFromStore = false
+        /// Adding a layer: the rows of the store's table it reads, from `poolOffset` (modulo the
+        /// table's rows); nil: as many as the checkpoint's values have, else the whole table.
+        public var window: Int?
+        public var poolOffset = 0
         public init() {}
     }
 
@@ -36,7 +46,9 @@ public enum MemoryImport {
 
     static let canonical = ["values", "row_keys", "col_keys", "cores", "projectors", "virtual_map", "row_proj", "col_proj"]
 
-    /// Imports `source` into the store at `path` (creating it, or resuming an interrupted import of the same source).
+    /// Imports `source` into the store at `path`: creating it, resuming an interrupted import of
+    /// the same source, or, when `options.layer` names a layer a complete store there does not
+    /// hold, adding that layer (``Options/layer``).
     @discardableResult
     public static func run(from source: TensorSource, to path: String, options: Options) throws -> RetrievalConfig {
         guard options.layout != .store else { return try importLayer(source, to: path, options: options) }
@@ -51,16 +63,16 @@ public enum MemoryImport {
     }
 
     private static func importLayer(_ source: TensorSource, to path: String, options: Options) throws -> RetrievalConfig {
+        let name = options.layer ?? LayerKeys.defaultName
+        try LayerKeys.validate(name)
+        if let pool = try completeStoreTable(at: path, adding: options.layer) {
+            return try addLayer(name, from: source, to: path, pool: pool, options: options)
+        }
+        guard !options.valuesFromStore, options.window == nil, options.poolOffset == 0 else {
+            throw StoreError.invalidArgument("--values-from-store, --window and --pool-offset add a layer to a complete store; '\(path)' is not one")
+        }
         let (config, entries) = try plan(source, options: options)
-        // Load and check every small tensor (finite keys, a true permutation) before touching the store.
-        var tensors: [String: Tensor] = [:]
-        for (name, entry) in entries where name != "values" { tensors[name] = try entry.load() }
-        let retrieval = RetrievalTensors(
-            rowKeys: try tensors["row_keys"]!.floats(), colKeys: try tensors["col_keys"]!.floats(),
-            cores: try tensors["cores"]?.floats(), projectors: try tensors["projectors"]?.floats(),
-            virtualMap: try tensors["virtual_map"]?.integers(),
-            rowProj: try tensors["row_proj"]?.floats(), colProj: try tensors["col_proj"]?.floats())
-        try ProductKeyIndex.validate(config: config, tensors: retrieval)
+        let tensors = try loadChecked(entries, config: config)
 
         let values = entries["values"]!
         let sourceType = values.dtype
@@ -72,11 +84,8 @@ public enum MemoryImport {
                                                     metadata: ["source": (source.path as NSString).lastPathComponent],
                                                     options: options.writer)
         guard !writer.isComplete else { return config }
-        if writer.rowsCommitted == 0 {
-            // Tensors keep the file's dtype, so export gives back the same bytes.
-            for (name, tensor) in tensors.sorted(by: { $0.key < $1.key }) { try writer.putTensor(name, tensor) }
-            try MemoryLayer.writeRetrievalRecord(config, to: writer)
-        }
+        // Tensors keep the file's dtype, so export gives back the same bytes.
+        if writer.rowsCommitted == 0 { try MemoryLayer.write(name: name, config: config, stored: tensors, to: writer) }
         let file = try RandomAccessFile(path: values.path)
         let sourceRow = config.valueDim * sourceType.size
         let chunkRows = max(1, (16 << 20) / sourceRow)
@@ -91,5 +100,83 @@ public enum MemoryImport {
         }
         try writer.finish()
         return config
+    }
+}
+
+extension MemoryImport {
+    /// Loads every tensor but the values and checks them with `config` (finite keys, a true
+    /// permutation), before the store is touched.
+    static func loadChecked(_ entries: [String: TensorEntry], config: RetrievalConfig) throws -> [String: Tensor] {
+        var tensors: [String: Tensor] = [:]
+        for (name, entry) in entries where name != "values" { tensors[name] = try entry.load() }
+        let retrieval = RetrievalTensors(
+            rowKeys: try tensors["row_keys"]!.floats(), colKeys: try tensors["col_keys"]!.floats(),
+            cores: try tensors["cores"]?.floats(), projectors: try tensors["projectors"]?.floats(),
+            virtualMap: try tensors["virtual_map"]?.integers(),
+            rowProj: try tensors["row_proj"]?.floats(), colProj: try tensors["col_proj"]?.floats())
+        try ProductKeyIndex.validate(config: config, tensors: retrieval)
+        return tensors
+    }
+
+    /// The value table of the complete store at `path` when the import adds layer `layer` to it;
+    /// nil when the import creates or resumes a store (no store there, an incomplete one, or no
+    /// layer named).
+    private static func completeStoreTable(at path: String, adding layer: String?) throws -> TableLayout? {
+        guard let layer, FileManager.default.fileExists(atPath: path) else { return nil }
+        let store = try Store.open(at: path, cacheBytes: 0)
+        guard store.isComplete else { return nil }
+        guard !(try store.layerNames().contains(layer)) else {
+            throw StoreError.invalidArgument("'\(path)' already holds a layer '\(layer)' (memtool remove-layer \(path) \(layer) removes it)")
+        }
+        return store.layout
+    }
+
+    /// Adds layer `name` to the complete store at `path`, reading a window of its value table:
+    /// the checkpoint's values must equal those rows byte for byte unless `valuesFromStore`.
+    private static func addLayer(_ name: String, from source: TensorSource, to path: String, pool: TableLayout,
+                                 options: Options) throws -> RetrievalConfig {
+        let valuesName = options.renames["values"] ?? "values"
+        let values = source.entries[valuesName]
+        guard values != nil || options.valuesFromStore else {
+            throw TensorFileError(source.path, "tensor 'values' is missing: give the checkpoint's values, or read the store's with --values-from-store")
+        }
+        let window = options.window ?? (options.valuesFromStore ? nil : values?.shape.first) ?? pool.rows
+        guard window >= 1, window <= pool.rows, options.poolOffset >= 0, options.poolOffset < pool.rows else {
+            throw StoreError.invalidArgument("a window of \(window) rows from row \(options.poolOffset) does not fit the store's \(pool.rows) rows")
+        }
+        var (config, entries) = try plan(source, options: options, table: (window, pool.dim))
+        config.poolRows = pool.rows
+        config.poolOffset = options.poolOffset
+        try config.validate()
+        entries["values"] = nil
+        let tensors = try loadChecked(entries, config: config)
+        if let values, !options.valuesFromStore {
+            guard values.shape == [window, pool.dim] else {
+                throw TensorFileError(source.path, "values \(values.shape) do not match the \(window) x \(pool.dim) rows the layer would read from the store")
+            }
+            try requireSameValues(values, as: path, window: options.poolOffset..<(options.poolOffset + window))
+        }
+        var writerOptions = options.writer
+        writerOptions.progress = nil
+        try MemoryLayer.write(name: name, config: config, stored: tensors, to: StoreWriter.editing(at: path, options: writerOptions))
+        return config
+    }
+
+    /// Throws unless the checkpoint's values, in the store's element type, are the stored rows of `window`.
+    private static func requireSameValues(_ values: TensorEntry, as path: String, window: Range<Int>) throws {
+        let store = try Store.open(at: path, cacheBytes: 0)
+        let file = try RandomAccessFile(path: values.path)
+        let storedType = store.layout.elementType, sourceRow = store.layout.dim * values.dtype.size
+        var row = 0
+        try forEachStoredRun(of: store, window: window) { stored in
+            let n = stored.count / store.layout.rowBytes
+            var bytes = try file.read(at: values.offset + row * sourceRow, count: n * sourceRow)
+            if values.dtype != storedType { bytes = storedType.encode(values.dtype.decode(bytes)) }
+            guard bytes.elementsEqual(stored) else {
+                throw StoreError.invalidArgument("the checkpoint's values differ from the store's rows \(window.lowerBound + row)..< (mod \(store.layout.rows)): " +
+                                                 "a layer reads the store's one value table; pass --values-from-store to use the store's rows anyway")
+            }
+            row += n
+        }
     }
 }

@@ -2,15 +2,18 @@ import Foundation
 import MemoryRetrieval
 import MemoryStore
 
-/// A memory layer served from a store: the retrieval parameters (`meta/retrieval`), the key,
-/// core, projector and map tensors held in memory, and the value table read from the store's shards.
+/// A memory layer served from a store: its retrieval parameters (its record), the key, core,
+/// projector and map tensors held in memory, and the value table read from the store's shards.
+/// A store may hold several layers reading one value table (Spec/FORMAT.md, "Layers").
 ///
 /// ```swift
-/// let layer = try MemoryLayer(store: Store.open(at: "memory.pkm"))
+/// let layer = try MemoryLayer(store: Store.open(at: "memory.pkm"), name: "block3")
 /// let (output, found) = try layer.lookup(queries: q, batch: b)
 /// ```
 public final class MemoryLayer: Sendable {
     public let store: Store
+    /// The layer's name in the store.
+    public let name: String
     public let index: ProductKeyIndex
     public var config: RetrievalConfig { index.config }
 
@@ -20,41 +23,54 @@ public final class MemoryLayer: Sendable {
         public static let virtualMap = "virtual_map", rowProj = "row_proj", colProj = "col_proj"
     }
 
-    /// The `meta` record holding the retrieval parameters.
-    public static let retrievalRecordName = "retrieval"
-
-    /// Serves the layer that `store` holds.
+    /// Serves layer `name` of `store` (nil: the store's only layer).
     /// - Parameters:
     ///   - threads: worker threads for a batch.
     ///   - limitsBLASThreads: see ``ProductKeyIndex``: by default OpenBLAS is set to one thread for the process.
-    public init(store: Store, threads: Int = ProcessInfo.processInfo.activeProcessorCount, limitsBLASThreads: Bool = true) throws {
+    public init(store: Store, name: String? = nil, threads: Int = ProcessInfo.processInfo.activeProcessorCount,
+                limitsBLASThreads: Bool = true) throws {
         guard store.isComplete else {
             throw StoreError.incomplete(rowsCommitted: store.state.rowsCommitted, rows: store.layout.rows)
         }
-        guard let config = try Self.retrievalConfig(of: store) else {
-            throw StoreError.noLayer(path: store.path)
-        }
-        guard config.physicalRows == store.layout.rows, config.valueDim == store.layout.dim else {
-            throw StoreError.inconsistent("retrieval parameters expect a \(config.physicalRows) x \(config.valueDim) value table, the store holds \(store.layout.rows) x \(store.layout.dim)")
-        }
-        func floats(_ name: String) throws -> [Float]? {
-            try store.hasTensor(name) ? store.tensor(named: name).floats() : nil
-        }
-        let map = try store.hasTensor(TensorName.virtualMap) ? store.tensor(named: TensorName.virtualMap).integers() : nil
-        guard let rowKeys = try floats(TensorName.rowKeys) else { throw RetrievalError.missingTensor(TensorName.rowKeys) }
-        guard let colKeys = try floats(TensorName.colKeys) else { throw RetrievalError.missingTensor(TensorName.colKeys) }
-        let tensors = RetrievalTensors(rowKeys: rowKeys, colKeys: colKeys, cores: try floats(TensorName.cores),
-                                       projectors: try floats(TensorName.projectors), virtualMap: map,
-                                       rowProj: try floats(TensorName.rowProj), colProj: try floats(TensorName.colProj))
+        let (keys, config, tensors) = try Self.read(store, name)
         self.store = store
+        self.name = keys.name
         index = try ProductKeyIndex(config: config, tensors: tensors, threads: threads, limitsBLASThreads: limitsBLASThreads)
     }
 
-    /// The retrieval parameters the store holds (`meta/retrieval`), or nil for a value table alone.
-    public static func retrievalConfig(of store: Store) throws -> RetrievalConfig? {
-        guard let record = try store.metaRecord(named: retrievalRecordName) else { return nil }
+    /// Reads and checks layer `name` of `store` without building its index: what `verify` asks of every layer.
+    public static func check(store: Store, name: String) throws {
+        let (_, config, tensors) = try read(store, name)
+        try ProductKeyIndex.validate(config: config, tensors: tensors)
+    }
+
+    /// The layer's keys, parameters and tensors, checked against the store's value table.
+    private static func read(_ store: Store, _ name: String?) throws -> (LayerKeys, RetrievalConfig, RetrievalTensors) {
+        let keys = try store.layerKeys(name)
+        guard let config = try retrievalConfig(of: store, layer: keys.name) else { throw StoreError.noLayer(path: store.path) }
+        guard config.poolRows == store.layout.rows, config.valueDim == store.layout.dim else {
+            throw StoreError.inconsistent("layer '\(keys.name)' expects a \(config.poolRows) x \(config.valueDim) value table, the store holds \(store.layout.rows) x \(store.layout.dim)")
+        }
+        func floats(_ base: String) throws -> [Float]? {
+            try store.hasTensor(keys.tensor(base)) ? store.tensor(named: keys.tensor(base)).floats() : nil
+        }
+        let mapName = keys.tensor(TensorName.virtualMap)
+        let map = try store.hasTensor(mapName) ? store.tensor(named: mapName).integers() : nil
+        guard let rowKeys = try floats(TensorName.rowKeys) else { throw RetrievalError.missingTensor(keys.tensor(TensorName.rowKeys)) }
+        guard let colKeys = try floats(TensorName.colKeys) else { throw RetrievalError.missingTensor(keys.tensor(TensorName.colKeys)) }
+        let tensors = RetrievalTensors(rowKeys: rowKeys, colKeys: colKeys, cores: try floats(TensorName.cores),
+                                       projectors: try floats(TensorName.projectors), virtualMap: map,
+                                       rowProj: try floats(TensorName.rowProj), colProj: try floats(TensorName.colProj))
+        return (keys, config, tensors)
+    }
+
+    /// The retrieval parameters of layer `name` (nil: the store's only layer), or nil for a value table alone.
+    public static func retrievalConfig(of store: Store, layer name: String? = nil) throws -> RetrievalConfig? {
+        guard !(try store.layerNames().isEmpty) else { return nil }
+        let keys = try store.layerKeys(name)
+        guard let record = try store.metaRecord(named: keys.record) else { return nil }
         do { return try JSONDecoder().decode(RetrievalConfig.self, from: Data(record)) } catch {
-            throw StoreError.corruptRecord(name: retrievalRecordName, reason: "it is not a valid retrieval record: \(error)")
+            throw StoreError.corruptRecord(name: keys.record, reason: "it is not a valid retrieval record: \(error)")
         }
     }
 
@@ -86,17 +102,15 @@ public final class MemoryLayer: Sendable {
         try index.lookup(queries: queries, batch: batch, values: StoreRows(store: store), output: output, indices: indices, weights: weights)
     }
 
-    /// Writes the retrieval parameters and tensors of a layer into a store being built, after
-    /// checking them together (the value table is written by the caller through `writer`).
-    public static func write(config: RetrievalConfig, tensors: RetrievalTensors, to writer: StoreWriter) throws {
+    /// Writes layer `name` (parameters and tensors, checked together) into a store in one
+    /// transaction; the value table is written by the caller through `writer`.
+    public static func write(name: String = LayerKeys.defaultName, config: RetrievalConfig, tensors: RetrievalTensors,
+                             to writer: StoreWriter) throws {
         try ProductKeyIndex.validate(config: config, tensors: tensors)
-        guard writer.layout.rows == config.physicalRows, writer.layout.dim == config.valueDim else {
-            throw StoreError.invalidArgument("the value table is \(writer.layout.rows) x \(writer.layout.dim), the retrieval parameters need \(config.physicalRows) x \(config.valueDim)")
-        }
         let c = config
-        func put(_ name: String, _ values: [Float]?, _ shape: [Int]) throws {
-            guard let values else { return }
-            try writer.putTensor(name, Tensor(shape: shape, floats: values))
+        var stored: [String: Tensor] = [:]
+        func put(_ base: String, _ values: [Float]?, _ shape: [Int]) throws {
+            if let values { stored[base] = try Tensor(shape: shape, floats: values) }
         }
         try put(TensorName.rowKeys, tensors.rowKeys, [c.heads, c.rank, c.gridRows, c.keyDim])
         try put(TensorName.colKeys, tensors.colKeys, [c.heads, c.rank, c.gridCols, c.keyDim])
@@ -105,16 +119,25 @@ public final class MemoryLayer: Sendable {
         try put(TensorName.rowProj, tensors.rowProj, [c.heads, c.rank])
         try put(TensorName.colProj, tensors.colProj, [c.heads, c.rank])
         if let map = tensors.virtualMap {
-            try writer.putTensor(TensorName.virtualMap, Tensor(dtype: .i64, shape: [map.count], bytes: map.withUnsafeBytes { Array($0) }))
+            stored[TensorName.virtualMap] = try Tensor(dtype: .i64, shape: [map.count], bytes: map.withUnsafeBytes { Array($0) })
         }
-        try writeRetrievalRecord(config, to: writer)
+        try write(name: name, config: config, stored: stored, to: writer)
     }
 
-    /// Writes `config` as the store's `meta/retrieval` record (JSON with sorted keys).
-    public static func writeRetrievalRecord(_ config: RetrievalConfig, to writer: StoreWriter) throws {
+    /// Writes layer `name` from tensors already in their stored form (any float dtype for keys,
+    /// cores and projectors, I64 or I32 for the map), which the caller has checked against `config`.
+    public static func write(name: String, config: RetrievalConfig, stored tensors: [String: Tensor], to writer: StoreWriter) throws {
+        guard writer.layout.rows == config.poolRows, writer.layout.dim == config.valueDim else {
+            throw StoreError.invalidArgument("the value table is \(writer.layout.rows) x \(writer.layout.dim), layer '\(name)' needs \(config.poolRows) x \(config.valueDim)")
+        }
+        try writer.putLayer(name, record: try record(config), tensors: tensors)
+    }
+
+    /// `config` as a retrieval record: JSON with sorted keys.
+    public static func record(_ config: RetrievalConfig) throws -> [UInt8] {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
-        try writer.putMetaRecord(retrievalRecordName, Array(try encoder.encode(config)))
+        return Array(try encoder.encode(config))
     }
 }
 

@@ -148,7 +148,8 @@ public final class ProductKeyIndex: Sendable {
             guard let table = tensors.virtualMap else { throw .missingTensor("virtual_map") }
             map = .table(table)
         }
-        return try VirtualAddress(map: map, virtualSlots: c.virtualSlots, physicalRows: c.physicalRows)
+        return try VirtualAddress(map: map, virtualSlots: c.virtualSlots, physicalRows: c.physicalRows,
+                                  poolRows: c.poolRows, poolOffset: c.poolOffset)
     }
 
     /// The bfloat16 tables of the first stage, per head: PKM's keys or Tucker's rank-1 tables.

@@ -61,10 +61,16 @@ public struct RetrievalConfig: Codable, Sendable, Equatable {
     public var activation: Activation
     public var addressing: Addressing
     public var addressKey: UInt64
+    /// Rows of the value table the layer reads (the pool), of which its `physicalRows` rows are
+    /// a window starting at `poolOffset` (Spec/RETRIEVAL.md, "Addressing"); `physicalRows` when
+    /// the layer reads a table of its own.
+    public var poolRows: Int
+    public var poolOffset: Int
 
     public init(scoring: Scoring, heads: Int, keyDim: Int, gridRows: Int, gridCols: Int, rank: Int = 1, cores: Int = 1,
                 expansion: Int = 1, physicalRows: Int, valueDim: Int, outputDim: Int? = nil, topK: Int, topM: Int = 0,
-                activation: Activation = .softmax, addressing: Addressing = .identity, addressKey: UInt64 = 0) {
+                activation: Activation = .softmax, addressing: Addressing = .identity, addressKey: UInt64 = 0,
+                poolRows: Int? = nil, poolOffset: Int = 0) {
         self.scoring = scoring
         self.heads = heads
         self.keyDim = keyDim
@@ -81,7 +87,32 @@ public struct RetrievalConfig: Codable, Sendable, Equatable {
         self.activation = activation
         self.addressing = addressing
         self.addressKey = addressKey
+        self.poolRows = poolRows ?? physicalRows
+        self.poolOffset = poolOffset
     }
+
+    private enum CodingKeys: String, CodingKey {
+        case scoring, heads, keyDim, gridRows, gridCols, rank, cores, expansion, physicalRows, valueDim, outputDim, topK, topM
+        case activation, addressing, addressKey, poolRows, poolOffset
+    }
+
+    /// Decodes a retrieval record; records of format versions 1 to 3 have no pool fields (the
+    /// layer reads its own table).
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        self.init(scoring: try c.decode(Scoring.self, forKey: .scoring), heads: try c.decode(Int.self, forKey: .heads),
+                  keyDim: try c.decode(Int.self, forKey: .keyDim), gridRows: try c.decode(Int.self, forKey: .gridRows),
+                  gridCols: try c.decode(Int.self, forKey: .gridCols), rank: try c.decode(Int.self, forKey: .rank),
+                  cores: try c.decode(Int.self, forKey: .cores), expansion: try c.decode(Int.self, forKey: .expansion),
+                  physicalRows: try c.decode(Int.self, forKey: .physicalRows), valueDim: try c.decode(Int.self, forKey: .valueDim),
+                  outputDim: try c.decode(Int.self, forKey: .outputDim), topK: try c.decode(Int.self, forKey: .topK),
+                  topM: try c.decode(Int.self, forKey: .topM), activation: try c.decode(Activation.self, forKey: .activation),
+                  addressing: try c.decode(Addressing.self, forKey: .addressing), addressKey: try c.decode(UInt64.self, forKey: .addressKey),
+                  poolRows: try c.decodeIfPresent(Int.self, forKey: .poolRows), poolOffset: try c.decodeIfPresent(Int.self, forKey: .poolOffset) ?? 0)
+    }
+
+    /// Whether the layer reads a window of a larger pool, or one shifted from its start.
+    public var readsPoolWindow: Bool { poolRows != physicalRows || poolOffset != 0 }
 
     /// `n_row * n_col`.
     public var virtualSlots: Int { gridRows * gridCols }
@@ -114,6 +145,7 @@ public struct RetrievalConfig: Codable, Sendable, Equatable {
         parts.append("d_out=\(outputDim)")
         parts.append("activation \(activation.rawValue)")
         parts.append("addressing \(addressing.rawValue)\(addressing == .keyed ? " (key \(addressKey))" : "")")
+        if readsPoolWindow { parts.append("rows \(poolOffset)... (mod \(poolRows)) of a shared pool") }
         return parts.joined(separator: ", ")
     }
 
@@ -127,7 +159,7 @@ public struct RetrievalConfig: Codable, Sendable, Equatable {
         }
         for (name, value, limit) in [("heads", heads, Self.maxHeads), ("keyDim", keyDim, Self.maxDim), ("rank", rank, Self.maxRank),
                                      ("cores", cores, Self.maxRank), ("expansion", expansion, Self.maxExpansion),
-                                     ("physicalRows", physicalRows, 1 << 40), ("valueDim", valueDim, Self.maxDim),
+                                     ("physicalRows", physicalRows, 1 << 40), ("poolRows", poolRows, 1 << 40), ("valueDim", valueDim, Self.maxDim),
                                      ("outputDim", outputDim, Self.maxDim)] where value > limit {
             throw bad(name, "must be at most \(limit) (got \(value))")
         }
@@ -138,6 +170,10 @@ public struct RetrievalConfig: Codable, Sendable, Equatable {
         guard virtualSlots == expansion * physicalRows else {
             throw bad("expansion", "n_row x n_col = \(virtualSlots) must equal expansion x physicalRows = \(expansion) x \(physicalRows)")
         }
+        guard poolRows >= physicalRows else {
+            throw bad("poolRows", "a window of \(physicalRows) rows does not fit a pool of \(poolRows)")
+        }
+        guard poolOffset >= 0, poolOffset < poolRows else { throw bad("poolOffset", "must be in 0..<\(poolRows) (got \(poolOffset))") }
         guard valueDim % cores == 0 else { throw bad("cores", "valueDim \(valueDim) is not divisible by \(cores) cores") }
         guard let resident = residentTensorBytes, resident <= Self.maxTensorBytes else {
             throw bad("heads", "the keys, cores, projectors and map of these parameters exceed \(Self.maxTensorBytes >> 40) TiB")

@@ -40,7 +40,7 @@ func statusAndMessage(of error: any Error) -> (Int, String) {
 
 private func code(of error: StoreError) -> Int {
     switch error {
-    case .notFound, .tensorNotFound: PKM_ERR_NOT_FOUND
+    case .notFound, .tensorNotFound, .unknownLayer: PKM_ERR_NOT_FOUND
     case .unsupportedVersion, .noLayer: PKM_ERR_UNSUPPORTED
     case .badManifest, .inconsistent, .corruptShard, .missingShard, .corruptTensor, .corruptRecord, .codec: PKM_ERR_CORRUPT
     case .incomplete: PKM_ERR_INCOMPLETE

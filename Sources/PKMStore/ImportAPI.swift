@@ -17,9 +17,15 @@ public func cImport(_ storePath: UnsafePointer<CChar>?, _ source: UnsafePointer<
 @_cdecl("pkm_export")
 public func cExport(_ storePath: UnsafePointer<CChar>?, _ destination: UnsafePointer<CChar>?,
                     _ error: UnsafeMutablePointer<pkm_error>?) -> Int32 {
+    cExportLayer(storePath, nil, destination, error)
+}
+
+@_cdecl("pkm_export_layer")
+public func cExportLayer(_ storePath: UnsafePointer<CChar>?, _ layer: UnsafePointer<CChar>?, _ destination: UnsafePointer<CChar>?,
+                         _ error: UnsafeMutablePointer<pkm_error>?) -> Int32 {
     reporting(error) {
         let store = try Store.open(at: try string(storePath, "store_path"), cacheBytes: 0)
-        try MemoryImport.export(store, to: try string(destination, "destination"))
+        try MemoryImport.export(store, layer: try layer.map { try string($0, "layer") }, to: try string(destination, "destination"))
     }
 }
 
@@ -39,6 +45,10 @@ private struct ImportOptionsJSON: Decodable {
     var dictionary: Bool?
     var threads: Int?
     var layout: String?
+    var layer: String?
+    var values_from_store: Bool?
+    var window: Int?
+    var pool_offset: Int?
 }
 
 private func importOptions(_ json: String) throws -> MemoryImport.Options {
@@ -73,5 +83,9 @@ private func importOptions(_ json: String) throws -> MemoryImport.Options {
     }
     options.writer.createdBy = "pkmstore \(pkmstoreVersion)"
     options.layout = try parse(given.layout, "layout", CheckpointLayout.allCases) ?? .store
+    options.layer = given.layer
+    options.valuesFromStore = given.values_from_store ?? false
+    options.window = given.window
+    options.poolOffset = given.pool_offset ?? 0
     return options
 }

@@ -11,12 +11,19 @@ let openLayers = HandleTable<MemoryLayer>(kind: "layer")
 @_cdecl("pkm_layer_open")
 public func cLayerOpen(_ path: UnsafePointer<CChar>?, _ threads: Int32, _ cacheBytes: Int, _ out: UnsafeMutablePointer<UInt64>?,
                        _ error: UnsafeMutablePointer<pkm_error>?) -> Int32 {
+    cLayerOpenNamed(path, nil, threads, cacheBytes, out, error)
+}
+
+@_cdecl("pkm_layer_open_named")
+public func cLayerOpenNamed(_ path: UnsafePointer<CChar>?, _ name: UnsafePointer<CChar>?, _ threads: Int32, _ cacheBytes: Int,
+                            _ out: UnsafeMutablePointer<UInt64>?, _ error: UnsafeMutablePointer<pkm_error>?) -> Int32 {
     reporting(error) {
+        let name = try name.map { try string($0, "name") }
         let path = try string(path, "path"), out = try required(out, "out")!
         guard threads >= 0 else { throw CAPIError.argument("threads must be 0 (all cores) or more, got \(threads)") }
         let store = try Store.open(at: path, cacheBytes: try size(cacheBytes, "cache_bytes"))
         let workers = threads == 0 ? ProcessInfo.processInfo.activeProcessorCount : Int(threads)
-        out.pointee = openLayers.insert(try MemoryLayer(store: store, threads: workers))
+        out.pointee = openLayers.insert(try MemoryLayer(store: store, name: name, threads: workers))
     }
 }
 

@@ -91,6 +91,15 @@ public func cStoreTensorNames(_ handle: UInt64, _ buffer: UnsafeMutablePointer<C
     }
 }
 
+@_cdecl("pkm_store_layer_names")
+public func cStoreLayerNames(_ handle: UInt64, _ buffer: UnsafeMutablePointer<CChar>?, _ capacity: Int, _ needed: UnsafeMutablePointer<Int>?,
+                             _ error: UnsafeMutablePointer<pkm_error>?) -> Int32 {
+    reporting(error) {
+        let store = try openStores.object(handle)
+        try writeList(try store.layerNames().map { $0 + "\n" }.joined(), buffer, capacity, needed)
+    }
+}
+
 @_cdecl("pkm_store_tensor_info")
 public func cStoreTensorInfo(_ handle: UInt64, _ name: UnsafePointer<CChar>?, _ elementType: UnsafeMutablePointer<Int32>?,
                              _ rank: UnsafeMutablePointer<Int32>?, _ shape: UnsafeMutablePointer<Int64>?, _ bytes: UnsafeMutablePointer<Int>?,

@@ -61,6 +61,12 @@ struct Bench: ParsableCommand {
     @Option(help: "Seed of the queries.")
     var seed: UInt64 = 1
 
+    @Option(help: "The layer to measure (default: the store's only layer).")
+    var layer: String?
+
+    @Option(help: "'all': run every layer of the store on every batch in turn, as a model does, and report each and the total.")
+    var layers: String?
+
     @Option(help: "Write the report as JSON to this file.")
     var json: String?
 
@@ -71,6 +77,11 @@ struct Bench: ParsableCommand {
         guard cacheBytes >= 0 else { throw ValidationError("--cache-bytes must not be negative (got \(cacheBytes))") }
         guard ["uniform", "clustered"].contains(distribution) || distribution.hasPrefix("replay:") else {
             throw ValidationError("--distribution must be uniform, clustered or replay:FILE.npy")
+        }
+        guard layers == nil || layers == "all" else { throw ValidationError("--layers takes 'all' (got '\(layers!)')") }
+        guard layers == nil || layer == nil else { throw ValidationError("give --layer NAME or --layers all, not both") }
+        guard layers == nil || !cold, layers == nil || reducedRows == nil, layers == nil || !distribution.hasPrefix("replay:") else {
+            throw ValidationError("--layers all runs warm, generated queries and writes no reduced rows")
         }
     }
 
@@ -97,9 +108,9 @@ struct Bench: ParsableCommand {
 
     func run() throws {
         try runReportingErrors {
-            guard let config = try MemoryLayer.retrievalConfig(of: Store.open(at: store, cacheBytes: 0)) else {
-                throw StoreError.noLayer(path: store)
-            }
+            let probe = try Store.open(at: store, cacheBytes: 0)
+            let names = layers == nil ? [try probe.layerKeys(layer).name] : try probe.layerNames()
+            guard let config = try MemoryLayer.retrievalConfig(of: probe, layer: names.first) else { throw StoreError.noLayer(path: store) }
             try checkMemory(config)
             var options = LookupBenchmark.Options()
             options.queries = queries; options.batch = batch; options.warmupQueries = warmup; options.seed = seed
@@ -124,10 +135,15 @@ struct Bench: ParsableCommand {
                 dropped = dropPageCache()
                 if !dropped { printError("warning: could not drop the page cache (needs root); the run is only as cold as the cache allows") }
             }
-            let layer = try MemoryLayer(store: Store.open(at: store, cacheBytes: cacheBytes, checksRows: !noRowChecks), threads: threads)
+            let opened = try Store.open(at: store, cacheBytes: cacheBytes, checksRows: !noRowChecks)
+            if layers != nil {
+                let served = try names.map { try MemoryLayer(store: opened, name: $0, threads: threads) }
+                return try reportLayers(LayeredBenchmark.run(layers: served, options: options, label: distribution))
+            }
+            let layer = try MemoryLayer(store: opened, name: names[0], threads: threads)
             let r = try LookupBenchmark.run(layer: layer, options: options, label: distribution, cold: cold)
             let c = layer.config
-            print("memory     \(c.scoring.rawValue), H=\(c.heads) d=\(c.keyDim) k=\(c.topK)\(c.scoring == .pkm ? "" : " m=\(c.topM) r=\(c.rank) c=\(c.cores)"), " +
+            print("layer      \(layer.name): \(c.scoring.rawValue), H=\(c.heads) d=\(c.keyDim) k=\(c.topK)\(c.scoring == .pkm ? "" : " m=\(c.topM) r=\(c.rank) c=\(c.cores)"), " +
                   "\(c.virtualSlots) virtual slots (\(c.gridRows)x\(c.gridCols)) over \(c.physicalRows) rows x \(c.valueDim) \(layer.store.layout.elementType.rawValue) \(r.codec), E=\(c.expansion)")
             print("run        \(r.queries) \(r.distribution) queries, batch \(r.batch), \(r.threads) threads, \(cold ? (dropped ? "cold (page cache dropped)" : "cold (cache not dropped)") : "warm"), open \(String(format: "%.2f", r.openMilliseconds)) ms")
             print(String(format: "search     %10.0f queries/s   batch p50 %.2f ms  p90 %.2f ms  p99 %.2f ms", r.searchQueriesPerSecond,
@@ -152,5 +168,19 @@ struct Bench: ParsableCommand {
                          humanBytes(r.residentAnonymousBytes), humanBytes(r.residentFileBytes)))
             if let json { try jsonString(r).write(toFile: json, atomically: true, encoding: .utf8) }
         }
+    }
+
+    private func reportLayers(_ r: LayeredBenchmark.Report) throws {
+        print("run        \(r.layers.count) layers of \(store) on every batch in turn: \(r.queries) \(r.distribution) queries, batch \(r.batch), \(r.threads) threads, \(r.codec)")
+        for l in r.layers {
+            print(String(format: "layer      %@: lookup %8.0f queries/s, batch p50 %.2f ms p99 %.2f ms; reduce %.2f M rows/s", l.name,
+                         l.lookupQueriesPerSecond, l.lookupBatchMilliseconds.p50, l.lookupBatchMilliseconds.p99, l.reduceRowsPerSecond / 1e6) +
+                  (l.memoryLimitReduceRowsPerSecond.map { String(format: " (memory limit %.2f M rows/s)", $0 / 1e6) } ?? ""))
+        }
+        print(String(format: "all layers %8.0f queries/s through every layer, batch p50 %.2f ms p99 %.2f ms; reduce %.2f M rows/s", r.queriesPerSecond,
+                     r.batchMilliseconds.p50, r.batchMilliseconds.p99, r.reduceRowsPerSecond / 1e6) +
+              (r.reduceToMemoryLimit.map { String(format: ", store/memory limit = %.2f (outputs agree to %.1e)", $0, r.memoryLimitMaxRelativeDifference ?? 0) } ?? ""))
+        print("           peak RSS \(humanBytes(r.peakRSSBytes))")
+        if let json { try jsonString(r).write(toFile: json, atomically: true, encoding: .utf8) }
     }
 }

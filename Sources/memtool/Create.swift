@@ -73,9 +73,16 @@ struct Create: ParsableCommand {
     @Option(help: "Virtual slot addressing: identity, table (a stored permutation) or keyed (computed, no table). Default: keyed when E > 1.")
     var addressing: Addressing?
 
+    @Option(help: "Memory layers reading the one value table, each with its own keys (seeds SEED, SEED+1, ...): one is named 'default', several 'layer0', 'layer1', ...")
+    var layers: Int = 1
+
     @OptionGroup var storage: StorageOptions
 
+    /// The names of the layers to create.
+    var layerNames: [String] { layers == 1 ? [LayerKeys.defaultName] : (0..<layers).map { "layer\($0)" } }
+
     func validate() throws {
+        guard layers >= 1, layers <= 1024 else { throw ValidationError("--layers must be in 1...1024 (got \(layers))") }
         guard synthetic else { throw ValidationError("create needs --synthetic (use import for trained memories)") }
         let config = try retrievalConfig()
         if let coreDecay {
@@ -85,7 +92,7 @@ struct Create: ParsableCommand {
         let layout = try storage.layout(elementType: dtype, rows: config.physicalRows, dim: dim)
         // The tensors are generated in memory; the values must fit on disk: exactly, raw, and at
         // no less than an eighth of their raw size compressed.
-        try MachineLimits.requireMemory(config.residentTensorBytes.map { $0 * 2 }, for: "the synthetic keys, cores, projectors and map")
+        try MachineLimits.requireMemory(config.residentTensorBytes.map { $0 * 2 }, for: "the synthetic keys, cores, projectors and map of a layer")
         let stored = layout.codec == .raw ? checkedProduct(layout.rows, layout.rowBytes + 8) : layout.rawBytes / 8
         try MachineLimits.requireDisk(stored, at: store, for: "\(layout.rows) rows of \(layout.rowBytes) bytes (\(layout.codec.rawValue))")
     }
@@ -133,12 +140,13 @@ struct Create: ParsableCommand {
             let progress = ProgressReporter("create", unit: "rows")
             progress.begin()
             try SyntheticMemory.create(at: store, config: config, layout: layout, seed: seed, coreDecay: coreDecay,
-                                       options: storage.writerOptions(progress))
+                                       layers: layerNames, options: storage.writerOptions(progress))
             let opened = try Store.open(at: store, cacheBytes: 0)
             let stats = try opened.storageStatistics()
             print("created \(store): \(config.scoring.rawValue) memory, \(config.heads) heads, grid \(config.gridRows)x\(config.gridCols) " +
                   "= \(config.virtualSlots) virtual slots over \(config.physicalRows) rows x \(dim) \(dtype.rawValue) (E = \(config.expansion)), " +
-                  "\(stats.shards) shards, \(humanBytes(stats.fileBytes)) on disk for \(humanBytes(layout.rawBytes)) of raw values")
+                  "\(stats.shards) shards, \(humanBytes(stats.fileBytes)) on disk for \(humanBytes(layout.rawBytes)) of raw values" +
+                  (layers > 1 ? "; \(layers) layers (\(layerNames.joined(separator: ", "))) read it" : ""))
         }
     }
 }

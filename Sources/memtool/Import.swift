@@ -17,11 +17,26 @@ struct Import: ParsableCommand {
             Addressing defaults to table when the file holds a virtual_map and to identity otherwise; keyed \
             addressing is asked for by name (--addressing keyed, or metadata addressing=keyed with address_key). Every header and shape is checked before the store is created; the parameters \
             the store will answer with are printed at the end. An interrupted import leaves the store marked \
-            incomplete; running the same command again resumes it.
+            incomplete; running the same command again resumes it. With --layer NAME on a complete store that has \
+            no layer NAME, the checkpoint's layer is added to it, in one transaction, reading the store's value \
+            table: the checkpoint's values must equal the rows it would read, byte for byte, unless \
+            --values-from-store.
             """)
 
-    @Argument(help: "Path of the store file to create.")
+    @Argument(help: "Path of the store file to create (or, with --layer, a complete store to add the layer to).")
     var store: String
+
+    @Option(help: "Name of the layer in the store (default: 'default'); adds it to a complete store that lacks it.")
+    var layer: String?
+
+    @Flag(help: "Adding a layer: read the store's value table without comparing it with the checkpoint's values (which may be absent).")
+    var valuesFromStore = false
+
+    @Option(help: "Adding a layer: the rows of the store's table it reads (default: the checkpoint's values' rows, else all).")
+    var window: Int?
+
+    @Option(help: "Adding a layer: the first row of its window (rows wrap past the table's last row).")
+    var poolOffset: Int = 0
 
     @Option(name: .customLong("from"), help: "A .safetensors file or a directory of .npy files.")
     var source: String
@@ -76,10 +91,11 @@ struct Import: ParsableCommand {
             options.writer = storage.writerOptions(progress)
             progress.begin()
             options.layout = layout
+            options.layer = layer; options.valuesFromStore = valuesFromStore; options.window = window; options.poolOffset = poolOffset
             let config = try MemoryImport.run(from: TensorSource(path: source), to: store, options: options)
             let stats = try Store.open(at: store, cacheBytes: 0).storageStatistics()
             print("imported \(source) into \(store): \(stats.shards) shards, \(humanBytes(stats.fileBytes)) on disk")
-            print("retrieval    \(config.summary)")
+            print("layer        \(layer ?? LayerKeys.defaultName): \(config.summary)")
         }
     }
 }

@@ -24,8 +24,16 @@ struct InspectReport: Encodable {
     var createdBy: String
     var createdAt: String
     var metadata: [String: String]
-    /// The layer's retrieval parameters (`meta/retrieval`); absent for a value table alone.
+    /// The retrieval parameters of the store's only layer; absent for a value table alone and
+    /// for a store of several layers (see `layers`).
     var retrieval: RetrievalConfig?
+    /// Every layer, in name order, with its parameters.
+    var layers: [LayerSummary]
+
+    struct LayerSummary: Encodable {
+        var name: String
+        var retrieval: RetrievalConfig
+    }
 
     struct TensorSummary: Encodable {
         var name: String
@@ -52,6 +60,10 @@ struct Inspect: ParsableCommand {
                 let t = try s.tensor(named: name)
                 return InspectReport.TensorSummary(name: name, dtype: t.dtype.safetensorsName, shape: t.shape, bytes: t.bytes.count)
             }
+            let layers = try s.layerNames().map { name in
+                guard let config = try MemoryLayer.retrievalConfig(of: s, layer: name) else { throw StoreError.noLayer(path: store) }
+                return InspectReport.LayerSummary(name: name, retrieval: config)
+            }
             let raw = s.readableRows * s.layout.rowBytes
             let report = InspectReport(
                 path: store, formatVersion: s.manifest.formatVersion, complete: s.isComplete,
@@ -62,7 +74,7 @@ struct Inspect: ParsableCommand {
                 tensors: tensors, tensorBytes: tensors.reduce(0) { $0 + $1.bytes }, lmdb: stats,
                 openMilliseconds: Double(s.openDuration.components.attoseconds) / 1e15 + Double(s.openDuration.components.seconds) * 1e3,
                 createdBy: s.manifest.createdBy, createdAt: s.manifest.createdAt, metadata: s.manifest.metadata,
-                retrieval: try MemoryLayer.retrievalConfig(of: s))
+                retrieval: layers.count == 1 ? layers[0].retrieval : nil, layers: layers)
             if json {
                 print(try jsonString(report))
             } else {
@@ -83,7 +95,8 @@ struct Inspect: ParsableCommand {
         print("lmdb         page \(r.lmdb.pageSize) B, shard tree depth \(r.lmdb.shardTreeDepth), " +
               "\(r.lmdb.branchPages) branch + \(r.lmdb.leafPages) leaf + \(r.lmdb.overflowPages) overflow pages, " +
               "\(r.lmdb.pagesUsed) pages used, \(r.lmdb.freePages) free, readers' map \(humanBytes(r.lmdb.mapSize))")
-        print("retrieval    \(r.retrieval?.summary ?? "none: the store holds a value table only")")
+        if r.layers.isEmpty { print("layers       none: the store holds a value table only") }
+        for layer in r.layers { print("layer        \(layer.name): \(layer.retrieval.summary)") }
         print("tensors      \(r.tensors.isEmpty ? "none" : r.tensors.map { "\($0.name) \($0.dtype)\($0.shape)" }.joined(separator: ", "))")
         print("created      \(r.createdAt) by \(r.createdBy)\(r.metadata.isEmpty ? "" : " " + r.metadata.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " "))")
     }

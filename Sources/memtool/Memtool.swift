@@ -11,7 +11,8 @@ struct Memtool: ParsableCommand {
         commandName: "memtool",
         abstract: "Create, import, inspect, check, compact, query, export and benchmark product-key memory stores.",
         version: memtoolVersion,
-        subcommands: [Create.self, Import.self, Inspect.self, Verify.self, Compact.self, Query.self, Export.self, Bench.self, StorageBench.self]
+        subcommands: [Create.self, Import.self, Inspect.self, Verify.self, Compact.self, Query.self, Export.self, Bench.self, StorageBench.self,
+                      RemoveLayer.self]
     )
 
     /// Parses and runs; usage errors exit 2 (the documented contract) instead of ArgumentParser's 64.

@@ -30,13 +30,16 @@ struct Query: ParsableCommand {
     @Option(help: "Queries per batch.")
     var batch: Int = 256
 
+    @Option(help: "The layer to query (default: the store's only layer).")
+    var layer: String?
+
     func validate() throws {
         guard batch >= 1 else { throw ValidationError("--batch must be at least 1") }
     }
 
     func run() throws {
         try runReportingErrors {
-            let layer = try MemoryLayer(store: Store.open(at: store))
+            let layer = try MemoryLayer(store: Store.open(at: store), name: self.layer)
             let c = layer.config
             let entry = try NPYFile.entry(path: queries, name: "queries")
             guard [.f32, .f16, .bf16].contains(entry.dtype), entry.shape.count == 4, entry.shape[1] == c.heads,

@@ -14,7 +14,7 @@ import TestSupport
         let path = scratch.file("golden.pkm")
         let c = golden.config
         // Small shards, so one batch spans many of them.
-        let layout = TableLayout(elementType: .f32, rows: c.physicalRows, dim: c.valueDim, rowsPerShard: 7, codec: codec)
+        let layout = TableLayout(elementType: .f32, rows: c.poolRows, dim: c.valueDim, rowsPerShard: 7, codec: codec)
         let writer = try StoreWriter.create(at: path, layout: layout)
         try MemoryLayer.write(config: c, tensors: golden.tensors, to: writer)
         try writer.append(golden.values)
@@ -36,9 +36,9 @@ import TestSupport
         try writer.finish()
         do {
             _ = try MemoryLayer(store: Store.open(at: path))
-            Issue.record("a store without meta/retrieval opened as a layer")
+            Issue.record("a store without a layer opened as one")
         } catch let error as StoreError {
-            #expect("\(error)".contains("no retrieval parameters (meta/retrieval)"))
+            #expect("\(error)".contains("holds no memory layer"))
         }
     }
 }

@@ -126,9 +126,11 @@ import TestSupport
         let (path, _) = try makeStore(dir, codec: .zstd)
         let store = try Store.open(at: path)
         let json = String(decoding: try store.manifest.encoded(), as: UTF8.self)
-            .replacingOccurrences(of: "\"formatVersion\":3", with: "\"formatVersion\":4")
+            .replacingOccurrences(of: "\"formatVersion\":\(Manifest.currentVersion)", with: "\"formatVersion\":\(Manifest.currentVersion + 1)")
         try rewriteMeta(path, "manifest", json)
-        #expect(throws: StoreError.unsupportedVersion(found: 4, supported: 3)) { try Store.open(at: path) }
+        #expect(throws: StoreError.unsupportedVersion(found: Manifest.currentVersion + 1, supported: Manifest.currentVersion)) {
+            try Store.open(at: path)
+        }
     }
 
     @Test func manifestDisagreeingWithShardsIsRefused() throws {

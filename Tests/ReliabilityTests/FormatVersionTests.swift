@@ -6,7 +6,8 @@ import TestSupport
 /// Stores written by an earlier memtool still read. `Tests/Fixtures/v2-*.store` were written by
 /// memtool at format version 2 (commit d633aab: a Tucker memory, E = 2, 512 rows x 8 bf16, raw
 /// and zstd shards); `v2-*.rows.npy` and `v2-*.digest` are what that version's Python reader
-/// read from them (rows, and SHA-256 over rows, tensors and retrieval record).
+/// read from them (rows, and SHA-256 over rows, tensors and retrieval record); a re-encoding
+/// compaction upgrades them to the current version, their layer named `default`.
 @Suite struct FormatVersionTests {
     static let fixtures = Tools.root.appendingPathComponent("Tests/Fixtures")
 
@@ -32,23 +33,45 @@ import TestSupport
         #expect(try digest(path) == recorded, "the current Python reader reads the version-2 store as version 2's did")
 
         let expected = try loadNPY(Self.fixtures.appendingPathComponent("v2-\(codec).rows.npy").path).floats()
+        let names = ["col_keys", "cores", "projectors", "row_keys"]
+        var tensors: [[UInt8]] = [], record: [String: AnyHashable] = [:]
         do {
             let store = try Store.open(at: path)
             #expect(store.manifest.formatVersion == 2)
             #expect(try store.verify().isSound)
-            var rows = [Float](repeating: 0, count: 512 * 8)
-            try rows.withUnsafeMutableBufferPointer { try store.rows(Array(0..<512), into: $0) }
-            #expect(rows == expected)
-            #expect(try store.tensorNames() == ["col_keys", "cores", "projectors", "row_keys"])
-            #expect(try store.metaRecord(named: "retrieval") != nil)
+            #expect(try rows(of: store) == expected)
+            #expect(try store.tensorNames() == names)
+            #expect(try store.layerNames() == [LayerKeys.defaultName])
+            tensors = try names.map { try store.tensor(named: $0).bytes }
+            record = try json(store.metaRecord(named: "retrieval"))
         }
 
-        // A re-encoding compaction rewrites it in the current version with the same content.
+        // A re-encoding compaction rewrites it in the current version with the same content:
+        // the same rows, its one layer as `default` with the same tensors and record (without
+        // the pool fields, which then say the layer reads the whole table).
         let compacted = try Tools.memtool("compact", path, "--codec", codec)
         try #require(compacted.status == 0, "\(compacted.stderr)")
         let store = try Store.open(at: path)
         #expect(store.manifest.formatVersion == Manifest.currentVersion)
         #expect(try store.verify().isSound)
-        #expect(try digest(path) == recorded)
+        #expect(try rows(of: store) == expected)
+        let keys = try store.layerKeys()
+        #expect(keys.name == LayerKeys.defaultName)
+        #expect(try store.tensorNames() == names.map(keys.tensor))
+        #expect(try names.map { try store.tensor(named: keys.tensor($0)).bytes } == tensors)
+        #expect(try json(store.metaRecord(named: keys.record)) == record)
+        let reader = try Tools.python([Tools.root.appendingPathComponent("Tools/pkmstore_reader.py").path, path, "--layers"])
+        #expect(reader.status == 0 && reader.stdout.hasPrefix("default {"), "\(reader.stdout)\(reader.stderr)")
+    }
+
+    func rows(of store: Store) throws -> [Float] {
+        var rows = [Float](repeating: 0, count: 512 * 8)
+        try rows.withUnsafeMutableBufferPointer { try store.rows(Array(0..<512), into: $0) }
+        return rows
+    }
+
+    func json(_ bytes: [UInt8]?) throws -> [String: AnyHashable] {
+        let object = try JSONSerialization.jsonObject(with: Data(try #require(bytes)))
+        return try #require(object as? [String: AnyHashable])
     }
 }

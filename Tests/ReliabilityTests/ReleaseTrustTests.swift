@@ -81,7 +81,7 @@ import TensorFiles
         #expect(try loadNPY(scratch.file("idx.npy")).integers() == loadNPY(dir + "/expected_indices.npy").integers())
         // inspect shows what the store answers with, in text and JSON.
         let text = try Tools.memtool("inspect", store)
-        #expect(text.stdout.contains("retrieval    tucker, H=2 d=8 k=6 m=8 r=2 c=2") && text.stdout.contains("addressing \(addressing)"), "\(text.stdout)")
+        #expect(text.stdout.contains("layer        default: tucker, H=2 d=8 k=6 m=8 r=2 c=2") && text.stdout.contains("addressing \(addressing)"), "\(text.stdout)")
         let json = try Tools.memtool("inspect", store, "--json")
         let doc = try #require(try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [String: Any])
         let retrieval = try #require(doc["retrieval"] as? [String: Any])

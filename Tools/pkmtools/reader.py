@@ -4,13 +4,15 @@ command line is Tools/pkmstore_reader.py).
     pkmstore_reader.py STORE --summary          print the manifest and check every shard
     pkmstore_reader.py STORE --dump OUT.bin     write all rows' stored bytes to OUT.bin
     pkmstore_reader.py STORE --floats OUT.npy   write all rows as float32 .npy
-    pkmstore_reader.py STORE --digest           print a SHA-256 of the rows, tensors and retrieval record
+    pkmstore_reader.py STORE --digest           print a SHA-256 of the rows, tensors and retrieval records
+    pkmstore_reader.py STORE --layers           print each memory layer's name and retrieval record
 
 Needs the PyPI packages lmdb, zstandard, xxhash and numpy (Tools/bootstrap.sh installs them).
 """
 import argparse
 import hashlib
 import json
+import re
 import struct
 import sys
 
@@ -28,6 +30,9 @@ TENSOR_DTYPES = {1: ("F32", "<f4"), 2: ("F16", "<f2"), 3: ("BF16", "<u2"), 4: ("
 
 class FormatError(Exception):
     pass
+
+
+LAYER_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 
 
 def read_tensor(record, name, version):
@@ -132,7 +137,9 @@ def read_manifest(value):
         body = unseal(value, "manifest", version)
         if body is not None:
             manifest = json.loads(body)
-            if manifest.get("formatVersion") != version:
+            stated = manifest.get("formatVersion")
+            # Version 3's seal is every later version's too.
+            if not (stated == version or (version == 3 and isinstance(stated, int) and stated > 3)):
                 raise FormatError("meta record manifest: checksum mismatch")
             return manifest
     try:
@@ -155,8 +162,8 @@ class StoreReader:
             if manifest is None:
                 raise FormatError("no manifest")
             self.manifest = read_manifest(manifest)
-            if self.manifest.get("format") != "pkm-store" or self.manifest.get("formatVersion") not in (1, 2, 3):
-                raise FormatError("not a pkm-store of version 1 to 3")
+            if self.manifest.get("format") != "pkm-store" or self.manifest.get("formatVersion") not in (1, 2, 3, 4):
+                raise FormatError("not a pkm-store of version 1 to 4")
             self.state = json.loads(self.record(txn, "state"))
             # From version 3 the catalog lists every tensor (with its checksum) and meta record.
             self.catalog = None
@@ -183,15 +190,33 @@ class StoreReader:
             raise FormatError(f"meta record {name}: checksum mismatch")
         return body
 
+    def layers(self):
+        """{name: retrieval record JSON bytes} of every memory layer (Spec/FORMAT.md, "Layers"), in name order."""
+        with self.env.begin() as txn:
+            if self.manifest["formatVersion"] < 4:
+                record = self.record(txn, "retrieval")
+                return {} if record is None else {"default": record}
+            names = []
+            for key in self.catalog["records"]:
+                if key.startswith("layers/") and key.endswith("/retrieval"):
+                    name = key[len("layers/"):-len("/retrieval")]
+                    if LAYER_NAME.fullmatch(name):
+                        names.append(name)
+            return {n: self.record(txn, f"layers/{n}/retrieval") for n in sorted(names, key=lambda n: n.encode())}
+
     def digest(self):
-        """SHA-256 over every row, every tensor (by name) and the retrieval record: equal digests, equal content."""
+        """SHA-256 over every row, every tensor (by name) and the layers' retrieval records: equal digests, equal content."""
         h = hashlib.sha256()
         for s in range(self.shard_count()):
             h.update(self.shard_bytes(s))
-        for name in sorted(self.tensor_names()):
+        for name in sorted(self.tensor_names(), key=lambda n: n.encode()):
             h.update(name.encode() + self.tensor(name).tobytes())
-        with self.env.begin() as txn:
-            h.update(self.record(txn, "retrieval") or b"")
+        if self.manifest["formatVersion"] < 4:
+            with self.env.begin() as txn:
+                h.update(self.record(txn, "retrieval") or b"")
+        else:
+            for name, record in self.layers().items():
+                h.update(name.encode() + record)
         return h.hexdigest()
 
     def tensor(self, name):
@@ -242,6 +267,7 @@ def main():
     ap.add_argument("--dump")
     ap.add_argument("--floats")
     ap.add_argument("--digest", action="store_true")
+    ap.add_argument("--layers", action="store_true")
     args = ap.parse_args()
     try:
         r = StoreReader(args.store)
@@ -252,7 +278,10 @@ def main():
             np.save(args.floats, r.all_floats())
         if args.digest:
             print(r.digest(), "complete" if r.state["complete"] else f"incomplete {r.state['rowsCommitted']}")
-        if args.summary or not (args.dump or args.floats or args.digest):
+        if args.layers:
+            for name, record in r.layers().items():
+                print(name, record.decode())
+        if args.summary or not (args.dump or args.floats or args.digest or args.layers):
             values = r.all_floats()
             t = r.table
             print(f"python reader: {values.shape[0]} rows x {values.shape[1]} {t['elementType']}, codec {t['codec']}, "

@@ -24,7 +24,7 @@
 extern "C" {
 #endif
 
-#define PKM_API_VERSION 1
+#define PKM_API_VERSION 2
 
 /* Status codes. */
 enum {
@@ -106,17 +106,25 @@ int pkm_store_tensor_info(pkm_store store, const char *name, int32_t *element_ty
 /* The tensor's little-endian elements into `out`, which holds exactly `bytes` bytes. */
 int pkm_store_tensor_read(pkm_store store, const char *name, void *out, size_t bytes, pkm_error *error);
 
+/* The names of the store's memory layers (Spec/FORMAT.md, "Layers"), each followed by '\n', like
+ * pkm_store_tensor_names; empty for a value table alone. (API version 2.) */
+int pkm_store_layer_names(pkm_store store, char *buffer, size_t capacity, size_t *needed, pkm_error *error);
+
 /* Checks every shard, tensor and record. `problems` receives how many were found; their
  * messages go to `report` (one per line, NUL-terminated, truncated to `capacity`; may be NULL). */
 int pkm_store_verify(pkm_store store, int64_t *problems, char *report, size_t capacity, pkm_error *error);
 
 /* --- Memory layers ----------------------------------------------------------------------- */
 
-/* Opens the store at `path` and serves its layer with `threads` workers (0: all cores). */
+/* Opens the store at `path` and serves its only layer with `threads` workers (0: all cores);
+ * PKM_ERR_NOT_FOUND, naming the layers, when it holds several. */
 int pkm_layer_open(const char *path, int32_t threads, size_t cache_bytes, pkm_layer *out, pkm_error *error);
+/* The same for layer `name` (NULL: the only layer). (API version 2.) */
+int pkm_layer_open_named(const char *path, const char *name, int32_t threads, size_t cache_bytes, pkm_layer *out,
+                         pkm_error *error);
 int pkm_layer_close(pkm_layer layer, pkm_error *error);
 int pkm_layer_describe(pkm_layer layer, pkm_layer_info *out, pkm_error *error);
-/* The retrieval parameters (the store's meta/retrieval record) as JSON, like pkm_store_tensor_names. */
+/* The retrieval parameters (the layer's retrieval record) as JSON, like pkm_store_tensor_names. */
 int pkm_layer_config_json(pkm_layer layer, char *buffer, size_t capacity, size_t *needed, pkm_error *error);
 
 /* Selected slots of `batch` queries float [batch, H, 2, d] (taken after the layer's query
@@ -137,10 +145,14 @@ int pkm_layer_lookup(pkm_layer layer, const float *queries, size_t batch, float 
  * with any of: "rename" {canonical: name in the file}, "scoring", "topk", "top_m",
  * "activation", "addressing", "address_key", "dtype", "codec", "level", "rows_per_shard",
  * "dictionary" (bool), "threads", "layout" ("store", "pkm-pytorch" or "meta-memory": how the
- * checkpoint holds the layer, as memtool import --layout). */
+ * checkpoint holds the layer, as memtool import --layout), and (API version 2) "layer" (its
+ * name; naming a layer that a complete store at `store_path` lacks adds it), "values_from_store"
+ * (bool), "window", "pool_offset" (as memtool import's flags). */
 int pkm_import(const char *store_path, const char *source, const char *options_json, pkm_error *error);
 /* Writes the store's layer to a safetensors file at `destination`, as `memtool export` does. */
 int pkm_export(const char *store_path, const char *destination, pkm_error *error);
+/* The same for layer `layer` (NULL: the only layer). (API version 2.) */
+int pkm_export_layer(const char *store_path, const char *layer, const char *destination, pkm_error *error);
 
 #ifdef __cplusplus
 }

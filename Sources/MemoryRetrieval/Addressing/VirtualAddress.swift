@@ -1,6 +1,7 @@
 import _MemorySupport
 
-/// Maps a virtual slot to (physical row, projector) (Spec/RETRIEVAL.md, "Addressing").
+/// Maps a virtual slot to (row of the value table, projector) (Spec/RETRIEVAL.md, "Addressing"):
+/// the layer's row `id mod N_p`, moved into its window of the pool when it reads one.
 public struct VirtualAddress: Sendable {
     public enum Map: Sendable {
         case identity
@@ -13,10 +14,12 @@ public struct VirtualAddress: Sendable {
     public let map: Map
     public let virtualSlots: Int
     public let physicalRows: Int
+    public let poolRows: Int
+    public let poolOffset: Int
     private let halfBits: Int
     private let rowsDivisor: Divisor
 
-    public init(map: Map, virtualSlots: Int, physicalRows: Int) throws(RetrievalError) {
+    public init(map: Map, virtualSlots: Int, physicalRows: Int, poolRows: Int? = nil, poolOffset: Int = 0) throws(RetrievalError) {
         if case .table(let table) = map {
             guard table.count == virtualSlots else {
                 throw .tensorShape(name: "virtual_map", expected: [virtualSlots], got: [table.count])
@@ -32,6 +35,8 @@ public struct VirtualAddress: Sendable {
         self.map = map
         self.virtualSlots = virtualSlots
         self.physicalRows = physicalRows
+        self.poolRows = poolRows ?? physicalRows
+        self.poolOffset = poolOffset
         var bits = 2
         while (1 << bits) < virtualSlots { bits += 2 }
         halfBits = bits / 2
@@ -48,13 +53,20 @@ public struct VirtualAddress: Sendable {
         }
     }
 
-    /// (physical row, projector) of virtual slot `vid`.
+    /// (row of the value table, projector) of virtual slot `vid`.
     @inline(__always)
     public func address(of vid: Int) -> (row: Int, projector: Int) {
         let i = id(of: vid)
-        if virtualSlots == physicalRows { return (i, 0) }  // E = 1
+        if virtualSlots == physicalRows { return (pooled(i), 0) }  // E = 1
         let p = rowsDivisor.divide(i)
-        return (i - p * physicalRows, p)
+        return (pooled(i - p * physicalRows), p)
+    }
+
+    /// `(row + offset) mod pool rows`; row < N_p ≤ pool rows and offset < pool rows.
+    @inline(__always)
+    private func pooled(_ row: Int) -> Int {
+        let r = row + poolOffset
+        return r >= poolRows ? r - poolRows : r
     }
 
     private func keyed(_ vid: Int, key: UInt64) -> Int {

@@ -37,9 +37,9 @@ extension ProductKeyIndex {
     public func reduce(indices: UnsafeBufferPointer<Int>, weights: UnsafeBufferPointer<Float>, batch: Int,
                        values: some ValueRows, into output: UnsafeMutableBufferPointer<Float>) throws {
         let c = config
-        guard values.dim == c.valueDim, values.rows == c.physicalRows else {
-            throw RetrievalError.invalidConfig(field: "physicalRows",
-                                               reason: "the value table is \(values.rows) x \(values.dim), the layer needs \(c.physicalRows) x \(c.valueDim)")
+        guard values.dim == c.valueDim, values.rows == c.poolRows else {
+            throw RetrievalError.invalidConfig(field: "poolRows",
+                                               reason: "the value table is \(values.rows) x \(values.dim), the layer needs \(c.poolRows) x \(c.valueDim)")
         }
         guard batch >= 1, indices.count == batch * c.heads * c.topK, weights.count == indices.count * c.cores,
               output.count == batch * c.outputDim else {
@@ -71,7 +71,7 @@ extension ProductKeyIndex {
             for k in scratch.bagTargets..<slots { scratch.targets[k] = k / perQuery }
             scratch.bagTargets = slots
         }
-        let rowsInPlace = c.expansion == 1 && c.addressing == .identity
+        let rowsInPlace = c.expansion == 1 && c.addressing == .identity && !c.readsPoolWindow
         try scratch.rows.withUnsafeMutableBufferPointer { rows in
             try scratch.targets.withUnsafeMutableBufferPointer { targets in
                 try scratch.weights.withUnsafeMutableBufferPointer { w in

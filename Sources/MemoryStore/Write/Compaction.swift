@@ -71,10 +71,7 @@ public enum Compaction {
         var options = StoreWriter.Options()
         options.createdBy = source.manifest.createdBy
         let writer = try StoreWriter.create(at: path, layout: layout, metadata: source.manifest.metadata, options: options)
-        for name in try source.tensorNames() where name != StoredRecords.dictionaryTensor {
-            try writer.putTensor(name, source.tensor(named: name))
-        }
-        for (name, bytes) in try source.metaRecords() { try writer.putMetaRecord(name, bytes) }
+        try copyLayers(of: source, to: writer)
         for s in 0..<old.shardCount {
             try source.withShardRows(s) { try writer.append($0) }
             if s % 256 == 255 { progress?(s + 1, old.shardCount) }
@@ -82,11 +79,27 @@ public enum Compaction {
         try writer.finish()
         progress?(old.shardCount, old.shardCount)
     }
-}
 
-extension Store {
-    /// The JSON of the `meta` records other than the manifest, the import state and the catalog, in key order.
-    func metaRecords() throws -> [(String, [UInt8])] {
-        try metaRecordNames().map { ($0, try metaRecord(named: $0) ?? []) }
+    /// Copies every layer (the one layer of a version 1-3 store becomes ``LayerKeys/defaultName``
+    /// of the current version), then the tensors and records that belong to no layer.
+    private static func copyLayers(of source: Store, to writer: StoreWriter) throws {
+        let tensorNames = try source.tensorNames().filter { $0 != StoredRecords.dictionaryTensor }
+        var copied = Set<String>()
+        for name in try source.layerNames() {
+            let keys = try source.layerKeys(name)
+            var tensors: [String: Tensor] = [:]
+            // Before version 4 every tensor but the dictionary is the layer's.
+            for full in tensorNames where full.hasPrefix(keys.tensorPrefix) {
+                tensors[String(full.dropFirst(keys.tensorPrefix.count))] = try source.tensor(named: full)
+                copied.insert(full)
+            }
+            guard let record = try source.metaRecord(named: keys.record) else { throw StoreError.noLayer(path: source.path) }
+            try writer.putLayer(name, record: record, tensors: tensors)
+            copied.insert(keys.record)
+        }
+        for name in tensorNames where !copied.contains(name) { try writer.putTensor(name, source.tensor(named: name)) }
+        for name in try source.metaRecordNames() where !copied.contains(name) {
+            try writer.putMetaRecord(name, source.metaRecord(named: name) ?? [])
+        }
     }
 }

@@ -33,25 +33,30 @@ extension StoreWriter {
         try values.withUnsafeBytes { try append($0) }
     }
 
-    /// Stores (or replaces) a named tensor.
+    /// Stores (or replaces) a named tensor that belongs to no layer (``putLayer(_:record:tensors:)`` stores those).
     public func putTensor(_ name: String, _ tensor: Tensor) throws {
         guard !name.isEmpty, name.utf8.count <= 400 else {
             throw StoreError.invalidArgument("tensor names must be 1 to 400 bytes of UTF-8")
         }
+        guard !name.hasPrefix(LayerKeys.prefix) else { throw StoreError.invalidArgument("tensor '\(name)' belongs to a layer: store it with putLayer") }
         try requireIncomplete()
         try commitWithGrowth { txn in try self.putTensor(name, tensor, txn) }
     }
 
-    /// Stores (or replaces) a `meta` record such as `retrieval`; `manifest` and `state` belong to the writer.
+    /// Stores (or replaces) a `meta` record that belongs to no layer; `manifest`, `state` and
+    /// `catalog` belong to the writer, `layers/…` to ``putLayer(_:record:tensors:)``.
     public func putMetaRecord(_ name: String, _ bytes: [UInt8]) throws {
-        guard !Catalog.reservedRecords.contains(name), !name.isEmpty, name.utf8.count <= 400 else {
+        guard !Catalog.reservedRecords.contains(name), !name.isEmpty, name.utf8.count <= 400, !name.hasPrefix(LayerKeys.prefix) else {
             throw StoreError.invalidArgument("'\(name)' cannot be written as a meta record")
         }
         try requireIncomplete()
-        try commitWithGrowth { txn in
-            try withName(name) { key in try MetaRecord.seal(bytes, key: name).withUnsafeBytes { try txn.put(env.meta, key: key, value: $0) } }
-            try Self.updateCatalog(txn, env: env) { if !$0.records.contains(name) { $0.records = ($0.records + [name]).sorted() } }
-        }
+        try commitWithGrowth { txn in try self.putRecord(name, bytes, txn) }
+    }
+
+    /// Stores a sealed meta record and its catalog entry in `txn`.
+    func putRecord(_ name: String, _ bytes: [UInt8], _ txn: WriteTransaction) throws {
+        try withName(name) { key in try MetaRecord.seal(bytes, key: name).withUnsafeBytes { try txn.put(env.meta, key: key, value: $0) } }
+        try Self.updateCatalog(txn, env: env) { if !$0.records.contains(name) { $0.records = ($0.records + [name]).sorted() } }
     }
 
     /// Writes the remaining rows and marks the store complete; throws if rows are missing.
@@ -134,7 +139,7 @@ extension StoreWriter {
     }
 
     /// Stores a tensor record and its catalog entry in `txn`.
-    private func putTensor(_ name: String, _ tensor: Tensor, _ txn: WriteTransaction) throws {
+    func putTensor(_ name: String, _ tensor: Tensor, _ txn: WriteTransaction) throws {
         let record = tensor.record(name: name)
         try withName(name) { key in try record.withUnsafeBytes { try txn.put(env.tensors, key: key, value: $0) } }
         let checksum = record.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 8, as: UInt64.self).littleEndian }
@@ -158,7 +163,7 @@ extension StoreWriter {
     }
 
     /// Runs a write transaction, doubling the map and retrying whenever LMDB says it is full.
-    private func commitWithGrowth(_ body: (WriteTransaction) throws -> Void) throws {
+    func commitWithGrowth(_ body: (WriteTransaction) throws -> Void) throws {
         while true {
             do {
                 try env.write(body)

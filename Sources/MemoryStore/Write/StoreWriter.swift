@@ -78,7 +78,7 @@ public final class StoreWriter {
     }
 
     /// The manifest and import state of the store at `path`; its environment is closed on return.
-    private static func readHead(_ path: String) throws -> (Manifest?, ImportState?) {
+    static func readHead(_ path: String) throws -> (Manifest?, ImportState?) {
         let probe = try OpenEnvironments.readOnly(path: path)
         return try probe.read { txn in
             let manifest = try StoredRecords.manifest(txn, env: probe)
@@ -86,7 +86,7 @@ public final class StoreWriter {
         }
     }
 
-    private init(path: String, layout: TableLayout, metadata: [String: String], options: Options, fresh: Bool) throws {
+    init(path: String, layout: TableLayout, metadata: [String: String], options: Options, fresh: Bool) throws {
         // Two environments of one file in a process break LMDB's locks (see OpenEnvironments).
         guard !OpenEnvironments.isOpen(path: path) else {
             throw StoreError.invalidArgument("'\(path)' is open for reading in this process; release its Store objects before writing it")
