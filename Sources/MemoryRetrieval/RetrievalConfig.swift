@@ -145,7 +145,7 @@ public struct RetrievalConfig: Codable, Sendable, Equatable {
         parts.append("d_out=\(outputDim)")
         parts.append("activation \(activation.rawValue)")
         parts.append("addressing \(addressing.rawValue)\(addressing == .keyed ? " (key \(addressKey))" : "")")
-        if readsPoolWindow { parts.append("rows \(poolOffset)... (mod \(poolRows)) of a shared pool") }
+        if readsPoolWindow { parts.append("a window of a \(poolRows)-row pool from row \(poolOffset)") }
         return parts.joined(separator: ", ")
     }
 
