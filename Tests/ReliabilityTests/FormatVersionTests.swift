@@ -74,4 +74,49 @@ import TestSupport
         let object = try JSONSerialization.jsonObject(with: Data(try #require(bytes)))
         return try #require(object as? [String: AnyHashable])
     }
+
+    /// `Tests/Fixtures/v3-*.store` were written by memtool at format version 3 (commit 6a44ea0:
+    /// `create --synthetic --scoring tucker --rows 512 --dim 8 --heads 2 --key-dim 8 --expansion 2
+    /// --topk 4 --top-m 8 --seed 3`, raw and zstd); `v3-*.digest` is that version's Python reader's
+    /// digest, `v3-*.indices.npy` and `v3-*.output.npy` what that memtool answered to `v3.queries.npy`.
+    @Test(arguments: ["raw", "zstd"])
+    func versionThreeStoresServeTheirLayerAndUpgrade(codec: String) throws {
+        let scratch = ScratchDirectory()
+        let path = try fixture("v3-\(codec).store", in: scratch)
+        let recorded = try String(contentsOf: Self.fixtures.appendingPathComponent("v3-\(codec).digest"), encoding: .utf8)
+            .split(separator: " ").first.map(String.init)
+        #expect(try digest(path) == recorded, "the current Python reader reads the version-3 store as version 3's did")
+        func expectSameAnswers(_ when: String) throws {
+            let out = scratch.file("out.npy"), idx = scratch.file("idx.npy")
+            let queried = try Tools.memtool("query", path, "--queries", Self.fixtures.appendingPathComponent("v3.queries.npy").path,
+                                            "--output", out, "--indices", idx)
+            try #require(queried.status == 0, "\(when): \(queried.stderr)")
+            #expect(try loadNPY(idx).integers() == loadNPY(Self.fixtures.appendingPathComponent("v3-\(codec).indices.npy").path).integers(), "\(when)")
+            #expect(try loadNPY(out).floats() == loadNPY(Self.fixtures.appendingPathComponent("v3-\(codec).output.npy").path).floats(), "\(when)")
+        }
+        try expectSameAnswers("as version 3")
+        #expect(try Store.open(at: path).layerNames() == [LayerKeys.defaultName])
+        // Its layer exported and added back under another name: refused until the store is upgraded.
+        let exported = scratch.file("layer.safetensors")
+        #expect(try Tools.memtool("export", path, "--to", exported).status == 0)
+        let refused = try Tools.memtool("import", path, "--from", exported, "--layer", "more")
+        #expect(refused.status == 1 && refused.stderr.contains("format version 3") && refused.stderr.contains("memtool compact"), "\(refused.stderr)")
+
+        let compacted = try Tools.memtool("compact", path, "--codec", codec)
+        try #require(compacted.status == 0, "\(compacted.stderr)")
+        let store = try Store.open(at: path)
+        #expect(store.manifest.formatVersion == Manifest.currentVersion)
+        #expect(try store.verify().isSound)
+        #expect(try store.layerNames() == [LayerKeys.defaultName])
+        try expectSameAnswers("after the upgrade to version \(Manifest.currentVersion)")
+    }
+
+    @Test func layersAreAddedOnlyToCurrentStores() throws {
+        let scratch = ScratchDirectory()
+        let path = try fixture("v3-raw.store", in: scratch)
+        #expect(throws: StoreError.self) { try StoreWriter.editing(at: path) }
+        do { _ = try StoreWriter.editing(at: path) } catch {
+            #expect("\(error)".contains("format version 3") && "\(error)".contains("memtool compact"), "\(error)")
+        }
+    }
 }
