@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Kills memtool create / import / compact with SIGKILL at random moments and checks the store.
+"""Kills memtool create / import / compact / adding and removing a layer with SIGKILL at random
+moments and checks the store.
 
     kill_harness.py --memtool PATH [--trials 200] [--seed 1] [--rows 30000] [--json OUT.json]
 
@@ -12,8 +13,12 @@ reader Tools/pkmstore_reader.py:
   or a whole-shard prefix of rows equal to the clean run's rows, reported as incomplete;
 - compact: the store is byte-identical to the original or is the complete compacted store;
   either way its content equals the original's;
-- then the same command runs again to completion, and the content equals a clean run's
-  (SHA-256 over rows, tensors and the retrieval record), with no leftover files.
+- add-layer (`import --layer extra` into a complete store, reading its values) and
+  remove-layer: the store verifies and holds exactly the old set of layers with the old content,
+  or the new set with a clean run's content;
+- then the same command runs again to completion (for a layer change, only when it had not
+  happened yet), and the content equals a clean run's (SHA-256 over rows, tensors and the
+  retrieval records), with no leftover files.
 
 Exit status 0 when every trial passed, 1 otherwise; a summary goes to stdout.
 """
@@ -73,7 +78,11 @@ class Harness:
             "import": lambda s: [memtool, "import", s, "--from", self.checkpoint, *self.storage],
             "compact": lambda s: [memtool, "compact", s, "--codec", "raw"],
             "compact-copy": lambda s: [memtool, "compact", s],
+            "add-layer": lambda s: [memtool, "import", s, "--from", self.checkpoint, "--layer", "extra"],
+            "remove-layer": lambda s: [memtool, "remove-layer", s, "extra"],
         }
+        # Layer changes start from a complete store: the template, or the template with the layer added.
+        self.start = {"compact": self.template, "compact-copy": self.template, "add-layer": self.template}
         self.duration = {}
         start = time.monotonic()
         self.must(self.commands["create"](self.template))
@@ -96,6 +105,20 @@ class Harness:
             self.duration[op] = time.monotonic() - start
             if digest(probe)[0] != self.expected_digest:
                 raise RuntimeError(f"a clean {op} changed the content")
+        self.layered = os.path.join(work, "layered.pkm")
+        shutil.copyfile(self.template, self.layered)
+        start = time.monotonic()
+        self.must(self.commands["add-layer"](self.layered))
+        self.duration["add-layer"] = time.monotonic() - start
+        self.layered_digest, _ = digest(self.layered)
+        self.start["remove-layer"] = self.layered
+        self.remove(probe)
+        shutil.copyfile(self.layered, probe)
+        start = time.monotonic()
+        self.must(self.commands["remove-layer"](probe))
+        self.duration["remove-layer"] = time.monotonic() - start
+        if digest(probe)[0] != self.expected_digest:
+            raise RuntimeError("adding a layer and removing it again changed the content")
         self.remove(probe)
 
     def must(self, cmd):
@@ -113,8 +136,8 @@ class Harness:
         """Returns (outcome, problem or None)."""
         store = os.path.join(self.work, "trial.pkm")
         self.remove(store)
-        if op.startswith("compact"):
-            shutil.copyfile(self.template, store)
+        if op in self.start:
+            shutil.copyfile(self.start[op], store)
         cmd = self.commands[op](store)
         child = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(delay)
@@ -125,12 +148,14 @@ class Harness:
         outcome = self.inspect_killed(op, store) if killed else "finished before the kill"
         if outcome.startswith("FAIL"):
             return outcome, outcome
-        rerun = run(cmd)
-        if rerun.returncode != 0:
-            return outcome, f"the re-run failed: {rerun.stderr.strip()}"
+        expected = {"add-layer": self.layered_digest}.get(op, self.expected_digest)
+        if not (op.endswith("-layer") and digest(store)[0] == expected):
+            rerun = run(cmd)
+            if rerun.returncode != 0:
+                return outcome, f"the re-run failed: {rerun.stderr.strip()}"
         if run([self.memtool, "verify", store]).returncode != 0:
             return outcome, "verify failed after the re-run"
-        if digest(store) != (self.expected_digest, "complete"):
+        if digest(store) != (expected, "complete"):
             return outcome, "the re-run's content differs from a clean run's"
         leftovers = [s for s in [".compacting", ".compacting-lock"] if os.path.exists(store + s)]
         if leftovers:
@@ -146,6 +171,14 @@ class Harness:
                 return "killed before the first commit"
             return f"FAIL: verify after the kill: {verify.stderr.strip() or verify.stdout.strip()}"
         value, state = digest(store)
+        if op.endswith("-layer"):
+            layers = reader(store, "--layers").stdout.split("\n")
+            names = [line.split(" ", 1)[0] for line in layers if line]
+            if value == self.expected_digest and names == ["default"]:
+                return "without the layer"
+            if value == self.layered_digest and names == ["default", "extra"]:
+                return "with the layer"
+            return f"FAIL: layers {names} with content {'of neither set' if value not in (self.expected_digest, self.layered_digest) else 'of the other set'}"
         if op.startswith("compact"):
             if value != self.expected_digest:
                 return "FAIL: the store's content changed"
@@ -170,7 +203,7 @@ def main():
     work = tempfile.mkdtemp(prefix="pkm-kill-")
     try:
         h = Harness(os.path.abspath(args.memtool), work, args.rows)
-        ops = ["create", "import", "compact", "compact-copy"]
+        ops = ["create", "import", "compact", "compact-copy", "add-layer", "remove-layer"]
         outcomes, failures = {op: {} for op in ops}, []
         for t in range(args.trials):
             op = ops[t % len(ops)]

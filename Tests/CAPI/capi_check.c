@@ -2,7 +2,7 @@
  * rather than a crash: NULL pointers, unknown and closed handles, wrong sizes, small buffers.
  * Run by Tools/test.sh under AddressSanitizer (with the library built with it too).
  *
- *     capi_check STORE       (STORE: a layer store, e.g. from memtool create --synthetic)
+ *     capi_check STORE       (STORE: a store of two layers, from memtool create --synthetic --layers 2)
  */
 #include <math.h>
 #include <stdio.h>
@@ -62,19 +62,23 @@ int main(int argc, char **argv) {
     expect_error(pkm_store_tensor_names(s, NULL, 0, &needed, &e), &e, PKM_ERR_BUFFER, "names into no buffer");
     EXPECT(needed > 1, "names size %zu", needed);
     char *names = malloc(needed);
-    EXPECT(pkm_store_tensor_names(s, names, needed, NULL, &e) == PKM_OK && strstr(names, "row_keys\n"), "names: %s", e.message);
+    EXPECT(pkm_store_tensor_names(s, names, needed, NULL, &e) == PKM_OK && strstr(names, "layers/layer1/row_keys\n"), "names: %s", e.message);
     char tiny[4];
     expect_error(pkm_store_tensor_names(s, tiny, sizeof tiny, NULL, &e), &e, PKM_ERR_BUFFER, "names into 4 bytes");
     int32_t type = 0, rank = 0;
     int64_t shape[8];
     size_t bytes = 0;
-    EXPECT(pkm_store_tensor_info(s, "row_keys", &type, &rank, shape, &bytes, &e) == PKM_OK && type == PKM_F32 && rank == 4,
+    EXPECT(pkm_store_tensor_info(s, "layers/layer0/row_keys", &type, &rank, shape, &bytes, &e) == PKM_OK && type == PKM_F32 && rank == 4,
            "tensor info: %s", e.message);
     void *data = malloc(bytes);
-    EXPECT(pkm_store_tensor_read(s, "row_keys", data, bytes, &e) == PKM_OK, "tensor read: %s", e.message);
-    expect_error(pkm_store_tensor_read(s, "row_keys", data, bytes - 1, &e), &e, PKM_ERR_ARGUMENT, "tensor into a short buffer");
+    EXPECT(pkm_store_tensor_read(s, "layers/layer0/row_keys", data, bytes, &e) == PKM_OK, "tensor read: %s", e.message);
+    expect_error(pkm_store_tensor_read(s, "layers/layer0/row_keys", data, bytes - 1, &e), &e, PKM_ERR_ARGUMENT, "tensor into a short buffer");
     expect_error(pkm_store_tensor_info(s, "missing", &type, &rank, shape, &bytes, &e), &e, PKM_ERR_NOT_FOUND, "missing tensor");
     expect_error(pkm_store_tensor_info(s, NULL, &type, &rank, shape, &bytes, &e), &e, PKM_ERR_ARGUMENT, "NULL tensor name");
+    char layers[64];
+    EXPECT(pkm_store_layer_names(s, layers, sizeof layers, NULL, &e) == PKM_OK && strcmp(layers, "layer0\nlayer1\n") == 0,
+           "layer names: %s", e.message);
+    expect_error(pkm_store_layer_names(s, tiny, sizeof tiny, NULL, &e), &e, PKM_ERR_BUFFER, "layer names into 4 bytes");
     int64_t problems = -1;
     char report[256];
     EXPECT(pkm_store_verify(s, &problems, report, sizeof report, &e) == PKM_OK && problems == 0, "verify: %s", e.message);
@@ -88,8 +92,13 @@ int main(int argc, char **argv) {
 
     /* A layer. */
     pkm_layer l = 0;
-    expect_error(pkm_layer_open(path, -1, 0, &l, &e), &e, PKM_ERR_ARGUMENT, "negative threads");
-    EXPECT(pkm_layer_open(path, 2, 1 << 20, &l, &e) == PKM_OK, "layer open: %s", e.message);
+    expect_error(pkm_layer_open_named(path, "layer1", -1, 0, &l, &e), &e, PKM_ERR_ARGUMENT, "negative threads");
+    expect_error(pkm_layer_open(path, 2, 0, &l, &e), &e, PKM_ERR_NOT_FOUND, "the only layer of a store of two");
+    EXPECT(strstr(e.message, "layer0, layer1") != NULL, "the message names the layers: %s", e.message);
+    expect_error(pkm_layer_open_named(path, "nope", 2, 0, &l, &e), &e, PKM_ERR_NOT_FOUND, "an unknown layer");
+    expect_error(pkm_layer_open_named(path, "../layer0", 2, 0, &l, &e), &e, PKM_ERR_NOT_FOUND, "a layer name with a path");
+    expect_error(pkm_layer_open_named(path, "\xff\xfe", 2, 0, &l, &e), &e, PKM_ERR_NOT_FOUND, "a layer name that is not UTF-8");
+    EXPECT(pkm_layer_open_named(path, "layer1", 2, 1 << 20, &l, &e) == PKM_OK, "layer open: %s", e.message);
     pkm_layer_info info;
     EXPECT(pkm_layer_describe(l, &info, &e) == PKM_OK && info.heads > 0, "describe: %s", e.message);
     size_t batch = 5, per = (size_t)(info.heads * 2 * info.key_dim), slots = batch * (size_t)(info.heads * info.top_k);
@@ -118,6 +127,8 @@ int main(int argc, char **argv) {
     expect_error(pkm_import("/tmp/never.pkm", "/nonexistent.safetensors", NULL, &e), &e, PKM_ERR_INPUT, "import of a missing file");
     expect_error(pkm_import("/tmp/never.pkm", path, "{\"topk\": \"many\"}", &e), &e, PKM_ERR_ARGUMENT, "bad options JSON");
     expect_error(pkm_export("/nonexistent/x.pkm", "/tmp/x.safetensors", &e), &e, PKM_ERR_NOT_FOUND, "export of a missing store");
+    expect_error(pkm_export(path, "/tmp/pkm-capi-never.safetensors", &e), &e, PKM_ERR_NOT_FOUND, "export of one of two layers unnamed");
+    expect_error(pkm_export_layer(path, "nope", "/tmp/pkm-capi-never.safetensors", &e), &e, PKM_ERR_NOT_FOUND, "export of an unknown layer");
 
     free(rows); free(out); free(names); free(data); free(q); free(o); free(sw); free(si); free(json);
     if (failures) { fprintf(stderr, "%d checks failed\n", failures); return 1; }

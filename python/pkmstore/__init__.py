@@ -2,7 +2,7 @@
 
     import pkmstore
     store = pkmstore.open("memory.pkm")            # rows, tensors, gather_reduce, verify
-    layer = pkmstore.MemoryLayer("memory.pkm")
+    layer = pkmstore.MemoryLayer("memory.pkm")     # or MemoryLayer(path, layer="block3"): store.layers()
     out, idx, w = layer.lookup(q)                 # q float32 [B, H, 2, d], numpy or CPU torch
     pkmstore.import_("memory.pkm", "layer.safetensors", topk=32)
     pkmstore.export("memory.pkm", "roundtrip.safetensors")
@@ -36,21 +36,26 @@ def version():
 
 def import_(store, source, *, rename=None, scoring=None, topk=None, top_m=None, activation=None, addressing=None,
             address_key=None, dtype=None, codec=None, level=None, rows_per_shard=None, dictionary=None, threads=None,
-            layout=None):
+            layout=None, layer=None, values_from_store=None, window=None, pool_offset=None):
     """Imports the trained layer at `source` (.safetensors, or a directory of .npy files, with the
     tensor names of Spec/RETRIEVAL.md) into the store at `store`, as `memtool import` does:
     creating it, resuming an interrupted import, or doing nothing when it is complete. `rename`
     maps canonical names to the file's ({"values": "model.mem.values"}); None keeps the file's
     metadata or the default for each option. `layout` ("pkm-pytorch", "meta-memory") reads a
-    layer saved under its own names and shapes, as `memtool import --layout` does."""
+    layer saved under its own names and shapes, as `memtool import --layout` does. `layer` names
+    the layer in the store; naming one that a complete store lacks adds it, reading the store's
+    value table (the checkpoint's values must equal the rows it reads unless `values_from_store`;
+    `window` and `pool_offset` choose those rows), as `memtool import --layer` does."""
     options = {k: v for k, v in dict(rename=rename, scoring=scoring, topk=topk, top_m=top_m, activation=activation,
                                      addressing=addressing, address_key=address_key, dtype=dtype, codec=codec, level=level,
                                      rows_per_shard=rows_per_shard, dictionary=dictionary, threads=threads,
-                                     layout=layout).items()
+                                     layout=layout, layer=layer, values_from_store=values_from_store, window=window,
+                                     pool_offset=pool_offset).items()
                if v is not None}
     call(lib.pkm_import, os.fsencode(store), os.fsencode(source), json.dumps(options).encode())
 
 
-def export(store, destination):
-    """Writes the store's layer to a safetensors file, as `memtool export` does."""
-    call(lib.pkm_export, os.fsencode(store), os.fsencode(destination))
+def export(store, destination, layer=None):
+    """Writes the store's layer (`layer`, or its only one) to a safetensors file as a
+    single-layer checkpoint, as `memtool export` does."""
+    call(lib.pkm_export_layer, os.fsencode(store), None if layer is None else layer.encode("utf-8"), os.fsencode(destination))

@@ -58,11 +58,13 @@ for name, args in {
     "pkm_store_gather_reduce": [ctypes.c_uint64, ctypes.c_void_p, ctypes.c_void_p, _size, _size, ctypes.c_void_p, _size,
                                 ctypes.c_void_p, _err],
     "pkm_store_tensor_names": [ctypes.c_uint64, ctypes.c_char_p, _size, _sizep, _err],
+    "pkm_store_layer_names": [ctypes.c_uint64, ctypes.c_char_p, _size, _sizep, _err],
     "pkm_store_tensor_info": [ctypes.c_uint64, _str, ctypes.POINTER(ctypes.c_int32), ctypes.POINTER(ctypes.c_int32),
                               _i64p, _sizep, _err],
     "pkm_store_tensor_read": [ctypes.c_uint64, _str, ctypes.c_void_p, _size, _err],
     "pkm_store_verify": [ctypes.c_uint64, _i64p, ctypes.c_char_p, _size, _err],
     "pkm_layer_open": [_str, ctypes.c_int32, _size, _u64p, _err],
+    "pkm_layer_open_named": [_str, _str, ctypes.c_int32, _size, _u64p, _err],
     "pkm_layer_close": [ctypes.c_uint64, _err],
     "pkm_layer_describe": [ctypes.c_uint64, ctypes.POINTER(pkm_layer_info), _err],
     "pkm_layer_config_json": [ctypes.c_uint64, ctypes.c_char_p, _size, _sizep, _err],
@@ -70,6 +72,7 @@ for name, args in {
     "pkm_layer_lookup": [ctypes.c_uint64, ctypes.c_void_p, _size, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, _err],
     "pkm_import": [_str, _str, _str, _err],
     "pkm_export": [_str, _str, _err],
+    "pkm_export_layer": [_str, _str, _str, _err],
 }.items():
     function = getattr(lib, name)
     function.argtypes = args

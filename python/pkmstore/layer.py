@@ -18,16 +18,18 @@ class _LayerHandle(Handle):
 
 
 class MemoryLayer(Closable):
-    """The memory layer a store holds (`pkmstore.MemoryLayer(path)`). Thread-safe: calls from
-    several threads run at once (the GIL is released during them).
+    """A memory layer a store holds (`pkmstore.MemoryLayer(path)`, or `MemoryLayer(path,
+    layer="block3")` when the store holds several reading one value table). Thread-safe: calls
+    from several threads run at once (the GIL is released during them).
 
     Queries are float32 [B, H, 2, d] taken after the layer's query normalisation: for each query
     and head, the row half then the column half (Spec/RETRIEVAL.md, "Queries"). Numpy arrays and
     CPU torch tensors are read in place; results are new arrays, or the `out=` arrays given."""
 
-    def __init__(self, path, threads=0, cache_bytes=256 << 20):
+    def __init__(self, path, layer=None, threads=0, cache_bytes=256 << 20):
         handle = ctypes.c_uint64(0)
-        call(lib.pkm_layer_open, os.fsencode(path), threads, cache_bytes, ctypes.byref(handle))
+        name = None if layer is None else layer.encode("utf-8")
+        call(lib.pkm_layer_open_named, os.fsencode(path), name, threads, cache_bytes, ctypes.byref(handle))
         self.path = path
         self._handle = _LayerHandle(handle.value)
         info = _native.pkm_layer_info()

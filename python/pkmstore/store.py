@@ -130,6 +130,10 @@ class Store(Closable):
              None if t is None else pointer(t), outputs, pointer(result))
         return result
 
+    def layers(self):
+        """Names of the store's memory layers (all reading its one value table), in name order."""
+        return [n for n in read_text(lib.pkm_store_layer_names, self._handle.value).split("\n") if n]
+
     def tensor_names(self):
         """Names of the store's tensors, in key order."""
         return [n for n in read_text(lib.pkm_store_tensor_names, self._handle.value).split("\n") if n]

@@ -27,8 +27,8 @@ def test_rows_match_the_independent_reader(tmp_path, dtype, codec):
         assert store.layout.complete and store.layout.shard_count == 6
         picks = rng.integers(0, 256, 300)
         assert np.array_equal(store.rows(picks), reference[picks])
-        assert store.tensor_names() == ["col_keys", "row_keys"]
-        assert np.array_equal(store.tensor("row_keys"), tensors["row_keys"])
+        assert store.tensor_names() == ["layers/default/col_keys", "layers/default/row_keys"]
+        assert np.array_equal(store.tensor("layers/default/row_keys"), tensors["row_keys"])
         assert store.verify() == []
 
 

@@ -98,7 +98,7 @@ def test_a_saved_state_dict_imports_with_the_layout_option(tmp_path):
         expected = pkm(x)
     for path in [via_memtool, via_python]:
         with pkmstore.open(path) as a, pkmstore.open(via_module) as b:
-            for name in ["row_keys", "col_keys"]:
+            for name in ["layers/default/row_keys", "layers/default/col_keys"]:
                 assert np.array_equal(a.tensor(name), b.tensor(name))
         served = pkmstore.torch.StorePKM(pkm, path)
         assert ((served(x) - expected).abs().max() / expected.abs().max()).item() <= 1e-5

@@ -1,0 +1,69 @@
+"""Stores of several memory layers reading one value table (Spec/FORMAT.md, "Layers"), built
+from Python from checkpoints that Tools/make_layers.py writes with the numpy reference's
+results for each layer (pool windows included)."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import pkmstore
+
+TOOLS = os.path.join(os.path.dirname(__file__), "..", "..", "Tools")
+
+
+@pytest.fixture(scope="module")
+def layered(tmp_path_factory):
+    """A store of three layers built with pkmstore.import_, and the checkpoints' folder."""
+    folder = str(tmp_path_factory.mktemp("layers"))
+    subprocess.run([sys.executable, os.path.join(TOOLS, "make_layers.py"), folder, "--layers", "3"], check=True)
+    path = os.path.join(folder, "m.pkm")
+    for l in range(3):
+        spec = json.load(open(os.path.join(folder, f"layer{l}.json")))
+        extra = {} if l == 0 else dict(values_from_store=True, window=spec["window"], pool_offset=spec["offset"])
+        pkmstore.import_(path, os.path.join(folder, f"layer{l}.safetensors"), layer=spec["name"], codec="raw", **extra)
+    return path, folder
+
+
+def test_each_layer_answers_as_the_reference(layered):
+    path, folder = layered
+    with pkmstore.open(path) as store:
+        assert store.layers() == ["block0.memory", "block1.memory", "block2.memory"]
+        assert all(name.startswith("layers/block") for name in store.tensor_names())
+    for l in range(3):
+        with pkmstore.MemoryLayer(path, layer=f"block{l}.memory") as layer:
+            q = np.load(os.path.join(folder, f"queries{l}.npy"))
+            out, idx, w = layer.lookup(q)
+            expected = np.load(os.path.join(folder, f"expected_output{l}.npy"))
+            assert np.array_equal(idx, np.load(os.path.join(folder, f"expected_indices{l}.npy")))
+            assert np.abs(out - expected).max() <= 1e-5 * np.abs(expected).max()
+            assert layer.config["poolRows"] == 4096
+
+
+def test_a_layer_exports_as_a_single_layer_checkpoint(layered, tmp_path):
+    path, folder = layered
+    exported, single = str(tmp_path / "l1.safetensors"), str(tmp_path / "single.pkm")
+    pkmstore.export(path, exported, layer="block1.memory")
+    pkmstore.import_(single, exported)
+    with pkmstore.open(single) as store:
+        assert store.layers() == ["default"]
+    with pkmstore.MemoryLayer(single) as layer:
+        out, idx, _ = layer.lookup(np.load(os.path.join(folder, "queries1.npy")))
+        assert np.array_equal(idx, np.load(os.path.join(folder, "expected_indices1.npy")))
+        assert layer.config["poolRows"] == layer.config["physicalRows"] == 2048
+
+
+def test_choosing_a_layer_is_required_and_checked(layered):
+    path, _ = layered
+    with pytest.raises(pkmstore.NotFoundError, match="holds 3 layers .*block0.memory"):
+        pkmstore.MemoryLayer(path)
+    with pytest.raises(pkmstore.NotFoundError, match="no layer '../x'"):
+        pkmstore.MemoryLayer(path, layer="../x")
+    with pytest.raises(pkmstore.PKMStoreError, match="layer name"):
+        pkmstore.import_(path, os.path.join(layered[1], "layer0.safetensors"), layer="a/b")
+    with pytest.raises(pkmstore.PKMStoreError, match="differ from the store's rows"):
+        pkmstore.import_(path, os.path.join(layered[1], "layer0.safetensors"), layer="shifted", pool_offset=7)
+    with pkmstore.open(path) as store:
+        assert "shifted" not in store.layers()
