@@ -45,7 +45,7 @@ struct Verify: ParsableCommand {
                 print(try jsonString(report))
             } else {
                 for p in report.problems { print("damaged: \(p)") }
-                print("\(sound ? "sound" : "DAMAGED"): \(result.shardsChecked) shards, \(result.tensorsChecked) tensors, \(layers.count) layers, " +
+                print("\(sound ? "sound" : "DAMAGED"): \(result.shardsChecked) shards, \(result.tensorsChecked) tensors, \(layers.count) layer\(layers.count == 1 ? "" : "s"), " +
                       "\(humanBytes(result.bytesDecoded)) decoded, \(problems.count) problems" +
                       (s.isComplete ? "" : " (incomplete: \(s.state.rowsCommitted) of \(s.layout.rows) rows committed)"))
             }

@@ -44,14 +44,15 @@ class StoreMemory(torch.nn.Module):
     store's [N, H, 2, d] ("head-side": already head, side, element, as Meta's memory;
     "side-head": side, head, element, as the PKM package; "shared": one [2, d] for every head,
     as UltraMem), and `after(out, x)` (optional) applies
-    the layer's dense output part (value projection, gating, output norm)."""
+    the layer's dense output part (value projection, gating, output norm). `layer` names the
+    store's layer when it holds several (one per memory block of a model, sharing the values)."""
 
-    def __init__(self, store, queries, layout="head-side", after=None, threads=0):
+    def __init__(self, store, queries, layout="head-side", after=None, threads=0, layer=None):
         super().__init__()
         if layout not in ("head-side", "side-head", "shared"):
             raise ArgumentError(f"layout '{layout}' is not head-side, side-head or shared")
         self.queries, self.layout, self.after = queries, layout, after
-        self.layer = MemoryLayer(store, threads=threads)
+        self.layer = MemoryLayer(store, layer=layer, threads=threads)
         self.last_indices = None
 
     @torch.no_grad()
