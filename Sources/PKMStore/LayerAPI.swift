@@ -27,6 +27,18 @@ public func cLayerOpenNamed(_ path: UnsafePointer<CChar>?, _ name: UnsafePointer
     }
 }
 
+@_cdecl("pkm_store_layer_open")
+public func cStoreLayerOpen(_ storeHandle: UInt64, _ name: UnsafePointer<CChar>?, _ threads: Int32, _ out: UnsafeMutablePointer<UInt64>?,
+                            _ error: UnsafeMutablePointer<pkm_error>?) -> Int32 {
+    reporting(error) {
+        let store = try openStores.object(storeHandle), out = try required(out, "out")!
+        let name = try name.map { try string($0, "name") }
+        guard threads >= 0 else { throw CAPIError.argument("threads must be 0 (all cores) or more, got \(threads)") }
+        let workers = threads == 0 ? ProcessInfo.processInfo.activeProcessorCount : Int(threads)
+        out.pointee = openLayers.insert(try MemoryLayer(store: store, name: name, threads: workers))
+    }
+}
+
 @_cdecl("pkm_layer_close")
 public func cLayerClose(_ handle: UInt64, _ error: UnsafeMutablePointer<pkm_error>?) -> Int32 {
     reporting(error) { try openLayers.remove(handle) }

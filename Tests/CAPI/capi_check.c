@@ -79,6 +79,10 @@ int main(int argc, char **argv) {
     EXPECT(pkm_store_layer_names(s, layers, sizeof layers, NULL, &e) == PKM_OK && strcmp(layers, "layer0\nlayer1\n") == 0,
            "layer names: %s", e.message);
     expect_error(pkm_store_layer_names(s, tiny, sizeof tiny, NULL, &e), &e, PKM_ERR_BUFFER, "layer names into 4 bytes");
+    pkm_layer shared = 0;
+    EXPECT(pkm_store_layer_open(s, "layer0", 1, &shared, &e) == PKM_OK, "a layer of the open store: %s", e.message);
+    expect_error(pkm_store_layer_open(s, NULL, 1, &shared, &e), &e, PKM_ERR_NOT_FOUND, "the only layer of two, from the store");
+    expect_error(pkm_store_layer_open(0, "layer0", 1, &shared, &e), &e, PKM_ERR_HANDLE, "a layer of no store");
     int64_t problems = -1;
     char report[256];
     EXPECT(pkm_store_verify(s, &problems, report, sizeof report, &e) == PKM_OK && problems == 0, "verify: %s", e.message);
@@ -87,6 +91,16 @@ int main(int argc, char **argv) {
     EXPECT(pkm_store_close(s, &e) == PKM_OK, "close: %s", e.message);
     expect_error(pkm_store_close(s, &e), &e, PKM_ERR_HANDLE, "close twice");
     expect_error(pkm_store_rows(s, idx, 3, rows, &e), &e, PKM_ERR_HANDLE, "rows of a closed store");
+    {   /* The layer opened from the store keeps serving once the store's handle is closed. */
+        pkm_layer_info shared_info;
+        EXPECT(pkm_layer_describe(shared, &shared_info, &e) == PKM_OK, "describe a layer of a closed store: %s", e.message);
+        size_t n = (size_t)(shared_info.heads * 2 * shared_info.key_dim);
+        float *sq = calloc(n, sizeof(float)), *so = malloc((size_t)shared_info.output_dim * sizeof(float));
+        for (size_t i = 0; i < n; i++) sq[i] = (float)(i % 5) - 2.0f;
+        EXPECT(pkm_layer_lookup(shared, sq, 1, so, NULL, NULL, &e) == PKM_OK, "lookup on a layer of a closed store: %s", e.message);
+        EXPECT(pkm_layer_close(shared, &e) == PKM_OK, "close the shared layer: %s", e.message);
+        free(sq); free(so);
+    }
     expect_error(pkm_store_layout(0, &layout, &e), &e, PKM_ERR_HANDLE, "handle 0");
     expect_error(pkm_store_layout(0xDEADBEEF, &layout, &e), &e, PKM_ERR_HANDLE, "made-up handle");
 

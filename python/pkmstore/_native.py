@@ -65,6 +65,7 @@ for name, args in {
     "pkm_store_verify": [ctypes.c_uint64, _i64p, ctypes.c_char_p, _size, _err],
     "pkm_layer_open": [_str, ctypes.c_int32, _size, _u64p, _err],
     "pkm_layer_open_named": [_str, _str, ctypes.c_int32, _size, _u64p, _err],
+    "pkm_store_layer_open": [ctypes.c_uint64, _str, ctypes.c_int32, _u64p, _err],
     "pkm_layer_close": [ctypes.c_uint64, _err],
     "pkm_layer_describe": [ctypes.c_uint64, ctypes.POINTER(pkm_layer_info), _err],
     "pkm_layer_config_json": [ctypes.c_uint64, ctypes.c_char_p, _size, _sizep, _err],

@@ -26,10 +26,13 @@ class MemoryLayer(Closable):
     and head, the row half then the column half (Spec/RETRIEVAL.md, "Queries"). Numpy arrays and
     CPU torch tensors are read in place; results are new arrays, or the `out=` arrays given."""
 
-    def __init__(self, path, layer=None, threads=0, cache_bytes=256 << 20):
+    def __init__(self, path, layer=None, threads=0, cache_bytes=256 << 20, *, _store=None):
         handle = ctypes.c_uint64(0)
         name = None if layer is None else layer.encode("utf-8")
-        call(lib.pkm_layer_open_named, os.fsencode(path), name, threads, cache_bytes, ctypes.byref(handle))
+        if _store is None:
+            call(lib.pkm_layer_open_named, os.fsencode(path), name, threads, cache_bytes, ctypes.byref(handle))
+        else:  # Store.layer: the store's shard cache, shared with its other layers
+            call(lib.pkm_store_layer_open, _store, name, threads, ctypes.byref(handle))
         self.path = path
         self._handle = _LayerHandle(handle.value)
         info = _native.pkm_layer_info()

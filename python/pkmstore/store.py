@@ -134,6 +134,12 @@ class Store(Closable):
         """Names of the store's memory layers (all reading its one value table), in name order."""
         return [n for n in read_text(lib.pkm_store_layer_names, self._handle.value).split("\n") if n]
 
+    def layer(self, name=None, threads=0):
+        """Layer `name` (None: the only one) as a `pkmstore.MemoryLayer` that shares this store's
+        decoded-shard cache with its other layers: how to serve the layers of a model's blocks."""
+        from .layer import MemoryLayer
+        return MemoryLayer(self.path, layer=name, threads=threads, _store=self._handle.value)
+
     def tensor_names(self):
         """Names of the store's tensors, in key order."""
         return [n for n in read_text(lib.pkm_store_tensor_names, self._handle.value).split("\n") if n]

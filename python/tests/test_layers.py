@@ -42,6 +42,19 @@ def test_each_layer_answers_as_the_reference(layered):
             assert layer.config["poolRows"] == 4096
 
 
+def test_layers_of_one_open_store_share_it(layered):
+    path, folder = layered
+    store = pkmstore.open(path)
+    layers = [store.layer(name) for name in store.layers()]
+    store.close()  # the layers keep it open
+    for l, layer in enumerate(layers):
+        out, idx, _ = layer.lookup(np.load(os.path.join(folder, f"queries{l}.npy")))
+        assert np.array_equal(idx, np.load(os.path.join(folder, f"expected_indices{l}.npy")))
+        layer.close()
+    with pytest.raises(pkmstore.ClosedError):
+        store.layer("block0.memory")
+
+
 def test_a_layer_exports_as_a_single_layer_checkpoint(layered, tmp_path):
     path, folder = layered
     exported, single = str(tmp_path / "l1.safetensors"), str(tmp_path / "single.pkm")

@@ -122,6 +122,10 @@ int pkm_layer_open(const char *path, int32_t threads, size_t cache_bytes, pkm_la
 /* The same for layer `name` (NULL: the only layer). (API version 2.) */
 int pkm_layer_open_named(const char *path, const char *name, int32_t threads, size_t cache_bytes, pkm_layer *out,
                          pkm_error *error);
+/* Layer `name` (NULL: the only layer) of the open store `store`, sharing its decoded-shard
+ * cache with the store's other layers (the way to serve several layers of one store); the
+ * layer keeps the store open until both are closed. (API version 2.) */
+int pkm_store_layer_open(pkm_store store, const char *name, int32_t threads, pkm_layer *out, pkm_error *error);
 int pkm_layer_close(pkm_layer layer, pkm_error *error);
 int pkm_layer_describe(pkm_layer layer, pkm_layer_info *out, pkm_error *error);
 /* The retrieval parameters (the layer's retrieval record) as JSON, like pkm_store_tensor_names. */
