@@ -3,9 +3,11 @@
 #   Tools/bench_reduce.sh WORKDIR [EXPONENTS...]       (default exponents: 16 20 24 26)
 # For each table of 2^e rows (raw codec, 64 bf16 values per row, a PKM layer with H=4, k=32, so
 # 128 rows per query, uniform queries, batches of 256) and 1 and 2 threads: `memtool bench` with the
-# default row checks and with --no-row-checks (each also measures the memory limit: the same kernel
-# over a flat copy, no checks), then Tools/peers/embedding_bag.py reducing exactly the rows the
-# first run reduced. Results: WORKDIR/results/reduce-*.json and a table on stdout.
+# default row checks, with --no-row-checks, and with --resident (the table loaded into memory in
+# huge pages at open), each also measuring the memory limit (the same kernel over a flat copy, no
+# checks, read into huge-page memory when it fits a quarter of it), then
+# Tools/peers/embedding_bag.py reducing exactly the rows the first run reduced.
+# Results: WORKDIR/results/reduce-*.json and a table on stdout.
 source "$(dirname "$0")/prelude.sh"
 work=${1:?usage: bench_reduce.sh WORKDIR [EXPONENTS...]}
 shift
@@ -29,6 +31,7 @@ for e in $exponents; do
         echo "== 2^$e rows, $t thread(s)" >&2
         "${bench[@]}" --threads "$t" --reduced-rows "$work/rows$e" --json "$work/results/reduce-$e-t$t-checks.json" >&2
         "${bench[@]}" --threads "$t" --no-row-checks --json "$work/results/reduce-$e-t$t-nochecks.json" >&2
+        "${bench[@]}" --threads "$t" --resident --json "$work/results/reduce-$e-t$t-resident.json" >&2
         python3 "$root/Tools/peers/embedding_bag.py" "$store.flat" bf16 "$rows" 64 "$work/rows$e" --batch 256 --threads "$t" \
             > "$work/results/reduce-$e-t$t-embedding-bag.json"
         cat "$work/results/reduce-$e-t$t-embedding-bag.json" >&2
@@ -38,15 +41,16 @@ done
 python3 - "$work/results" $exponents <<'PY'
 import json, os, sys
 results, exponents = sys.argv[1], sys.argv[2:]
-print("| rows | threads | store, checks on | store, checks off | memory limit | embedding_bag | store/eb (on) | store/eb (off) | limit/eb | reduce p50, batch 256 |")
-print("|---|---|---|---|---|---|---|---|---|---|")
+print("| rows | threads | store, checks on | store, checks off | store, resident | memory limit | embedding_bag | store/eb (on) | store/eb (off) | resident/eb | limit/eb | reduce p50, batch 256 (on / resident) |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|")
 for e in exponents:
     for t in (1, 2):
         load = lambda kind: json.load(open(os.path.join(results, f"reduce-{e}-t{t}-{kind}.json")))
-        on, off, eb = load("checks"), load("nochecks"), load("embedding-bag")
+        on, off, res, eb = load("checks"), load("nochecks"), load("resident"), load("embedding-bag")
         limit = on["memoryLimitReduceQueriesPerSecond"] * on["rowsPerQuery"]
         m = lambda x: f"{x / 1e6:.1f} M rows/s"
-        print(f"| 2^{e} | {t} | {m(on['rowsPerSecond'])} | {m(off['rowsPerSecond'])} | {m(limit)} | {m(eb['rowsPerSecond'])} | "
-              f"{on['rowsPerSecond'] / eb['rowsPerSecond']:.2f} | {off['rowsPerSecond'] / eb['rowsPerSecond']:.2f} | "
-              f"{limit / eb['rowsPerSecond']:.2f} | {on['reduceBatchMilliseconds']['p50']:.3f} ms |")
+        r = lambda x: f"{x / eb['rowsPerSecond']:.2f}"
+        print(f"| 2^{e} | {t} | {m(on['rowsPerSecond'])} | {m(off['rowsPerSecond'])} | {m(res['rowsPerSecond'])} | {m(limit)} | "
+              f"{m(eb['rowsPerSecond'])} | {r(on['rowsPerSecond'])} | {r(off['rowsPerSecond'])} | {r(res['rowsPerSecond'])} | "
+              f"{r(limit)} | {on['reduceBatchMilliseconds']['p50']:.3f} / {res['reduceBatchMilliseconds']['p50']:.3f} ms |")
 PY

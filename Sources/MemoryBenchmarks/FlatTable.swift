@@ -1,16 +1,20 @@
 import Foundation
 import MemoryRetrieval
 import MemoryStore
+import _MemorySupport
 
-/// A value table as one uncompressed, memory-mapped file of rows: the baseline that store
-/// reads are measured against.
+/// A value table as one uncompressed file of rows, memory-mapped or read into huge-page memory:
+/// the baseline that store reads are measured against.
 public final class FlatTable: @unchecked Sendable {
-    // Invariant: the mapping is read-only and lives until deinit.
+    // Invariant: the rows are read-only and live until deinit (the map's, or `memory`'s).
     public let rows: Int
     public let dim: Int
     public let elementType: ElementType
+    /// Whether the rows were read into anonymous memory in huge pages instead of mapped.
+    public var inMemory: Bool { memory != nil }
     private let base: UnsafeRawPointer
     private let length: Int
+    private let memory: HugePageBuffer?
 
     /// Writes `bytes` (rows of `elementType`) to `path` and maps it.
     public convenience init(path: String, bytes: [UInt8], dim: Int, elementType: ElementType) throws {
@@ -20,35 +24,45 @@ public final class FlatTable: @unchecked Sendable {
         try self.init(path: path, dim: dim, elementType: elementType)
     }
 
-    /// Writes the store's rows, decoded, to `path` (one shard at a time) and maps the file.
-    public convenience init(path: String, from store: Store) throws {
+    /// Writes the store's rows, decoded, to `path` (one shard at a time) and maps the file (or reads it, `inMemory`).
+    public convenience init(path: String, from store: Store, inMemory: Bool = false) throws {
         guard FileManager.default.createFile(atPath: path, contents: nil), let out = FileHandle(forWritingAtPath: path) else {
             throw StoreError.invalidArgument("cannot write '\(path)'")
         }
         for s in 0..<store.layout.shardCount { try store.withShardRows(s) { try out.write(contentsOf: Data($0)) } }
         try out.close()
-        try self.init(path: path, dim: store.layout.dim, elementType: store.layout.elementType)
+        try self.init(path: path, dim: store.layout.dim, elementType: store.layout.elementType, inMemory: inMemory)
     }
 
-    /// Maps an existing flat file of rows.
-    public init(path: String, dim: Int, elementType: ElementType) throws {
+    /// Maps an existing flat file of rows, or with `inMemory` reads it into anonymous memory in
+    /// huge pages: the memory limit of a table that fits in memory, free of the page cache's
+    /// page sizes (a file faulted in at random is mapped in 4 KiB pages, one TLB entry per row).
+    public init(path: String, dim: Int, elementType: ElementType, inMemory: Bool = false) throws {
         let fd = Foundation.open(path, O_RDONLY)
         guard fd >= 0 else { throw StoreError.invalidArgument("cannot open '\(path)'") }
         defer { close(fd) }
         var st = stat()
         guard fstat(fd, &st) == 0, st.st_size > 0 else { throw StoreError.invalidArgument("cannot read '\(path)'") }
         let size = Int(st.st_size)
-        guard let p = mmap(nil, size, PROT_READ, MAP_SHARED, fd, 0), p != MAP_FAILED else {
-            throw StoreError.invalidArgument("cannot map '\(path)'")
+        if inMemory {
+            guard let buffer = HugePageBuffer(count: size) else { throw StoreError.invalidArgument("cannot allocate \(size) bytes for '\(path)'") }
+            guard readFully(fd, into: buffer.base, count: size, at: 0) == size else { throw StoreError.invalidArgument("cannot read '\(path)'") }
+            memory = buffer
+            base = UnsafeRawPointer(buffer.base)
+        } else {
+            guard let p = mmap(nil, size, PROT_READ, MAP_SHARED, fd, 0), p != MAP_FAILED else {
+                throw StoreError.invalidArgument("cannot map '\(path)'")
+            }
+            memory = nil
+            base = UnsafeRawPointer(p)
         }
-        base = UnsafeRawPointer(p)
         length = size
         self.dim = dim
         self.elementType = elementType
         rows = size / (dim * elementType.size)
     }
 
-    deinit { munmap(UnsafeMutableRawPointer(mutating: base), length) }
+    deinit { if memory == nil { munmap(UnsafeMutableRawPointer(mutating: base), length) } }
 
     /// Row `index` converted to Float, with the same kernel the store uses.
     public func row(_ index: Int, into out: UnsafeMutablePointer<Float>) {

@@ -67,6 +67,10 @@ public struct LookupBenchmark {
         public var upperBoundMaxRelativeDifference: Double?
         /// Whether the store checked rows against their checksums (`Store.checksRows`).
         public var rowChecks: Bool
+        /// Whether the store's table was loaded into memory at open (`Store.isResident`).
+        public var resident: Bool
+        /// Whether the memory limit's flat copy was read into huge-page memory (else mapped); nil when not measured.
+        public var memoryLimitInMemory: Bool?
         /// The gather-reduce kernel in use: `avx2` or `portable`.
         public var kernel: String
         public var bruteForceQueriesPerSecond: Double?
@@ -215,7 +219,8 @@ public struct LookupBenchmark {
             upperBoundReduceQueriesPerSecond: flat == nil ? nil : total / flatSeconds,
             reduceToUpperBound: flat == nil ? nil : flatSeconds / reduceSeconds,
             upperBoundMaxRelativeDifference: flat == nil ? nil : maxDifference,
-            rowChecks: store.checksRows, kernel: Store.reduceKernel,
+            rowChecks: store.checksRows, resident: store.isResident, memoryLimitInMemory: options.flatTable?.inMemory,
+            kernel: Store.reduceKernel,
             bruteForceQueriesPerSecond: bruteRate, bruteForceAgreement: agreement,
             searchBatchMilliseconds: Percentiles(searchTimes),
             lookupBatchMilliseconds: Percentiles(zip(searchTimes, lookupReduceTimes).map { $0 + $1 }),

@@ -19,9 +19,16 @@ nonisolated(unsafe) private let libraryVersion: UnsafePointer<CChar> = {
 @_cdecl("pkm_store_open")
 public func cStoreOpen(_ path: UnsafePointer<CChar>?, _ cacheBytes: Int, _ out: UnsafeMutablePointer<UInt64>?,
                        _ error: UnsafeMutablePointer<pkm_error>?) -> Int32 {
+    cStoreOpenWith(path, cacheBytes, 0, out, error)
+}
+
+@_cdecl("pkm_store_open_with")
+public func cStoreOpenWith(_ path: UnsafePointer<CChar>?, _ cacheBytes: Int, _ flags: UInt32, _ out: UnsafeMutablePointer<UInt64>?,
+                           _ error: UnsafeMutablePointer<pkm_error>?) -> Int32 {
     reporting(error) {
         let path = try string(path, "path"), out = try required(out, "out")!
-        let store = try Store.open(at: path, cacheBytes: try size(cacheBytes, "cache_bytes"))
+        guard flags & ~UInt32(PKM_OPEN_RESIDENT) == 0 else { throw CAPIError.argument("unknown open flags \(flags)") }
+        let store = try Store.open(at: path, cacheBytes: try size(cacheBytes, "cache_bytes"), resident: flags & UInt32(PKM_OPEN_RESIDENT) != 0)
         out.pointee = openStores.insert(store)
     }
 }

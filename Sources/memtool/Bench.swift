@@ -49,6 +49,9 @@ struct Bench: ParsableCommand {
     @Flag(help: "Read raw rows without checking their checksums, to measure what the checks cost.")
     var noRowChecks = false
 
+    @Flag(help: "Open the store with its table decoded into memory in huge pages (Store.open resident:), as a server with the memory to spare would.")
+    var resident = false
+
     @Option(help: "Write the physical rows and weights of the measured reduces to PATH.rows.npy and PATH.weights.npy.")
     var reducedRows: String?
 
@@ -127,15 +130,19 @@ struct Bench: ParsableCommand {
                 let fresh = (try? FileManager.default.attributesOfItem(atPath: path)[.modificationDate] as? Date).flatMap { flat in
                     (try? FileManager.default.attributesOfItem(atPath: store)[.modificationDate] as? Date).map { flat > $0 }
                 } ?? false
-                options.flatTable = fresh ? try FlatTable(path: path, dim: source.layout.dim, elementType: source.layout.elementType)
-                                          : try FlatTable(path: path, from: source)
+                // A table that fits in a quarter of memory is read into it in huge pages (the
+                // limit of memory reads); a larger one, or a cold run, is mapped (the limit of the
+                // page cache and the disk).
+                let inMemory = !cold && source.layout.rawBytes <= MachineLimits.memoryBytes / 4
+                options.flatTable = fresh ? try FlatTable(path: path, dim: source.layout.dim, elementType: source.layout.elementType, inMemory: inMemory)
+                                          : try FlatTable(path: path, from: source, inMemory: inMemory)
             }
             var dropped = false
             if cold {
                 dropped = dropPageCache()
                 if !dropped { printError("warning: could not drop the page cache (needs root); the run is only as cold as the cache allows") }
             }
-            let opened = try Store.open(at: store, cacheBytes: cacheBytes, checksRows: !noRowChecks)
+            let opened = try Store.open(at: store, cacheBytes: cacheBytes, checksRows: !noRowChecks, resident: resident)
             if layers != nil {
                 let served = try names.map { try MemoryLayer(store: opened, name: $0, threads: threads) }
                 return try reportLayers(LayeredBenchmark.run(layers: served, options: options, label: distribution))
@@ -154,10 +161,11 @@ struct Bench: ParsableCommand {
             print(String(format: "reduce     %10.0f queries/s   %.2f M rows/s batch after batch (batch p50 %.3f ms, p99 %.3f ms); within lookups %.2f M rows/s, %.0f%% of lookup time",
                          r.reduceQueriesPerSecond, r.rowsPerSecond / 1e6, r.reduceBatchMilliseconds.p50, r.reduceBatchMilliseconds.p99,
                          r.lookupReduceRowsPerSecond / 1e6, 100 * (1 - r.searchShare)))
-            print("           cache hit rate \(hitRate); row checks \(r.rowChecks ? "on" : "off"); kernel \(r.kernel)")
+            print("           cache hit rate \(hitRate); row checks \(r.rowChecks ? "on" : "off")\(r.resident ? " (resident table, checked at open)" : ""); kernel \(r.kernel)")
             if let limit = r.memoryLimitReduceQueriesPerSecond, let ratio = r.reduceToMemoryLimit {
-                print(String(format: "memory lim %10.0f queries/s   %.2f M rows/s, same kernel over a flat copy, no checks; store/limit = %.2f (outputs agree to %.1e)",
-                             limit, limit * Double(r.rowsPerQuery) / 1e6, ratio, r.memoryLimitMaxRelativeDifference ?? 0))
+                print(String(format: "memory lim %10.0f queries/s   %.2f M rows/s, same kernel over a flat copy %@, no checks; store/limit = %.2f (outputs agree to %.1e)",
+                             limit, limit * Double(r.rowsPerQuery) / 1e6, r.memoryLimitInMemory == true ? "in huge pages" : "mapped",
+                             ratio, r.memoryLimitMaxRelativeDifference ?? 0))
             }
             if let bf = r.bruteForceQueriesPerSecond, let agree = r.bruteForceAgreement {
                 print(String(format: "brute      %10.0f queries/s   scoring all slots; product keys are %.0fx faster; %.1f%% of slots agree",

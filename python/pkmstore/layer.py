@@ -24,12 +24,17 @@ class MemoryLayer(Closable):
 
     Queries are float32 [B, H, 2, d] taken after the layer's query normalisation: for each query
     and head, the row half then the column half (Spec/RETRIEVAL.md, "Queries"). Numpy arrays and
-    CPU torch tensors are read in place; results are new arrays, or the `out=` arrays given."""
+    CPU torch tensors are read in place; results are new arrays, or the `out=` arrays given.
+    `resident=True` loads the value table into memory at open (see `pkmstore.open`)."""
 
-    def __init__(self, path, layer=None, threads=0, cache_bytes=256 << 20, *, _store=None):
+    def __init__(self, path, layer=None, threads=0, cache_bytes=256 << 20, resident=False, *, _store=None):
         handle = ctypes.c_uint64(0)
         name = None if layer is None else layer.encode("utf-8")
-        if _store is None:
+        if resident and _store is None:  # a resident table belongs to a store: open one for the layer
+            from .store import Store
+            with Store(path, cache_bytes, resident=True) as store:
+                call(lib.pkm_store_layer_open, store._handle.value, name, threads, ctypes.byref(handle))
+        elif _store is None:
             call(lib.pkm_layer_open_named, os.fsencode(path), name, threads, cache_bytes, ctypes.byref(handle))
         else:  # Store.layer: the store's shard cache, shared with its other layers
             call(lib.pkm_store_layer_open, _store, name, threads, ctypes.byref(handle))

@@ -100,9 +100,9 @@ class Store(Closable):
     """A store opened read-only (`pkmstore.open`). Thread-safe; use as a context manager or
     call `close()`; arrays it returns are owned by the caller."""
 
-    def __init__(self, path, cache_bytes=256 << 20):
+    def __init__(self, path, cache_bytes=256 << 20, resident=False):
         handle = ctypes.c_uint64(0)
-        call(lib.pkm_store_open, os.fsencode(path), cache_bytes, ctypes.byref(handle))
+        call(lib.pkm_store_open_with, os.fsencode(path), cache_bytes, 1 if resident else 0, ctypes.byref(handle))
         self.path = path
         self._handle = _StoreHandle(handle.value)
         layout = _native.pkm_layout()

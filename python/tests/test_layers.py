@@ -55,6 +55,17 @@ def test_layers_of_one_open_store_share_it(layered):
         store.layer("block0.memory")
 
 
+def test_a_resident_store_answers_the_same(layered):
+    path, folder = layered
+    with pkmstore.open(path, resident=True) as store:
+        assert np.array_equal(store.rows(np.arange(0, 4096, 7)), pkmstore.open(path).rows(np.arange(0, 4096, 7)))
+    with pkmstore.MemoryLayer(path, layer="block2.memory", resident=True) as layer:
+        out, idx, _ = layer.lookup(np.load(os.path.join(folder, "queries2.npy")))
+        assert np.array_equal(idx, np.load(os.path.join(folder, "expected_indices2.npy")))
+        expected = np.load(os.path.join(folder, "expected_output2.npy"))
+        assert np.abs(out - expected).max() <= 1e-5 * np.abs(expected).max()
+
+
 def test_a_layer_exports_as_a_single_layer_checkpoint(layered, tmp_path):
     path, folder = layered
     exported, single = str(tmp_path / "l1.safetensors"), str(tmp_path / "single.pkm")

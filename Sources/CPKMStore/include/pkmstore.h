@@ -82,6 +82,12 @@ const char *pkm_version(void);
 
 /* Opens the store at `path` read-only; `cache_bytes` is the decoded-shard budget (0: none). */
 int pkm_store_open(const char *path, size_t cache_bytes, pkm_store *out, pkm_error *error);
+
+/* Flags of pkm_store_open_with. PKM_OPEN_RESIDENT: decode and check the whole value table at open
+ * into memory in huge pages (as much memory as its raw rows) and serve every read from there
+ * (Swift: Store.open(resident: true)); the store must be complete. (API version 2.) */
+enum { PKM_OPEN_RESIDENT = 1 };
+int pkm_store_open_with(const char *path, size_t cache_bytes, uint32_t flags, pkm_store *out, pkm_error *error);
 /* Closes the handle; PKM_ERR_HANDLE when it is not open. */
 int pkm_store_close(pkm_store store, pkm_error *error);
 int pkm_store_layout(pkm_store store, pkm_layout *out, pkm_error *error);

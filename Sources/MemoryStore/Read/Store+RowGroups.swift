@@ -1,4 +1,5 @@
 import CGatherKernel
+import _MemorySupport
 
 extension Store {
     /// Calls `visit` with the stored bytes of the rows at `indices`, a group at a time: the
@@ -13,8 +14,10 @@ extension Store {
             throw StoreError.rowOutOfRange(row: r, rows: layout.rows)
         }
         guard !indices.isEmpty else { return }
-        let scratch = rowScratch.take(count: rawRows == nil ? indices.count : min(indices.count, Self.rawGroupRows))
+        let inPlace = rawRows != nil || residentRows != nil
+        let scratch = rowScratch.take(count: inPlace ? min(indices.count, Self.rawGroupRows) : indices.count)
         defer { rowScratch.give(scratch) }
+        if let residentRows { return try forEachResidentRow(indices, residentRows, scratch, visit) }
         if let rawRows { return try forEachRawRow(indices, rawRows, scratch, visit) }
         try forEachShardGroup(indices, scratch, visit)
     }
@@ -62,6 +65,20 @@ extension Store {
             start += n
         }
         if let readsBefore { readingFromDisk.store(storageReads() > readsBefore, ordering: .relaxed) }
+    }
+
+    /// Rows of a resident table, in the order given, in groups of ``rawGroupRows``: a row is its
+    /// table position times the row size from the buffer's start, checked when it was loaded.
+    private func forEachResidentRow(_ indices: UnsafeBufferPointer<Int>, _ buffer: HugePageBuffer, _ scratch: RowScratch,
+                                    _ visit: (RowGroup) throws -> Void) throws {
+        let pointers = scratch.pointers, rowBytes = layout.rowBytes, base = UnsafeRawPointer(buffer.base)
+        var start = 0
+        while start < indices.count {
+            let n = min(indices.count - start, Self.rawGroupRows)
+            for k in 0..<n { pointers[k] = base + indices[start + k] * rowBytes }
+            try visit(RowGroup(rows: UnsafeBufferPointer(rebasing: pointers[0..<n]), positions: nil, first: start))
+            start += n
+        }
     }
 
     /// Rows per kernel call on the raw path: their pointers, positions and indices (24 bytes a

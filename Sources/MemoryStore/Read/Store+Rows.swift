@@ -26,6 +26,10 @@ extension Store {
         guard output.count >= dim else { throw StoreError.invalidArgument("output holds \(output.count) floats, a row has \(dim)") }
         // A cached shard's row, or a raw row whose shard is located, needs no grouping, scratch or transaction.
         if index >= 0, index < readableRows {
+            if let residentRows {
+                layout.elementType.convert(UnsafeRawPointer(residentRows.base) + index * layout.rowBytes, count: dim, into: output.baseAddress!)
+                return
+            }
             let shard = index / layout.rowsPerShard
             if let rawRows, let shardRows = rawRows.rows(ofShard: shard) {
                 let p = rawRows.location(ofRow: index, shard: shard, shardRows: shardRows)
@@ -140,6 +144,9 @@ extension Store {
         }
         let rows = layout.rowRange(ofShard: index)
         guard rows.upperBound <= readableRows else { throw StoreError.incomplete(rowsCommitted: state.rowsCommitted, rows: layout.rows) }
+        if let residentRows {
+            return try body(UnsafeRawBufferPointer(start: residentRows.base + rows.lowerBound * layout.rowBytes, count: rows.count * layout.rowBytes))
+        }
         if layout.codec == .zstd, let cached = cache.lookup(index) {
             return try cached.withBytes { try body(UnsafeRawBufferPointer(start: $0.baseAddress!, count: rows.count * layout.rowBytes)) }
         }

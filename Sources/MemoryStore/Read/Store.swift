@@ -16,14 +16,15 @@ import Synchronization
 /// try store.gatherReduce(indices: [3, 17], weights: [0.25, 0.75], into: &out)
 /// ```
 public final class Store: @unchecked Sendable {
-    // Invariant: every stored property is immutable after init; mutable state lives in the
+    // Invariant: every stored property is immutable after init (a resident table's memory is
+    // filled in init, before the store is shared); mutable state lives in the
     // thread-safe ShardCache, AtomicBitmap and ReaderContextPool.
     public let path: String
     public let manifest: Manifest
     /// Import progress at the time of opening.
     public let state: ImportState
-    /// How long `open` took.
-    public let openDuration: Duration
+    /// How long `open` took (including the load of a resident table). Set in init only.
+    public private(set) var openDuration: Duration
     let env: Environment
     let cache: ShardCache
     let dictionary: ZstdDictionary?
@@ -33,6 +34,9 @@ public final class Store: @unchecked Sendable {
     let blobs: BlobReader?
     /// Direct row access for complete raw tables of version 3; nil otherwise.
     let rawRows: RawRowIndex?
+    /// The whole table decoded into huge-page memory at open (``open(at:cacheBytes:checksRows:resident:)``):
+    /// rows back to back, read there without checks; nil otherwise. Filled in init, read-only after.
+    let residentRows: HugePageBuffer?
     let contexts: ReaderContextPool
     let decoded = Atomic<Int>(0)
     let rowScratch = RowScratchPool()
@@ -47,6 +51,8 @@ public final class Store: @unchecked Sendable {
     /// Readers this store serves at once; more wait, so the environment's slots are never exhausted.
     public var readerSlotLimit: Int { contexts.maxConcurrent }
     public var isComplete: Bool { state.complete }
+    /// Whether the table was loaded into memory at open (``open(at:cacheBytes:checksRows:resident:)``).
+    public var isResident: Bool { residentRows != nil }
     /// Rows that can be read: all of them once complete, the committed prefix otherwise.
     public var readableRows: Int { state.complete ? layout.rows : state.rowsCommitted }
 
@@ -57,14 +63,19 @@ public final class Store: @unchecked Sendable {
     ///     (the first time each is read after opening; Spec/GUARANTEES.md). Pass false only to
     ///     measure what the checks cost, or for a store `verify` has passed that nothing can
     ///     have changed since.
-    public static func open(at path: String, cacheBytes: Int = 256 << 20, checksRows: Bool = true) throws -> Store {
+    ///   - resident: decode and check the whole value table at open into anonymous memory in
+    ///     huge pages (as much memory as the raw rows), and serve every row read from there: for
+    ///     tables that fit in memory, reads at the memory system's limit whatever the codec
+    ///     (BENCHMARKS.md, "Resident tables"). The store must be complete; opening then takes
+    ///     as long as reading the table once.
+    public static func open(at path: String, cacheBytes: Int = 256 << 20, checksRows: Bool = true, resident: Bool = false) throws -> Store {
         let clock = ContinuousClock()
         let start = clock.now
         let env = try OpenEnvironments.readOnly(path: path)
-        return try Store(env: env, cacheBytes: cacheBytes, checksRows: checksRows, started: start)
+        return try Store(env: env, cacheBytes: cacheBytes, checksRows: checksRows, resident: resident, started: start)
     }
 
-    private init(env: Environment, cacheBytes: Int, checksRows: Bool, started: ContinuousClock.Instant) throws {
+    private init(env: Environment, cacheBytes: Int, checksRows: Bool, resident: Bool, started: ContinuousClock.Instant) throws {
         self.env = env
         self.checksRows = checksRows
         path = env.path
@@ -95,7 +106,35 @@ public final class Store: @unchecked Sendable {
             try withShardKey(0) { try txn.withValue(env.shards, key: $0) { $0.flatMap { BlobReader(env: env, locating: $0) } } }
         }
         contexts = ReaderContextPool(env: env)
+        var buffer: HugePageBuffer?
+        if resident {
+            guard state.complete else { throw StoreError.incomplete(rowsCommitted: state.rowsCommitted, rows: table.rows) }
+            buffer = HugePageBuffer(count: table.rawBytes)
+            guard buffer != nil else { throw StoreError.invalidArgument("cannot allocate \(table.rawBytes) bytes to hold the table in memory") }
+        }
+        residentRows = buffer
+        openDuration = .zero
+        if let buffer { try fillResidentRows(buffer) }
         openDuration = ContinuousClock().now - started
+    }
+
+    /// Decodes (zstd) or checks and copies (raw) every shard into `buffer`, in order.
+    private func fillResidentRows(_ buffer: HugePageBuffer) throws {
+        let context = try contexts.acquire()
+        defer { contexts.release(context) }
+        for s in 0..<layout.shardCount {
+            let rows = layout.rowRange(ofShard: s)
+            try withShard(s, context: context, contiguous: true) { shard in
+                let target = buffer.base + rows.lowerBound * layout.rowBytes
+                if shard.stride == layout.rowBytes {
+                    target.copyMemory(from: shard.base, byteCount: rows.count * layout.rowBytes)
+                } else {
+                    for r in 0..<rows.count {
+                        (target + r * layout.rowBytes).copyMemory(from: try shard.row(r, shard: s, layout: layout), byteCount: layout.rowBytes)
+                    }
+                }
+            }
+        }
     }
 
     // MARK: Statistics
