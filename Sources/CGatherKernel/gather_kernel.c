@@ -144,25 +144,134 @@ static AVX2 void gather_reduce_avx2(int type, const void *const *rows, const int
 #undef TYPED
 }
 
-static int avx2_state = -1;  // -1: not yet known; every thread that asks computes the same value
+// MARK: AVX-512 path (AVX512F + AVX512BW; F16C for f16)
 
-int pkm_gather_reduce_uses_avx2(void) {
-    int state = __atomic_load_n(&avx2_state, __ATOMIC_RELAXED);
-    if (state < 0) {
-        __builtin_cpu_init();
-        state = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
-        __atomic_store_n(&avx2_state, state, __ATOMIC_RELAXED);
+#define AVX512 __attribute__((target("avx512f,avx512bw,avx2,fma,f16c")))
+
+/// Sixteen elements of `type` at `p` as floats.
+static ALWAYS_INLINE AVX512 __m512 load16(const int type, const char *p) {
+    switch (type) {
+    case PKM_ELEMENT_F32: return _mm512_loadu_ps((const float *)p);
+    case PKM_ELEMENT_F16: return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
+    default: return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p)), 16));
     }
-    return state;
+}
+
+/// As run_block64, in 16-float vectors, two rows at a time into two sets of accumulators (added
+/// at the end), so that one row's loads and conversions overlap the other's multiply-adds.
+static ALWAYS_INLINE AVX512 void run_block64_512(const int type, const int chunked, const void *const *rows,
+                                                 const intptr_t *positions, size_t k, size_t end, size_t count, size_t c0,
+                                                 size_t chunks, size_t width, const float *weights, float *o, size_t distance,
+                                                 size_t bytes) {
+    const size_t size = element_size(type);
+    __m512 a0 = _mm512_loadu_ps(o + c0), a1 = _mm512_loadu_ps(o + c0 + 16), a2 = _mm512_loadu_ps(o + c0 + 32),
+           a3 = _mm512_loadu_ps(o + c0 + 48);
+    __m512 b0 = _mm512_setzero_ps(), b1 = _mm512_setzero_ps(), b2 = _mm512_setzero_ps(), b3 = _mm512_setzero_ps();
+    const int prefetching = c0 == 0 && distance != 0;
+#define WEIGHT(w, v) (chunked ? _mm512_set1_ps((w)[(c0 + 16 * (v)) / width]) : _mm512_set1_ps((w)[0]))
+    size_t r = k;
+    for (; r + 1 < end; r += 2) {
+        if (prefetching && r + 1 + distance < count) {
+            pkm_prefetch(rows[r + distance], bytes);
+            pkm_prefetch(rows[r + 1 + distance], bytes);
+        }
+        const float *w = weights + position(positions, r) * chunks, *x = weights + position(positions, r + 1) * chunks;
+        const char *p = (const char *)rows[r] + c0 * size, *q = (const char *)rows[r + 1] + c0 * size;
+        a0 = _mm512_fmadd_ps(load16(type, p), WEIGHT(w, 0), a0);
+        b0 = _mm512_fmadd_ps(load16(type, q), WEIGHT(x, 0), b0);
+        a1 = _mm512_fmadd_ps(load16(type, p + 16 * size), WEIGHT(w, 1), a1);
+        b1 = _mm512_fmadd_ps(load16(type, q + 16 * size), WEIGHT(x, 1), b1);
+        a2 = _mm512_fmadd_ps(load16(type, p + 32 * size), WEIGHT(w, 2), a2);
+        b2 = _mm512_fmadd_ps(load16(type, q + 32 * size), WEIGHT(x, 2), b2);
+        a3 = _mm512_fmadd_ps(load16(type, p + 48 * size), WEIGHT(w, 3), a3);
+        b3 = _mm512_fmadd_ps(load16(type, q + 48 * size), WEIGHT(x, 3), b3);
+    }
+    if (r < end) {
+        if (prefetching && r + distance < count) pkm_prefetch(rows[r + distance], bytes);
+        const float *w = weights + position(positions, r) * chunks;
+        const char *p = (const char *)rows[r] + c0 * size;
+        a0 = _mm512_fmadd_ps(load16(type, p), WEIGHT(w, 0), a0);
+        a1 = _mm512_fmadd_ps(load16(type, p + 16 * size), WEIGHT(w, 1), a1);
+        a2 = _mm512_fmadd_ps(load16(type, p + 32 * size), WEIGHT(w, 2), a2);
+        a3 = _mm512_fmadd_ps(load16(type, p + 48 * size), WEIGHT(w, 3), a3);
+    }
+#undef WEIGHT
+    _mm512_storeu_ps(o + c0, _mm512_add_ps(a0, b0)); _mm512_storeu_ps(o + c0 + 16, _mm512_add_ps(a1, b1));
+    _mm512_storeu_ps(o + c0 + 32, _mm512_add_ps(a2, b2)); _mm512_storeu_ps(o + c0 + 48, _mm512_add_ps(a3, b3));
+}
+
+static ALWAYS_INLINE AVX512 void gather_reduce_avx512_typed(const int type, const int chunked, const void *const *rows,
+                                                            const intptr_t *positions, size_t count, size_t dim, size_t chunks,
+                                                            const float *weights, const intptr_t *targets, float *out,
+                                                            size_t distance) {
+    const size_t width = dim / chunks, size = element_size(type), bytes = dim * size;
+    for (size_t k = 0; k < count;) {
+        const intptr_t t = target(targets, positions, k);
+        size_t end = k + 1;
+        while (end < count && target(targets, positions, end) == t) end++;
+        float *o = out + (size_t)t * dim;
+        size_t c0 = 0;
+        for (; c0 + BLOCK <= dim; c0 += BLOCK)
+            run_block64_512(type, chunked, rows, positions, k, end, count, c0, chunks, width, weights, o, distance, bytes);
+        // The last columns (dim is a multiple of 16 here), one vector at a time.
+        for (; c0 < dim; c0 += 16) {
+            __m512 a = _mm512_loadu_ps(o + c0);
+            for (size_t r = k; r < end; r++) {
+                if (c0 == 0 && distance && r + distance < count) pkm_prefetch(rows[r + distance], bytes);
+                const float *w = weights + position(positions, r) * chunks;
+                a = _mm512_fmadd_ps(load16(type, (const char *)rows[r] + c0 * size), _mm512_set1_ps(w[c0 / width]), a);
+            }
+            _mm512_storeu_ps(o + c0, a);
+        }
+        k = end;
+    }
+}
+
+static AVX512 void gather_reduce_avx512(int type, const void *const *rows, const intptr_t *positions, size_t count, size_t dim,
+                                        size_t chunks, const float *weights, const intptr_t *targets, float *out,
+                                        size_t distance) {
+#define TYPED(T, C) gather_reduce_avx512_typed(T, C, rows, positions, count, dim, chunks, weights, targets, out, distance)
+    const int chunked = chunks != 1;
+    switch (type) {
+    case PKM_ELEMENT_F32: if (chunked) TYPED(PKM_ELEMENT_F32, 1); else TYPED(PKM_ELEMENT_F32, 0); break;
+    case PKM_ELEMENT_F16: if (chunked) TYPED(PKM_ELEMENT_F16, 1); else TYPED(PKM_ELEMENT_F16, 0); break;
+    default: if (chunked) TYPED(PKM_ELEMENT_BF16, 1); else TYPED(PKM_ELEMENT_BF16, 0); break;
+    }
+#undef TYPED
+}
+
+static int cpu_level = -1;  // -1: not yet known; every thread that asks computes the same value
+
+int pkm_gather_reduce_level(void) {
+    int level = __atomic_load_n(&cpu_level, __ATOMIC_RELAXED);
+    if (level < 0) {
+        __builtin_cpu_init();
+        const int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+        level = avx2 ? (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") ? PKM_KERNEL_AVX512 : PKM_KERNEL_AVX2)
+                     : PKM_KERNEL_PORTABLE;
+        __atomic_store_n(&cpu_level, level, __ATOMIC_RELAXED);
+    }
+    return level;
+}
+
+void pkm_gather_reduce_at(int level, int element_type, const void *const *rows, const intptr_t *positions, size_t count,
+                          size_t dim, size_t chunks, const float *weights, const intptr_t *targets, float *out,
+                          size_t prefetch_distance, const float *half_table) {
+    if (count == 0 || dim == 0 || chunks == 0) return;
+    if (level > pkm_gather_reduce_level()) level = pkm_gather_reduce_level();
+    const size_t width = dim / chunks;
+    if (level >= PKM_KERNEL_AVX512 && width % 16 == 0)
+        gather_reduce_avx512(element_type, rows, positions, count, dim, chunks, weights, targets, out, prefetch_distance);
+    else if (level >= PKM_KERNEL_AVX2 && width % 8 == 0)
+        gather_reduce_avx2(element_type, rows, positions, count, dim, chunks, weights, targets, out, prefetch_distance);
+    else
+        gather_reduce_portable(element_type, rows, positions, count, dim, chunks, weights, targets, out, prefetch_distance,
+                               half_table);
 }
 
 void pkm_gather_reduce(int element_type, const void *const *rows, const intptr_t *positions, size_t count,
                        size_t dim, size_t chunks, const float *weights, const intptr_t *targets, float *out,
                        size_t prefetch_distance, const float *half_table) {
-    if (count == 0 || dim == 0 || chunks == 0) return;
-    if (pkm_gather_reduce_uses_avx2() && (dim / chunks) % 8 == 0)
-        gather_reduce_avx2(element_type, rows, positions, count, dim, chunks, weights, targets, out, prefetch_distance);
-    else
-        gather_reduce_portable(element_type, rows, positions, count, dim, chunks, weights, targets, out, prefetch_distance,
-                               half_table);
+    pkm_gather_reduce_at(pkm_gather_reduce_level(), element_type, rows, positions, count, dim, chunks, weights, targets, out,
+                         prefetch_distance, half_table);
 }

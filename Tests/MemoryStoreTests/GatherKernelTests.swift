@@ -1,15 +1,23 @@
+import CGatherKernel
 import Testing
 import _MemorySupport
 @testable import MemoryStore
 
 /// The gather-reduce kernel against a Double reference computed from the definition.
 @Suite struct GatherKernelTests {
-    /// Every element type, dims on the AVX2 path (multiples of 8 per chunk, with and without a
-    /// tail below 64 columns) and on the portable one, MCS chunks, runs of equal targets broken
-    /// by positions, and rows at any byte offset. The bound is float summation's:
-    /// |result − exact| ≤ (n + 1) · 2^-24 · Σ|w · x| per output element, n rows summed.
-    @Test(arguments: ElementType.valueTypes, [(8, 1), (64, 1), (64, 2), (72, 1), (128, 4), (200, 1), (60, 1), (6, 3), (1, 1)])
+    /// Every element type, on every code path this processor has (AVX-512 for chunks of
+    /// multiples of 16, AVX2 for multiples of 8, with and without a tail below 64 columns, and
+    /// the portable one), MCS chunks, runs of equal targets broken by positions (odd and even
+    /// run lengths, for the AVX-512 path's pairs of rows), and rows at any byte offset. The
+    /// bound is float summation's: |result − exact| ≤ (n + 1) · 2^-24 · Σ|w · x| per output
+    /// element, n rows summed (in any order and grouping).
+    @Test(arguments: ElementType.valueTypes, [(8, 1), (64, 1), (64, 2), (72, 1), (128, 4), (200, 1), (60, 1), (6, 3), (1, 1),
+                                               (48, 1), (96, 1), (160, 2)])
     func kernelMatchesTheDefinition(type: ElementType, shape: (dim: Int, chunks: Int)) {
+        for level in Int32(PKM_KERNEL_PORTABLE)...pkm_gather_reduce_level() { check(type: type, shape: shape, level: level) }
+    }
+
+    func check(type: ElementType, shape: (dim: Int, chunks: Int), level: Int32) {
         let (dim, chunks) = shape
         var rng = SeededGenerator(seed: UInt64(dim * 31 + chunks) ^ UInt64(type.code))
         let tableRows = 300, count = 500, outputs = 7
@@ -33,7 +41,7 @@ import _MemorySupport
             rows.withUnsafeBufferPointer { r in
                 positions.withUnsafeBufferPointer { p in
                     RowKernels.gatherReduce(r, positions: p, type: type, dim: dim, chunks: chunks, weights: weights,
-                                            targets: targets, into: &out)
+                                            targets: targets, into: &out, level: level)
                 }
             }
         }
@@ -49,7 +57,7 @@ import _MemorySupport
         }
         for e in 0..<(outputs * dim) {
             let bound = Double(terms[e / dim] + 1) * 0x1p-24 * magnitude[e] + 1e-30
-            #expect(abs(Double(out[e]) - exact[e]) <= bound, "element \(e): \(out[e]) vs \(exact[e]) (bound \(bound))")
+            #expect(abs(Double(out[e]) - exact[e]) <= bound, "level \(level), element \(e): \(out[e]) vs \(exact[e]) (bound \(bound))")
         }
     }
 }

@@ -1,8 +1,8 @@
 // The fused gather-reduce at the heart of a lookup (Spec/RETRIEVAL.md, "Output"): weighted
 // sums of value rows picked at random from a large table. Written in C because it must run at
 // the memory system's limit: it keeps many cache misses in flight with explicit prefetches,
-// and picks AVX2/FMA/F16C code at run time, neither of which Swift code compiled for baseline
-// x86-64 can do. It holds no state and allocates nothing.
+// and picks AVX-512 or AVX2/FMA/F16C code at run time, neither of which Swift code compiled
+// for baseline x86-64 can do. It holds no state and allocates nothing.
 #ifndef PKM_GATHER_KERNEL_H
 #define PKM_GATHER_KERNEL_H
 
@@ -33,7 +33,18 @@ static inline void pkm_prefetch(const void *p, size_t bytes) {
     for (uintptr_t a = start; a < end; a += 64) __builtin_prefetch((const void *)a, 0, 1);
 }
 
-/// Whether the AVX2 + FMA + F16C path is in use on this processor.
-int pkm_gather_reduce_uses_avx2(void);
+/// The code paths, each used where the row's chunks allow it (AVX-512: 16 floats a vector,
+/// AVX2: 8) and the processor has it.
+enum { PKM_KERNEL_PORTABLE = 0, PKM_KERNEL_AVX2 = 1, PKM_KERNEL_AVX512 = 2 };
+
+/// The best path this processor runs: PKM_KERNEL_AVX512 (AVX512F, AVX512BW, AVX2, FMA, F16C),
+/// PKM_KERNEL_AVX2 (AVX2, FMA, F16C) or PKM_KERNEL_PORTABLE.
+int pkm_gather_reduce_level(void);
+
+/// pkm_gather_reduce with the path limited to `level` (at most the processor's): for tests
+/// and measurements of each path.
+void pkm_gather_reduce_at(int level, int element_type, const void *const *rows, const intptr_t *positions, size_t count,
+                          size_t dim, size_t chunks, const float *weights, const intptr_t *targets, float *out,
+                          size_t prefetch_distance, const float *half_table);
 
 #endif

@@ -11,13 +11,15 @@ package enum RowKernels {
     /// The fused gather-reduce over stored rows: for each k, with `i = positions?[k] ?? k`,
     /// output row `targets?[i] ?? 0` (chunk t) += `weights[i * chunks + t]` x `rows[k]` (chunk t).
     /// Runs of consecutive rows with the same target are summed in registers; Float accumulation.
+    /// - Parameter level: the most capable code path to use (`PKM_KERNEL_*`); by default the processor's best.
     @inline(__always)
     package static func gatherReduce(_ rows: UnsafeBufferPointer<UnsafeRawPointer?>, positions: UnsafeBufferPointer<Int>?,
                              type: ElementType, dim: Int, chunks: Int, weights: UnsafePointer<Float>,
-                             targets: UnsafePointer<Int>?, into out: UnsafeMutablePointer<Float>) {
+                             targets: UnsafePointer<Int>?, into out: UnsafeMutablePointer<Float>,
+                             level: Int32 = Int32(PKM_KERNEL_AVX512)) {
         HalfPrecision.f16Table.withUnsafeBufferPointer { half in
-            pkm_gather_reduce(Int32(type.code), rows.baseAddress, positions?.baseAddress, rows.count, dim, chunks,
-                              weights, targets, out, prefetchDistance, half.baseAddress)
+            pkm_gather_reduce_at(level, Int32(type.code), rows.baseAddress, positions?.baseAddress, rows.count, dim, chunks,
+                                 weights, targets, out, prefetchDistance, half.baseAddress)
         }
     }
 }

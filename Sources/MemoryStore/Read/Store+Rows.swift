@@ -8,8 +8,15 @@ import CGatherKernel
 /// against its checksum the first time it is read after opening); otherwise one group per
 /// shard, in storage order, each shard decoded (or read) once per call.
 extension Store {
-    /// The gather-reduce code this processor runs: `avx2` (AVX2, FMA and F16C) or `portable`.
-    public static var reduceKernel: String { pkm_gather_reduce_uses_avx2() != 0 ? "avx2" : "portable" }
+    /// The best gather-reduce code this processor runs: `avx512` (16 floats a vector, for rows
+    /// whose chunks are multiples of 16), `avx2` (AVX2, FMA and F16C; multiples of 8) or `portable`.
+    public static var reduceKernel: String {
+        switch pkm_gather_reduce_level() {
+        case Int32(PKM_KERNEL_AVX512): "avx512"
+        case Int32(PKM_KERNEL_AVX2): "avx2"
+        default: "portable"
+        }
+    }
 
     // MARK: Rows
 
