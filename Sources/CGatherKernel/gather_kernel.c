@@ -260,6 +260,10 @@ void pkm_gather_reduce_at(int level, int element_type, const void *const *rows, 
     if (count == 0 || dim == 0 || chunks == 0) return;
     if (level > pkm_gather_reduce_level()) level = pkm_gather_reduce_level();
     const size_t width = dim / chunks;
+    // The loops prefetch `prefetch_distance` rows ahead of the one they sum; ask for the first
+    // ones here, all at once, so that a short call (a single query's 128 rows) does not wait
+    // for them one miss at a time.
+    for (size_t k = 0; k < prefetch_distance && k < count; k++) pkm_prefetch(rows[k], dim * element_size(element_type));
     if (level >= PKM_KERNEL_AVX512 && width % 16 == 0)
         gather_reduce_avx512(element_type, rows, positions, count, dim, chunks, weights, targets, out, prefetch_distance);
     else if (level >= PKM_KERNEL_AVX2 && width % 8 == 0)

@@ -9,9 +9,15 @@ extension Store {
     func forEachRowGroup(_ indices: UnsafeBufferPointer<Int>,
                          _ visit: (RowGroup) throws -> Void) throws {
         let readable = readableRows
-        for r in indices where r < 0 || r >= readable {
-            if r >= readable && r < layout.rows { throw StoreError.incomplete(rowsCommitted: state.rowsCommitted, rows: layout.rows) }
-            throw StoreError.rowOutOfRange(row: r, rows: layout.rows)
+        // One pass for the largest index as unsigned (negatives are huge), which vectorises; the
+        // offending row is looked for only on failure.
+        var largest: UInt = 0
+        for r in indices { largest = max(largest, UInt(bitPattern: r)) }
+        if largest >= UInt(readable) {
+            for r in indices where r < 0 || r >= readable {
+                if r >= readable && r < layout.rows { throw StoreError.incomplete(rowsCommitted: state.rowsCommitted, rows: layout.rows) }
+                throw StoreError.rowOutOfRange(row: r, rows: layout.rows)
+            }
         }
         guard !indices.isEmpty else { return }
         let inPlace = rawRows != nil || residentRows != nil

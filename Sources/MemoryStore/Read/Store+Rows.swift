@@ -105,7 +105,9 @@ extension Store {
             throw StoreError.invalidArgument("\(targets.count) targets for \(indices.count) rows")
         }
         let outputs = output.count / dim
-        guard output.count % dim == 0, targets.allSatisfy({ $0 >= 0 && $0 < outputs }) else {
+        var largest: UInt = 0
+        for t in targets { largest = max(largest, UInt(bitPattern: t)) }  // negatives as huge; one pass that vectorises
+        guard output.count % dim == 0, largest < UInt(outputs) else {
             throw StoreError.invalidArgument("targets must index the \(outputs) output rows of \(dim)")
         }
         try reduce(indices: indices, weights: weights, chunks: chunks, targets: targets, into: output)
