@@ -33,8 +33,10 @@ public enum MemoryImport {
         /// Adding a layer: read the store's value table without comparing it with the checkpoint's
         /// `values` (which may then be absent).
         public var valuesFromStore = false
-        /// Adding a layer: the rows of the store's table it reads, from `poolOffset` (modulo the
-        /// table's rows); nil: as many as the checkpoint's values have, else the whole table.
+        /// The rows of the table the layer reads, from `poolOffset` (modulo the table's rows).
+        /// Adding a layer: of the store's table; nil: as many as the checkpoint's values have,
+        /// else the whole table. Creating a store: of the checkpoint's values, which become the
+        /// table (a pool for the layers added next); nil: all of them.
         public var window: Int?
         public var poolOffset = 0
         public init() {}
@@ -68,16 +70,24 @@ public enum MemoryImport {
         if let pool = try completeStoreTable(at: path, adding: options.layer) {
             return try addLayer(name, from: source, to: path, pool: pool, options: options)
         }
-        guard !options.valuesFromStore, options.window == nil, options.poolOffset == 0 else {
-            throw StoreError.invalidArgument("--values-from-store, --window and --pool-offset add a layer to a complete store; '\(path)' is not one")
+        guard !options.valuesFromStore else {
+            throw StoreError.invalidArgument("--values-from-store adds a layer to a complete store; '\(path)' is not one")
         }
-        let (config, entries) = try plan(source, options: options)
+        // A new store's table is the checkpoint's values; the layer reads all of them, or the
+        // window asked for (a pool of several layers' rows, written by one import and read by
+        // the layers added next).
+        var (config, entries) = try plan(source, options: options, table: try window(of: source, options: options))
+        if options.window != nil || options.poolOffset != 0 {
+            config.poolRows = entries["values"]!.shape[0]
+            config.poolOffset = options.poolOffset
+            try config.validate()
+        }
         let tensors = try loadChecked(entries, config: config)
 
         let values = entries["values"]!
         let sourceType = values.dtype
         let storedType = options.elementType ?? sourceType
-        let layout = TableLayout(elementType: storedType, rows: config.physicalRows, dim: config.valueDim,
+        let layout = TableLayout(elementType: storedType, rows: config.poolRows, dim: config.valueDim,
                                  rowsPerShard: options.rowsPerShard, codec: options.codec, level: options.level,
                                  dictionary: options.dictionary)
         let writer = try StoreWriter.createOrResume(at: path, layout: layout,
@@ -91,8 +101,8 @@ public enum MemoryImport {
         let chunkRows = max(1, (16 << 20) / sourceRow)
         var row = writer.rowsCommitted
         var buffer = [UInt8]()
-        while row < config.physicalRows {
-            let n = min(chunkRows, config.physicalRows - row)
+        while row < config.poolRows {
+            let n = min(chunkRows, config.poolRows - row)
             buffer = try file.read(at: values.offset + row * sourceRow, count: n * sourceRow)
             if storedType != sourceType { buffer = storedType.encode(sourceType.decode(buffer)) }
             try writer.append(buffer)
@@ -104,6 +114,18 @@ public enum MemoryImport {
 }
 
 extension MemoryImport {
+    /// The rows of the checkpoint's values a new store's layer reads, when a window is asked for
+    /// (nil: all of them); refused when it does not fit the values.
+    private static func window(of source: TensorSource, options: Options) throws -> (rows: Int, dim: Int)? {
+        guard options.window != nil || options.poolOffset != 0 else { return nil }
+        guard let values = source.entries[options.renames["values"] ?? "values"], values.shape.count == 2 else { return nil }
+        let window = options.window ?? values.shape[0]
+        guard window >= 1, window <= values.shape[0], options.poolOffset >= 0, options.poolOffset < values.shape[0] else {
+            throw StoreError.invalidArgument("a window of \(window) rows from row \(options.poolOffset) does not fit the checkpoint's \(values.shape[0]) rows of values")
+        }
+        return (window, values.shape[1])
+    }
+
     /// Loads every tensor but the values and checks them with `config` (finite keys, a true
     /// permutation), before the store is touched.
     static func loadChecked(_ entries: [String: TensorEntry], config: RetrievalConfig) throws -> [String: Tensor] {

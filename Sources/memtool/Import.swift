@@ -32,10 +32,10 @@ struct Import: ParsableCommand {
     @Flag(help: "Adding a layer: read the store's value table without comparing it with the checkpoint's values (which may be absent).")
     var valuesFromStore = false
 
-    @Option(help: "Adding a layer: the rows of the store's table it reads (default: the checkpoint's values' rows, else all).")
+    @Option(help: "The rows of the table the layer reads: adding a layer, of the store's table (default: the checkpoint's values' rows, else all); creating a store, of the checkpoint's values, which all become the table (default: all).")
     var window: Int?
 
-    @Option(help: "Adding a layer: the first row of its window (rows wrap past the table's last row).")
+    @Option(help: "The first row of the layer's window (rows wrap past the table's last row).")
     var poolOffset: Int = 0
 
     @Option(name: .customLong("from"), help: "A .safetensors file or a directory of .npy files.")

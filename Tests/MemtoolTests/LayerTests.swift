@@ -139,6 +139,33 @@ import MemoryLayer
         for l in 0..<3 { try expectReference(c, store, layer: l, scratch) }
     }
 
+    @Test func aNewStoreServesAWindowOfItsValues() throws {
+        let scratch = ScratchDirectory()
+        let c = try checkpoints(scratch, layers: 3)
+        // Layer 2's keys with the whole pool as its values (.npy files: no metadata, so k is given).
+        let dir = scratch.file("windowed")
+        let script = """
+            import os, sys, numpy as np
+            sys.path.insert(0, sys.argv[3])
+            from pkmtools.tensorio import read_safetensors
+            src, out = sys.argv[1], sys.argv[2]
+            os.makedirs(out)
+            keys = read_safetensors(os.path.join(src, "layer2.safetensors"))
+            for name in ["row_keys", "col_keys"]: np.save(os.path.join(out, name + ".npy"), keys[name])
+            np.save(os.path.join(out, "values.npy"), read_safetensors(os.path.join(src, "pool.safetensors"))["values"])
+            """
+        let made = try Tools.python(["-c", script, c.dir, dir, Tools.root.appendingPathComponent("Tools").path])
+        try #require(made.status == 0, "\(made.stderr)")
+        let store = scratch.file("m.pkm")
+        let imported = try Tools.memtool("import", store, "--from", dir, "--layer", try c.name(2), "--topk", "5",
+                                         "--window", "2048", "--pool-offset", "2730")
+        try #require(imported.status == 0, "\(imported.stderr)")
+        #expect(try Store.open(at: store).layout.rows == 4096)
+        try expectReference(c, store, layer: 2, scratch)
+        let outside = try Tools.memtool("import", scratch.file("n.pkm"), "--from", dir, "--window", "5000")
+        #expect(outside.status == 1 && outside.stderr.contains("does not fit the checkpoint's 4096 rows"), "\(outside.stderr)")
+    }
+
     @Test func hostileLayerNamesAreRefused() throws {
         let invalid = String(decoding: [0xFF, 0x41] as [UInt8], as: UTF8.self)
         for name in ["", "/", "..", ".hidden", "-flag", "a/b", "a b", "layers/x", String(repeating: "x", count: 129), invalid, "é"] {

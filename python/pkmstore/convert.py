@@ -27,6 +27,10 @@ Kinds:
 
 A checkpoint saved by model-parallel training (value columns split across ranks, as
 ColwiseEmbeddingBag shards them) is given as the list of the ranks' state dicts, in rank order.
+
+Several converted layers go into one store with `write_layers(path, {name: converted})`: layers
+whose values are equal share one table; distinct tables are laid end to end in the store's one
+value table, each layer reading its own window of it (Spec/FORMAT.md, "Layers").
 """
 import os
 import tempfile
@@ -71,6 +75,39 @@ class Converted:
                 np.save(os.path.join(folder, name + ".npy"), array)
             import_(path, folder, dtype=dtype, codec=codec, **dict(self.options, **options))
         return path
+
+
+def write_layers(path, layers, *, dtype="f32", codec="zstd", **options):
+    """Writes the converted layers `layers` ({name: Converted}, in the order given) into a new
+    store at `path`: the distinct value tables (equal ones stored once) end to end as the store's
+    value table, each layer reading its window of it. Returns {name: (first row, rows)}."""
+    if not layers:
+        raise ArgumentError("no layers given")
+    tables, windows = [], {}
+    for name, converted in layers.items():
+        values = converted.tensors["values"]
+        start = 0
+        for table in tables:
+            if table.shape == values.shape and np.array_equal(table, values):
+                break
+            start += table.shape[0]
+        else:
+            if tables and values.shape[1] != tables[0].shape[1]:
+                raise ArgumentError(f"layer '{name}' has rows of {values.shape[1]} values, the others {tables[0].shape[1]}")
+            tables.append(values)
+        windows[name] = (start, values.shape[0])
+    pool = tables[0] if len(tables) == 1 else np.concatenate(tables)
+    for i, (name, converted) in enumerate(layers.items()):
+        start, rows = windows[name]
+        tensors = dict(converted.tensors, values=pool) if i == 0 else {n: a for n, a in converted.tensors.items() if n != "values"}
+        extra = dict(window=rows, pool_offset=start) if len(tables) > 1 or i > 0 else {}
+        if i > 0:
+            extra["values_from_store"] = True
+        with tempfile.TemporaryDirectory() as folder:
+            for tensor, array in tensors.items():
+                np.save(os.path.join(folder, tensor + ".npy"), array)
+            import_(path, folder, dtype=dtype, codec=codec, layer=name, **dict(converted.options, **options, **extra))
+    return windows
 
 
 def from_state_dict(kind, state_dict, config, values=None):

@@ -78,11 +78,11 @@ class StorePKM(StoreMemory):
     """A PKM layer whose keys and values live in a store: forward(x [b, t, dim]) -> [b, t, dim],
     with the layer's pre-LayerNorm, query projection, query LayerNorm and output LayerNorm."""
 
-    def __init__(self, pkm, store, threads=0):
+    def __init__(self, pkm, store, threads=0, layer=None):
         _check_pkm(pkm)
         heads, d = pkm.heads, pkm.keys.shape[-1]
         super().__init__(store, lambda x: pkm.norm(pkm.to_queries(pkm.pre_layernorm(x)).reshape(-1, 2, heads, d)),
-                         layout="side-head", after=lambda out, x: pkm.output_norm(out), threads=threads)
+                         layout="side-head", after=lambda out, x: pkm.output_norm(out), threads=threads, layer=layer)
         # The dense parts as submodules (for .eval() and .to()); the values live in the store only.
         self.pre_layernorm, self.to_queries, self.norm, self.output_norm = pkm.pre_layernorm, pkm.to_queries, pkm.norm, pkm.output_norm
 

@@ -9,6 +9,7 @@ torch = pytest.importorskip("torch")
 product_key_memory = pytest.importorskip("product_key_memory")
 
 import pkmstore  # noqa: E402
+import pkmstore.convert  # noqa: E402
 import pkmstore.torch  # noqa: E402
 
 CASES = list(itertools.product(["softmax", "relu"], [16, 32], ["f32", "f16", "bf16"]))
@@ -105,3 +106,26 @@ def test_a_saved_state_dict_imports_with_the_layout_option(tmp_path):
     wrong = subprocess.run([memtool, "import", str(tmp_path / "w.pkm"), "--from", checkpoint, "--layout", "meta-memory"] + names,
                            capture_output=True, text=True)
     assert wrong.returncode == 1 and "as a meta-memory layer" in wrong.stderr, wrong.stderr
+
+
+def test_several_layers_share_one_store(tmp_path):
+    """Three blocks' PKM layers in one store: two sharing their values (stored once), one with
+    values of its own (laid after them in the store's table, read through a window)."""
+    layers = [make_pkm(100 + i, "softmax", 16, pre_layernorm=True, norm_output=False) for i in range(3)]
+    with torch.no_grad():
+        layers[1].values.weight.copy_(layers[0].values.weight)
+    converted = {f"block{i}": pkmstore.convert.from_state_dict("pkm-pytorch", pkm.state_dict(), {"topk": 16})
+                 for i, pkm in enumerate(layers)}
+    path = str(tmp_path / "model.pkm")
+    windows = pkmstore.convert.write_layers(path, converted)
+    rows = 48 * 48
+    assert windows == {"block0": (0, rows), "block1": (0, rows), "block2": (rows, rows)}
+    with pkmstore.open(path) as store:
+        assert store.layers() == ["block0", "block1", "block2"] and store.layout.rows == 2 * rows
+    x = torch.randn(2, 5, 48)
+    for i, pkm in enumerate(layers):
+        served = pkmstore.torch.StorePKM(pkm, path, layer=f"block{i}")
+        with torch.no_grad():
+            expected = pkm(x)
+        relative = ((served(x) - expected).abs().max() / expected.abs().max()).item()
+        assert relative <= 1e-5, (i, relative)
