@@ -104,46 +104,6 @@ static ALWAYS_INLINE AVX2 void run_block64(const int type, const int chunked, co
     _mm256_storeu_ps(o + c0 + 48, a6); _mm256_storeu_ps(o + c0 + 56, a7);
 }
 
-static ALWAYS_INLINE AVX2 void gather_reduce_avx2_typed(const int type, const int chunked, const void *const *rows,
-                                                        const intptr_t *positions, size_t count, size_t dim, size_t chunks,
-                                                        const float *weights, const intptr_t *targets, float *out,
-                                                        size_t distance) {
-    const size_t width = dim / chunks, size = element_size(type), bytes = dim * size;
-    for (size_t k = 0; k < count;) {
-        const intptr_t t = target(targets, positions, k);
-        size_t end = k + 1;
-        while (end < count && target(targets, positions, end) == t) end++;
-        float *o = out + (size_t)t * dim;
-        size_t c0 = 0;
-        for (; c0 + BLOCK <= dim; c0 += BLOCK)
-            run_block64(type, chunked, rows, positions, k, end, count, c0, chunks, width, weights, o, distance, bytes);
-        // The last columns (dim is a multiple of 8 here), one vector at a time.
-        for (; c0 < dim; c0 += 8) {
-            __m256 a = _mm256_loadu_ps(o + c0);
-            for (size_t r = k; r < end; r++) {
-                if (c0 == 0 && distance && r + distance < count) pkm_prefetch(rows[r + distance], bytes);
-                const float *w = weights + position(positions, r) * chunks;
-                a = _mm256_fmadd_ps(load8(type, (const char *)rows[r] + c0 * size), _mm256_set1_ps(w[c0 / width]), a);
-            }
-            _mm256_storeu_ps(o + c0, a);
-        }
-        k = end;
-    }
-}
-
-static AVX2 void gather_reduce_avx2(int type, const void *const *rows, const intptr_t *positions, size_t count, size_t dim,
-                                    size_t chunks, const float *weights, const intptr_t *targets, float *out,
-                                    size_t distance) {
-#define TYPED(T, C) gather_reduce_avx2_typed(T, C, rows, positions, count, dim, chunks, weights, targets, out, distance)
-    const int chunked = chunks != 1;
-    switch (type) {
-    case PKM_ELEMENT_F32: if (chunked) TYPED(PKM_ELEMENT_F32, 1); else TYPED(PKM_ELEMENT_F32, 0); break;
-    case PKM_ELEMENT_F16: if (chunked) TYPED(PKM_ELEMENT_F16, 1); else TYPED(PKM_ELEMENT_F16, 0); break;
-    default: if (chunked) TYPED(PKM_ELEMENT_BF16, 1); else TYPED(PKM_ELEMENT_BF16, 0); break;
-    }
-#undef TYPED
-}
-
 // MARK: AVX-512 path (AVX512F + AVX512BW; F16C for f16)
 
 #define AVX512 __attribute__((target("avx512f,avx512bw,avx2,fma,f16c")))
@@ -200,45 +160,56 @@ static ALWAYS_INLINE AVX512 void run_block64_512(const int type, const int chunk
     _mm512_storeu_ps(o + c0 + 32, _mm512_add_ps(a2, b2)); _mm512_storeu_ps(o + c0 + 48, _mm512_add_ps(a3, b3));
 }
 
-static ALWAYS_INLINE AVX512 void gather_reduce_avx512_typed(const int type, const int chunked, const void *const *rows,
-                                                            const intptr_t *positions, size_t count, size_t dim, size_t chunks,
-                                                            const float *weights, const intptr_t *targets, float *out,
-                                                            size_t distance) {
-    const size_t width = dim / chunks, size = element_size(type), bytes = dim * size;
-    for (size_t k = 0; k < count;) {
-        const intptr_t t = target(targets, positions, k);
-        size_t end = k + 1;
-        while (end < count && target(targets, positions, end) == t) end++;
-        float *o = out + (size_t)t * dim;
-        size_t c0 = 0;
-        for (; c0 + BLOCK <= dim; c0 += BLOCK)
-            run_block64_512(type, chunked, rows, positions, k, end, count, c0, chunks, width, weights, o, distance, bytes);
-        // The last columns (dim is a multiple of 16 here), one vector at a time.
-        for (; c0 < dim; c0 += 16) {
-            __m512 a = _mm512_loadu_ps(o + c0);
-            for (size_t r = k; r < end; r++) {
-                if (c0 == 0 && distance && r + distance < count) pkm_prefetch(rows[r + distance], bytes);
-                const float *w = weights + position(positions, r) * chunks;
-                a = _mm512_fmadd_ps(load16(type, (const char *)rows[r] + c0 * size), _mm512_set1_ps(w[c0 / width]), a);
-            }
-            _mm512_storeu_ps(o + c0, a);
-        }
-        k = end;
+/// The driver of one vector path (NAME: avx2 or avx512): runs of rows with one target, each
+/// 64-column block summed in registers by BLOCK_FN, then the last columns one LANES-wide vector
+/// at a time; one inlined copy per element type and plain or chunked weights.
+#define DEFINE_PATH(NAME, TARGET, BLOCK_FN, LANES, VEC, LOADU, STOREU, FMADD, SET1, LOAD)                                 \
+    static ALWAYS_INLINE TARGET void gather_reduce_##NAME##_typed(                                                        \
+        const int type, const int chunked, const void *const *rows, const intptr_t *positions, size_t count, size_t dim,   \
+        size_t chunks, const float *weights, const intptr_t *targets, float *out, size_t distance) {                        \
+        const size_t width = dim / chunks, size = element_size(type), bytes = dim * size;                                  \
+        for (size_t k = 0; k < count;) {                                                                                   \
+            const intptr_t t = target(targets, positions, k);                                                             \
+            size_t end = k + 1;                                                                                            \
+            while (end < count && target(targets, positions, end) == t) end++;                                             \
+            float *o = out + (size_t)t * dim;                                                                              \
+            size_t c0 = 0;                                                                                                 \
+            for (; c0 + BLOCK <= dim; c0 += BLOCK)                                                                         \
+                BLOCK_FN(type, chunked, rows, positions, k, end, count, c0, chunks, width, weights, o, distance, bytes);    \
+            for (; c0 < dim; c0 += LANES) {                                                                                \
+                VEC a = LOADU(o + c0);                                                                                     \
+                for (size_t r = k; r < end; r++) {                                                                         \
+                    if (c0 == 0 && distance && r + distance < count) pkm_prefetch(rows[r + distance], bytes);              \
+                    const float *w = weights + position(positions, r) * chunks;                                            \
+                    a = FMADD(LOAD(type, (const char *)rows[r] + c0 * size), SET1(w[c0 / width]), a);                      \
+                }                                                                                                          \
+                STOREU(o + c0, a);                                                                                         \
+            }                                                                                                              \
+            k = end;                                                                                                       \
+        }                                                                                                                  \
+    }                                                                                                                      \
+    static TARGET void gather_reduce_##NAME(int type, const void *const *rows, const intptr_t *positions, size_t count,   \
+                                            size_t dim, size_t chunks, const float *weights, const intptr_t *targets,      \
+                                            float *out, size_t distance) {                                                 \
+        const int chunked = chunks != 1;                                                                                   \
+        switch (type) {                                                                                                    \
+        case PKM_ELEMENT_F32:                                                                                              \
+            if (chunked) gather_reduce_##NAME##_typed(PKM_ELEMENT_F32, 1, rows, positions, count, dim, chunks, weights, targets, out, distance); \
+            else gather_reduce_##NAME##_typed(PKM_ELEMENT_F32, 0, rows, positions, count, dim, chunks, weights, targets, out, distance);         \
+            break;                                                                                                         \
+        case PKM_ELEMENT_F16:                                                                                              \
+            if (chunked) gather_reduce_##NAME##_typed(PKM_ELEMENT_F16, 1, rows, positions, count, dim, chunks, weights, targets, out, distance); \
+            else gather_reduce_##NAME##_typed(PKM_ELEMENT_F16, 0, rows, positions, count, dim, chunks, weights, targets, out, distance);         \
+            break;                                                                                                         \
+        default:                                                                                                           \
+            if (chunked) gather_reduce_##NAME##_typed(PKM_ELEMENT_BF16, 1, rows, positions, count, dim, chunks, weights, targets, out, distance); \
+            else gather_reduce_##NAME##_typed(PKM_ELEMENT_BF16, 0, rows, positions, count, dim, chunks, weights, targets, out, distance);         \
+            break;                                                                                                         \
+        }                                                                                                                  \
     }
-}
 
-static AVX512 void gather_reduce_avx512(int type, const void *const *rows, const intptr_t *positions, size_t count, size_t dim,
-                                        size_t chunks, const float *weights, const intptr_t *targets, float *out,
-                                        size_t distance) {
-#define TYPED(T, C) gather_reduce_avx512_typed(T, C, rows, positions, count, dim, chunks, weights, targets, out, distance)
-    const int chunked = chunks != 1;
-    switch (type) {
-    case PKM_ELEMENT_F32: if (chunked) TYPED(PKM_ELEMENT_F32, 1); else TYPED(PKM_ELEMENT_F32, 0); break;
-    case PKM_ELEMENT_F16: if (chunked) TYPED(PKM_ELEMENT_F16, 1); else TYPED(PKM_ELEMENT_F16, 0); break;
-    default: if (chunked) TYPED(PKM_ELEMENT_BF16, 1); else TYPED(PKM_ELEMENT_BF16, 0); break;
-    }
-#undef TYPED
-}
+DEFINE_PATH(avx2, AVX2, run_block64, 8, __m256, _mm256_loadu_ps, _mm256_storeu_ps, _mm256_fmadd_ps, _mm256_set1_ps, load8)
+DEFINE_PATH(avx512, AVX512, run_block64_512, 16, __m512, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_fmadd_ps, _mm512_set1_ps, load16)
 
 static int cpu_level = -1;  // -1: not yet known; every thread that asks computes the same value
 
