@@ -13,6 +13,7 @@ import argparse
 import concurrent.futures
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -30,11 +31,15 @@ def runs(work, store, checkpoint, queries, bad_queries):
     table = {
         "create": (lambda out: create[:1] + [out] + create[1:],
                    ["seed", "rows", "dim", "heads", "key-dim", "rank", "cores", "expansion", "topk", "top-m", "out-dim",
-                    "rows-per-shard", "level", "commit-bytes"]),
+                    "rows-per-shard", "level", "commit-bytes", "layers"]),
         "create (tucker)": (lambda out: create[:1] + [out] + create[1:] + ["--scoring", "tucker", "--top-m", "8"],
                             ["core-decay", "rank", "cores"]),
         "import": (lambda out: ["import", out, "--from", checkpoint],
-                   ["topk", "top-m", "address-key", "rows-per-shard", "level", "commit-bytes"]),
+                   ["topk", "top-m", "address-key", "rows-per-shard", "level", "commit-bytes", "window", "pool-offset"]),
+        # Adding a layer to a copy of the base store, reading its rows.
+        "import --layer": (lambda out: (shutil.copyfile(store, out), ["import", out, "--from", checkpoint, "--layer", "extra",
+                                                                      "--values-from-store"])[1],
+                           ["window", "pool-offset", "topk"]),
         "compact": (lambda out: ["compact", store, "--output", out], ["level", "rows-per-shard"]),
         "query": (lambda out: ["query", store, "--queries", queries, "--output", out], ["batch"]),
         "bench": (lambda out: bench + ["--flat-path", out], ["queries", "batch", "threads", "warmup", "cache-bytes", "seed"]),
@@ -48,6 +53,16 @@ def runs(work, store, checkpoint, queries, bad_queries):
         for option in options:
             for value in VALUES:
                 yield f"{command} --{option} {value!r}", (lambda out, b=base, o=option, v=value: b(out) + [f"--{o}", v])
+    # Layer names, good and hostile, wherever a command takes one.
+    for name in ["default", "", "/", "..", "../../etc", "a/b", "-x", "x" * 129, "\u00e9", "nope"]:
+        yield f"query --layer {name!r}", (lambda out, n=name: ["query", store, "--queries", queries, "--output", out, "--layer", n])
+        yield f"export --layer {name!r}", (lambda out, n=name: ["export", store, "--to", out, "--layer", n])
+        yield f"bench --layer {name!r}", (lambda out, n=name: bench + ["--flat-path", out, "--layer", n])
+        yield f"import --layer {name!r}", (lambda out, n=name: (shutil.copyfile(store, out), ["import", out, "--from", checkpoint, "--layer", n])[1])
+        yield f"remove-layer {name!r}", (lambda out, n=name: (shutil.copyfile(store, out), ["remove-layer", out, n])[1])
+    for layers in ["all", "", "some", "0"]:
+        yield f"bench --layers {layers!r}", (lambda out, l=layers: bench + ["--flat-path", out, "--layers", l])
+    yield "bench --resident", (lambda out: bench + ["--flat-path", out, "--resident"])
     # Grids and replayed queries of the wrong shape.
     for grid in ["0x0", "4294967296x4294967296", "65536x65536", "-1x4", "1x", "x", ""]:
         yield f"create --grid {grid!r}", (lambda out, g=grid: create[:1] + [out, "--synthetic", "--grid", g, "--dim", "8", "--heads", "1", "--key-dim", "8"])
