@@ -14,6 +14,7 @@ import TestSupport
         let bytes = try writeTable(dir.file("t.pkm"), layout)
         let store = try Store.open(at: dir.file("t.pkm"), resident: true)
         #expect(store.isResident)
+        #expect(store.cacheStatistics.bytes == 0, "the load keeps no decoded shard in the cache")
         for i in [0, 1, 63, 64, 500, 998, 999] { #expect(try store.row(i) == referenceRow(bytes, i, dim: 24, type: type)) }
         var read: [UInt8] = []
         for s in 0..<layout.shardCount { try store.withShardRows(s) { read.append(contentsOf: $0) } }

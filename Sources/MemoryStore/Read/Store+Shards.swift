@@ -5,7 +5,8 @@ extension Store {
     /// rows in place (each checked as it is read; raw shards of versions 1 and 2 are checked whole
     /// once per open), compressed shards decoded (into the cache when it has a budget). With
     /// `contiguous`, raw rows that carry checksums are checked and copied out back to back first.
-    func withShard<T>(_ index: Int, context: ReaderContext, contiguous: Bool = false,
+    /// Without `caching`, a decoded shard does not go into the cache (a resident table's load).
+    func withShard<T>(_ index: Int, context: ReaderContext, contiguous: Bool = false, caching: Bool = true,
                       _ body: (ShardRows) throws -> T) throws -> T {
         let table = layout
         let rowRange = table.rowRange(ofShard: index)
@@ -23,17 +24,17 @@ extension Store {
                 // sequential scans) instead of faulting the map in a page at a time.
                 if table.codec == .zstd || contiguous, let blobs {
                     return try blobs.read(mapped, into: context.scratchBlob(byteCount: mapped.count), what: "shard \(index)") {
-                        try withBlob($0, shard: index, context: context, contiguous: contiguous, body)
+                        try withBlob($0, shard: index, context: context, contiguous: contiguous, caching: caching, body)
                     }
                 }
-                return try withBlob(mapped, shard: index, context: context, contiguous: contiguous, body)
+                return try withBlob(mapped, shard: index, context: context, contiguous: contiguous, caching: caching, body)
             }
         }
     }
 
     /// Checks and decodes the blob of shard `index` (from the map or a copy) for ``withShard``.
     private func withBlob<T>(_ blob: UnsafeRawBufferPointer, shard index: Int, context: ReaderContext, contiguous: Bool,
-                             _ body: (ShardRows) throws -> T) throws -> T {
+                             caching: Bool, _ body: (ShardRows) throws -> T) throws -> T {
         let table = layout
         let rowRange = table.rowRange(ofShard: index)
         let size = rowRange.count * table.rowBytes
@@ -47,7 +48,7 @@ extension Store {
         if header.codec == .raw && !(contiguous && header.codecByte == .checkedRows) {
             return try body(ShardRows(blob: blob, header: header, layout: table))
         }
-        let cached = header.codec == .zstd && cache.budget > 0
+        let cached = caching && header.codec == .zstd && cache.budget > 0
         let target = cached ? ShardBuffer(byteCount: size) : context.scratchShard(byteCount: size)
         return try target.withBytes { bytes in
             try ShardCodec.decode(blob, header: header, layout: table,

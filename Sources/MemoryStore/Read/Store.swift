@@ -124,7 +124,7 @@ public final class Store: @unchecked Sendable {
         defer { contexts.release(context) }
         for s in 0..<layout.shardCount {
             let rows = layout.rowRange(ofShard: s)
-            try withShard(s, context: context, contiguous: true) { shard in
+            try withShard(s, context: context, contiguous: true, caching: false) { shard in
                 let target = buffer.base + rows.lowerBound * layout.rowBytes
                 if shard.stride == layout.rowBytes {
                     target.copyMemory(from: shard.base, byteCount: rows.count * layout.rowBytes)
