@@ -140,17 +140,29 @@ extension MemoryImport {
         return tensors
     }
 
-    /// The value table of the complete store at `path` when the import adds layer `layer` to it;
-    /// nil when the import creates or resumes a store (no store there, an incomplete one, or no
-    /// layer named).
+    /// The value table of the complete store at `path` when the import adds layer `layer` to it
+    /// (or finds it added); nil when the import creates or resumes a store (no store there, an
+    /// incomplete one, or no layer named).
     private static func completeStoreTable(at path: String, adding layer: String?) throws -> TableLayout? {
-        guard let layer, FileManager.default.fileExists(atPath: path) else { return nil }
+        guard layer != nil, FileManager.default.fileExists(atPath: path) else { return nil }
         let store = try Store.open(at: path, cacheBytes: 0)
-        guard store.isComplete else { return nil }
-        guard !(try store.layerNames().contains(layer)) else {
-            throw StoreError.invalidArgument("'\(path)' already holds a layer '\(layer)' (memtool remove-layer \(path) \(layer) removes it)")
+        return store.isComplete ? store.layout : nil
+    }
+
+    /// Whether the store at `path` holds layer `name` already: exactly this one (the import ran
+    /// before: nothing to do), or another (refused, naming the way to replace it).
+    private static func holds(_ name: String, at path: String, config: RetrievalConfig, tensors: [String: Tensor]) throws -> Bool {
+        let store = try Store.open(at: path, cacheBytes: 0)
+        guard try store.layerNames().contains(name) else { return false }
+        let keys = try store.layerKeys(name)
+        let stored = try store.tensorNames().filter { $0.hasPrefix(keys.tensorPrefix) }
+        let same = try store.metaRecord(named: keys.record) == MemoryLayer.record(config)
+            && Set(stored) == Set(tensors.keys.map(keys.tensor))
+            && tensors.allSatisfy { base, tensor in try store.tensor(named: keys.tensor(base)) == tensor }
+        guard same else {
+            throw StoreError.invalidArgument("'\(path)' already holds another layer '\(name)' (memtool remove-layer \(path) \(name) removes it)")
         }
-        return store.layout
+        return true
     }
 
     /// Adds layer `name` to the complete store at `path`, reading a window of its value table:
@@ -178,6 +190,7 @@ extension MemoryImport {
             }
             try requireSameValues(values, as: path, window: options.poolOffset..<(options.poolOffset + window))
         }
+        if try holds(name, at: path, config: config, tensors: tensors) { return config }
         var writerOptions = options.writer
         writerOptions.progress = nil
         try MemoryLayer.write(name: name, config: config, stored: tensors, to: StoreWriter.editing(at: path, options: writerOptions))
