@@ -13,6 +13,12 @@ public enum CheckpointLayout: String, CaseIterable, Sendable {
     /// Meta's product-key memory (`HashingMemory`): `keys` [2·H·n, k_dim/2], read as
     /// [H, 2, n, k_dim/2], and `values.weight` [n², v].
     case metaMemory = "meta-memory"
+    /// UltraMem's memory layer (`UltraMemLayerV1`): `keys` [H, 2, n, d, r] after its LayerNorm
+    /// over d (`keys_norm.weight`/`.bias`, eps from metadata `eps`, default 1e-5),
+    /// `tucker_core.i` [H, r, r] as the cores, `tucker_core_u`/`_v` as row_proj/col_proj,
+    /// `values_for_look_up` [N_p, v], `values_proj.weight` [hidden, E·v] as the projectors,
+    /// `shuffle_index` as the virtual map; Tucker scoring with m = k (metadata `knn`), no activation.
+    case ultramem
 }
 
 extension TensorSource {
@@ -22,6 +28,7 @@ extension TensorSource {
     /// `values` in the file (for example `model.layers.3.mem.keys`).
     public func converted(from layout: CheckpointLayout, renames: [String: String], scratch: String) throws -> TensorSource {
         guard layout != .store else { return self }
+        if layout == .ultramem { return try ultramemConverted(renames: renames, scratch: scratch) }
         func bad(_ why: String) -> TensorFileError { TensorFileError(path, "as a \(layout.rawValue) layer: \(why)") }
         let keysName = renames["keys"] ?? "keys", valuesName = renames["values"] ?? "values.weight"
         guard let keys = entries[keysName] else { throw bad("it has no tensor '\(keysName)' (name it with --rename keys=NAME)") }
@@ -44,7 +51,7 @@ extension TensorSource {
             }
             (heads, n, d) = (keys.shape[0] / (2 * side), side, keys.shape[1])
             offset = { s, h, i in ((h * 2 + s) * n + i) * d }
-        case .store:
+        case .store, .ultramem:
             return self
         }
         guard values.shape[0] == n * n else { throw bad("\(valuesName) has \(values.shape[0]) rows; \(n) keys per side make \(n * n) slots") }
@@ -64,6 +71,102 @@ extension TensorSource {
         converted["values"] = values
         var metadata = self.metadata
         metadata["scoring"] = metadata["scoring"] ?? "pkm"
+        return TensorSource(path: path, entries: converted, metadata: metadata)
+    }
+}
+
+extension TensorSource {
+    /// An UltraMem layer under the store's names (``CheckpointLayout/ultramem``); the computed
+    /// tensors are written as `.npy` files in `scratch`.
+    private func ultramemConverted(renames: [String: String], scratch: String) throws -> TensorSource {
+        func bad(_ why: String) -> TensorFileError { TensorFileError(path, "as an ultramem layer: \(why)") }
+        func entry(_ name: String) throws -> TensorEntry {
+            let named = renames[name] ?? name
+            guard let e = entries[named] else { throw bad("it has no tensor '\(named)'") }
+            return e
+        }
+        func write(_ name: String, _ values: [Float], _ shape: [Int]) throws -> TensorEntry {
+            let file = (scratch as NSString).appendingPathComponent(name + ".npy")
+            try values.withUnsafeBytes { try NPYFile.write(path: file, dtype: .f32, shape: shape, bytes: $0) }
+            return try NPYFile.entry(path: file, name: name)
+        }
+        let keysEntry = try entry("keys")
+        guard keysEntry.shape.count == 5, keysEntry.shape[1] == 2 else { throw bad("keys have shape \(keysEntry.shape), UltraMem's are [H, 2, n, d, r]") }
+        let (heads, n, d, r) = (keysEntry.shape[0], keysEntry.shape[2], keysEntry.shape[3], keysEntry.shape[4])
+        guard heads <= 2 else { throw bad("\(heads) heads: UltraMem's heads share one query two at a time, so a layer has at most 2") }
+        let keys = try keysEntry.load().floats()
+        func vector(_ name: String, _ count: Int) throws -> [Float]? {
+            guard let e = entries[renames[name] ?? name] else { return nil }
+            let x = try e.load().floats()
+            guard x.count == count else { throw bad("\(name) has shape \(e.shape), expected \(count) values") }
+            return x
+        }
+        let weight = try vector("keys_norm.weight", d), bias = try vector("keys_norm.bias", d)
+        guard let eps = Double(metadata["eps"] ?? "1e-5"), eps > 0 else { throw bad("__metadata__ 'eps' = '\(metadata["eps"] ?? "")' is not a positive number") }
+        // keys[h, side, i, :, a] normalised over d (in double), then laid out [H, r, n, d] per side.
+        var sides = [[Float]](repeating: [Float](repeating: 0, count: heads * r * n * d), count: 2)
+        for h in 0..<heads {
+            for side in 0..<2 {
+                for i in 0..<n {
+                    for a in 0..<r {
+                        let at = { (e: Int) in (((h * 2 + side) * n + i) * d + e) * r + a }
+                        var mean = 0.0
+                        for e in 0..<d { mean += Double(keys[at(e)]) }
+                        mean /= Double(d)
+                        var variance = 0.0
+                        for e in 0..<d { variance += (Double(keys[at(e)]) - mean) * (Double(keys[at(e)]) - mean) }
+                        let scale = 1 / (variance / Double(d) + eps).squareRoot()
+                        for e in 0..<d {
+                            let x = (Double(keys[at(e)]) - mean) * scale * Double(weight?[e] ?? 1) + Double(bias?[e] ?? 0)
+                            sides[side][((h * r + a) * n + i) * d + e] = Float(x)
+                        }
+                    }
+                }
+            }
+        }
+        var cores: [[Float]] = []
+        while let core = entries["tucker_core.\(cores.count)"] {
+            guard core.shape == [heads, r, r] else { throw bad("tucker_core.\(cores.count) has shape \(core.shape), expected [\(heads), \(r), \(r)]") }
+            cores.append(try core.load().floats())
+        }
+        guard !cores.isEmpty else { throw bad("it has no tucker_core.0") }
+        var stacked = [Float](repeating: 0, count: heads * cores.count * r * r)
+        for h in 0..<heads {
+            for (t, core) in cores.enumerated() {
+                for e in 0..<(r * r) { stacked[((h * cores.count + t) * r * r) + e] = core[h * r * r + e] }
+            }
+        }
+        let values = try entry("values_for_look_up")
+        guard values.shape.count == 2 else { throw bad("values_for_look_up has shape \(values.shape), expected [N_p, v]") }
+        let v = values.shape[1]
+        let projEntry = try entry("values_proj.weight")
+        guard projEntry.shape.count == 2, v > 0, projEntry.shape[1] % v == 0 else {
+            throw bad("values_proj.weight has shape \(projEntry.shape), which does not take E x \(v) inputs")
+        }
+        let (hidden, expansion) = (projEntry.shape[0], projEntry.shape[1] / v)
+        let proj = try projEntry.load().floats()
+        var projectors = [Float](repeating: 0, count: expansion * v * hidden)  // [E, v, hidden] = values_proj.weight transposed
+        for o in 0..<hidden {
+            for k in 0..<(expansion * v) { projectors[k * hidden + o] = proj[o * expansion * v + k] }
+        }
+        guard let u = try vector("tucker_core_u", heads * r), let w = try vector("tucker_core_v", heads * r) else {
+            throw bad("it has no tucker_core_u / tucker_core_v (the rank-1 buffers)")
+        }
+        var converted: [String: TensorEntry] = [
+            "row_keys": try write("row_keys", sides[0], [heads, r, n, d]), "col_keys": try write("col_keys", sides[1], [heads, r, n, d]),
+            "cores": try write("cores", stacked, [heads, cores.count, r, r]),
+            "projectors": try write("projectors", projectors, [expansion, v, hidden]),
+            "row_proj": try write("row_proj", u, [heads, r]), "col_proj": try write("col_proj", w, [heads, r])]
+        converted["values"] = values
+        converted["virtual_map"] = try entry("shuffle_index")
+        var metadata = self.metadata
+        metadata["scoring"] = "tucker"
+        metadata["activation"] = metadata["activation"] ?? "none"
+        metadata["addressing"] = "table"
+        if let knn = metadata["knn"] {
+            metadata["topk"] = metadata["topk"] ?? knn
+            metadata["top_m"] = metadata["top_m"] ?? knn
+        }
         return TensorSource(path: path, entries: converted, metadata: metadata)
     }
 }

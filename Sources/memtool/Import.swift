@@ -65,7 +65,7 @@ struct Import: ParsableCommand {
     @Option(help: "Store values as f32, f16 or bf16 (default: the file's type).")
     var dtype: ElementType?
 
-    @Option(help: "How the checkpoint holds the layer: store (the names of Spec/RETRIEVAL.md), pkm-pytorch (the product-key-memory package's keys [H, n, 2, d] and values.weight) or meta-memory (Meta's HashingMemory: keys [2·H·n, k_dim/2], values.weight).")
+    @Option(help: "How the checkpoint holds the layer: store (the names of Spec/RETRIEVAL.md), pkm-pytorch (the product-key-memory package's keys [H, n, 2, d] and values.weight), meta-memory (Meta's HashingMemory: keys [2·H·n, k_dim/2], values.weight) or ultramem (UltraMemLayerV1's state dict: keys [H, 2, n, d, r] and their LayerNorm, tucker_core.i, values_for_look_up, values_proj.weight, shuffle_index; k from metadata knn or --topk with --top-m).")
     var layout: CheckpointLayout = .store
 
     @OptionGroup var storage: StorageOptions

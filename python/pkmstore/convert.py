@@ -22,8 +22,9 @@ Kinds:
   weighted per core chunk (MCS), `values_proj.weight` [hidden, E·v] as the projectors, and no
   activation on the selected scores. Config: `knn`. The query projection and query norm stay
   in the model; one query serves every head (`nhead_share_query`), so heads are at most 2.
-  UltraMemV2's layer (a window into a shared pool, a pre-value gate, a query per Tucker rank)
-  is not expressible yet.
+  `memtool import --layout ultramem` does the same conversion from a safetensors file (k from
+  its metadata `knn`). UltraMemV2's layer (a window into a shared pool, which the store now
+  has, plus a pre-value gate and a query per Tucker rank, which it does not) is not expressible yet.
 
 A checkpoint saved by model-parallel training (value columns split across ranks, as
 ColwiseEmbeddingBag shards them) is given as the list of the ranks' state dicts, in rank order.

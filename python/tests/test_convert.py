@@ -178,7 +178,19 @@ def test_ultramem_layer_converts_exactly(tmp_path):
         path = pkmstore.convert.from_state_dict("ultramem", state, config).write(str(tmp_path / f"{len(outputs)}.pkm"))
         served = pt.StoreMemory(path, lambda x: qn(proj(x).reshape(-1, 2, d)), layout="shared")
         outputs[label] = (served(torch.from_numpy(x)).numpy(), [sorted(row.reshape(-1).tolist()) for row in served.last_indices])
-    got, slots = outputs["converted"]
-    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
-    assert slots == chosen
+    # The same state dict saved as safetensors and imported by the library's own conversion
+    # (memtool import --layout ultramem), with k from the file's metadata.
+    from pkmtools.tensorio import write_safetensors
+    layer = {k: a for k, a in sd.items() if not k.startswith("query_")}
+    saved = str(tmp_path / "ultramem.safetensors")
+    write_safetensors(saved, {k: ("F32" if a.dtype.kind == "f" else "I64", a.astype(np.int64) if a.dtype.kind != "f" else a)
+                              for k, a in layer.items()}, {"knn": str(knn)})
+    imported = str(tmp_path / "imported.pkm")
+    pkmstore.import_(imported, saved, layout="ultramem")
+    served = pt.StoreMemory(imported, lambda x: qn(proj(x).reshape(-1, 2, d)), layout="shared")
+    outputs["imported"] = (served(torch.from_numpy(x)).numpy(), [sorted(row.reshape(-1).tolist()) for row in served.last_indices])
+    for label in ["converted", "imported"]:
+        got, slots = outputs[label]
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5, err_msg=label)
+        assert slots == chosen, label
     assert outputs["without the key norm"][1] != chosen
