@@ -46,6 +46,7 @@ def main():
     ap.add_argument("--truncations", type=int, default=50)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--codec", default="zstd", choices=["zstd", "raw"], help="shard codec of the store to damage")
+    ap.add_argument("--layers", type=int, default=1, help="memory layers of the store (the last one is queried and exported)")
     ap.add_argument("--json")
     args = ap.parse_args()
     memtool = os.path.abspath(args.memtool)
@@ -55,18 +56,20 @@ def main():
     try:
         original = os.path.join(work, "m.pkm")
         made = subprocess.run([memtool, "create", original, "--synthetic", "--rows", "20000", "--dim", "64",
-                               "--heads", "1", "--key-dim", "16", "--codec", args.codec], capture_output=True, text=True)
+                               "--heads", "1", "--key-dim", "16", "--codec", args.codec, "--layers", str(args.layers)],
+                              capture_output=True, text=True)
+        layer = [] if args.layers == 1 else ["--layer", f"layer{args.layers - 1}"]
         if made.returncode != 0:
             sys.exit(f"cannot create the store: {made.stderr}")
         reference = os.path.join(work, "reference.safetensors")
-        subprocess.run([memtool, "export", original, "--to", reference], check=True, capture_output=True)
+        subprocess.run([memtool, "export", original, "--to", reference, *layer], check=True, capture_output=True)
         expected = open(reference, "rb").read()
         queries, queried = os.path.join(work, "q.npy"), os.path.join(work, "out.npy")
         subprocess.run([sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "peers", "make_queries.py"),
                         queries, "64", "1", "16"], check=True, capture_output=True)
         answers = []
         for _ in range(2):
-            subprocess.run([memtool, "query", original, "--queries", queries, "--output", queried], check=True, capture_output=True)
+            subprocess.run([memtool, "query", original, "--queries", queries, "--output", queried, *layer], check=True, capture_output=True)
             answers.append(open(queried, "rb").read())
         if answers[0] != answers[1]:
             sys.exit("memtool query gives different outputs for the same store and queries; nothing to compare against")
@@ -81,7 +84,7 @@ def main():
                 if os.path.exists(f):
                     os.remove(f)
             open(damaged, "wb").write(b)
-            query = subprocess.run([memtool, "query", damaged, "--queries", queries, "--output", queried],
+            query = subprocess.run([memtool, "query", damaged, "--queries", queries, "--output", queried, *layer],
                                    capture_output=True, text=True, timeout=120)
             if query.returncode < 0:
                 return "crash", f"query died with signal {-query.returncode}"
@@ -95,7 +98,7 @@ def main():
             if verify.returncode != 0:
                 message = (verify.stderr or verify.stdout).strip()
                 return ("error named", None) if message else ("error", "verify failed without a message")
-            export = subprocess.run([memtool, "export", damaged, "--to", exported], capture_output=True, text=True, timeout=120)
+            export = subprocess.run([memtool, "export", damaged, "--to", exported, *layer], capture_output=True, text=True, timeout=120)
             if export.returncode < 0:
                 return "crash", f"export died with signal {-export.returncode}"
             if export.returncode != 0:
