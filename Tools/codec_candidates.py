@@ -13,6 +13,8 @@ rows before it. Candidates, for an element x as an unsigned integer rotated left
 exponent bits and 3 mantissa bits):
 - huffman-top: the top byte coded with one static Huffman table per store (built from the
   whole table's histogram), the other bytes stored as they are;
+- huffman-exponent: the exponent field alone so coded (8 bits of bf16 and f32, where it is the
+  top byte, 5 of f16), the other bits packed as they are;
 - nibble-top: the 15 most frequent top bytes as 4-bit codes (code 15: the byte follows, raw,
   after the row's nibbles), the other bytes as they are: fixed positions, decodable with byte
   shuffles;
@@ -84,7 +86,7 @@ def entropy_bits(symbols):
     return float(-(p * np.log2(p)).sum()) * symbols.size
 
 
-def candidates(x):
+def candidates(x, dtype):
     rows, size = x.shape[0], x.dtype.itemsize
     raw = rows * DIM * size
     top, rest = split(x)
@@ -99,6 +101,15 @@ def candidates(x):
     per_row_bits = code[top].sum(axis=1)
     body = (np.ceil(per_row_bits / 8) + rest.shape[1]).sum()
     out["huffman-top"] = (body + rows * (4 + 4)) / raw
+    # The exponent field alone: the top 5 bits of a rotated f16, the top byte otherwise.
+    width, exponent_bits = size * 8, 5 if dtype == "f16" else 8
+    exponents = (rotated(x).astype(np.uint64) >> np.uint64(width - exponent_bits)).astype(np.int64)
+    e_values, e_counts = np.unique(exponents, return_counts=True)
+    e_code = np.zeros(1 << exponent_bits, np.int64)
+    for e, n in huffman_lengths(dict(zip(e_values.tolist(), e_counts.tolist()))).items():
+        e_code[e] = n
+    row_bits = e_code[exponents].sum(axis=1) + DIM * (width - exponent_bits)
+    out["huffman-exponent"] = (np.ceil(row_bits / 8).sum() + rows * (4 + 4)) / raw
     frequent = values[np.argsort(-counts)][:15]
     escapes = (~np.isin(top, frequent)).sum(axis=1)
     out["nibble-top"] = ((DIM // 2 + escapes + rest.shape[1]).sum() + rows * (4 + 4)) / raw
@@ -138,7 +149,7 @@ def main():
     results = {}
     for name, values in tables.items():
         for dtype in ("bf16", "f16", "f32"):
-            results[f"{name} {dtype}"] = candidates(bits_of(values, dtype))
+            results[f"{name} {dtype}"] = candidates(bits_of(values, dtype), dtype)
     columns = list(next(iter(results.values())).keys())
     print("| table | " + " | ".join(columns) + " |")
     print("|---|" + "---|" * len(columns))
