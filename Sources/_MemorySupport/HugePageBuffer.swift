@@ -1,4 +1,4 @@
-import Glibc
+import Foundation
 
 /// Anonymous memory the kernel is asked to back with 2 MiB pages (`MADV_HUGEPAGE`): random row
 /// reads over gigabytes then miss the TLB far less often than over 4 KiB pages (BENCHMARKS.md,
@@ -30,4 +30,16 @@ package final class HugePageBuffer: @unchecked Sendable {
     }
 
     deinit { munmap(base, mapped) }
+
+    /// Memory the system can give without swapping (`MemAvailable` of /proc/meminfo), or the
+    /// physical memory where that cannot be read: a resident table must fit in it, since its
+    /// pages are filled at once and an overcommitted fill ends in the kernel killing the process.
+    package static var availableBytes: Int {
+        if let text = try? String(contentsOfFile: "/proc/meminfo", encoding: .utf8),
+           let line = text.split(separator: "\n").first(where: { $0.hasPrefix("MemAvailable:") }),
+           let kib = Int(line.split(separator: " ").dropFirst().first ?? "") {
+            return kib << 10
+        }
+        return Int(clamping: ProcessInfo.processInfo.physicalMemory)
+    }
 }

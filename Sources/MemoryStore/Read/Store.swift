@@ -109,6 +109,10 @@ public final class Store: @unchecked Sendable {
         var buffer: HugePageBuffer?
         if resident {
             guard state.complete else { throw StoreError.incomplete(rowsCommitted: state.rowsCommitted, rows: table.rows) }
+            let available = HugePageBuffer.availableBytes
+            guard table.rawBytes <= available - available / 8 else {
+                throw StoreError.invalidArgument("the table's \(table.rawBytes) bytes do not fit the \(available) bytes of memory available (less an eighth) to open it resident; open it mapped instead")
+            }
             buffer = HugePageBuffer(count: table.rawBytes)
             guard buffer != nil else { throw StoreError.invalidArgument("cannot allocate \(table.rawBytes) bytes to hold the table in memory") }
         }
