@@ -78,7 +78,8 @@ import TestSupport
     /// `Tests/Fixtures/v3-*.store` were written by memtool at format version 3 (commit 6a44ea0:
     /// `create --synthetic --scoring tucker --rows 512 --dim 8 --heads 2 --key-dim 8 --expansion 2
     /// --topk 4 --top-m 8 --seed 3`, raw and zstd); `v3-*.digest` is that version's Python reader's
-    /// digest, `v3-*.indices.npy` and `v3-*.output.npy` what that memtool answered to `v3.queries.npy`.
+    /// digest, `v3-*.indices.npy` and `v3-*.output.npy` what that memtool answered to `v3.queries.npy`
+    /// (slots compared exactly, outputs up to float summation order).
     @Test(arguments: ["raw", "zstd"])
     func versionThreeStoresServeTheirLayerAndUpgrade(codec: String) throws {
         let scratch = ScratchDirectory()
@@ -92,7 +93,11 @@ import TestSupport
                                             "--output", out, "--indices", idx)
             try #require(queried.status == 0, "\(when): \(queried.stderr)")
             #expect(try loadNPY(idx).integers() == loadNPY(Self.fixtures.appendingPathComponent("v3-\(codec).indices.npy").path).integers(), "\(when)")
-            #expect(try loadNPY(out).floats() == loadNPY(Self.fixtures.appendingPathComponent("v3-\(codec).output.npy").path).floats(), "\(when)")
+            // The same slots; the same sums up to float summation order (rows of a compressed
+            // table are summed in the order the reader visits them).
+            let got = try loadNPY(out).floats(), expected = try loadNPY(Self.fixtures.appendingPathComponent("v3-\(codec).output.npy").path).floats()
+            let scale = expected.map(abs).max() ?? 1
+            #expect(got.count == expected.count && zip(got, expected).allSatisfy { abs($0 - $1) <= 1e-5 * scale }, "\(when)")
         }
         try expectSameAnswers("as version 3")
         #expect(try Store.open(at: path).layerNames() == [LayerKeys.defaultName])
