@@ -103,9 +103,6 @@ extension Store {
         let order: [UInt64] = packed
             ? Self.groupedByShard(indices, perShard: perShard, shards: layout.shardCount)
             : indices.indices.sorted { indices[$0] < indices[$1] }.map { UInt64($0) }
-        if packed, layout.codec == .zstd, let held = cachedShards(order, perShard: perShard) {
-            return try forEachCachedRow(indices, order, held, scratch, visit)
-        }
         // A read transaction is taken only when a shard is not in the cache.
         var context: ReaderContext?
         defer { if let context { contexts.release(context) } }
@@ -150,50 +147,14 @@ extension Store {
 }
 
 extension Store {
-    /// The decoded shards of every row in `order` (grouped by shard), in order, when the cache
-    /// holds them all; nil as soon as one is not. Holding them keeps them alive for the call.
-    func cachedShards(_ order: [UInt64], perShard: Int) -> [(shard: Int, buffer: ShardBuffer)]? {
-        var held: [(shard: Int, buffer: ShardBuffer)] = []
-        for packed in order {
-            let shard = Int(packed >> 24) / perShard
-            if held.last?.shard == shard { continue }
-            guard let buffer = cache.lookup(shard) else { return nil }
-            held.append((shard, buffer))
-        }
-        return held
-    }
-
-    /// Rows of cached shards in the order asked, in groups of ``rawGroupRows``, as raw rows are
-    /// read: a query's rows stay consecutive, so the kernel sums each query's run in registers.
-    private func forEachCachedRow(_ indices: UnsafeBufferPointer<Int>, _ order: [UInt64], _ held: [(shard: Int, buffer: ShardBuffer)],
-                                  _ scratch: RowScratch, _ visit: (RowGroup) throws -> Void) throws {
-        let perShard = layout.rowsPerShard, rowBytes = layout.rowBytes, pointers = scratch.pointers
-        var i = 0
-        for (shard, buffer) in held {
-            // The address outlives `withBytes`: `held` keeps the buffer alive until the visits end.
-            let base = buffer.withBytes { UnsafeRawPointer($0.baseAddress!) } - shard * perShard * rowBytes
-            while i < order.count, Int(order[i] >> 24) / perShard == shard {
-                pointers[Int(order[i] & 0xFF_FFFF)] = base + Int(order[i] >> 24) * rowBytes
-                i += 1
-            }
-        }
-        cache.record(hits: held.count, misses: 0)
-        try withExtendedLifetime(held) {
-            var start = 0
-            while start < indices.count {
-                let n = min(indices.count - start, Self.rawGroupRows)
-                try visit(RowGroup(rows: UnsafeBufferPointer(rebasing: pointers[start..<(start + n)]), positions: nil, first: start))
-                start += n
-            }
-        }
-    }
-
-    /// `row << 24 | position` for every index, grouped by shard in shard order: a counting sort
-    /// by shard (positions in the order given within a shard, so a query's rows stay together)
-    /// when the table has at most four shards per index, else sorted by row.
+    /// `row << 24 | position` for every index, grouped by shard in shard order and by position
+    /// within a shard (so the order, and the float sums, of each output's rows do not depend on
+    /// the cache or on the other rows asked): a counting sort by shard when the table has at
+    /// most four shards per index, else a sort by (shard, position).
     static func groupedByShard(_ indices: UnsafeBufferPointer<Int>, perShard: Int, shards: Int) -> [UInt64] {
         guard shards <= 4 * indices.count else {
-            return indices.enumerated().map { UInt64($0.element) << 24 | UInt64($0.offset) }.sorted()
+            return indices.enumerated().map { UInt64($0.element / perShard) << 24 | UInt64($0.offset) }.sorted()
+                .map { UInt64(indices[Int($0 & 0xFF_FFFF)]) << 24 | $0 & 0xFF_FFFF }
         }
         var start = [Int](repeating: 0, count: shards + 1)
         for r in indices { start[r / perShard + 1] += 1 }
