@@ -51,7 +51,7 @@ extension TensorSource {
             }
             (heads, n, d) = (keys.shape[0] / (2 * side), side, keys.shape[1])
             offset = { s, h, i in ((h * 2 + s) * n + i) * d }
-        case .store, .ultramem:
+        case .store, .ultramem:  // returned above
             return self
         }
         guard values.shape[0] == n * n else { throw bad("\(valuesName) has \(values.shape[0]) rows; \(n) keys per side make \(n * n) slots") }

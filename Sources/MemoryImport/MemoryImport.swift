@@ -149,10 +149,9 @@ extension MemoryImport {
         return store.isComplete ? store.layout : nil
     }
 
-    /// Whether the store at `path` holds layer `name` already: exactly this one (the import ran
-    /// before: nothing to do), or another (refused, naming the way to replace it).
-    private static func holds(_ name: String, at path: String, config: RetrievalConfig, tensors: [String: Tensor]) throws -> Bool {
-        let store = try Store.open(at: path, cacheBytes: 0)
+    /// Whether `store` holds layer `name` already: exactly this one (the import ran before:
+    /// nothing to do), or another (refused, naming the way to replace it).
+    private static func holds(_ name: String, in store: Store, config: RetrievalConfig, tensors: [String: Tensor]) throws -> Bool {
         guard try store.layerNames().contains(name) else { return false }
         let keys = try store.layerKeys(name)
         let stored = try store.tensorNames().filter { $0.hasPrefix(keys.tensorPrefix) }
@@ -160,7 +159,7 @@ extension MemoryImport {
             && Set(stored) == Set(tensors.keys.map(keys.tensor))
             && tensors.allSatisfy { base, tensor in try store.tensor(named: keys.tensor(base)) == tensor }
         guard same else {
-            throw StoreError.invalidArgument("'\(path)' already holds another layer '\(name)' (memtool remove-layer \(path) \(name) removes it)")
+            throw StoreError.invalidArgument("'\(store.path)' already holds another layer '\(name)' (memtool remove-layer \(store.path) \(name) removes it)")
         }
         return true
     }
@@ -184,13 +183,19 @@ extension MemoryImport {
         try config.validate()
         entries["values"] = nil
         let tensors = try loadChecked(entries, config: config)
-        if let values, !options.valuesFromStore {
-            guard values.shape == [window, pool.dim] else {
-                throw TensorFileError(source.path, "values \(values.shape) do not match the \(window) x \(pool.dim) rows the layer would read from the store")
+        // Checked through one reader, released before the writer opens the file.
+        let added: Bool = try {
+            let store = try Store.open(at: path, cacheBytes: 0)
+            if try holds(name, in: store, config: config, tensors: tensors) { return true }
+            if let values, !options.valuesFromStore {
+                guard values.shape == [window, pool.dim] else {
+                    throw TensorFileError(source.path, "values \(values.shape) do not match the \(window) x \(pool.dim) rows the layer would read from the store")
+                }
+                try requireSameValues(values, in: store, window: options.poolOffset..<(options.poolOffset + window))
             }
-            try requireSameValues(values, as: path, window: options.poolOffset..<(options.poolOffset + window))
-        }
-        if try holds(name, at: path, config: config, tensors: tensors) { return config }
+            return false
+        }()
+        if added { return config }
         var writerOptions = options.writer
         writerOptions.progress = nil
         try MemoryLayer.write(name: name, config: config, stored: tensors, to: StoreWriter.editing(at: path, options: writerOptions))
@@ -198,8 +203,7 @@ extension MemoryImport {
     }
 
     /// Throws unless the checkpoint's values, in the store's element type, are the stored rows of `window`.
-    private static func requireSameValues(_ values: TensorEntry, as path: String, window: Range<Int>) throws {
-        let store = try Store.open(at: path, cacheBytes: 0)
+    private static func requireSameValues(_ values: TensorEntry, in store: Store, window: Range<Int>) throws {
         let file = try RandomAccessFile(path: values.path)
         let storedType = store.layout.elementType, sourceRow = store.layout.dim * values.dtype.size
         var row = 0

@@ -122,21 +122,15 @@ public final class Store: @unchecked Sendable {
         openDuration = ContinuousClock().now - started
     }
 
-    /// Decodes (zstd) or checks and copies (raw) every shard into `buffer`, in order.
+    /// Decodes (zstd) or checks and copies (raw) every shard into `buffer`, in order: `withShard`
+    /// with `contiguous` hands out the rows back to back.
     private func fillResidentRows(_ buffer: HugePageBuffer) throws {
         let context = try contexts.acquire()
         defer { contexts.release(context) }
         for s in 0..<layout.shardCount {
             let rows = layout.rowRange(ofShard: s)
             try withShard(s, context: context, contiguous: true, caching: false) { shard in
-                let target = buffer.base + rows.lowerBound * layout.rowBytes
-                if shard.stride == layout.rowBytes {
-                    target.copyMemory(from: shard.base, byteCount: rows.count * layout.rowBytes)
-                } else {
-                    for r in 0..<rows.count {
-                        (target + r * layout.rowBytes).copyMemory(from: try shard.row(r, shard: s, layout: layout), byteCount: layout.rowBytes)
-                    }
-                }
+                (buffer.base + rows.lowerBound * layout.rowBytes).copyMemory(from: shard.base, byteCount: rows.count * layout.rowBytes)
             }
         }
     }
