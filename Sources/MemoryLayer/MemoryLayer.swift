@@ -16,6 +16,9 @@ public final class MemoryLayer: Sendable {
     public let name: String
     public let index: ProductKeyIndex
     public var config: RetrievalConfig { index.config }
+    /// Set when the store holds a piece of a split table (Spec/DISTRIBUTED.md): the layer then
+    /// searches and addresses, but its rows are summed by the parts' owners, not here.
+    public let part: TablePart?
 
     /// Tensor names of Spec/RETRIEVAL.md, "Tensors".
     public enum TensorName {
@@ -35,6 +38,7 @@ public final class MemoryLayer: Sendable {
         let (keys, config, tensors) = try Self.read(store, name)
         self.store = store
         self.name = keys.name
+        part = try store.tablePart()
         index = try ProductKeyIndex(config: config, tensors: tensors, threads: threads, limitsBLASThreads: limitsBLASThreads)
     }
 
@@ -44,12 +48,14 @@ public final class MemoryLayer: Sendable {
         try ProductKeyIndex.validate(config: config, tensors: tensors)
     }
 
-    /// The layer's keys, parameters and tensors, checked against the store's value table.
+    /// The layer's keys, parameters and tensors, checked against the store's value table (the
+    /// whole table's shape, for a part store).
     private static func read(_ store: Store, _ name: String?) throws -> (LayerKeys, RetrievalConfig, RetrievalTensors) {
         let keys = try store.layerKeys(name)
         guard let config = try retrievalConfig(of: store, layer: keys.name) else { throw StoreError.noLayer(path: store.path) }
-        guard config.poolRows == store.layout.rows, config.valueDim == store.layout.dim else {
-            throw StoreError.inconsistent("layer '\(keys.name)' expects a \(config.poolRows) x \(config.valueDim) value table, the store holds \(store.layout.rows) x \(store.layout.dim)")
+        let table = try store.tablePart().map { (rows: $0.tableRows, dim: $0.tableDim) } ?? (rows: store.layout.rows, dim: store.layout.dim)
+        guard config.poolRows == table.rows, config.valueDim == table.dim else {
+            throw StoreError.inconsistent("layer '\(keys.name)' expects a \(config.poolRows) x \(config.valueDim) value table, the store holds \(table.rows) x \(table.dim)")
         }
         func floats(_ base: String) throws -> [Float]? {
             try store.hasTensor(keys.tensor(base)) ? store.tensor(named: keys.tensor(base)).floats() : nil
@@ -81,12 +87,21 @@ public final class MemoryLayer: Sendable {
 
     /// The lookup-reduce of already selected slots, from the store.
     public func reduce(_ found: SearchResult) throws -> [Float] {
-        try index.reduce(found, values: StoreRows(store: store))
+        try index.reduce(found, values: try wholeTable())
     }
 
     /// The output `[batch, d_out]`, with the selected slots and weights.
     public func lookup(queries: [Float], batch: Int) throws -> (output: [Float], search: SearchResult) {
-        try index.lookup(queries: queries, batch: batch, values: StoreRows(store: store))
+        try index.lookup(queries: queries, batch: batch, values: try wholeTable())
+    }
+
+    /// The store's rows as the layer's value table; refused for a part of a split table.
+    private func wholeTable() throws -> StoreRows {
+        if let part {
+            throw StoreError.invalidArgument("'\(store.path)' holds part \(part.index) of \(part.parts) of a split value table (\(part.axis.rawValue) " +
+                                             "\(part.first)..<\(part.first + part.count)): search it here, look rows up through the split (Spec/DISTRIBUTED.md)")
+        }
+        return StoreRows(store: store)
     }
 
     /// The search into caller-provided buffers (see ``ProductKeyIndex``): no copies of queries or results.
@@ -99,7 +114,7 @@ public final class MemoryLayer: Sendable {
     /// `indices` `[batch, H, k]` and `weights` `[batch, H, k, c]`.
     public func lookup(queries: UnsafeBufferPointer<Float>, batch: Int, output: UnsafeMutableBufferPointer<Float>,
                        indices: UnsafeMutableBufferPointer<Int>, weights: UnsafeMutableBufferPointer<Float>) throws {
-        try index.lookup(queries: queries, batch: batch, values: StoreRows(store: store), output: output, indices: indices, weights: weights)
+        try index.lookup(queries: queries, batch: batch, values: try wholeTable(), output: output, indices: indices, weights: weights)
     }
 
     /// Writes layer `name` (parameters and tensors, checked together) into a store in one

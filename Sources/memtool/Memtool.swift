@@ -12,7 +12,7 @@ struct Memtool: ParsableCommand {
         abstract: "Create, import, inspect, check, compact, query, export and benchmark product-key memory stores.",
         version: memtoolVersion,
         subcommands: [Create.self, Import.self, Inspect.self, Verify.self, Compact.self, Query.self, Export.self, Bench.self, StorageBench.self,
-                      RemoveLayer.self]
+                      RemoveLayer.self, Split.self]
     )
 
     /// Parses and runs; usage errors exit 2 (the documented contract) instead of ArgumentParser's 64.

@@ -1,14 +1,19 @@
 import ArgumentParser
 import Foundation
+import MemoryImport
 import MemoryLayer
 import MemoryStore
 
 struct Verify: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Decode every shard and tensor and check their checksums, and every layer against the value table.",
-        discussion: "Exits 0 when the store is sound, 1 with every damaged shard or tensor, or inconsistent layer, named otherwise.")
+        discussion: """
+            Exits 0 when the store is sound, 1 with every damaged shard or tensor, or inconsistent layer, named otherwise. \
+            Given the directory `memtool split` wrote, checks every part and that the parts tile the table exactly \
+            (one split, no gap or overlap, the same layers in each).
+            """)
 
-    @Argument(help: "Path of the store.")
+    @Argument(help: "Path of the store, or of a split's directory.")
     var store: String
 
     @Flag(help: "Print a JSON document instead of text.")
@@ -25,7 +30,19 @@ struct Verify: ParsableCommand {
         var problems: [String]
     }
 
+    struct SplitReport: Encodable {
+        var path: String
+        var sound: Bool
+        var split: String
+        var parts: Int
+        var problems: [String]
+    }
+
     func run() throws {
+        var isDirectory: ObjCBool = false
+        if FileManager.default.fileExists(atPath: store, isDirectory: &isDirectory), isDirectory.boolValue {
+            return try runReportingErrors { try verifySplit() }
+        }
         try runReportingErrors {
             let s = try Store.open(at: store, cacheBytes: 0)
             let progress = ProgressReporter("verify", unit: "shards")
@@ -51,5 +68,20 @@ struct Verify: ParsableCommand {
             }
             if !sound { throw ExitCode.failure }
         }
+    }
+
+    private func verifySplit() throws {
+        let progress = ProgressReporter("verify", unit: "parts")
+        progress.begin()
+        let (manifest, problems) = try MemorySplit.verify(store) { progress.update($0, of: $1) }
+        let report = SplitReport(path: store, sound: problems.isEmpty, split: manifest.split, parts: manifest.parts.count, problems: problems)
+        if json {
+            print(try jsonString(report))
+        } else {
+            for p in problems { print("damaged: \(p)") }
+            print("\(report.sound ? "sound" : "DAMAGED"): split \(manifest.split) by \(manifest.axis.rawValue), \(manifest.parts.count) parts tiling a " +
+                  "\(manifest.tableRows) x \(manifest.tableDim) table, \(manifest.layers.count) layer\(manifest.layers.count == 1 ? "" : "s"), \(problems.count) problems")
+        }
+        if !report.sound { throw ExitCode.failure }
     }
 }

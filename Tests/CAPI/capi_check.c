@@ -149,6 +149,64 @@ int main(int argc, char **argv) {
     EXPECT(pkm_layer_close(l, &e) == PKM_OK, "layer close: %s", e.message);
     expect_error(pkm_layer_search(l, q, batch, si, sw, &e), &e, PKM_ERR_HANDLE, "search on a closed layer");
 
+    /* A split table: the lookup in three steps over the parts (address, each part's sums, project) equals the store's. */
+    {
+        char dir[4096], part[4200];
+        snprintf(dir, sizeof dir, "%s.split", path);
+        expect_error(pkm_split(path, dir, 2, "columns", &e), &e, PKM_ERR_ARGUMENT, "an unknown axis");
+        EXPECT(pkm_split(path, dir, 2, "rows", &e) == PKM_OK, "split: %s", e.message);
+        expect_error(pkm_split(path, dir, 2, "rows", &e), &e, PKM_ERR_ARGUMENT, "a split into an existing directory");
+        q[3] = 0.25f;
+        pkm_layer whole = 0, searcher = 0;
+        EXPECT(pkm_layer_open_named(path, "layer1", 1, 0, &whole, &e) == PKM_OK, "layer open: %s", e.message);
+        EXPECT(pkm_layer_lookup(whole, q, batch, o, si, sw, &e) == PKM_OK, "lookup: %s", e.message);
+        pkm_store parts[2] = {0, 0};
+        int64_t first[2] = {0, 0};
+        for (int k = 0; k < 2; k++) {
+            snprintf(part, sizeof part, "%s/part-%d.pkm", dir, k);
+            EXPECT(pkm_store_open(part, 1 << 20, &parts[k], &e) == PKM_OK, "open part %d: %s", k, e.message);
+            char record[1024];
+            EXPECT(pkm_store_part_json(parts[k], record, sizeof record, NULL, &e) == PKM_OK && strstr(record, "\"axis\":\"rows\""),
+                   "part record %d: %s", k, e.message);
+            const char *f = strstr(record, "\"first\":");
+            if (f) first[k] = strtoll(f + 8, NULL, 10);
+        }
+        EXPECT(first[0] == 0 && first[1] == 2048, "parts start at rows %lld and %lld", (long long)first[0], (long long)first[1]);
+        EXPECT(pkm_store_layer_open(parts[1], "layer1", 1, &searcher, &e) == PKM_OK, "a part's layer: %s", e.message);
+        expect_error(pkm_layer_lookup(searcher, q, batch, o, si, sw, &e), &e, PKM_ERR_ARGUMENT, "a lookup on a part alone");
+        int64_t *ps = malloc(slots * sizeof(int64_t)), *rowsAt = malloc(slots * sizeof(int64_t)), *proj = malloc(slots * sizeof(int64_t));
+        int64_t *local = malloc(slots * sizeof(int64_t)), *target = malloc(slots * sizeof(int64_t));
+        float *pw = malloc(slots * (size_t)info.cores * sizeof(float)), *lw = malloc(slots * (size_t)info.cores * sizeof(float));
+        size_t sumCount = batch * (size_t)(info.expansion * info.value_dim);
+        float *sums = calloc(sumCount, sizeof(float)), *o2 = malloc(batch * (size_t)info.output_dim * sizeof(float));
+        EXPECT(pkm_layer_search(searcher, q, batch, ps, pw, &e) == PKM_OK, "search a part: %s", e.message);
+        EXPECT(memcmp(ps, si, slots * sizeof(int64_t)) == 0 && memcmp(pw, sw, slots * (size_t)info.cores * sizeof(float)) == 0,
+               "a part searches as the whole store does");
+        EXPECT(pkm_layer_address(searcher, ps, slots, rowsAt, proj, &e) == PKM_OK, "address: %s", e.message);
+        for (int k = 0; k < 2; k++) {
+            size_t n = 0;
+            for (size_t i = 0; i < slots; i++) {
+                int owner = rowsAt[i] >= first[1];
+                if (owner != k) continue;
+                local[n] = rowsAt[i] - first[k];
+                target[n] = (int64_t)(i / (size_t)(info.heads * info.top_k)) * info.expansion + proj[i];
+                memcpy(lw + n * (size_t)info.cores, pw + i * (size_t)info.cores, (size_t)info.cores * sizeof(float));
+                n++;
+            }
+            EXPECT(pkm_store_gather_reduce(parts[k], local, lw, n, (size_t)info.cores, target, batch * (size_t)info.expansion, sums, &e) == PKM_OK,
+                   "part %d sums: %s", k, e.message);
+        }
+        EXPECT(pkm_layer_project(searcher, sums, batch, o2, &e) == PKM_OK, "project: %s", e.message);
+        for (size_t i = 0; i < batch * (size_t)info.output_dim; i++)
+            EXPECT(fabsf(o2[i] - o[i]) <= 1e-5f * (1.0f + fabsf(o[i])), "output %zu: %g over the parts, %g from the store", i, o2[i], o[i]);
+        int64_t bad[1] = {info.virtual_slots};
+        expect_error(pkm_layer_address(searcher, bad, 1, rowsAt, proj, &e), &e, PKM_ERR_ARGUMENT, "a slot past the layer's");
+        expect_error(pkm_layer_project(searcher, sums, 0, o2, &e), &e, PKM_ERR_ARGUMENT, "project batch 0");
+        EXPECT(pkm_layer_close(searcher, &e) == PKM_OK && pkm_layer_close(whole, &e) == PKM_OK, "close: %s", e.message);
+        for (int k = 0; k < 2; k++) pkm_store_close(parts[k], &e);
+        free(ps); free(rowsAt); free(proj); free(local); free(target); free(pw); free(lw); free(sums); free(o2);
+    }
+
     /* Import and export misuse. */
     expect_error(pkm_import("/tmp/never.pkm", "/nonexistent.safetensors", NULL, &e), &e, PKM_ERR_INPUT, "import of a missing file");
     expect_error(pkm_import("/tmp/never.pkm", path, "{\"topk\": \"many\"}", &e), &e, PKM_ERR_ARGUMENT, "bad options JSON");

@@ -24,7 +24,7 @@
 extern "C" {
 #endif
 
-#define PKM_API_VERSION 2
+#define PKM_API_VERSION 3
 
 /* Status codes. */
 enum {
@@ -146,6 +146,24 @@ int pkm_layer_search(pkm_layer layer, const float *queries, size_t batch, int64_
  * `weights` as for pkm_layer_search, or both NULL when not wanted. */
 int pkm_layer_lookup(pkm_layer layer, const float *queries, size_t batch, float *out, int64_t *indices,
                      float *weights, pkm_error *error);
+
+/* --- Split tables (Spec/DISTRIBUTED.md; API version 3) ----------------------------------- */
+
+/* Cuts the complete store at `store_path` into `parts` part stores along `axis` ("rows" or
+ * "dims") in the new directory `directory` (part-K.pkm and split.json), as memtool split does. */
+int pkm_split(const char *store_path, const char *directory, size_t parts, const char *axis, pkm_error *error);
+/* The store's part record (Spec/FORMAT.md, "Parts") as JSON, like pkm_store_tensor_names; the
+ * empty string when the store is not a part of a split table. */
+int pkm_store_part_json(pkm_store store, char *buffer, size_t capacity, size_t *needed, pkm_error *error);
+/* The reduce of a lookup in three steps, for tables whose rows are summed elsewhere: the value
+ * table row and the projector of each of `count` virtual slots (rows and projectors int64
+ * [count]; a slot outside 0..virtual_slots-1 is PKM_ERR_ARGUMENT). The layer of a part store
+ * searches and addresses; its pkm_layer_lookup is refused. */
+int pkm_layer_address(pkm_layer layer, const int64_t *slots, size_t count, int64_t *rows, int64_t *projectors, pkm_error *error);
+/* The layer's output float [batch, output_dim] (overwritten) from `sums` float [batch, E, value_dim]:
+ * per query and projector e, the weighted sum of its selected rows (pkm_store_gather_reduce with
+ * targets query * E + e), times projector e, summed over e; the sums themselves without projectors. */
+int pkm_layer_project(pkm_layer layer, const float *sums, size_t batch, float *out, pkm_error *error);
 
 /* --- Import and export ------------------------------------------------------------------- */
 

@@ -46,7 +46,6 @@ extension ProductKeyIndex {
             throw RetrievalError.invalidConfig(field: "batch", reason: "\(indices.count) slots, \(weights.count) weights and \(output.count) " +
                                                "outputs do not make \(batch) queries of \(c.heads) x \(c.topK) slots, \(c.cores) cores, \(c.outputDim) outputs")
         }
-        for e in 0..<output.count { output[e] = 0 }
         // One block (a single query, say): no hand-over, and its error thrown as it is.
         if batch <= blockSize(batch) { return try reduceBlock(0..<batch, indices, weights, values, output) }
         let failure = FirstError()
@@ -115,14 +114,24 @@ extension ProductKeyIndex {
                 }
             }
         }
-        let acc = scratch.accumulators
-        for b in range {
+        scratch.accumulators.withUnsafeBufferPointer { acc in
+            project(UnsafeBufferPointer(rebasing: acc[0..<(range.count * c.expansion * c.valueDim)]), queries: range.count,
+                    into: UnsafeMutableBufferPointer(rebasing: output[(range.lowerBound * c.outputDim)..<(range.upperBound * c.outputDim)]))
+        }
+    }
+
+    /// The output `[queries, d_out]` (overwritten) from per-projector sums `[queries, E, v]`:
+    /// each query's sums times the projectors, or the sums themselves without projectors.
+    private func project(_ acc: UnsafeBufferPointer<Float>, queries: Int, into output: UnsafeMutableBufferPointer<Float>) {
+        let c = config
+        for b in 0..<queries {
             let out = output.baseAddress! + b * c.outputDim
-            let accB = (b - range.lowerBound) * c.expansion * c.valueDim
+            let accB = b * c.expansion * c.valueDim
             guard let projectors = tensors.projectors else {
                 for j in 0..<c.valueDim { out[j] = acc[accB + j] }
                 continue
             }
+            for j in 0..<c.outputDim { out[j] = 0 }
             // out += acc[p] (v) x projectors[p] (v x d_out), row by row of the projector.
             projectors.withUnsafeBufferPointer { proj in
                 for p in 0..<c.expansion {
@@ -135,5 +144,36 @@ extension ProductKeyIndex {
                 }
             }
         }
+    }
+}
+
+/// The reduce in three steps, for a table whose rows are summed elsewhere (Spec/DISTRIBUTED.md):
+/// where each selected slot's row is, the per-projector sums (by whoever holds the rows), then
+/// the projectors. `reduce` is these three on one table.
+extension ProductKeyIndex {
+    /// The table row and projector of each virtual slot in `slots`; throws for a slot outside `0 ..< N_v`.
+    public func addresses(of slots: UnsafeBufferPointer<Int>, rows: UnsafeMutableBufferPointer<Int>,
+                          projectors: UnsafeMutableBufferPointer<Int>) throws(RetrievalError) {
+        guard rows.count == slots.count, projectors.count == slots.count else {
+            throw .invalidConfig(field: "slots", reason: "\(slots.count) slots need \(slots.count) rows and projectors (got \(rows.count) and \(projectors.count))")
+        }
+        for k in slots.indices {
+            let vid = slots[k]
+            guard vid >= 0, vid < config.virtualSlots else {
+                throw .invalidConfig(field: "slots", reason: "slot \(k) is \(vid), outside the layer's 0..<\(config.virtualSlots)")
+            }
+            (rows[k], projectors[k]) = address.address(of: vid)
+        }
+    }
+
+    /// The output `[queries, d_out]` (overwritten) from the sums `[queries, E, v]` of each query's
+    /// rows per projector, weighted as the search weighted them.
+    public func project(sums: UnsafeBufferPointer<Float>, queries: Int, into output: UnsafeMutableBufferPointer<Float>) throws(RetrievalError) {
+        let c = config
+        guard queries >= 1, sums.count == queries * c.expansion * c.valueDim, output.count == queries * c.outputDim else {
+            throw .invalidConfig(field: "queries", reason: "\(sums.count) sums and \(output.count) outputs do not make \(queries) queries of " +
+                                 "\(c.expansion) x \(c.valueDim) sums and \(c.outputDim) outputs")
+        }
+        project(sums, queries: queries, into: output)
     }
 }

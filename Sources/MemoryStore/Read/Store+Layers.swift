@@ -1,3 +1,5 @@
+import _MemorySupport
+
 /// The memory layers a store holds (Spec/FORMAT.md, "Layers"): each a retrieval record and its
 /// tensors, all reading the store's one value table.
 extension Store {
@@ -19,4 +21,46 @@ extension Store {
         guard names.contains(chosen) else { throw StoreError.unknownLayer(name: chosen, layers: names) }
         return LayerKeys(name: chosen, formatVersion: manifest.formatVersion)
     }
+}
+
+extension Store {
+    /// Layer `name`'s retrieval record and tensors, by their names of Spec/RETRIEVAL.md (without
+    /// the `layers/NAME/` prefix; before version 4 every tensor but the dictionary is the layer's).
+    public func layerContents(_ name: String) throws -> (record: [UInt8], tensors: [String: Tensor]) {
+        let keys = try layerKeys(name)
+        guard let record = try metaRecord(named: keys.record) else { throw StoreError.noLayer(path: path) }
+        var tensors: [String: Tensor] = [:]
+        for full in try tensorNames() where full != StoredRecords.dictionaryTensor && full.hasPrefix(keys.tensorPrefix) {
+            tensors[String(full.dropFirst(keys.tensorPrefix.count))] = try tensor(named: full)
+        }
+        return (record, tensors)
+    }
+
+    /// The digest of every layer (Spec/FORMAT.md, "Parts"): equal for two stores exactly when
+    /// their layers' names, records and tensors are byte for byte the same (up to XXH64).
+    public func layersDigest() throws -> String {
+        var h: UInt64 = 0
+        func add(_ bytes: [UInt8]) { h = bytes.withUnsafeBytes { XXH64.hash($0, seed: h) } }
+        for name in try layerNames() {
+            let (record, tensors) = try layerContents(name)
+            add(Array(name.utf8))
+            add(record)
+            for base in tensors.keys.sorted(by: { Array($0.utf8).lexicographicallyPrecedes($1.utf8) }) {
+                let t = tensors[base]!
+                add(Array(base.utf8))
+                add([t.dtype.code] + t.shape.flatMap { withUnsafeBytes(of: Int64($0).littleEndian, Array.init) })
+                add(t.bytes)
+            }
+        }
+        return String(h, radix: 16).leftPadded(to: 16)
+    }
+
+    /// The store's part record when it holds a piece of a split table (Spec/FORMAT.md, "Parts"), nil otherwise.
+    public func tablePart() throws -> TablePart? {
+        try metaRecord(named: TablePart.recordName).map { try TablePart.decode($0, table: layout) }
+    }
+}
+
+private extension String {
+    func leftPadded(to width: Int) -> String { String(repeating: "0", count: max(0, width - count)) + self }
 }

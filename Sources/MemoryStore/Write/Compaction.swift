@@ -83,21 +83,17 @@ public enum Compaction {
     /// Copies every layer (the one layer of a version 1-3 store becomes ``LayerKeys/defaultName``
     /// of the current version), then the tensors and records that belong to no layer.
     private static func copyLayers(of source: Store, to writer: StoreWriter) throws {
-        let tensorNames = try source.tensorNames().filter { $0 != StoredRecords.dictionaryTensor }
         var copied = Set<String>()
         for name in try source.layerNames() {
             let keys = try source.layerKeys(name)
-            var tensors: [String: Tensor] = [:]
-            // Before version 4 every tensor but the dictionary is the layer's.
-            for full in tensorNames where full.hasPrefix(keys.tensorPrefix) {
-                tensors[String(full.dropFirst(keys.tensorPrefix.count))] = try source.tensor(named: full)
-                copied.insert(full)
-            }
-            guard let record = try source.metaRecord(named: keys.record) else { throw StoreError.noLayer(path: source.path) }
+            let (record, tensors) = try source.layerContents(name)
             try writer.putLayer(name, record: record, tensors: tensors)
             copied.insert(keys.record)
+            for base in tensors.keys { copied.insert(keys.tensor(base)) }
         }
-        for name in tensorNames where !copied.contains(name) { try writer.putTensor(name, source.tensor(named: name)) }
+        for name in try source.tensorNames() where name != StoredRecords.dictionaryTensor && !copied.contains(name) {
+            try writer.putTensor(name, source.tensor(named: name))
+        }
         for name in try source.metaRecordNames() where !copied.contains(name) {
             try writer.putMetaRecord(name, source.metaRecord(named: name) ?? [])
         }

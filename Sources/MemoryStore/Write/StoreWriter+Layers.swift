@@ -5,7 +5,8 @@ import _MemorySupport
 /// any moment leaves the old set of layers or the new one.
 extension StoreWriter {
     /// Opens the store at `path`, complete or not, to add or remove layers. Only stores of the
-    /// current format version can be changed; older ones are rewritten by a re-encoding compaction.
+    /// current format version can be changed (older ones are rewritten by a re-encoding
+    /// compaction), and not a part of a split table.
     public static func editing(at path: String, options: Options = Options()) throws -> StoreWriter {
         guard FileManager.default.fileExists(atPath: path), !Environment.isEmptyEnvironment(at: path) else {
             throw StoreError.notFound(path: path)
@@ -17,7 +18,12 @@ extension StoreWriter {
                                              "rewrite it as version \(Manifest.currentVersion) first (memtool compact \(path) --codec \(manifest.table.codec.rawValue))")
         }
         guard state != nil else { throw StoreError.inconsistent("the import state record is missing") }
-        return try StoreWriter(path: path, layout: manifest.table, metadata: manifest.metadata, options: options, fresh: false)
+        let writer = try StoreWriter(path: path, layout: manifest.table, metadata: manifest.metadata, options: options, fresh: false)
+        let records = try writer.env.read { try StoredRecords.catalog($0, env: writer.env, version: Manifest.currentVersion)?.records ?? [] }
+        guard !records.contains(TablePart.recordName) else {
+            throw StoreError.invalidArgument("'\(path)' is a part of a split table, whose parts hold the same layers: change the whole store and split it again")
+        }
+        return writer
     }
 
     /// The names of the layers stored so far, in UTF-8 order.
