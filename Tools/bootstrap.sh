@@ -39,6 +39,12 @@ if ! python3 -c "import product_key_memory, pytest, setuptools" 2>/dev/null; the
     python3 -m pip install -q --disable-pip-version-check product-key-memory pytest setuptools 2>&1 | grep -v "Running pip as the 'root' user" || true
     python3 -c "import product_key_memory" 2>/dev/null || echo "bootstrap: product-key-memory could not be installed; its tests are skipped" >&2
 fi
+# Ray: pkmstore.distributed serves a split store's parts from Ray actors; its tests start a local cluster.
+if ! python3 -c "import ray" 2>/dev/null; then
+    echo "bootstrap: installing ray" >&2
+    python3 -m pip install -q --disable-pip-version-check ray 2>&1 | grep -v "Running pip as the 'root' user" || true
+    python3 -c "import ray" 2>/dev/null || echo "bootstrap: ray could not be installed; the distributed tests are skipped" >&2
+fi
 command -v fio >/dev/null 2>&1 || { SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"; DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq fio >/dev/null 2>&1 || echo "bootstrap: fio could not be installed; Tools/disk_baseline.sh needs it" >&2; }
 
 if ! command -v swift >/dev/null 2>&1; then

@@ -75,6 +75,10 @@ for name, args in {
     "pkm_import": [_str, _str, _str, _err],
     "pkm_export": [_str, _str, _err],
     "pkm_export_layer": [_str, _str, _str, _err],
+    "pkm_split": [_str, _str, _size, _str, _err],
+    "pkm_store_part_json": [ctypes.c_uint64, ctypes.c_char_p, _size, _sizep, _err],
+    "pkm_layer_address": [ctypes.c_uint64, ctypes.c_void_p, _size, ctypes.c_void_p, ctypes.c_void_p, _err],
+    "pkm_layer_project": [ctypes.c_uint64, ctypes.c_void_p, _size, ctypes.c_void_p, _err],
 }.items():
     function = getattr(lib, name)
     function.argtypes = args

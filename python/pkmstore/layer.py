@@ -75,6 +75,26 @@ class MemoryLayer(Closable):
         call(lib.pkm_layer_lookup, self._handle.value, pointer(q), b, pointer(result), pointer(idx), pointer(w))
         return result, idx, w
 
+    def address(self, slots):
+        """The value table row and the projector of each virtual slot: two int64 arrays shaped
+        like `slots` (int64, any shape). With `project`, the lookup's reduce in steps, for rows
+        summed elsewhere (Spec/DISTRIBUTED.md)."""
+        s = as_array(slots, np.int64, "slots")
+        rows, projectors = np.empty(s.shape, np.int64), np.empty(s.shape, np.int64)
+        call(lib.pkm_layer_address, self._handle.value, pointer(s), s.size, pointer(rows), pointer(projectors))
+        return rows, projectors
+
+    def project(self, sums, out=None):
+        """The output float32 [B, d_out] from `sums` float32 [B, E, v]: per query and projector,
+        the weighted sum of the query's selected rows that `address` gives that projector (as
+        `Store.gather_reduce` with targets query * E + projector computes them)."""
+        a = as_array(sums, np.float32, "sums", ndim=3)
+        if tuple(a.shape[1:]) != (self.expansion, self.value_dim) or a.shape[0] < 1:
+            raise ArgumentError(f"sums have shape {tuple(a.shape)}, the layer needs [B, {self.expansion}, {self.value_dim}]")
+        result = output((a.shape[0], self.output_dim), np.float32, out, "out")
+        call(lib.pkm_layer_project, self._handle.value, pointer(a), a.shape[0], pointer(result))
+        return result
+
     def __repr__(self):
         return (f"pkmstore.MemoryLayer('{self.path}', {self.config['scoring']}, H={self.heads} d={self.key_dim} "
                 f"k={self.top_k}, {self.virtual_slots} slots, d_out={self.output_dim})")

@@ -1,5 +1,6 @@
 """A store opened read-only: its layout, rows, tensors and the fused lookup-reduce."""
 import ctypes
+import json
 import os
 import threading
 
@@ -139,6 +140,12 @@ class Store(Closable):
         decoded-shard cache with its other layers: how to serve the layers of a model's blocks."""
         from .layer import MemoryLayer
         return MemoryLayer(self.path, layer=name, threads=threads, _store=self._handle.value)
+
+    def part(self):
+        """The part record (a dict, Spec/FORMAT.md "Parts") when the store holds a piece of a
+        split value table (`pkmstore.distributed`), None otherwise."""
+        text = read_text(lib.pkm_store_part_json, self._handle.value)
+        return json.loads(text) if text else None
 
     def tensor_names(self):
         """Names of the store's tensors, in key order."""

@@ -1,5 +1,7 @@
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -7,6 +9,7 @@ import pytest
 import pkmstore
 
 GOLDEN = os.path.join(os.path.dirname(__file__), "..", "..", "Spec", "golden")
+TOOLS = os.path.join(os.path.dirname(__file__), "..", "..", "Tools")
 
 
 def golden_cases():
@@ -46,3 +49,16 @@ def small_store(tmp_path):
     path = str(tmp_path / "small.pkm")
     import_tensors(path, str(tmp_path / "src"), tensors, config, codec="raw")
     return path, tensors
+
+
+@pytest.fixture(scope="module")
+def layered(tmp_path_factory):
+    """A store of three layers built with pkmstore.import_, and the checkpoints' folder."""
+    folder = str(tmp_path_factory.mktemp("layers"))
+    subprocess.run([sys.executable, os.path.join(TOOLS, "make_layers.py"), folder, "--layers", "3"], check=True)
+    path = os.path.join(folder, "m.pkm")
+    for l in range(3):
+        spec = json.load(open(os.path.join(folder, f"layer{l}.json")))
+        extra = {} if l == 0 else dict(values_from_store=True, window=spec["window"], pool_offset=spec["offset"])
+        pkmstore.import_(path, os.path.join(folder, f"layer{l}.safetensors"), layer=spec["name"], codec="raw", **extra)
+    return path, folder

@@ -1,31 +1,12 @@
 """Stores of several memory layers reading one value table (Spec/FORMAT.md, "Layers"), built
 from Python from checkpoints that Tools/make_layers.py writes with the numpy reference's
 results for each layer (pool windows included)."""
-import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 import pkmstore
-
-TOOLS = os.path.join(os.path.dirname(__file__), "..", "..", "Tools")
-
-
-@pytest.fixture(scope="module")
-def layered(tmp_path_factory):
-    """A store of three layers built with pkmstore.import_, and the checkpoints' folder."""
-    folder = str(tmp_path_factory.mktemp("layers"))
-    subprocess.run([sys.executable, os.path.join(TOOLS, "make_layers.py"), folder, "--layers", "3"], check=True)
-    path = os.path.join(folder, "m.pkm")
-    for l in range(3):
-        spec = json.load(open(os.path.join(folder, f"layer{l}.json")))
-        extra = {} if l == 0 else dict(values_from_store=True, window=spec["window"], pool_offset=spec["offset"])
-        pkmstore.import_(path, os.path.join(folder, f"layer{l}.safetensors"), layer=spec["name"], codec="raw", **extra)
-    return path, folder
-
 
 def test_each_layer_answers_as_the_reference(layered):
     path, folder = layered
