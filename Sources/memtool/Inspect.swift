@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import MemoryFormat
 import MemoryLayer
 import MemoryRetrieval
 import MemoryStore
@@ -29,6 +30,8 @@ struct InspectReport: Encodable {
     var retrieval: RetrievalConfig?
     /// Every layer, in name order, with its parameters.
     var layers: [LayerSummary]
+    /// The part record of a piece of a split table (Spec/FORMAT.md, "Parts"); absent otherwise.
+    var part: TablePart?
 
     struct LayerSummary: Encodable {
         var name: String
@@ -74,7 +77,7 @@ struct Inspect: ParsableCommand {
                 tensors: tensors, tensorBytes: tensors.reduce(0) { $0 + $1.bytes }, lmdb: stats,
                 openMilliseconds: Double(s.openDuration.components.attoseconds) / 1e15 + Double(s.openDuration.components.seconds) * 1e3,
                 createdBy: s.manifest.createdBy, createdAt: s.manifest.createdAt, metadata: s.manifest.metadata,
-                retrieval: layers.count == 1 ? layers[0].retrieval : nil, layers: layers)
+                retrieval: layers.count == 1 ? layers[0].retrieval : nil, layers: layers, part: try s.tablePart())
             if json {
                 print(try jsonString(report))
             } else {
@@ -88,6 +91,10 @@ struct Inspect: ParsableCommand {
         print("store        \(r.path) (format version \(r.formatVersion), opened in \(String(format: "%.2f", r.openMilliseconds)) ms)")
         print("status       \(r.complete ? "complete" : "INCOMPLETE: \(r.rowsCommitted) of \(t.rows) rows committed; re-run the import to finish")")
         print("values       \(t.rows) rows x \(t.dim) \(t.elementType.rawValue)")
+        if let p = r.part {
+            print("part         \(p.index) of \(p.parts) of split \(p.split): \(p.axis.rawValue) \(p.first)..<\(p.first + p.count) " +
+                  "of a \(p.tableRows) x \(p.tableDim) table (its layers are the whole table's)")
+        }
         print("shards       \(r.shardCount) of \(t.rowsPerShard) rows, codec \(t.codec.rawValue)\(t.codec == .zstd ? " level \(t.level)" : "")\(t.dictionary ? " + dictionary" : ""), " +
               "sizes \(humanBytes(r.lmdb.smallestShard))...\(humanBytes(r.lmdb.largestShard))")
         print("size         \(humanBytes(r.shardBytes)) in shards for \(humanBytes(r.rawBytes)) of raw values (\(String(format: "%.3f", r.compressionRatio))x); " +
