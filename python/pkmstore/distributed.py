@@ -180,7 +180,8 @@ class MemoryLayer:
                 raise SplitError(f"'{path}' is split into {self.parts} column slices, which the layer's {c} chunks do not line up with")
         if not ray.is_initialized():
             ray.init()
-        options = {"num_cpus": 0, "max_restarts": max_restarts, "max_task_retries": max_task_retries}
+        # Threaded actors: a part serves several calls at once (the C API releases the GIL).
+        options = {"num_cpus": 0, "max_restarts": max_restarts, "max_task_retries": max_task_retries, "max_concurrency": 4}
         options.update(actor_options or {})
         actor = _part_actor()
         self._actors = []
@@ -189,6 +190,8 @@ class MemoryLayer:
             self._actors.append(actor.options(**mine).remote(files[k], _expected_record(manifest, k), manifest["layers"],
                                                              cache_bytes, resident))
         self._files = [e["file"] for e in manifest["parts"]]
+        self._traffic_lock = threading.Lock()
+        self._traffic = {"queries": 0, "calls": 0, "bytesSent": 0, "bytesReceived": 0}
         problems = [why for _, why in self._get([(k, a.status.remote()) for k, a in enumerate(self._actors)], "opening") if why]
         if problems:
             self.close()
@@ -231,26 +234,37 @@ class MemoryLayer:
         outputs = b * self.expansion
         if self.axis == "rows":
             owner = np.searchsorted(self._starts, rows, side="right") - 1
-            calls = []
+            requests = []
             for k in np.unique(owner):
                 m = owner == k
-                calls.append((int(k), self._actors[k].sums.remote(rows[m] - self._starts[k], np.ascontiguousarray(w[m]), self.cores,
-                                                                   targets[m], outputs)))
-            total = np.zeros((outputs, self.value_dim), np.float32)
-            for part in self._get(calls, "summing rows"):
-                total += part
+                requests.append((int(k), rows[m] - self._starts[k], np.ascontiguousarray(w[m]), self.cores, targets[m]))
         else:
             c, p = self.cores, self.parts
-            calls = []
+            requests = []
             for k in range(p):
-                if c % p == 0:
-                    chunk = np.ascontiguousarray(w[:, k * (c // p):(k + 1) * (c // p)])
-                else:
-                    t = k // (p // c)
-                    chunk = np.ascontiguousarray(w[:, t])
-                calls.append((k, self._actors[k].sums.remote(rows, chunk, max(1, c // p), targets, outputs)))
-            total = np.concatenate(self._get(calls, "summing columns"), axis=1)
+                # The weights of the chunks part k's columns lie in: c/P of them, or the one holding them.
+                chunk = w[:, k * (c // p):(k + 1) * (c // p)] if c % p == 0 else w[:, k // (p // c)]
+                requests.append((k, rows, np.ascontiguousarray(chunk), max(1, c // p), targets))
+        calls = [(k, self._actors[k].sums.remote(r, wk, chunks, t, outputs)) for k, r, wk, chunks, t in requests]
+        partials = self._get(calls, "summing rows" if self.axis == "rows" else "summing columns")
+        with self._traffic_lock:
+            self._traffic["queries"] += b
+            self._traffic["calls"] += len(calls)
+            self._traffic["bytesSent"] += sum(r.nbytes + wk.nbytes + t.nbytes for _, r, wk, _, t in requests)
+            self._traffic["bytesReceived"] += sum(part.nbytes for part in partials)
+        if self.axis == "rows":
+            total = np.zeros((outputs, self.value_dim), np.float32)
+            for part in partials:
+                total += part
+        else:
+            total = np.concatenate(partials, axis=1)
         return total.reshape(b, self.expansion, self.value_dim)
+
+    def traffic(self):
+        """What lookups have moved so far: queries, calls to parts, and the bytes of the arrays
+        sent to and received from them (Spec/DISTRIBUTED.md, "Bytes moved per query")."""
+        with self._traffic_lock:
+            return dict(self._traffic)
 
     def actor_pids(self):
         """The process id serving each part."""

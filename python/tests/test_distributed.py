@@ -200,3 +200,25 @@ def test_a_part_that_stays_dead_fails_naming_it(layered, splits):
         time.sleep(0.5)
         with pytest.raises(dist.PartError, match=r"part 1 \(part-1.pkm\)"):
             layer.lookup(q)
+
+
+@pytest.mark.parametrize("split", ["rows3", "dims4"])
+def test_bytes_moved_follow_the_formula(layered, splits, split):
+    _, folder = layered
+    manifest, directory = splits[split]
+    q = np.load(os.path.join(folder, "queries1.npy"))
+    with dist.MemoryLayer(directory, layer=LAYERS[1]) as layer:
+        idx, _ = layer.search(q)
+        layer.lookup(q)
+        t = layer.traffic()
+        b, n, c, e, v, p = q.shape[0], layer.heads * layer.top_k, layer.cores, layer.expansion, layer.value_dim, len(manifest["parts"])
+        if manifest["axis"] == "rows":
+            rows, _ = layer._search.address(idx.reshape(-1))
+            touched = len({next(k for k in reversed(range(p)) if r >= manifest["parts"][k]["first"]) for r in rows})
+            assert t["calls"] == touched
+            assert t["bytesSent"] == b * n * (16 + 4 * c)
+            assert t["bytesReceived"] == touched * b * e * v * 4
+        else:
+            assert t["calls"] == p
+            assert t["bytesSent"] == p * b * n * (16 + 4 * max(1, c // p))
+            assert t["bytesReceived"] == b * e * v * 4
