@@ -41,6 +41,8 @@ def runs(work, store, checkpoint, queries, bad_queries):
                                                                       "--values-from-store"])[1],
                            ["window", "pool-offset", "topk"]),
         "compact": (lambda out: ["compact", store, "--output", out], ["level", "rows-per-shard"]),
+        "split": (lambda out: ["split", store, "--out", out], ["parts"]),
+        "split --by dims": (lambda out: ["split", store, "--out", out, "--by", "dims"], ["parts"]),
         "query": (lambda out: ["query", store, "--queries", queries, "--output", out], ["batch"]),
         "bench": (lambda out: bench + ["--flat-path", out], ["queries", "batch", "threads", "warmup", "cache-bytes", "seed"]),
         "storage-bench": (lambda out: storage + ["--directory", os.path.dirname(out)],
@@ -63,6 +65,8 @@ def runs(work, store, checkpoint, queries, bad_queries):
     for layers in ["all", "", "some", "0"]:
         yield f"bench --layers {layers!r}", (lambda out, l=layers: bench + ["--flat-path", out, "--layers", l])
     yield "bench --resident", (lambda out: bench + ["--flat-path", out, "--resident"])
+    for axis in ["rows", "dims", "columns", ""]:
+        yield f"split --by {axis!r}", (lambda out, a=axis: ["split", store, "--out", out, "--parts", "2", "--by", a])
     # Grids and replayed queries of the wrong shape.
     for grid in ["0x0", "4294967296x4294967296", "65536x65536", "-1x4", "1x", "x", ""]:
         yield f"create --grid {grid!r}", (lambda out, g=grid: create[:1] + [out, "--synthetic", "--grid", g, "--dim", "8", "--heads", "1", "--key-dim", "8"])
