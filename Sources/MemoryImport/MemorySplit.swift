@@ -80,13 +80,19 @@ public enum MemorySplit {
             }
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-            try encoder.encode(manifest).write(to: URL(fileURLWithPath: temporary + "/" + manifestName), options: .atomic)
+            do { try encoder.encode(manifest).write(to: URL(fileURLWithPath: temporary + "/" + manifestName), options: .atomic) } catch {
+                throw StoreError.invalidArgument("cannot write '\(temporary)/\(manifestName)': \(error.localizedDescription)")
+            }
             guard rename(temporary, directory) == 0 else {
                 throw StoreError.invalidArgument("cannot move the parts into '\(directory)': \(String(cString: strerror(errno)))")
             }
             return manifest
         } catch {
             try? FileManager.default.removeItem(atPath: temporary)
+            if case StoreError.diskFull(_, let free, _) = error {
+                throw StoreError.diskFull(path: temporary, freeBytes: free,
+                                          kept: "the parts did not fit; nothing was left at '\(directory)' and '\(path)' is unchanged")
+            }
             throw error
         }
     }

@@ -97,6 +97,25 @@ struct FullDiskTests {
         #expect(try Tools.run(Tools.memtool, ["verify", store]).status == 0)
     }
 
+    @Test func splitThatDoesNotFitLeavesNothing() throws {
+        let disk = try SmallFilesystem(bytes: 16 << 20)
+        let store = disk.file("m.pkm"), dir = disk.file("parts")
+        let small = ["create", store, "--synthetic", "--rows", "16000", "--dim", "64", "--heads", "1", "--key-dim", "16"]
+        #expect(try Tools.run(Tools.memtool, small).status == 0)
+        // Room for the store and a fraction of its parts.
+        let used = try FileManager.default.attributesOfItem(atPath: store)[.size] as? Int ?? 0
+        try disk.resize(used + (400 << 10))
+        let before = try sha256(store)
+        let failed = try Tools.run(Tools.memtool, ["split", store, "--parts", "2", "--out", dir])
+        #expect(failed.status == 1)
+        #expect(failed.stderr.contains("is full") && failed.stderr.contains("unchanged"), "\(failed.stderr)")
+        #expect(try sha256(store) == before)
+        #expect(!FileManager.default.fileExists(atPath: dir) && !FileManager.default.fileExists(atPath: dir + ".splitting"))
+        try disk.resize(16 << 20)
+        #expect(try Tools.run(Tools.memtool, ["split", store, "--parts", "2", "--out", dir]).status == 0)
+        #expect(try Tools.run(Tools.memtool, ["verify", dir]).status == 0)
+    }
+
     /// A store on a read-only medium opens without a lock file (Spec/FORMAT.md, "Opening
     /// without a lock file"), with or without a stale one beside it, and answers queries.
     @Test(arguments: [false, true])
