@@ -45,14 +45,16 @@ class StoreMemory(torch.nn.Module):
     "side-head": side, head, element, as the PKM package; "shared": one [2, d] for every head,
     as UltraMem), and `after(out, x)` (optional) applies
     the layer's dense output part (value projection, gating, output norm). `layer` names the
-    store's layer when it holds several (one per memory block of a model, sharing the values)."""
+    store's layer when it holds several (one per memory block of a model, sharing the values).
+    `store` is a path, or an open layer: a `pkmstore.MemoryLayer`, or a
+    `pkmstore.distributed.MemoryLayer` serving a split store from Ray actors."""
 
     def __init__(self, store, queries, layout="head-side", after=None, threads=0, layer=None):
         super().__init__()
         if layout not in ("head-side", "side-head", "shared"):
             raise ArgumentError(f"layout '{layout}' is not head-side, side-head or shared")
         self.queries, self.layout, self.after = queries, layout, after
-        self.layer = MemoryLayer(store, layer=layer, threads=threads)
+        self.layer = store if hasattr(store, "lookup") else MemoryLayer(store, layer=layer, threads=threads)
         self.last_indices = None
 
     @torch.no_grad()
@@ -75,8 +77,9 @@ class StoreMemory(torch.nn.Module):
 
 
 class StorePKM(StoreMemory):
-    """A PKM layer whose keys and values live in a store: forward(x [b, t, dim]) -> [b, t, dim],
-    with the layer's pre-LayerNorm, query projection, query LayerNorm and output LayerNorm."""
+    """A PKM layer whose keys and values live in a store (a path or an open layer, as for
+    `StoreMemory`): forward(x [b, t, dim]) -> [b, t, dim], with the layer's pre-LayerNorm, query
+    projection, query LayerNorm and output LayerNorm."""
 
     def __init__(self, pkm, store, threads=0, layer=None):
         _check_pkm(pkm)

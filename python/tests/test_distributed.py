@@ -222,3 +222,27 @@ def test_bytes_moved_follow_the_formula(layered, splits, split):
             assert t["calls"] == p
             assert t["bytesSent"] == p * b * n * (16 + 4 * max(1, c // p))
             assert t["bytesReceived"] == b * e * v * 4
+
+
+def test_a_real_pytorch_pkm_served_from_a_split_store_equals_its_forward(tmp_path):
+    """The product-key-memory package's PKM converted, split by rows, served by pkmstore.torch
+    over Ray: its own forward's output and slots."""
+    torch = pytest.importorskip("torch")
+    product_key_memory = pytest.importorskip("product_key_memory")
+    import pkmstore.torch
+    torch.manual_seed(3)
+    pkm = product_key_memory.PKM(dim=48, heads=4, num_keys=48, topk=16, dim_head=24).eval()
+    captured = []
+    pkm.values.register_forward_pre_hook(lambda module, args, kwargs: captured.append(args[0].clone()), with_kwargs=True)
+    path = str(tmp_path / "pkm.pkm")
+    pkmstore.torch.convert_pkm(pkm, path)
+    dist.split(path, str(tmp_path / "pkm.split"), 3)
+    with dist.MemoryLayer(str(tmp_path / "pkm.split")) as layer:
+        served = pkmstore.torch.StorePKM(pkm, layer)
+        x = torch.randn(3, 7, 48)
+        with torch.no_grad():
+            expected = pkm(x)
+        got = served(x)
+    assert ((got - expected).abs().max() / expected.abs().max()).item() <= 1e-5
+    package = captured[0].reshape(21, 4, 16).numpy()
+    assert np.array_equal(np.sort(package, axis=-1), np.sort(served.last_indices, axis=-1))
