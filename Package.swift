@@ -85,7 +85,7 @@ let package = Package(
         // Scratch directories, the child-process runner and reference conversions for every test target.
         .target(name: "TestSupport", dependencies: ["MemoryFormat", "TensorFiles"], path: "Tests/TestSupport"),
         .testTarget(name: "MemoryStoreTests", dependencies: ["MemoryStore", "MemoryBenchmarks", "FuzzTargets", "TestSupport", "CLMDB", "_MemorySupport"]),
-        .testTarget(name: "MemoryRetrievalTests", dependencies: ["MemoryRetrieval", "MemoryLayer", "MemoryBenchmarks", "MemoryStore", "TestSupport", "COpenBLAS", "_MemorySupport"]),
+        .testTarget(name: "MemoryRetrievalTests", dependencies: ["MemoryRetrieval", "MemoryLayer", "MemoryBenchmarks", "MemoryStore", "TestSupport", "COpenBLAS", "CKeyScoring", "_MemorySupport"]),
         .testTarget(name: "MemtoolTests", dependencies: ["MemoryStore", "MemoryRetrieval", "MemoryLayer", "MemoryImport", "MemoryBenchmarks", "TensorFiles", "FuzzTargets", "TestSupport", "_MemorySupport", "memtool"]),
         // The slow suites: killed and resumed writers, corrupted and full disks, other processes,
         // earlier format versions, mutated files and the option sweep (`swift test --skip ReliabilityTests`

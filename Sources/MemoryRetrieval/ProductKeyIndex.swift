@@ -55,6 +55,9 @@ public final class ProductKeyIndex: Sendable {
     /// first-stage tables (f32) and up to 4 beyond 32 MiB, where reading the keys bounds them.
     /// Larger blocks are bound by arithmetic, which OpenBLAS's sgemm over f32 keys does better.
     let approximateBatch: Int
+    /// Blocks of at least this many queries score bfloat16 keys with bfloat16 queries, where the
+    /// CPU multiplies bfloat16 pairs (``ApproximateKeys/hasPairs``); smaller ones use sgemm.
+    let pairsBatch: Int
     /// Worker threads for batches.
     public let threads: Int
     /// Search working memory kept between blocks: fresh buffers of this size come from mmap
@@ -77,7 +80,7 @@ public final class ProductKeyIndex: Sendable {
     /// - Parameter approximateBatch: the largest block that scores bfloat16 keys; nil: by the
     ///   tables' size (``approximateBatch``). Tests set it to reach that path with small tables.
     init(config: RetrievalConfig, tensors: RetrievalTensors, threads: Int, limitsBLASThreads: Bool,
-         approximateBatch: Int?) throws(RetrievalError) {
+         approximateBatch: Int?, pairsBatch: Int? = nil) throws(RetrievalError) {
         let c = config
         address = try Self.checkedAddress(config: c, tensors: tensors)
         if limitsBLASThreads { KeyScoring.singleThreaded }
@@ -86,6 +89,7 @@ public final class ProductKeyIndex: Sendable {
         self.threads = max(1, threads)
         let tableBytes = c.heads * (c.gridRows + c.gridCols) * c.keyDim * 4
         self.approximateBatch = approximateBatch ?? (tableBytes > 32 << 20 ? 4 : tableBytes > 8 << 20 ? 2 : 1)
+        self.pairsBatch = pairsBatch ?? (tableBytes > 8 << 20 ? self.approximateBatch + 1 : Int.max)
 
         var rankRows: [[Float]] = [], rankCols: [[Float]] = []
         if c.scoring == .tucker {

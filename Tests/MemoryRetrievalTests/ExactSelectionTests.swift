@@ -1,3 +1,4 @@
+import CKeyScoring
 import Testing
 import _MemorySupport
 @testable import MemoryRetrieval
@@ -93,6 +94,99 @@ import _MemorySupport
                     magnitude += abs(k * x)
                 }
                 #expect(abs(Double(out[b * n + i]) - exact) <= gamma * magnitude, "query \(b), key \(i)")
+            }
+        }
+    }
+
+    // Large batches on CPUs with AVX512-BF16: keys and queries rounded to bfloat16, the bound
+    // widened by the query's rounding (Spec/RETRIEVAL.md, "Exact selection from approximate scores").
+
+    @Test(.enabled(if: pkm_bf16_pairs_supported() != 0, "this CPU has no AVX512-BF16"), arguments: [Scoring.pkm, .tucker])
+    func pairBatchesSelectExactlyWhatTheBruteForceSelects(scoring: Scoring) throws {
+        var rng = SeededGenerator(seed: 78)
+        let heads = 2, d = 17, n = 101, k = 8
+        let c = RetrievalConfig(scoring: scoring, heads: heads, keyDim: d, gridRows: n, gridCols: n, rank: scoring == .pkm ? 1 : 2,
+                                cores: scoring == .pkm ? 1 : 2, physicalRows: n * n, valueDim: 4, topK: k, topM: scoring == .pkm ? 0 : 24)
+        let r = c.rank
+        let t = RetrievalTensors(rowKeys: Self.adversarialKeys(heads * r * n, dim: d, rng: &rng),
+                                 colKeys: Self.adversarialKeys(heads * r * n, dim: d, rng: &rng),
+                                 cores: scoring == .pkm ? nil : (0..<(heads * 2 * r * r)).map { _ in Float(Int(rng.next() % 9) - 4) / 8 })
+        let batch = 45
+        // Half the queries exact in bfloat16 (ties decided by the rule), half not (1 + m·2^-12: rounded).
+        let q = (0..<(batch * heads * 2 * d)).map { e in
+            e % 2 == 0 ? Float(Int(rng.next() % 33) - 16) / 64 : (1 + Float(rng.next() % 16) * 0x1p-12) * Float(Int(rng.next() % 5) - 2)
+        }
+        let pairs = try ProductKeyIndex(config: c, tensors: t, threads: 2, limitsBLASThreads: true, approximateBatch: 1, pairsBatch: 2)
+        let f32 = try ProductKeyIndex(config: c, tensors: t, threads: 2, limitsBLASThreads: true, approximateBatch: 1, pairsBatch: .max)
+        #expect(pairs.approximateTables?.rows.first?.hasPairs == true)
+        let got = try pairs.search(queries: q, batch: batch), expected = try f32.search(queries: q, batch: batch)
+        #expect(got.indices == expected.indices)
+        // The weights of the f32 scores, summed in KeyScoring.dot's order instead of sgemm's.
+        #expect(zip(got.weights, expected.weights).allSatisfy { abs($0 - $1) <= 1e-5 * max(abs($1), 1e-30) })
+        if scoring == .pkm {
+            let per = heads * 2 * d
+            for b in 0..<batch {
+                for h in 0..<heads {
+                    let start = (b * heads + h) * k
+                    #expect(Array(got.indices[start..<(start + k)]) == bruteForce(c, t, query: Array(q[(b * per)..<((b + 1) * per)]), head: h), "query \(b)")
+                }
+            }
+        }
+    }
+
+    /// The uniform bound of the pairs kernel holds at every magnitude, subnormal products included.
+    @Test(.enabled(if: pkm_bf16_pairs_supported() != 0, "this CPU has no AVX512-BF16"),
+          arguments: [(Float(1e-6), Float(1)), (1, 1), (1e6, 1), (1e-30, 1e-9), (1, 1e-37)])
+    func pairSelectionEqualsTheTopOfF32ScoresOnGaussianKeys(keyScale: Float, queryScale: Float) {
+        var rng = SeededGenerator(seed: 6)
+        let n = 5003, d = 48, batch = 3
+        let keys = (0..<(n * d)).map { _ in rng.normal() * keyScale }
+        let q = (0..<(batch * d)).map { _ in rng.normal() * queryScale }
+        let table = keys.withUnsafeBufferPointer { ApproximateKeys(keys: $0.baseAddress!, count: n, dim: d) }
+        var rounded = QueryPairs()
+        q.withUnsafeBufferPointer { rounded.prepare($0.baseAddress!, stride: d, batch: batch, dim: d) }
+        var approximate = [Float](repeating: .nan, count: batch * n)
+        approximate.withUnsafeMutableBufferPointer { table.scorePairs(rounded, batch: batch, into: $0.baseAddress!) }
+        for b in 0..<batch {
+            var selection = ExactSelection()
+            let kept = keys.withUnsafeBufferPointer { k in
+                q.withUnsafeBufferPointer { qq in
+                    approximate.withUnsafeMutableBufferPointer {
+                        selection.selectPairs(count: 32, approximate: $0.baseAddress! + b * n, table: table, keys: k.baseAddress!,
+                                              query: qq.baseAddress! + b * d, term: rounded.terms[b])
+                    }
+                }
+            }
+            let exact = (0..<n).map { i in keys.withUnsafeBufferPointer { k in q.withUnsafeBufferPointer { KeyScoring.dot(k.baseAddress! + i * d, $0.baseAddress! + b * d, d) } } }
+            let expected = (0..<n).sorted { exact[$0] > exact[$1] || (exact[$0] == exact[$1] && $0 < $1) }.prefix(32).sorted()
+            #expect(kept == Array(expected), "scales \(keyScale), \(queryScale), query \(b)")
+        }
+    }
+
+    /// The pairs kernel (key counts off the 16- and 64-key blocks, odd dims, batches off its
+    /// 6-query blocks) is within γ_d (and the flushed subnormals) of the exact products of the rounded keys and queries.
+    @Test(.enabled(if: pkm_bf16_pairs_supported() != 0, "this CPU has no AVX512-BF16"), arguments: [1, 6, 7, 13], [7, 20, 128])
+    func pairScoresAreDotProductsOfTheRoundedKeysAndQueries(batch: Int, dim: Int) {
+        var rng = SeededGenerator(seed: UInt64(batch * 1000 + dim))
+        let n = 141
+        let keys = (0..<(n * dim)).map { _ in rng.normal() }
+        let q = (0..<(batch * dim)).map { _ in rng.normal() }
+        let table = keys.withUnsafeBufferPointer { ApproximateKeys(keys: $0.baseAddress!, count: n, dim: dim) }
+        var rounded = QueryPairs()
+        q.withUnsafeBufferPointer { rounded.prepare($0.baseAddress!, stride: dim, batch: batch, dim: dim) }
+        var out = [Float](repeating: .nan, count: batch * n)
+        out.withUnsafeMutableBufferPointer { table.scorePairs(rounded, batch: batch, into: $0.baseAddress!) }
+        let gamma = Double(dim) * 0x1p-24 / (1 - Double(dim) * 0x1p-24), width = (dim + 1) / 2
+        for b in 0..<batch {
+            for i in 0..<n {
+                var exact = 0.0, magnitude = 0.0
+                for j in 0..<dim {
+                    let k = Double(Float(bitPattern: UInt32(table.bits[i * dim + j]) << 16))
+                    let x = Double(Float(bitPattern: (rounded.pairs[b * width + j / 2] >> (16 * UInt32(j % 2))) << 16))
+                    exact += k * x
+                    magnitude += abs(k * x)
+                }
+                #expect(abs(Double(out[b * n + i]) - exact) <= gamma * magnitude + Double(2 * dim) * 0x1p-126, "query \(b), key \(i)")
             }
         }
     }

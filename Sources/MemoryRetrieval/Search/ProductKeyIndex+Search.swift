@@ -82,18 +82,30 @@ extension ProductKeyIndex {
         var scratch = scratchPool.withLock { $0.popLast() } ?? SearchScratch(config: c)
         scratch.reserve(block: n)
         defer { scratchPool.withLock { $0.append(scratch) } }
-        // The smallest batches score bfloat16 copies of the first-stage keys and select exactly from them.
-        let tables = n <= approximateBatch && !exhaustive && c.scoring != .tuckerExact ? approximateTables : nil
+        // The smallest batches score bfloat16 copies of the first-stage keys and select exactly
+        // from them; large ones too, with the queries rounded as well, where the CPU multiplies
+        // bfloat16 pairs (AVX512-BF16: twice sgemm's multiply-adds per instruction).
+        let approximate = !exhaustive && c.scoring != .tuckerExact
+        let tables = n <= approximateBatch && approximate ? approximateTables : nil
+        let pairTables = tables == nil && approximate && n >= pairsBatch && approximateTables?.rows.first?.hasPairs == true ? approximateTables : nil
         for h in heads {
             let qRow = queries.baseAddress! + range.lowerBound * stride + h * 2 * d
             let qCol = qRow + d
-            switch (c.scoring, tables) {
+            if let pairTables {
+                scratch.rowPairs.prepare(qRow, stride: stride, batch: n, dim: d)
+                scratch.colPairs.prepare(qCol, stride: stride, batch: n, dim: d)
+                scratch.rowScores.withUnsafeMutableBufferPointer { pairTables.rows[h].scorePairs(scratch.rowPairs, batch: n, into: $0.baseAddress!) }
+                scratch.colScores.withUnsafeMutableBufferPointer { pairTables.cols[h].scorePairs(scratch.colPairs, batch: n, into: $0.baseAddress!) }
+            }
+            switch (c.scoring, tables ?? pairTables) {
             case (.pkm, nil):
                 scoreAll(tensors.rowKeys, offset: h * c.gridRows * d, count: c.gridRows, qRow, n, into: &scratch.rowScores)
                 scoreAll(tensors.colKeys, offset: h * c.gridCols * d, count: c.gridCols, qCol, n, into: &scratch.colScores)
             case (.tucker, nil) where !exhaustive:
                 scoreAll(rankRowKeys[h], offset: 0, count: c.gridRows, qRow, n, into: &scratch.rowScores)
                 scoreAll(rankColKeys[h], offset: 0, count: c.gridCols, qCol, n, into: &scratch.colScores)
+            case (_, _?) where pairTables != nil:
+                break
             case (_, let tables?):
                 scratch.rowScores.withUnsafeMutableBufferPointer { tables.rows[h].score(qRow, stride: stride, batch: n, into: $0.baseAddress!) }
                 scratch.colScores.withUnsafeMutableBufferPointer { tables.cols[h].score(qCol, stride: stride, batch: n, into: $0.baseAddress!) }
@@ -103,13 +115,17 @@ extension ProductKeyIndex {
             for b in 0..<n {
                 let slot = ((range.lowerBound + b) * c.heads + h) * c.topK
                 let q = (row: qRow + b * stride, col: qCol + b * stride)
+                let best = c.scoring == .pkm ? c.topK : c.topM
                 if let tables {
                     firstStageKeys(head: h) { rowKeys, colKeys in
-                        scratch.keepExactly(b, best: c.scoring == .pkm ? c.topK : c.topM, tables: tables, head: h,
-                                            rowKeys: rowKeys, colKeys: colKeys, query: q)
+                        scratch.keepExactly(b, best: best, tables: tables, head: h, rowKeys: rowKeys, colKeys: colKeys, query: q)
+                    }
+                } else if let pairTables {
+                    firstStageKeys(head: h) { rowKeys, colKeys in
+                        scratch.keepPairs(b, best: best, tables: pairTables, head: h, rowKeys: rowKeys, colKeys: colKeys, query: q)
                     }
                 }
-                let kept = tables != nil
+                let kept = tables != nil || pairTables != nil
                 switch c.scoring {
                 case .pkm: selectPKM(b, &scratch, exhaustive: exhaustive, kept: kept)
                 case .tucker: selectTucker(b, head: h, q, &scratch, exact: exhaustive, kept: kept)

@@ -16,6 +16,9 @@ struct SearchScratch: Sendable {
     /// Working memory of exact selections from approximate scores, per side.
     var exactRows = ExactSelection()
     var exactCols = ExactSelection()
+    /// The block's queries rounded for the bfloat16 pairs kernel, per side.
+    var rowPairs = QueryPairs()
+    var colPairs = QueryPairs()
 
     private let gridRows: Int, gridCols: Int
 
@@ -60,6 +63,20 @@ struct SearchScratch: Sendable {
         }
         keptCols = colScores.withUnsafeMutableBufferPointer {
             exactCols.select(count: count, approximate: $0.baseAddress! + b * cols.count, table: cols, keys: colKeys, query: q.col)
+        }
+    }
+
+    /// ``keepExactly(_:best:tables:head:rowKeys:colKeys:query:)`` from scores of the pairs kernel
+    /// (``ApproximateKeys/scorePairs(_:batch:into:)``), the queries rounded as `rowPairs`/`colPairs` hold them.
+    mutating func keepPairs(_ b: Int, best count: Int, tables: ApproximateTables, head h: Int,
+                            rowKeys: UnsafePointer<Float>, colKeys: UnsafePointer<Float>,
+                            query q: (row: UnsafePointer<Float>, col: UnsafePointer<Float>)) {
+        let rows = tables.rows[h], cols = tables.cols[h], rowTerm = rowPairs.terms[b], colTerm = colPairs.terms[b]
+        keptRows = rowScores.withUnsafeMutableBufferPointer {
+            exactRows.selectPairs(count: count, approximate: $0.baseAddress! + b * rows.count, table: rows, keys: rowKeys, query: q.row, term: rowTerm)
+        }
+        keptCols = colScores.withUnsafeMutableBufferPointer {
+            exactCols.selectPairs(count: count, approximate: $0.baseAddress! + b * cols.count, table: cols, keys: colKeys, query: q.col, term: colTerm)
         }
     }
 

@@ -1,3 +1,5 @@
+import CKeyScoring
+
 /// Selection of the top n scores, larger first, equal scores by smaller position
 /// (Spec/RETRIEVAL.md, "Ranking and ties"). Callers present candidates in index order, so
 /// position order is index order.
@@ -8,6 +10,7 @@
 /// ties included, and branch-predictable where a quickselect over random scores is not.
 struct TopSelection {
     private var maxima: [Float] = []
+    private var above: [UInt32] = []
     private var keys: [UInt64] = []
     /// The selected positions, in rank order.
     private(set) var positions: [Int] = []
@@ -25,17 +28,19 @@ struct TopSelection {
         if n >= 8 * want {
             let block = n / (4 * want)
             let blocks = n / block
-            maxima.removeAll(keepingCapacity: true)
-            for i in 0..<blocks {
-                var m = candidates[i * block]
-                for j in (i * block + 1)..<((i + 1) * block) { m = max(m, candidates[j]) }
-                maxima.append(m)
+            if maxima.count < blocks { maxima = [Float](repeating: 0, count: blocks) }
+            bound = maxima.withUnsafeMutableBufferPointer { m in
+                pkm_block_maxima(candidates.baseAddress, block, blocks, m.baseAddress)
+                return Self.kthLargest(UnsafeMutableBufferPointer(rebasing: m[0..<blocks]), want - 1)
             }
-            bound = maxima.withUnsafeMutableBufferPointer { Self.kthLargest($0, want - 1) }
         }
         keys.removeAll(keepingCapacity: true)
-        for p in 0..<n where candidates[p] >= bound {
-            keys.append(UInt64(~Self.orderedBits(candidates[p])) << 32 | UInt64(p))
+        if above.count < n { above = [UInt32](repeating: 0, count: n) }
+        above.withUnsafeMutableBufferPointer { a in
+            let found = pkm_positions_at_least(candidates.baseAddress, n, bound, a.baseAddress)
+            for p in a[0..<found].lazy.map(Int.init) {
+                keys.append(UInt64(~Self.orderedBits(candidates[p])) << 32 | UInt64(p))
+            }
         }
         keys.sort()
         for key in keys.prefix(want) {
