@@ -118,6 +118,7 @@ public enum MemorySplit {
         let table = source.layout, size = table.elementType.size
         var options = StoreWriter.Options()
         options.createdBy = manifest.createdBy
+        let layers = try manifest.layers.map { (name: $0, contents: try source.layerContents($0)) }
         let writers = try manifest.parts.indices.map { k in
             let shape = manifest.part(k).partShape
             let layout = TableLayout(elementType: table.elementType, rows: shape.rows, dim: shape.dim,
@@ -125,10 +126,7 @@ public enum MemorySplit {
                                      codec: table.codec, level: table.level, dictionary: table.dictionary)
             let writer = try StoreWriter.create(at: directory + "/" + manifest.parts[k].file, layout: layout,
                                                 metadata: source.manifest.metadata, options: options)
-            for name in manifest.layers {
-                let (record, tensors) = try source.layerContents(name)
-                try writer.putLayer(name, record: record, tensors: tensors)
-            }
+            for layer in layers { try writer.putLayer(layer.name, record: layer.contents.record, tensors: layer.contents.tensors) }
             try writer.putMetaRecord(TablePart.recordName, manifest.part(k).encoded())
             return writer
         }
