@@ -10,7 +10,9 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 .build/release/memtool create "$work/capi.pkm" --synthetic --rows 4096 --dim 16 --heads 2 --key-dim 8 --topk 4 \
     --scoring tucker --top-m 8 --layers 2 > /dev/null
+.build/release/memtool create "$work/gated.pkm" --synthetic --rows 4096 --dim 16 --heads 2 --key-dim 8 --topk 4 \
+    --gate-dim 4 --gate-activation gelu > /dev/null
 lib="$root/.build-asan/release"
 clang -std=c11 -Wall -Wextra -Werror -O1 -g -fsanitize=address -fuse-ld=lld -I Sources/CPKMStore/include \
     Tests/CAPI/capi_check.c -L "$lib" -lpkmstore -Wl,-rpath,"$lib" -lm -o "$work/capi_check"
-"$work/capi_check" "$work/capi.pkm"
+"$work/capi_check" "$work/capi.pkm" "$work/gated.pkm"

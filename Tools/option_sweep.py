@@ -31,7 +31,7 @@ def runs(work, store, checkpoint, queries, bad_queries):
     table = {
         "create": (lambda out: create[:1] + [out] + create[1:],
                    ["seed", "rows", "dim", "heads", "key-dim", "rank", "cores", "expansion", "topk", "top-m", "out-dim",
-                    "rows-per-shard", "level", "commit-bytes", "layers"]),
+                    "rows-per-shard", "level", "commit-bytes", "layers", "gate-dim"]),
         "create (tucker)": (lambda out: create[:1] + [out] + create[1:] + ["--scoring", "tucker", "--top-m", "8"],
                             ["core-decay", "rank", "cores"]),
         "import": (lambda out: ["import", out, "--from", checkpoint],
@@ -39,7 +39,7 @@ def runs(work, store, checkpoint, queries, bad_queries):
         # Adding a layer to a copy of the base store, reading its rows.
         "import --layer": (lambda out: (shutil.copyfile(store, out), ["import", out, "--from", checkpoint, "--layer", "extra",
                                                                       "--values-from-store"])[1],
-                           ["window", "pool-offset", "topk"]),
+                           ["window", "pool-offset", "topk", "gate-dim"]),
         "compact": (lambda out: ["compact", store, "--output", out], ["level", "rows-per-shard"]),
         "split": (lambda out: ["split", store, "--out", out], ["parts"]),
         "split --by dims": (lambda out: ["split", store, "--out", out, "--by", "dims"], ["parts"]),
@@ -65,6 +65,11 @@ def runs(work, store, checkpoint, queries, bad_queries):
     for layers in ["all", "", "some", "0"]:
         yield f"bench --layers {layers!r}", (lambda out, l=layers: bench + ["--flat-path", out, "--layers", l])
     yield "bench --resident", (lambda out: bench + ["--flat-path", out, "--resident"])
+    for act in ["gelu", "none", "relu", ""]:
+        yield f"create --gate-activation {act!r}", (lambda out, a=act: create[:1] + [out] + create[1:] + ["--gate-dim", "2", "--gate-activation", a])
+    for q in bad_queries + [queries]:
+        yield f"query --gate-inputs {os.path.basename(q)}", (lambda out, q=q: ["query", store, "--queries", queries, "--output", out,
+                                                                                "--gate-inputs", q])
     for axis in ["rows", "dims", "columns", ""]:
         yield f"split --by {axis!r}", (lambda out, a=axis: ["split", store, "--out", out, "--parts", "2", "--by", a])
     # Grids and replayed queries of the wrong shape.

@@ -8,6 +8,7 @@ golden vectors in Spec/golden/.
 Written from the spec alone; it shares no code with the Swift implementation.
 """
 import json
+import math
 import os
 import sys
 
@@ -66,8 +67,14 @@ def leading_pair(c):
     return u0, v0
 
 
-def retrieve(cfg, t, queries):
-    """Returns (indices [B,H,k], weights [B,H,k,c], output [B,d_out], margins) in float64."""
+def gate_activation(x, name):
+    """A gate dot's activation (Spec/RETRIEVAL.md, "Gates"): none, or GELU as x·Φ(x)."""
+    return x if name == "none" else 0.5 * x * (1 + math.erf(x / math.sqrt(2)))
+
+
+def retrieve(cfg, t, queries, gate_inputs=None):
+    """Returns (indices [B,H,k], weights [B,H,k,c], output [B,d_out], margins) in float64. A gated
+    layer (cfg "gateDim" > 0) reads t["gates"] [pool rows, g] and gate_inputs [B, g]."""
     H, k, c, v = cfg["heads"], cfg["topK"], cfg["cores"], cfg["valueDim"]
     n_row, n_col = cfg["gridRows"], cfg["gridCols"]
     n_p, e = cfg["physicalRows"], cfg["expansion"]
@@ -131,8 +138,12 @@ def retrieve(cfg, t, queries):
                 # The layer's rows are a window of the pool (the value table) from poolOffset.
                 row = (row + cfg.get("poolOffset", 0)) % cfg.get("poolRows", n_p)
                 width = v // c
+                gate = 1.0
+                if cfg.get("gateDim", 0):
+                    dot = float(np.dot(gate_inputs[b].astype(np.float64), t["gates"][row].astype(np.float64)))
+                    gate = gate_activation(dot, cfg["gateActivation"])
                 for tt in range(c):
-                    acc[p, tt * width:(tt + 1) * width] += weights[b, h, s_i, tt] * values[row, tt * width:(tt + 1) * width]
+                    acc[p, tt * width:(tt + 1) * width] += weights[b, h, s_i, tt] * gate * values[row, tt * width:(tt + 1) * width]
         if "projectors" in t:
             proj = t["projectors"].astype(np.float64)
             out[b] = sum(acc[p] @ proj[p] for p in range(e))
@@ -158,6 +169,10 @@ CASES = [
     ("pkm_ties_softmax", "pkm", 2, 4, (16, 16), 1, 1, 1, 4, None, 12, 0, "softmax", "identity", {"spread": 1}),
     # A window of 64 rows of a 100-row pool from row 70: rows 70..99, then 0..33.
     ("pkm_e4_keyed_pool_window", "pkm", 2, 8, (16, 16), 1, 1, 4, 8, 5, 6, 0, "softmax", "keyed", {"pool": (100, 70)}),
+    # Gated layers (Spec/RETRIEVAL.md, "Gates"): each slot's weight times act(u_b · G[row]).
+    ("pkm_gate_gelu", "pkm", 2, 8, (16, 16), 1, 1, 1, 8, None, 6, 0, "softmax", "identity", {"gate": (4, "gelu")}),
+    ("tucker_c2_e4_keyed_gate_window", "tucker", 2, 8, (16, 16), 2, 2, 4, 8, 5, 5, 6, "none", "keyed",
+     {"gate": (3, "none"), "pool": (100, 30)}),
 ]
 
 
@@ -191,19 +206,25 @@ def generate(directory, batch=6):
         if extra.get("proj"):
             ints["row_proj"] = quantized(rng, (H, r))
             ints["col_proj"] = quantized(rng, (H, r))
+        if "gate" in extra:
+            g, cfg["gateActivation"] = extra["gate"]
+            cfg["gateDim"] = g
+            ints["gates"] = quantized(rng, (pool_rows, g))
         tensors = {n: a / 64.0 for n, a in ints.items()}
         if addressing == "table":
             tensors["virtual_map"] = rng.permutation(n_v).astype(np.int64)
         # Draw queries until every Tucker selection keeps a clear gap (see "Precision").
         queries_int, rows = [], 0
+        gates_int = quantized(rng, (batch, cfg["gateDim"])) if "gate" in extra else None
+        gate_inputs = None if gates_int is None else gates_int / 64.0
         while rows < batch:
             q = quantized(rng, (1, H, 2, d), spread)
-            _, _, _, margins = retrieve(cfg, tensors, q / 64.0)
+            _, _, _, margins = retrieve(cfg, tensors, q / 64.0, gate_inputs)
             if scoring == "pkm" or min(margins) >= 1e-3:
                 queries_int.append(q)
                 rows += 1
         q_int = np.concatenate(queries_int)
-        idx, w, out, _ = retrieve(cfg, tensors, q_int / 64.0)
+        idx, w, out, _ = retrieve(cfg, tensors, q_int / 64.0, gate_inputs)
         doc = {"name": name, "config": cfg, "scale": 64,
                "tensors": {n: {"shape": list(a.shape), "ints": a.reshape(-1).tolist()} for n, a in ints.items()},
                "queries": {"shape": list(q_int.shape), "ints": q_int.reshape(-1).tolist()},
@@ -212,6 +233,8 @@ def generate(directory, batch=6):
                             "output": [float(x) for x in out.reshape(-1)]}}
         if addressing == "table":
             doc["virtual_map"] = tensors["virtual_map"].tolist()
+        if gates_int is not None:
+            doc["gate_inputs"] = {"shape": list(gates_int.shape), "ints": gates_int.reshape(-1).tolist()}
         with open(os.path.join(directory, name + ".json"), "w") as f:
             json.dump(doc, f, separators=(",", ":"))
         print(f"{name}: B={batch} H={H} grid={nr}x{nc} k={k} -> {os.path.getsize(os.path.join(directory, name + '.json'))} bytes")
@@ -224,6 +247,8 @@ def load(path):
     if "virtual_map" in doc:
         t["virtual_map"] = np.array(doc["virtual_map"], dtype=np.int64)
     q = np.array(doc["queries"]["ints"], dtype=np.float64).reshape(doc["queries"]["shape"]) / scale
+    if "gate_inputs" in doc:
+        doc["gate_inputs_array"] = np.array(doc["gate_inputs"]["ints"], dtype=np.float64).reshape(doc["gate_inputs"]["shape"]) / scale
     return doc, t, q
 
 
@@ -231,7 +256,7 @@ def check(directory):
     bad = 0
     for name in sorted(os.listdir(directory)):
         doc, t, q = load(os.path.join(directory, name))
-        idx, w, out, _ = retrieve(doc["config"], t, q)
+        idx, w, out, _ = retrieve(doc["config"], t, q, doc.get("gate_inputs_array"))
         e = doc["expected"]
         ok = (idx.reshape(-1).tolist() == e["indices"] and np.allclose(w.reshape(-1), e["weights"], rtol=1e-9)
               and np.allclose(out.reshape(-1), e["output"], rtol=1e-9))

@@ -250,3 +250,17 @@ void pkm_gather_reduce(int element_type, const void *const *rows, const intptr_t
     pkm_gather_reduce_at(pkm_gather_reduce_level(), element_type, rows, positions, count, dim, chunks, weights, targets, out,
                          prefetch_distance, half_table);
 }
+
+void pkm_gather_dot(int element_type, const void *const *rows, const intptr_t *positions, size_t count, size_t column,
+                    size_t width, const float *inputs, const intptr_t *queries, float *out, size_t prefetch_distance,
+                    size_t row_bytes, const float *half_table) {
+    for (size_t k = 0; k < prefetch_distance && k < count; k++) pkm_prefetch(rows[k], row_bytes);
+    for (size_t k = 0; k < count; k++) {
+        if (prefetch_distance && k + prefetch_distance < count) pkm_prefetch(rows[k + prefetch_distance], row_bytes);
+        const size_t i = position(positions, k);
+        const float *u = inputs + (size_t)queries[i] * width;
+        float sum = 0;
+        for (size_t j = 0; j < width; j++) sum += u[j] * element(element_type, rows[k], column + j, half_table);
+        out[i] = sum;
+    }
+}

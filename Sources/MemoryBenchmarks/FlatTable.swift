@@ -69,11 +69,30 @@ public final class FlatTable: @unchecked Sendable {
         elementType.convert(base + index * dim * elementType.size, count: dim, into: out)
     }
 
-    /// Row `i` adds into output row `targets[i]`, with the kernel of `Store.gatherReduce`, in
-    /// the order given and with no checks: the memory system's limit for this table.
-    public func gatherReduce(indices: UnsafeBufferPointer<Int>, weights: UnsafeBufferPointer<Float>, chunks: Int,
+    /// Row `i` adds into output row `targets[i]` (its first `width` elements), with the kernel of
+    /// `Store.gatherReduce`, in the order given and with no checks: the memory system's limit for this table.
+    public func gatherReduce(indices: UnsafeBufferPointer<Int>, weights: UnsafeBufferPointer<Float>, chunks: Int, width: Int? = nil,
                              targets: UnsafeBufferPointer<Int>, into output: UnsafeMutableBufferPointer<Float>) {
-        guard let w = weights.baseAddress, let out = output.baseAddress, !indices.isEmpty else { return }
+        guard let w = weights.baseAddress, let out = output.baseAddress else { return }
+        forEachGroup(indices) { rows, start in
+            RowKernels.gatherReduce(rows, positions: nil, type: elementType, dim: width ?? dim, chunks: chunks, weights: w + start * chunks,
+                                    targets: targets.baseAddress.map { $0 + start }, into: out)
+        }
+    }
+
+    /// The gate dots of `Store.gatherDots` over this table, with no checks.
+    public func gatherDots(indices: UnsafeBufferPointer<Int>, column: Int, width: Int, inputs: UnsafeBufferPointer<Float>,
+                           queries: UnsafeBufferPointer<Int>, into scores: UnsafeMutableBufferPointer<Float>) {
+        guard let u = inputs.baseAddress, let q = queries.baseAddress, let out = scores.baseAddress else { return }
+        forEachGroup(indices) { rows, start in
+            RowKernels.gatherDots(rows, positions: nil, type: elementType, column: column, width: width, rowBytes: dim * elementType.size,
+                                  inputs: u, queries: q + start, into: out + start)
+        }
+    }
+
+    /// The rows at `indices` as pointers, in groups of `Store.rawGroupRows` (the group and its first position).
+    private func forEachGroup(_ indices: UnsafeBufferPointer<Int>, _ body: (UnsafeBufferPointer<UnsafeRawPointer?>, Int) -> Void) {
+        guard !indices.isEmpty else { return }
         let rowBytes = dim * elementType.size, group = min(indices.count, Store.rawGroupRows)
         let rows = UnsafeMutableBufferPointer<UnsafeRawPointer?>.allocate(capacity: group)
         defer { rows.deallocate() }
@@ -81,9 +100,7 @@ public final class FlatTable: @unchecked Sendable {
         while start < indices.count {
             let n = min(group, indices.count - start)
             for k in 0..<n { rows[k] = base + indices[start + k] * rowBytes }
-            RowKernels.gatherReduce(UnsafeBufferPointer(rebasing: rows[0..<n]), positions: nil, type: elementType, dim: dim,
-                                    chunks: chunks, weights: w + start * chunks, targets: targets.baseAddress.map { $0 + start },
-                                    into: out)
+            body(UnsafeBufferPointer(rebasing: rows[0..<n]), start)
             start += n
         }
     }
@@ -97,8 +114,13 @@ public struct FlatRows: ValueRows {
     public var dim: Int { table.dim }
     public var rows: Int { table.rows }
 
-    public func gatherReduce(indices: UnsafeBufferPointer<Int>, weights: UnsafeBufferPointer<Float>, chunks: Int,
+    public func gatherReduce(indices: UnsafeBufferPointer<Int>, weights: UnsafeBufferPointer<Float>, chunks: Int, width: Int,
                              targets: UnsafeBufferPointer<Int>, into output: UnsafeMutableBufferPointer<Float>) throws {
-        table.gatherReduce(indices: indices, weights: weights, chunks: chunks, targets: targets, into: output)
+        table.gatherReduce(indices: indices, weights: weights, chunks: chunks, width: width, targets: targets, into: output)
+    }
+
+    public func gatherDots(indices: UnsafeBufferPointer<Int>, column: Int, width: Int, inputs: UnsafeBufferPointer<Float>,
+                           queries: UnsafeBufferPointer<Int>, into scores: UnsafeMutableBufferPointer<Float>) throws {
+        table.gatherDots(indices: indices, column: column, width: width, inputs: inputs, queries: queries, into: scores)
     }
 }

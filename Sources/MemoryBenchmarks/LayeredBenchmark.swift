@@ -40,6 +40,7 @@ public enum LayeredBenchmark {
         guard let first = layers.first else { throw StoreError.noLayer(path: "") }
         let batches = max(1, options.queries / options.batch)
         let flat = options.flatTable.map(FlatRows.init)
+        let gates = layers.map { $0.benchmarkGateInputs(batch: options.batch) }
         let work = layers.enumerated().map { l, layer in
             var generator = QueryGenerator(config: layer.config, distribution: options.distribution, seed: options.seed &+ UInt64(l))
             return (0..<batches).map { _ in generator.next(batch: options.batch) }
@@ -48,8 +49,8 @@ public enum LayeredBenchmark {
             var warm = QueryGenerator(config: layer.config, distribution: options.distribution, seed: (options.seed &+ UInt64(l)) ^ 1)
             for _ in 0..<max(0, options.warmupQueries / options.batch) {
                 let found = try layer.search(queries: warm.next(batch: options.batch), batch: options.batch)
-                _ = try layer.reduce(found)
-                if let flat { _ = try layer.index.reduce(found, values: flat) }
+                _ = try layer.reduce(found, gateInputs: gates[l])
+                if let flat { _ = try layer.index.reduce(found, values: flat, gateInputs: gates[l]) }
             }
         }
         let clock = ContinuousClock()
@@ -59,7 +60,7 @@ public enum LayeredBenchmark {
             var batchTime = 0.0
             for (l, layer) in layers.enumerated() {
                 var result: SearchResult?
-                let t = try clock.measure { result = try layer.search(queries: work[l][b], batch: options.batch); _ = try layer.reduce(result!) }
+                let t = try clock.measure { result = try layer.search(queries: work[l][b], batch: options.batch); _ = try layer.reduce(result!, gateInputs: gates[l]) }
                 lookupTimes[l].append(t.seconds * 1e3)
                 batchTime += t.seconds * 1e3
                 found[l].append(result!)
@@ -80,10 +81,10 @@ public enum LayeredBenchmark {
             }
             return best!
         }
-        let store = try bestPass { try $0.reduce($1) }
+        let store = try bestPass { try $0.reduce($1, gateInputs: $0.benchmarkGateInputs(batch: options.batch)) }
         var limit: (times: [Double], outputs: [[Float]])?, maxDifference: Double?
         if let flat {
-            limit = try bestPass { try $0.index.reduce($1, values: flat) }
+            limit = try bestPass { try $0.index.reduce($1, values: flat, gateInputs: $0.benchmarkGateInputs(batch: options.batch)) }
             var worst = 0.0
             for (output, reference) in zip(store.outputs, limit!.outputs) {
                 for (a, b) in zip(output, reference) { worst = max(worst, Double(abs(a - b)) / max(Double(abs(b)), 1e-3)) }

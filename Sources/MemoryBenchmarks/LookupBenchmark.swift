@@ -116,13 +116,14 @@ public struct LookupBenchmark {
         var generator = QueryGenerator(config: c, distribution: options.distribution, seed: options.seed)
         let work = (0..<batches).map { _ in generator.next(batch: options.batch) }
         let flat = options.flatTable.map(FlatRows.init)
+        let gates = layer.benchmarkGateInputs(batch: options.batch)
         if !cold {
             // The warm-up goes through the upper bound too, so both start with their pages mapped.
             var warm = QueryGenerator(config: c, distribution: options.distribution, seed: options.seed ^ 1)
             for _ in 0..<max(0, options.warmupQueries / options.batch) {
                 let found = try layer.search(queries: warm.next(batch: options.batch), batch: options.batch)
-                _ = try layer.reduce(found)
-                if let flat { _ = try layer.index.reduce(found, values: flat) }
+                _ = try layer.reduce(found, gateInputs: gates)
+                if let flat { _ = try layer.index.reduce(found, values: flat, gateInputs: gates) }
             }
         }
         let clock = ContinuousClock()
@@ -138,7 +139,7 @@ public struct LookupBenchmark {
             let s = try clock.measure { found = try layer.search(queries: q, batch: options.batch) }
             let before = store.cacheStatistics
             let diskBefore = diskReadBytes()
-            let r = try clock.measure { _ = try layer.reduce(found!) }
+            let r = try clock.measure { _ = try layer.reduce(found!, gateInputs: gates) }
             disk += diskReadBytes() - diskBefore
             let after = store.cacheStatistics
             hits += after.hits - before.hits
@@ -162,10 +163,10 @@ public struct LookupBenchmark {
                 }
                 return best!
             }
-            let store = try bestPass { try layer.reduce($0) }
+            let store = try bestPass { try layer.reduce($0, gateInputs: gates) }
             reduceTimes = store.times
             if let flat {
-                let limit = try bestPass { try layer.index.reduce($0, values: flat) }
+                let limit = try bestPass { try layer.index.reduce($0, values: flat, gateInputs: gates) }
                 flatTimes = limit.times
                 for (output, reference) in zip(store.outputs, limit.outputs) {
                     for (a, b) in zip(output, reference) { maxDifference = max(maxDifference, Double(abs(a - b)) / max(Double(abs(b)), 1e-3)) }

@@ -1,3 +1,4 @@
+import MemoryLayer
 import MemoryRetrieval
 import MemoryStore
 import _MemorySupport
@@ -57,5 +58,16 @@ public struct QueryGenerator: Sendable {
             }
             return out
         }
+    }
+}
+
+extension MemoryLayer {
+    /// Gate inputs `[batch, gateDim]` for a benchmark of a gated layer (nil for another): every
+    /// element ±1/√g in a fixed pattern, so that gate dots of N(0, σ²) rows stay of order σ.
+    public func benchmarkGateInputs(batch: Int) -> [Float]? {
+        let g = config.gateDim
+        guard g > 0 else { return nil }
+        let scale = 1 / Float(g).squareRoot()
+        return (0..<(batch * g)).map { ($0 * 2_654_435_761 >> 7) & 1 == 0 ? scale : -scale }
     }
 }

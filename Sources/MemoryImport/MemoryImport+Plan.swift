@@ -111,9 +111,28 @@ extension MemoryImport {
             guard let k = UInt64($0) else { throw bad("__metadata__ 'address_key' = '\($0)' is not an unsigned integer") }
             return k
         } ?? 0
+        // A gate table [N, g] beside the values: the table's rows become values then gate vector.
+        var gateDim = 0
+        if let g = found["gates"] {
+            try rank(g, 2, "[N_p, g]"); try floating(g)
+            let rows = values?.shape[0] ?? nP
+            guard g.shape[0] == rows else { throw bad("gates has shape \(g.shape), expected [\(rows), g]: one gate vector per row of values") }
+            gateDim = g.shape[1]
+        }
+        if let asked = options.gateDim, table == nil, asked != gateDim {
+            throw bad("--gate-dim \(asked) disagrees with the file's gates (\(gateDim) columns)")
+        }
+        let gateActivation = try options.gateActivation ?? meta["gate_activation"].map {
+            guard let a = GateActivation(rawValue: $0) else { throw bad("__metadata__ 'gate_activation' = '\($0)' is not none or gelu") }
+            return a
+        } ?? .none
+        if gateDim == 0, table == nil, options.gateActivation != nil {
+            throw bad("a gate activation was given, but the file has no 'gates' tensor")
+        }
         let config = RetrievalConfig(scoring: scoring, heads: h, keyDim: d, gridRows: nRow, gridCols: nCol, rank: r, cores: cores,
                                      expansion: expansion, physicalRows: nP, valueDim: v, outputDim: outputDim, topK: topK,
-                                     topM: topM, activation: activation, addressing: addressing, addressKey: addressKey)
+                                     topM: topM, activation: activation, addressing: addressing, addressKey: addressKey,
+                                     gateDim: gateDim, gateActivation: gateActivation)
         do { try config.validate() } catch {
             guard case .invalidConfig(let field, let reason) = error else { throw error }
             let context: String

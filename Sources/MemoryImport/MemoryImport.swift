@@ -39,6 +39,12 @@ public enum MemoryImport {
         /// table (a pool for the layers added next); nil: all of them.
         public var window: Int?
         public var poolOffset = 0
+        /// Adding a gated layer to a store: the last `gateDim` elements of each of the store's rows
+        /// are the gate vectors (Spec/RETRIEVAL.md, "Gates"). Creating a store, the checkpoint's
+        /// `gates` tensor `[N_p, g]` gives them instead.
+        public var gateDim: Int?
+        /// The gate's activation; nil: metadata `gate_activation`, else none.
+        public var gateActivation: GateActivation?
         public init() {}
     }
 
@@ -46,7 +52,7 @@ public enum MemoryImport {
     static let productKeyLayoutHint = "keys saved as [H, n, 2, d] (the product-key-memory package) become " +
         "row_keys = keys[:, :, 0, :][:, None] and col_keys = keys[:, :, 1, :][:, None]"
 
-    static let canonical = ["values", "row_keys", "col_keys", "cores", "projectors", "virtual_map", "row_proj", "col_proj"]
+    static let canonical = ["values", "gates", "row_keys", "col_keys", "cores", "projectors", "virtual_map", "row_proj", "col_proj"]
 
     /// Imports `source` into the store at `path`: creating it, resuming an interrupted import of
     /// the same source, or, when `options.layer` names a layer a complete store there does not
@@ -87,7 +93,8 @@ public enum MemoryImport {
         let values = entries["values"]!
         let sourceType = values.dtype
         let storedType = options.elementType ?? sourceType
-        let layout = TableLayout(elementType: storedType, rows: config.poolRows, dim: config.valueDim,
+        let gates = try entries["gates"].map { try RandomAccessFile(path: $0.path) }
+        let layout = TableLayout(elementType: storedType, rows: config.poolRows, dim: config.tableDim,
                                  rowsPerShard: options.rowsPerShard, codec: options.codec, level: options.level,
                                  dictionary: options.dictionary)
         let writer = try StoreWriter.createOrResume(at: path, layout: layout,
@@ -105,6 +112,13 @@ public enum MemoryImport {
             let n = min(chunkRows, config.poolRows - row)
             buffer = try file.read(at: values.offset + row * sourceRow, count: n * sourceRow)
             if storedType != sourceType { buffer = storedType.encode(sourceType.decode(buffer)) }
+            if let gates, let entry = entries["gates"] {
+                // A gated layer's table row: its values, then its gate vector.
+                let gateRow = config.gateDim * entry.dtype.size
+                var gateBytes = try gates.read(at: entry.offset + row * gateRow, count: n * gateRow)
+                if storedType != entry.dtype { gateBytes = storedType.encode(entry.dtype.decode(gateBytes)) }
+                buffer = interleave(buffer, gateBytes, rows: n)
+            }
             try writer.append(buffer)
             row += n
         }
@@ -114,6 +128,18 @@ public enum MemoryImport {
 }
 
 extension MemoryImport {
+    /// Rows of `a` and of `b` (`rows` each) side by side: row i is a's row i, then b's.
+    static func interleave(_ a: [UInt8], _ b: [UInt8], rows: Int) -> [UInt8] {
+        let (aRow, bRow) = (a.count / rows, b.count / rows)
+        var out = [UInt8]()
+        out.reserveCapacity(a.count + b.count)
+        for i in 0..<rows {
+            out.append(contentsOf: a[(i * aRow)..<((i + 1) * aRow)])
+            out.append(contentsOf: b[(i * bRow)..<((i + 1) * bRow)])
+        }
+        return out
+    }
+
     /// The rows of the checkpoint's values a new store's layer reads, when a window is asked for
     /// (nil: all of them); refused when it does not fit the values.
     private static func window(of source: TensorSource, options: Options) throws -> (rows: Int, dim: Int)? {
@@ -130,7 +156,7 @@ extension MemoryImport {
     /// permutation), before the store is touched.
     static func loadChecked(_ entries: [String: TensorEntry], config: RetrievalConfig) throws -> [String: Tensor] {
         var tensors: [String: Tensor] = [:]
-        for (name, entry) in entries where name != "values" { tensors[name] = try entry.load() }
+        for (name, entry) in entries where name != "values" && name != "gates" { tensors[name] = try entry.load() }
         let retrieval = RetrievalTensors(
             rowKeys: try tensors["row_keys"]!.floats(), colKeys: try tensors["col_keys"]!.floats(),
             cores: try tensors["cores"]?.floats(), projectors: try tensors["projectors"]?.floats(),
@@ -177,9 +203,21 @@ extension MemoryImport {
         guard window >= 1, window <= pool.rows, options.poolOffset >= 0, options.poolOffset < pool.rows else {
             throw StoreError.invalidArgument("a window of \(window) rows from row \(options.poolOffset) does not fit the store's \(pool.rows) rows")
         }
-        var (config, entries) = try plan(source, options: options, table: (window, pool.dim))
+        let gateDim = options.gateDim ?? 0
+        guard source.entries[options.renames["gates"] ?? "gates"] == nil else {
+            throw TensorFileError(source.path, "a layer added to a store reads its gates from the store's rows: give --gate-dim, not a 'gates' tensor")
+        }
+        guard gateDim == 0 || options.valuesFromStore else {
+            throw StoreError.invalidArgument("a gated layer added to a store reads the store's rows: pass --values-from-store with --gate-dim")
+        }
+        guard gateDim >= 0, gateDim < pool.dim else {
+            throw StoreError.invalidArgument("--gate-dim \(gateDim) leaves no value columns in the store's rows of \(pool.dim)")
+        }
+        var (config, entries) = try plan(source, options: options, table: (window, pool.dim - gateDim))
         config.poolRows = pool.rows
         config.poolOffset = options.poolOffset
+        config.gateDim = gateDim
+        if gateDim == 0, options.gateActivation != nil { throw StoreError.invalidArgument("a gate activation needs --gate-dim") }
         try config.validate()
         entries["values"] = nil
         let tensors = try loadChecked(entries, config: config)

@@ -100,12 +100,17 @@ public enum MemorySplit {
     /// A dimension-wise part receives one weight per chunk of its columns, so each layer's chunk
     /// width `v / c` must be a multiple of the slice width `v / P`, or the slice width of the chunk width.
     private static func checkDimensionSlices(_ source: Store, _ layers: [String], _ parts: Int) throws {
+        let configs = try layers.map { (name: $0, config: try MemoryLayer.retrievalConfig(of: source, layer: $0)) }
+        for (name, config) in configs where (config?.gateDim ?? 0) > 0 {
+            throw StoreError.invalidArgument("layer '\(name)' is gated by the last \(config!.gateDim) elements of each row, whose dot product " +
+                                             "a dimension-wise part cannot compute alone: split it --by rows")
+        }
         let dim = source.layout.dim
         guard dim % parts == 0 else {
             throw StoreError.invalidArgument("a dimension-wise split needs the part count to divide the row's \(dim) elements (got \(parts) parts)")
         }
-        for name in layers {
-            guard let c = try MemoryLayer.retrievalConfig(of: source, layer: name)?.cores else { continue }
+        for (name, config) in configs {
+            guard let c = config?.cores else { continue }
             guard c % parts == 0 || parts % c == 0 else {
                 throw StoreError.invalidArgument("layer '\(name)' weights its rows in \(c) chunks; a dimension-wise split into \(parts) parts " +
                                                  "needs a part count that divides \(c) or is a multiple of it")

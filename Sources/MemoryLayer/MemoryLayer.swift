@@ -54,8 +54,9 @@ public final class MemoryLayer: Sendable {
         let keys = try store.layerKeys(name)
         guard let config = try retrievalConfig(of: store, layer: keys.name) else { throw StoreError.noLayer(path: store.path) }
         let table = try store.tablePart().map { (rows: $0.tableRows, dim: $0.tableDim) } ?? (rows: store.layout.rows, dim: store.layout.dim)
-        guard config.poolRows == table.rows, config.valueDim == table.dim else {
-            throw StoreError.inconsistent("layer '\(keys.name)' expects a \(config.poolRows) x \(config.valueDim) value table, the store holds \(table.rows) x \(table.dim)")
+        guard config.poolRows == table.rows, config.tableDim == table.dim else {
+            throw StoreError.inconsistent("layer '\(keys.name)' expects a \(config.poolRows) x \(config.tableDim) value table\(gateNote(config)), " +
+                                          "the store holds \(table.rows) x \(table.dim)")
         }
         func floats(_ base: String) throws -> [Float]? {
             try store.hasTensor(keys.tensor(base)) ? store.tensor(named: keys.tensor(base)).floats() : nil
@@ -68,6 +69,11 @@ public final class MemoryLayer: Sendable {
                                        projectors: try floats(TensorName.projectors), virtualMap: map,
                                        rowProj: try floats(TensorName.rowProj), colProj: try floats(TensorName.colProj))
         return (keys, config, tensors)
+    }
+
+    /// How a gated layer's row width is made up, for messages.
+    private static func gateNote(_ config: RetrievalConfig) -> String {
+        config.gateDim > 0 ? " (\(config.valueDim) values and \(config.gateDim) gate columns a row)" : ""
     }
 
     /// The retrieval parameters of layer `name` (nil: the store's only layer), or nil for a value table alone.
@@ -85,14 +91,15 @@ public final class MemoryLayer: Sendable {
         try index.search(queries: queries, batch: batch)
     }
 
-    /// The lookup-reduce of already selected slots, from the store.
-    public func reduce(_ found: SearchResult) throws -> [Float] {
-        try index.reduce(found, values: try wholeTable())
+    /// The lookup-reduce of already selected slots, from the store (a gated layer's `gateInputs` `[batch, gateDim]`).
+    public func reduce(_ found: SearchResult, gateInputs: [Float]? = nil) throws -> [Float] {
+        try index.reduce(found, values: try wholeTable(), gateInputs: gateInputs)
     }
 
-    /// The output `[batch, d_out]`, with the selected slots and weights.
-    public func lookup(queries: [Float], batch: Int) throws -> (output: [Float], search: SearchResult) {
-        try index.lookup(queries: queries, batch: batch, values: try wholeTable())
+    /// The output `[batch, d_out]`, with the selected slots and weights; a gated layer needs
+    /// `gateInputs` `[batch, gateDim]` (Spec/RETRIEVAL.md, "Gates").
+    public func lookup(queries: [Float], batch: Int, gateInputs: [Float]? = nil) throws -> (output: [Float], search: SearchResult) {
+        try index.lookup(queries: queries, batch: batch, values: try wholeTable(), gateInputs: gateInputs)
     }
 
     /// The store's rows as the layer's value table; refused for a part of a split table.
@@ -112,9 +119,11 @@ public final class MemoryLayer: Sendable {
 
     /// The lookup into caller-provided buffers: `output` `[batch, d_out]`, the slots into
     /// `indices` `[batch, H, k]` and `weights` `[batch, H, k, c]`.
-    public func lookup(queries: UnsafeBufferPointer<Float>, batch: Int, output: UnsafeMutableBufferPointer<Float>,
-                       indices: UnsafeMutableBufferPointer<Int>, weights: UnsafeMutableBufferPointer<Float>) throws {
-        try index.lookup(queries: queries, batch: batch, values: try wholeTable(), output: output, indices: indices, weights: weights)
+    public func lookup(queries: UnsafeBufferPointer<Float>, batch: Int, gateInputs: UnsafeBufferPointer<Float>? = nil,
+                       output: UnsafeMutableBufferPointer<Float>, indices: UnsafeMutableBufferPointer<Int>,
+                       weights: UnsafeMutableBufferPointer<Float>) throws {
+        try index.lookup(queries: queries, batch: batch, values: try wholeTable(), gateInputs: gateInputs, output: output,
+                         indices: indices, weights: weights)
     }
 
     /// Writes layer `name` (parameters and tensors, checked together) into a store in one
@@ -142,8 +151,9 @@ public final class MemoryLayer: Sendable {
     /// Writes layer `name` from tensors already in their stored form (any float dtype for keys,
     /// cores and projectors, I64 or I32 for the map), which the caller has checked against `config`.
     public static func write(name: String, config: RetrievalConfig, stored tensors: [String: Tensor], to writer: StoreWriter) throws {
-        guard writer.layout.rows == config.poolRows, writer.layout.dim == config.valueDim else {
-            throw StoreError.invalidArgument("the value table is \(writer.layout.rows) x \(writer.layout.dim), layer '\(name)' needs \(config.poolRows) x \(config.valueDim)")
+        guard writer.layout.rows == config.poolRows, writer.layout.dim == config.tableDim else {
+            throw StoreError.invalidArgument("the value table is \(writer.layout.rows) x \(writer.layout.dim), layer '\(name)' needs " +
+                                             "\(config.poolRows) x \(config.tableDim)\(gateNote(config))")
         }
         try writer.putLayer(name, record: try record(config), tensors: tensors)
     }
@@ -162,8 +172,13 @@ struct StoreRows: ValueRows {
     var dim: Int { store.layout.dim }
     var rows: Int { store.layout.rows }
 
-    func gatherReduce(indices: UnsafeBufferPointer<Int>, weights: UnsafeBufferPointer<Float>, chunks: Int,
+    func gatherReduce(indices: UnsafeBufferPointer<Int>, weights: UnsafeBufferPointer<Float>, chunks: Int, width: Int,
                       targets: UnsafeBufferPointer<Int>, into output: UnsafeMutableBufferPointer<Float>) throws {
-        try store.gatherReduce(indices: indices, weights: weights, chunks: chunks, targets: targets, into: output)
+        try store.gatherReduce(indices: indices, weights: weights, chunks: chunks, width: width, targets: targets, into: output)
+    }
+
+    func gatherDots(indices: UnsafeBufferPointer<Int>, column: Int, width: Int, inputs: UnsafeBufferPointer<Float>,
+                    queries: UnsafeBufferPointer<Int>, into scores: UnsafeMutableBufferPointer<Float>) throws {
+        try store.gatherDots(indices: indices, column: column, width: width, inputs: inputs, queries: queries, into: scores)
     }
 }

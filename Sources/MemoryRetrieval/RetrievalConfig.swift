@@ -38,6 +38,20 @@ public enum Activation: String, Codable, Sendable, CaseIterable {
     }
 }
 
+/// The function applied to a gated layer's gate dots before they scale the slots' weights
+/// (Spec/RETRIEVAL.md, "Gates"): none, or GELU in its exact form x·Φ(x).
+public enum GateActivation: String, Codable, Sendable, CaseIterable {
+    case none, gelu
+
+    /// The activation of one gate dot, computed in Double and rounded once.
+    func apply(_ x: Float) -> Float {
+        switch self {
+        case .none: x
+        case .gelu: Float(0.5 * Double(x) * (1 + erf(Double(x) / 2.0.squareRoot())))
+        }
+    }
+}
+
 /// How a virtual slot maps to a physical row and projector (Spec/RETRIEVAL.md, "Addressing").
 public enum Addressing: String, Codable, Sendable, CaseIterable {
     case identity, table, keyed
@@ -66,11 +80,15 @@ public struct RetrievalConfig: Codable, Sendable, Equatable {
     /// the layer reads a table of its own.
     public var poolRows: Int
     public var poolOffset: Int
+    /// Elements of each table row after the `valueDim` values that form the slot's gate vector
+    /// (0: the layer has no gate); the table's rows are `valueDim + gateDim` wide.
+    public var gateDim: Int
+    public var gateActivation: GateActivation
 
     public init(scoring: Scoring, heads: Int, keyDim: Int, gridRows: Int, gridCols: Int, rank: Int = 1, cores: Int = 1,
                 expansion: Int = 1, physicalRows: Int, valueDim: Int, outputDim: Int? = nil, topK: Int, topM: Int = 0,
                 activation: Activation = .softmax, addressing: Addressing = .identity, addressKey: UInt64 = 0,
-                poolRows: Int? = nil, poolOffset: Int = 0) {
+                poolRows: Int? = nil, poolOffset: Int = 0, gateDim: Int = 0, gateActivation: GateActivation = .none) {
         self.scoring = scoring
         self.heads = heads
         self.keyDim = keyDim
@@ -89,15 +107,17 @@ public struct RetrievalConfig: Codable, Sendable, Equatable {
         self.addressKey = addressKey
         self.poolRows = poolRows ?? physicalRows
         self.poolOffset = poolOffset
+        self.gateDim = gateDim
+        self.gateActivation = gateActivation
     }
 
     private enum CodingKeys: String, CodingKey {
         case scoring, heads, keyDim, gridRows, gridCols, rank, cores, expansion, physicalRows, valueDim, outputDim, topK, topM
-        case activation, addressing, addressKey, poolRows, poolOffset
+        case activation, addressing, addressKey, poolRows, poolOffset, gateDim, gateActivation
     }
 
     /// Decodes a retrieval record; records of format versions 1 to 3 have no pool fields (the
-    /// layer reads its own table).
+    /// layer reads its own table), and records of ungated layers no gate fields.
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         self.init(scoring: try c.decode(Scoring.self, forKey: .scoring), heads: try c.decode(Int.self, forKey: .heads),
@@ -108,8 +128,29 @@ public struct RetrievalConfig: Codable, Sendable, Equatable {
                   outputDim: try c.decode(Int.self, forKey: .outputDim), topK: try c.decode(Int.self, forKey: .topK),
                   topM: try c.decode(Int.self, forKey: .topM), activation: try c.decode(Activation.self, forKey: .activation),
                   addressing: try c.decode(Addressing.self, forKey: .addressing), addressKey: try c.decode(UInt64.self, forKey: .addressKey),
-                  poolRows: try c.decodeIfPresent(Int.self, forKey: .poolRows), poolOffset: try c.decodeIfPresent(Int.self, forKey: .poolOffset) ?? 0)
+                  poolRows: try c.decodeIfPresent(Int.self, forKey: .poolRows), poolOffset: try c.decodeIfPresent(Int.self, forKey: .poolOffset) ?? 0,
+                  gateDim: try c.decodeIfPresent(Int.self, forKey: .gateDim) ?? 0,
+                  gateActivation: try c.decodeIfPresent(GateActivation.self, forKey: .gateActivation) ?? .none)
     }
+
+    /// Encodes a retrieval record; the gate fields only for a gated layer, so that an ungated
+    /// layer's record is what readers from before gates read.
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(scoring, forKey: .scoring); try c.encode(heads, forKey: .heads); try c.encode(keyDim, forKey: .keyDim)
+        try c.encode(gridRows, forKey: .gridRows); try c.encode(gridCols, forKey: .gridCols); try c.encode(rank, forKey: .rank)
+        try c.encode(cores, forKey: .cores); try c.encode(expansion, forKey: .expansion); try c.encode(physicalRows, forKey: .physicalRows)
+        try c.encode(valueDim, forKey: .valueDim); try c.encode(outputDim, forKey: .outputDim); try c.encode(topK, forKey: .topK)
+        try c.encode(topM, forKey: .topM); try c.encode(activation, forKey: .activation); try c.encode(addressing, forKey: .addressing)
+        try c.encode(addressKey, forKey: .addressKey); try c.encode(poolRows, forKey: .poolRows); try c.encode(poolOffset, forKey: .poolOffset)
+        if gateDim > 0 {
+            try c.encode(gateDim, forKey: .gateDim)
+            try c.encode(gateActivation, forKey: .gateActivation)
+        }
+    }
+
+    /// Elements per row of the value table the layer reads: the values, then the gate vector.
+    public var tableDim: Int { valueDim + gateDim }
 
     /// Whether the layer reads a window of a larger pool, or one shifted from its start.
     public var readsPoolWindow: Bool { poolRows != physicalRows || poolOffset != 0 }
@@ -146,6 +187,7 @@ public struct RetrievalConfig: Codable, Sendable, Equatable {
         parts.append("activation \(activation.rawValue)")
         parts.append("addressing \(addressing.rawValue)\(addressing == .keyed ? " (key \(addressKey))" : "")")
         if readsPoolWindow { parts.append("a window of a \(poolRows)-row pool from row \(poolOffset)") }
+        if gateDim > 0 { parts.append("gated by \(gateDim) columns (\(gateActivation.rawValue))") }
         return parts.joined(separator: ", ")
     }
 
@@ -172,6 +214,9 @@ public struct RetrievalConfig: Codable, Sendable, Equatable {
         }
         guard poolRows >= physicalRows else {
             throw bad("poolRows", "a window of \(physicalRows) rows does not fit a pool of \(poolRows)")
+        }
+        guard gateDim >= 0, gateDim <= Self.maxDim, tableDim <= Self.maxDim else {
+            throw bad("gateDim", "must be in 0...\(Self.maxDim - valueDim) (got \(gateDim))")
         }
         guard poolOffset >= 0, poolOffset < poolRows else { throw bad("poolOffset", "must be in 0..<\(poolRows) (got \(poolOffset))") }
         guard valueDim % cores == 0 else { throw bad("cores", "valueDim \(valueDim) is not divisible by \(cores) cores") }

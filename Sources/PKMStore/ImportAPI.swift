@@ -49,6 +49,8 @@ private struct ImportOptionsJSON: Decodable {
     var values_from_store: Bool?
     var window: Int?
     var pool_offset: Int?
+    var gate_dim: Int?
+    var gate_activation: String?
 }
 
 private func importOptions(_ json: String) throws -> MemoryImport.Options {
@@ -87,5 +89,7 @@ private func importOptions(_ json: String) throws -> MemoryImport.Options {
     options.valuesFromStore = given.values_from_store ?? false
     options.window = given.window
     options.poolOffset = given.pool_offset ?? 0
+    options.gateDim = given.gate_dim
+    options.gateActivation = try parse(given.gate_activation, "gate_activation", GateActivation.allCases)
     return options
 }

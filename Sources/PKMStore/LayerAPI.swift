@@ -80,23 +80,38 @@ public func cLayerSearch(_ handle: UInt64, _ queries: UnsafePointer<Float>?, _ b
 public func cLayerLookup(_ handle: UInt64, _ queries: UnsafePointer<Float>?, _ batch: Int, _ out: UnsafeMutablePointer<Float>?,
                          _ indices: UnsafeMutablePointer<Int64>?, _ weights: UnsafeMutablePointer<Float>?,
                          _ error: UnsafeMutablePointer<pkm_error>?) -> Int32 {
+    reporting(error) { try lookup(handle, queries, batch, nil, out, indices, weights) }
+}
+
+@_cdecl("pkm_layer_lookup_gated")
+public func cLayerLookupGated(_ handle: UInt64, _ queries: UnsafePointer<Float>?, _ batch: Int, _ gateInputs: UnsafePointer<Float>?,
+                              _ out: UnsafeMutablePointer<Float>?, _ indices: UnsafeMutablePointer<Int64>?,
+                              _ weights: UnsafeMutablePointer<Float>?, _ error: UnsafeMutablePointer<pkm_error>?) -> Int32 {
     reporting(error) {
-        let layer = try openLayers.object(handle)
-        let shape = try LookupShape(layer.config, batch: batch)
-        guard (indices == nil) == (weights == nil) else { throw CAPIError.argument("indices and weights must both be given or both be NULL") }
-        let output = UnsafeMutableBufferPointer(start: try required(out, "out", count: shape.outputs)!, count: shape.outputs)
-        if indices == nil {
-            // The caller does not want the slots: the layer's own scratch holds them.
-            var slots = [Int](repeating: 0, count: shape.slots), slotWeights = [Float](repeating: 0, count: shape.slotWeights)
-            try slots.withUnsafeMutableBufferPointer { i in
-                try slotWeights.withUnsafeMutableBufferPointer { w in
-                    try layer.lookup(queries: try shape.queries(queries), batch: shape.batch, output: output, indices: i, weights: w)
-                }
+        guard let gateInputs else { throw CAPIError.argument("gate_inputs is NULL") }
+        try lookup(handle, queries, batch, gateInputs, out, indices, weights)
+    }
+}
+
+/// pkm_layer_lookup, with a gated layer's gate inputs `[batch, gateDim]` (nil for another layer).
+private func lookup(_ handle: UInt64, _ queries: UnsafePointer<Float>?, _ batch: Int, _ gateInputs: UnsafePointer<Float>?,
+                    _ out: UnsafeMutablePointer<Float>?, _ indices: UnsafeMutablePointer<Int64>?, _ weights: UnsafeMutablePointer<Float>?) throws {
+    let layer = try openLayers.object(handle)
+    let shape = try LookupShape(layer.config, batch: batch)
+    guard (indices == nil) == (weights == nil) else { throw CAPIError.argument("indices and weights must both be given or both be NULL") }
+    let output = UnsafeMutableBufferPointer(start: try required(out, "out", count: shape.outputs)!, count: shape.outputs)
+    let gates = gateInputs.map { UnsafeBufferPointer(start: $0, count: shape.batch * layer.config.gateDim) }
+    if indices == nil {
+        // The caller does not want the slots: the layer's own scratch holds them.
+        var slots = [Int](repeating: 0, count: shape.slots), slotWeights = [Float](repeating: 0, count: shape.slotWeights)
+        try slots.withUnsafeMutableBufferPointer { i in
+            try slotWeights.withUnsafeMutableBufferPointer { w in
+                try layer.lookup(queries: try shape.queries(queries), batch: shape.batch, gateInputs: gates, output: output, indices: i, weights: w)
             }
-        } else {
-            try layer.lookup(queries: try shape.queries(queries), batch: shape.batch, output: output,
-                             indices: try shape.indices(indices), weights: try shape.weights(weights))
         }
+    } else {
+        try layer.lookup(queries: try shape.queries(queries), batch: shape.batch, gateInputs: gates, output: output,
+                         indices: try shape.indices(indices), weights: try shape.weights(weights))
     }
 }
 

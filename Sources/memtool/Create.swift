@@ -73,6 +73,12 @@ struct Create: ParsableCommand {
     @Option(help: "Virtual slot addressing: identity, table (a stored permutation) or keyed (computed, no table). Default: keyed when E > 1.")
     var addressing: Addressing?
 
+    @Option(help: "Gate each slot by the last N elements of its row (Spec/RETRIEVAL.md, \"Gates\"); rows are then --dim + N wide. Default 0: no gate.")
+    var gateDim: Int = 0
+
+    @Option(help: "The gate's activation: none or gelu.")
+    var gateActivation: GateActivation = .none
+
     @Option(help: "Memory layers reading the one value table, each with its own keys (seeds SEED, SEED+1, ...): one is named 'default', several 'layer0', 'layer1', ...")
     var layers: Int = 1
 
@@ -89,7 +95,7 @@ struct Create: ParsableCommand {
             guard coreDecay >= 0 && coreDecay <= 1 else { throw ValidationError("--core-decay must be in 0...1 (got \(coreDecay))") }
             guard config.scoring != .pkm else { throw ValidationError("--core-decay shapes Tucker cores; PKM scoring has none") }
         }
-        let layout = try storage.layout(elementType: dtype, rows: config.physicalRows, dim: dim)
+        let layout = try storage.layout(elementType: dtype, rows: config.physicalRows, dim: config.tableDim)
         // The tensors are generated in memory; the values must fit on disk: exactly, raw, and at
         // no less than an eighth of their raw size compressed.
         try MachineLimits.requireMemory(config.residentTensorBytes.map { $0 * 2 }, for: "the synthetic keys, cores, projectors and map of a layer")
@@ -124,7 +130,8 @@ struct Create: ParsableCommand {
             rank: rank ?? (isPKM ? 1 : 2), cores: cores ?? (isPKM ? 1 : 2), expansion: expansion,
             physicalRows: physical, valueDim: dim, outputDim: outDim ?? dim,
             topK: topK, topM: isPKM ? 0 : topM, activation: activation,
-            addressing: resolvedAddressing, addressKey: resolvedAddressing == .keyed ? seed ^ 0x5EED_ADD2 : 0)
+            addressing: resolvedAddressing, addressKey: resolvedAddressing == .keyed ? seed ^ 0x5EED_ADD2 : 0,
+            gateDim: gateDim, gateActivation: gateActivation)
         do { try config.validate() } catch { throw ValidationError("\(error)") }
         return config
     }
@@ -135,7 +142,7 @@ struct Create: ParsableCommand {
             guard coreDecay >= 0 && coreDecay <= 1 else { throw ValidationError("--core-decay must be in 0...1 (got \(coreDecay))") }
             guard config.scoring != .pkm else { throw ValidationError("--core-decay shapes Tucker cores; PKM scoring has none") }
         }
-        let layout = try storage.layout(elementType: dtype, rows: config.physicalRows, dim: dim)
+        let layout = try storage.layout(elementType: dtype, rows: config.physicalRows, dim: config.tableDim)
         try runReportingErrors {
             let progress = ProgressReporter("create", unit: "rows")
             progress.begin()
@@ -144,7 +151,7 @@ struct Create: ParsableCommand {
             let opened = try Store.open(at: store, cacheBytes: 0)
             let stats = try opened.storageStatistics()
             print("created \(store): \(config.scoring.rawValue) memory, \(config.heads) heads, grid \(config.gridRows)x\(config.gridCols) " +
-                  "= \(config.virtualSlots) virtual slots over \(config.physicalRows) rows x \(dim) \(dtype.rawValue) (E = \(config.expansion)), " +
+                  "= \(config.virtualSlots) virtual slots over \(config.physicalRows) rows x \(config.tableDim) \(dtype.rawValue) (E = \(config.expansion)), " +
                   "\(stats.shards) shards, \(humanBytes(stats.fileBytes)) on disk for \(humanBytes(layout.rawBytes)) of raw values" +
                   (layers > 1 ? "; \(layers) layers (\(layerNames.joined(separator: ", "))) read it" : ""))
         }

@@ -38,6 +38,12 @@ struct Import: ParsableCommand {
     @Option(help: "The first row of the layer's window (rows wrap past the table's last row).")
     var poolOffset: Int = 0
 
+    @Option(help: "Adding a gated layer with --values-from-store: the last N elements of each of the store's rows are its gate vectors (Spec/RETRIEVAL.md, \"Gates\"). Creating a store, a 'gates' tensor [N_p, g] in the checkpoint gives them.")
+    var gateDim: Int?
+
+    @Option(help: "The gate's activation: none or gelu (default: metadata gate_activation, else none).")
+    var gateActivation: GateActivation?
+
     @Option(name: .customLong("from"), help: "A .safetensors file or a directory of .npy files.")
     var source: String
 
@@ -92,6 +98,7 @@ struct Import: ParsableCommand {
             progress.begin()
             options.layout = layout
             options.layer = layer; options.valuesFromStore = valuesFromStore; options.window = window; options.poolOffset = poolOffset
+            options.gateDim = gateDim; options.gateActivation = gateActivation
             let config = try MemoryImport.run(from: TensorSource(path: source), to: store, options: options)
             let stats = try Store.open(at: store, cacheBytes: 0).storageStatistics()
             print("imported \(source) into \(store): \(stats.shards) shards, \(humanBytes(stats.fileBytes)) on disk")
@@ -101,3 +108,4 @@ struct Import: ParsableCommand {
 }
 
 extension CheckpointLayout: ExpressibleByArgument {}
+extension GateActivation: ExpressibleByArgument {}

@@ -15,6 +15,9 @@ struct Query: ParsableCommand {
     @Option(help: "Queries, a .npy of shape [B, H, 2, d]: float32, or float16 / bfloat16 (converted).")
     var queries: String
 
+    @Option(help: "A gated layer's gate inputs, a .npy of shape [B, g] (Spec/RETRIEVAL.md, \"Gates\"); float32, or float16 / bfloat16 (converted).")
+    var gateInputs: String?
+
     @Option(help: "Where to write the outputs (.npy, float32 [B, d_out]).")
     var output: String
 
@@ -49,12 +52,21 @@ struct Query: ParsableCommand {
             }
             let q = try entry.load().floats()
             let total = entry.shape[0], width = c.heads * 2 * c.keyDim
+            let gates = try gateInputs.map { path in
+                let g = try NPYFile.entry(path: path, name: "gate_inputs")
+                guard [.f32, .f16, .bf16].contains(g.dtype), g.shape == [total, c.gateDim] else {
+                    throw TensorFileError(path, "gate inputs have shape \(g.shape) and dtype \(g.dtype.safetensorsName), the layer needs " +
+                                          "[\(total), \(c.gateDim)] of float32 (one gate input per query)")
+                }
+                return try g.load().floats()
+            }
             var out = [Float](), idx = [Int64](), w = [Float](), addr = [Int64]()
             out.reserveCapacity(total * c.outputDim)
             var start = 0
             while start < total {
                 let n = min(batch, total - start)
-                let (o, found) = try layer.lookup(queries: Array(q[(start * width)..<((start + n) * width)]), batch: n)
+                let (o, found) = try layer.lookup(queries: Array(q[(start * width)..<((start + n) * width)]), batch: n,
+                                                  gateInputs: gates.map { Array($0[(start * c.gateDim)..<((start + n) * c.gateDim)]) })
                 out += o
                 if indices != nil { idx += found.indices.map(Int64.init) }
                 if weights != nil { w += found.weights }

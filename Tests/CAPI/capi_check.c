@@ -23,7 +23,7 @@ static void expect_error(int status, pkm_error *e, int code, const char *what) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 2) { fprintf(stderr, "usage: capi_check STORE\n"); return 2; }
+    if (argc != 3) { fprintf(stderr, "usage: capi_check STORE GATED_STORE\n"); return 2; }
     const char *path = argv[1];
     pkm_error e;
     printf("%s\n", pkm_version());
@@ -205,6 +205,49 @@ int main(int argc, char **argv) {
         EXPECT(pkm_layer_close(searcher, &e) == PKM_OK && pkm_layer_close(whole, &e) == PKM_OK, "close: %s", e.message);
         for (int k = 0; k < 2; k++) pkm_store_close(parts[k], &e);
         free(ps); free(rowsAt); free(proj); free(local); free(target); free(pw); free(lw); free(sums); free(o2);
+    }
+
+    {   /* A gated layer (Spec/RETRIEVAL.md, "Gates"; E = 1, identity addressing, no projectors):
+         * out[b] = sum over slots of w · gelu(u[b] · row[v..v+g]) · row[0..v], from the rows. */
+        pkm_layer g = 0;
+        EXPECT(pkm_layer_open(argv[2], 1, 0, &g, &e) == PKM_OK, "gated layer open: %s", e.message);
+        pkm_layer_info gi;
+        EXPECT(pkm_layer_describe(g, &gi, &e) == PKM_OK, "describe: %s", e.message);
+        const size_t gv = (size_t)gi.value_dim, gd = 4, gslots = (size_t)(gi.heads * gi.top_k);
+        size_t gper = (size_t)(gi.heads * 2 * gi.key_dim);
+        float *gq = malloc(2 * gper * sizeof(float)), u[2 * 4], *go = malloc(2 * gv * sizeof(float));
+        for (size_t i = 0; i < 2 * gper; i++) gq[i] = (float)((i * 104729) % 89) / 89.0f - 0.5f;
+        for (size_t i = 0; i < 2 * gd; i++) u[i] = (float)((int)(i % 5) - 2) * 0.25f;
+        int64_t *gi_slots = malloc(2 * gslots * sizeof(int64_t));
+        float *gw = malloc(2 * gslots * sizeof(float)), *grow = malloc((gv + gd) * sizeof(float));
+        expect_error(pkm_layer_lookup(g, gq, 2, go, NULL, NULL, &e), &e, PKM_ERR_ARGUMENT, "a gated lookup without gate inputs");
+        EXPECT(strstr(e.message, "gate inputs") != NULL, "the missing gate inputs are named: %s", e.message);
+        expect_error(pkm_layer_lookup_gated(g, gq, 2, NULL, go, NULL, NULL, &e), &e, PKM_ERR_ARGUMENT, "NULL gate inputs");
+        EXPECT(pkm_layer_lookup_gated(g, gq, 2, u, go, gi_slots, gw, &e) == PKM_OK, "gated lookup: %s", e.message);
+        pkm_store gs = 0;
+        EXPECT(pkm_store_open(argv[2], 0, &gs, &e) == PKM_OK, "open: %s", e.message);
+        for (size_t b = 0; b < 2; b++) {
+            double expected[64] = {0};
+            for (size_t k = 0; k < gslots; k++) {
+                EXPECT(pkm_store_rows(gs, &gi_slots[b * gslots + k], 1, grow, &e) == PKM_OK, "row: %s", e.message);
+                float dot = 0;
+                for (size_t j = 0; j < gd; j++) dot += u[b * gd + j] * grow[gv + j];
+                const double gate = 0.5 * dot * (1 + erf(dot / sqrt(2.0)));
+                for (size_t j = 0; j < gv && j < 64; j++) expected[j] += gw[b * gslots + k] * gate * grow[j];
+            }
+            for (size_t j = 0; j < gv && j < 64; j++)
+                EXPECT(fabs(go[b * gv + j] - expected[j]) <= 1e-4 * (1 + fabs(expected[j])), "gated output %zu,%zu: %g, expected %g",
+                       b, j, go[b * gv + j], expected[j]);
+        }
+        u[1] = INFINITY;
+        expect_error(pkm_layer_lookup_gated(g, gq, 2, u, go, NULL, NULL, &e), &e, PKM_ERR_ARGUMENT, "an infinite gate input");
+        pkm_layer plain = 0;
+        EXPECT(pkm_layer_open_named(path, "layer0", 1, 0, &plain, &e) == PKM_OK, "layer open: %s", e.message);
+        expect_error(pkm_layer_lookup_gated(plain, q, 1, u, o, NULL, NULL, &e), &e, PKM_ERR_ARGUMENT, "gate inputs for an ungated layer");
+        pkm_layer_close(plain, &e);
+        pkm_layer_close(g, &e);
+        pkm_store_close(gs, &e);
+        free(gq); free(go); free(gi_slots); free(gw); free(grow);
     }
 
     /* Import and export misuse. */

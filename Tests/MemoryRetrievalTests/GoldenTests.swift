@@ -7,7 +7,9 @@ struct GoldenCase: CustomTestStringConvertible {
     let name: String
     let config: RetrievalConfig
     let tensors: RetrievalTensors
+    /// The value table's rows: the values, then (a gated layer) the gate vector.
     let values: [Float]
+    let gateInputs: [Float]?
     let queries: [Float]
     let batch: Int
     let indices: [Int]
@@ -35,6 +37,7 @@ struct GoldenCase: CustomTestStringConvertible {
         var queries: Ints
         var expected: Expected
         var virtual_map: [Int64]?
+        var gate_inputs: Ints?
     }
 
     static func load(_ url: URL) -> GoldenCase {
@@ -43,7 +46,18 @@ struct GoldenCase: CustomTestStringConvertible {
         let tensors = RetrievalTensors(rowKeys: floats("row_keys")!, colKeys: floats("col_keys")!, cores: floats("cores"),
                                        projectors: floats("projectors"), virtualMap: doc.virtual_map,
                                        rowProj: floats("row_proj"), colProj: floats("col_proj"))
-        return GoldenCase(name: doc.name, config: doc.config, tensors: tensors, values: floats("values")!,
+        var rows = floats("values")!
+        if let gates = floats("gates") {
+            let (v, g) = (doc.config.valueDim, doc.config.gateDim)
+            var joined: [Float] = []
+            for r in 0..<(gates.count / g) {
+                joined += rows[(r * v)..<((r + 1) * v)]
+                joined += gates[(r * g)..<((r + 1) * g)]
+            }
+            rows = joined
+        }
+        return GoldenCase(name: doc.name, config: doc.config, tensors: tensors, values: rows,
+                          gateInputs: doc.gate_inputs.map { $0.ints.map { Float(Double($0) / doc.scale) } },
                           queries: doc.queries.ints.map { Float(Double($0) / doc.scale) }, batch: doc.queries.shape[0],
                           indices: doc.expected.indices, weights: doc.expected.weights.map(Float.init),
                           output: doc.expected.output.map(Float.init))
@@ -57,14 +71,15 @@ func close(_ a: Float, _ b: Float, relative: Float = 1e-4) -> Bool {
 
 @Suite struct GoldenTests {
     @Test func goldenCasesArePresent() {
-        #expect(GoldenCase.all().count >= 10)
+        #expect(GoldenCase.all().count >= 13)
+        #expect(GoldenCase.all().contains { $0.config.gateDim > 0 && $0.config.gateActivation == .gelu })
     }
 
     @Test(arguments: GoldenCase.all())
     func matchesTheNumpyReference(_ golden: GoldenCase) throws {
         let index = try ProductKeyIndex(config: golden.config, tensors: golden.tensors)
-        let values = DenseValueRows(values: golden.values, dim: golden.config.valueDim)
-        let (output, found) = try index.lookup(queries: golden.queries, batch: golden.batch, values: values)
+        let values = DenseValueRows(values: golden.values, dim: golden.config.tableDim)
+        let (output, found) = try index.lookup(queries: golden.queries, batch: golden.batch, values: values, gateInputs: golden.gateInputs)
         #expect(found.indices == golden.indices)
         #expect(found.weights.count == golden.weights.count)
         let badWeights = zip(found.weights, golden.weights).enumerated().filter { !close($1.0, $1.1) }

@@ -14,7 +14,7 @@ import TestSupport
         let path = scratch.file("golden.pkm")
         let c = golden.config
         // Small shards, so one batch spans many of them.
-        let layout = TableLayout(elementType: .f32, rows: c.poolRows, dim: c.valueDim, rowsPerShard: 7, codec: codec)
+        let layout = TableLayout(elementType: .f32, rows: c.poolRows, dim: c.tableDim, rowsPerShard: 7, codec: codec)
         let writer = try StoreWriter.create(at: path, layout: layout)
         try MemoryLayer.write(config: c, tensors: golden.tensors, to: writer)
         try writer.append(golden.values)
@@ -22,7 +22,7 @@ import TestSupport
 
         let layer = try MemoryLayer(store: Store.open(at: path, cacheBytes: 4096))
         #expect(layer.config == c)
-        let (output, found) = try layer.lookup(queries: golden.queries, batch: golden.batch)
+        let (output, found) = try layer.lookup(queries: golden.queries, batch: golden.batch, gateInputs: golden.gateInputs)
         #expect(found.indices == golden.indices)
         #expect(zip(found.weights, golden.weights).allSatisfy { close($0, $1) })
         #expect(zip(output, golden.output).allSatisfy { close($0, $1) })

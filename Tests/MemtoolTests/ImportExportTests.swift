@@ -130,3 +130,46 @@ import TensorFiles
         #expect(!FileManager.default.fileExists(atPath: path + ".compacting"))
     }
 }
+
+/// Gated layers (Spec/RETRIEVAL.md, "Gates") through memtool: a checkpoint's `gates` tensor
+/// becomes the table rows' last columns, queries take gate inputs, export gives both back.
+@Suite struct GatedLayerTests {
+    @Test(arguments: ["gelu", "none"])
+    func aGatedCheckpointAnswersLikeTheReference(_ gate: String) throws {
+        let scratch = ScratchDirectory()
+        let dir = scratch.file("checkpoint")
+        let made = try Tools.python([Tools.root.appendingPathComponent("Tools/make_checkpoint.py").path, dir, "--gate", gate])
+        try #require(made.status == 0, "make_checkpoint.py failed: \(made.stderr)")
+        let store = scratch.file("m.pkm")
+        let imported = try Tools.memtool("import", store, "--from", dir + "/memory.safetensors", "--rename", "values=model.mem.values")
+        try #require(imported.status == 0, "\(imported.stderr)")
+        #expect(try Store.open(at: store).layout.dim == 8 + 3)
+        func query(_ store: String, _ out: String) throws -> Tools.Result {
+            try Tools.memtool("query", store, "--queries", dir + "/queries.npy", "--gate-inputs", dir + "/gate_inputs.npy",
+                              "--output", out, "--indices", scratch.file("idx.npy"), "--batch", "7")
+        }
+        let queried = try query(store, scratch.file("out.npy"))
+        try #require(queried.status == 0, "\(queried.stderr)")
+        let expected = try loadNPY(dir + "/expected_output.npy").floats()
+        #expect(zip(try loadNPY(scratch.file("out.npy")).floats(), expected).allSatisfy { abs($0 - $1) <= 1e-4 * max(abs($1), 1e-2) })
+        #expect(try loadNPY(scratch.file("idx.npy")).integers() == loadNPY(dir + "/expected_indices.npy").integers())
+
+        // Without gate inputs the lookup is refused, naming what it needs.
+        let ungated = try Tools.memtool("query", store, "--queries", dir + "/queries.npy", "--output", scratch.file("x.npy"))
+        #expect(ungated.status == 1 && ungated.stderr.contains("gate inputs [batch, 3]"), "\(ungated.stderr)")
+        // Export gives values and gates apart, byte for byte; importing the export answers the same.
+        try #require(try Tools.memtool("export", store, "--to", scratch.file("e.safetensors")).status == 0)
+        let original = try SafetensorsFile(path: dir + "/memory.safetensors"), copy = try SafetensorsFile(path: scratch.file("e.safetensors"))
+        for (a, b) in [("model.mem.values", "values"), ("gates", "gates")] {
+            #expect(try #require(original.entry(a)).load().bytes == #require(copy.entry(b)).load().bytes, "\(b)")
+        }
+        #expect(copy.metadata["gate_activation"] == gate)
+        let again = scratch.file("again.pkm")
+        try #require(try Tools.memtool("import", again, "--from", scratch.file("e.safetensors")).status == 0)
+        try #require(try query(again, scratch.file("out2.npy")).status == 0)
+        #expect(try loadNPY(scratch.file("out2.npy")).floats() == loadNPY(scratch.file("out.npy")).floats())
+        // A dimension-wise split cannot compute a gate's dot product: refused, naming the layer.
+        let split = try Tools.memtool("split", store, "--parts", "2", "--by", "dims", "--out", scratch.file("parts"))
+        #expect(split.status == 1 && split.stderr.contains("is gated"), "\(split.stderr)")
+    }
+}

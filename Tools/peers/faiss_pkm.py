@@ -33,7 +33,9 @@ if a.keys.endswith(".safetensors"):
 else:
     from pkmtools.reader import StoreReader
     reader = StoreReader(a.keys)
-    t = {name: reader.tensor(name).astype(np.float32) for name in ("row_keys", "col_keys")}
+    # Version 4 keeps a layer's tensors under layers/NAME/ (the first layer here); 1 to 3 under bare names.
+    prefix = "" if "row_keys" in reader.tensor_names() else f"layers/{next(iter(reader.layers()))}/"
+    t = {name: reader.tensor(prefix + name).astype(np.float32) for name in ("row_keys", "col_keys")}
 rk, ck = t["row_keys"][:, 0], t["col_keys"][:, 0]          # [H, n, d]
 H, n, d = rk.shape
 nbits = int(np.log2(n))

@@ -38,7 +38,8 @@ def version():
 
 def import_(store, source, *, rename=None, scoring=None, topk=None, top_m=None, activation=None, addressing=None,
             address_key=None, dtype=None, codec=None, level=None, rows_per_shard=None, dictionary=None, threads=None,
-            layout=None, layer=None, values_from_store=None, window=None, pool_offset=None):
+            layout=None, layer=None, values_from_store=None, window=None, pool_offset=None, gate_dim=None,
+            gate_activation=None):
     """Imports the trained layer at `source` (.safetensors, or a directory of .npy files, with the
     tensor names of Spec/RETRIEVAL.md) into the store at `store`, as `memtool import` does:
     creating it, resuming an interrupted import, or doing nothing when it is complete. `rename`
@@ -47,12 +48,15 @@ def import_(store, source, *, rename=None, scoring=None, topk=None, top_m=None, 
     layer saved under its own names and shapes, as `memtool import --layout` does. `layer` names
     the layer in the store; naming one that a complete store lacks adds it, reading the store's
     value table (the checkpoint's values must equal the rows it reads unless `values_from_store`;
-    `window` and `pool_offset` choose those rows), as `memtool import --layer` does."""
+    `window` and `pool_offset` choose those rows), as `memtool import --layer` does. A `gates`
+    tensor [N, g] beside the values makes a gated layer (Spec/RETRIEVAL.md, "Gates"), with
+    `gate_activation` "none" or "gelu"; a gated layer added to a store reads its gates from the
+    store's rows (`values_from_store=True, gate_dim=g`)."""
     options = {k: v for k, v in dict(rename=rename, scoring=scoring, topk=topk, top_m=top_m, activation=activation,
                                      addressing=addressing, address_key=address_key, dtype=dtype, codec=codec, level=level,
                                      rows_per_shard=rows_per_shard, dictionary=dictionary, threads=threads,
                                      layout=layout, layer=layer, values_from_store=values_from_store, window=window,
-                                     pool_offset=pool_offset).items()
+                                     pool_offset=pool_offset, gate_dim=gate_dim, gate_activation=gate_activation).items()
                if v is not None}
     call(lib.pkm_import, os.fsencode(store), os.fsencode(source), json.dumps(options).encode())
 

@@ -72,6 +72,8 @@ for name, args in {
     "pkm_layer_config_json": [ctypes.c_uint64, ctypes.c_char_p, _size, _sizep, _err],
     "pkm_layer_search": [ctypes.c_uint64, ctypes.c_void_p, _size, ctypes.c_void_p, ctypes.c_void_p, _err],
     "pkm_layer_lookup": [ctypes.c_uint64, ctypes.c_void_p, _size, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, _err],
+    "pkm_layer_lookup_gated": [ctypes.c_uint64, ctypes.c_void_p, _size, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
+                               ctypes.c_void_p, _err],
     "pkm_import": [_str, _str, _str, _err],
     "pkm_export": [_str, _str, _err],
     "pkm_export_layer": [_str, _str, _str, _err],

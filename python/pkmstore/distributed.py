@@ -171,6 +171,10 @@ class MemoryLayer:
             raise SplitError(f"no part of '{path}' to search with is readable here (looked for {', '.join(files[k] for k in order)})")
         self._search = _LocalLayer(files[local[0]], layer=layer, threads=threads, cache_bytes=0)
         self.config = self._search.config
+        if self._search.gate_dim:
+            self._search.close()
+            raise SplitError(f"layer '{layer or 'default'}' is gated (Spec/RETRIEVAL.md, \"Gates\"); its gates are computed "
+                             "where its rows are: serve it from one store (pkmstore.MemoryLayer)")
         self.heads, self.key_dim, self.top_k, self.cores = self._search.heads, self._search.key_dim, self._search.top_k, self._search.cores
         self.expansion, self.value_dim, self.output_dim = self._search.expansion, self._search.value_dim, self._search.output_dim
         self._starts = np.array([e["first"] for e in manifest["parts"]], np.int64)

@@ -46,6 +46,10 @@ class MemoryLayer(Closable):
         self.output_dim, self.value_dim, self.expansion = info.output_dim, info.value_dim, info.expansion
         self.physical_rows, self.virtual_slots = info.physical_rows, info.virtual_slots
         self.config = json.loads(read_text(lib.pkm_layer_config_json, self._handle.value))
+        #: Columns of each table row forming the slot's gate vector (0: the layer has no gate;
+        #: Spec/RETRIEVAL.md, "Gates"), and the gate's activation.
+        self.gate_dim = int(self.config.get("gateDim", 0))
+        self.gate_activation = self.config.get("gateActivation", "none")
 
     def _queries(self, q):
         q = as_array(q, np.float32, "queries", ndim=4)
@@ -65,14 +69,27 @@ class MemoryLayer(Closable):
         call(lib.pkm_layer_search, self._handle.value, pointer(q), b, pointer(idx), pointer(w))
         return idx, w
 
-    def lookup(self, queries, out=None, indices=None, weights=None):
-        """The layer's output float32 [B, d_out] with the slots and weights of `search`."""
+    def lookup(self, queries, out=None, indices=None, weights=None, gate_input=None):
+        """The layer's output float32 [B, d_out] with the slots and weights of `search` (the
+        weights before any gate). A gated layer (`gate_dim` > 0) needs `gate_input` float32
+        [B, gate_dim], one vector per query: each slot's weight is then scaled by
+        act(gate_input[b] · gate row), act the layer's `gate_activation`."""
         q = self._queries(queries)
         b = q.shape[0]
         result = output((b, self.output_dim), np.float32, out, "out")
         idx = output((b, self.heads, self.top_k), np.int64, indices, "indices")
         w = output((b, self.heads, self.top_k, self.cores), np.float32, weights, "weights")
-        call(lib.pkm_layer_lookup, self._handle.value, pointer(q), b, pointer(result), pointer(idx), pointer(w))
+        if gate_input is None and self.gate_dim == 0:
+            call(lib.pkm_layer_lookup, self._handle.value, pointer(q), b, pointer(result), pointer(idx), pointer(w))
+            return result, idx, w
+        if gate_input is None:
+            raise ArgumentError(f"the layer is gated by {self.gate_dim} columns: lookup needs gate_input [B, {self.gate_dim}]")
+        u = as_array(gate_input, np.float32, "gate_input", ndim=2)
+        if self.gate_dim == 0:
+            raise ArgumentError("the layer has no gate (gate_dim 0), yet gate_input was given")
+        if tuple(u.shape) != (b, self.gate_dim):
+            raise ArgumentError(f"gate_input has shape {tuple(u.shape)}, the layer needs [{b}, {self.gate_dim}] (one vector per query)")
+        call(lib.pkm_layer_lookup_gated, self._handle.value, pointer(q), b, pointer(u), pointer(result), pointer(idx), pointer(w))
         return result, idx, w
 
     def address(self, slots):

@@ -47,13 +47,15 @@ class StoreMemory(torch.nn.Module):
     the layer's dense output part (value projection, gating, output norm). `layer` names the
     store's layer when it holds several (one per memory block of a model, sharing the values).
     `store` is a path, or an open layer: a `pkmstore.MemoryLayer`, or a
-    `pkmstore.distributed.MemoryLayer` serving a split store from Ray actors."""
+    `pkmstore.distributed.MemoryLayer` serving a split store from Ray actors. A gated layer
+    (Spec/RETRIEVAL.md, "Gates") takes `gate_input(x)`, the model's gate input [N, g] (as
+    UltraMemV2's `pre_values_proj`)."""
 
-    def __init__(self, store, queries, layout="head-side", after=None, threads=0, layer=None):
+    def __init__(self, store, queries, layout="head-side", after=None, threads=0, layer=None, gate_input=None):
         super().__init__()
         if layout not in ("head-side", "side-head", "shared"):
             raise ArgumentError(f"layout '{layout}' is not head-side, side-head or shared")
-        self.queries, self.layout, self.after = queries, layout, after
+        self.queries, self.layout, self.after, self.gate_input = queries, layout, after, gate_input
         self.layer = store if hasattr(store, "lookup") else MemoryLayer(store, layer=layer, threads=threads)
         self.last_indices = None
 
@@ -68,7 +70,11 @@ class StoreMemory(torch.nn.Module):
             q = q.reshape(-1, 2, h, d).permute(0, 2, 1, 3)
         else:  # one query [2, d] for every head
             q = q.reshape(-1, 1, 2, d).expand(-1, h, 2, d)
-        out, idx, _ = self.layer.lookup(q.to(torch.float32).contiguous().cpu())
+        if self.gate_input is None:
+            out, idx, _ = self.layer.lookup(q.to(torch.float32).contiguous().cpu())
+        else:
+            u = self.gate_input(flat).to(torch.float32).contiguous().cpu()
+            out, idx, _ = self.layer.lookup(q.to(torch.float32).contiguous().cpu(), gate_input=u)
         self.last_indices = idx
         out = torch.from_numpy(out).to(x.dtype)
         if self.after is not None:
@@ -93,15 +99,17 @@ class StorePKM(StoreMemory):
 def from_meta_memory(memory, store, *, values=None, dtype="f32", codec="zstd", threads=0):
     """Converts a `HashingMemory` (Meta's product-key memory) into the store at `store` and returns
     the module serving it: the query MLP, the value and SiLU projections and the gating run in
-    torch as the layer's forward does, the search and the weighted sum of values in the store."""
-    if getattr(memory, "use_peer_variant", False):
-        raise ArgumentError("the PEER variant gates each slot by a second value table; the store serves one table")
+    torch as the layer's forward does, the search and the weighted sum of values in the store
+    (for the PEER variant, gated by gelu(x · values_u[slot]): Spec/RETRIEVAL.md, "Gates")."""
+    peer = getattr(memory, "use_peer_variant", False)
     converted = from_state_dict("meta-memory", memory.state_dict(), {"heads": memory.heads, "knn": memory.knn}, values=values)
     converted.write(store, dtype=dtype, codec=codec)
     silu = torch.nn.functional.silu
 
     def after(out, x):
-        if getattr(memory, "swilu_proj", False):
+        if peer:  # PEER's output is the gated sum itself, before the optional gating
+            pass
+        elif getattr(memory, "swilu_proj", False):
             out = memory.value_proj(out * silu(memory.swilu_projection(x)))
         elif getattr(memory, "v_proj", False):
             out = memory.value_proj(out)
@@ -109,4 +117,5 @@ def from_meta_memory(memory, store, *, values=None, dtype="f32", codec="zstd", t
             out = torch.sigmoid(memory.gating(x)) * out
         return out
 
-    return StoreMemory(store, memory.query_proj, layout="head-side", after=after, threads=threads)
+    return StoreMemory(store, memory.query_proj, layout="head-side", after=after, threads=threads,
+                       gate_input=(lambda x: x) if peer else None)

@@ -25,7 +25,11 @@ def load_golden(name):
     if "virtual_map" in doc:
         tensors["virtual_map"] = np.array(doc["virtual_map"], np.int64)
     q = (np.array(doc["queries"]["ints"], np.float64).reshape(doc["queries"]["shape"]) / scale).astype(np.float32)
-    return doc["config"], tensors, q, doc["expected"]
+    expected = dict(doc["expected"])
+    if "gate_inputs" in doc:  # a gated layer's gate inputs [B, g] (Spec/RETRIEVAL.md, "Gates")
+        g = doc["gate_inputs"]
+        expected["gate_inputs"] = (np.array(g["ints"], np.float64).reshape(g["shape"]) / scale).astype(np.float32)
+    return doc["config"], tensors, q, expected
 
 
 def import_tensors(path, folder, tensors, config, **options):
@@ -35,7 +39,8 @@ def import_tensors(path, folder, tensors, config, **options):
         np.save(os.path.join(folder, name + ".npy"), array)
     pkmstore.import_(path, folder, scoring=config["scoring"], topk=config["topK"], top_m=config["topM"] or None,
                      activation=config["activation"], addressing=config["addressing"],
-                     address_key=config["addressKey"] if config["addressing"] == "keyed" else None, **options)
+                     address_key=config["addressKey"] if config["addressing"] == "keyed" else None,
+                     gate_activation=config.get("gateActivation") if config.get("gateDim") else None, **options)
 
 
 @pytest.fixture

@@ -16,6 +16,8 @@ def test_golden_case(tmp_path, name, codec):
         # table (the same answers); test_layers.py adds layers to a shared pool.
         window = (np.arange(config["physicalRows"]) + config["poolOffset"]) % config["poolRows"]
         tensors["values"] = tensors["values"][window]
+        if "gates" in tensors:
+            tensors["gates"] = tensors["gates"][window]
     config = dict(config, poolRows=config["physicalRows"], poolOffset=0)
     path = str(tmp_path / "g.pkm")
     import_tensors(path, str(tmp_path / "src"), tensors, config, codec=codec, dtype="f32")
@@ -23,7 +25,7 @@ def test_golden_case(tmp_path, name, codec):
         # The address key is stored only for keyed addressing (Spec/RETRIEVAL.md).
         stored = dict(config, addressKey=config["addressKey"] if config["addressing"] == "keyed" else 0)
         assert layer.config == stored
-        out, idx, w = layer.lookup(q)
+        out, idx, w = layer.lookup(q, gate_input=expected.get("gate_inputs"))
         assert idx.reshape(-1).tolist() == expected["indices"]
         np.testing.assert_allclose(w.reshape(-1), expected["weights"], rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(out.reshape(-1), expected["output"], rtol=1e-5, atol=1e-5)

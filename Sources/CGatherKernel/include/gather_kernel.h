@@ -24,6 +24,16 @@ void pkm_gather_reduce(int element_type, const void *const *rows, const intptr_t
                        size_t dim, size_t chunks, const float *weights, const intptr_t *targets, float *out,
                        size_t prefetch_distance, const float *half_table);
 
+/// For k in 0 ..< count, with i = positions ? positions[k] : k and row the elements of
+/// `element_type` at rows[k]:
+///     out[i] = sum over j < width of inputs[queries[i] * width + j] * row[column + j]
+/// summed in float in order of j (the per-slot gate of Spec/RETRIEVAL.md, "Gates"). The whole
+/// `row_bytes` of rows `prefetch_distance` ahead are prefetched (0: none), so that a reduce of
+/// the same rows after this call finds them in cache. `half_table` as for pkm_gather_reduce.
+void pkm_gather_dot(int element_type, const void *const *rows, const intptr_t *positions, size_t count, size_t column,
+                    size_t width, const float *inputs, const intptr_t *queries, float *out, size_t prefetch_distance,
+                    size_t row_bytes, const float *half_table);
+
 /// Asks the processor to bring every cache line of `bytes` bytes at `p` into its caches (rows
 /// need not start on a line: a raw row's 128 bytes of values often span three), as far
 /// as the second level (`prefetcht2`): prefetches into the first level hold its few miss

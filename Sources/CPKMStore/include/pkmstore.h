@@ -24,7 +24,7 @@
 extern "C" {
 #endif
 
-#define PKM_API_VERSION 3
+#define PKM_API_VERSION 4
 
 /* Status codes. */
 enum {
@@ -146,6 +146,11 @@ int pkm_layer_search(pkm_layer layer, const float *queries, size_t batch, int64_
  * `weights` as for pkm_layer_search, or both NULL when not wanted. */
 int pkm_layer_lookup(pkm_layer layer, const float *queries, size_t batch, float *out, int64_t *indices,
                      float *weights, pkm_error *error);
+/* pkm_layer_lookup for a gated layer (its config JSON's "gateDim" g > 0; Spec/RETRIEVAL.md,
+ * "Gates"): `gate_inputs` float [batch, g], one vector per query, read during the call only.
+ * pkm_layer_lookup on a gated layer, and this call on another, are PKM_ERR_ARGUMENT. (API version 4.) */
+int pkm_layer_lookup_gated(pkm_layer layer, const float *queries, size_t batch, const float *gate_inputs, float *out,
+                           int64_t *indices, float *weights, pkm_error *error);
 
 /* --- Split tables (Spec/DISTRIBUTED.md; API version 3) ----------------------------------- */
 
@@ -175,7 +180,8 @@ int pkm_layer_project(pkm_layer layer, const float *sums, size_t batch, float *o
  * "dictionary" (bool), "threads", "layout" ("store", "pkm-pytorch" or "meta-memory": how the
  * checkpoint holds the layer, as memtool import --layout), and (API version 2) "layer" (its
  * name; naming a layer that a complete store at `store_path` lacks adds it), "values_from_store"
- * (bool), "window", "pool_offset" (as memtool import's flags). */
+ * (bool), "window", "pool_offset" (as memtool import's flags), and (API version 4) "gate_dim",
+ * "gate_activation" ("none" or "gelu"; memtool import's --gate-dim and --gate-activation). */
 int pkm_import(const char *store_path, const char *source, const char *options_json, pkm_error *error);
 /* Writes the store's layer to a safetensors file at `destination`, as `memtool export` does. */
 int pkm_export(const char *store_path, const char *destination, pkm_error *error);

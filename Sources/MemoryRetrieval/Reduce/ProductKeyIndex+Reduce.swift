@@ -7,18 +7,21 @@ extension ProductKeyIndex {
     /// All selected rows of a block of queries go to `values` in one `gatherReduce`, grouped per
     /// (query, projector), so each shard is read once per block; then each query's per-projector
     /// sums are multiplied by the projectors.
-    public func lookup(queries: [Float], batch: Int, values: some ValueRows) throws -> (output: [Float], search: SearchResult) {
+    /// A gated layer (`gateDim` > 0) needs `gateInputs` `[batch, gateDim]`, one vector per query.
+    public func lookup(queries: [Float], batch: Int, values: some ValueRows, gateInputs: [Float]? = nil) throws -> (output: [Float], search: SearchResult) {
         let found = try search(queries: queries, batch: batch)
-        return (try reduce(found, values: values), found)
+        return (try reduce(found, values: values, gateInputs: gateInputs), found)
     }
 
     /// The lookup-reduce half of `lookup`: the output `[batch, d_out]` of already selected slots.
-    public func reduce(_ found: SearchResult, values: some ValueRows) throws -> [Float] {
+    public func reduce(_ found: SearchResult, values: some ValueRows, gateInputs: [Float]? = nil) throws -> [Float] {
         var output = [Float](repeating: 0, count: found.batch * config.outputDim)
         try found.indices.withUnsafeBufferPointer { idx in
             try found.weights.withUnsafeBufferPointer { w in
                 try output.withUnsafeMutableBufferPointer { out in
-                    try reduce(indices: idx, weights: w, batch: found.batch, values: values, into: out)
+                    try withOptionalBuffer(gateInputs) { gates in
+                        try reduce(indices: idx, weights: w, batch: found.batch, values: values, gateInputs: gates, into: out)
+                    }
                 }
             }
         }
@@ -27,41 +30,69 @@ extension ProductKeyIndex {
 
     /// The lookup into caller-provided buffers, without copies: the search into `indices` and
     /// `weights`, then the reduce into `output` `[batch, d_out]` (overwritten).
-    public func lookup(queries: UnsafeBufferPointer<Float>, batch: Int, values: some ValueRows, output: UnsafeMutableBufferPointer<Float>,
-                       indices: UnsafeMutableBufferPointer<Int>, weights: UnsafeMutableBufferPointer<Float>) throws {
+    public func lookup(queries: UnsafeBufferPointer<Float>, batch: Int, values: some ValueRows, gateInputs: UnsafeBufferPointer<Float>? = nil,
+                       output: UnsafeMutableBufferPointer<Float>, indices: UnsafeMutableBufferPointer<Int>,
+                       weights: UnsafeMutableBufferPointer<Float>) throws {
+        try checkGateInputs(gateInputs, batch: batch)
         try search(queries: queries, batch: batch, indices: indices, weights: weights)
-        try reduce(indices: UnsafeBufferPointer(indices), weights: UnsafeBufferPointer(weights), batch: batch, values: values, into: output)
+        try reduce(indices: UnsafeBufferPointer(indices), weights: UnsafeBufferPointer(weights), batch: batch, values: values,
+                   gateInputs: gateInputs, into: output)
+    }
+
+    /// Refuses gate inputs that do not fit the layer: required `[batch, gateDim]` of finite floats
+    /// for a gated layer, absent for another.
+    private func checkGateInputs(_ inputs: UnsafeBufferPointer<Float>?, batch: Int) throws(RetrievalError) {
+        let g = config.gateDim
+        guard g > 0 else {
+            if inputs != nil { throw .invalidConfig(field: "gateInputs", reason: "the layer has no gate (gateDim 0), yet gate inputs were given") }
+            return
+        }
+        guard let inputs else {
+            throw .invalidConfig(field: "gateInputs", reason: "the layer is gated by \(g) columns: a lookup needs gate inputs [batch, \(g)]")
+        }
+        guard inputs.count == batch * g else {
+            throw .invalidConfig(field: "gateInputs", reason: "\(inputs.count) floats are not \(batch) gate inputs of \(g)")
+        }
+        for (i, x) in inputs.enumerated() where !x.isFinite {
+            throw .invalidConfig(field: "gateInputs", reason: "gate input \(i / g) contains NaN or infinity")
+        }
     }
 
     /// The reduce of selected slots laid out as ``SearchResult``'s into `output` `[batch, d_out]` (overwritten).
+    /// A gated layer scales each slot's weights by its gate (Spec/RETRIEVAL.md, "Gates"), from
+    /// `gateInputs` `[batch, gateDim]`.
     public func reduce(indices: UnsafeBufferPointer<Int>, weights: UnsafeBufferPointer<Float>, batch: Int,
-                       values: some ValueRows, into output: UnsafeMutableBufferPointer<Float>) throws {
+                       values: some ValueRows, gateInputs: UnsafeBufferPointer<Float>? = nil,
+                       into output: UnsafeMutableBufferPointer<Float>) throws {
         let c = config
-        guard values.dim == c.valueDim, values.rows == c.poolRows else {
+        guard values.dim == c.tableDim, values.rows == c.poolRows else {
             throw RetrievalError.invalidConfig(field: "poolRows",
-                                               reason: "the value table is \(values.rows) x \(values.dim), the layer needs \(c.poolRows) x \(c.valueDim)")
+                                               reason: "the value table is \(values.rows) x \(values.dim), the layer needs \(c.poolRows) x \(c.tableDim)")
         }
+        try checkGateInputs(gateInputs, batch: batch)
         guard batch >= 1, indices.count == batch * c.heads * c.topK, weights.count == indices.count * c.cores,
               output.count == batch * c.outputDim else {
             throw RetrievalError.invalidConfig(field: "batch", reason: "\(indices.count) slots, \(weights.count) weights and \(output.count) " +
                                                "outputs do not make \(batch) queries of \(c.heads) x \(c.topK) slots, \(c.cores) cores, \(c.outputDim) outputs")
         }
         // One block (a single query, say): no hand-over, and its error thrown as it is.
-        if batch <= blockSize(batch) { return try reduceBlock(0..<batch, indices, weights, values, output) }
+        if batch <= blockSize(batch) { return try reduceBlock(0..<batch, indices, weights, gateInputs, values, output) }
         let failure = FirstError()
-        nonisolated(unsafe) let (idx, w, out) = (indices, weights, output)
+        nonisolated(unsafe) let (idx, w, gates, out) = (indices, weights, gateInputs, output)
         forEachBlock(batch) { range in
-            do { try reduceBlock(range, idx, w, values, out) } catch { failure.record(error) }
+            do { try reduceBlock(range, idx, w, gates, values, out) } catch { failure.record(error) }
         }
         if let error = failure.error { throw error }
     }
 
     private func reduceBlock(_ range: Range<Int>, _ indices: UnsafeBufferPointer<Int>, _ weights: UnsafeBufferPointer<Float>,
-                             _ values: some ValueRows, _ output: UnsafeMutableBufferPointer<Float>) throws {
+                             _ gateInputs: UnsafeBufferPointer<Float>?, _ values: some ValueRows,
+                             _ output: UnsafeMutableBufferPointer<Float>) throws {
         let c = config, perQuery = c.heads * c.topK, slots = range.count * perQuery
         var scratch = reducePool.withLock { $0.popLast() } ?? ReduceScratch()
         defer { reducePool.withLock { $0.append(scratch) } }
-        scratch.reserve(slots: slots, cores: c.cores, groups: range.count * c.expansion, accumulators: range.count * c.expansion * c.valueDim)
+        scratch.reserve(slots: slots, cores: c.cores, groups: range.count * c.expansion, accumulators: range.count * c.expansion * c.valueDim,
+                        gated: gateInputs != nil)
         let first = range.lowerBound * perQuery
         // E = 1: slot k of the block adds into query k / (H·k); those targets are the same for
         // every block, so they are written once. Identity addressing then reads the slots and
@@ -101,13 +132,28 @@ extension ProductKeyIndex {
                             }
                         }
                     }
+                    let slotRows = rowsInPlace ? UnsafeBufferPointer(rebasing: indices[first..<(first + slots)])
+                                               : UnsafeBufferPointer(rebasing: rows[0..<slots])
+                    if let gateInputs {
+                        // The gate scales every core's weight of its slot, in the reduce's order.
+                        if c.expansion == 1 { for i in 0..<(slots * c.cores) { w[i] = weights[first * c.cores + i] } }
+                        try scratch.gateQueries.withUnsafeMutableBufferPointer { queries in
+                            try scratch.gates.withUnsafeMutableBufferPointer { scores in
+                                try gate(slotRows, targets: UnsafeBufferPointer(rebasing: targets[0..<slots]),
+                                         inputs: UnsafeBufferPointer(rebasing: gateInputs[(range.lowerBound * c.gateDim)..<(range.upperBound * c.gateDim)]),
+                                         weights: UnsafeMutableBufferPointer(rebasing: w[0..<(slots * c.cores)]), values: values,
+                                         queries: UnsafeMutableBufferPointer(rebasing: queries[0..<slots]),
+                                         scores: UnsafeMutableBufferPointer(rebasing: scores[0..<slots]))
+                            }
+                        }
+                    }
                     try scratch.accumulators.withUnsafeMutableBufferPointer { a in
                         let count = range.count * c.expansion * c.valueDim
                         for e in 0..<count { a[e] = 0 }
-                        try values.gatherReduce(indices: rowsInPlace ? UnsafeBufferPointer(rebasing: indices[first..<(first + slots)])
-                                                                : UnsafeBufferPointer(rebasing: rows[0..<slots]),
-                                                weights: c.expansion == 1 ? UnsafeBufferPointer(rebasing: weights[(first * c.cores)..<((first + slots) * c.cores)])
-                                                            : UnsafeBufferPointer(rebasing: w[0..<(slots * c.cores)]), chunks: c.cores,
+                        try values.gatherReduce(indices: slotRows,
+                                                weights: c.expansion == 1 && gateInputs == nil
+                                                    ? UnsafeBufferPointer(rebasing: weights[(first * c.cores)..<((first + slots) * c.cores)])
+                                                    : UnsafeBufferPointer(rebasing: w[0..<(slots * c.cores)]), chunks: c.cores, width: c.valueDim,
                                                 targets: UnsafeBufferPointer(rebasing: targets[0..<slots]),
                                                 into: UnsafeMutableBufferPointer(rebasing: a[0..<count]))
                     }
@@ -117,6 +163,21 @@ extension ProductKeyIndex {
         scratch.accumulators.withUnsafeBufferPointer { acc in
             project(UnsafeBufferPointer(rebasing: acc[0..<(range.count * c.expansion * c.valueDim)]), queries: range.count,
                     into: UnsafeMutableBufferPointer(rebasing: output[(range.lowerBound * c.outputDim)..<(range.upperBound * c.outputDim)]))
+        }
+    }
+
+    /// Multiplies each slot's `weights` (all cores) by its gate γ(u_b · G[row]), with u_b the
+    /// gate input of the slot's query (`targets` / E in the block) and G[row] the last
+    /// `gateDim` elements of its row.
+    private func gate(_ rows: UnsafeBufferPointer<Int>, targets: UnsafeBufferPointer<Int>, inputs: UnsafeBufferPointer<Float>,
+                      weights: UnsafeMutableBufferPointer<Float>, values: some ValueRows,
+                      queries: UnsafeMutableBufferPointer<Int>, scores: UnsafeMutableBufferPointer<Float>) throws {
+        let c = config
+        for k in rows.indices { queries[k] = targets[k] / c.expansion }
+        try values.gatherDots(indices: rows, column: c.valueDim, width: c.gateDim, inputs: inputs, queries: UnsafeBufferPointer(queries), into: scores)
+        for k in rows.indices {
+            let g = c.gateActivation.apply(scores[k])
+            for t in 0..<c.cores { weights[k * c.cores + t] *= g }
         }
     }
 
@@ -176,4 +237,10 @@ extension ProductKeyIndex {
         }
         project(sums, queries: queries, into: output)
     }
+}
+
+/// `body` with `array`'s buffer, or with nil.
+func withOptionalBuffer<R>(_ array: [Float]?, _ body: (UnsafeBufferPointer<Float>?) throws -> R) rethrows -> R {
+    guard let array else { return try body(nil) }
+    return try array.withUnsafeBufferPointer { try body($0) }
 }

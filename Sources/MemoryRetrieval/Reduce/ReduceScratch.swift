@@ -7,10 +7,17 @@ struct ReduceScratch: Sendable {
     var accumulators: [Float] = []
     var groupStart: [Int] = []
     var addressed: [(row: Int, target: Int)] = []
+    /// A gated layer's gate dot of each slot, and the slot's query in the block.
+    var gates: [Float] = []
+    var gateQueries: [Int] = []
     /// For E = 1: how many leading entries of `targets` hold their slot's query.
     var bagTargets = 0
 
-    mutating func reserve(slots: Int, cores: Int, groups: Int, accumulators count: Int) {
+    mutating func reserve(slots: Int, cores: Int, groups: Int, accumulators count: Int, gated: Bool) {
+        if gated && gates.count < slots {
+            gates = [Float](repeating: 0, count: slots)
+            gateQueries = [Int](repeating: 0, count: slots)
+        }
         if rows.count < slots {
             rows = [Int](repeating: 0, count: slots)
             targets = rows

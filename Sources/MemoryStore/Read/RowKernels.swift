@@ -22,4 +22,17 @@ package enum RowKernels {
                                  weights, targets, out, prefetchDistance, half.baseAddress)
         }
     }
+
+    /// The per-slot gate dots behind `Store.gatherDots`: for each k, with `i = positions?[k] ?? k`,
+    /// `out[i]` = Σ_j `inputs[queries[i] * width + j]` x `rows[k][column + j]`, in Float; whole
+    /// rows of `rowBytes` are prefetched ahead, for the reduce that reads them next.
+    @inline(__always)
+    package static func gatherDots(_ rows: UnsafeBufferPointer<UnsafeRawPointer?>, positions: UnsafeBufferPointer<Int>?,
+                                   type: ElementType, column: Int, width: Int, rowBytes: Int, inputs: UnsafePointer<Float>,
+                                   queries: UnsafePointer<Int>, into out: UnsafeMutablePointer<Float>) {
+        HalfPrecision.f16Table.withUnsafeBufferPointer { half in
+            pkm_gather_dot(Int32(type.code), rows.baseAddress, positions?.baseAddress, rows.count, column, width, inputs, queries, out,
+                           prefetchDistance, rowBytes, half.baseAddress)
+        }
+    }
 }

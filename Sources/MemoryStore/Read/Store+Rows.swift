@@ -94,23 +94,55 @@ extension Store {
         try reduce(indices: indices, weights: weights, chunks: chunks, targets: nil, into: output)
     }
 
-    /// The batched form: row `i` adds into output row `targets[i]` of `output` (`targets.max + 1` rows of `dim`).
+    /// The batched form: row `i` adds into output row `targets[i]` of `output` (`targets.max + 1` rows of `width`).
     /// One call for a whole batch of queries reads each shard once for all of them; runs of
     /// consecutive rows with the same target are summed in registers.
-    public func gatherReduce(indices: UnsafeBufferPointer<Int>, weights: UnsafeBufferPointer<Float>, chunks: Int,
+    /// - Parameter width: the first `width` elements of each row are summed (nil: the whole row), as
+    ///   a gated layer sums the value columns before its gate's (Spec/RETRIEVAL.md, "Gates").
+    public func gatherReduce(indices: UnsafeBufferPointer<Int>, weights: UnsafeBufferPointer<Float>, chunks: Int, width: Int? = nil,
                              targets: UnsafeBufferPointer<Int>, into output: UnsafeMutableBufferPointer<Float>) throws {
-        let dim = layout.dim
-        try checkReduce(indices: indices, weights: weights, chunks: chunks)
+        let dim = width ?? layout.dim
+        guard dim >= 1, dim <= layout.dim else { throw StoreError.invalidArgument("width \(dim) is not in 1...\(layout.dim)") }
+        try checkReduce(indices: indices, weights: weights, chunks: chunks, width: dim)
         guard targets.count == indices.count else {
             throw StoreError.invalidArgument("\(targets.count) targets for \(indices.count) rows")
         }
         let outputs = output.count / dim
-        var largest: UInt = 0
-        for t in targets { largest = max(largest, UInt(bitPattern: t)) }  // negatives as huge; one pass that vectorises
-        guard output.count % dim == 0, largest < UInt(outputs) else {
+        guard output.count % dim == 0, Self.largest(targets) < UInt(outputs) else {
             throw StoreError.invalidArgument("targets must index the \(outputs) output rows of \(dim)")
         }
-        try reduce(indices: indices, weights: weights, chunks: chunks, targets: targets, into: output)
+        try reduce(indices: indices, weights: weights, chunks: chunks, width: dim, targets: targets, into: output)
+    }
+
+    /// The per-slot gate dots of a gated layer (Spec/RETRIEVAL.md, "Gates"): `scores[i]` =
+    /// Σ_j `inputs[queries[i] * width + j]` x row(`indices[i]`)`[column + j]`, in Float, with
+    /// `inputs` holding `queries.max + 1` vectors of `width`. Prefetches whole rows, so that the
+    /// reduce of the same rows that follows reads them from cache.
+    public func gatherDots(indices: UnsafeBufferPointer<Int>, column: Int, width: Int, inputs: UnsafeBufferPointer<Float>,
+                           queries: UnsafeBufferPointer<Int>, into scores: UnsafeMutableBufferPointer<Float>) throws {
+        guard column >= 0, width >= 1, column + width <= layout.dim else {
+            throw StoreError.invalidArgument("columns \(column)..<\(column + width) are outside the rows of \(layout.dim)")
+        }
+        guard queries.count == indices.count, scores.count == indices.count else {
+            throw StoreError.invalidArgument("\(queries.count) queries and \(scores.count) scores for \(indices.count) rows")
+        }
+        guard inputs.count % width == 0, Self.largest(queries) < UInt(inputs.count / width) else {
+            throw StoreError.invalidArgument("queries must index the \(inputs.count / width) gate inputs of \(width)")
+        }
+        guard let u = inputs.baseAddress, let q = queries.baseAddress, let out = scores.baseAddress, !indices.isEmpty else { return }
+        let type = layout.elementType, rowBytes = layout.rowBytes
+        try forEachRowGroup(indices) { group in
+            let first = group.positions == nil ? group.first : 0
+            RowKernels.gatherDots(group.rows, positions: group.positions, type: type, column: column, width: width, rowBytes: rowBytes,
+                                  inputs: u, queries: q + first, into: out + first)
+        }
+    }
+
+    /// The largest of `values` as unsigned (negatives as huge): one pass that vectorises.
+    private static func largest(_ values: UnsafeBufferPointer<Int>) -> UInt {
+        var largest: UInt = 0
+        for t in values { largest = max(largest, UInt(bitPattern: t)) }
+        return largest
     }
 
     /// Convenience over arrays.
@@ -122,8 +154,8 @@ extension Store {
         }
     }
 
-    private func checkReduce(indices: UnsafeBufferPointer<Int>, weights: UnsafeBufferPointer<Float>, chunks: Int) throws {
-        let dim = layout.dim
+    private func checkReduce(indices: UnsafeBufferPointer<Int>, weights: UnsafeBufferPointer<Float>, chunks: Int, width: Int? = nil) throws {
+        let dim = width ?? layout.dim
         guard chunks >= 1, dim % chunks == 0 else {
             throw StoreError.invalidArgument("row dimension \(dim) does not split into \(chunks) equal chunks")
         }
@@ -132,10 +164,10 @@ extension Store {
         }
     }
 
-    private func reduce(indices: UnsafeBufferPointer<Int>, weights: UnsafeBufferPointer<Float>, chunks: Int,
+    private func reduce(indices: UnsafeBufferPointer<Int>, weights: UnsafeBufferPointer<Float>, chunks: Int, width: Int? = nil,
                         targets: UnsafeBufferPointer<Int>?, into output: UnsafeMutableBufferPointer<Float>) throws {
         guard let w = weights.baseAddress, let out = output.baseAddress, !indices.isEmpty else { return }  // no rows: nothing to add
-        let type = layout.elementType, dim = layout.dim
+        let type = layout.elementType, dim = width ?? layout.dim
         try forEachRowGroup(indices) { group in
             // A group of consecutive positions passes its weights and targets from its first.
             let first = group.positions == nil ? group.first : 0
