@@ -251,10 +251,49 @@ void pkm_gather_reduce(int element_type, const void *const *rows, const intptr_t
                          prefetch_distance, half_table);
 }
 
+/// The gate dots, eight elements a step (the tail one at a time).
+static AVX2 void gather_dot_avx2(int type, const void *const *rows, const intptr_t *positions, size_t count, size_t column,
+                                 size_t width, const float *inputs, const intptr_t *queries, float *out, size_t distance,
+                                 size_t row_bytes, const float *half_table) {
+    const size_t size = element_size(type);
+    for (size_t k = 0; k < count; k++) {
+        if (distance && k + distance < count) pkm_prefetch(rows[k + distance], row_bytes);
+        const size_t i = position(positions, k);
+        const float *u = inputs + (size_t)queries[i] * width;
+        const char *p = (const char *)rows[k] + column * size;
+        __m256 a = _mm256_setzero_ps(), b = _mm256_setzero_ps();
+        size_t j = 0;
+        for (; j + 16 <= width; j += 16) {
+            a = _mm256_fmadd_ps(load8(type, p + j * size), _mm256_loadu_ps(u + j), a);
+            b = _mm256_fmadd_ps(load8(type, p + (j + 8) * size), _mm256_loadu_ps(u + j + 8), b);
+        }
+        for (; j + 8 <= width; j += 8) a = _mm256_fmadd_ps(load8(type, p + j * size), _mm256_loadu_ps(u + j), a);
+        a = _mm256_add_ps(a, b);
+        __m128 h = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+        h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+        h = _mm_add_ss(h, _mm_shuffle_ps(h, h, 1));
+        float sum = _mm_cvtss_f32(h);
+        for (; j < width; j++) sum += u[j] * element(type, rows[k], column + j, half_table);
+        out[i] = sum;
+    }
+}
+
 void pkm_gather_dot(int element_type, const void *const *rows, const intptr_t *positions, size_t count, size_t column,
                     size_t width, const float *inputs, const intptr_t *queries, float *out, size_t prefetch_distance,
                     size_t row_bytes, const float *half_table) {
+    pkm_gather_dot_at(pkm_gather_reduce_level(), element_type, rows, positions, count, column, width, inputs, queries, out,
+                      prefetch_distance, row_bytes, half_table);
+}
+
+void pkm_gather_dot_at(int level, int element_type, const void *const *rows, const intptr_t *positions, size_t count,
+                       size_t column, size_t width, const float *inputs, const intptr_t *queries, float *out,
+                       size_t prefetch_distance, size_t row_bytes, const float *half_table) {
     for (size_t k = 0; k < prefetch_distance && k < count; k++) pkm_prefetch(rows[k], row_bytes);
+    if (level >= PKM_KERNEL_AVX2 && pkm_gather_reduce_level() >= PKM_KERNEL_AVX2) {
+        gather_dot_avx2(element_type, rows, positions, count, column, width, inputs, queries, out, prefetch_distance,
+                        row_bytes, half_table);
+        return;
+    }
     for (size_t k = 0; k < count; k++) {
         if (prefetch_distance && k + prefetch_distance < count) pkm_prefetch(rows[k + prefetch_distance], row_bytes);
         const size_t i = position(positions, k);

@@ -60,4 +60,46 @@ import _MemorySupport
             #expect(abs(Double(out[e]) - exact[e]) <= bound, "level \(level), element \(e): \(out[e]) vs \(exact[e]) (bound \(bound))")
         }
     }
+
+    /// The gate dots (Spec/RETRIEVAL.md, "Gates") of every element type on both code paths,
+    /// widths below, at and past the vector lengths, rows at any offset visited through shuffled
+    /// positions: |result − exact| ≤ (g + 1) · 2^-24 · Σ|u · x|.
+    @Test(arguments: ElementType.valueTypes, [(1, 0), (3, 5), (8, 0), (16, 4), (19, 1), (64, 8), (100, 3)])
+    func gateDotsMatchTheDefinition(type: ElementType, shape: (width: Int, column: Int)) {
+        let (width, column) = shape, dim = column + width + 2
+        for level in [Int32(PKM_KERNEL_PORTABLE), pkm_gather_reduce_level()] {
+            var rng = SeededGenerator(seed: UInt64(width * 131 + column) ^ UInt64(type.code))
+            let tableRows = 50, count = 120, queries = 5
+            let stored = type.decode(type.encode((0..<(tableRows * dim)).map { _ in rng.normal() }))
+            let encoded = type.encode(stored), stride = dim * type.size + 8, offset = 8
+            var table = [UInt8](repeating: 0, count: offset + tableRows * stride)
+            for r in 0..<tableRows {
+                for b in 0..<(dim * type.size) { table[offset + r * stride + b] = encoded[r * dim * type.size + b] }
+            }
+            let inputs = (0..<(queries * width)).map { _ in rng.normal() }
+            let picks = (0..<count).map { _ in Int(rng.next() % UInt64(tableRows)) }
+            let slotQueries = (0..<count).map { $0 * queries / count }
+            let positions = (0..<count).map { $0 }.shuffled(using: &rng)
+            var out = [Float](repeating: .nan, count: count)
+            table.withUnsafeBytes { t in
+                let rows = positions.map { UnsafeRawPointer?(t.baseAddress! + offset + picks[$0] * stride) }
+                rows.withUnsafeBufferPointer { r in
+                    positions.withUnsafeBufferPointer { p in
+                        RowKernels.gatherDots(r, positions: p, type: type, column: column, width: width, rowBytes: dim * type.size,
+                                              inputs: inputs, queries: slotQueries, into: &out, level: level)
+                    }
+                }
+            }
+            for i in 0..<count {
+                var exact = 0.0, magnitude = 0.0
+                for j in 0..<width {
+                    let term = Double(inputs[slotQueries[i] * width + j]) * Double(stored[picks[i] * dim + column + j])
+                    exact += term
+                    magnitude += abs(term)
+                }
+                let bound = Double(width + 1) * 0x1p-24 * magnitude + 1e-30
+                #expect(abs(Double(out[i]) - exact) <= bound, "level \(level), slot \(i): \(out[i]) vs \(exact)")
+            }
+        }
+    }
 }

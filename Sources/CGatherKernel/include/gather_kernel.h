@@ -27,7 +27,8 @@ void pkm_gather_reduce(int element_type, const void *const *rows, const intptr_t
 /// For k in 0 ..< count, with i = positions ? positions[k] : k and row the elements of
 /// `element_type` at rows[k]:
 ///     out[i] = sum over j < width of inputs[queries[i] * width + j] * row[column + j]
-/// summed in float in order of j (the per-slot gate of Spec/RETRIEVAL.md, "Gates"). The whole
+/// summed in float, in an order that depends on the code path (the per-slot gate of
+/// Spec/RETRIEVAL.md, "Gates"; AVX2 where the processor has it). The whole
 /// `row_bytes` of rows `prefetch_distance` ahead are prefetched (0: none), so that a reduce of
 /// the same rows after this call finds them in cache. `half_table` as for pkm_gather_reduce.
 void pkm_gather_dot(int element_type, const void *const *rows, const intptr_t *positions, size_t count, size_t column,
@@ -56,5 +57,10 @@ int pkm_gather_reduce_level(void);
 void pkm_gather_reduce_at(int level, int element_type, const void *const *rows, const intptr_t *positions, size_t count,
                           size_t dim, size_t chunks, const float *weights, const intptr_t *targets, float *out,
                           size_t prefetch_distance, const float *half_table);
+
+/// pkm_gather_dot with the path limited to `level` (AVX2 and beyond, or portable), for tests.
+void pkm_gather_dot_at(int level, int element_type, const void *const *rows, const intptr_t *positions, size_t count,
+                       size_t column, size_t width, const float *inputs, const intptr_t *queries, float *out,
+                       size_t prefetch_distance, size_t row_bytes, const float *half_table);
 
 #endif

@@ -29,10 +29,11 @@ package enum RowKernels {
     @inline(__always)
     package static func gatherDots(_ rows: UnsafeBufferPointer<UnsafeRawPointer?>, positions: UnsafeBufferPointer<Int>?,
                                    type: ElementType, column: Int, width: Int, rowBytes: Int, inputs: UnsafePointer<Float>,
-                                   queries: UnsafePointer<Int>, into out: UnsafeMutablePointer<Float>) {
+                                   queries: UnsafePointer<Int>, into out: UnsafeMutablePointer<Float>,
+                                   level: Int32 = Int32(PKM_KERNEL_AVX512)) {
         HalfPrecision.f16Table.withUnsafeBufferPointer { half in
-            pkm_gather_dot(Int32(type.code), rows.baseAddress, positions?.baseAddress, rows.count, column, width, inputs, queries, out,
-                           prefetchDistance, rowBytes, half.baseAddress)
+            pkm_gather_dot_at(level, Int32(type.code), rows.baseAddress, positions?.baseAddress, rows.count, column, width, inputs,
+                              queries, out, prefetchDistance, rowBytes, half.baseAddress)
         }
     }
 }
