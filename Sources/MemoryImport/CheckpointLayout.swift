@@ -11,13 +11,20 @@ public enum CheckpointLayout: String, CaseIterable, Sendable {
     /// The `product-key-memory` package's `PKM`: `keys` [H, n, 2, d], `values.weight` [n², dim].
     case pkmPytorch = "pkm-pytorch"
     /// Meta's product-key memory (`HashingMemory`): `keys` [2·H·n, k_dim/2], read as
-    /// [H, 2, n, k_dim/2], and `values.weight` [n², v].
+    /// [H, 2, n, k_dim/2], and `values.weight` [n², v]; its PEER variant (`values_v.weight` and
+    /// `values_u.weight`, no `values.weight`) as a gated layer: values_v the values, values_u
+    /// the gates, GELU.
     case metaMemory = "meta-memory"
     /// UltraMem's memory layer (`UltraMemLayerV1`): `keys` [H, 2, n, d, r] after its LayerNorm
     /// over d (`keys_norm.weight`/`.bias`, eps from metadata `eps`, default 1e-5),
     /// `tucker_core.i` [H, r, r] as the cores, `tucker_core_u`/`_v` as row_proj/col_proj,
     /// `values_for_look_up` [N_p, v], `values_proj.weight` [hidden, E·v] as the projectors,
     /// `shuffle_index` as the virtual map; Tucker scoring with m = k (metadata `knn`), no activation.
+    /// UltraMemV2's layer (`UltraMemLayerV2`) reads the same way from a file holding its key
+    /// layer's tensors and its value layer's (`values_for_look_up`, the pool, with `--window`
+    /// and `--pool-offset` giving the layer's rows of it, and `pre_values_for_look_up` as the
+    /// gate table, GELU when metadata `mem_use_glu_act` is `true`); a value layer saved in rank
+    /// files, and value_expand_time 1, are converted by python/pkmstore/convert.py.
     case ultramem
 }
 
@@ -30,7 +37,10 @@ extension TensorSource {
         guard layout != .store else { return self }
         if layout == .ultramem { return try ultramemConverted(renames: renames, scratch: scratch) }
         func bad(_ why: String) -> TensorFileError { TensorFileError(path, "as a \(layout.rawValue) layer: \(why)") }
-        let keysName = renames["keys"] ?? "keys", valuesName = renames["values"] ?? "values.weight"
+        // Meta's PEER variant: values_v as the values, values_u as the gate table (Spec/RETRIEVAL.md, "Gates").
+        let peer = layout == .metaMemory && renames["values"] == nil && entries["values.weight"] == nil
+            && entries["values_v.weight"] != nil && entries["values_u.weight"] != nil
+        let keysName = renames["keys"] ?? "keys", valuesName = renames["values"] ?? (peer ? "values_v.weight" : "values.weight")
         guard let keys = entries[keysName] else { throw bad("it has no tensor '\(keysName)' (name it with --rename keys=NAME)") }
         guard let values = entries[valuesName] else { throw bad("it has no tensor '\(valuesName)' (name it with --rename values=NAME)") }
         guard values.shape.count == 2 else { throw bad("\(valuesName) has shape \(values.shape), expected [n², v]") }
@@ -71,6 +81,10 @@ extension TensorSource {
         converted["values"] = values
         var metadata = self.metadata
         metadata["scoring"] = metadata["scoring"] ?? "pkm"
+        if peer {
+            converted["gates"] = entries["values_u.weight"]
+            metadata["gate_activation"] = "gelu"
+        }
         return TensorSource(path: path, entries: converted, metadata: metadata)
     }
 }
@@ -93,7 +107,8 @@ extension TensorSource {
         let keysEntry = try entry("keys")
         guard keysEntry.shape.count == 5, keysEntry.shape[1] == 2 else { throw bad("keys have shape \(keysEntry.shape), UltraMem's are [H, 2, n, d, r]") }
         let (heads, n, d, r) = (keysEntry.shape[0], keysEntry.shape[2], keysEntry.shape[3], keysEntry.shape[4])
-        guard heads <= 2 else { throw bad("\(heads) heads: UltraMem's heads share one query two at a time, so a layer has at most 2") }
+        // Any number of heads: how the model's queries reach each head is the caller's (UltraMemV2's
+        // head h reads query pair h / 2; pkmstore.convert documents both versions).
         let keys = try keysEntry.load().floats()
         func vector(_ name: String, _ count: Int) throws -> [Float]? {
             guard let e = entries[renames[name] ?? name] else { return nil }
@@ -160,6 +175,11 @@ extension TensorSource {
         converted["values"] = values
         converted["virtual_map"] = try entry("shuffle_index")
         var metadata = self.metadata
+        // UltraMemV2's pre-value gate, when the file holds its value layer's tensors.
+        if let gates = entries[renames["gates"] ?? "pre_values_for_look_up"] {
+            converted["gates"] = gates
+            metadata["gate_activation"] = metadata["gate_activation"] ?? (metadata["mem_use_glu_act"] == "true" ? "gelu" : "none")
+        }
         metadata["scoring"] = "tucker"
         metadata["activation"] = metadata["activation"] ?? "none"
         metadata["addressing"] = "table"

@@ -71,7 +71,7 @@ struct Import: ParsableCommand {
     @Option(help: "Store values as f32, f16 or bf16 (default: the file's type).")
     var dtype: ElementType?
 
-    @Option(help: "How the checkpoint holds the layer: store (the names of Spec/RETRIEVAL.md), pkm-pytorch (the product-key-memory package's keys [H, n, 2, d] and values.weight), meta-memory (Meta's HashingMemory: keys [2·H·n, k_dim/2], values.weight) or ultramem (UltraMemLayerV1's state dict: keys [H, 2, n, d, r] and their LayerNorm, tucker_core.i, values_for_look_up, values_proj.weight, shuffle_index; k from metadata knn or --topk with --top-m).")
+    @Option(help: "How the checkpoint holds the layer: store (the names of Spec/RETRIEVAL.md), pkm-pytorch (the product-key-memory package's keys [H, n, 2, d] and values.weight), meta-memory (Meta's HashingMemory: keys [2·H·n, k_dim/2], values.weight; its PEER variant's values_v.weight and values_u.weight as a gated layer) or ultramem (UltraMemLayerV1's or V2's state dict: keys [H, 2, n, d, r] and their LayerNorm, tucker_core.i, values_for_look_up, values_proj.weight, shuffle_index, and V2's pre_values_for_look_up as the gate; k from metadata knn or --topk with --top-m; V2's window of the pool with --window and --pool-offset).")
     var layout: CheckpointLayout = .store
 
     @OptionGroup var storage: StorageOptions

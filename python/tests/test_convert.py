@@ -317,6 +317,17 @@ def test_ultramem_v2_layer_converts_exactly(tmp_path, ranks, value_expand, glu):
     np.testing.assert_allclose(again(torch.from_numpy(x)).numpy(), got, rtol=1e-6, atol=1e-7)
     with pytest.raises(pkmstore.ArgumentError, match="gate_input"):
         pkmstore.MemoryLayer(path).lookup(queries(torch.from_numpy(x)).detach().contiguous())
+    if ranks == 1 and value_expand == "all":
+        # memtool import --layout ultramem from one file of both layers' tensors, the window given.
+        from pkmtools.tensorio import write_safetensors
+        layer = {k: a for k, a in sd.items() if not k.startswith(("query_", "pre_values_proj"))} | value_sds[0]
+        saved = str(tmp_path / "v2.safetensors")
+        write_safetensors(saved, {k: ("F32", a) if a.dtype.kind == "f" else ("I64", a.astype(np.int64)) for k, a in layer.items()},
+                          {"knn": str(knn), "mem_use_glu_act": "true" if glu else "false"})
+        imported = str(tmp_path / "imported.pkm")
+        pkmstore.import_(imported, saved, layout="ultramem", window=knum * knum, pool_offset=offset)
+        served = pt.StoreMemory(imported, queries, layout="head-side", gate_input=pre)
+        np.testing.assert_allclose(served(torch.from_numpy(x)).numpy(), expected, rtol=1e-4, atol=1e-5)
 
 
 def test_the_peer_variant_is_a_gated_layer(tmp_path):
@@ -363,3 +374,13 @@ def test_the_peer_variant_is_a_gated_layer(tmp_path):
                 expected[b] += weight * 0.5 * dot * (1 + erf(dot / sqrt(2))) * v[slot]
     expected *= gating
     np.testing.assert_allclose(y.reshape(6, 16).numpy(), expected, rtol=1e-5, atol=1e-6)
+    # memtool import --layout meta-memory reads the PEER variant's state dict as saved.
+    from pkmtools.tensorio import write_safetensors
+    saved = str(tmp_path / "peer.safetensors")
+    write_safetensors(saved, {k: ("F32", t.detach().numpy()) for k, t in memory.state_dict().items()
+                              if k in ("keys", "values_u.weight", "values_v.weight")}, {"topk": "4"})
+    imported = str(tmp_path / "imported.pkm")
+    pkmstore.import_(imported, saved, layout="meta-memory")
+    again = pt.StoreMemory(imported, memory.query_proj, layout="head-side", gate_input=lambda x: x,
+                           after=lambda out, x: torch.sigmoid(memory.gating(x)) * out)
+    np.testing.assert_allclose(again(x).reshape(6, 16).detach().numpy(), expected, rtol=1e-5, atol=1e-6)
