@@ -52,6 +52,13 @@ struct Query: ParsableCommand {
             }
             let q = try entry.load().floats()
             let total = entry.shape[0], width = c.heads * 2 * c.keyDim
+            if c.gateDim > 0 && gateInputs == nil {
+                throw StoreError.invalidArgument("layer '\(layer.name)' is gated by \(c.gateDim) columns: a lookup needs gate inputs [batch, \(c.gateDim)]; " +
+                                                 "give them with --gate-inputs U.npy (float32 [B, \(c.gateDim)])")
+            }
+            if c.gateDim == 0, let gateInputs {
+                throw TensorFileError(gateInputs, "layer '\(layer.name)' has no gate: --gate-inputs applies to gated layers only")
+            }
             let gates = try gateInputs.map { path in
                 let g = try NPYFile.entry(path: path, name: "gate_inputs")
                 guard [.f32, .f16, .bf16].contains(g.dtype), g.shape == [total, c.gateDim] else {
