@@ -44,7 +44,7 @@ public enum GateActivation: String, Codable, Sendable, CaseIterable {
     case none, gelu
 
     /// The activation of one gate dot, computed in Double and rounded once.
-    func apply(_ x: Float) -> Float {
+    public func apply(_ x: Float) -> Float {
         switch self {
         case .none: x
         case .gelu: Float(0.5 * Double(x) * (1 + erf(Double(x) / 2.0.squareRoot())))

@@ -1,5 +1,6 @@
 import CPKMStore
 import MemoryStore
+import MemoryRetrieval
 import _MemorySupport
 
 /// The stores open through the C API.
@@ -86,6 +87,29 @@ public func cStoreGatherReduce(_ handle: UInt64, _ indices: UnsafePointer<Int64>
             try store.gatherReduce(indices: rowBuffer, weights: weightBuffer, chunks: chunks,
                                    into: UnsafeMutableBufferPointer(rebasing: output[0..<store.layout.dim]))
         }
+    }
+}
+
+@_cdecl("pkm_store_gate_scores")
+public func cStoreGateScores(_ handle: UInt64, _ indices: UnsafePointer<Int64>?, _ count: Int, _ column: Int, _ width: Int,
+                             _ inputs: UnsafePointer<Float>?, _ inputCount: Int, _ queries: UnsafePointer<Int64>?,
+                             _ activation: UnsafePointer<CChar>?, _ scores: UnsafeMutablePointer<Float>?,
+                             _ error: UnsafeMutablePointer<pkm_error>?) -> Int32 {
+    reporting(error) {
+        let store = try openStores.object(handle), count = try size(count, "count"), column = try size(column, "column")
+        let width = try size(width, "width"), inputCount = try size(inputCount, "input_count")
+        guard let name = try required(activation, "activation") else { return }
+        guard let act = GateActivation(rawValue: String(cString: name)) else {
+            throw CAPIError.argument("activation '\(String(cString: name))' is not none or gelu")
+        }
+        guard width >= 1, inputCount % width == 0 else { throw CAPIError.argument("input_count \(inputCount) is not a whole number of gate inputs of \(width)") }
+        let rows = try required(indices, "indices", count: count), q = try required(queries, "queries", count: count)
+        let u = try required(inputs, "inputs", count: inputCount), out = try required(scores, "scores", count: count)
+        guard count > 0 else { return }
+        let output = UnsafeMutableBufferPointer(start: out!, count: count)
+        try store.gatherDots(indices: indexBuffer(rows!, count), column: column, width: width,
+                             inputs: UnsafeBufferPointer(start: u!, count: inputCount), queries: indexBuffer(q!, count), into: output)
+        for i in 0..<count { output[i] = act.apply(output[i]) }
     }
 }
 

@@ -226,6 +226,19 @@ int main(int argc, char **argv) {
         EXPECT(pkm_layer_lookup_gated(g, gq, 2, u, go, gi_slots, gw, &e) == PKM_OK, "gated lookup: %s", e.message);
         pkm_store gs = 0;
         EXPECT(pkm_store_open(argv[2], 0, &gs, &e) == PKM_OK, "open: %s", e.message);
+        /* The same gates from the store alone, as a part of a split table computes them. */
+        int64_t *gq_of = malloc(2 * gslots * sizeof(int64_t));
+        float *gates = malloc(2 * gslots * sizeof(float));
+        for (size_t i = 0; i < 2 * gslots; i++) gq_of[i] = (int64_t)(i / gslots);
+        EXPECT(pkm_store_gate_scores(gs, gi_slots, 2 * gslots, gv, gd, u, 2 * gd, gq_of, "gelu", gates, &e) == PKM_OK,
+               "gate scores: %s", e.message);
+        expect_error(pkm_store_gate_scores(gs, gi_slots, 2 * gslots, gv, gd, u, 2 * gd, gq_of, "tanh", gates, &e), &e,
+                     PKM_ERR_ARGUMENT, "an unknown gate activation");
+        expect_error(pkm_store_gate_scores(gs, gi_slots, 2 * gslots, gv + 1, gd, u, 2 * gd, gq_of, "gelu", gates, &e), &e,
+                     PKM_ERR_ARGUMENT, "gate columns past the row");
+        gq_of[0] = 2;
+        expect_error(pkm_store_gate_scores(gs, gi_slots, 2 * gslots, gv, gd, u, 2 * gd, gq_of, "gelu", gates, &e), &e,
+                     PKM_ERR_ARGUMENT, "a query without a gate input");
         for (size_t b = 0; b < 2; b++) {
             double expected[64] = {0};
             for (size_t k = 0; k < gslots; k++) {
@@ -233,6 +246,8 @@ int main(int argc, char **argv) {
                 float dot = 0;
                 for (size_t j = 0; j < gd; j++) dot += u[b * gd + j] * grow[gv + j];
                 const double gate = 0.5 * dot * (1 + erf(dot / sqrt(2.0)));
+                EXPECT(fabs(gates[b * gslots + k] - gate) <= 1e-5 * (1 + fabs(gate)), "gate %zu,%zu: %g, expected %g",
+                       b, k, gates[b * gslots + k], gate);
                 for (size_t j = 0; j < gv && j < 64; j++) expected[j] += gw[b * gslots + k] * gate * grow[j];
             }
             for (size_t j = 0; j < gv && j < 64; j++)
@@ -247,7 +262,7 @@ int main(int argc, char **argv) {
         pkm_layer_close(plain, &e);
         pkm_layer_close(g, &e);
         pkm_store_close(gs, &e);
-        free(gq); free(go); free(gi_slots); free(gw); free(grow);
+        free(gq); free(go); free(gi_slots); free(gw); free(grow); free(gq_of); free(gates);
     }
 
     /* Import and export misuse. */

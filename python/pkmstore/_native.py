@@ -58,6 +58,8 @@ for name, args in {
     "pkm_store_rows": [ctypes.c_uint64, ctypes.c_void_p, _size, ctypes.c_void_p, _err],
     "pkm_store_gather_reduce": [ctypes.c_uint64, ctypes.c_void_p, ctypes.c_void_p, _size, _size, ctypes.c_void_p, _size,
                                 ctypes.c_void_p, _err],
+    "pkm_store_gate_scores": [ctypes.c_uint64, ctypes.c_void_p, _size, _size, _size, ctypes.c_void_p, _size, ctypes.c_void_p,
+                              _str, ctypes.c_void_p, _err],
     "pkm_store_tensor_names": [ctypes.c_uint64, ctypes.c_char_p, _size, _sizep, _err],
     "pkm_store_layer_names": [ctypes.c_uint64, ctypes.c_char_p, _size, _sizep, _err],
     "pkm_store_tensor_info": [ctypes.c_uint64, _str, ctypes.POINTER(ctypes.c_int32), ctypes.POINTER(ctypes.c_int32),

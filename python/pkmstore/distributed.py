@@ -17,6 +17,7 @@ import threading
 import numpy as np
 
 from ._native import lib
+from .arrays import as_array
 from .errors import ArgumentError, PKMStoreError
 from .layer import MemoryLayer as _LocalLayer
 from .store import Store, call
@@ -114,12 +115,19 @@ class PartServer:
         """(process id, None) when serving, or (process id, why not)."""
         return os.getpid(), self.problem
 
-    def sums(self, rows, weights, chunks, targets, outputs):
+    def sums(self, rows, weights, chunks, targets, outputs, gate=None):
         """float32 [outputs, part dim]: out[targets[i]] += weights[i] (per chunk) x row rows[i]
-        of this part (row numbers inside the part)."""
+        of this part (row numbers inside the part). A gated layer's `gate` (value columns v,
+        gate inputs [B, g], each row's query, activation) scales each row's weights by its gate
+        first and returns the value columns only: float32 [outputs, v]."""
         if self.problem:
             raise SplitError(self.problem)
-        return self.store.gather_reduce(rows, weights, chunks=chunks, targets=targets, outputs=outputs)
+        if gate is None:
+            return self.store.gather_reduce(rows, weights, chunks=chunks, targets=targets, outputs=outputs)
+        v, inputs, queries, activation = gate
+        scores = self.store.gate_scores(rows, v, inputs, queries, activation)
+        gated = np.ascontiguousarray(weights.reshape(-1, chunks) * scores[:, None], np.float32)
+        return np.ascontiguousarray(self.store.gather_reduce(rows, gated, chunks=chunks, targets=targets, outputs=outputs)[:, :v])
 
 
 _actor_class = None
@@ -171,13 +179,14 @@ class MemoryLayer:
             raise SplitError(f"no part of '{path}' to search with is readable here (looked for {', '.join(files[k] for k in order)})")
         self._search = _LocalLayer(files[local[0]], layer=layer, threads=threads, cache_bytes=0)
         self.config = self._search.config
-        if self._search.gate_dim:
-            self._search.close()
-            raise SplitError(f"layer '{layer or 'default'}' is gated (Spec/RETRIEVAL.md, \"Gates\"); its gates are computed "
-                             "where its rows are: serve it from one store (pkmstore.MemoryLayer)")
+        self.gate_dim, self.gate_activation = self._search.gate_dim, self._search.gate_activation
         self.heads, self.key_dim, self.top_k, self.cores = self._search.heads, self._search.key_dim, self._search.top_k, self._search.cores
         self.expansion, self.value_dim, self.output_dim = self._search.expansion, self._search.value_dim, self._search.output_dim
         self._starts = np.array([e["first"] for e in manifest["parts"]], np.int64)
+        if self.axis == "dims" and self.gate_dim:
+            self._search.close()
+            raise SplitError(f"'{path}' is split by columns, and layer '{layer or 'default'}' is gated: a column slice cannot compute "
+                             "the gate's dot product (split it by rows)")
         if self.axis == "dims":
             c = self.cores
             if self.value_dim % self.parts or (c % self.parts and self.parts % c):
@@ -221,16 +230,33 @@ class MemoryLayer:
         """Selected slots and weights, as `pkmstore.MemoryLayer.search` (done in this process)."""
         return self._search.search(queries, indices, weights)
 
-    def lookup(self, queries, out=None):
-        """The layer's output float32 [B, d_out] with the slots and weights of `search`."""
+    def lookup(self, queries, out=None, gate_input=None):
+        """The layer's output float32 [B, d_out] with the slots and weights of `search`; a gated
+        layer's `gate_input` float32 [B, gate_dim] as for `pkmstore.MemoryLayer.lookup`."""
         idx, w = self._search.search(queries)
-        sums = self.sums(idx, w)
+        sums = self.sums(idx, w, gate_input)
         return self._search.project(sums, out), idx, w
 
-    def sums(self, indices, weights):
-        """float32 [B, E, v]: each query's selected rows summed per projector, weighted, by
-        the parts that own them, added in part order."""
+    def _gate_inputs(self, gate_input, b):
+        if self.gate_dim == 0:
+            if gate_input is not None:
+                raise ArgumentError("the layer has no gate (gate_dim 0), yet gate_input was given")
+            return None
+        if gate_input is None:
+            raise ArgumentError(f"the layer is gated by {self.gate_dim} columns: lookup needs gate_input [B, {self.gate_dim}]")
+        u = as_array(gate_input, np.float32, "gate_input", ndim=2)
+        if tuple(u.shape) != (b, self.gate_dim):
+            raise ArgumentError(f"gate_input has shape {tuple(u.shape)}, the layer needs [{b}, {self.gate_dim}] (one vector per query)")
+        if not np.isfinite(u).all():
+            raise ArgumentError("gate_input contains NaN or infinity")
+        return u
+
+    def sums(self, indices, weights, gate_input=None):
+        """float32 [B, E, v]: each query's selected rows summed per projector, weighted (and, for
+        a gated layer, gated by the parts that hold the rows), by the parts that own them, added
+        in part order."""
         b = indices.shape[0]
+        u = self._gate_inputs(gate_input, b)
         per = self.heads * self.top_k
         rows, projectors = self._search.address(indices.reshape(-1))
         targets = (np.arange(b * per, dtype=np.int64) // per) * self.expansion + projectors
@@ -239,22 +265,25 @@ class MemoryLayer:
         if self.axis == "rows":
             owner = np.searchsorted(self._starts, rows, side="right") - 1
             requests = []
+            slot_queries = np.arange(b * per, dtype=np.int64) // per
             for k in np.unique(owner):
                 m = owner == k
-                requests.append((int(k), rows[m] - self._starts[k], np.ascontiguousarray(w[m]), self.cores, targets[m]))
+                gate = None if u is None else (self.value_dim, u, np.ascontiguousarray(slot_queries[m]), self.gate_activation)
+                requests.append((int(k), rows[m] - self._starts[k], np.ascontiguousarray(w[m]), self.cores, targets[m], gate))
         else:
             c, p = self.cores, self.parts
             requests = []
             for k in range(p):
                 # The weights of the chunks part k's columns lie in: c/P of them, or the one holding them.
                 chunk = w[:, k * (c // p):(k + 1) * (c // p)] if c % p == 0 else w[:, k // (p // c)]
-                requests.append((k, rows, np.ascontiguousarray(chunk), max(1, c // p), targets))
-        calls = [(k, self._actors[k].sums.remote(r, wk, chunks, t, outputs)) for k, r, wk, chunks, t in requests]
+                requests.append((k, rows, np.ascontiguousarray(chunk), max(1, c // p), targets, None))
+        calls = [(k, self._actors[k].sums.remote(r, wk, chunks, t, outputs, gate)) for k, r, wk, chunks, t, gate in requests]
         partials = self._get(calls, "summing rows" if self.axis == "rows" else "summing columns")
         with self._traffic_lock:
             self._traffic["queries"] += b
             self._traffic["calls"] += len(calls)
-            self._traffic["bytesSent"] += sum(r.nbytes + wk.nbytes + t.nbytes for _, r, wk, _, t in requests)
+            self._traffic["bytesSent"] += sum(r.nbytes + wk.nbytes + t.nbytes + (0 if g is None else g[1].nbytes + g[2].nbytes)
+                                              for _, r, wk, _, t, g in requests)
             self._traffic["bytesReceived"] += sum(part.nbytes for part in partials)
         if self.axis == "rows":
             total = np.zeros((outputs, self.value_dim), np.float32)

@@ -131,6 +131,20 @@ class Store(Closable):
              None if t is None else pointer(t), outputs, pointer(result))
         return result
 
+    def gate_scores(self, indices, column, inputs, queries, activation="none"):
+        """The gates of a gated layer's slots (Spec/RETRIEVAL.md, "Gates"): float32 [n],
+        act(inputs[queries[i]] · row(indices[i])[column : column + g]) with inputs float32 [B, g],
+        queries int64 [n] choosing each slot's gate input, act "none" or "gelu"."""
+        idx = as_array(indices, np.int64, "indices", ndim=1)
+        u = as_array(inputs, np.float32, "inputs", ndim=2)
+        q = as_array(queries, np.int64, "queries", ndim=1)
+        if q.shape[0] != idx.shape[0]:
+            raise ArgumentError(f"{q.shape[0]} queries for {idx.shape[0]} rows")
+        result = np.empty(idx.shape[0], np.float32)
+        call(lib.pkm_store_gate_scores, self._handle.value, pointer(idx), idx.shape[0], int(column), u.shape[1], pointer(u), u.size,
+             pointer(q), activation.encode(), pointer(result))
+        return result
+
     def layers(self):
         """Names of the store's memory layers (all reading its one value table), in name order."""
         return [n for n in read_text(lib.pkm_store_layer_names, self._handle.value).split("\n") if n]

@@ -246,3 +246,34 @@ def test_a_real_pytorch_pkm_served_from_a_split_store_equals_its_forward(tmp_pat
     assert ((got - expected).abs().max() / expected.abs().max()).item() <= 1e-5
     package = captured[0].reshape(21, 4, 16).numpy()
     assert np.array_equal(np.sort(package, axis=-1), np.sort(served.last_indices, axis=-1))
+
+
+def test_a_gated_layer_over_parts_split_by_rows_answers_as_the_store(tmp_path):
+    """A gated layer (Spec/RETRIEVAL.md, "Gates") split by rows: each part gates the rows it holds
+    (pkm_store_gate_scores) before summing them; the answers equal the whole store's up to the
+    order of float sums. A split by columns, which cannot compute a gate, is refused."""
+    rng = np.random.default_rng(41)
+    folder = tmp_path / "src"
+    folder.mkdir()
+    tensors = {"row_keys": rng.standard_normal((2, 1, 32, 8)), "col_keys": rng.standard_normal((2, 1, 32, 8)),
+               "values": rng.standard_normal((1024, 12)), "gates": rng.standard_normal((1024, 5))}
+    for name, a in tensors.items():
+        np.save(folder / f"{name}.npy", a.astype(np.float32))
+    path = str(tmp_path / "gated.pkm")
+    pkmstore.import_(path, str(folder), topk=6, gate_activation="gelu", codec="raw")
+    q = rng.standard_normal((7, 2, 2, 8)).astype(np.float32)
+    u = rng.standard_normal((7, 5)).astype(np.float32)
+    o, i, w = pkmstore.MemoryLayer(path).lookup(q, gate_input=u)
+    dist.split(path, str(tmp_path / "rows"), 3, by="rows")
+    with dist.MemoryLayer(str(tmp_path / "rows")) as layer:
+        assert layer.gate_dim == 5 and layer.gate_activation == "gelu"
+        out, idx, wt = layer.lookup(q, gate_input=u)
+        # Another gate input gives another answer: the parts do apply the gate.
+        doubled = layer.lookup(q, gate_input=2 * u)[0]
+        with pytest.raises(pkmstore.ArgumentError, match="gate_input"):
+            layer.lookup(q)
+    assert np.array_equal(idx, i) and np.array_equal(wt, w)
+    assert np.abs(out - o).max() <= 1e-5 * np.abs(o).max()
+    assert np.abs(doubled - o).max() > 1e-2 * np.abs(o).max()
+    with pytest.raises(pkmstore.PKMStoreError, match="is gated"):
+        dist.split(path, str(tmp_path / "dims"), 2, by="dims")

@@ -160,6 +160,14 @@ int pkm_split(const char *store_path, const char *directory, size_t parts, const
 /* The store's part record (Spec/FORMAT.md, "Parts") as JSON, like pkm_store_tensor_names; the
  * empty string when the store is not a part of a split table. */
 int pkm_store_part_json(pkm_store store, char *buffer, size_t capacity, size_t *needed, pkm_error *error);
+/* The gates of a gated layer's slots whose rows this store holds (Spec/RETRIEVAL.md, "Gates"):
+ * scores[i] = act(sum over j < width of inputs[queries[i] * width + j] * row(indices[i])[column + j]),
+ * act "none" or "gelu"; `inputs` holds input_count floats, a whole number of gate inputs of
+ * `width`, each query < input_count / width. For a part of a split table: multiply each slot's
+ * weights by its gate before pkm_store_gather_reduce. (API version 4.) */
+int pkm_store_gate_scores(pkm_store store, const int64_t *indices, size_t count, size_t column, size_t width,
+                          const float *inputs, size_t input_count, const int64_t *queries, const char *activation,
+                          float *scores, pkm_error *error);
 /* The reduce of a lookup in three steps, for tables whose rows are summed elsewhere: the value
  * table row and the projector of each of `count` virtual slots (rows and projectors int64
  * [count]; a slot outside 0..virtual_slots-1 is PKM_ERR_ARGUMENT). The layer of a part store
