@@ -68,23 +68,23 @@ public enum LayeredBenchmark {
             batchTimes.append(batchTime)
         }
         // The reduces alone, in the model's order, the fastest of three passes (as LookupBenchmark).
-        func bestPass(_ reduce: (MemoryLayer, SearchResult) throws -> [Float]) throws -> (times: [Double], outputs: [[Float]]) {
+        func bestPass(_ reduce: (Int, SearchResult) throws -> [Float]) throws -> (times: [Double], outputs: [[Float]]) {
             var best: (times: [Double], outputs: [[Float]])?
             for _ in 0..<LookupBenchmark.reducePasses {
                 var times = [Double](repeating: 0, count: layers.count), outputs: [[Float]] = []
                 for b in 0..<batches {
-                    for (l, layer) in layers.enumerated() {
-                        times[l] += try clock.measure { outputs.append(try reduce(layer, found[l][b])) }.seconds
+                    for l in layers.indices {
+                        times[l] += try clock.measure { outputs.append(try reduce(l, found[l][b])) }.seconds
                     }
                 }
                 if best == nil || times.reduce(0, +) < best!.times.reduce(0, +) { best = (times, outputs) }
             }
             return best!
         }
-        let store = try bestPass { try $0.reduce($1, gateInputs: $0.benchmarkGateInputs(batch: options.batch)) }
+        let store = try bestPass { try layers[$0].reduce($1, gateInputs: gates[$0]) }
         var limit: (times: [Double], outputs: [[Float]])?, maxDifference: Double?
         if let flat {
-            limit = try bestPass { try $0.index.reduce($1, values: flat, gateInputs: $0.benchmarkGateInputs(batch: options.batch)) }
+            limit = try bestPass { try layers[$0].index.reduce($1, values: flat, gateInputs: gates[$0]) }
             var worst = 0.0
             for (output, reference) in zip(store.outputs, limit!.outputs) {
                 for (a, b) in zip(output, reference) { worst = max(worst, Double(abs(a - b)) / max(Double(abs(b)), 1e-3)) }

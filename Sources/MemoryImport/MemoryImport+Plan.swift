@@ -119,14 +119,15 @@ extension MemoryImport {
             guard g.shape[0] == rows else { throw bad("gates has shape \(g.shape), expected [\(rows), g]: one gate vector per row of values") }
             gateDim = g.shape[1]
         }
-        if let asked = options.gateDim, table == nil, asked != gateDim {
-            throw bad("--gate-dim \(asked) disagrees with the file's gates (\(gateDim) columns)")
+        // (A layer added to a store takes its gate from the store's rows: see addLayer, which plans without gate options.)
+        if let asked = options.gateDim, asked != gateDim {
+            throw bad("--gate-dim \(asked) disagrees with the file's gates (\(gateDim == 0 ? "none: it has no 'gates' tensor" : "\(gateDim) columns"))")
         }
         let gateActivation = try options.gateActivation ?? meta["gate_activation"].map {
             guard let a = GateActivation(rawValue: $0) else { throw bad("__metadata__ 'gate_activation' = '\($0)' is not none or gelu") }
             return a
         } ?? .none
-        if gateDim == 0, table == nil, options.gateActivation != nil {
+        if gateDim == 0, options.gateActivation != nil {
             throw bad("a gate activation was given, but the file has no 'gates' tensor")
         }
         let config = RetrievalConfig(scoring: scoring, heads: h, keyDim: d, gridRows: nRow, gridCols: nCol, rank: r, cores: cores,

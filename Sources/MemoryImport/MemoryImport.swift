@@ -213,11 +213,14 @@ extension MemoryImport {
         guard gateDim >= 0, gateDim < pool.dim else {
             throw StoreError.invalidArgument("--gate-dim \(gateDim) leaves no value columns in the store's rows of \(pool.dim)")
         }
-        var (config, entries) = try plan(source, options: options, table: (window, pool.dim - gateDim))
+        if gateDim == 0, options.gateActivation != nil { throw StoreError.invalidArgument("a gate activation needs --gate-dim") }
+        var ungated = options
+        (ungated.gateDim, ungated.gateActivation) = (nil, nil)
+        var (config, entries) = try plan(source, options: ungated, table: (window, pool.dim - gateDim))
         config.poolRows = pool.rows
         config.poolOffset = options.poolOffset
         config.gateDim = gateDim
-        if gateDim == 0, options.gateActivation != nil { throw StoreError.invalidArgument("a gate activation needs --gate-dim") }
+        config.gateActivation = options.gateActivation ?? config.gateActivation
         try config.validate()
         entries["values"] = nil
         let tensors = try loadChecked(entries, config: config)

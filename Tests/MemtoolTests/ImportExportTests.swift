@@ -133,13 +133,11 @@ import TensorFiles
 
 /// Gated layers (Spec/RETRIEVAL.md, "Gates") through memtool: a checkpoint's `gates` tensor
 /// becomes the table rows' last columns, queries take gate inputs, export gives both back.
-@Suite struct GatedLayerTests {
+extension ImportExportTests {
     @Test(arguments: ["gelu", "none"])
     func aGatedCheckpointAnswersLikeTheReference(_ gate: String) throws {
         let scratch = ScratchDirectory()
-        let dir = scratch.file("checkpoint")
-        let made = try Tools.python([Tools.root.appendingPathComponent("Tools/make_checkpoint.py").path, dir, "--gate", gate])
-        try #require(made.status == 0, "make_checkpoint.py failed: \(made.stderr)")
+        let dir = try checkpoint(scratch, ["--gate", gate])
         let store = scratch.file("m.pkm")
         let imported = try Tools.memtool("import", store, "--from", dir + "/memory.safetensors", "--rename", "values=model.mem.values")
         try #require(imported.status == 0, "\(imported.stderr)")

@@ -17,9 +17,8 @@ import threading
 import numpy as np
 
 from ._native import lib
-from .arrays import as_array
 from .errors import ArgumentError, PKMStoreError
-from .layer import MemoryLayer as _LocalLayer
+from .layer import MemoryLayer as _LocalLayer, gate_inputs
 from .store import Store, call
 
 __all__ = ["split", "read_manifest", "MemoryLayer", "PartServer", "PartError", "SplitError"]
@@ -237,26 +236,14 @@ class MemoryLayer:
         sums = self.sums(idx, w, gate_input)
         return self._search.project(sums, out), idx, w
 
-    def _gate_inputs(self, gate_input, b):
-        if self.gate_dim == 0:
-            if gate_input is not None:
-                raise ArgumentError("the layer has no gate (gate_dim 0), yet gate_input was given")
-            return None
-        if gate_input is None:
-            raise ArgumentError(f"the layer is gated by {self.gate_dim} columns: lookup needs gate_input [B, {self.gate_dim}]")
-        u = as_array(gate_input, np.float32, "gate_input", ndim=2)
-        if tuple(u.shape) != (b, self.gate_dim):
-            raise ArgumentError(f"gate_input has shape {tuple(u.shape)}, the layer needs [{b}, {self.gate_dim}] (one vector per query)")
-        if not np.isfinite(u).all():
-            raise ArgumentError("gate_input contains NaN or infinity")
-        return u
-
     def sums(self, indices, weights, gate_input=None):
         """float32 [B, E, v]: each query's selected rows summed per projector, weighted (and, for
         a gated layer, gated by the parts that hold the rows), by the parts that own them, added
         in part order."""
         b = indices.shape[0]
-        u = self._gate_inputs(gate_input, b)
+        u = gate_inputs(gate_input, b, self.gate_dim)
+        if u is not None and not np.isfinite(u).all():  # the parts' gate scores do not check them
+            raise ArgumentError("gate_input contains NaN or infinity")
         per = self.heads * self.top_k
         rows, projectors = self._search.address(indices.reshape(-1))
         targets = (np.arange(b * per, dtype=np.int64) // per) * self.expansion + projectors

@@ -17,6 +17,21 @@ class _LayerHandle(Handle):
     kind = "layer"
 
 
+def gate_inputs(gate_input, batch, gate_dim):
+    """`gate_input` checked for a layer gated by `gate_dim` columns (0: none) and a batch of
+    `batch` queries: float32 [batch, gate_dim] read in place, or None for an ungated layer."""
+    if gate_dim == 0:
+        if gate_input is not None:
+            raise ArgumentError("the layer has no gate (gate_dim 0), yet gate_input was given")
+        return None
+    if gate_input is None:
+        raise ArgumentError(f"the layer is gated by {gate_dim} columns: lookup needs gate_input [B, {gate_dim}]")
+    u = as_array(gate_input, np.float32, "gate_input", ndim=2)
+    if tuple(u.shape) != (batch, gate_dim):
+        raise ArgumentError(f"gate_input has shape {tuple(u.shape)}, the layer needs [{batch}, {gate_dim}] (one vector per query)")
+    return u
+
+
 class MemoryLayer(Closable):
     """A memory layer a store holds (`pkmstore.MemoryLayer(path)`, or `MemoryLayer(path,
     layer="block3")` when the store holds several reading one value table). Thread-safe: calls
@@ -79,16 +94,10 @@ class MemoryLayer(Closable):
         result = output((b, self.output_dim), np.float32, out, "out")
         idx = output((b, self.heads, self.top_k), np.int64, indices, "indices")
         w = output((b, self.heads, self.top_k, self.cores), np.float32, weights, "weights")
-        if gate_input is None and self.gate_dim == 0:
+        u = gate_inputs(gate_input, b, self.gate_dim)
+        if u is None:
             call(lib.pkm_layer_lookup, self._handle.value, pointer(q), b, pointer(result), pointer(idx), pointer(w))
             return result, idx, w
-        if gate_input is None:
-            raise ArgumentError(f"the layer is gated by {self.gate_dim} columns: lookup needs gate_input [B, {self.gate_dim}]")
-        u = as_array(gate_input, np.float32, "gate_input", ndim=2)
-        if self.gate_dim == 0:
-            raise ArgumentError("the layer has no gate (gate_dim 0), yet gate_input was given")
-        if tuple(u.shape) != (b, self.gate_dim):
-            raise ArgumentError(f"gate_input has shape {tuple(u.shape)}, the layer needs [{b}, {self.gate_dim}] (one vector per query)")
         call(lib.pkm_layer_lookup_gated, self._handle.value, pointer(q), b, pointer(u), pointer(result), pointer(idx), pointer(w))
         return result, idx, w
 

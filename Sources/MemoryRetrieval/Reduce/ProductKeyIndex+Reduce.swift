@@ -9,19 +9,28 @@ extension ProductKeyIndex {
     /// sums are multiplied by the projectors.
     /// A gated layer (`gateDim` > 0) needs `gateInputs` `[batch, gateDim]`, one vector per query.
     public func lookup(queries: [Float], batch: Int, values: some ValueRows, gateInputs: [Float]? = nil) throws -> (output: [Float], search: SearchResult) {
-        let found = try search(queries: queries, batch: batch)
-        return (try reduce(found, values: values, gateInputs: gateInputs), found)
+        try withOptionalBuffer(gateInputs) { gates in
+            try checkGateInputs(gates, batch: batch)
+            let found = try search(queries: queries, batch: batch)
+            return (try reduceChecked(found, values: values, gateInputs: gates), found)
+        }
     }
 
     /// The lookup-reduce half of `lookup`: the output `[batch, d_out]` of already selected slots.
     public func reduce(_ found: SearchResult, values: some ValueRows, gateInputs: [Float]? = nil) throws -> [Float] {
+        try withOptionalBuffer(gateInputs) { gates in
+            try checkGateInputs(gates, batch: found.batch)
+            return try reduceChecked(found, values: values, gateInputs: gates)
+        }
+    }
+
+    /// `reduce(_:values:gateInputs:)` once the gate inputs are checked.
+    private func reduceChecked(_ found: SearchResult, values: some ValueRows, gateInputs: UnsafeBufferPointer<Float>?) throws -> [Float] {
         var output = [Float](repeating: 0, count: found.batch * config.outputDim)
         try found.indices.withUnsafeBufferPointer { idx in
             try found.weights.withUnsafeBufferPointer { w in
                 try output.withUnsafeMutableBufferPointer { out in
-                    try withOptionalBuffer(gateInputs) { gates in
-                        try reduce(indices: idx, weights: w, batch: found.batch, values: values, gateInputs: gates, into: out)
-                    }
+                    try reduceChecked(indices: idx, weights: w, batch: found.batch, values: values, gateInputs: gateInputs, into: out)
                 }
             }
         }
@@ -35,8 +44,8 @@ extension ProductKeyIndex {
                        weights: UnsafeMutableBufferPointer<Float>) throws {
         try checkGateInputs(gateInputs, batch: batch)
         try search(queries: queries, batch: batch, indices: indices, weights: weights)
-        try reduce(indices: UnsafeBufferPointer(indices), weights: UnsafeBufferPointer(weights), batch: batch, values: values,
-                   gateInputs: gateInputs, into: output)
+        try reduceChecked(indices: UnsafeBufferPointer(indices), weights: UnsafeBufferPointer(weights), batch: batch, values: values,
+                          gateInputs: gateInputs, into: output)
     }
 
     /// Refuses gate inputs that do not fit the layer: required `[batch, gateDim]` of finite floats
@@ -64,12 +73,19 @@ extension ProductKeyIndex {
     public func reduce(indices: UnsafeBufferPointer<Int>, weights: UnsafeBufferPointer<Float>, batch: Int,
                        values: some ValueRows, gateInputs: UnsafeBufferPointer<Float>? = nil,
                        into output: UnsafeMutableBufferPointer<Float>) throws {
+        try checkGateInputs(gateInputs, batch: batch)
+        try reduceChecked(indices: indices, weights: weights, batch: batch, values: values, gateInputs: gateInputs, into: output)
+    }
+
+    /// `reduce(indices:weights:batch:values:gateInputs:into:)` once the gate inputs are checked.
+    private func reduceChecked(indices: UnsafeBufferPointer<Int>, weights: UnsafeBufferPointer<Float>, batch: Int,
+                               values: some ValueRows, gateInputs: UnsafeBufferPointer<Float>?,
+                               into output: UnsafeMutableBufferPointer<Float>) throws {
         let c = config
         guard values.dim == c.tableDim, values.rows == c.poolRows else {
             throw RetrievalError.invalidConfig(field: "poolRows",
                                                reason: "the value table is \(values.rows) x \(values.dim), the layer needs \(c.poolRows) x \(c.tableDim)")
         }
-        try checkGateInputs(gateInputs, batch: batch)
         guard batch >= 1, indices.count == batch * c.heads * c.topK, weights.count == indices.count * c.cores,
               output.count == batch * c.outputDim else {
             throw RetrievalError.invalidConfig(field: "batch", reason: "\(indices.count) slots, \(weights.count) weights and \(output.count) " +
@@ -135,13 +151,14 @@ extension ProductKeyIndex {
                     let slotRows = rowsInPlace ? UnsafeBufferPointer(rebasing: indices[first..<(first + slots)])
                                                : UnsafeBufferPointer(rebasing: rows[0..<slots])
                     if let gateInputs {
-                        // The gate scales every core's weight of its slot, in the reduce's order.
-                        if c.expansion == 1 { for i in 0..<(slots * c.cores) { w[i] = weights[first * c.cores + i] } }
+                        // The gate scales every core's weight of its slot, in the reduce's order: from
+                        // where the search left them (E = 1), or from their sorted copy (E > 1).
+                        let unsorted = c.expansion == 1 ? UnsafeBufferPointer(rebasing: weights[(first * c.cores)..<((first + slots) * c.cores)]) : nil
                         try scratch.gateQueries.withUnsafeMutableBufferPointer { queries in
                             try scratch.gates.withUnsafeMutableBufferPointer { scores in
                                 try gate(slotRows, targets: UnsafeBufferPointer(rebasing: targets[0..<slots]),
                                          inputs: UnsafeBufferPointer(rebasing: gateInputs[(range.lowerBound * c.gateDim)..<(range.upperBound * c.gateDim)]),
-                                         weights: UnsafeMutableBufferPointer(rebasing: w[0..<(slots * c.cores)]), values: values,
+                                         from: unsorted, weights: UnsafeMutableBufferPointer(rebasing: w[0..<(slots * c.cores)]), values: values,
                                          queries: UnsafeMutableBufferPointer(rebasing: queries[0..<slots]),
                                          scores: UnsafeMutableBufferPointer(rebasing: scores[0..<slots]))
                             }
@@ -166,18 +183,18 @@ extension ProductKeyIndex {
         }
     }
 
-    /// Multiplies each slot's `weights` (all cores) by its gate γ(u_b · G[row]), with u_b the
-    /// gate input of the slot's query (`targets` / E in the block) and G[row] the last
-    /// `gateDim` elements of its row.
+    /// Sets each slot's `weights` (all cores) to its weights in `source` (nil: `weights` itself)
+    /// times its gate γ(u_b · G[row]), with u_b the gate input of the slot's query (`targets` / E
+    /// in the block) and G[row] the last `gateDim` elements of its row.
     private func gate(_ rows: UnsafeBufferPointer<Int>, targets: UnsafeBufferPointer<Int>, inputs: UnsafeBufferPointer<Float>,
-                      weights: UnsafeMutableBufferPointer<Float>, values: some ValueRows,
+                      from source: UnsafeBufferPointer<Float>?, weights: UnsafeMutableBufferPointer<Float>, values: some ValueRows,
                       queries: UnsafeMutableBufferPointer<Int>, scores: UnsafeMutableBufferPointer<Float>) throws {
         let c = config
         for k in rows.indices { queries[k] = targets[k] / c.expansion }
         try values.gatherDots(indices: rows, column: c.valueDim, width: c.gateDim, inputs: inputs, queries: UnsafeBufferPointer(queries), into: scores)
         for k in rows.indices {
             let g = c.gateActivation.apply(scores[k])
-            for t in 0..<c.cores { weights[k * c.cores + t] *= g }
+            for t in 0..<c.cores { weights[k * c.cores + t] = (source?[k * c.cores + t] ?? weights[k * c.cores + t]) * g }
         }
     }
 

@@ -90,8 +90,8 @@ extension Store {
                              into output: UnsafeMutableBufferPointer<Float>) throws {
         let dim = layout.dim
         guard output.count == dim else { throw StoreError.invalidArgument("output holds \(output.count) floats, rows have \(dim)") }
-        try checkReduce(indices: indices, weights: weights, chunks: chunks)
-        try reduce(indices: indices, weights: weights, chunks: chunks, targets: nil, into: output)
+        try checkReduce(indices: indices, weights: weights, chunks: chunks, width: dim)
+        try reduce(indices: indices, weights: weights, chunks: chunks, width: dim, targets: nil, into: output)
     }
 
     /// The batched form: row `i` adds into output row `targets[i]` of `output` (`targets.max + 1` rows of `width`).
@@ -154,8 +154,7 @@ extension Store {
         }
     }
 
-    private func checkReduce(indices: UnsafeBufferPointer<Int>, weights: UnsafeBufferPointer<Float>, chunks: Int, width: Int? = nil) throws {
-        let dim = width ?? layout.dim
+    private func checkReduce(indices: UnsafeBufferPointer<Int>, weights: UnsafeBufferPointer<Float>, chunks: Int, width dim: Int) throws {
         guard chunks >= 1, dim % chunks == 0 else {
             throw StoreError.invalidArgument("row dimension \(dim) does not split into \(chunks) equal chunks")
         }
@@ -164,10 +163,10 @@ extension Store {
         }
     }
 
-    private func reduce(indices: UnsafeBufferPointer<Int>, weights: UnsafeBufferPointer<Float>, chunks: Int, width: Int? = nil,
+    private func reduce(indices: UnsafeBufferPointer<Int>, weights: UnsafeBufferPointer<Float>, chunks: Int, width dim: Int,
                         targets: UnsafeBufferPointer<Int>?, into output: UnsafeMutableBufferPointer<Float>) throws {
         guard let w = weights.baseAddress, let out = output.baseAddress, !indices.isEmpty else { return }  // no rows: nothing to add
-        let type = layout.elementType, dim = width ?? layout.dim
+        let type = layout.elementType
         try forEachRowGroup(indices) { group in
             // A group of consecutive positions passes its weights and targets from its first.
             let first = group.positions == nil ? group.first : 0
