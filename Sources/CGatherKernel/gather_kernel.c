@@ -303,3 +303,21 @@ void pkm_gather_dot_at(int level, int element_type, const void *const *rows, con
         out[i] = sum;
     }
 }
+
+size_t pkm_locate_rows(const intptr_t *indices, size_t count, const intptr_t *shard_rows, size_t rows_per_shard,
+                       uint64_t shard_multiplier, unsigned group_shift, size_t group_bytes, size_t rows_offset,
+                       size_t row_bytes, const uint64_t *checked, size_t *unchecked, const void **rows) {
+    const size_t group_mask = ((size_t)1 << group_shift) - 1;
+    size_t clear = 0, k = 0;
+    for (; k < count; k++) {
+        const uint64_t r = (uint64_t)indices[k];
+        const uint64_t s = shard_multiplier ? (uint64_t)(((unsigned __int128)shard_multiplier * r) >> 64) : r / rows_per_shard;
+        const intptr_t base = __atomic_load_n(&shard_rows[s], __ATOMIC_RELAXED);
+        if (base == 0) break;
+        const size_t i = (size_t)(r - s * rows_per_shard);
+        rows[k] = (const char *)base + (i >> group_shift) * group_bytes + rows_offset + (i & group_mask) * row_bytes;
+        if (checked) clear += !((__atomic_load_n(&checked[r >> 6], __ATOMIC_RELAXED) >> (r & 63)) & 1);
+    }
+    if (checked) *unchecked += clear;
+    return k;
+}

@@ -9,17 +9,20 @@ package enum DecoderFuzzing {
     /// The layout fuzzed shards are decoded against: small, so mutations reach every field.
     static let layout = TableLayout(elementType: .bf16, rows: 300, dim: 12, rowsPerShard: 100, codec: .zstd)
 
-    /// A shard blob of rows 100..<200 of `layout` (any codec).
+    /// A shard blob of rows 100..<200 of `layout` (any codec), as a store of version 4 and of
+    /// the current version reads it.
     package static func shard(_ bytes: UnsafeRawBufferPointer) {
         var scratch: [UInt8] = []
-        guard let header = try? ShardCodec.header(of: bytes, shard: 1, layout: layout) else { return }
-        var out = [UInt8](repeating: 0, count: 100 * layout.rowBytes)
-        let decoded = out.withUnsafeMutableBytes { o in
-            (try? ShardCodec.decode(bytes, header: header, layout: layout, into: o, scratch: &scratch,
-                                    decompressor: ZstdDecompressor(), dictionary: nil)) != nil
+        for version in [4, Manifest.currentVersion] {
+            guard let header = try? ShardCodec.header(of: bytes, shard: 1, layout: layout, version: version) else { continue }
+            var out = [UInt8](repeating: 0, count: 100 * layout.rowBytes)
+            let decoded = out.withUnsafeMutableBytes { o in
+                (try? ShardCodec.decode(bytes, header: header, layout: layout, into: o, scratch: &scratch,
+                                        decompressor: ZstdDecompressor(), dictionary: nil)) != nil
+            }
+            // An accepted shard matches its checksum, so it can only be the rows that were written.
+            if decoded { precondition(out.withUnsafeBytes { XXH64.hash($0) } == header.checksum, "a shard decoded to rows that fail its checksum") }
         }
-        // An accepted shard matches its checksum, so it can only be the rows that were written.
-        if decoded { precondition(out.withUnsafeBytes { XXH64.hash($0) } == header.checksum, "a shard decoded to rows that fail its checksum") }
     }
 
     /// A `meta/manifest` record.

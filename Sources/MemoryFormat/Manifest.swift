@@ -19,9 +19,6 @@ public struct TableLayout: Codable, Sendable, Equatable {
     /// Whether shards were compressed with the trained dictionary stored as tensor `__zstd_dictionary`.
     public var dictionary: Bool
 
-    /// The bytes of the checksum after each row of a raw shard (Spec/FORMAT.md, codec 2).
-    public static let rawRowChecksumBytes = 8
-
     /// The raw shard size that the default rows-per-shard aims at (Spec/FORMAT.md, "Shard size").
     public static let defaultShardBytes = 64 << 10
 
@@ -36,14 +33,19 @@ public struct TableLayout: Codable, Sendable, Equatable {
         self.dictionary = dictionary
     }
 
-    /// As many rows as fit in ``defaultShardBytes`` less 64 bytes (at least 1), counting a raw
-    /// row's 8-byte checksum. The 64 bytes hold the 32-byte shard header and LMDB's 16-byte
-    /// overflow-page header, so a raw shard fills whole 4 KiB pages instead of spilling into one more.
+    /// As many rows as fit in ``defaultShardBytes`` less 64 bytes (at least 1); for raw, as
+    /// many whole blobs of the current version (rows, their checksums and the header, ``RawShardLayout``)
+    /// as fit in ``defaultShardBytes`` less LMDB's 16-byte overflow-page header, so that a raw shard
+    /// fills whole 4 KiB pages instead of spilling into one more.
     public static func defaultRowsPerShard(dim: Int, elementType: ElementType, codec: CodecKind = .zstd) -> Int {
         // Saturating: an out-of-range `dim` is refused by `validate()`, not trapped on here.
         let (bytes, overflow) = max(dim, 0).multipliedReportingOverflow(by: elementType.size)
-        let stored = overflow ? Int.max : bytes + (codec == .raw ? rawRowChecksumBytes : 0)
-        return max(1, (defaultShardBytes - 64) / max(1, stored))
+        guard !overflow else { return 1 }
+        guard codec == .raw else { return max(1, (defaultShardBytes - 64) / max(1, bytes)) }
+        let raw = RawShardLayout(version: Manifest.currentVersion, rowBytes: bytes)
+        var rows = max(1, (defaultShardBytes - 64) / max(1, bytes + RawShardLayout.checksumBytes))
+        while rows > 1 && raw.blobBytes(rows: rows) > defaultShardBytes - 16 { rows -= 1 }
+        return rows
     }
 
     public var rowBytes: Int { dim * elementType.size }
@@ -76,7 +78,7 @@ public struct TableLayout: Codable, Sendable, Equatable {
 public struct Manifest: Codable, Sendable, Equatable {
     public static let formatName = "pkm-store"
     /// The format version this code writes and the newest it reads.
-    public static let currentVersion = 4
+    public static let currentVersion = 5
 
     public var format: String
     public var formatVersion: Int

@@ -6,7 +6,7 @@
 package struct Divisor: Sendable {
     @usableFromInline package let divisor: Int
     /// ⌈2^64 / divisor⌉, or 0 when the plain division is used.
-    @usableFromInline let multiplier: UInt64
+    @usableFromInline package let multiplier: UInt64
 
     /// - Parameter limit: every dividend will be below this.
     @inlinable

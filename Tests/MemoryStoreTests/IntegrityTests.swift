@@ -40,12 +40,20 @@ import TestSupport
     }
 
     /// Raw rows carry their own checksums and are read without their shard's header: a flip
-    /// fails the row it hit, the shard's other rows (all of them when the header was hit) read
-    /// back exactly, and `verify`, which checks headers too, names the shard.
+    /// fails the row it hit (its bytes or its checksum), the shard's other rows (all of them when
+    /// the header or padding was hit) read back exactly, and `verify`, which checks headers and
+    /// padding too, names the shard.
     @Test func bitFlipsAnywhereInARawShardAreCaught() throws {
         var rng = SeededGenerator(seed: 1)
         let layout = TableLayout(elementType: .bf16, rows: 1000, dim: 16, rowsPerShard: 100, codec: .raw)
-        let stride = layout.rowBytes + ShardCodec.rowChecksumSize
+        let raw = RawShardLayout(version: Manifest.currentVersion, rowBytes: layout.rowBytes)
+        /// The row whose bytes or checksum lie at `offset` of the blob (nil: the header or padding).
+        func row(at offset: Int) -> Int? {
+            (0..<100).first { r in
+                (raw.start + raw.rowOffset(r)..<raw.start + raw.rowOffset(r) + layout.rowBytes).contains(offset)
+                    || (raw.start + raw.checksumOffset(r)..<raw.start + raw.checksumOffset(r) + 8).contains(offset)
+            }.map { 300 + $0 }
+        }
         var sawHeader = false, sawRow = false
         for trial in 0..<40 {
             let dir = ScratchDirectory()
@@ -61,7 +69,7 @@ import TestSupport
                 blob[flipped] ^= UInt8(1) << UInt8.random(in: 0..<8, using: &rng)
             }
             let store = try Store.open(at: dir.file("t.pkm"), cacheBytes: 0)
-            let damagedRow = flipped >= ShardCodec.headerSize ? 300 + (flipped - ShardCodec.headerSize) / stride : nil
+            let damagedRow = row(at: flipped)
             sawHeader = sawHeader || damagedRow == nil
             sawRow = sawRow || damagedRow != nil
             for row in 300..<400 {

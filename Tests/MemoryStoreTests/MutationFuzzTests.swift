@@ -41,7 +41,7 @@ import _MemorySupport
             let mutated = Self.mutate(blob, &rng)
             var out = [UInt8](repeating: 0, count: rows.count)
             let ok: Bool = mutated.withUnsafeBytes { m in
-                guard let header = try? ShardCodec.header(of: m, shard: 1, layout: layout) else { return false }
+                guard let header = try? ShardCodec.header(of: m, shard: 1, layout: layout, version: Manifest.currentVersion) else { return false }
                 return out.withUnsafeMutableBytes { o in
                     (try? ShardCodec.decode(m, header: header, layout: layout, into: o, scratch: &scratch,
                                             decompressor: decompressor, dictionary: nil)) != nil

@@ -116,6 +116,49 @@ import TestSupport
         try expectSameAnswers("after the upgrade to version \(Manifest.currentVersion)")
     }
 
+    /// `Tests/Fixtures/v4-*.store` were written by memtool at format version 4 (commit 7d025e2:
+    /// `create --synthetic --scoring tucker --rows 2048 --dim 16 --heads 2 --key-dim 8 --expansion 2
+    /// --topk 4 --top-m 8 --seed 5`, raw and zstd, its layer exported and imported again as
+    /// `second`, then compacted): two shards, the second partial; `v4-*.digest` is that version's
+    /// Python reader's digest, `v4-*.indices.npy` and `v4-*.output.npy` what that memtool answered
+    /// to `v3.queries.npy` for layer `default`.
+    @Test(arguments: ["raw", "zstd"])
+    func versionFourStoresServeTheirLayersAndUpgrade(codec: String) throws {
+        let scratch = ScratchDirectory()
+        let path = try fixture("v4-\(codec).store", in: scratch)
+        let recorded = try String(contentsOf: Self.fixtures.appendingPathComponent("v4-\(codec).digest"), encoding: .utf8)
+            .split(separator: " ").first.map(String.init)
+        #expect(try digest(path) == recorded, "the current Python reader reads the version-4 store as version 4's did")
+        func expectSameAnswers(_ when: String) throws {
+            for layer in ["default", "second"] {
+                let out = scratch.file("out.npy"), idx = scratch.file("idx.npy")
+                let queried = try Tools.memtool("query", path, "--layer", layer, "--queries",
+                                                Self.fixtures.appendingPathComponent("v3.queries.npy").path, "--output", out, "--indices", idx)
+                try #require(queried.status == 0, "\(when): \(queried.stderr)")
+                #expect(try loadNPY(idx).integers() == loadNPY(Self.fixtures.appendingPathComponent("v4-\(codec).indices.npy").path).integers(),
+                        "\(when), \(layer)")
+                let got = try loadNPY(out).floats(), expected = try loadNPY(Self.fixtures.appendingPathComponent("v4-\(codec).output.npy").path).floats()
+                let scale = expected.map(abs).max() ?? 1
+                #expect(got.count == expected.count && zip(got, expected).allSatisfy { abs($0 - $1) <= 1e-5 * scale }, "\(when), \(layer)")
+            }
+        }
+        do {
+            let store = try Store.open(at: path)
+            #expect(store.manifest.formatVersion == 4)
+            #expect(try store.verify().isSound)
+            #expect(try store.layerNames() == ["default", "second"])
+        }
+        try expectSameAnswers("as version 4")
+        let compacted = try Tools.memtool("compact", path, "--codec", codec)
+        try #require(compacted.status == 0, "\(compacted.stderr)")
+        let store = try Store.open(at: path)
+        #expect(store.manifest.formatVersion == Manifest.currentVersion)
+        #expect(try store.verify().isSound)
+        #expect(try store.layerNames() == ["default", "second"])
+        #expect(try digest(path) == recorded, "the same content in version \(Manifest.currentVersion)")
+        try expectSameAnswers("after the upgrade to version \(Manifest.currentVersion)")
+    }
+
     @Test func layersAreAddedOnlyToCurrentStores() throws {
         let scratch = ScratchDirectory()
         let path = try fixture("v3-raw.store", in: scratch)

@@ -61,7 +61,22 @@ def unplane(planes, size):
     return ((r >> 1) | (r << 31)).astype("<u4")
 
 
-def decode_shard(blob, index, table, dictionary):
+# The format versions whose stores hold blobs of each codec.
+CODEC_VERSIONS = {0: range(1, 3), 1: range(1, 6), 2: range(3, 5), 3: range(5, 6)}
+
+
+def checked_raw_layout(codec, row_bytes):
+    """(start, group rows, group bytes, rows offset, checksums offset) of a raw blob with row checksums."""
+    if codec == 2:  # each row followed by its checksum
+        return 32, 1, row_bytes + 8, 0, row_bytes
+    g = 8  # codec 3: groups within 4 KiB, a power of two up to 8, a checksum line before each
+    while g > 1 and g * row_bytes > 4096:
+        g //= 2
+    line = (8 * g + 63) // 64 * 64
+    return 48, g, line + g * row_bytes, line, 0
+
+
+def decode_shard(blob, index, table, dictionary, version):
     type_code = {"f32": 1, "f16": 2, "bf16": 3}[table["elementType"]]
     size = ELEMENT[type_code][1]
     start = index * table["rowsPerShard"]
@@ -73,22 +88,34 @@ def decode_shard(blob, index, table, dictionary):
     if etype != type_code or row_count != rows or dim != table["dim"] or shard_no != index:
         raise FormatError(f"shard {index}: header disagrees with the manifest")
     m = rows * dim
+    if codec in CODEC_VERSIONS and version not in CODEC_VERSIONS[codec]:
+        raise FormatError(f"shard {index}: codec {codec} in a store of version {version}")
     if codec == 0:
         if planes != 0 or len(blob) != 32 + m * size:
             raise FormatError(f"shard {index}: bad raw length")
         data = bytes(blob[32:])
-    elif codec == 2:  # each row followed by its XXH64, seeded with the row's index in the table
+    elif codec in (2, 3):  # rows with their XXH64s, seeded with the row's index in the table
         row_bytes = dim * size
-        if planes != 0 or len(blob) != 32 + rows * (row_bytes + 8):
+        begin, g, group, rows_at, sums_at = checked_raw_layout(codec, row_bytes)
+        full, rest = divmod(rows, g)
+        length = begin + full * group + (group - (g - rest) * row_bytes if rest else 0)
+        if planes != 0 or len(blob) != length:
             raise FormatError(f"shard {index}: bad raw length")
+        if any(blob[32:begin]):
+            raise FormatError(f"shard {index}: header padding is not zero")
         parts = []
         for r in range(rows):
-            at = 32 + r * (row_bytes + 8)
+            at = begin + (r // g) * group + rows_at + (r % g) * row_bytes
             row = bytes(blob[at:at + row_bytes])
-            (row_sum,) = struct.unpack_from("<Q", blob, at + row_bytes)
+            (row_sum,) = struct.unpack_from("<Q", blob, begin + (r // g) * group + sums_at + (r % g) * 8)
             if xxhash.xxh64_intdigest(row, seed=start + r) != row_sum:
                 raise FormatError(f"shard {index}: row {start + r} checksum mismatch")
             parts.append(row)
+        if codec == 3:
+            for first in range(0, rows, g):
+                line = begin + (first // g) * group
+                if any(blob[line + 8 * min(g, rows - first):line + rows_at]):
+                    raise FormatError(f"shard {index}: checksum line of row {start + first} is not zero-padded")
         data = b"".join(parts)
     elif codec == 1:
         if planes != size:
@@ -162,8 +189,8 @@ class StoreReader:
             if manifest is None:
                 raise FormatError("no manifest")
             self.manifest = read_manifest(manifest)
-            if self.manifest.get("format") != "pkm-store" or self.manifest.get("formatVersion") not in (1, 2, 3, 4):
-                raise FormatError("not a pkm-store of version 1 to 4")
+            if self.manifest.get("format") != "pkm-store" or self.manifest.get("formatVersion") not in (1, 2, 3, 4, 5):
+                raise FormatError("not a pkm-store of version 1 to 5")
             self.state = json.loads(self.record(txn, "state"))
             # From version 3 the catalog lists every tensor (with its checksum) and meta record.
             self.catalog = None
@@ -243,7 +270,7 @@ class StoreReader:
             blob = txn.get(struct.pack(">Q", index), db=self.shards)
             if blob is None:
                 raise FormatError(f"shard {index} is missing")
-            return decode_shard(blob, index, self.table, self.dictionary)
+            return decode_shard(blob, index, self.table, self.dictionary, self.manifest["formatVersion"])
 
     def all_bytes(self):
         return b"".join(self.shard_bytes(s) for s in range(self.shard_count()))

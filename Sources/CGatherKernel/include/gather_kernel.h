@@ -35,6 +35,19 @@ void pkm_gather_dot(int element_type, const void *const *rows, const intptr_t *p
                     size_t width, const float *inputs, const intptr_t *queries, float *out, size_t prefetch_distance,
                     size_t row_bytes, const float *half_table);
 
+/// Where raw rows lie in place (Spec/FORMAT.md, "Raw"): for k < count, with r = indices[k],
+/// s = r / rows_per_shard (the high word of shard_multiplier x r when shard_multiplier is not 0,
+/// for r < 2^32; else a division), i = r - s x rows_per_shard, G = 2^group_shift and
+/// base = shard_rows[s] (the address of shard s's first row group, read with relaxed atomic
+/// loads; 0 while not yet known):
+///     rows[k] = base + (i / G) x group_bytes + rows_offset + (i mod G) x row_bytes
+/// Stops at the first row whose base is 0 and returns its k (count when every shard is known).
+/// When `checked` is not NULL (one bit per table row, read with relaxed atomic loads), adds to
+/// *unchecked the number of located rows whose bit is clear. The caller has checked every index.
+size_t pkm_locate_rows(const intptr_t *indices, size_t count, const intptr_t *shard_rows, size_t rows_per_shard,
+                       uint64_t shard_multiplier, unsigned group_shift, size_t group_bytes, size_t rows_offset,
+                       size_t row_bytes, const uint64_t *checked, size_t *unchecked, const void **rows);
+
 /// Asks the processor to bring every cache line of `bytes` bytes at `p` into its caches (rows
 /// need not start on a line: a raw row's 128 bytes of values often span three), as far
 /// as the second level (`prefetcht2`): prefetches into the first level hold its few miss

@@ -3,16 +3,14 @@ import _MemorySupport
 /// Encodes and decodes one shard blob (Spec/FORMAT.md, "Shards").
 ///
 /// A blob is a 32-byte header, then for the `zstd` codec one 8-byte entry per byte plane,
-/// then the payload; for the `raw` codec (from format version 3) each row followed by the
-/// XXH64 of that row seeded with its index in the table, so a single row can be checked where
-/// it lies, without its shard's header. The header's checksum is
-/// XXH64 of the decoded rows, checked on every whole-shard decode.
+/// then the payload; for the `raw` codec (from format version 3) the rows with the XXH64 of
+/// each row seeded with its index in the table, where ``RawShardLayout`` puts them, so a
+/// single row can be checked where it lies, without its shard's header. The header's checksum
+/// is XXH64 of the decoded rows, checked on every whole-shard decode.
 package enum ShardCodec {
     static let magic: UInt32 = 0x3153_4B50  // "PKS1" read as a little-endian u32
     static let headerSize = 32
     static let planeEntrySize = 8
-
-    static let rowChecksumSize = 8
 
     enum PlaneMode: UInt8 { case stored = 0, zstd = 1 }
 
@@ -21,8 +19,20 @@ package enum ShardCodec {
         /// Rows back to back, checked only as a whole (format versions 1 and 2).
         case rawRows = 0
         case zstdPlanes = 1
-        /// Each row followed by its own XXH64 (format version 3).
+        /// Each row followed by its own XXH64 (format versions 3 and 4).
         case checkedRows = 2
+        /// Rows in groups on 64-byte lines, each group's checksums on the line before its rows (format version 5).
+        case groupedRows = 3
+
+        /// The format versions whose stores hold blobs of this codec.
+        var versions: ClosedRange<Int> {
+            switch self {
+            case .rawRows: 1...2
+            case .zstdPlanes: 1...Int.max
+            case .checkedRows: 3...4
+            case .groupedRows: 5...Int.max
+            }
+        }
 
         var codec: CodecKind { self == .zstdPlanes ? .zstd : .raw }
     }
@@ -47,17 +57,16 @@ package enum ShardCodec {
         var out: [UInt8]
         switch layout.codec {
         case .raw:
-            let rowBytes = layout.rowBytes, stride = rowBytes + rowChecksumSize
-            out = [UInt8](repeating: 0, count: headerSize + rowCount * stride)
+            let rowBytes = layout.rowBytes, raw = RawShardLayout(version: Manifest.currentVersion, rowBytes: rowBytes)
+            out = [UInt8](repeating: 0, count: raw.blobBytes(rows: rowCount))  // padding stays zero
             out.withUnsafeMutableBytes { o in
-                writeHeader(o, codec: .checkedRows, layout: layout, planes: 0, rowCount: rowCount, shard: index, checksum: checksum,
-                            dictionary: false)
+                writeHeader(o, codec: CodecByte(rawValue: raw.codecByte)!, layout: layout, planes: 0, rowCount: rowCount, shard: index,
+                            checksum: checksum, dictionary: false)
                 for r in 0..<rowCount {
                     let row = UnsafeRawBufferPointer(rebasing: rows[(r * rowBytes)..<((r + 1) * rowBytes)])
-                    let at = headerSize + r * stride
-                    (o.baseAddress! + at).copyMemory(from: row.baseAddress!, byteCount: rowBytes)
+                    (o.baseAddress! + raw.start + raw.rowOffset(r)).copyMemory(from: row.baseAddress!, byteCount: rowBytes)
                     let seed = UInt64(index * layout.rowsPerShard + r)
-                    o.storeBytes(of: XXH64.hash(row, seed: seed).littleEndian, toByteOffset: at + rowBytes, as: UInt64.self)
+                    o.storeBytes(of: XXH64.hash(row, seed: seed).littleEndian, toByteOffset: raw.start + raw.checksumOffset(r), as: UInt64.self)
                 }
             }
         case .zstd:
@@ -113,13 +122,14 @@ package enum ShardCodec {
         o.storeBytes(of: checksum.littleEndian, toByteOffset: 24, as: UInt64.self)
     }
 
-    /// Parses and checks a header against what the manifest says shard `index` must be.
-    package static func header(of blob: UnsafeRawBufferPointer, shard index: Int, layout: TableLayout) throws -> Header {
+    /// Parses and checks a header against what the manifest (of format version `version`) says shard `index` must be.
+    package static func header(of blob: UnsafeRawBufferPointer, shard index: Int, layout: TableLayout, version: Int) throws -> Header {
         let rows = layout.rowRange(ofShard: index)
         func corrupt(_ why: String) -> StoreError { .corruptShard(shard: index, rows: rows, reason: why) }
         guard blob.count >= headerSize else { throw corrupt("blob is \(blob.count) bytes, shorter than the \(headerSize)-byte header") }
         guard blob.loadUnaligned(fromByteOffset: 0, as: UInt32.self).littleEndian == magic else { throw corrupt("bad magic") }
         guard let codec = CodecByte(rawValue: blob[4]) else { throw corrupt("unknown codec \(blob[4])") }
+        guard codec.versions.contains(version) else { throw corrupt("codec \(blob[4]) in a store of format version \(version)") }
         guard let type = ElementType(code: blob[5]), type == layout.elementType else {
             throw corrupt("element type code \(blob[5]) disagrees with the manifest (\(layout.elementType.rawValue))")
         }
@@ -134,10 +144,13 @@ package enum ShardCodec {
         guard header.rowCount == rows.count else { throw corrupt("header says \(header.rowCount) rows, the manifest \(rows.count)") }
         guard header.dim == layout.dim else { throw corrupt("header says dim \(header.dim), the manifest \(layout.dim)") }
         switch codec {
-        case .rawRows, .checkedRows:
+        case .rawRows, .checkedRows, .groupedRows:
             guard header.planeCount == 0 else { throw corrupt("raw shard with \(header.planeCount) planes") }
-            let expected = headerSize + rows.count * header.rowStride(layout)
+            let expected = header.rawLayout(layout).map { $0.blobBytes(rows: rows.count) } ?? headerSize + rows.count * layout.rowBytes
             guard blob.count == expected else { throw corrupt("raw blob is \(blob.count) bytes, expected \(expected)") }
+            if let raw = header.rawLayout(layout), raw.start > headerSize {
+                guard blob[headerSize..<raw.start].allSatisfy({ $0 == 0 }) else { throw corrupt("the header's padding is not zero") }
+            }
         case .zstdPlanes:
             guard header.planeCount == type.size else { throw corrupt("\(header.planeCount) planes for \(type.size)-byte elements") }
             guard blob.count >= headerSize + header.planeCount * planeEntrySize else { throw corrupt("plane table is truncated") }
@@ -156,11 +169,20 @@ package enum ShardCodec {
         switch header.codecByte {
         case .rawRows:
             destination.copyMemory(from: UnsafeRawBufferPointer(rebasing: blob[headerSize...]))
-        case .checkedRows:
-            let rows = ShardRows(blob: blob, header: header, layout: layout)
+        case .checkedRows, .groupedRows:
+            let stored = ShardRows(blob: blob, header: header, layout: layout)
             for r in 0..<header.rowCount {
-                let row = try rows.row(r, shard: header.shardIndex, layout: layout)
+                let row = try stored.row(r, shard: header.shardIndex, layout: layout)
                 (destination.baseAddress! + r * layout.rowBytes).copyMemory(from: row, byteCount: layout.rowBytes)
+            }
+            if let raw = header.rawLayout(layout), raw.groupRows > 1 {
+                for r in 0..<header.rowCount where r % raw.groupRows == 0 {  // each group's checksum line past its rows' checksums
+                    let rowsInGroup = min(raw.groupRows, header.rowCount - r)
+                    let line = raw.start + raw.checksumOffset(r)
+                    guard blob[(line + 8 * rowsInGroup)..<(line + raw.rowsOffset)].allSatisfy({ $0 == 0 }) else {
+                        throw corrupt("the checksum line of rows \(rows.lowerBound + r)... is not zero-padded")
+                    }
+                }
             }
         case .zstdPlanes:
             let s = header.planeCount
@@ -199,26 +221,25 @@ package enum ShardCodec {
 }
 
 extension ShardCodec {
-    /// Checks row `row` of the table, stored at `p` with its checksum after it (codec 2);
+    /// Checks row `row` of the table, stored at `p`, against the checksum stored at `checksum`;
     /// throws, naming shard and row, when they do not match.
     @inline(__always)
-    static func checkRow(at p: UnsafeRawPointer, row: Int, shard: Int, layout: TableLayout) throws {
-        let stored = UInt64(littleEndian: p.loadUnaligned(fromByteOffset: layout.rowBytes, as: UInt64.self))
+    static func checkRow(at p: UnsafeRawPointer, checksum: UnsafeRawPointer, row: Int, shard: Int, layout: TableLayout) throws {
+        let stored = UInt64(littleEndian: checksum.loadUnaligned(as: UInt64.self))
         guard XXH64.hash(UnsafeRawBufferPointer(start: p, count: layout.rowBytes), seed: UInt64(row)) == stored else {
             throw StoreError.corruptShard(shard: shard, rows: layout.rowRange(ofShard: shard),
                                           reason: "row \(row) does not match its checksum")
         }
     }
-
-    /// The length of a raw blob with row checksums holding `rows` rows.
-    static func checkedRawBlobSize(rows: Int, layout: TableLayout) -> Int {
-        headerSize + rows * (layout.rowBytes + rowChecksumSize)
-    }
 }
 
 extension ShardCodec.Header {
-    /// Bytes from one row to the next in a raw blob.
-    func rowStride(_ layout: TableLayout) -> Int {
-        codecByte == .checkedRows ? layout.rowBytes + ShardCodec.rowChecksumSize : layout.rowBytes
+    /// Where a raw blob with row checksums keeps its rows and checksums; nil for other codecs.
+    func rawLayout(_ layout: TableLayout) -> RawShardLayout? {
+        switch codecByte {
+        case .checkedRows: RawShardLayout(version: 4, rowBytes: layout.rowBytes)
+        case .groupedRows: RawShardLayout(version: 5, rowBytes: layout.rowBytes)
+        case .rawRows, .zstdPlanes: nil
+        }
     }
 }

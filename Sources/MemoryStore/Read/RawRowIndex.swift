@@ -1,9 +1,10 @@
+import CGatherKernel
 import CLMDB
 import _MemorySupport
 import Synchronization
 
-/// Direct access to the rows of a complete raw table of format version 3: where each shard's
-/// blob lies in the map (learned in one pass over the shard keys on first use), and which rows
+/// Direct access to the rows of a complete raw table of format version 3 or later: where each shard's
+/// rows lie in the map (learned in one pass over the shard keys on first use), and which rows
 /// have been checked since open.
 /// A row read is then an address computation, without grouping a batch by shard or looking
 /// each shard up in LMDB's B-tree, and a row's checksum is computed the first time it is read.
@@ -24,18 +25,21 @@ final class RawRowIndex: @unchecked Sendable {
     /// Whether the pass over all shard keys has run.
     private let learnedAll = Locked(false)
     let layout: TableLayout
-    let stride: Int
+    /// Where rows and their checksums lie in a blob.
+    let raw: RawShardLayout
+    private let version: Int
     private let rowsPerShard: Divisor
 
     /// Tables with more shards or rows than these check on every read instead.
     static let maxShards = 1 << 24
     static let maxCheckedRows = 1 << 28
 
-    init?(env: Environment, layout: TableLayout) throws {
+    init?(env: Environment, layout: TableLayout, raw: RawShardLayout, version: Int) throws {
         guard layout.codec == .raw, layout.shardCount <= Self.maxShards else { return nil }
         snapshot = try ReadTransaction(env: env)
         self.layout = layout
-        stride = layout.rowBytes + ShardCodec.rowChecksumSize
+        self.raw = raw
+        self.version = version
         rowsPerShard = Divisor(layout.rowsPerShard, dividendsBelow: layout.rows)
         shardCount = layout.shardCount
         blobs = .allocate(capacity: shardCount)
@@ -48,7 +52,7 @@ final class RawRowIndex: @unchecked Sendable {
         blobs.deallocate()
     }
 
-    /// The start of shard `index`'s rows in the map, or nil when not yet known.
+    /// The start of shard `index`'s first row group in the map, or nil when not yet known.
     @inline(__always)
     func rows(ofShard index: Int) -> UnsafeRawPointer? {
         UnsafeRawPointer(bitPattern: blobs[index].load(ordering: .relaxed))
@@ -72,8 +76,8 @@ final class RawRowIndex: @unchecked Sendable {
             guard key.count == 8 else { return }
             let index = Int(truncatingIfNeeded: UInt64(bigEndian: key.loadUnaligned(as: UInt64.self)))
             guard index >= 0, index < shardCount,
-                  value.count == ShardCodec.checkedRawBlobSize(rows: layout.rowRange(ofShard: index).count, layout: layout) else { return }
-            blobs[index].store(Int(bitPattern: value.baseAddress!) + ShardCodec.headerSize, ordering: .relaxed)
+                  value.count == raw.blobBytes(rows: layout.rowRange(ofShard: index).count) else { return }
+            blobs[index].store(Int(bitPattern: value.baseAddress!) + raw.start, ordering: .relaxed)
         }
     }
 
@@ -82,11 +86,11 @@ final class RawRowIndex: @unchecked Sendable {
             try txn.withValue(shards, key: key) { blob in
                 let rows = layout.rowRange(ofShard: index)
                 guard let blob else { throw StoreError.missingShard(shard: index, rows: rows) }
-                guard blob.count == ShardCodec.checkedRawBlobSize(rows: rows.count, layout: layout) else {
-                    _ = try ShardCodec.header(of: blob, shard: index, layout: layout)  // names what is wrong
-                    throw StoreError.corruptShard(shard: index, rows: rows, reason: "a raw shard of a version-3 table without row checksums")
+                guard blob.count == raw.blobBytes(rows: rows.count) else {
+                    _ = try ShardCodec.header(of: blob, shard: index, layout: layout, version: version)  // names what is wrong
+                    throw StoreError.corruptShard(shard: index, rows: rows, reason: "a raw blob of \(blob.count) bytes, expected \(raw.blobBytes(rows: rows.count))")
                 }
-                let start = blob.baseAddress! + ShardCodec.headerSize
+                let start = blob.baseAddress! + raw.start
                 blobs[index].store(Int(bitPattern: start), ordering: .relaxed)
                 return start
             }
@@ -100,19 +104,43 @@ final class RawRowIndex: @unchecked Sendable {
     /// Where row `row` lies, in the shard whose rows start at `shardRows`.
     @inline(__always)
     func location(ofRow row: Int, shard: Int, shardRows: UnsafeRawPointer) -> UnsafeRawPointer {
-        shardRows + (row - shard * layout.rowsPerShard) * stride
+        shardRows + raw.rowOffset(row - shard * layout.rowsPerShard)
+    }
+
+    /// Locates rows `indices[0 ..< count]` in place, in order, while their shards are known (one
+    /// C loop, `pkm_locate_rows`), adding to `unchecked` the number not yet checked since open
+    /// when `counting`; returns how many it located.
+    @inline(__always)
+    func locateKnown(_ indices: UnsafePointer<Int>, count: Int, into rows: UnsafeMutablePointer<UnsafeRawPointer?>,
+                     counting: Bool, unchecked: inout Int) -> Int {
+        var clear = 0
+        let words = counting ? checked?.words64 : nil
+        let bases = UnsafeRawPointer(blobs).assumingMemoryBound(to: Int.self)  // Atomic<Int> is laid out as Int
+        let located = pkm_locate_rows(indices, count, bases, layout.rowsPerShard, rowsPerShard.multiplier,
+                                      UInt32(raw.groupRows.trailingZeroBitCount), raw.groupBytes, raw.rowsOffset, layout.rowBytes,
+                                      words, &clear, rows)
+        // Without a bitmap (tables above maxCheckedRows) every located row is unchecked.
+        unchecked += counting && checked == nil ? located : clear
+        return located
+    }
+
+    /// Where row `row`'s checksum lies; its shard's rows are located.
+    @inline(__always)
+    func checksum(ofRow row: Int) -> UnsafeRawPointer {
+        let shard = shard(ofRow: row)
+        return rows(ofShard: shard)! + raw.checksumOffset(row - shard * layout.rowsPerShard)
     }
 
     /// Whether row `row` has been checked since open (always false above ``maxCheckedRows``).
     @inline(__always)
     func isChecked(_ row: Int) -> Bool { checked?.contains(row) ?? false }
 
-    /// Checks the row at `p` (row `row` of the table) against its checksum, unless it already
-    /// was since open; throws, naming shard and row, when it does not match.
+    /// Checks the row at `p` (row `row` of the table, its shard located) against its checksum,
+    /// unless it already was since open; throws, naming shard and row, when it does not match.
     @inline(__always)
     func verify(_ p: UnsafeRawPointer, row: Int) throws {
         if isChecked(row) { return }
-        try ShardCodec.checkRow(at: p, row: row, shard: shard(ofRow: row), layout: layout)
+        try ShardCodec.checkRow(at: p, checksum: checksum(ofRow: row), row: row, shard: shard(ofRow: row), layout: layout)
         checked?.insert(row)
     }
 }

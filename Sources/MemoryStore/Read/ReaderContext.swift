@@ -121,4 +121,8 @@ final class AtomicBitmap: @unchecked Sendable {
     func insert(_ i: Int) {
         words[i >> 6].bitwiseOr(1 << UInt64(i & 63), ordering: .releasing)
     }
+
+    /// The words, bit `i` of the set in bit `i % 64` of word `i / 64`, for C code that reads
+    /// them with atomic loads.
+    var words64: UnsafePointer<UInt64> { UnsafeRawPointer(words).assumingMemoryBound(to: UInt64.self) }
 }

@@ -4,13 +4,12 @@ import Foundation
 extension Store {
     /// Asks the kernel to start reading what the batch needs of every shard that is neither
     /// cached nor resident, so a cold batch waits for many reads at once instead of faulting each
-    /// page in turn (the map is opened with `MDB_NORDAHEAD`): the pages of each row for raw
-    /// shards of version 3 (whose rows are checked one by one), whole blobs otherwise, read into
-    /// the page cache without mapping them when ``blobs`` reads compressed shards. Touches only
-    /// the B-tree pages that locate the blobs.
+    /// page in turn (the map is opened with `MDB_NORDAHEAD`): the pages of each row and its
+    /// checksum for raw shards of version 3 and later (whose rows are checked one by one), whole
+    /// blobs otherwise, read into the page cache without mapping them when ``blobs`` reads
+    /// compressed shards. Touches only the B-tree pages that locate the blobs.
     func prefetchUncachedShards(_ order: [UInt64], packed: Bool, indices: UnsafeBufferPointer<Int>,
                                         context: ReaderContext) throws {
-        let rowStride = manifest.formatVersion >= 3 ? layout.rowBytes + ShardCodec.rowChecksumSize : nil
         func row(_ k: Int) -> Int { packed ? Int(order[k] >> 24) : indices[Int(order[k])] }
         var i = 0
         while i < order.count {
@@ -23,10 +22,11 @@ extension Store {
                     guard let blob, let start = blob.baseAddress.map({ Int(bitPattern: $0) }) else { return }
                     if layout.codec == .zstd, let blobs {
                         blobs.willNeed(blob)
-                    } else if layout.codec == .raw, let rowStride {
+                    } else if layout.codec == .raw, let raw = rawShards {
                         for k in group..<i {
-                            let at = start + ShardCodec.headerSize + (row(k) - shard * layout.rowsPerShard) * rowStride
-                            adviseWillNeed(at, at + rowStride)
+                            let r = row(k) - shard * layout.rowsPerShard
+                            let at = start + raw.start + raw.rowOffset(r), checksum = start + raw.start + raw.checksumOffset(r)
+                            adviseWillNeed(min(at, checksum), max(at + layout.rowBytes, checksum + 8))
                         }
                     } else {
                         adviseWillNeed(start, start + blob.count)

@@ -46,24 +46,34 @@ extension Store {
         }
         let readsBefore = sampleStorageReads(rows: indices.count)
         if indices.count > 1 && readingFromDisk.load(ordering: .relaxed) {
+            let rowBytes = layout.rowBytes
             for k in 0..<indices.count {
-                let p = Int(bitPattern: try locate(k))
-                adviseWillNeed(p, p + index.stride)
+                // The row's pages and its checksum's (on a page of the row's group, or the next).
+                let p = Int(bitPattern: try locate(k)), c = Int(bitPattern: index.checksum(ofRow: indices[k]))
+                adviseWillNeed(min(p, c), max(p + rowBytes, c + 8))
             }
         }
         var start = 0
         while start < indices.count {
             let n = min(indices.count - start, Self.rawGroupRows)
-            var unchecked = false
-            for k in 0..<n {
-                pointers[k] = try locate(start + k)
-                unchecked = unchecked || (checksRows && !index.isChecked(indices[start + k]))
+            // Rows of known shards in one C loop; a row of a shard not yet located learns it.
+            var located = 0, unchecked = 0
+            while located < n {
+                located += index.locateKnown(indices.baseAddress! + start + located, count: n - located, into: pointers.baseAddress! + located,
+                                             counting: checksRows, unchecked: &unchecked)
+                guard located < n else { break }
+                pointers[located] = try locate(start + located)
+                if checksRows && !index.isChecked(indices[start + located]) { unchecked += 1 }
+                located += 1
             }
             // Rows not yet checked are hashed with the rows ahead of them already on their way
             // (the kernel then finds them in the cache), not one cache miss at a time.
-            if unchecked {
+            if unchecked > 0 {
                 for k in 0..<n where !index.isChecked(indices[start + k]) {
-                    if k + Self.checkAhead < n { pkm_prefetch(pointers[k + Self.checkAhead], index.stride) }
+                    if k + Self.checkAhead < n {
+                        pkm_prefetch(pointers[k + Self.checkAhead], layout.rowBytes)
+                        pkm_prefetch(index.checksum(ofRow: indices[start + k + Self.checkAhead]), 8)
+                    }
                     try index.verify(pointers[k]!, row: indices[start + k])
                 }
             }

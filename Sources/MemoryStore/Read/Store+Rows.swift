@@ -4,7 +4,7 @@ import CGatherKernel
 ///
 /// Every read goes through ``forEachRowGroup(_:_:)``, which hands out the stored bytes of the
 /// rows as pointers, a group at a time, for one kernel call per group: for a complete raw table
-/// of version 3, groups of consecutive rows in the order asked (read in place, each row checked
+/// of version 3 or later, groups of consecutive rows in the order asked (read in place, each row checked
 /// against its checksum the first time it is read after opening); otherwise one group per
 /// shard, in storage order, each shard decoded (or read) once per call.
 extension Store {

@@ -13,12 +13,11 @@ extension Store {
         return try withShardKey(index) { key in
             try context.transaction.withValue(env.shards, key: key) { mapped in
                 guard let mapped else { throw StoreError.missingShard(shard: index, rows: rowRange) }
-                // Rows of a version-3 raw table are read without their shard's header (a second
-                // random read when cold): each row's checksum proves its position. A blob of
-                // any other length goes through the header checks below, which name the problem.
-                if table.codec == .raw && !contiguous && manifest.formatVersion >= 3,
-                   mapped.count == ShardCodec.checkedRawBlobSize(rows: rowRange.count, layout: table) {
-                    return try body(ShardRows(checkedBlob: mapped, shard: index, layout: table))
+                // Rows of a raw table of version 3 or later are read without their shard's header
+                // (a second random read when cold): each row's checksum proves its position. A blob
+                // of any other length goes through the header checks below, which name the problem.
+                if table.codec == .raw && !contiguous, let raw = rawShards, mapped.count == raw.blobBytes(rows: rowRange.count) {
+                    return try body(ShardRows(checkedBlob: mapped, raw: raw, shard: index, layout: table))
                 }
                 // Decoding reads the whole blob: one pread (with the kernel's readahead on
                 // sequential scans) instead of faulting the map in a page at a time.
@@ -38,14 +37,14 @@ extension Store {
         let table = layout
         let rowRange = table.rowRange(ofShard: index)
         let size = rowRange.count * table.rowBytes
-        let header = try ShardCodec.header(of: blob, shard: index, layout: table)
+        let header = try ShardCodec.header(of: blob, shard: index, layout: table, version: manifest.formatVersion)
         if header.codecByte == .rawRows && !checkedRawShards.contains(index) {
             guard XXH64.hash(UnsafeRawBufferPointer(rebasing: blob[ShardCodec.headerSize...])) == header.checksum else {
                 throw StoreError.corruptShard(shard: index, rows: rowRange, reason: "checksum mismatch")
             }
             checkedRawShards.insert(index)
         }
-        if header.codec == .raw && !(contiguous && header.codecByte == .checkedRows) {
+        if header.codec == .raw && !(contiguous && header.rawLayout(table) != nil) {
             return try body(ShardRows(blob: blob, header: header, layout: table))
         }
         let cached = caching && header.codec == .zstd && cache.budget > 0

@@ -1,0 +1,42 @@
+import Foundation
+import Testing
+import TestSupport
+@testable import MemoryStore
+
+/// The raw layout of format version 5 (Spec/FORMAT.md, "Raw"): where rows and checksums lie.
+@Suite struct RawLayoutTests {
+    /// Rows of a multiple of 64 bytes start on cache lines in the map, every row of every full
+    /// shard, and a default shard still fits its 16 pages.
+    @Test(arguments: [(ElementType.bf16, 64), (.f32, 32), (.f16, 256), (.bf16, 1024), (.f32, 2048)])
+    func rowsStartOnCacheLines(type: ElementType, dim: Int) throws {
+        let dir = ScratchDirectory()
+        let perShard = TableLayout.defaultRowsPerShard(dim: dim, elementType: type, codec: .raw)
+        let layout = TableLayout(elementType: type, rows: 3 * perShard, dim: dim, codec: .raw)
+        let raw = RawShardLayout(version: Manifest.currentVersion, rowBytes: layout.rowBytes)
+        #expect(raw.blobBytes(rows: perShard) <= TableLayout.defaultShardBytes - 16)
+        let bytes = try writeTable(dir.file("t.pkm"), layout)
+        let store = try Store.open(at: dir.file("t.pkm"))
+        let index = try #require(store.rawRows)
+        for row in stride(from: 0, to: layout.rows, by: 7) {
+            _ = try store.row(row)  // locates the row's shard
+            let shard = index.shard(ofRow: row)
+            let p = index.location(ofRow: row, shard: shard, shardRows: try #require(index.rows(ofShard: shard)))
+            #expect(Int(bitPattern: p) % 64 == 0, "row \(row) at \(Int(bitPattern: p) % 4096) in its page")
+            #expect(Array(UnsafeRawBufferPointer(start: p, count: layout.rowBytes)) == Array(bytes[(row * layout.rowBytes)..<((row + 1) * layout.rowBytes)]))
+        }
+    }
+
+    /// The byte layout written out by hand for one small shard: 3 groups of 8 rows of 32 bytes
+    /// and one of 2, each after its checksum line, after a 48-byte header.
+    @Test func theLayoutIsTheSpecified() {
+        let raw = RawShardLayout(version: 5, rowBytes: 32)
+        #expect(raw.start == 48 && raw.groupRows == 8 && raw.groupBytes == 64 + 8 * 32)
+        #expect(raw.blobBytes(rows: 26) == 48 + 3 * 320 + 64 + 2 * 32)
+        #expect(raw.rowOffset(0) == 64 && raw.rowOffset(7) == 64 + 7 * 32 && raw.rowOffset(8) == 320 + 64 && raw.rowOffset(25) == 3 * 320 + 64 + 32)
+        #expect(raw.checksumOffset(0) == 0 && raw.checksumOffset(9) == 320 + 8 && raw.checksumOffset(25) == 960 + 8)
+        let large = RawShardLayout(version: 5, rowBytes: 3000)
+        #expect(large.groupRows == 1 && large.rowOffset(1) == 64 + 3000 + 64 && large.blobBytes(rows: 2) == 48 + 2 * 3064)
+        let old = RawShardLayout(version: 4, rowBytes: 32)
+        #expect(old.start == 32 && old.rowOffset(3) == 3 * 40 && old.checksumOffset(3) == 3 * 40 + 32 && old.blobBytes(rows: 5) == 32 + 200)
+    }
+}
