@@ -306,7 +306,8 @@ void pkm_gather_dot_at(int level, int element_type, const void *const *rows, con
 
 size_t pkm_locate_rows(const intptr_t *indices, size_t count, const intptr_t *shard_rows, size_t rows_per_shard,
                        uint64_t shard_multiplier, unsigned group_shift, size_t group_bytes, size_t rows_offset,
-                       size_t row_bytes, const uint64_t *checked, size_t *unchecked, const void **rows) {
+                       size_t row_bytes, size_t groups_per_shard, const uint64_t *checked, size_t *unchecked,
+                       const void **rows) {
     const size_t group_mask = ((size_t)1 << group_shift) - 1;
     size_t clear = 0, k = 0;
     for (; k < count; k++) {
@@ -316,7 +317,10 @@ size_t pkm_locate_rows(const intptr_t *indices, size_t count, const intptr_t *sh
         if (base == 0) break;
         const size_t i = (size_t)(r - s * rows_per_shard);
         rows[k] = (const char *)base + (i >> group_shift) * group_bytes + rows_offset + (i & group_mask) * row_bytes;
-        if (checked) clear += !((__atomic_load_n(&checked[r >> 6], __ATOMIC_RELAXED) >> (r & 63)) & 1);
+        if (checked) {
+            const uint64_t g = s * groups_per_shard + (i >> group_shift);
+            clear += !((__atomic_load_n(&checked[g >> 6], __ATOMIC_RELAXED) >> (g & 63)) & 1);
+        }
     }
     if (checked) *unchecked += clear;
     return k;

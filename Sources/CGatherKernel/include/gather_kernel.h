@@ -42,11 +42,13 @@ void pkm_gather_dot(int element_type, const void *const *rows, const intptr_t *p
 /// loads; 0 while not yet known):
 ///     rows[k] = base + (i / G) x group_bytes + rows_offset + (i mod G) x row_bytes
 /// Stops at the first row whose base is 0 and returns its k (count when every shard is known).
-/// When `checked` is not NULL (one bit per table row, read with relaxed atomic loads), adds to
-/// *unchecked the number of located rows whose bit is clear. The caller has checked every index.
+/// When `checked` is not NULL (one bit per row group, group i / G of shard s at bit
+/// s x groups_per_shard + i / G, read with relaxed atomic loads), adds to *unchecked the number
+/// of located rows whose group's bit is clear. The caller has checked every index.
 size_t pkm_locate_rows(const intptr_t *indices, size_t count, const intptr_t *shard_rows, size_t rows_per_shard,
                        uint64_t shard_multiplier, unsigned group_shift, size_t group_bytes, size_t rows_offset,
-                       size_t row_bytes, const uint64_t *checked, size_t *unchecked, const void **rows);
+                       size_t row_bytes, size_t groups_per_shard, const uint64_t *checked, size_t *unchecked,
+                       const void **rows);
 
 /// Asks the processor to bring every cache line of `bytes` bytes at `p` into its caches (rows
 /// need not start on a line: a raw row's 128 bytes of values often span three), as far

@@ -18,9 +18,11 @@ final class RawRowIndex: @unchecked Sendable {
     // its environment, keeps the map the addresses point into).
     private let blobs: UnsafeMutablePointer<Atomic<Int>>
     private let shardCount: Int
-    /// Rows checked since open; nil for tables too large to keep one bit per row (then every
-    /// read is checked).
+    /// Row groups (``RawShardLayout``) whose rows have all been checked since open, one bit per
+    /// group, group `g` of shard `s` at bit `s × groupsPerShard + g`; nil for tables too large to
+    /// keep one (then every read is checked).
     private let checked: AtomicBitmap?
+    private let groupsPerShard: Int
     private let snapshot: ReadTransaction
     /// Whether the pass over all shard keys has run.
     private let learnedAll = Locked(false)
@@ -30,9 +32,9 @@ final class RawRowIndex: @unchecked Sendable {
     private let version: Int
     private let rowsPerShard: Divisor
 
-    /// Tables with more shards or rows than these check on every read instead.
+    /// Tables with more shards or row groups than these check on every read instead.
     static let maxShards = 1 << 24
-    static let maxCheckedRows = 1 << 28
+    static let maxCheckedGroups = 1 << 28
 
     init?(env: Environment, layout: TableLayout, raw: RawShardLayout, version: Int) throws {
         guard layout.codec == .raw, layout.shardCount <= Self.maxShards else { return nil }
@@ -44,7 +46,9 @@ final class RawRowIndex: @unchecked Sendable {
         shardCount = layout.shardCount
         blobs = .allocate(capacity: shardCount)
         for i in 0..<shardCount { (blobs + i).initialize(to: Atomic(0)) }
-        checked = layout.rows <= Self.maxCheckedRows ? AtomicBitmap(count: layout.rows) : nil
+        groupsPerShard = (layout.rowsPerShard + raw.groupRows - 1) / raw.groupRows
+        let groups = shardCount * groupsPerShard
+        checked = groups <= Self.maxCheckedGroups ? AtomicBitmap(count: groups) : nil
     }
 
     deinit {
@@ -109,7 +113,7 @@ final class RawRowIndex: @unchecked Sendable {
 
     /// Locates rows `indices[0 ..< count]` in place, in order, while their shards are known (one
     /// C loop, `pkm_locate_rows`), adding to `unchecked` the number not yet checked since open
-    /// when `counting`; returns how many it located.
+    /// (their groups not yet checked) when `counting`; returns how many it located.
     @inline(__always)
     func locateKnown(_ indices: UnsafePointer<Int>, count: Int, into rows: UnsafeMutablePointer<UnsafeRawPointer?>,
                      counting: Bool, unchecked: inout Int) -> Int {
@@ -118,8 +122,8 @@ final class RawRowIndex: @unchecked Sendable {
         let bases = UnsafeRawPointer(blobs).assumingMemoryBound(to: Int.self)  // Atomic<Int> is laid out as Int
         let located = pkm_locate_rows(indices, count, bases, layout.rowsPerShard, rowsPerShard.multiplier,
                                       UInt32(raw.groupRows.trailingZeroBitCount), raw.groupBytes, raw.rowsOffset, layout.rowBytes,
-                                      words, &clear, rows)
-        // Without a bitmap (tables above maxCheckedRows) every located row is unchecked.
+                                      groupsPerShard, words, &clear, rows)
+        // Without a bitmap (tables above maxCheckedGroups) every located row is unchecked.
         unchecked += counting && checked == nil ? located : clear
         return located
     }
@@ -131,16 +135,47 @@ final class RawRowIndex: @unchecked Sendable {
         return rows(ofShard: shard)! + raw.checksumOffset(row - shard * layout.rowsPerShard)
     }
 
-    /// Whether row `row` has been checked since open (always false above ``maxCheckedRows``).
+    /// The bit of row `row`'s group.
     @inline(__always)
-    func isChecked(_ row: Int) -> Bool { checked?.contains(row) ?? false }
+    private func group(ofRow row: Int) -> Int {
+        let shard = shard(ofRow: row)
+        return shard * groupsPerShard + (row - shard * layout.rowsPerShard) / raw.groupRows
+    }
 
-    /// Checks the row at `p` (row `row` of the table, its shard located) against its checksum,
-    /// unless it already was since open; throws, naming shard and row, when it does not match.
+    /// Whether row `row`'s group has been checked since open (always false above ``maxCheckedGroups``).
     @inline(__always)
-    func verify(_ p: UnsafeRawPointer, row: Int) throws {
+    func isChecked(_ row: Int) -> Bool { checked?.contains(group(ofRow: row)) ?? false }
+
+    /// Where row `row`'s group lies (its checksum line, then its rows) and its bytes; its shard is located.
+    func groupBytes(ofRow row: Int) -> (start: UnsafeRawPointer, count: Int) {
+        let shard = shard(ofRow: row), local = row - shard * layout.rowsPerShard
+        let first = local / raw.groupRows * raw.groupRows
+        let start = rows(ofShard: shard)! + min(raw.rowOffset(first), raw.checksumOffset(first))
+        return (start, raw.groupBytes)
+    }
+
+    /// Checks row `row` (its shard located) against its checksum unless its group was checked
+    /// since open; throws, naming shard and row, when it does not match. The group's other rows
+    /// are checked with it, so that one bit remembers them all: the bitmap is a bit a group (an
+    /// eighth of a bit a row for rows of up to 512 bytes), small enough to stay in the caches the
+    /// rows compete for. A group holding a damaged row is not remembered, and only the damaged
+    /// row fails: its neighbours are checked alone each time they are read.
+    func verify(row: Int) throws {
         if isChecked(row) { return }
-        try ShardCodec.checkRow(at: p, checksum: checksum(ofRow: row), row: row, shard: shard(ofRow: row), layout: layout)
-        checked?.insert(row)
+        let shard = shard(ofRow: row), base = rows(ofShard: shard)!
+        let shardStart = shard * layout.rowsPerShard
+        let first = (row - shardStart) / raw.groupRows * raw.groupRows
+        let end = min(first + raw.groupRows, layout.rowRange(ofShard: shard).count)
+        func check(_ r: Int) throws {
+            try ShardCodec.checkRow(at: base + raw.rowOffset(r), checksum: base + raw.checksumOffset(r), row: shardStart + r,
+                                    shard: shard, layout: layout)
+        }
+        do {
+            for r in first..<end { try check(r) }
+        } catch {
+            try check(row - shardStart)
+            return
+        }
+        checked?.insert(group(ofRow: row))
     }
 }

@@ -66,15 +66,15 @@ extension Store {
                 if checksRows && !index.isChecked(indices[start + located]) { unchecked += 1 }
                 located += 1
             }
-            // Rows not yet checked are hashed with the rows ahead of them already on their way
-            // (the kernel then finds them in the cache), not one cache miss at a time.
+            // Groups not yet checked are hashed with the groups ahead of them already on their
+            // way (the kernel then finds the rows in the cache), not one cache miss at a time.
             if unchecked > 0 {
                 for k in 0..<n where !index.isChecked(indices[start + k]) {
                     if k + Self.checkAhead < n {
-                        pkm_prefetch(pointers[k + Self.checkAhead], layout.rowBytes)
-                        pkm_prefetch(index.checksum(ofRow: indices[start + k + Self.checkAhead]), 8)
+                        let ahead = index.groupBytes(ofRow: indices[start + k + Self.checkAhead])
+                        pkm_prefetch(ahead.start, ahead.count)
                     }
-                    try index.verify(pointers[k]!, row: indices[start + k])
+                    try index.verify(row: indices[start + k])
                 }
             }
             try visit(RowGroup(rows: UnsafeBufferPointer(rebasing: pointers[0..<n]), positions: nil, first: start))

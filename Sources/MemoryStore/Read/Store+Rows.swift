@@ -40,7 +40,7 @@ extension Store {
             let shard = index / layout.rowsPerShard
             if let rawRows, let shardRows = rawRows.rows(ofShard: shard) {
                 let p = rawRows.location(ofRow: index, shard: shard, shardRows: shardRows)
-                if checksRows { try rawRows.verify(p, row: index) }
+                if checksRows { try rawRows.verify(row: index) }
                 layout.elementType.convert(p, count: dim, into: output.baseAddress!)
                 return
             }
