@@ -4,10 +4,11 @@ import _MemorySupport
 import Synchronization
 
 /// Direct access to the rows of a complete raw table of format version 3 or later: where each shard's
-/// rows lie in the map (learned in one pass over the shard keys on first use), and which rows
-/// have been checked since open.
+/// rows lie in the map (learned in one pass over the shard keys on first use), and which row
+/// groups have been checked since open.
 /// A row read is then an address computation, without grouping a batch by shard or looking
-/// each shard up in LMDB's B-tree, and a row's checksum is computed the first time it is read.
+/// each shard up in LMDB's B-tree, and a row's checksum is computed the first time a row of its
+/// group is read.
 ///
 /// The addresses stay valid for the life of the index: it holds a read transaction open, and
 /// LMDB never reuses a page that a live reader can see (a complete store has no writer anyway;
