@@ -15,7 +15,7 @@ public struct RawShardLayout: Sendable, Equatable {
     public let start: Int
     public let groupRows: Int
     /// log2 of `groupRows`.
-    let groupShift: Int
+    public let groupShift: Int
     public let groupBytes: Int
     public let rowsOffset: Int
     public let checksumsOffset: Int

@@ -140,7 +140,7 @@ final class RawRowIndex: @unchecked Sendable {
     @inline(__always)
     private func group(ofRow row: Int) -> Int {
         let shard = shard(ofRow: row)
-        return shard * groupsPerShard + (row - shard * layout.rowsPerShard) / raw.groupRows
+        return shard * groupsPerShard + ((row - shard * layout.rowsPerShard) >> raw.groupShift)
     }
 
     /// Whether row `row`'s group has been checked since open (always false above ``maxCheckedGroups``).
@@ -150,7 +150,7 @@ final class RawRowIndex: @unchecked Sendable {
     /// Where row `row`'s group lies (its checksum line, then its rows) and its bytes; its shard is located.
     func groupBytes(ofRow row: Int) -> (start: UnsafeRawPointer, count: Int) {
         let shard = shard(ofRow: row), local = row - shard * layout.rowsPerShard
-        let first = local / raw.groupRows * raw.groupRows
+        let first = (local >> raw.groupShift) << raw.groupShift
         let start = rows(ofShard: shard)! + min(raw.rowOffset(first), raw.checksumOffset(first))
         return (start, raw.groupBytes)
     }
@@ -165,8 +165,8 @@ final class RawRowIndex: @unchecked Sendable {
         if isChecked(row) { return }
         let shard = shard(ofRow: row), base = rows(ofShard: shard)!
         let shardStart = shard * layout.rowsPerShard
-        let first = (row - shardStart) / raw.groupRows * raw.groupRows
-        let end = min(first + raw.groupRows, layout.rowRange(ofShard: shard).count)
+        let first = ((row - shardStart) >> raw.groupShift) << raw.groupShift
+        let end = min(first + raw.groupRows, layout.rowsPerShard, layout.rows - shardStart)
         func check(_ r: Int) throws {
             try ShardCodec.checkRow(at: base + raw.rowOffset(r), checksum: base + raw.checksumOffset(r), row: shardStart + r,
                                     shard: shard, layout: layout)
