@@ -50,13 +50,20 @@ size_t pkm_locate_rows(const intptr_t *indices, size_t count, const intptr_t *sh
                        size_t row_bytes, size_t groups_per_shard, const uint64_t *checked, size_t *unchecked,
                        const void **rows);
 
+/// The locality of pkm_prefetch (`__builtin_prefetch`'s third argument): 3, into the first
+/// level (`prefetcht0`). Against 1 (`prefetcht2`, the second level), the same rows in one
+/// process (`bash Tools/prefetch_hint.sh`, BENCHMARKS.md "Prefetch hint"): 1.07-1.18x at 2^16
+/// rows in cache, 1.03-1.10x at 2^18-2^20, 0.96-1.03x at 2^24. Defined here so that a
+/// measurement can build the kernel with another.
+#ifndef PKM_PREFETCH_LOCALITY
+#define PKM_PREFETCH_LOCALITY 3
+#endif
+
 /// Asks the processor to bring every cache line of `bytes` bytes at `p` into its caches (rows
-/// need not start on a line: a raw row's 128 bytes of values often span three), as far
-/// as the second level (`prefetcht2`): prefetches into the first level hold its few miss
-/// buffers and stall the loads behind them, which made random rows from memory slower here.
+/// need not start on a line: a row of version 4 spans three lines for 128 bytes of values).
 static inline void pkm_prefetch(const void *p, size_t bytes) {
     const uintptr_t start = (uintptr_t)p & ~(uintptr_t)63, end = (uintptr_t)p + bytes;
-    for (uintptr_t a = start; a < end; a += 64) __builtin_prefetch((const void *)a, 0, 1);
+    for (uintptr_t a = start; a < end; a += 64) __builtin_prefetch((const void *)a, 0, PKM_PREFETCH_LOCALITY);
 }
 
 /// The code paths, each used where the row's chunks allow it (AVX-512: 16 floats a vector,
