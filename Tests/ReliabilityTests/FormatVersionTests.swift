@@ -28,8 +28,7 @@ import TestSupport
     func versionTwoStoresReadAndUpgrade(codec: String) throws {
         let scratch = ScratchDirectory()
         let path = try fixture("v2-\(codec).store", in: scratch)
-        let recorded = try String(contentsOf: Self.fixtures.appendingPathComponent("v2-\(codec).digest"), encoding: .utf8)
-            .split(separator: " ").first.map(String.init)
+        let recorded = try recordedDigest("v2-\(codec)")
         #expect(try digest(path) == recorded, "the current Python reader reads the version-2 store as version 2's did")
 
         let expected = try loadNPY(Self.fixtures.appendingPathComponent("v2-\(codec).rows.npy").path).floats()
@@ -70,6 +69,25 @@ import TestSupport
         return rows
     }
 
+    /// The digest recorded beside fixture `name`.
+    func recordedDigest(_ name: String) throws -> String? {
+        try String(contentsOf: Self.fixtures.appendingPathComponent("\(name).digest"), encoding: .utf8).split(separator: " ").first.map(String.init)
+    }
+
+    /// Queries `path` (`layer`, or its only one) with `v3.queries.npy` and expects what was recorded
+    /// as `NAME.indices.npy` and `NAME.output.npy`: the same slots, and the same sums up to float
+    /// summation order (rows of a compressed table are summed in the order the reader visits them).
+    func expectAnswers(_ path: String, layer: String?, as name: String, in scratch: ScratchDirectory, _ when: String) throws {
+        let out = scratch.file("out.npy"), idx = scratch.file("idx.npy")
+        let queried = try Tools.run(Tools.memtool, ["query", path] + (layer.map { ["--layer", $0] } ?? []) +
+                                        ["--queries", Self.fixtures.appendingPathComponent("v3.queries.npy").path, "--output", out, "--indices", idx])
+        try #require(queried.status == 0, "\(when): \(queried.stderr)")
+        #expect(try loadNPY(idx).integers() == loadNPY(Self.fixtures.appendingPathComponent("\(name).indices.npy").path).integers(), "\(when)")
+        let got = try loadNPY(out).floats(), expected = try loadNPY(Self.fixtures.appendingPathComponent("\(name).output.npy").path).floats()
+        let scale = expected.map(abs).max() ?? 1
+        #expect(got.count == expected.count && zip(got, expected).allSatisfy { abs($0 - $1) <= 1e-5 * scale }, "\(when)")
+    }
+
     func json(_ bytes: [UInt8]?) throws -> [String: AnyHashable] {
         let object = try JSONSerialization.jsonObject(with: Data(try #require(bytes)))
         return try #require(object as? [String: AnyHashable])
@@ -84,20 +102,10 @@ import TestSupport
     func versionThreeStoresServeTheirLayerAndUpgrade(codec: String) throws {
         let scratch = ScratchDirectory()
         let path = try fixture("v3-\(codec).store", in: scratch)
-        let recorded = try String(contentsOf: Self.fixtures.appendingPathComponent("v3-\(codec).digest"), encoding: .utf8)
-            .split(separator: " ").first.map(String.init)
+        let recorded = try recordedDigest("v3-\(codec)")
         #expect(try digest(path) == recorded, "the current Python reader reads the version-3 store as version 3's did")
         func expectSameAnswers(_ when: String) throws {
-            let out = scratch.file("out.npy"), idx = scratch.file("idx.npy")
-            let queried = try Tools.memtool("query", path, "--queries", Self.fixtures.appendingPathComponent("v3.queries.npy").path,
-                                            "--output", out, "--indices", idx)
-            try #require(queried.status == 0, "\(when): \(queried.stderr)")
-            #expect(try loadNPY(idx).integers() == loadNPY(Self.fixtures.appendingPathComponent("v3-\(codec).indices.npy").path).integers(), "\(when)")
-            // The same slots; the same sums up to float summation order (rows of a compressed
-            // table are summed in the order the reader visits them).
-            let got = try loadNPY(out).floats(), expected = try loadNPY(Self.fixtures.appendingPathComponent("v3-\(codec).output.npy").path).floats()
-            let scale = expected.map(abs).max() ?? 1
-            #expect(got.count == expected.count && zip(got, expected).allSatisfy { abs($0 - $1) <= 1e-5 * scale }, "\(when)")
+            try expectAnswers(path, layer: nil, as: "v3-\(codec)", in: scratch, when)
         }
         try expectSameAnswers("as version 3")
         #expect(try Store.open(at: path).layerNames() == [LayerKeys.defaultName])
@@ -126,21 +134,10 @@ import TestSupport
     func versionFourStoresServeTheirLayersAndUpgrade(codec: String) throws {
         let scratch = ScratchDirectory()
         let path = try fixture("v4-\(codec).store", in: scratch)
-        let recorded = try String(contentsOf: Self.fixtures.appendingPathComponent("v4-\(codec).digest"), encoding: .utf8)
-            .split(separator: " ").first.map(String.init)
+        let recorded = try recordedDigest("v4-\(codec)")
         #expect(try digest(path) == recorded, "the current Python reader reads the version-4 store as version 4's did")
         func expectSameAnswers(_ when: String) throws {
-            for layer in ["default", "second"] {
-                let out = scratch.file("out.npy"), idx = scratch.file("idx.npy")
-                let queried = try Tools.memtool("query", path, "--layer", layer, "--queries",
-                                                Self.fixtures.appendingPathComponent("v3.queries.npy").path, "--output", out, "--indices", idx)
-                try #require(queried.status == 0, "\(when): \(queried.stderr)")
-                #expect(try loadNPY(idx).integers() == loadNPY(Self.fixtures.appendingPathComponent("v4-\(codec).indices.npy").path).integers(),
-                        "\(when), \(layer)")
-                let got = try loadNPY(out).floats(), expected = try loadNPY(Self.fixtures.appendingPathComponent("v4-\(codec).output.npy").path).floats()
-                let scale = expected.map(abs).max() ?? 1
-                #expect(got.count == expected.count && zip(got, expected).allSatisfy { abs($0 - $1) <= 1e-5 * scale }, "\(when), \(layer)")
-            }
+            for layer in ["default", "second"] { try expectAnswers(path, layer: layer, as: "v4-\(codec)", in: scratch, "\(when), \(layer)") }
         }
         do {
             let store = try Store.open(at: path)

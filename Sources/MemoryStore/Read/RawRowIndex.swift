@@ -122,37 +122,42 @@ final class RawRowIndex: @unchecked Sendable {
         let words = counting ? checked?.words64 : nil
         let bases = UnsafeRawPointer(blobs).assumingMemoryBound(to: Int.self)  // Atomic<Int> is laid out as Int
         let located = pkm_locate_rows(indices, count, bases, layout.rowsPerShard, rowsPerShard.multiplier,
-                                      UInt32(raw.groupRows.trailingZeroBitCount), raw.groupBytes, raw.rowsOffset, layout.rowBytes,
+                                      UInt32(raw.groupShift), raw.groupBytes, raw.rowsOffset, layout.rowBytes,
                                       groupsPerShard, words, &clear, rows)
         // Without a bitmap (tables above maxCheckedGroups) every located row is unchecked.
         unchecked += counting && checked == nil ? located : clear
         return located
     }
 
-    /// Where row `row`'s checksum lies; its shard's rows are located.
-    @inline(__always)
-    func checksum(ofRow row: Int) -> UnsafeRawPointer {
-        let shard = shard(ofRow: row)
-        return rows(ofShard: shard)! + raw.checksumOffset(row - shard * layout.rowsPerShard)
-    }
-
     /// The bit of row `row`'s group.
     @inline(__always)
-    private func group(ofRow row: Int) -> Int {
+    private func bit(ofRow row: Int) -> Int {
         let shard = shard(ofRow: row)
         return shard * groupsPerShard + ((row - shard * layout.rowsPerShard) >> raw.groupShift)
     }
 
     /// Whether row `row`'s group has been checked since open (always false above ``maxCheckedGroups``).
     @inline(__always)
-    func isChecked(_ row: Int) -> Bool { checked?.contains(group(ofRow: row)) ?? false }
+    func isChecked(_ row: Int) -> Bool { checked?.contains(bit(ofRow: row)) ?? false }
 
-    /// Where row `row`'s group lies (its checksum line, then its rows) and its bytes; its shard is located.
-    func groupBytes(ofRow row: Int) -> (start: UnsafeRawPointer, count: Int) {
-        let shard = shard(ofRow: row), local = row - shard * layout.rowsPerShard
-        let first = (local >> raw.groupShift) << raw.groupShift
-        let start = rows(ofShard: shard)! + min(raw.rowOffset(first), raw.checksumOffset(first))
-        return (start, raw.groupBytes)
+    /// Row `row`'s group: its shard, where the shard's first group lies, the shard's first row
+    /// in the table, and the group's rows within the shard; its shard is located.
+    private func group(holding row: Int) -> (shard: Int, base: UnsafeRawPointer, shardStart: Int, rows: Range<Int>) {
+        let shard = shard(ofRow: row), shardStart = shard * layout.rowsPerShard
+        let first = ((row - shardStart) >> raw.groupShift) << raw.groupShift
+        let end = min(first + raw.groupRows, layout.rowsPerShard, layout.rows - shardStart)
+        return (shard, rows(ofShard: shard)!, shardStart, first..<end)
+    }
+
+    /// The bytes that checking row `row` reads: its group's checksums and rows when the group
+    /// is not yet checked, else the row alone; its shard is located.
+    func bytesToCheck(ofRow row: Int) -> (start: UnsafeRawPointer, count: Int) {
+        let g = group(holding: row)
+        guard !isChecked(row) else { return (g.base + raw.rowOffset(row - g.shardStart), layout.rowBytes) }
+        let first = g.rows.lowerBound, last = g.rows.upperBound - 1
+        let start = min(raw.rowOffset(first), raw.checksumOffset(first))
+        let end = max(raw.rowOffset(last) + layout.rowBytes, raw.checksumOffset(last) + RawShardLayout.checksumBytes)
+        return (g.base + start, end - start)
     }
 
     /// Checks row `row` (its shard located) against its checksum unless its group was checked
@@ -163,20 +168,17 @@ final class RawRowIndex: @unchecked Sendable {
     /// row fails: its neighbours are checked alone each time they are read.
     func verify(row: Int) throws {
         if isChecked(row) { return }
-        let shard = shard(ofRow: row), base = rows(ofShard: shard)!
-        let shardStart = shard * layout.rowsPerShard
-        let first = ((row - shardStart) >> raw.groupShift) << raw.groupShift
-        let end = min(first + raw.groupRows, layout.rowsPerShard, layout.rows - shardStart)
+        let g = group(holding: row)
         func check(_ r: Int) throws {
-            try ShardCodec.checkRow(at: base + raw.rowOffset(r), checksum: base + raw.checksumOffset(r), row: shardStart + r,
-                                    shard: shard, layout: layout)
+            try ShardCodec.checkRow(at: g.base + raw.rowOffset(r), checksum: g.base + raw.checksumOffset(r), row: g.shardStart + r,
+                                    shard: g.shard, layout: layout)
         }
         do {
-            for r in first..<end { try check(r) }
+            for r in g.rows { try check(r) }
         } catch {
-            try check(row - shardStart)
+            try check(row - g.shardStart)
             return
         }
-        checked?.insert(group(ofRow: row))
+        checked?.insert(bit(ofRow: row))
     }
 }

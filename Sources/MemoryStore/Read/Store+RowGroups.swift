@@ -46,11 +46,12 @@ extension Store {
         }
         let readsBefore = sampleStorageReads(rows: indices.count)
         if indices.count > 1 && readingFromDisk.load(ordering: .relaxed) {
-            let rowBytes = layout.rowBytes
             for k in 0..<indices.count {
-                // The row's pages and its checksum's (on a page of the row's group, or the next).
-                let p = Int(bitPattern: try locate(k)), c = Int(bitPattern: index.checksum(ofRow: indices[k]))
-                adviseWillNeed(min(p, c), max(p + rowBytes, c + 8))
+                // The row's pages, and those of the rest of its group when the group is to be checked.
+                let p = try locate(k)
+                let needed = checksRows ? index.bytesToCheck(ofRow: indices[k]) : (start: p, count: layout.rowBytes)
+                let start = Int(bitPattern: needed.start)
+                adviseWillNeed(start, start + needed.count)
             }
         }
         var start = 0
@@ -71,7 +72,7 @@ extension Store {
             if unchecked > 0 {
                 for k in 0..<n where !index.isChecked(indices[start + k]) {
                     if k + Self.checkAhead < n {
-                        let ahead = index.groupBytes(ofRow: indices[start + k + Self.checkAhead])
+                        let ahead = index.bytesToCheck(ofRow: indices[start + k + Self.checkAhead])
                         pkm_prefetch(ahead.start, ahead.count)
                     }
                     try index.verify(row: indices[start + k])
