@@ -325,3 +325,75 @@ size_t pkm_locate_rows(const intptr_t *indices, size_t count, const intptr_t *sh
     if (checked) *unchecked += clear;
     return k;
 }
+
+// MARK: Nibble rows
+
+/// One slot, an element at a time.
+static void nibble_decode_portable(const uint8_t *slot, size_t dim, size_t size, const uint8_t *table, uint8_t *row) {
+    const uint8_t *rest = slot + (dim + 1) / 2;
+    const size_t low = size - 1;
+    for (size_t i = 0; i < dim; i++) {
+        const uint8_t code = (slot[i >> 1] >> ((i & 1) * 4)) & 15;
+        for (size_t b = 0; b < low; b++) row[i * size + b] = rest[i * low + b];
+        row[i * size + low] = table[code];
+    }
+}
+
+/// A bf16 slot, 32 elements a step: the codes looked up with a byte shuffle, the top bytes
+/// interleaved with the low bytes (SSSE3, which every AVX2 processor has).
+static AVX2 void nibble_decode_bf16_ssse3(const uint8_t *slot, size_t dim, __m128i table, uint8_t *row) {
+    const uint8_t *low = slot + (dim + 1) / 2;
+    const __m128i mask = _mm_set1_epi8(15);
+    size_t i = 0;
+    for (; i + 32 <= dim; i += 32) {
+        const __m128i codes = _mm_loadu_si128((const __m128i *)(slot + i / 2));
+        const __m128i even = _mm_shuffle_epi8(table, _mm_and_si128(codes, mask));
+        const __m128i odd = _mm_shuffle_epi8(table, _mm_and_si128(_mm_srli_epi16(codes, 4), mask));
+        const __m128i top0 = _mm_unpacklo_epi8(even, odd), top1 = _mm_unpackhi_epi8(even, odd);
+        const __m128i low0 = _mm_loadu_si128((const __m128i *)(low + i)), low1 = _mm_loadu_si128((const __m128i *)(low + i + 16));
+        __m128i *o = (__m128i *)(row + 2 * i);
+        _mm_storeu_si128(o, _mm_unpacklo_epi8(low0, top0));
+        _mm_storeu_si128(o + 1, _mm_unpackhi_epi8(low0, top0));
+        _mm_storeu_si128(o + 2, _mm_unpacklo_epi8(low1, top1));
+        _mm_storeu_si128(o + 3, _mm_unpackhi_epi8(low1, top1));
+    }
+    uint8_t t[16];
+    _mm_storeu_si128((__m128i *)t, table);
+    for (; i < dim; i++) {
+        row[2 * i] = low[i];
+        row[2 * i + 1] = t[(slot[i >> 1] >> ((i & 1) * 4)) & 15];
+    }
+}
+
+static AVX2 size_t nibble_decode_avx2(const void *const *slots, size_t count, size_t dim, size_t size, const uint8_t *table,
+                                      uint8_t *out, size_t distance, size_t slot_bytes) {
+    const __m128i t = _mm_loadu_si128((const __m128i *)table);
+    for (size_t k = 0; k < count; k++) {
+        if (distance && k + distance < count) pkm_prefetch(slots[k + distance], slot_bytes);
+        const uint8_t *slot = (const uint8_t *)slots[k];
+        if (slot[0] == 0xFF) return k;
+        if (size == 2) nibble_decode_bf16_ssse3(slot, dim, t, out + k * dim * 2);
+        else nibble_decode_portable(slot, dim, size, table, out + k * dim * size);
+    }
+    return count;
+}
+
+size_t pkm_nibble_decode_at(int level, const void *const *slots, size_t count, size_t dim, size_t element_size,
+                            const uint8_t *table, void *out, size_t prefetch_distance) {
+    const size_t slot_bytes = (dim + 1) / 2 + (element_size - 1) * dim;
+    for (size_t k = 0; k < prefetch_distance && k < count; k++) pkm_prefetch(slots[k], slot_bytes);
+    if (level >= PKM_KERNEL_AVX2 && pkm_gather_reduce_level() >= PKM_KERNEL_AVX2)
+        return nibble_decode_avx2(slots, count, dim, element_size, table, (uint8_t *)out, prefetch_distance, slot_bytes);
+    for (size_t k = 0; k < count; k++) {
+        if (prefetch_distance && k + prefetch_distance < count) pkm_prefetch(slots[k + prefetch_distance], slot_bytes);
+        const uint8_t *slot = (const uint8_t *)slots[k];
+        if (slot[0] == 0xFF) return k;
+        nibble_decode_portable(slot, dim, element_size, table, (uint8_t *)out + k * dim * element_size);
+    }
+    return count;
+}
+
+size_t pkm_nibble_decode(const void *const *slots, size_t count, size_t dim, size_t element_size, const uint8_t *table,
+                         void *out, size_t prefetch_distance) {
+    return pkm_nibble_decode_at(pkm_gather_reduce_level(), slots, count, dim, element_size, table, out, prefetch_distance);
+}

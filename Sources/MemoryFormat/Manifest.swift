@@ -6,6 +6,9 @@ public enum CodecKind: String, Codable, Sendable, CaseIterable {
     case raw
     /// Byte planes (sign moved out of the exponent byte), each plane zstd-compressed when that pays.
     case zstd
+    /// Each row on its own, its elements' top bytes as 4-bit codes (``NibbleCode``); bf16 and f32
+    /// tables, from format version 6. Decoded a row at a time, without its neighbours.
+    case nibble
 }
 
 /// The layout of a value table: what a writer needs to know before the first row.
@@ -41,10 +44,24 @@ public struct TableLayout: Codable, Sendable, Equatable {
         // Saturating: an out-of-range `dim` is refused by `validate()`, not trapped on here.
         let (bytes, overflow) = max(dim, 0).multipliedReportingOverflow(by: elementType.size)
         guard !overflow else { return 1 }
-        guard codec == .raw else { return max(1, (defaultShardBytes - 64) / max(1, bytes)) }
-        let raw = RawShardLayout(version: Manifest.currentVersion, rowBytes: bytes)
-        var rows = max(1, (defaultShardBytes - 64) / max(1, bytes + RawShardLayout.checksumBytes))
-        while rows > 1 && raw.blobBytes(rows: rows) > defaultShardBytes - 16 { rows -= 1 }
+        switch codec {
+        case .zstd:
+            return max(1, (defaultShardBytes - 64) / max(1, bytes))
+        case .raw:
+            return rowsFilling(RawShardLayout(version: Manifest.currentVersion, rowBytes: bytes), escapedBytes: 0)
+        case .nibble:
+            let slot = NibbleCode.slotBytes(dim: max(dim, 1), elementType: elementType)
+            return rowsFilling(.nibble(slotBytes: slot), escapedBytes: bytes / 64)
+        }
+    }
+
+    /// The most rows whose blob in `layout` fits ``defaultShardBytes`` less LMDB's 16-byte
+    /// overflow-page header, with `escapedBytes` a row to spare (a nibble shard's escaped rows:
+    /// room for one in 64).
+    private static func rowsFilling(_ layout: RawShardLayout, escapedBytes: Int) -> Int {
+        let perRow = layout.rowBytes + layout.checksumBytes + escapedBytes
+        var rows = max(1, (defaultShardBytes - 64) / max(1, perRow))
+        while rows > 1 && layout.blobBytes(rows: rows) + rows * escapedBytes > defaultShardBytes - 16 { rows -= 1 }
         return rows
     }
 
@@ -69,8 +86,16 @@ public struct TableLayout: Codable, Sendable, Equatable {
         guard rowsPerShard <= (1 << 28) / rowBytes else {
             throw bad("a shard may hold at most 256 MiB of raw rows (\(rowsPerShard) rows of \(rowBytes) bytes; at most \((1 << 28) / rowBytes) rows)")
         }
-        guard (1...22).contains(level) || codec == .raw else { throw bad("zstd level must be in 1...22 (got \(level))") }
-        guard !(dictionary && codec == .raw) else { throw bad("a dictionary needs the zstd codec") }
+        guard (1...22).contains(level) || codec != .zstd else { throw bad("zstd level must be in 1...22 (got \(level))") }
+        guard !(dictionary && codec != .zstd) else { throw bad("a dictionary needs the zstd codec") }
+        if codec == .nibble {
+            guard elementType != .f16 else {
+                throw bad("the nibble codec codes bf16 and f32 values; an f16 top byte holds two mantissa bits, so most f16 rows would be stored whole (Spec/FORMAT.md, \"Nibble\"): use zstd or raw")
+            }
+            guard NibbleCode.slotBytes(dim: dim, elementType: elementType) >= NibbleCode.minimumSlotBytes else {
+                throw bad("the nibble codec needs rows of at least \(elementType == .bf16 ? 6 : 3) \(elementType.rawValue) values (got \(dim))")
+            }
+        }
     }
 }
 
@@ -78,7 +103,10 @@ public struct TableLayout: Codable, Sendable, Equatable {
 public struct Manifest: Codable, Sendable, Equatable {
     public static let formatName = "pkm-store"
     /// The format version this code writes and the newest it reads.
-    public static let currentVersion = 5
+    public static let currentVersion = 6
+    /// The versions this code resumes imports of and edits the layers of: those whose records
+    /// and shards it writes unchanged (version 6 adds only the nibble codec to version 5).
+    public static let writableVersions = 5...currentVersion
 
     public var format: String
     public var formatVersion: Int

@@ -1,7 +1,8 @@
-/// Where a raw shard blob with row checksums keeps each row and each row's checksum
-/// (Spec/FORMAT.md, "Raw"). Rows come in groups of `groupRows`; within a group, row `k` lies at
-/// `rowsOffset + k × rowBytes` and its u64 checksum at `checksumsOffset + 8k`, and groups follow
-/// one another every `groupBytes` bytes from `start`.
+/// Where a shard blob with row checksums keeps each stored row and each row's checksum
+/// (Spec/FORMAT.md, "Raw" and "Nibble"). Rows come in groups of `groupRows`; within a group, row
+/// `k` lies at `rowsOffset + k × rowBytes` and its checksum (`checksumBytes` bytes) at
+/// `checksumsOffset + k × checksumBytes`, and groups follow one another every `groupBytes` bytes
+/// from `start`.
 ///
 /// - Codec 2 (format versions 3 and 4): a 32-byte header, then each row followed by its checksum
 ///   (groups of one row).
@@ -9,6 +10,8 @@
 ///   of LMDB's overflow pages (whose data starts 16 bytes in); then groups of up to ``alignedGroupRows(rowBytes:)``
 ///   rows, each one 64-byte line of its rows' checksums (zero-padded) followed by the rows back to
 ///   back. Rows of a multiple of 64 bytes start on cache lines and span only their own lines.
+/// - Codec 4 (format version 6, ``nibble(slotBytes:)``): as codec 3 with each row's slot of
+///   coded bytes in place of the row, and 4-byte checksums, up to 16 to a group's line.
 public struct RawShardLayout: Sendable, Equatable {
     public let rowBytes: Int
     /// Bytes before the first group: the header (and its padding).
@@ -21,29 +24,44 @@ public struct RawShardLayout: Sendable, Equatable {
     public let checksumsOffset: Int
     /// The shard blob's codec byte.
     public let codecByte: UInt8
-
-    public static let checksumBytes = 8
+    /// Bytes of each row's checksum: 8 (raw codecs) or 4 (nibble).
+    public let checksumBytes: Int
 
     /// The layout of format version `version` (3 or later) for rows of `rowBytes` bytes.
     public init(version: Int, rowBytes: Int) {
-        self.rowBytes = rowBytes
         if version >= 5 {
-            let rows = Self.alignedGroupRows(rowBytes: rowBytes)
-            start = 48
-            groupRows = rows
-            groupShift = rows.trailingZeroBitCount
-            rowsOffset = Self.checksumLine(rows: rows)
-            checksumsOffset = 0
-            groupBytes = rowsOffset + rows * rowBytes
-            codecByte = 3
+            self.init(rowBytes: rowBytes, start: 48, groupRows: Self.alignedGroupRows(rowBytes: rowBytes), checksumBytes: 8, codecByte: 3)
         } else {
-            start = 32
-            groupRows = 1
-            groupShift = 0
+            self.init(rowBytes: rowBytes, start: 32, groupRows: 1, checksumBytes: 8, codecByte: 2)
+        }
+    }
+
+    /// The layout of codec 4 (format version 6) for coded row slots of `slotBytes` bytes:
+    /// groups of as many as keep them within a 4 KiB page, a power of two from 1 to 16, on one
+    /// 64-byte line of 4-byte checksums.
+    public static func nibble(slotBytes: Int) -> RawShardLayout {
+        var g = 16
+        while g > 1 && g * slotBytes > 4096 { g /= 2 }
+        return RawShardLayout(rowBytes: slotBytes, start: 48, groupRows: g, checksumBytes: 4, codecByte: 4)
+    }
+
+    /// Groups of one row (codec 2) are the row then its checksum; larger groups, a line of
+    /// checksums then the rows.
+    private init(rowBytes: Int, start: Int, groupRows: Int, checksumBytes: Int, codecByte: UInt8) {
+        self.rowBytes = rowBytes
+        self.start = start
+        self.groupRows = groupRows
+        self.checksumBytes = checksumBytes
+        self.codecByte = codecByte
+        groupShift = groupRows.trailingZeroBitCount
+        if codecByte == 2 {
             rowsOffset = 0
             checksumsOffset = rowBytes
-            groupBytes = rowBytes + Self.checksumBytes
-            codecByte = 2
+            groupBytes = rowBytes + checksumBytes
+        } else {
+            rowsOffset = Self.checksumLine(rows: groupRows, checksumBytes: checksumBytes)
+            checksumsOffset = 0
+            groupBytes = rowsOffset + groupRows * rowBytes
         }
     }
 
@@ -56,12 +74,20 @@ public struct RawShardLayout: Sendable, Equatable {
     }
 
     /// The bytes holding a group's checksums, padded to whole 64-byte lines.
-    static func checksumLine(rows: Int) -> Int { (rows * checksumBytes + 63) / 64 * 64 }
+    static func checksumLine(rows: Int, checksumBytes: Int) -> Int { (rows * checksumBytes + 63) / 64 * 64 }
 
-    /// The exact length of a blob of `rows` rows.
+    /// The exact length of a blob of `rows` rows (for codec 4, before its escaped rows).
     public func blobBytes(rows: Int) -> Int {
         let full = rows / groupRows, rest = rows % groupRows
         return start + full * groupBytes + (rest == 0 ? 0 : groupBytes - (groupRows - rest) * rowBytes)
+    }
+
+    /// How many escaped rows of `rowBytes` a nibble blob of `count` bytes holding `rows` rows
+    /// carries after its groups, or nil when that length is not a whole number of them.
+    public func escapedRows(inBlob count: Int, rows: Int, rowBytes: Int) -> Int? {
+        let extra = count - blobBytes(rows: rows)
+        guard extra >= 0, extra % rowBytes == 0, extra / rowBytes <= rows else { return nil }
+        return extra / rowBytes
     }
 
     /// Offset of row `r` (within the shard) from the blob's first group.
@@ -73,6 +99,6 @@ public struct RawShardLayout: Sendable, Equatable {
     /// Offset of row `r`'s checksum from the blob's first group.
     @inline(__always)
     public func checksumOffset(_ r: Int) -> Int {
-        (r >> groupShift) * groupBytes + checksumsOffset + (r & (groupRows - 1)) * Self.checksumBytes
+        (r >> groupShift) * groupBytes + checksumsOffset + (r & (groupRows - 1)) * checksumBytes
     }
 }

@@ -46,7 +46,7 @@ public func cStoreLayout(_ handle: UInt64, _ out: UnsafeMutablePointer<pkm_layou
         let t = store.layout
         out.pointee = pkm_layout(rows: Int64(t.rows), dim: Int64(t.dim), rows_per_shard: Int64(t.rowsPerShard),
                                  shard_count: Int64(t.shardCount), rows_committed: Int64(store.readableRows),
-                                 element_type: Int32(t.elementType.code), codec: t.codec == .raw ? 0 : 1,
+                                 element_type: Int32(t.elementType.code), codec: t.codec == .raw ? 0 : t.codec == .zstd ? 1 : 2,
                                  format_version: Int32(store.manifest.formatVersion), complete: store.isComplete ? 1 : 0)
     }
 }

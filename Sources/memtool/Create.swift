@@ -97,9 +97,13 @@ struct Create: ParsableCommand {
         }
         let layout = try storage.layout(elementType: dtype, rows: config.physicalRows, dim: config.tableDim)
         // The tensors are generated in memory; the values must fit on disk: exactly, raw, and at
-        // no less than an eighth of their raw size compressed.
+        // no less than an eighth of their raw size compressed (at most 13/16 and a checksum, nibble-coded).
         try MachineLimits.requireMemory(config.residentTensorBytes.map { $0 * 2 }, for: "the synthetic keys, cores, projectors and map of a layer")
-        let stored = layout.codec == .raw ? checkedProduct(layout.rows, layout.rowBytes + 8) : layout.rawBytes / 8
+        let stored = switch layout.codec {
+        case .raw: checkedProduct(layout.rows, layout.rowBytes + 8)
+        case .nibble: checkedProduct(layout.rows, layout.rowBytes * 13 / 16 + 4)
+        case .zstd: layout.rawBytes / 8
+        }
         try MachineLimits.requireDisk(stored, at: store, for: "\(layout.rows) rows of \(layout.rowBytes) bytes (\(layout.codec.rawValue))")
     }
 

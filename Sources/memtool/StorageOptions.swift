@@ -6,7 +6,7 @@ struct StorageOptions: ParsableArguments {
     @Option(help: "Rows per shard (default: as many as fit in a 64 KiB shard with its header and row checksums, Spec/FORMAT.md).")
     var rowsPerShard: Int?
 
-    @Option(help: "Shard codec: zstd (byte planes + zstd) or raw (uncompressed, read in place).")
+    @Option(help: "Shard codec: zstd (byte planes + zstd), raw (uncompressed, read in place) or nibble (bf16/f32 rows coded one by one, read in place).")
     var codec: CodecKind = .zstd
 
     @Option(help: "zstd compression level, 1 to 22.")

@@ -62,7 +62,7 @@ def unplane(planes, size):
 
 
 # The format versions whose stores hold blobs of each codec.
-CODEC_VERSIONS = {0: range(1, 3), 1: range(1, 6), 2: range(3, 5), 3: range(5, 6)}
+CODEC_VERSIONS = {0: range(1, 3), 1: range(1, 7), 2: range(3, 5), 3: range(5, 7), 4: range(6, 7)}
 
 
 def checked_raw_layout(codec, row_bytes):
@@ -76,7 +76,66 @@ def checked_raw_layout(codec, row_bytes):
     return 48, g, line + g * row_bytes, line, 0
 
 
-def decode_shard(blob, index, table, dictionary, version):
+def nibble_layout(dim, size):
+    """(slot bytes, group rows, group bytes) of codec 4: slots of 4-bit codes and low bytes, groups within 4 KiB."""
+    slot = (dim + 1) // 2 + (size - 1) * dim
+    g = 16
+    while g > 1 and g * slot > 4096:
+        g //= 2
+    return slot, g, 64 + g * slot
+
+
+def decode_nibble(blob, index, start, rows, dim, size, codes):
+    """The rows of a codec-4 blob (Spec/FORMAT.md, "Nibble"), each checked against its u32 checksum."""
+    row_bytes = dim * size
+    slot, g, group = nibble_layout(dim, size)
+    full, rest = divmod(rows, g)
+    groups_end = 48 + full * group + (64 + rest * slot if rest else 0)
+    extra = len(blob) - groups_end
+    if extra < 0 or extra % row_bytes or extra // row_bytes > rows:
+        raise FormatError(f"shard {index}: bad nibble length")
+    escapes = extra // row_bytes
+    if any(blob[32:48]):
+        raise FormatError(f"shard {index}: header padding is not zero")
+    if codes is None:
+        raise FormatError(f"shard {index}: a nibble shard, and the store holds no __nibble_codes")
+    lookup = np.array(list(codes), dtype=np.uint8)
+    parts, escaped = [], 0
+    for r in range(rows):
+        line = 48 + (r // g) * group
+        at = line + 64 + (r % g) * slot
+        s = bytes(blob[at:at + slot])
+        if s[0] == 0xFF:  # escaped: marker, 3 zero bytes, u32 index, zeros; stored whole after the groups, in row order
+            (i,) = struct.unpack_from("<I", s, 4)
+            if any(s[1:4]) or any(s[8:]) or i != escaped or i >= escapes:
+                raise FormatError(f"shard {index}: row {start + r} has a bad escape slot")
+            row = bytes(blob[groups_end + i * row_bytes:groups_end + (i + 1) * row_bytes])
+            escaped += 1
+        else:
+            n = np.frombuffer(s[:(dim + 1) // 2], dtype=np.uint8)
+            code = np.empty(2 * len(n), dtype=np.uint8)
+            code[0::2], code[1::2] = n & 15, n >> 4
+            code = code[:dim]
+            if (code == 15).any():
+                raise FormatError(f"shard {index}: row {start + r} holds code 15")
+            out = np.empty((dim, size), dtype=np.uint8)
+            out[:, :size - 1] = np.frombuffer(s[(dim + 1) // 2:], dtype=np.uint8).reshape(dim, size - 1)
+            out[:, size - 1] = lookup[code]
+            row = out.tobytes()
+        (row_sum,) = struct.unpack_from("<I", blob, line + 4 * (r % g))
+        if xxhash.xxh64_intdigest(row, seed=start + r) & 0xFFFFFFFF != row_sum:
+            raise FormatError(f"shard {index}: row {start + r} checksum mismatch")
+        parts.append(row)
+    if escaped != escapes:
+        raise FormatError(f"shard {index}: escaped rows no slot points to")
+    for first in range(0, rows, g):
+        line = 48 + (first // g) * group
+        if any(blob[line + 4 * min(g, rows - first):line + 64]):
+            raise FormatError(f"shard {index}: checksum line of row {start + first} is not zero-padded")
+    return b"".join(parts)
+
+
+def decode_shard(blob, index, table, dictionary, version, codes=None):
     type_code = {"f32": 1, "f16": 2, "bf16": 3}[table["elementType"]]
     size = ELEMENT[type_code][1]
     start = index * table["rowsPerShard"]
@@ -117,6 +176,10 @@ def decode_shard(blob, index, table, dictionary, version):
                 if any(blob[line + 8 * min(g, rows - first):line + rows_at]):
                     raise FormatError(f"shard {index}: checksum line of row {start + first} is not zero-padded")
         data = b"".join(parts)
+    elif codec == 4:
+        if planes != 0 or flags != 0 or table["codec"] != "nibble":
+            raise FormatError(f"shard {index}: bad nibble header")
+        data = decode_nibble(blob, index, start, rows, dim, size, codes)
     elif codec == 1:
         if planes != size:
             raise FormatError(f"shard {index}: bad plane count")
@@ -189,8 +252,8 @@ class StoreReader:
             if manifest is None:
                 raise FormatError("no manifest")
             self.manifest = read_manifest(manifest)
-            if self.manifest.get("format") != "pkm-store" or self.manifest.get("formatVersion") not in (1, 2, 3, 4, 5):
-                raise FormatError("not a pkm-store of version 1 to 5")
+            if self.manifest.get("format") != "pkm-store" or self.manifest.get("formatVersion") not in (1, 2, 3, 4, 5, 6):
+                raise FormatError("not a pkm-store of version 1 to 6")
             self.state = json.loads(self.record(txn, "state"))
             # From version 3 the catalog lists every tensor (with its checksum) and meta record.
             self.catalog = None
@@ -204,6 +267,11 @@ class StoreReader:
         if self.table["dictionary"]:
             d = self.tensor("__zstd_dictionary")
             self.dictionary = zstandard.ZstdCompressionDict(d.tobytes())
+        self.codes = None
+        if self.table["codec"] == "nibble" and self.shard_count() > 0:
+            self.codes = self.tensor("__nibble_codes").tobytes()
+            if len(self.codes) != 15 or len(set(self.codes)) != 15:
+                raise FormatError("tensor __nibble_codes: not 15 distinct bytes")
 
     def record(self, txn, name):
         """The JSON of meta record `name` (None when absent), its seal checked from version 2."""
@@ -237,7 +305,8 @@ class StoreReader:
         for s in range(self.shard_count()):
             h.update(self.shard_bytes(s))
         for name in sorted(self.tensor_names(), key=lambda n: n.encode()):
-            h.update(name.encode() + self.tensor(name).tobytes())
+            if name != "__nibble_codes":  # how the rows are coded, not what they hold
+                h.update(name.encode() + self.tensor(name).tobytes())
         if self.manifest["formatVersion"] < 4:
             with self.env.begin() as txn:
                 h.update(self.record(txn, "retrieval") or b"")
@@ -270,7 +339,7 @@ class StoreReader:
             blob = txn.get(struct.pack(">Q", index), db=self.shards)
             if blob is None:
                 raise FormatError(f"shard {index} is missing")
-            return decode_shard(blob, index, self.table, self.dictionary, self.manifest["formatVersion"])
+            return decode_shard(blob, index, self.table, self.dictionary, self.manifest["formatVersion"], self.codes)
 
     def all_bytes(self):
         return b"".join(self.shard_bytes(s) for s in range(self.shard_count()))

@@ -88,7 +88,7 @@ class Layout:
         self.rows, self.dim = c.rows, c.dim
         self.rows_per_shard, self.shard_count, self.rows_committed = c.rows_per_shard, c.shard_count, c.rows_committed
         self.dtype = _native.TYPE_NAMES[c.element_type]
-        self.codec = "raw" if c.codec == 0 else "zstd"
+        self.codec = {0: "raw", 1: "zstd", 2: "nibble"}.get(c.codec, str(c.codec))
         self.format_version = c.format_version
         self.complete = bool(c.complete)
 

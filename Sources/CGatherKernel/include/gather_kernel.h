@@ -50,6 +50,20 @@ size_t pkm_locate_rows(const intptr_t *indices, size_t count, const intptr_t *sh
                        size_t row_bytes, size_t groups_per_shard, const uint64_t *checked, size_t *unchecked,
                        const void **rows);
 
+/// Decodes rows of the nibble codec (Spec/FORMAT.md, "Nibble"): for k in 0 ..< count, the slot
+/// at slots[k] (`dim` elements of `element_size` bytes, 2 or 4: (dim + 1) / 2 bytes of 4-bit
+/// codes, element i's in byte i / 2, the low nibble for even i, then each element's lower
+/// element_size - 1 bytes) becomes row k at out + k x dim x element_size, each element's top
+/// byte table[code] (`table` holds 16 bytes; code 15 never occurs in a coded row). Stops at the
+/// first escaped slot (first byte 0xFF), which it leaves to the caller, and returns its k (count
+/// when none is). Slots `prefetch_distance` ahead are prefetched (0: none).
+size_t pkm_nibble_decode(const void *const *slots, size_t count, size_t dim, size_t element_size, const uint8_t *table,
+                         void *out, size_t prefetch_distance);
+
+/// pkm_nibble_decode with the path limited to `level` (PKM_KERNEL_PORTABLE or better), for tests.
+size_t pkm_nibble_decode_at(int level, const void *const *slots, size_t count, size_t dim, size_t element_size,
+                            const uint8_t *table, void *out, size_t prefetch_distance);
+
 /// The locality of pkm_prefetch (`__builtin_prefetch`'s third argument): 3, into the first
 /// level (`prefetcht0`). Against 1 (`prefetcht2`, the second level), the same rows in one
 /// process (`bash Tools/prefetch_hint.sh`, BENCHMARKS.md "Prefetch hint"): 1.07-1.18x at 2^16

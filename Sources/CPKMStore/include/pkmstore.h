@@ -58,7 +58,7 @@ typedef struct pkm_layout {
     int64_t shard_count;
     int64_t rows_committed;  /* rows readable (all of them when complete) */
     int32_t element_type;    /* PKM_F32, PKM_F16 or PKM_BF16 */
-    int32_t codec;           /* 0 raw, 1 zstd */
+    int32_t codec;           /* 0 raw, 1 zstd, 2 nibble */
     int32_t format_version;
     int32_t complete;        /* 1 when every row is stored */
 } pkm_layout;

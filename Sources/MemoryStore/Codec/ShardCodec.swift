@@ -5,7 +5,8 @@ import _MemorySupport
 /// A blob is a 32-byte header, then for the `zstd` codec one 8-byte entry per byte plane,
 /// then the payload; for the `raw` codec (from format version 3) the rows with the XXH64 of
 /// each row seeded with its index in the table, where ``RawShardLayout`` puts them, so a
-/// single row can be checked where it lies, without its shard's header. The header's checksum
+/// single row can be checked where it lies, without its shard's header; for the `nibble`
+/// codec each row's coded slot there instead (``NibbleShard``), with a 32-bit checksum of its values. The header's checksum
 /// is XXH64 of the decoded rows, checked on every whole-shard decode.
 package enum ShardCodec {
     static let magic: UInt32 = 0x3153_4B50  // "PKS1" read as a little-endian u32
@@ -23,6 +24,8 @@ package enum ShardCodec {
         case checkedRows = 2
         /// Rows in groups on 64-byte lines, each group's checksums on the line before its rows (format version 5).
         case groupedRows = 3
+        /// Nibble-coded row slots grouped as codec 3 with 4-byte checksums, escaped rows after them (format version 6).
+        case nibbleRows = 4
 
         /// The format versions whose stores hold blobs of this codec.
         var versions: ClosedRange<Int> {
@@ -31,10 +34,17 @@ package enum ShardCodec {
             case .zstdPlanes: 1...Int.max
             case .checkedRows: 3...4
             case .groupedRows: 5...Int.max
+            case .nibbleRows: 6...Int.max
             }
         }
 
-        var codec: CodecKind { self == .zstdPlanes ? .zstd : .raw }
+        var codec: CodecKind {
+            switch self {
+            case .zstdPlanes: .zstd
+            case .nibbleRows: .nibble
+            case .rawRows, .checkedRows, .groupedRows: .raw
+            }
+        }
     }
 
     package struct Header {
@@ -50,8 +60,9 @@ package enum ShardCodec {
     }
 
     /// Encodes `rows` (little-endian elements of `layout.elementType`) as shard `index`.
+    /// `codes` is the store's nibble code (for the nibble codec only).
     package static func encode(_ rows: UnsafeRawBufferPointer, shard index: Int, layout: TableLayout,
-                       compressor: ZstdCompressor?, scratch: inout [UInt8]) -> [UInt8] {
+                       compressor: ZstdCompressor?, codes: NibbleCode? = nil, scratch: inout [UInt8]) -> [UInt8] {
         let rowCount = rows.count / layout.rowBytes
         let checksum = XXH64.hash(rows)
         var out: [UInt8]
@@ -69,6 +80,8 @@ package enum ShardCodec {
                     o.storeBytes(of: XXH64.hash(row, seed: seed).littleEndian, toByteOffset: raw.start + raw.checksumOffset(r), as: UInt64.self)
                 }
             }
+        case .nibble:
+            out = encodeNibble(rows, rowCount: rowCount, shard: index, layout: layout, codes: codes!, checksum: checksum)
         case .zstd:
             let s = layout.elementType.size
             let count = rows.count / s
@@ -102,6 +115,34 @@ package enum ShardCodec {
                             dictionary: compressor!.usesDictionary)
             }
         }
+        return out
+    }
+
+    /// Each row coded in its slot, or escaped: its slot the marker and its index among the
+    /// shard's escaped rows, its bytes after the last group. Each row's checksum is the low 32
+    /// bits of the XXH64 of its values, seeded with its index in the table.
+    private static func encodeNibble(_ rows: UnsafeRawBufferPointer, rowCount: Int, shard index: Int, layout: TableLayout,
+                                     codes: NibbleCode, checksum: UInt64) -> [UInt8] {
+        let rowBytes = layout.rowBytes, size = layout.elementType.size
+        let nibble = RawShardLayout.nibble(slotBytes: NibbleCode.slotBytes(dim: layout.dim, elementType: layout.elementType))
+        var out = [UInt8](repeating: 0, count: nibble.blobBytes(rows: rowCount))  // padding stays zero
+        var escaped: [Int] = []
+        out.withUnsafeMutableBytes { o in
+            writeHeader(o, codec: .nibbleRows, layout: layout, planes: 0, rowCount: rowCount, shard: index, checksum: checksum, dictionary: false)
+            for r in 0..<rowCount {
+                let row = UnsafeRawBufferPointer(rebasing: rows[(r * rowBytes)..<((r + 1) * rowBytes)])
+                let slot = o.baseAddress! + nibble.start + nibble.rowOffset(r)
+                if !codes.encode(row.baseAddress!, dim: layout.dim, elementSize: size, into: slot) {
+                    slot.initializeMemory(as: UInt8.self, repeating: 0, count: nibble.rowBytes)
+                    slot.storeBytes(of: NibbleCode.escapeMarker, as: UInt8.self)
+                    slot.storeBytes(of: UInt32(escaped.count).littleEndian, toByteOffset: 4, as: UInt32.self)
+                    escaped.append(r)
+                }
+                let sum = UInt32(truncatingIfNeeded: XXH64.hash(row, seed: UInt64(index * layout.rowsPerShard + r)))
+                o.storeBytes(of: sum.littleEndian, toByteOffset: nibble.start + nibble.checksumOffset(r), as: UInt32.self)
+            }
+        }
+        for r in escaped { out.append(contentsOf: rows[(r * rowBytes)..<((r + 1) * rowBytes)]) }
         return out
     }
 
@@ -143,6 +184,7 @@ package enum ShardCodec {
         guard header.shardIndex == index else { throw corrupt("header says shard \(header.shardIndex)") }
         guard header.rowCount == rows.count else { throw corrupt("header says \(header.rowCount) rows, the manifest \(rows.count)") }
         guard header.dim == layout.dim else { throw corrupt("header says dim \(header.dim), the manifest \(layout.dim)") }
+        guard (codec == .nibbleRows) == (layout.codec == .nibble) else { throw corrupt("codec \(blob[4]) in a \(layout.codec.rawValue) table") }
         switch codec {
         case .rawRows, .checkedRows, .groupedRows:
             guard header.planeCount == 0 else { throw corrupt("raw shard with \(header.planeCount) planes") }
@@ -151,6 +193,13 @@ package enum ShardCodec {
             if let raw = header.rawLayout(layout), raw.start > headerSize {
                 guard blob[headerSize..<raw.start].allSatisfy({ $0 == 0 }) else { throw corrupt("the header's padding is not zero") }
             }
+        case .nibbleRows:
+            guard header.planeCount == 0 else { throw corrupt("nibble shard with \(header.planeCount) planes") }
+            let nibble = header.rawLayout(layout)!
+            guard nibble.escapedRows(inBlob: blob.count, rows: rows.count, rowBytes: layout.rowBytes) != nil else {
+                throw corrupt("nibble blob is \(blob.count) bytes, not \(nibble.blobBytes(rows: rows.count)) and whole escaped rows of \(layout.rowBytes)")
+            }
+            guard blob[headerSize..<nibble.start].allSatisfy({ $0 == 0 }) else { throw corrupt("the header's padding is not zero") }
         case .zstdPlanes:
             guard header.planeCount == type.size else { throw corrupt("\(header.planeCount) planes for \(type.size)-byte elements") }
             guard blob.count >= headerSize + header.planeCount * planeEntrySize else { throw corrupt("plane table is truncated") }
@@ -161,7 +210,7 @@ package enum ShardCodec {
     /// Decodes a checked blob into `destination` (exactly rowCount x rowBytes bytes) and verifies the checksum.
     package static func decode(_ blob: UnsafeRawBufferPointer, header: Header, layout: TableLayout,
                        into destination: UnsafeMutableRawBufferPointer, scratch: inout [UInt8],
-                       decompressor: ZstdDecompressor, dictionary: ZstdDictionary?) throws {
+                       decompressor: ZstdDecompressor, dictionary: ZstdDictionary?, codes: NibbleCode? = nil) throws {
         let rows = layout.rowRange(ofShard: header.shardIndex)
         func corrupt(_ why: String) -> StoreError { .corruptShard(shard: header.shardIndex, rows: rows, reason: why) }
         let size = header.rowCount * layout.rowBytes
@@ -175,15 +224,19 @@ package enum ShardCodec {
                 let row = try stored.row(r, shard: header.shardIndex, layout: layout)
                 (destination.baseAddress! + r * layout.rowBytes).copyMemory(from: row, byteCount: layout.rowBytes)
             }
-            if let raw = header.rawLayout(layout), raw.groupRows > 1 {
-                for r in 0..<header.rowCount where r % raw.groupRows == 0 {  // each group's checksum line past its rows' checksums
-                    let rowsInGroup = min(raw.groupRows, header.rowCount - r)
-                    let line = raw.start + raw.checksumOffset(r)
-                    guard blob[(line + 8 * rowsInGroup)..<(line + raw.rowsOffset)].allSatisfy({ $0 == 0 }) else {
-                        throw corrupt("the checksum line of rows \(rows.lowerBound + r)... is not zero-padded")
-                    }
-                }
+            try checkChecksumLinePadding(blob, header: header, layout: layout)
+        case .nibbleRows:
+            guard let codes else { throw corrupt("a nibble shard, and the store holds no nibble code") }
+            let shard = NibbleShard(blob: blob, shard: header.shardIndex, layout: layout)
+            let table = codes.decodeTable
+            var escapes = 0
+            for r in 0..<header.rowCount {
+                let row = UnsafeMutableRawBufferPointer(rebasing: destination[(r * layout.rowBytes)..<((r + 1) * layout.rowBytes)])
+                if try shard.decode(r, table: table, into: row.baseAddress!, expectedEscape: escapes) { escapes += 1 }
+                try shard.check(r, decoded: UnsafeRawBufferPointer(row))
             }
+            guard escapes == shard.escapeCount else { throw corrupt("\(shard.escapeCount - escapes) escaped rows no slot points to") }
+            try checkChecksumLinePadding(blob, header: header, layout: layout)
         case .zstdPlanes:
             let s = header.planeCount
             let count = size / s
@@ -233,12 +286,29 @@ extension ShardCodec {
     }
 }
 
+extension ShardCodec {
+    /// Throws unless each group's checksum line is zero past its rows' checksums.
+    private static func checkChecksumLinePadding(_ blob: UnsafeRawBufferPointer, header: Header, layout: TableLayout) throws {
+        guard let raw = header.rawLayout(layout), raw.groupRows > 1 else { return }
+        for r in stride(from: 0, to: header.rowCount, by: raw.groupRows) {
+            let rowsInGroup = min(raw.groupRows, header.rowCount - r)
+            let line = raw.start + raw.checksumOffset(r)
+            guard blob[(line + raw.checksumBytes * rowsInGroup)..<(line + raw.rowsOffset)].allSatisfy({ $0 == 0 }) else {
+                let first = header.shardIndex * layout.rowsPerShard + r
+                throw StoreError.corruptShard(shard: header.shardIndex, rows: layout.rowRange(ofShard: header.shardIndex),
+                                              reason: "the checksum line of rows \(first)... is not zero-padded")
+            }
+        }
+    }
+}
+
 extension ShardCodec.Header {
-    /// Where a raw blob with row checksums keeps its rows and checksums; nil for other codecs.
+    /// Where a blob with row checksums (raw from version 3, nibble) keeps its rows and checksums; nil for other codecs.
     func rawLayout(_ layout: TableLayout) -> RawShardLayout? {
         switch codecByte {
         case .checkedRows: RawShardLayout(version: 4, rowBytes: layout.rowBytes)
         case .groupedRows: RawShardLayout(version: 5, rowBytes: layout.rowBytes)
+        case .nibbleRows: .nibble(slotBytes: NibbleCode.slotBytes(dim: layout.dim, elementType: layout.elementType))
         case .rawRows, .zstdPlanes: nil
         }
     }

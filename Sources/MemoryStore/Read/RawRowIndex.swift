@@ -3,9 +3,9 @@ import CLMDB
 import _MemorySupport
 import Synchronization
 
-/// Direct access to the rows of a complete raw table of format version 3 or later: where each shard's
-/// rows lie in the map (learned in one pass over the shard keys on first use), and which row
-/// groups have been checked since open.
+/// Direct access to the rows of a complete raw table of format version 3 or later, or of a
+/// nibble table: where each shard's rows (or coded slots) lie in the map (learned in one pass
+/// over the shard keys on first use), and which row groups have been checked since open.
 /// A row read is then an address computation, without grouping a batch by shard or looking
 /// each shard up in LMDB's B-tree, and a row's checksum is computed the first time a row of its
 /// group is read.
@@ -18,6 +18,9 @@ final class RawRowIndex: @unchecked Sendable {
     // freed in deinit; `snapshot` is never used after init, it only pins the pages (and, holding
     // its environment, keeps the map the addresses point into).
     private let blobs: UnsafeMutablePointer<Atomic<Int>>
+    /// A nibble table's escaped rows in each shard, stored before the shard's address (so a
+    /// reader that sees the address sees the count); nil for raw tables.
+    private let escapeCounts: UnsafeMutablePointer<Atomic<Int>>?
     private let shardCount: Int
     /// Row groups (``RawShardLayout``) whose rows have all been checked since open, one bit per
     /// group, group `g` of shard `s` at bit `s × groupsPerShard + g`; nil for tables too large to
@@ -28,8 +31,10 @@ final class RawRowIndex: @unchecked Sendable {
     /// Whether the pass over all shard keys has run.
     private let learnedAll = Locked(false)
     let layout: TableLayout
-    /// Where rows and their checksums lie in a blob.
+    /// Where rows (a nibble table's slots) and their checksums lie in a blob.
     let raw: RawShardLayout
+    /// A nibble table's code, as its 16-byte decode table; nil for raw tables.
+    let nibbleTable: [UInt8]?
     private let version: Int
     private let rowsPerShard: Divisor
 
@@ -37,16 +42,20 @@ final class RawRowIndex: @unchecked Sendable {
     static let maxShards = 1 << 24
     static let maxCheckedGroups = 1 << 28
 
-    init?(env: Environment, layout: TableLayout, raw: RawShardLayout, version: Int) throws {
-        guard layout.codec == .raw, layout.shardCount <= Self.maxShards else { return nil }
+    /// - Parameter codes: the nibble table's code (nil for raw tables).
+    init?(env: Environment, layout: TableLayout, raw: RawShardLayout, codes: NibbleCode?, version: Int) throws {
+        guard layout.codec != .zstd, layout.shardCount <= Self.maxShards else { return nil }
         snapshot = try ReadTransaction(env: env)
         self.layout = layout
         self.raw = raw
         self.version = version
+        nibbleTable = codes?.decodeTable
         rowsPerShard = Divisor(layout.rowsPerShard, dividendsBelow: layout.rows)
         shardCount = layout.shardCount
         blobs = .allocate(capacity: shardCount)
         for i in 0..<shardCount { (blobs + i).initialize(to: Atomic(0)) }
+        escapeCounts = codes == nil ? nil : .allocate(capacity: shardCount)
+        for i in 0..<(escapeCounts == nil ? 0 : shardCount) { (escapeCounts! + i).initialize(to: Atomic(0)) }
         groupsPerShard = (layout.rowsPerShard + raw.groupRows - 1) / raw.groupRows
         let groups = shardCount * groupsPerShard
         checked = groups <= Self.maxCheckedGroups ? AtomicBitmap(count: groups) : nil
@@ -55,6 +64,8 @@ final class RawRowIndex: @unchecked Sendable {
     deinit {
         blobs.deinitialize(count: shardCount)
         blobs.deallocate()
+        escapeCounts?.deinitialize(count: shardCount)
+        escapeCounts?.deallocate()
     }
 
     /// The start of shard `index`'s first row group in the map, or nil when not yet known.
@@ -80,10 +91,25 @@ final class RawRowIndex: @unchecked Sendable {
         try txn.forEachEntry(shards) { key, value in
             guard key.count == 8 else { return }
             let index = Int(truncatingIfNeeded: UInt64(bigEndian: key.loadUnaligned(as: UInt64.self)))
-            guard index >= 0, index < shardCount,
-                  value.count == raw.blobBytes(rows: layout.rowRange(ofShard: index).count) else { return }
-            blobs[index].store(Int(bitPattern: value.baseAddress!) + raw.start, ordering: .relaxed)
+            guard index >= 0, index < shardCount, let escaped = escapedRows(inBlob: value.count, shard: index) else { return }
+            store(value, escaped: escaped, shard: index)
         }
+    }
+
+    /// The escaped rows of shard `index`'s blob of `count` bytes (0 for raw tables), or nil when
+    /// a blob of that length cannot be that shard's.
+    private func escapedRows(inBlob count: Int, shard index: Int) -> Int? {
+        let rows = layout.rowRange(ofShard: index).count
+        guard escapeCounts != nil else { return count == raw.blobBytes(rows: rows) ? 0 : nil }
+        return raw.escapedRows(inBlob: count, rows: rows, rowBytes: layout.rowBytes)
+    }
+
+    @discardableResult
+    private func store(_ blob: UnsafeRawBufferPointer, escaped: Int, shard index: Int) -> UnsafeRawPointer {
+        let start = blob.baseAddress! + raw.start
+        escapeCounts?[index].store(escaped, ordering: .relaxed)
+        blobs[index].store(Int(bitPattern: start), ordering: .releasing)
+        return start
     }
 
     private func learnOne(shard index: Int, through txn: ReadTransaction, shards: MDB_dbi) throws -> UnsafeRawPointer {
@@ -91,13 +117,11 @@ final class RawRowIndex: @unchecked Sendable {
             try txn.withValue(shards, key: key) { blob in
                 let rows = layout.rowRange(ofShard: index)
                 guard let blob else { throw StoreError.missingShard(shard: index, rows: rows) }
-                guard blob.count == raw.blobBytes(rows: rows.count) else {
+                guard let escaped = escapedRows(inBlob: blob.count, shard: index) else {
                     _ = try ShardCodec.header(of: blob, shard: index, layout: layout, version: version)  // names what is wrong
-                    throw StoreError.corruptShard(shard: index, rows: rows, reason: "a raw blob of \(blob.count) bytes, expected \(raw.blobBytes(rows: rows.count))")
+                    throw StoreError.corruptShard(shard: index, rows: rows, reason: "a blob of \(blob.count) bytes, expected \(raw.blobBytes(rows: rows.count))")
                 }
-                let start = blob.baseAddress! + raw.start
-                blobs[index].store(Int(bitPattern: start), ordering: .relaxed)
-                return start
+                return store(blob, escaped: escaped, shard: index)
             }
         }
     }
@@ -122,7 +146,7 @@ final class RawRowIndex: @unchecked Sendable {
         let words = counting ? checked?.words64 : nil
         let bases = UnsafeRawPointer(blobs).assumingMemoryBound(to: Int.self)  // Atomic<Int> is laid out as Int
         let located = pkm_locate_rows(indices, count, bases, layout.rowsPerShard, rowsPerShard.multiplier,
-                                      UInt32(raw.groupShift), raw.groupBytes, raw.rowsOffset, layout.rowBytes,
+                                      UInt32(raw.groupShift), raw.groupBytes, raw.rowsOffset, raw.rowBytes,
                                       groupsPerShard, words, &clear, rows)
         // Without a bitmap (tables above maxCheckedGroups) every located row is unchecked.
         unchecked += counting && checked == nil ? located : clear
@@ -153,10 +177,10 @@ final class RawRowIndex: @unchecked Sendable {
     /// is not yet checked, else the row alone; its shard is located.
     func bytesToCheck(ofRow row: Int) -> (start: UnsafeRawPointer, count: Int) {
         let g = group(holding: row)
-        guard !isChecked(row) else { return (g.base + raw.rowOffset(row - g.shardStart), layout.rowBytes) }
+        guard !isChecked(row) else { return (g.base + raw.rowOffset(row - g.shardStart), raw.rowBytes) }
         let first = g.rows.lowerBound, last = g.rows.upperBound - 1
         let start = min(raw.rowOffset(first), raw.checksumOffset(first))
-        let end = max(raw.rowOffset(last) + layout.rowBytes, raw.checksumOffset(last) + RawShardLayout.checksumBytes)
+        let end = max(raw.rowOffset(last) + raw.rowBytes, raw.checksumOffset(last) + raw.checksumBytes)
         return (g.base + start, end - start)
     }
 
@@ -169,9 +193,22 @@ final class RawRowIndex: @unchecked Sendable {
     func verify(row: Int) throws {
         if isChecked(row) { return }
         let g = group(holding: row)
-        func check(_ r: Int) throws {
-            try ShardCodec.checkRow(at: g.base + raw.rowOffset(r), checksum: g.base + raw.checksumOffset(r), row: g.shardStart + r,
-                                    shard: g.shard, layout: layout)
+        let check: (Int) throws -> Void
+        if let nibbleTable {
+            // A nibble row's checksum is of its values: decode it first.
+            let shard = nibbleShard(g.shard, groups: g.base)
+            var decoded = [UInt8](repeating: 0, count: layout.rowBytes)
+            check = { r in
+                try decoded.withUnsafeMutableBytes { row in
+                    _ = try shard.decode(r, table: nibbleTable, into: row.baseAddress!)
+                    try shard.check(r, decoded: UnsafeRawBufferPointer(row))
+                }
+            }
+        } else {
+            check = { r in
+                try ShardCodec.checkRow(at: g.base + self.raw.rowOffset(r), checksum: g.base + self.raw.checksumOffset(r),
+                                        row: g.shardStart + r, shard: g.shard, layout: self.layout)
+            }
         }
         do {
             for r in g.rows { try check(r) }
@@ -180,5 +217,31 @@ final class RawRowIndex: @unchecked Sendable {
             return
         }
         checked?.insert(bit(ofRow: row))
+    }
+
+    /// Shard `index` of a nibble table, its first group at `groups` (known).
+    private func nibbleShard(_ index: Int, groups: UnsafeRawPointer) -> NibbleShard {
+        NibbleShard(groups: groups, slots: raw, escapeCount: escapeCounts![index].load(ordering: .relaxed), shard: index, layout: layout)
+    }
+
+    /// Decodes the nibble slots at `slots[0 ..< count]`, of rows `indices[0 ..< count]` (their shards
+    /// located), into `out`, row k at `out + k × rowBytes`: coded slots by the C decoder, each
+    /// escaped row copied from its shard's escape area after its slot is checked.
+    func decode(_ slots: UnsafeMutablePointer<UnsafeRawPointer?>, rows indices: UnsafePointer<Int>, count: Int,
+                into out: UnsafeMutableRawPointer) throws {
+        let table = nibbleTable!, size = layout.elementType.size, rowBytes = layout.rowBytes
+        var k = 0
+        try table.withUnsafeBufferPointer { t in
+            while k < count {
+                k += pkm_nibble_decode(slots + k, count - k, layout.dim, size, t.baseAddress, out + k * rowBytes, RowKernels.prefetchDistance)
+                guard k < count else { break }
+                let row = indices[k], shard = shard(ofRow: row)
+                // Acquiring: the shard's escape count was stored before its address.
+                let groups = UnsafeRawPointer(bitPattern: blobs[shard].load(ordering: .acquiring))!
+                let escaped = try nibbleShard(shard, groups: groups).escapedRow(row - shard * layout.rowsPerShard, slot: slots[k]!)
+                (out + k * rowBytes).copyMemory(from: escaped, byteCount: rowBytes)
+                k += 1
+            }
+        }
     }
 }

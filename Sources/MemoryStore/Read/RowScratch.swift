@@ -1,12 +1,14 @@
 import _MemorySupport
 
-/// Per-call working memory of a batched read: a row pointer and a position per row. Kept in a
+/// Per-call working memory of a batched read: a row pointer and a position per row, and room for
+/// rows decoded on the way (a nibble table's). Kept in a
 /// pool between calls: a fresh buffer of this size would come from mmap and cost the kernel a
 /// page-zeroing pass on every batch.
 final class RowScratch: @unchecked Sendable {
     // Invariant: used by one call at a time; handed between threads only through the pool's lock.
     let pointers: UnsafeMutableBufferPointer<UnsafeRawPointer?>
     let positions: UnsafeMutableBufferPointer<Int>
+    private var decoded: UnsafeMutableRawBufferPointer?
 
     init(capacity: Int) {
         pointers = .allocate(capacity: capacity)
@@ -16,6 +18,15 @@ final class RowScratch: @unchecked Sendable {
     deinit {
         pointers.deallocate()
         positions.deallocate()
+        decoded?.deallocate()
+    }
+
+    /// At least `bytes` bytes for decoded rows, 64-byte aligned (kept for the next call).
+    func decodedRows(bytes: Int) -> UnsafeMutableRawPointer {
+        if let decoded, decoded.count >= bytes { return decoded.baseAddress! }
+        decoded?.deallocate()
+        decoded = .allocate(byteCount: bytes, alignment: 64)
+        return decoded!.baseAddress!
     }
 }
 

@@ -30,7 +30,7 @@ extension Store {
         let keys = try layerKeys(name)
         guard let record = try metaRecord(named: keys.record) else { throw StoreError.noLayer(path: path) }
         var tensors: [String: Tensor] = [:]
-        for full in try tensorNames() where full != StoredRecords.dictionaryTensor && full.hasPrefix(keys.tensorPrefix) {
+        for full in try tensorNames() where !StoredRecords.tableTensors.contains(full) && full.hasPrefix(keys.tensorPrefix) {
             tensors[String(full.dropFirst(keys.tensorPrefix.count))] = try tensor(named: full)
         }
         return (record, tensors)

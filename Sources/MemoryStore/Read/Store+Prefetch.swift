@@ -16,7 +16,7 @@ extension Store {
             let shard = row(i) / layout.rowsPerShard
             let group = i
             while i < order.count && row(i) / layout.rowsPerShard == shard { i += 1 }
-            if layout.codec == .zstd && cache.contains(shard) { continue }
+            if layout.codec != .raw && cache.contains(shard) { continue }
             try withShardKey(shard) { k in
                 try context.transaction.withValue(env.shards, key: k) { blob in
                     guard let blob, let start = blob.baseAddress.map({ Int(bitPattern: $0) }) else { return }

@@ -49,14 +49,18 @@ extension Store {
             for k in 0..<indices.count {
                 // The row's pages, and those of the rest of its group when the group is to be checked.
                 let p = try locate(k)
-                let needed = checksRows ? index.bytesToCheck(ofRow: indices[k]) : (start: p, count: layout.rowBytes)
+                let needed = checksRows ? index.bytesToCheck(ofRow: indices[k]) : (start: p, count: index.raw.rowBytes)
                 let start = Int(bitPattern: needed.start)
                 adviseWillNeed(start, start + needed.count)
             }
         }
+        // A nibble table's rows are decoded into scratch a group at a time, small enough to stay in L1.
+        let decoding = index.nibbleTable != nil
+        let groupRows = decoding ? max(16, min(Self.rawGroupRows, (32 << 10) / layout.rowBytes)) : Self.rawGroupRows
+        let decoded = decoding ? scratch.decodedRows(bytes: groupRows * layout.rowBytes) : nil
         var start = 0
         while start < indices.count {
-            let n = min(indices.count - start, Self.rawGroupRows)
+            let n = min(indices.count - start, groupRows)
             // Rows of known shards in one C loop; a row of a shard not yet located learns it.
             var located = 0, unchecked = 0
             while located < n {
@@ -77,6 +81,10 @@ extension Store {
                     }
                     try index.verify(row: indices[start + k])
                 }
+            }
+            if let decoded {
+                try index.decode(pointers.baseAddress!, rows: indices.baseAddress! + start, count: n, into: decoded)
+                for k in 0..<n { pointers[k] = UnsafeRawPointer(decoded + k * layout.rowBytes) }
             }
             try visit(RowGroup(rows: UnsafeBufferPointer(rebasing: pointers[0..<n]), positions: nil, first: start))
             start += n
@@ -144,7 +152,7 @@ extension Store {
                 try visit(RowGroup(rows: UnsafeBufferPointer(rebasing: pointers[0..<n]),
                                    positions: UnsafeBufferPointer(rebasing: positions[0..<n]), first: 0))
             }
-            if layout.codec == .zstd, let cached = cache.lookup(shard) {
+            if layout.codec != .raw, let cached = cache.lookup(shard) {
                 hits += 1
                 try cached.withBytes { try visitGroup(ShardRows(decoded: $0.baseAddress!, rowBytes: layout.rowBytes)) }
                 continue
@@ -153,7 +161,7 @@ extension Store {
             if context == nil { context = try contexts.acquire() }
             try withShard(shard, context: context!) { rows in try visitGroup(rows) }
         }
-        if layout.codec == .zstd { cache.record(hits: hits, misses: misses) }
+        if layout.codec != .raw { cache.record(hits: hits, misses: misses) }
     }
 }
 

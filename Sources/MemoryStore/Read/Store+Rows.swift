@@ -38,13 +38,13 @@ extension Store {
                 return
             }
             let shard = index / layout.rowsPerShard
-            if let rawRows, let shardRows = rawRows.rows(ofShard: shard) {
+            if let rawRows, rawRows.nibbleTable == nil, let shardRows = rawRows.rows(ofShard: shard) {
                 let p = rawRows.location(ofRow: index, shard: shard, shardRows: shardRows)
                 if checksRows { try rawRows.verify(row: index) }
                 layout.elementType.convert(p, count: dim, into: output.baseAddress!)
                 return
             }
-            if layout.codec == .zstd, let cached = cache.lookup(shard) {
+            if layout.codec != .raw, let cached = cache.lookup(shard) {
                 cache.record(hits: 1, misses: 0)
                 let offset = (index - shard * layout.rowsPerShard) * layout.rowBytes
                 cached.withBytes { layout.elementType.convert($0.baseAddress! + offset, count: dim, into: output.baseAddress!) }
@@ -187,7 +187,7 @@ extension Store {
         if let residentRows {
             return try body(UnsafeRawBufferPointer(start: residentRows.base + rows.lowerBound * layout.rowBytes, count: rows.count * layout.rowBytes))
         }
-        if layout.codec == .zstd, let cached = cache.lookup(index) {
+        if layout.codec != .raw, let cached = cache.lookup(index) {
             return try cached.withBytes { try body(UnsafeRawBufferPointer(start: $0.baseAddress!, count: rows.count * layout.rowBytes)) }
         }
         let context = try contexts.acquire()

@@ -3,7 +3,7 @@ import _MemorySupport
 extension Store {
     /// Reads shard `index` through `context`'s transaction and calls `body` with its rows: raw
     /// rows in place (each checked as it is read; raw shards of versions 1 and 2 are checked whole
-    /// once per open), compressed shards decoded (into the cache when it has a budget). With
+    /// once per open), compressed (zstd, nibble) shards decoded (into the cache when it has a budget). With
     /// `contiguous`, raw rows that carry checksums are checked and copied out back to back first.
     /// Without `caching`, a decoded shard does not go into the cache (a resident table's load).
     func withShard<T>(_ index: Int, context: ReaderContext, contiguous: Bool = false, caching: Bool = true,
@@ -21,7 +21,7 @@ extension Store {
                 }
                 // Decoding reads the whole blob: one pread (with the kernel's readahead on
                 // sequential scans) instead of faulting the map in a page at a time.
-                if table.codec == .zstd || contiguous, let blobs {
+                if table.codec != .raw || contiguous, let blobs {
                     return try blobs.read(mapped, into: context.scratchBlob(byteCount: mapped.count), what: "shard \(index)") {
                         try withBlob($0, shard: index, context: context, contiguous: contiguous, caching: caching, body)
                     }
@@ -47,13 +47,13 @@ extension Store {
         if header.codec == .raw && !(contiguous && header.rawLayout(table) != nil) {
             return try body(ShardRows(blob: blob, header: header, layout: table))
         }
-        let cached = caching && header.codec == .zstd && cache.budget > 0
+        let cached = caching && header.codec != .raw && cache.budget > 0
         let target = cached ? ShardBuffer(byteCount: size) : context.scratchShard(byteCount: size)
         return try target.withBytes { bytes in
             try ShardCodec.decode(blob, header: header, layout: table,
                                   into: UnsafeMutableRawBufferPointer(rebasing: bytes[0..<size]),
-                                  scratch: &context.planes, decompressor: context.decompressor, dictionary: dictionary)
-            if header.codec == .zstd { decoded.wrappingAdd(size, ordering: .relaxed) }
+                                  scratch: &context.planes, decompressor: context.decompressor, dictionary: dictionary, codes: nibbleCode)
+            if header.codec != .raw { decoded.wrappingAdd(size, ordering: .relaxed) }
             // The cache may decline the shard (larger than a stripe's budget); `withBytes`
             // keeps it alive for `body` either way.
             if cached { cache.insert(index, target) }

@@ -32,9 +32,12 @@ public final class Store: @unchecked Sendable {
     /// Reads compressed blobs, and whole raw shards, from the file instead of the map (raw rows
     /// are read in place); nil when the map cannot be located.
     let blobs: BlobReader?
-    /// Where raw blobs with row checksums (versions 3 and later) keep rows and checksums; nil for older stores.
+    /// Where raw blobs with row checksums (versions 3 and later) keep rows and checksums, or nibble
+    /// blobs their slots; nil for older stores.
     let rawShards: RawShardLayout?
-    /// Direct row access for complete raw tables of version 3 and later; nil otherwise.
+    /// The nibble table's code (tensor `__nibble_codes`); nil for other codecs.
+    let nibbleCode: NibbleCode?
+    /// Direct row access for complete raw tables of version 3 and later and complete nibble tables; nil otherwise.
     let rawRows: RawRowIndex?
     /// The whole table decoded into huge-page memory at open (``open(at:cacheBytes:checksRows:resident:)``):
     /// rows back to back, read there without checks; nil otherwise. Filled in init, read-only after.
@@ -103,8 +106,14 @@ public final class Store: @unchecked Sendable {
         dictionary = table.dictionary ? try env.read { try StoredRecords.dictionary($0, env: env, version: manifest.formatVersion) } : nil
         cache = ShardCache(budget: table.codec == .raw ? 0 : cacheBytes, shardBytes: table.rowsPerShard * table.rowBytes)
         checkedRawShards = AtomicBitmap(count: table.shardCount)
-        rawShards = manifest.formatVersion >= 3 ? RawShardLayout(version: manifest.formatVersion, rowBytes: table.rowBytes) : nil
-        rawRows = state.complete ? try rawShards.flatMap { try RawRowIndex(env: env, layout: table, raw: $0, version: manifest.formatVersion) } : nil
+        let version = manifest.formatVersion
+        let nibbleCode = table.codec == .nibble ? try env.read { try StoredRecords.nibbleCode($0, env: env, version: version) } : nil
+        self.nibbleCode = nibbleCode
+        rawShards = table.codec == .nibble ? .nibble(slotBytes: NibbleCode.slotBytes(dim: table.dim, elementType: table.elementType))
+            : manifest.formatVersion >= 3 ? RawShardLayout(version: manifest.formatVersion, rowBytes: table.rowBytes) : nil
+        rawRows = state.complete ? try rawShards.flatMap {
+            try RawRowIndex(env: env, layout: table, raw: $0, codes: nibbleCode, version: version)
+        } : nil
         blobs = shardEntries == 0 ? nil : try env.read { txn in
             try withShardKey(0) { try txn.withValue(env.shards, key: $0) { $0.flatMap { BlobReader(env: env, locating: $0) } } }
         }

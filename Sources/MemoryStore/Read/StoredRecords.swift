@@ -24,6 +24,26 @@ enum StoredRecords {
         return try ZstdDictionary(bytes: tensor.bytes)
     }
 
+    /// The nibble code of a nibble table (tensor ``NibbleCode/tensorName``): every shard is coded
+    /// with it, so a nibble store without one (rows stored but no table) is damage; nil for a
+    /// table with no rows stored yet.
+    static func nibbleCode(_ txn: ReadTransaction, env: Environment, version: Int) throws -> NibbleCode? {
+        let name = NibbleCode.tensorName
+        let record = try withName(name) { try txn.withValue(env.tensors, key: $0) { $0.map(Array.init) } }
+        guard let record else {
+            guard txn.count(env.shards) == 0 else { throw StoreError.corruptTensor(name: name, reason: "the table's shards are nibble-coded, and it is missing") }
+            return nil
+        }
+        let tensor = try record.withUnsafeBytes { try Tensor.decode(record: $0, name: name, version: version) }
+        guard tensor.dtype == .u8, tensor.shape == [NibbleCode.tableEntries] else {
+            throw StoreError.corruptTensor(name: name, reason: "it must be u8 of shape [\(NibbleCode.tableEntries)]")
+        }
+        return try NibbleCode(topBytes: tensor.bytes)
+    }
+
+    /// The tensors a writer makes for its table (a compaction makes its own).
+    static let tableTensors: Set<String> = [dictionaryTensor, NibbleCode.tensorName]
+
     static func manifest(_ txn: ReadTransaction, env: Environment) throws -> Manifest? {
         try withName("manifest") { key in
             try txn.withValue(env.meta, key: key) { bytes in try bytes.map { try Manifest.decodeRecord($0) } }

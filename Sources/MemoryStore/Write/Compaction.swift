@@ -91,7 +91,7 @@ public enum Compaction {
             copied.insert(keys.record)
             for base in tensors.keys { copied.insert(keys.tensor(base)) }
         }
-        for name in try source.tensorNames() where name != StoredRecords.dictionaryTensor && !copied.contains(name) {
+        for name in try source.tensorNames() where !StoredRecords.tableTensors.contains(name) && !copied.contains(name) {
             try writer.putTensor(name, source.tensor(named: name))
         }
         for name in try source.metaRecordNames() where !copied.contains(name) {

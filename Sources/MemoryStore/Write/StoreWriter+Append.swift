@@ -83,8 +83,11 @@ extension StoreWriter {
         // Trained once, on the first commit (the dictionary is stored with shard 0). A table too
         // small to train on is compressed without one (its shards leave flag bit 0 clear).
         if layout.dictionary && dictionary == nil && firstShard == 0 && count > 0 { dictionary = try? trainDictionary() }
+        // A nibble code likewise, on every row of the first commit (64 MiB by default).
+        let newCode = layout.codec == .nibble && nibbleCode == nil && count > 0
+        if newCode { nibbleCode = pending.withUnsafeBytes { NibbleCode.train($0, elementType: layout.elementType) } }
         nonisolated(unsafe) var blobs = [[UInt8]](repeating: [], count: count)
-        let table = layout, dict = dictionary
+        let table = layout, dict = dictionary, codes = nibbleCode
         nonisolated(unsafe) let workers = self.workers
         try pending.withUnsafeBytes { (source: UnsafeRawBufferPointer) in
             nonisolated(unsafe) let source = source
@@ -94,7 +97,7 @@ extension StoreWriter {
                     for s in stride(from: w, to: count, by: workers.count) {
                         let range = (s * shardBytes)..<min(source.count, (s + 1) * shardBytes)
                         out[s] = workers[w].encode(UnsafeRawBufferPointer(rebasing: source[range]), shard: firstShard + s,
-                                                   layout: table, dictionary: dict)
+                                                   layout: table, dictionary: dict, codes: codes)
                     }
                 }
                 if out.contains(where: \.isEmpty) && count > 0 { throw StoreError.codec("a shard failed to encode") }
@@ -105,6 +108,9 @@ extension StoreWriter {
         try commitWithGrowth { txn in
             if let dict = self.dictionary, firstShard == 0 {
                 try self.putTensor(StoredRecords.dictionaryTensor, Tensor(dtype: .u8, shape: [dict.bytes.count], bytes: dict.bytes), txn)
+            }
+            if newCode, let codes {
+                try self.putTensor(NibbleCode.tensorName, Tensor(dtype: .u8, shape: [NibbleCode.tableEntries], bytes: codes.topBytes), txn)
             }
             for (s, blob) in blobs.enumerated() {
                 try withShardKey(firstShard + s) { key in try blob.withUnsafeBytes { try txn.put(env.shards, key: key, value: $0, append: true) } }

@@ -4,8 +4,8 @@ import _MemorySupport
 /// Adding and removing memory layers: each change is one transaction, so a process killed at
 /// any moment leaves the old set of layers or the new one.
 extension StoreWriter {
-    /// Opens the store at `path`, complete or not, to add or remove layers. Only stores of the
-    /// current format version can be changed (older ones are rewritten by a re-encoding
+    /// Opens the store at `path`, complete or not, to add or remove layers. Only stores of
+    /// ``Manifest/writableVersions`` can be changed (older ones are rewritten by a re-encoding
     /// compaction), and not a part of a split table.
     public static func editing(at path: String, options: Options = Options()) throws -> StoreWriter {
         guard FileManager.default.fileExists(atPath: path), !Environment.isEmptyEnvironment(at: path) else {
@@ -13,8 +13,8 @@ extension StoreWriter {
         }
         let (manifest, state) = try readHead(path)
         guard let manifest else { throw StoreError.notAStore(path: path, reason: "it holds no manifest (its creation was interrupted)") }
-        guard manifest.formatVersion == Manifest.currentVersion else {
-            throw StoreError.invalidArgument("'\(path)' is a store of format version \(manifest.formatVersion), which holds one layer; " +
+        guard Manifest.writableVersions.contains(manifest.formatVersion) else {
+            throw StoreError.invalidArgument("'\(path)' is a store of format version \(manifest.formatVersion), which this memtool does not edit; " +
                                              "rewrite it as version \(Manifest.currentVersion) first (memtool compact \(path) --codec \(manifest.table.codec.rawValue))")
         }
         guard state != nil else { throw StoreError.inconsistent("the import state record is missing") }

@@ -35,6 +35,8 @@ public final class StoreWriter {
     var options: Options
     let env: Environment
     var dictionary: ZstdDictionary?
+    /// A nibble table's code: trained on the first commit's rows, stored with them.
+    var nibbleCode: NibbleCode?
     var workers: [ShardEncoder] = []
     /// Whether every row is stored and the store marked complete: nothing more can be written.
     /// Set by `finish`, whose commit must stay the last one.
@@ -64,7 +66,7 @@ public final class StoreWriter {
         }
         let (manifest, state) = try readHead(path)
         guard let manifest else { return try create(at: path, layout: layout, metadata: metadata, options: options) }
-        guard manifest.formatVersion == Manifest.currentVersion else {
+        guard Manifest.writableVersions.contains(manifest.formatVersion) else {
             throw StoreError.layoutMismatch("the store at '\(path)' was started in format version \(manifest.formatVersion); this memtool writes \(Manifest.currentVersion)")
         }
         guard manifest.table == layout else {
@@ -123,6 +125,9 @@ public final class StoreWriter {
             // Through the writer's own environment: opening a second one on the file and closing
             // it would drop this process's POSIX locks on it (Spec/GUARANTEES.md, concurrency).
             dictionary = try env.read { try StoredRecords.dictionary($0, env: env, version: Manifest.currentVersion) }
+        }
+        if !fresh, layout.codec == .nibble {
+            nibbleCode = try env.read { try StoredRecords.nibbleCode($0, env: env, version: Manifest.currentVersion) }
         }
     }
 }

@@ -1,0 +1,73 @@
+import CGatherKernel
+import _MemorySupport
+
+/// The rows of one nibble shard blob where they lie (Spec/FORMAT.md, "Nibble"): coded slots in
+/// groups behind their checksum lines, escaped rows whole after the last group.
+struct NibbleShard {
+    /// The blob's first group.
+    let groups: UnsafeRawPointer
+    let slots: RawShardLayout
+    /// The first escaped row, and how many there are.
+    let escapes: UnsafeRawPointer
+    let escapeCount: Int
+    let shard: Int
+    let table: TableLayout
+
+    /// The shard of a blob whose header has been checked.
+    init(blob: UnsafeRawBufferPointer, shard: Int, layout: TableLayout) {
+        let slots = RawShardLayout.nibble(slotBytes: NibbleCode.slotBytes(dim: layout.dim, elementType: layout.elementType))
+        let rows = layout.rowRange(ofShard: shard).count
+        self.init(groups: blob.baseAddress! + slots.start, slots: slots,
+                  escapeCount: slots.escapedRows(inBlob: blob.count, rows: rows, rowBytes: layout.rowBytes)!, shard: shard, layout: layout)
+    }
+
+    /// The shard whose first group is at `groups`, with `escapeCount` escaped rows.
+    init(groups: UnsafeRawPointer, slots: RawShardLayout, escapeCount: Int, shard: Int, layout: TableLayout) {
+        self.groups = groups
+        self.slots = slots
+        self.escapeCount = escapeCount
+        self.shard = shard
+        table = layout
+        escapes = groups - slots.start + slots.blobBytes(rows: layout.rowRange(ofShard: shard).count)
+    }
+
+    private func corrupt(_ r: Int, _ why: String) -> StoreError {
+        .corruptShard(shard: shard, rows: table.rowRange(ofShard: shard), reason: "row \(shard * table.rowsPerShard + r) \(why)")
+    }
+
+    /// The bytes of escaped row `r` (within the shard), whose slot is at `slot`: throws unless the
+    /// slot is the marker, three zero bytes, an index below the escape count (equal to
+    /// `expected` when given: escaped rows are stored in row order) and zeros.
+    func escapedRow(_ r: Int, slot: UnsafeRawPointer, expected: Int? = nil) throws -> UnsafeRawPointer {
+        let bytes = UnsafeRawBufferPointer(start: slot, count: slots.rowBytes)
+        let index = Int(UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: 4, as: UInt32.self)))
+        guard bytes[0] == NibbleCode.escapeMarker, bytes[1..<4].allSatisfy({ $0 == 0 }), bytes[8...].allSatisfy({ $0 == 0 }) else {
+            throw corrupt(r, "has a malformed escape slot")
+        }
+        guard index < escapeCount, expected.map({ $0 == index }) ?? true else {
+            throw corrupt(r, "points to escaped row \(index) of \(escapeCount)\(expected.map { ", expected \($0)" } ?? "")")
+        }
+        return escapes + index * table.rowBytes
+    }
+
+    /// Decodes row `r` (within the shard) into `row` (`rowBytes` bytes) with the 16-byte decode
+    /// `table`; returns whether it was escaped (its escape index checked against `expectedEscape`).
+    func decode(_ r: Int, table: [UInt8], into row: UnsafeMutableRawPointer, expectedEscape: Int? = nil) throws -> Bool {
+        var slot: UnsafeRawPointer? = groups + slots.rowOffset(r)
+        let decoded = table.withUnsafeBufferPointer { t in
+            pkm_nibble_decode(&slot, 1, self.table.dim, self.table.elementType.size, t.baseAddress, row, 0)
+        }
+        guard decoded == 0 else { return false }
+        row.copyMemory(from: try escapedRow(r, slot: slot!, expected: expectedEscape), byteCount: self.table.rowBytes)
+        return true
+    }
+
+    /// Throws, naming the row, unless `decoded` (row `r`'s values) matches its stored checksum.
+    func check(_ r: Int, decoded: UnsafeRawBufferPointer) throws {
+        let stored = UInt32(littleEndian: (groups + slots.checksumOffset(r)).loadUnaligned(as: UInt32.self))
+        let row = shard * table.rowsPerShard + r
+        guard UInt32(truncatingIfNeeded: XXH64.hash(decoded, seed: UInt64(row))) == stored else {
+            throw corrupt(r, "does not match its checksum")
+        }
+    }
+}
