@@ -93,7 +93,7 @@ public struct TableLayout: Codable, Sendable, Equatable {
                 throw bad("the nibble codec codes bf16 and f32 values; an f16 top byte holds two mantissa bits, so most f16 rows would be stored whole (Spec/FORMAT.md, \"Nibble\"): use zstd or raw")
             }
             guard NibbleCode.slotBytes(dim: dim, elementType: elementType) >= NibbleCode.minimumSlotBytes else {
-                throw bad("the nibble codec needs rows of at least \(elementType == .bf16 ? 6 : 3) \(elementType.rawValue) values (got \(dim))")
+                throw bad("the nibble codec needs rows of at least \(elementType == .bf16 ? 5 : 3) \(elementType.rawValue) values (got \(dim))")
             }
         }
     }
