@@ -2,7 +2,7 @@
 """Flips bits anywhere in a store file, and truncates it, then checks what memtool makes of it.
 
     corrupt_harness.py --memtool PATH [--flips 1000] [--structural 1000] [--truncations 50] [--seed 1]
-                       [--codec zstd|raw] [--json OUT]
+                       [--codec zstd|raw|nibble] [--json OUT]
 
 `--flips` flips one random bit anywhere in the file; `--structural` flips one in LMDB's own
 pages (meta, branch and leaf pages, found by walking the page headers), where LMDB has no
@@ -45,7 +45,8 @@ def main():
     ap.add_argument("--structural", type=int, default=1000)
     ap.add_argument("--truncations", type=int, default=50)
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--codec", default="zstd", choices=["zstd", "raw"], help="shard codec of the store to damage")
+    ap.add_argument("--codec", default="zstd", choices=["zstd", "raw", "nibble"],
+                    help="shard codec of the store to damage (nibble: bf16 values)")
     ap.add_argument("--layers", type=int, default=1, help="memory layers of the store (the last one is queried and exported)")
     ap.add_argument("--json")
     args = ap.parse_args()
@@ -56,7 +57,8 @@ def main():
     try:
         original = os.path.join(work, "m.pkm")
         made = subprocess.run([memtool, "create", original, "--synthetic", "--rows", "20000", "--dim", "64",
-                               "--heads", "1", "--key-dim", "16", "--codec", args.codec, "--layers", str(args.layers)],
+                               "--heads", "1", "--key-dim", "16", "--codec", args.codec, "--layers", str(args.layers),
+                               *(["--dtype", "bf16"] if args.codec == "nibble" else [])],
                               capture_output=True, text=True)
         layer = [] if args.layers == 1 else ["--layer", f"layer{args.layers - 1}"]
         if made.returncode != 0:
@@ -130,7 +132,7 @@ def main():
     print(f"{sum(outcomes.values())} damaged copies, {len(failures)} failed")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"seed": args.seed, "outcomes": outcomes, "failures": failures}, f, indent=2)
+            json.dump({"seed": args.seed, "codec": args.codec, "layers": args.layers, "outcomes": outcomes, "failures": failures}, f, indent=2)
     sys.exit(1 if failures else 0)
 
 

@@ -397,3 +397,86 @@ size_t pkm_nibble_decode(const void *const *slots, size_t count, size_t dim, siz
                          void *out, size_t prefetch_distance) {
     return pkm_nibble_decode_at(pkm_gather_reduce_level(), slots, count, dim, element_size, table, out, prefetch_distance);
 }
+
+/// Eight bf16 values (16-bit lanes of v) as floats.
+static ALWAYS_INLINE AVX2 __m256 widen_bf16(__m128i v) {
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(v), 16));
+}
+
+/// A run of rows with one target over columns c0 ..< c0 + 32 of nibble slots: codes looked up
+/// with a byte shuffle, interleaved with the low bytes, widened and summed in four accumulators.
+/// In the first block (c0 == 0) a run stops before an escaped slot: returns the run's new end.
+static ALWAYS_INLINE AVX2 size_t nibble_run_block32(const int chunked, const void *const *slots, const intptr_t *positions,
+                                                    size_t k, size_t end, size_t count, size_t c0, size_t dim,
+                                                    size_t chunks, size_t width, const float *weights, float *o,
+                                                    size_t distance, size_t slot_bytes, __m128i table) {
+    const __m128i mask = _mm_set1_epi8(15);
+    __m256 a0 = _mm256_loadu_ps(o + c0), a1 = _mm256_loadu_ps(o + c0 + 8), a2 = _mm256_loadu_ps(o + c0 + 16),
+           a3 = _mm256_loadu_ps(o + c0 + 24);
+    const int first = c0 == 0;
+    for (size_t r = k; r < end; r++) {
+        if (first && distance && r + distance < count) pkm_prefetch(slots[r + distance], slot_bytes);
+        const uint8_t *slot = (const uint8_t *)slots[r];
+        if (first && slot[0] == 0xFF) { end = r; break; }
+        const float *w = weights + position(positions, r) * chunks;
+        const __m128i codes = _mm_loadu_si128((const __m128i *)(slot + c0 / 2));
+        const __m128i even = _mm_shuffle_epi8(table, _mm_and_si128(codes, mask));
+        const __m128i odd = _mm_shuffle_epi8(table, _mm_and_si128(_mm_srli_epi16(codes, 4), mask));
+        const __m128i top0 = _mm_unpacklo_epi8(even, odd), top1 = _mm_unpackhi_epi8(even, odd);
+        const uint8_t *low = slot + dim / 2 + c0;
+        const __m128i low0 = _mm_loadu_si128((const __m128i *)low), low1 = _mm_loadu_si128((const __m128i *)(low + 16));
+#define WEIGHT(v) (chunked ? _mm256_set1_ps(w[(c0 + 8 * (v)) / width]) : wt)
+        const __m256 wt = _mm256_set1_ps(w[0]);
+        a0 = _mm256_fmadd_ps(widen_bf16(_mm_unpacklo_epi8(low0, top0)), WEIGHT(0), a0);
+        a1 = _mm256_fmadd_ps(widen_bf16(_mm_unpackhi_epi8(low0, top0)), WEIGHT(1), a1);
+        a2 = _mm256_fmadd_ps(widen_bf16(_mm_unpacklo_epi8(low1, top1)), WEIGHT(2), a2);
+        a3 = _mm256_fmadd_ps(widen_bf16(_mm_unpackhi_epi8(low1, top1)), WEIGHT(3), a3);
+#undef WEIGHT
+    }
+    _mm256_storeu_ps(o + c0, a0); _mm256_storeu_ps(o + c0 + 8, a1);
+    _mm256_storeu_ps(o + c0 + 16, a2); _mm256_storeu_ps(o + c0 + 24, a3);
+    return end;
+}
+
+static ALWAYS_INLINE AVX2 size_t nibble_reduce_typed(const int chunked, const void *const *slots, const intptr_t *positions,
+                                                     size_t count, size_t dim, size_t chunks, const float *weights,
+                                                     const intptr_t *targets, float *out, size_t distance, __m128i table) {
+    const size_t width = dim / chunks, slot_bytes = dim / 2 + dim;
+    for (size_t k = 0; k < count;) {
+        const intptr_t t = target(targets, positions, k);
+        size_t end = k + 1, run_end;
+        while (end < count && target(targets, positions, end) == t) end++;
+        float *o = out + (size_t)t * dim;
+        run_end = nibble_run_block32(chunked, slots, positions, k, end, count, 0, dim, chunks, width, weights, o, distance,
+                                     slot_bytes, table);
+        for (size_t c0 = 32; c0 < dim; c0 += 32)
+            nibble_run_block32(chunked, slots, positions, k, run_end, count, c0, dim, chunks, width, weights, o, distance,
+                               slot_bytes, table);
+        if (run_end < end) return run_end;
+        k = end;
+    }
+    return count;
+}
+
+static AVX2 size_t nibble_reduce_avx2(const void *const *slots, const intptr_t *positions, size_t count, size_t dim,
+                                      size_t chunks, const float *weights, const intptr_t *targets, float *out,
+                                      size_t distance, const uint8_t *table) {
+    const __m128i t = _mm_loadu_si128((const __m128i *)table);
+    const size_t slot_bytes = dim / 2 + dim;
+    for (size_t k = 0; k < distance && k < count; k++) pkm_prefetch(slots[k], slot_bytes);
+    return chunks == 1 ? nibble_reduce_typed(0, slots, positions, count, dim, 1, weights, targets, out, distance, t)
+                       : nibble_reduce_typed(1, slots, positions, count, dim, chunks, weights, targets, out, distance, t);
+}
+
+int pkm_nibble_gather_reduce_fits(size_t dim, size_t chunks) {
+    return pkm_gather_reduce_level() >= PKM_KERNEL_AVX2 && dim > 0 && dim % 32 == 0 && chunks > 0 && dim % chunks == 0 &&
+           (dim / chunks) % 8 == 0;
+}
+
+size_t pkm_nibble_gather_reduce(const void *const *slots, const intptr_t *positions, size_t count, size_t dim,
+                                size_t chunks, const float *weights, const intptr_t *targets, float *out,
+                                size_t prefetch_distance, const uint8_t *table) {
+    if (count == 0) return 0;
+    if (!pkm_nibble_gather_reduce_fits(dim, chunks)) return 0;
+    return nibble_reduce_avx2(slots, positions, count, dim, chunks, weights, targets, out, prefetch_distance, table);
+}

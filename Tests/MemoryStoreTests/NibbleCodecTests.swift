@@ -95,6 +95,22 @@ import TestSupport
                 for j in 0..<64 { expected[j] += Double(weights[p * 2 + j / 32]) * Double(row[j]) }
             }
             for j in 0..<64 { #expect(abs(Double(sum[j]) - expected[j]) <= 1e-4 * max(1, abs(expected[j])), "column \(j)") }
+            // Batched: runs of 128 rows into 24 outputs, and a few out of order.
+            let targets = indices.indices.map { $0 < 2900 ? $0 / 128 : $0 % 23 }
+            var outputs = [Float](repeating: 0, count: 24 * 64)
+            try indices.withUnsafeBufferPointer { i in
+                try weights.withUnsafeBufferPointer { wt in
+                    try targets.withUnsafeBufferPointer { t in
+                        try outputs.withUnsafeMutableBufferPointer { try store.gatherReduce(indices: i, weights: wt, chunks: 2, targets: t, into: $0) }
+                    }
+                }
+            }
+            var perTarget = [Double](repeating: 0, count: 24 * 64)
+            for (p, r) in indices.enumerated() {
+                let row = referenceRow(bytes, r, dim: 64, type: .bf16)
+                for j in 0..<64 { perTarget[targets[p] * 64 + j] += Double(weights[p * 2 + j / 32]) * Double(row[j]) }
+            }
+            for j in 0..<(24 * 64) { #expect(abs(Double(outputs[j]) - perTarget[j]) <= 1e-4 * max(1, abs(perTarget[j])), "output \(j / 64)") }
         }
     }
 

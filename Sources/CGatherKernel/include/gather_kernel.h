@@ -64,6 +64,19 @@ size_t pkm_nibble_decode(const void *const *slots, size_t count, size_t dim, siz
 size_t pkm_nibble_decode_at(int level, const void *const *slots, size_t count, size_t dim, size_t element_size,
                             const uint8_t *table, void *out, size_t prefetch_distance);
 
+/// pkm_gather_reduce over nibble slots of bf16 rows (Spec/FORMAT.md, "Nibble"), decoding each
+/// row in registers as it is summed: for k in 0 ..< count with row k the slot at slots[k]
+/// decoded with the 16-byte `table`, the sums of pkm_gather_reduce. Stops before the first
+/// escaped slot (first byte 0xFF) and returns its k, the rows before it added (count when none
+/// is). Needs AVX2 and dim a multiple of 32 and of 8 x chunks (pkm_nibble_gather_reduce_fits);
+/// slots `prefetch_distance` ahead are prefetched.
+size_t pkm_nibble_gather_reduce(const void *const *slots, const intptr_t *positions, size_t count, size_t dim,
+                                size_t chunks, const float *weights, const intptr_t *targets, float *out,
+                                size_t prefetch_distance, const uint8_t *table);
+
+/// Whether pkm_nibble_gather_reduce runs on this processor for rows of `dim` in `chunks`.
+int pkm_nibble_gather_reduce_fits(size_t dim, size_t chunks);
+
 /// The locality of pkm_prefetch (`__builtin_prefetch`'s third argument): 3, into the first
 /// level (`prefetcht0`). Against 1 (`prefetcht2`, the second level), the same rows in one
 /// process (`bash Tools/prefetch_hint.sh`, BENCHMARKS.md "Prefetch hint"): 1.07-1.18x at 2^16

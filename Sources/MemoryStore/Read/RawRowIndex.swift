@@ -224,6 +224,15 @@ final class RawRowIndex: @unchecked Sendable {
         NibbleShard(groups: groups, slots: raw, escapeCount: escapeCounts![index].load(ordering: .relaxed), shard: index, layout: layout)
     }
 
+    /// The values of escaped row `row` (its shard located), whose slot is at `slot`, once the
+    /// slot is checked (Spec/FORMAT.md, "Nibble").
+    func escapedRow(_ row: Int, slot: UnsafeRawPointer) throws -> UnsafeRawPointer {
+        let shard = shard(ofRow: row)
+        // Acquiring: the shard's escape count was stored before its address.
+        let groups = UnsafeRawPointer(bitPattern: blobs[shard].load(ordering: .acquiring))!
+        return try nibbleShard(shard, groups: groups).escapedRow(row - shard * layout.rowsPerShard, slot: slot)
+    }
+
     /// Decodes the nibble slots at `slots[0 ..< count]`, of rows `indices[0 ..< count]` (their shards
     /// located), into `out`, row k at `out + k × rowBytes`: coded slots by the C decoder, each
     /// escaped row copied from its shard's escape area after its slot is checked.
@@ -235,11 +244,7 @@ final class RawRowIndex: @unchecked Sendable {
             while k < count {
                 k += pkm_nibble_decode(slots + k, count - k, layout.dim, size, t.baseAddress, out + k * rowBytes, RowKernels.prefetchDistance)
                 guard k < count else { break }
-                let row = indices[k], shard = shard(ofRow: row)
-                // Acquiring: the shard's escape count was stored before its address.
-                let groups = UnsafeRawPointer(bitPattern: blobs[shard].load(ordering: .acquiring))!
-                let escaped = try nibbleShard(shard, groups: groups).escapedRow(row - shard * layout.rowsPerShard, slot: slots[k]!)
-                (out + k * rowBytes).copyMemory(from: escaped, byteCount: rowBytes)
+                (out + k * rowBytes).copyMemory(from: try escapedRow(indices[k], slot: slots[k]!), byteCount: rowBytes)
                 k += 1
             }
         }

@@ -5,8 +5,9 @@ extension Store {
     /// Calls `visit` with the stored bytes of the rows at `indices`, a group at a time: the
     /// group's row pointers, valid only during the call, and the positions in `indices` they
     /// stand for. Throws, naming the row, for an index outside the readable rows, and, naming
-    /// shard and row, for damaged data.
-    func forEachRowGroup(_ indices: UnsafeBufferPointer<Int>,
+    /// shard and row, for damaged data. With `coded`, a complete nibble table read in place hands
+    /// out its rows' slots, checked, undecoded (``RowGroup/coded``), for a kernel that decodes them.
+    func forEachRowGroup(_ indices: UnsafeBufferPointer<Int>, coded: Bool = false,
                          _ visit: (RowGroup) throws -> Void) throws {
         let readable = readableRows
         // One pass for the largest index as unsigned (negatives are huge), which vectorises; the
@@ -24,7 +25,7 @@ extension Store {
         let scratch = rowScratch.take(count: inPlace ? min(indices.count, Self.rawGroupRows) : indices.count)
         defer { rowScratch.give(scratch) }
         if let residentRows { return try forEachResidentRow(indices, residentRows, scratch, visit) }
-        if let rawRows { return try forEachRawRow(indices, rawRows, scratch, visit) }
+        if let rawRows { return try forEachRawRow(indices, rawRows, scratch, coded: coded, visit) }
         try forEachShardGroup(indices, scratch, visit)
     }
 
@@ -32,7 +33,7 @@ extension Store {
     /// grouping by shard is needed to read rows in place, and a group's pointers, positions and
     /// indices stay in the core's caches. When batches read from storage, the kernel is first
     /// asked for every row's pages, so the reads queue up instead of faulting one at a time.
-    private func forEachRawRow(_ indices: UnsafeBufferPointer<Int>, _ index: RawRowIndex, _ scratch: RowScratch,
+    private func forEachRawRow(_ indices: UnsafeBufferPointer<Int>, _ index: RawRowIndex, _ scratch: RowScratch, coded: Bool,
                                _ visit: (RowGroup) throws -> Void) throws {
         var context: ReaderContext?
         defer { if let context { contexts.release(context) } }
@@ -55,7 +56,7 @@ extension Store {
             }
         }
         // A nibble table's rows are decoded into scratch a group at a time, small enough to stay in L1.
-        let decoding = index.nibbleTable != nil
+        let decoding = index.nibbleTable != nil && !coded
         let groupRows = decoding ? max(16, min(Self.rawGroupRows, (32 << 10) / layout.rowBytes)) : Self.rawGroupRows
         let decoded = decoding ? scratch.decodedRows(bytes: groupRows * layout.rowBytes) : nil
         var start = 0
@@ -86,7 +87,8 @@ extension Store {
                 try index.decode(pointers.baseAddress!, rows: indices.baseAddress! + start, count: n, into: decoded)
                 for k in 0..<n { pointers[k] = UnsafeRawPointer(decoded + k * layout.rowBytes) }
             }
-            try visit(RowGroup(rows: UnsafeBufferPointer(rebasing: pointers[0..<n]), positions: nil, first: start))
+            try visit(RowGroup(rows: UnsafeBufferPointer(rebasing: pointers[0..<n]), positions: nil, first: start,
+                               coded: index.nibbleTable != nil && coded))
             start += n
         }
         if let readsBefore { readingFromDisk.store(storageReads() > readsBefore, ordering: .relaxed) }
@@ -195,6 +197,8 @@ struct RowGroup {
     /// Each row's position, or nil when the rows stand for positions `first ..< first + rows.count`.
     let positions: UnsafeBufferPointer<Int>?
     let first: Int
+    /// Whether `rows` point at nibble slots (checked, not decoded) rather than at rows' values.
+    var coded = false
 
     @inline(__always)
     func position(_ k: Int) -> Int { positions?[k] ?? first + k }

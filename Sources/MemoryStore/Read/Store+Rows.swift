@@ -167,11 +167,32 @@ extension Store {
                         targets: UnsafeBufferPointer<Int>?, into output: UnsafeMutableBufferPointer<Float>) throws {
         guard let w = weights.baseAddress, let out = output.baseAddress, !indices.isEmpty else { return }  // no rows: nothing to add
         let type = layout.elementType
-        try forEachRowGroup(indices) { group in
+        func reducePlain(_ group: RowGroup) {
             // A group of consecutive positions passes its weights and targets from its first.
             let first = group.positions == nil ? group.first : 0
             RowKernels.gatherReduce(group.rows, positions: group.positions, type: type, dim: dim, chunks: chunks,
                                     weights: w + first * chunks, targets: targets.map { $0.baseAddress! + first }, into: out)
+        }
+        guard let rawRows, let table = rawRows.nibbleTable, dim == layout.dim, type == .bf16,
+              pkm_nibble_gather_reduce_fits(dim, chunks) != 0 else { return try forEachRowGroup(indices, reducePlain) }
+        // Nibble slots decoded in registers as they are summed; an escaped row by the plain kernel.
+        try forEachRowGroup(indices, coded: true) { group in
+            guard group.coded else { return reducePlain(group) }
+            let slots = group.rows.baseAddress!, n = group.rows.count
+            var k = 0
+            while k < n {
+                let at = group.first + k
+                k += table.withUnsafeBufferPointer {
+                    pkm_nibble_gather_reduce(slots + k, nil, n - k, dim, chunks, w + at * chunks, targets.map { $0.baseAddress! + at },
+                                             out, RowKernels.prefetchDistance, $0.baseAddress)
+                }
+                guard k < n else { break }
+                let escaped: UnsafeRawPointer? = try rawRows.escapedRow(indices[group.first + k], slot: slots[k]!)
+                withUnsafePointer(to: escaped) { row in
+                    reducePlain(RowGroup(rows: UnsafeBufferPointer(start: row, count: 1), positions: nil, first: group.first + k))
+                }
+                k += 1
+            }
         }
     }
 
