@@ -45,6 +45,12 @@ if ! python3 -c "import ray" 2>/dev/null; then
     python3 -m pip install -q --disable-pip-version-check ray 2>&1 | grep -v "Running pip as the 'root' user" || true
     python3 -c "import ray" 2>/dev/null || echo "bootstrap: ray could not be installed; the distributed tests are skipped" >&2
 fi
+# tensorstore and blosc2: the compressed-array peers of Tools/bench_codecs.sh (Tools/peers/compressed_arrays.py).
+if ! python3 -c "import tensorstore, blosc2" 2>/dev/null; then
+    echo "bootstrap: installing tensorstore and blosc2" >&2
+    python3 -m pip install -q --disable-pip-version-check tensorstore blosc2 2>&1 | grep -v "Running pip as the 'root' user" || true
+    python3 -c "import tensorstore, blosc2" 2>/dev/null || echo "bootstrap: tensorstore or blosc2 could not be installed; the compressed-array peers are skipped" >&2
+fi
 command -v fio >/dev/null 2>&1 || { SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"; DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq fio >/dev/null 2>&1 || echo "bootstrap: fio could not be installed; Tools/disk_baseline.sh needs it" >&2; }
 
 if ! command -v swift >/dev/null 2>&1; then

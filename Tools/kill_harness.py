@@ -2,7 +2,11 @@
 """Kills memtool create / import / compact / adding and removing a layer with SIGKILL at random
 moments and checks the store.
 
-    kill_harness.py --memtool PATH [--trials 200] [--seed 1] [--rows 30000] [--json OUT.json]
+    kill_harness.py --memtool PATH [--trials 200] [--seed 1] [--rows 30000] [--codec zstd]
+                    [--compact-codec raw] [--json OUT.json]
+
+--codec is the codec create and import write (bf16 rows for nibble), --compact-codec the one the
+re-encoding compaction writes.
 
 Each trial runs one writer and kills it after a delay drawn uniformly from 0 to 1.2x the time a
 clean run of the same command took, then checks, with `memtool verify` and the independent
@@ -67,16 +71,17 @@ def file_sha(path):
 
 
 class Harness:
-    def __init__(self, memtool, work, rows):
+    def __init__(self, memtool, work, rows, codec="zstd", compact_codec="raw"):
         self.memtool, self.work = memtool, work
-        self.storage = ["--rows-per-shard", "256", "--commit-bytes", "131072"]
+        self.storage = ["--rows-per-shard", "256", "--commit-bytes", "131072", "--codec", codec]
+        dtype = ["--dtype", "bf16"] if codec == "nibble" else []
         self.template = os.path.join(work, "template.pkm")
         self.checkpoint = os.path.join(work, "checkpoint.safetensors")
-        synth = ["--synthetic", "--seed", "9", "--rows", str(rows), "--dim", "64", "--heads", "1", "--key-dim", "16"]
+        synth = ["--synthetic", "--seed", "9", "--rows", str(rows), "--dim", "64", "--heads", "1", "--key-dim", "16", *dtype]
         self.commands = {
             "create": lambda s: [memtool, "create", s, *synth, *self.storage],
-            "import": lambda s: [memtool, "import", s, "--from", self.checkpoint, *self.storage],
-            "compact": lambda s: [memtool, "compact", s, "--codec", "raw"],
+            "import": lambda s: [memtool, "import", s, "--from", self.checkpoint, *self.storage, *dtype],
+            "compact": lambda s: [memtool, "compact", s, "--codec", compact_codec],
             "compact-copy": lambda s: [memtool, "compact", s],
             "add-layer": lambda s: [memtool, "import", s, "--from", self.checkpoint, "--layer", "extra"],
             "remove-layer": lambda s: [memtool, "remove-layer", s, "extra"],
@@ -198,12 +203,14 @@ def main():
     ap.add_argument("--trials", type=int, default=200)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--rows", type=int, default=30000)
+    ap.add_argument("--codec", default="zstd", choices=["raw", "zstd", "nibble"])
+    ap.add_argument("--compact-codec", default="raw", choices=["raw", "zstd", "nibble"])
     ap.add_argument("--json")
     args = ap.parse_args()
     rng = random.Random(args.seed)
     work = tempfile.mkdtemp(prefix="pkm-kill-")
     try:
-        h = Harness(os.path.abspath(args.memtool), work, args.rows)
+        h = Harness(os.path.abspath(args.memtool), work, args.rows, args.codec, args.compact_codec)
         ops = ["create", "import", "compact", "compact-copy", "add-layer", "remove-layer"]
         outcomes, failures = {op: {} for op in ops}, []
         for t in range(args.trials):
@@ -216,7 +223,7 @@ def main():
                 print(f"trial {t} ({op}, killed after {delay:.3f} s): {problem}", file=sys.stderr)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    summary = {"trials": args.trials, "seed": args.seed, "rows": args.rows,
+    summary = {"trials": args.trials, "seed": args.seed, "rows": args.rows, "codec": args.codec, "compact_codec": args.compact_codec,
                "clean_seconds": {k: round(v, 3) for k, v in h.duration.items()},
                "outcomes": outcomes, "failures": failures}
     for op in ops:
