@@ -65,5 +65,12 @@ for e in exponents:
         sizes.append(f"{s['shardBytes'] / s['rawBytes']:.3f}")
     m = lambda x: f"{x / 1e6:.1f} M rows/s"
     print(f"| 2^{e} | {m(raw)} | {m(nib)} | {m(zst)} | {m(eb)} | {nib / raw:.2f} | {nib / eb:.2f} | {raw / eb:.2f} | {zst / raw:.2f} | "
-          ", ".join(sizes) + " |")
+          + ", ".join(sizes) + " |")
+    peers = os.path.join(results, f"{e}-peers.json")
+    if os.path.exists(peers):
+        for name, p in json.load(open(peers))["peers"].items():
+            if "ratio" in p:
+                cold = p["cold_rows_per_second"]
+                print(f"|  | {name}: {p['ratio']:.3f} of the raw values, random rows {p['warm_rows_per_second'] / 1e6:.3f} M rows/s warm"
+                      + (f", {cold / 1e6:.3f} cold" if cold else "") + " |||||||||")
 PY

@@ -403,6 +403,19 @@ static ALWAYS_INLINE AVX2 __m256 widen_bf16(__m128i v) {
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(v), 16));
 }
 
+/// Four vectors of eight bf16 values, elements c0 ..< c0 + 32 of a nibble slot.
+#define NIBBLE_DECODE32(slot, low, c0, v0, v1, v2, v3)                                                                  \
+    do {                                                                                                                \
+        const __m128i codes_ = _mm_loadu_si128((const __m128i *)((slot) + (c0) / 2));                                 \
+        const __m128i even_ = _mm_shuffle_epi8(table, _mm_and_si128(codes_, mask));                                   \
+        const __m128i odd_ = _mm_shuffle_epi8(table, _mm_and_si128(_mm_srli_epi16(codes_, 4), mask));                 \
+        const __m128i top0_ = _mm_unpacklo_epi8(even_, odd_), top1_ = _mm_unpackhi_epi8(even_, odd_);                 \
+        const __m128i low0_ = _mm_loadu_si128((const __m128i *)((low) + (c0)));                                       \
+        const __m128i low1_ = _mm_loadu_si128((const __m128i *)((low) + (c0) + 16));                                  \
+        v0 = widen_bf16(_mm_unpacklo_epi8(low0_, top0_)); v1 = widen_bf16(_mm_unpackhi_epi8(low0_, top0_));           \
+        v2 = widen_bf16(_mm_unpacklo_epi8(low1_, top1_)); v3 = widen_bf16(_mm_unpackhi_epi8(low1_, top1_));           \
+    } while (0)
+
 /// A run of rows with one target over columns c0 ..< c0 + 32 of nibble slots: codes looked up
 /// with a byte shuffle, interleaved with the low bytes, widened and summed in four accumulators.
 /// In the first block (c0 == 0) a run stops before an escaped slot: returns the run's new end.
@@ -419,23 +432,154 @@ static ALWAYS_INLINE AVX2 size_t nibble_run_block32(const int chunked, const voi
         const uint8_t *slot = (const uint8_t *)slots[r];
         if (first && slot[0] == 0xFF) { end = r; break; }
         const float *w = weights + position(positions, r) * chunks;
-        const __m128i codes = _mm_loadu_si128((const __m128i *)(slot + c0 / 2));
-        const __m128i even = _mm_shuffle_epi8(table, _mm_and_si128(codes, mask));
-        const __m128i odd = _mm_shuffle_epi8(table, _mm_and_si128(_mm_srli_epi16(codes, 4), mask));
-        const __m128i top0 = _mm_unpacklo_epi8(even, odd), top1 = _mm_unpackhi_epi8(even, odd);
-        const uint8_t *low = slot + dim / 2 + c0;
-        const __m128i low0 = _mm_loadu_si128((const __m128i *)low), low1 = _mm_loadu_si128((const __m128i *)(low + 16));
+        __m256 v0, v1, v2, v3;
+        NIBBLE_DECODE32(slot, slot + dim / 2, c0, v0, v1, v2, v3);
 #define WEIGHT(v) (chunked ? _mm256_set1_ps(w[(c0 + 8 * (v)) / width]) : wt)
         const __m256 wt = _mm256_set1_ps(w[0]);
-        a0 = _mm256_fmadd_ps(widen_bf16(_mm_unpacklo_epi8(low0, top0)), WEIGHT(0), a0);
-        a1 = _mm256_fmadd_ps(widen_bf16(_mm_unpackhi_epi8(low0, top0)), WEIGHT(1), a1);
-        a2 = _mm256_fmadd_ps(widen_bf16(_mm_unpacklo_epi8(low1, top1)), WEIGHT(2), a2);
-        a3 = _mm256_fmadd_ps(widen_bf16(_mm_unpackhi_epi8(low1, top1)), WEIGHT(3), a3);
+        a0 = _mm256_fmadd_ps(v0, WEIGHT(0), a0); a1 = _mm256_fmadd_ps(v1, WEIGHT(1), a1);
+        a2 = _mm256_fmadd_ps(v2, WEIGHT(2), a2); a3 = _mm256_fmadd_ps(v3, WEIGHT(3), a3);
 #undef WEIGHT
     }
     _mm256_storeu_ps(o + c0, a0); _mm256_storeu_ps(o + c0 + 8, a1);
     _mm256_storeu_ps(o + c0 + 16, a2); _mm256_storeu_ps(o + c0 + 24, a3);
     return end;
+}
+
+/// As nibble_run_block32 over columns c0 ..< c0 + 64, in eight accumulators.
+static ALWAYS_INLINE AVX2 size_t nibble_run_block64(const int chunked, const void *const *slots, const intptr_t *positions,
+                                                    size_t k, size_t end, size_t count, size_t c0, size_t dim,
+                                                    size_t chunks, size_t width, const float *weights, float *o,
+                                                    size_t distance, size_t slot_bytes, __m128i table) {
+    const __m128i mask = _mm_set1_epi8(15);
+    __m256 a0 = _mm256_loadu_ps(o + c0), a1 = _mm256_loadu_ps(o + c0 + 8), a2 = _mm256_loadu_ps(o + c0 + 16),
+           a3 = _mm256_loadu_ps(o + c0 + 24), a4 = _mm256_loadu_ps(o + c0 + 32), a5 = _mm256_loadu_ps(o + c0 + 40),
+           a6 = _mm256_loadu_ps(o + c0 + 48), a7 = _mm256_loadu_ps(o + c0 + 56);
+    const int first = c0 == 0;
+    for (size_t r = k; r < end; r++) {
+        if (first && distance && r + distance < count) pkm_prefetch(slots[r + distance], slot_bytes);
+        const uint8_t *slot = (const uint8_t *)slots[r];
+        if (first && slot[0] == 0xFF) { end = r; break; }
+        const float *w = weights + position(positions, r) * chunks;
+        const uint8_t *low = slot + dim / 2;
+        __m256 v0, v1, v2, v3, v4, v5, v6, v7;
+        NIBBLE_DECODE32(slot, low, c0, v0, v1, v2, v3);
+        NIBBLE_DECODE32(slot, low, c0 + 32, v4, v5, v6, v7);
+#define WEIGHT(v) (chunked ? _mm256_set1_ps(w[(c0 + 8 * (v)) / width]) : wt)
+        const __m256 wt = _mm256_set1_ps(w[0]);
+        a0 = _mm256_fmadd_ps(v0, WEIGHT(0), a0); a1 = _mm256_fmadd_ps(v1, WEIGHT(1), a1);
+        a2 = _mm256_fmadd_ps(v2, WEIGHT(2), a2); a3 = _mm256_fmadd_ps(v3, WEIGHT(3), a3);
+        a4 = _mm256_fmadd_ps(v4, WEIGHT(4), a4); a5 = _mm256_fmadd_ps(v5, WEIGHT(5), a5);
+        a6 = _mm256_fmadd_ps(v6, WEIGHT(6), a6); a7 = _mm256_fmadd_ps(v7, WEIGHT(7), a7);
+#undef WEIGHT
+    }
+    _mm256_storeu_ps(o + c0, a0); _mm256_storeu_ps(o + c0 + 8, a1); _mm256_storeu_ps(o + c0 + 16, a2);
+    _mm256_storeu_ps(o + c0 + 24, a3); _mm256_storeu_ps(o + c0 + 32, a4); _mm256_storeu_ps(o + c0 + 40, a5);
+    _mm256_storeu_ps(o + c0 + 48, a6); _mm256_storeu_ps(o + c0 + 56, a7);
+    return end;
+}
+
+/// Four vectors of sixteen floats, elements c0 ..< c0 + 64 of a nibble slot (AVX-512BW): the
+/// codes of both 32-element halves looked up in one 256-bit shuffle, lanes put back in order.
+#define NIBBLE_DECODE64_512(slot, low, c0, v0, v1, v2, v3)                                                              \
+    do {                                                                                                                \
+        const __m256i codes_ = _mm256_loadu_si256((const __m256i *)((slot) + (c0) / 2));                              \
+        const __m256i even_ = _mm256_shuffle_epi8(table2, _mm256_and_si256(codes_, mask2));                           \
+        const __m256i odd_ = _mm256_shuffle_epi8(table2, _mm256_and_si256(_mm256_srli_epi16(codes_, 4), mask2));      \
+        /* lane 0: elements 0-15 | 16-31; lane 1: 32-47 | 48-63 */                                                    \
+        const __m256i top0_ = _mm256_unpacklo_epi8(even_, odd_), top1_ = _mm256_unpackhi_epi8(even_, odd_);           \
+        const __m256i l0_ = _mm256_loadu_si256((const __m256i *)((low) + (c0)));                                      \
+        const __m256i l1_ = _mm256_loadu_si256((const __m256i *)((low) + (c0) + 32));                                 \
+        const __m256i la_ = _mm256_permute2x128_si256(l0_, l1_, 0x20), lb_ = _mm256_permute2x128_si256(l0_, l1_, 0x31); \
+        const __m256i x0_ = _mm256_unpacklo_epi8(la_, top0_), x1_ = _mm256_unpackhi_epi8(la_, top0_);                 \
+        const __m256i y0_ = _mm256_unpacklo_epi8(lb_, top1_), y1_ = _mm256_unpackhi_epi8(lb_, top1_);                 \
+        v0 = widen16_bf16(_mm256_permute2x128_si256(x0_, x1_, 0x20));                                                 \
+        v1 = widen16_bf16(_mm256_permute2x128_si256(y0_, y1_, 0x20));                                                 \
+        v2 = widen16_bf16(_mm256_permute2x128_si256(x0_, x1_, 0x31));                                                 \
+        v3 = widen16_bf16(_mm256_permute2x128_si256(y0_, y1_, 0x31));                                                 \
+    } while (0)
+
+/// Sixteen bf16 values as floats.
+static ALWAYS_INLINE AVX512 __m512 widen16_bf16(__m256i v) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(v), 16));
+}
+
+/// As nibble_run_block64 in 16-float vectors, two rows at a time into two sets of accumulators
+/// (as run_block64_512). An escaped slot ends the run before it (first block only).
+static ALWAYS_INLINE AVX512 size_t nibble_run_block64_512(const int chunked, const void *const *slots, const intptr_t *positions,
+                                                          size_t k, size_t end, size_t count, size_t c0, size_t dim,
+                                                          size_t chunks, size_t width, const float *weights, float *o,
+                                                          size_t distance, size_t slot_bytes, __m128i table) {
+    const __m256i table2 = _mm256_broadcastsi128_si256(table), mask2 = _mm256_set1_epi8(15);
+    __m512 a0 = _mm512_loadu_ps(o + c0), a1 = _mm512_loadu_ps(o + c0 + 16), a2 = _mm512_loadu_ps(o + c0 + 32),
+           a3 = _mm512_loadu_ps(o + c0 + 48);
+    __m512 b0 = _mm512_setzero_ps(), b1 = _mm512_setzero_ps(), b2 = _mm512_setzero_ps(), b3 = _mm512_setzero_ps();
+    const int first = c0 == 0;
+#define WEIGHT(w, v) (chunked ? _mm512_set1_ps((w)[(c0 + 16 * (v)) / width]) : _mm512_set1_ps((w)[0]))
+    size_t r = k;
+    for (; r + 1 < end; r += 2) {
+        const uint8_t *p = (const uint8_t *)slots[r], *q = (const uint8_t *)slots[r + 1];
+        if (first) {
+            if (distance && r + 1 + distance < count) {
+                pkm_prefetch(slots[r + distance], slot_bytes);
+                pkm_prefetch(slots[r + 1 + distance], slot_bytes);
+            }
+            // The run ends before its first escaped slot (the row before it, if any, goes to the tail).
+            if (p[0] == 0xFF) { end = r; break; }
+            if (q[0] == 0xFF) { end = r + 1; break; }
+        }
+        const float *w = weights + position(positions, r) * chunks, *x = weights + position(positions, r + 1) * chunks;
+        __m512 v0, v1, v2, v3, u0, u1, u2, u3;
+        NIBBLE_DECODE64_512(p, p + dim / 2, c0, v0, v1, v2, v3);
+        NIBBLE_DECODE64_512(q, q + dim / 2, c0, u0, u1, u2, u3);
+        a0 = _mm512_fmadd_ps(v0, WEIGHT(w, 0), a0); b0 = _mm512_fmadd_ps(u0, WEIGHT(x, 0), b0);
+        a1 = _mm512_fmadd_ps(v1, WEIGHT(w, 1), a1); b1 = _mm512_fmadd_ps(u1, WEIGHT(x, 1), b1);
+        a2 = _mm512_fmadd_ps(v2, WEIGHT(w, 2), a2); b2 = _mm512_fmadd_ps(u2, WEIGHT(x, 2), b2);
+        a3 = _mm512_fmadd_ps(v3, WEIGHT(w, 3), a3); b3 = _mm512_fmadd_ps(u3, WEIGHT(x, 3), b3);
+    }
+    if (r < end && first && ((const uint8_t *)slots[r])[0] == 0xFF) end = r;
+    if (r < end) {
+        const uint8_t *p = (const uint8_t *)slots[r];
+        const float *w = weights + position(positions, r) * chunks;
+        if (first && distance && r + distance < count) pkm_prefetch(slots[r + distance], slot_bytes);
+        __m512 v0, v1, v2, v3;
+        NIBBLE_DECODE64_512(p, p + dim / 2, c0, v0, v1, v2, v3);
+        a0 = _mm512_fmadd_ps(v0, WEIGHT(w, 0), a0); a1 = _mm512_fmadd_ps(v1, WEIGHT(w, 1), a1);
+        a2 = _mm512_fmadd_ps(v2, WEIGHT(w, 2), a2); a3 = _mm512_fmadd_ps(v3, WEIGHT(w, 3), a3);
+    }
+#undef WEIGHT
+    _mm512_storeu_ps(o + c0, _mm512_add_ps(a0, b0)); _mm512_storeu_ps(o + c0 + 16, _mm512_add_ps(a1, b1));
+    _mm512_storeu_ps(o + c0 + 32, _mm512_add_ps(a2, b2)); _mm512_storeu_ps(o + c0 + 48, _mm512_add_ps(a3, b3));
+    return end;
+}
+
+static ALWAYS_INLINE AVX512 size_t nibble_reduce_512_typed(const int chunked, const void *const *slots, const intptr_t *positions,
+                                                           size_t count, size_t dim, size_t chunks, const float *weights,
+                                                           const intptr_t *targets, float *out, size_t distance, __m128i table) {
+    const size_t width = dim / chunks, slot_bytes = dim / 2 + dim;
+    for (size_t k = 0; k < count;) {
+        const intptr_t t = target(targets, positions, k);
+        size_t end = k + 1;
+        while (end < count && target(targets, positions, end) == t) end++;
+        float *o = out + (size_t)t * dim;
+        const size_t run_end = nibble_run_block64_512(chunked, slots, positions, k, end, count, 0, dim, chunks, width, weights, o,
+                                                      distance, slot_bytes, table);
+        for (size_t c0 = 64; c0 < dim; c0 += 64)
+            nibble_run_block64_512(chunked, slots, positions, k, run_end, count, c0, dim, chunks, width, weights, o, distance,
+                                   slot_bytes, table);
+        if (run_end < end) return run_end;
+        k = end;
+    }
+    return count;
+}
+
+static AVX512 size_t nibble_reduce_avx512(const void *const *slots, const intptr_t *positions, size_t count, size_t dim,
+                                          size_t chunks, const float *weights, const intptr_t *targets, float *out,
+                                          size_t distance, const uint8_t *table) {
+    const __m128i t = _mm_loadu_si128((const __m128i *)table);
+    const size_t slot_bytes = dim / 2 + dim;
+    for (size_t k = 0; k < distance && k < count; k++) pkm_prefetch(slots[k], slot_bytes);
+    return chunks == 1 ? nibble_reduce_512_typed(0, slots, positions, count, dim, 1, weights, targets, out, distance, t)
+                       : nibble_reduce_512_typed(1, slots, positions, count, dim, chunks, weights, targets, out, distance, t);
 }
 
 static ALWAYS_INLINE AVX2 size_t nibble_reduce_typed(const int chunked, const void *const *slots, const intptr_t *positions,
@@ -447,11 +591,19 @@ static ALWAYS_INLINE AVX2 size_t nibble_reduce_typed(const int chunked, const vo
         size_t end = k + 1, run_end;
         while (end < count && target(targets, positions, end) == t) end++;
         float *o = out + (size_t)t * dim;
-        run_end = nibble_run_block32(chunked, slots, positions, k, end, count, 0, dim, chunks, width, weights, o, distance,
-                                     slot_bytes, table);
-        for (size_t c0 = 32; c0 < dim; c0 += 32)
-            nibble_run_block32(chunked, slots, positions, k, run_end, count, c0, dim, chunks, width, weights, o, distance,
-                               slot_bytes, table);
+        if (dim % 64 == 0) {
+            run_end = nibble_run_block64(chunked, slots, positions, k, end, count, 0, dim, chunks, width, weights, o, distance,
+                                         slot_bytes, table);
+            for (size_t c0 = 64; c0 < dim; c0 += 64)
+                nibble_run_block64(chunked, slots, positions, k, run_end, count, c0, dim, chunks, width, weights, o, distance,
+                                   slot_bytes, table);
+        } else {
+            run_end = nibble_run_block32(chunked, slots, positions, k, end, count, 0, dim, chunks, width, weights, o, distance,
+                                         slot_bytes, table);
+            for (size_t c0 = 32; c0 < dim; c0 += 32)
+                nibble_run_block32(chunked, slots, positions, k, run_end, count, c0, dim, chunks, width, weights, o, distance,
+                                   slot_bytes, table);
+        }
         if (run_end < end) return run_end;
         k = end;
     }
@@ -478,5 +630,7 @@ size_t pkm_nibble_gather_reduce(const void *const *slots, const intptr_t *positi
                                 size_t prefetch_distance, const uint8_t *table) {
     if (count == 0) return 0;
     if (!pkm_nibble_gather_reduce_fits(dim, chunks)) return 0;
+    if (pkm_gather_reduce_level() >= PKM_KERNEL_AVX512 && dim % 64 == 0 && (dim / chunks) % 16 == 0)
+        return nibble_reduce_avx512(slots, positions, count, dim, chunks, weights, targets, out, prefetch_distance, table);
     return nibble_reduce_avx2(slots, positions, count, dim, chunks, weights, targets, out, prefetch_distance, table);
 }

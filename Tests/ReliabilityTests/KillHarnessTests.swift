@@ -8,11 +8,14 @@ import TestSupport
     /// Tools/kill_harness.py: SIGKILL at random moments of create, import, compact and adding
     /// and removing a layer, each followed by verify, an independent read of the content and a
     /// re-run (200+ trials on demand).
-    @Test func writersKilledAtRandomMomentsLoseNothing() throws {
+    /// Zstd stores compacted into raw, and nibble stores (written by create, import and compact).
+    @Test(arguments: [("zstd", "raw", 42), ("nibble", "nibble", 24)])
+    func writersKilledAtRandomMomentsLoseNothing(codec: String, compactCodec: String, trials: Int) throws {
         let scratch = ScratchDirectory()
         let report = scratch.file("kill.json")
         let result = try Tools.python([Tools.root.appendingPathComponent("Tools/kill_harness.py").path,
-                                       "--memtool", Tools.memtool.path, "--trials", "42", "--seed", "1", "--json", report])
+                                       "--memtool", Tools.memtool.path, "--trials", "\(trials)", "--seed", "1",
+                                       "--codec", codec, "--compact-codec", compactCodec, "--json", report])
         #expect(result.status == 0, "\(result.stdout)\(result.stderr)")
         let summary = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: report))) as? [String: Any])
         let outcomes = try #require(summary["outcomes"] as? [String: [String: Int]])
