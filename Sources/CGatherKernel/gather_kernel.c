@@ -628,9 +628,16 @@ int pkm_nibble_gather_reduce_fits(size_t dim, size_t chunks) {
 size_t pkm_nibble_gather_reduce(const void *const *slots, const intptr_t *positions, size_t count, size_t dim,
                                 size_t chunks, const float *weights, const intptr_t *targets, float *out,
                                 size_t prefetch_distance, const uint8_t *table) {
+    return pkm_nibble_gather_reduce_at(pkm_gather_reduce_level(), slots, positions, count, dim, chunks, weights, targets, out,
+                                       prefetch_distance, table);
+}
+
+size_t pkm_nibble_gather_reduce_at(int level, const void *const *slots, const intptr_t *positions, size_t count, size_t dim,
+                                   size_t chunks, const float *weights, const intptr_t *targets, float *out,
+                                   size_t prefetch_distance, const uint8_t *table) {
     if (count == 0) return 0;
     if (!pkm_nibble_gather_reduce_fits(dim, chunks)) return 0;
-    if (pkm_gather_reduce_level() >= PKM_KERNEL_AVX512 && dim % 64 == 0 && (dim / chunks) % 16 == 0)
+    if (level >= PKM_KERNEL_AVX512 && pkm_gather_reduce_level() >= PKM_KERNEL_AVX512 && dim % 64 == 0 && (dim / chunks) % 16 == 0)
         return nibble_reduce_avx512(slots, positions, count, dim, chunks, weights, targets, out, prefetch_distance, table);
     return nibble_reduce_avx2(slots, positions, count, dim, chunks, weights, targets, out, prefetch_distance, table);
 }

@@ -103,3 +103,83 @@ import _MemorySupport
         }
     }
 }
+
+/// The nibble kernels (decode, and the reduce that decodes in registers) against the plain
+/// kernel over the same rows decoded by the portable decoder, on every path this processor has.
+@Suite struct NibbleKernelTests {
+    @Test(arguments: [(64, 1), (64, 2), (128, 4), (96, 1), (32, 1), (192, 3)])
+    func nibbleKernelsMatchThePlainOnes(shape: (dim: Int, chunks: Int)) throws {
+        let (dim, chunks) = shape
+        var rng = SeededGenerator(seed: UInt64(dim * 7 + chunks))
+        let tableRows = 400, count = 600, outputs = 9
+        let values = (0..<(tableRows * dim)).map { _ in rng.normal() * 0.02 }
+        var encoded = ElementType.bf16.encode(values)
+        let codes = encoded.withUnsafeBytes { NibbleCode.train($0, elementType: .bf16) }
+        // Rows with a top byte the code does not hold (a value near 1), as rows after the first commit may have.
+        let outside = UInt8((0x3C...0x3F).first { !codes.topBytes.contains(UInt8($0)) }!)
+        for r in stride(from: 5, to: tableRows, by: 37) { encoded[(r * dim + 3) * 2 + 1] = outside }
+        let slotBytes = NibbleCode.slotBytes(dim: dim, elementType: .bf16)
+        var slots = [UInt8](repeating: 0, count: tableRows * slotBytes)
+        var escaped = Set<Int>()
+        slots.withUnsafeMutableBytes { s in
+            encoded.withUnsafeBytes { e in
+                for r in 0..<tableRows where !codes.encode(e.baseAddress! + r * dim * 2, dim: dim, elementSize: 2, into: s.baseAddress! + r * slotBytes) {
+                    (s.baseAddress! + r * slotBytes).initializeMemory(as: UInt8.self, repeating: 0, count: slotBytes)
+                    s[r * slotBytes] = NibbleCode.escapeMarker
+                    escaped.insert(r)
+                }
+            }
+        }
+        #expect(escaped.count >= 5)
+        let picks = (0..<count).map { _ in Int(rng.next() % UInt64(tableRows)) }
+        let targets = (0..<count).map { $0 * outputs / count }
+        let weights = (0..<(count * chunks)).map { _ in rng.normal() }
+        let table = codes.decodeTable
+        try slots.withUnsafeBytes { s in
+            let rows = picks.map { UnsafeRawPointer?(s.baseAddress! + $0 * slotBytes) }
+            // The decoders stop at each escaped slot and decode the rest as the portable one does.
+            var reference = [UInt8](repeating: 0, count: count * dim * 2)
+            let firstEscape = picks.firstIndex { escaped.contains($0) } ?? count
+            for level in [Int32(PKM_KERNEL_PORTABLE), pkm_gather_reduce_level()] {
+                var out = [UInt8](repeating: 0, count: count * dim * 2)
+                let stopped = pkm_nibble_decode_at(level, rows, count, dim, 2, table, &out, 8)
+                #expect(stopped == firstEscape)
+                if level == Int32(PKM_KERNEL_PORTABLE) { reference = out } else { #expect(out == reference) }
+            }
+            #expect(Array(reference[0..<(firstEscape * dim * 2)]) == Array(encoded.withUnsafeBytes { e in
+                picks[0..<firstEscape].flatMap { Array(UnsafeRawBufferPointer(rebasing: e[($0 * dim * 2)..<(($0 + 1) * dim * 2)])) }
+            }))
+            // The reduce: escaped rows by the plain kernel where it stops, as Store does.
+            var expected = [Float](repeating: 0, count: outputs * dim)
+            encoded.withUnsafeBytes { e in
+                let plain = picks.map { UnsafeRawPointer?(e.baseAddress! + $0 * dim * 2) }
+                pkm_gather_reduce_at(Int32(PKM_KERNEL_PORTABLE), Int32(ElementType.bf16.code), plain, nil, count, dim, chunks, weights,
+                                     targets, &expected, 0, nil)
+            }
+            guard pkm_nibble_gather_reduce_fits(dim, chunks) != 0 else { return }
+            for level in Int32(PKM_KERNEL_AVX2)...pkm_gather_reduce_level() {
+                var out = [Float](repeating: 0, count: outputs * dim)
+                var k = 0
+                while k < count {
+                    k += pkm_nibble_gather_reduce_at(level, rows.withUnsafeBufferPointer { $0.baseAddress! + k }, nil, count - k, dim, chunks,
+                                                     weights.withUnsafeBufferPointer { $0.baseAddress! + k * chunks },
+                                                     targets.withUnsafeBufferPointer { $0.baseAddress! + k }, &out, 8, table)
+                    guard k < count else { break }
+                    #expect(escaped.contains(picks[k]))
+                    encoded.withUnsafeBytes { e in
+                        let row: UnsafeRawPointer? = e.baseAddress! + picks[k] * dim * 2
+                        withUnsafePointer(to: row) {
+                            pkm_gather_reduce_at(Int32(PKM_KERNEL_PORTABLE), Int32(ElementType.bf16.code), $0, nil, 1, dim, chunks,
+                                                 weights.withUnsafeBufferPointer { $0.baseAddress! + k * chunks },
+                                                 targets.withUnsafeBufferPointer { $0.baseAddress! + k }, &out, 0, nil)
+                        }
+                    }
+                    k += 1
+                }
+                for i in 0..<(outputs * dim) {
+                    #expect(abs(out[i] - expected[i]) <= 1e-5 * max(1, abs(expected[i])), "level \(level), output \(i)")
+                }
+            }
+        }
+    }
+}

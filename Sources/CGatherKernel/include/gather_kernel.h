@@ -74,6 +74,11 @@ size_t pkm_nibble_gather_reduce(const void *const *slots, const intptr_t *positi
                                 size_t chunks, const float *weights, const intptr_t *targets, float *out,
                                 size_t prefetch_distance, const uint8_t *table);
 
+/// pkm_nibble_gather_reduce with the path limited to `level` (PKM_KERNEL_AVX2 or better), for tests.
+size_t pkm_nibble_gather_reduce_at(int level, const void *const *slots, const intptr_t *positions, size_t count, size_t dim,
+                                   size_t chunks, const float *weights, const intptr_t *targets, float *out,
+                                   size_t prefetch_distance, const uint8_t *table);
+
 /// Whether pkm_nibble_gather_reduce runs on this processor for rows of `dim` in `chunks`.
 int pkm_nibble_gather_reduce_fits(size_t dim, size_t chunks);
 
