@@ -44,9 +44,14 @@ public struct StorageBenchmark {
 
     public init(configuration: Configuration) { self.configuration = configuration }
 
-    /// The codecs measured: raw, zstd, and zstd with a trained dictionary.
+    /// The codecs measured: raw, zstd, zstd with a trained dictionary, and nibble (bf16 and f32 only).
     public static let variants: [(name: String, codec: CodecKind, dictionary: Bool)] =
-        [("raw", .raw, false), ("zstd", .zstd, false), ("zstd+dict", .zstd, true)]
+        [("raw", .raw, false), ("zstd", .zstd, false), ("zstd+dict", .zstd, true), ("nibble", .nibble, false)]
+
+    /// Whether `variant` can store tables of `elementType` (the nibble codec does not code f16).
+    public static func measures(_ variant: (name: String, codec: CodecKind, dictionary: Bool), _ elementType: ElementType) -> Bool {
+        variant.codec != .nibble || elementType != .f16
+    }
 
     /// Runs one element type and codec variant.
     public func run(elementType: ElementType, variant: (name: String, codec: CodecKind, dictionary: Bool)) throws -> Result {

@@ -63,7 +63,7 @@ struct StorageBench: ParsableCommand {
         print("dtype codec      rows/shard import MB/s shards/raw file/raw decode GB/s  store rows/s   flat rows/s store/flat uncached rows/s")
         try runReportingErrors {
             for t in types {
-                for v in StorageBenchmark.variants {
+                for v in StorageBenchmark.variants where StorageBenchmark.measures(v, t) {
                     let r = try bench.run(elementType: t, variant: v)
                     results.append(r)
                     print(String(format: "%-5@ %-10@ %10d %11.0f %10.3f %8.3f %11.2f %13.0f %13.0f %10.2f %15.0f",
