@@ -50,6 +50,9 @@ struct NibbleShard {
         return escapes + index * table.rowBytes
     }
 
+    /// Whether row `r` (within the shard) is escaped: its slot starts with the marker.
+    func isEscaped(_ r: Int) -> Bool { (groups + slots.rowOffset(r)).load(as: UInt8.self) == NibbleCode.escapeMarker }
+
     /// Decodes row `r` (within the shard) into `row` (`rowBytes` bytes) with the 16-byte decode
     /// `table`; returns whether it was escaped (its escape index checked against `expectedEscape`).
     func decode(_ r: Int, table: [UInt8], into row: UnsafeMutableRawPointer, expectedEscape: Int? = nil) throws -> Bool {

@@ -199,6 +199,9 @@ final class RawRowIndex: @unchecked Sendable {
             let shard = nibbleShard(g.shard, groups: g.base)
             var decoded = [UInt8](repeating: 0, count: layout.rowBytes)
             check = { r in
+                // Escaped rows are checked each time they are read (`escapedRow`), so that checking
+                // a group never reads its shard's escaped rows.
+                guard !shard.isEscaped(r) else { return }
                 try decoded.withUnsafeMutableBytes { row in
                     _ = try shard.decode(r, table: nibbleTable, into: row.baseAddress!)
                     try shard.check(r, decoded: UnsafeRawBufferPointer(row))
@@ -225,26 +228,30 @@ final class RawRowIndex: @unchecked Sendable {
     }
 
     /// The values of escaped row `row` (its shard located), whose slot is at `slot`, once the
-    /// slot is checked (Spec/FORMAT.md, "Nibble").
-    func escapedRow(_ row: Int, slot: UnsafeRawPointer) throws -> UnsafeRawPointer {
-        let shard = shard(ofRow: row)
+    /// slot is checked (Spec/FORMAT.md, "Nibble"), and, when `checking`, the values against the
+    /// row's checksum: escaped rows are checked on every read, not with their group.
+    func escapedRow(_ row: Int, slot: UnsafeRawPointer, checking: Bool) throws -> UnsafeRawPointer {
+        let index = shard(ofRow: row), r = row - index * layout.rowsPerShard
         // Acquiring: the shard's escape count was stored before its address.
-        let groups = UnsafeRawPointer(bitPattern: blobs[shard].load(ordering: .acquiring))!
-        return try nibbleShard(shard, groups: groups).escapedRow(row - shard * layout.rowsPerShard, slot: slot)
+        let shard = nibbleShard(index, groups: UnsafeRawPointer(bitPattern: blobs[index].load(ordering: .acquiring))!)
+        let values = try shard.escapedRow(r, slot: slot)
+        if checking { try shard.check(r, decoded: UnsafeRawBufferPointer(start: values, count: layout.rowBytes)) }
+        return values
     }
 
     /// Decodes the nibble slots at `slots[0 ..< count]`, of rows `indices[0 ..< count]` (their shards
     /// located), into `out`, row k at `out + k × rowBytes`: coded slots by the C decoder, each
-    /// escaped row copied from its shard's escape area after its slot is checked.
+    /// escaped row copied from its shard's escape area after its slot (and, when `checking`, its
+    /// values) is checked.
     func decode(_ slots: UnsafeMutablePointer<UnsafeRawPointer?>, rows indices: UnsafePointer<Int>, count: Int,
-                into out: UnsafeMutableRawPointer) throws {
+                into out: UnsafeMutableRawPointer, checking: Bool) throws {
         let table = nibbleTable!, size = layout.elementType.size, rowBytes = layout.rowBytes
         var k = 0
         try table.withUnsafeBufferPointer { t in
             while k < count {
                 k += pkm_nibble_decode(slots + k, count - k, layout.dim, size, t.baseAddress, out + k * rowBytes, RowKernels.prefetchDistance)
                 guard k < count else { break }
-                (out + k * rowBytes).copyMemory(from: try escapedRow(indices[k], slot: slots[k]!), byteCount: rowBytes)
+                (out + k * rowBytes).copyMemory(from: try escapedRow(indices[k], slot: slots[k]!, checking: checking), byteCount: rowBytes)
                 k += 1
             }
         }

@@ -84,7 +84,7 @@ extension Store {
                 }
             }
             if let decoded {
-                try index.decode(pointers.baseAddress!, rows: indices.baseAddress! + start, count: n, into: decoded)
+                try index.decode(pointers.baseAddress!, rows: indices.baseAddress! + start, count: n, into: decoded, checking: checksRows)
                 for k in 0..<n { pointers[k] = UnsafeRawPointer(decoded + k * layout.rowBytes) }
             }
             try visit(RowGroup(rows: UnsafeBufferPointer(rebasing: pointers[0..<n]), positions: nil, first: start,

@@ -187,7 +187,7 @@ extension Store {
                                              out, RowKernels.prefetchDistance, $0.baseAddress)
                 }
                 guard k < n else { break }
-                let escaped: UnsafeRawPointer? = try rawRows.escapedRow(indices[group.first + k], slot: slots[k]!)
+                let escaped: UnsafeRawPointer? = try rawRows.escapedRow(indices[group.first + k], slot: slots[k]!, checking: checksRows)
                 withUnsafePointer(to: escaped) { row in
                     reducePlain(RowGroup(rows: UnsafeBufferPointer(start: row, count: 1), positions: nil, first: group.first + k))
                 }
