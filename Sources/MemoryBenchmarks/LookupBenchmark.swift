@@ -209,17 +209,19 @@ public struct LookupBenchmark {
         let lookupReduceSeconds = lookupReduceTimes.reduce(0, +) / 1e3
         let lookupSeconds = searchSeconds + lookupReduceSeconds
         let flatSeconds = flatTimes.reduce(0, +) / 1e3
+        // A cold run measures no memory limit (its flat copy would be warm): nil, not infinite.
+        let limited = flat != nil && !flatTimes.isEmpty
         return Report(
             queries: batches * options.batch, batch: options.batch, threads: layer.index.threads, distribution: label, cold: cold,
             virtualSlots: c.virtualSlots, physicalRows: c.physicalRows, codec: store.layout.codec.rawValue,
             searchQueriesPerSecond: total / searchSeconds, lookupQueriesPerSecond: total / lookupSeconds,
             reduceQueriesPerSecond: total / reduceSeconds,
-            memoryLimitReduceQueriesPerSecond: flat == nil ? nil : total / flatSeconds,
-            reduceToMemoryLimit: flat == nil ? nil : flatSeconds / reduceSeconds,
-            memoryLimitMaxRelativeDifference: flat == nil ? nil : maxDifference,
-            upperBoundReduceQueriesPerSecond: flat == nil ? nil : total / flatSeconds,
-            reduceToUpperBound: flat == nil ? nil : flatSeconds / reduceSeconds,
-            upperBoundMaxRelativeDifference: flat == nil ? nil : maxDifference,
+            memoryLimitReduceQueriesPerSecond: !limited ? nil : total / flatSeconds,
+            reduceToMemoryLimit: !limited ? nil : flatSeconds / reduceSeconds,
+            memoryLimitMaxRelativeDifference: !limited ? nil : maxDifference,
+            upperBoundReduceQueriesPerSecond: !limited ? nil : total / flatSeconds,
+            reduceToUpperBound: !limited ? nil : flatSeconds / reduceSeconds,
+            upperBoundMaxRelativeDifference: !limited ? nil : maxDifference,
             rowChecks: store.checksRows, resident: store.isResident, memoryLimitInMemory: options.flatTable?.inMemory,
             kernel: Store.reduceKernel,
             bruteForceQueriesPerSecond: bruteRate, bruteForceAgreement: agreement,

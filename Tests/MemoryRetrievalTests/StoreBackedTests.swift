@@ -7,8 +7,8 @@ import TestSupport
 
 @Suite struct StoreBackedTests {
     /// The golden cases give the same slots, weights and outputs when the values, tensors and
-    /// parameters are written into a store and served from it, through either codec.
-    @Test(arguments: GoldenCase.all(), [CodecKind.raw, .zstd])
+    /// parameters are written into a store and served from it, through every codec.
+    @Test(arguments: GoldenCase.all(), CodecKind.allCases)
     func goldenCasesThroughAStore(_ golden: GoldenCase, codec: CodecKind) throws {
         let scratch = ScratchDirectory()
         let path = scratch.file("golden.pkm")

@@ -47,5 +47,12 @@ import TestSupport
             let missing = keys(json).subtracting(try documentedNames(heading))
             #expect(missing.isEmpty, "Spec/CLI.md, \(heading), does not list \(missing.sorted())")
         }
+        // A cold run measures no memory limit: its document leaves the field out (it once wrote
+        // nothing, failing to encode an infinite rate).
+        let cold = scratch.file("cold.json")
+        let coldRun = try Tools.memtool("bench", store, "--cold", "--queries", "32", "--batch", "16", "--json", cold)
+        #expect(coldRun.status == 0, "\(coldRun.stderr)")
+        let document = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: cold))) as? [String: Any])
+        #expect(document["memoryLimitReduceQueriesPerSecond"] == nil && document["cold"] as? Bool == true)
     }
 }

@@ -7,7 +7,7 @@ import pkmstore
 from conftest import golden_cases, import_tensors, load_golden
 
 
-@pytest.mark.parametrize("codec", ["raw", "zstd"])
+@pytest.mark.parametrize("codec", ["raw", "zstd", "nibble"])
 @pytest.mark.parametrize("name", golden_cases())
 def test_golden_case(tmp_path, name, codec):
     config, tensors, q, expected = load_golden(name)
