@@ -7,17 +7,20 @@ import _MemorySupport
 @Suite struct GatherKernelTests {
     /// Every element type, on every code path this processor has (AVX-512 for chunks of
     /// multiples of 16, AVX2 for multiples of 8, with and without a tail below 64 columns, and
-    /// the portable one), MCS chunks, runs of equal targets broken by positions (odd and even
-    /// run lengths, for the AVX-512 path's pairs of rows), and rows at any byte offset. The
+    /// the portable one), MCS chunks, rows visited in order (runs of 1 to 9 equal targets, a
+    /// target coming back after others, for the vector scan of run ends) and through shuffled
+    /// positions (runs broken by them), and rows at any byte offset. The
     /// bound is float summation's: |result − exact| ≤ (n + 1) · 2^-24 · Σ|w · x| per output
     /// element, n rows summed (in any order and grouping).
     @Test(arguments: ElementType.valueTypes, [(8, 1), (64, 1), (64, 2), (72, 1), (128, 4), (200, 1), (60, 1), (6, 3), (1, 1),
                                                (48, 1), (96, 1), (160, 2)])
     func kernelMatchesTheDefinition(type: ElementType, shape: (dim: Int, chunks: Int)) {
-        for level in Int32(PKM_KERNEL_PORTABLE)...pkm_gather_reduce_level() { check(type: type, shape: shape, level: level) }
+        for level in Int32(PKM_KERNEL_PORTABLE)...pkm_gather_reduce_level() {
+            for inOrder in [false, true] { check(type: type, shape: shape, level: level, inOrder: inOrder) }
+        }
     }
 
-    func check(type: ElementType, shape: (dim: Int, chunks: Int), level: Int32) {
+    func check(type: ElementType, shape: (dim: Int, chunks: Int), level: Int32, inOrder: Bool) {
         let (dim, chunks) = shape
         var rng = SeededGenerator(seed: UInt64(dim * 31 + chunks) ^ UInt64(type.code))
         let tableRows = 300, count = 500, outputs = 7
@@ -31,16 +34,20 @@ import _MemorySupport
         }
         let stored = type.decode(encoded)  // the values as stored (rounded to the type)
         let picks = (0..<count).map { _ in Int(rng.next() % UInt64(tableRows)) }
-        let positions = (0..<count).map { $0 }.shuffled(using: &rng)
-        // Targets in runs, as a batch of bags is, then visited through the shuffled positions.
-        let targets = (0..<count).map { $0 * outputs / count }
+        let positions = inOrder ? Array(0..<count) : (0..<count).map { $0 }.shuffled(using: &rng)
+        // Targets in runs, as a batch of bags is (a target may come back after another's run).
+        var targets: [Int] = []
+        while targets.count < count {
+            let run = Int(rng.next() % 9) + 1, t = Int(rng.next() % UInt64(outputs))
+            targets += Array(repeating: t, count: min(run, count - targets.count))
+        }
         let weights = (0..<(count * chunks)).map { _ in rng.normal() }
         var out = [Float](repeating: 0, count: outputs * dim)
         table.withUnsafeBytes { t in
             let rows = positions.map { UnsafeRawPointer?(t.baseAddress! + offset + picks[$0] * stride) }
             rows.withUnsafeBufferPointer { r in
                 positions.withUnsafeBufferPointer { p in
-                    RowKernels.gatherReduce(r, positions: p, type: type, dim: dim, chunks: chunks, weights: weights,
+                    RowKernels.gatherReduce(r, positions: inOrder ? nil : p, type: type, dim: dim, chunks: chunks, weights: weights,
                                             targets: targets, into: &out, level: level)
                 }
             }
@@ -57,7 +64,8 @@ import _MemorySupport
         }
         for e in 0..<(outputs * dim) {
             let bound = Double(terms[e / dim] + 1) * 0x1p-24 * magnitude[e] + 1e-30
-            #expect(abs(Double(out[e]) - exact[e]) <= bound, "level \(level), element \(e): \(out[e]) vs \(exact[e]) (bound \(bound))")
+            #expect(abs(Double(out[e]) - exact[e]) <= bound,
+                    "level \(level), in order \(inOrder), element \(e): \(out[e]) vs \(exact[e]) (bound \(bound))")
         }
     }
 
