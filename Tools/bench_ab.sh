@@ -7,7 +7,8 @@
 # table of 2^e rows (64 bf16 values, PKM H=4, k=32: 128 rows per query, uniform queries, batches
 # of 256) and 1 and 2 threads: both memtools' `bench` with the default row checks (each also
 # measuring its memory limit, its kernel over a flat copy), then embedding_bag; three rounds,
-# medians. Results: WORKDIR/ab-results/*.json and a table on stdout.
+# medians; the store and the flat copy in the same page-cache state (Tools/pagecache.py).
+# Results: WORKDIR/ab-results/*.json and a table on stdout.
 source "$(dirname "$0")/prelude.sh"
 work=${1:?usage: bench_ab.sh WORKDIR OLD_MEMTOOL [EXPONENTS...]}
 old=${2:?usage: bench_ab.sh WORKDIR OLD_MEMTOOL [EXPONENTS...]}
@@ -29,6 +30,8 @@ for e in $exponents; do
     opts=(--distribution uniform --queries 4096 --batch 256 --no-brute-force --flat-path "$work/flat$e")
     # One unrecorded pass: it writes the flat copy, the rows for embedding_bag, and fills the page cache.
     "$memtool" bench "$store" "${opts[@]}" --threads 2 --reduced-rows "$work/rows$e" > /dev/null
+    # The store and the flat copy in the same page-cache state, 2 MiB folios (Tools/pagecache.py).
+    python3 "$root/Tools/pagecache.py" "$store" "$work/flat$e"
     for round in 1 2 3; do
         for t in 1 2; do
             "$old" bench "$store" "${opts[@]}" --threads "$t" --json "$results/$e-t$t-old-$round.json" > /dev/null

@@ -7,6 +7,7 @@
 # (`memtool compact --codec`); `memtool bench` on each, with the default row checks, one thread,
 # alternating, three rounds; embedding_bag over the flat copy of the same rows; the table shows
 # medians, the shards' bytes against the raw values, and nibble against raw and embedding_bag.
+# Every store and the flat copy are first put in the same page-cache state (Tools/pagecache.py).
 # With --peers, Tools/peers/compressed_arrays.py stores the 2^24 table in tensorstore (zarr v3,
 # sharded, small inner chunks) and blosc2 and reads random rows from each.
 # Results: WORKDIR/codec-results/*.json and a table on stdout.
@@ -37,6 +38,8 @@ for e in $exponents; do
     opts=(--distribution uniform --queries 4096 --batch 256 --no-brute-force --threads 1 --flat-path "$work/flat$e")
     # One unrecorded pass: it writes the flat copy, the rows for embedding_bag, and fills the page cache.
     "$memtool" bench "$raw" "${opts[@]}" --reduced-rows "$work/rows$e" > /dev/null
+    # Every file in the same page-cache state, 2 MiB folios (Tools/pagecache.py).
+    python3 "$root/Tools/pagecache.py" "$work/c$e-raw.pkm" "$work/c$e-nibble.pkm" "$work/c$e-zstd.pkm" "$work/flat$e"
     for round in 1 2 3; do
         for codec in raw nibble zstd; do
             echo "== 2^$e rows, $codec, round $round" >&2

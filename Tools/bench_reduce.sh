@@ -6,7 +6,8 @@
 # default row checks, with --no-row-checks, and with --resident (the table loaded into memory in
 # huge pages at open), each also measuring the memory limit (the same kernel over a flat copy, no
 # checks, read into huge-page memory when it fits a quarter of it), then
-# Tools/peers/embedding_bag.py reducing exactly the rows the first run reduced.
+# Tools/peers/embedding_bag.py reducing exactly the rows the first run reduced. The store and the
+# flat copy embedding_bag maps are first put in the same page-cache state (Tools/pagecache.py).
 # Results: WORKDIR/results/reduce-*.json and a table on stdout.
 source "$(dirname "$0")/prelude.sh"
 work=${1:?usage: bench_reduce.sh WORKDIR [EXPONENTS...]}
@@ -27,6 +28,8 @@ for e in $exponents; do
     bench=("$memtool" bench "$store" --distribution uniform --queries 4096 --batch 256 --no-brute-force)
     # One unrecorded pass: it writes the flat copy and brings both files into the page cache.
     "${bench[@]}" --threads 2 > /dev/null
+    # The store and the flat copy in the same page-cache state, 2 MiB folios (Tools/pagecache.py).
+    python3 "$root/Tools/pagecache.py" "$store" "$store.flat"
     for t in 1 2; do
         echo "== 2^$e rows, $t thread(s)" >&2
         "${bench[@]}" --threads "$t" --reduced-rows "$work/rows$e" --json "$work/results/reduce-$e-t$t-checks.json" >&2

@@ -1,7 +1,9 @@
 // Each code path of the gather-reduce kernel (portable, AVX2, AVX-512) over the same random rows
-// of a table in huge-page memory, and the AVX-512 path over a copy of the table in 4 KiB pages,
-// alternating in one process, so that this VM's drift between runs does not decide the
-// comparison. Built and run by Tools/kernel_paths.sh.
+// of a table in huge-page memory, the AVX-512 path over a copy of the table in 4 KiB pages, and a
+// plain loop of the shape of FBGEMM's embedding_bag kernel (one bag at a time, its sums in
+// registers, the row 32 rows ahead prefetched; no targets, positions or chunks), alternating in
+// one process, so that this VM's drift between runs does not decide the comparison. Built and run
+// by Tools/kernel_paths.sh.
 //     kernel_paths LOG2_ROWS        (64 bf16 values per row, bags of 128 rows, 256 bags a call)
 #define _GNU_SOURCE
 #include "gather_kernel.h"
@@ -10,6 +12,8 @@
 #include <stdint.h>
 #include <sys/mman.h>
 #include <time.h>
+#include <immintrin.h>
+#include <math.h>
 
 static double now(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec + t.tv_nsec * 1e-9; }
 static int cmp(const void *a, const void *b) { double x = *(const double *)a, y = *(const double *)b; return x < y ? -1 : x > y; }
@@ -24,6 +28,33 @@ static uint16_t *table(size_t rows, int huge) {
     return t;
 }
 
+#define AVX512 __attribute__((target("avx512f,avx512bw")))
+static inline AVX512 __m512 bf16x16(const uint16_t *p) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p)), 16));
+}
+
+/// The plain loop: bags of `per` consecutive rows, one output row each (overwritten).
+static AVX512 void plain_bags(const void *const *rows, size_t bags, size_t per, const float *w, float *out) {
+    const size_t n = bags * per, ahead = 32;
+    for (size_t b = 0; b < bags; b++) {
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        for (size_t i = b * per; i < (b + 1) * per; i++) {
+            if (i + ahead < n) {
+                _mm_prefetch((const char *)rows[i + ahead], _MM_HINT_T0);
+                _mm_prefetch((const char *)rows[i + ahead] + 64, _MM_HINT_T0);
+            }
+            const uint16_t *r = rows[i];
+            const __m512 x = _mm512_set1_ps(w[i]);
+            a0 = _mm512_fmadd_ps(bf16x16(r), x, a0);
+            a1 = _mm512_fmadd_ps(bf16x16(r + 16), x, a1);
+            a2 = _mm512_fmadd_ps(bf16x16(r + 32), x, a2);
+            a3 = _mm512_fmadd_ps(bf16x16(r + 48), x, a3);
+        }
+        float *o = out + b * 64;
+        _mm512_storeu_ps(o, a0); _mm512_storeu_ps(o + 16, a1); _mm512_storeu_ps(o + 32, a2); _mm512_storeu_ps(o + 48, a3);
+    }
+}
+
 int main(int argc, char **argv) {
     if (argc != 2) { fprintf(stderr, "usage: kernel_paths LOG2_ROWS\n"); return 2; }
     const size_t rows = 1ull << atoi(argv[1]), q = 256, per = 128, n = q * per, passes = 16;
@@ -35,22 +66,37 @@ int main(int argc, char **argv) {
     uint64_t s = 88172645463325252ull;
     for (size_t i = 0; i < n * passes; i++) { s ^= s << 13; s ^= s >> 7; s ^= s << 17; pick[i] = s % rows; }
     for (size_t i = 0; i < n; i++) { tg[i] = (intptr_t)(i / per); w[i] = 1.0f / (i % 7 + 1); }
-    // Runs: the three paths over huge pages, then AVX-512 over 4 KiB pages.
-    const int level[4] = {PKM_KERNEL_PORTABLE, PKM_KERNEL_AVX2, PKM_KERNEL_AVX512, PKM_KERNEL_AVX512}, on[4] = {0, 0, 0, 1};
-    const char *name[4] = {"portable", "avx2", "avx512", "avx512, 4 KiB pages"};
-    double res[4][15];
+    // Runs: the three paths and the plain loop over huge pages, then AVX-512 over 4 KiB pages (its
+    // copy evicts the first from the caches: the run after it starts cold).
+    enum { RUNS = 5 };
+    const int level[RUNS] = {PKM_KERNEL_PORTABLE, PKM_KERNEL_AVX2, PKM_KERNEL_AVX512, -1, PKM_KERNEL_AVX512};
+    const int on[RUNS] = {0, 0, 0, 0, 1};
+    const char *name[RUNS] = {"portable", "avx2", "avx512", "plain loop (avx512)", "avx512, 4 KiB pages"};
+    const int plain = pkm_gather_reduce_level() == PKM_KERNEL_AVX512;
+    double res[RUNS][15];
     for (int p = 0; p < 15; p++) {
-        for (int run = 0; run < 4; run++) {
+        for (int run = 0; run < RUNS; run++) {
+            if (level[run] < 0 && !plain) continue;
             for (size_t i = 0; i < n * passes; i++) rp[i] = tables[on[run]] + pick[i] * 64;
             const double t0 = now();
             for (size_t b = 0; b < passes; b++) {
                 for (size_t i = 0; i < q * 64; i++) out[i] = 0;
-                pkm_gather_reduce_at(level[run], PKM_ELEMENT_BF16, rp + b * n, NULL, n, 64, 1, w, tg, out, 32, NULL);
+                if (level[run] < 0) plain_bags(rp + b * n, q, per, w, out);
+                else pkm_gather_reduce_at(level[run], PKM_ELEMENT_BF16, rp + b * n, NULL, n, 64, 1, w, tg, out, 32, NULL);
             }
             res[run][p] = n * passes / (now() - t0) / 1e6;
         }
     }
-    for (int run = 0; run < 4; run++) {
+    if (plain) {  // the plain loop sums what the kernel sums
+        float *kernel = calloc(q * 64, 4);
+        pkm_gather_reduce_at(PKM_KERNEL_AVX512, PKM_ELEMENT_BF16, rp, NULL, n, 64, 1, w, tg, kernel, 32, NULL);
+        plain_bags(rp, q, per, w, out);
+        for (size_t i = 0; i < q * 64; i++)
+            if (fabsf(out[i] - kernel[i]) > 1e-4f * fabsf(kernel[i])) { fprintf(stderr, "plain loop disagrees at %zu\n", i); return 1; }
+        free(kernel);
+    }
+    for (int run = 0; run < RUNS; run++) {
+        if (level[run] < 0 && !plain) continue;
         qsort(res[run], 15, sizeof(double), cmp);
         printf("2^%s %-20s median %.1f max %.1f M rows/s\n", argv[1], name[run], res[run][7], res[run][14]);
     }

@@ -5,5 +5,5 @@ source "$(dirname "$0")/prelude.sh"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 clang -O2 -I "$root/Sources/CGatherKernel/include" -o "$work/kernel_paths" "$root/Tools/kernel_paths.c" \
-    "$root/Sources/CGatherKernel/gather_kernel.c"
+    "$root/Sources/CGatherKernel/gather_kernel.c" -lm
 for e in ${*:-16 20 24}; do "$work/kernel_paths" "$e"; done

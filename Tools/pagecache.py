@@ -1,0 +1,61 @@
+#!/usr/bin/env python3
+"""Puts files into the same page-cache state before a benchmark compares readers of them.
+
+    pagecache.py FILE...
+
+How a file's pages came into the page cache decides the page size a map of it gets: pages in
+2 MiB folios are mapped with 2 MiB entries (by any map, ours with MADV_RANDOM included), pages
+written in small pieces (LMDB's) or faulted in one at a time (a map with MADV_RANDOM) or read
+at the start of a readahead ramp stay 4 KiB. A random-row reader of a 4 KiB-mapped table runs
+up to 2x slower in cache (Tools/kernel_paths.sh), so a store and a peer's flat copy are compared
+with both in 2 MiB folios. For each file: write back its dirty pages, drop its pages from the
+cache (POSIX_FADV_DONTNEED: pages another process maps stay), fault it back in through a map
+advised MADV_HUGEPAGE (which reads in 2 MiB folios where the filesystem has large folios), and
+report on stderr how much of it a fresh map covers with 2 MiB entries (FilePmdMapped).
+"""
+import ctypes
+import mmap
+import os
+import sys
+
+import numpy as np
+
+MADV_HUGEPAGE = 14
+libc = ctypes.CDLL(None, use_errno=True)
+libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+
+
+def pmd_mapped_bytes():
+    with open(f"/proc/{os.getpid()}/smaps_rollup") as f:
+        for line in f:
+            if line.startswith("FilePmdMapped:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def reread(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        if size == 0:
+            return
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        with mmap.mmap(fd, size, prot=mmap.PROT_READ) as m:
+            pages = np.frombuffer(m, dtype=np.uint8)
+            if libc.madvise(pages.ctypes.data, size, MADV_HUGEPAGE) != 0:
+                print(f"pagecache: {path}: MADV_HUGEPAGE: {os.strerror(ctypes.get_errno())}", file=sys.stderr)
+            before = pmd_mapped_bytes()
+            int(pages[::4096].sum(dtype=np.uint64))  # a byte of every page
+            mapped = pmd_mapped_bytes() - before
+            del pages
+        print(f"pagecache: {path}: {size >> 20} MiB read, {mapped >> 20} MiB of it mapped in 2 MiB pages", file=sys.stderr)
+    finally:
+        os.close(fd)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 2:
+        sys.exit(__doc__)
+    for path in sys.argv[1:]:
+        reread(path)
