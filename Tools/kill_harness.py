@@ -97,9 +97,13 @@ class Harness:
         self.expected_rows = rows_bytes(self.template)
         self.template_sha = file_sha(self.template)
         probe = os.path.join(work, "probe.pkm")
-        start = time.monotonic()
-        self.must(self.commands["import"](probe))
-        self.duration["import"] = time.monotonic() - start
+        # create and import are timed twice and the faster run kept: a first run on cold caches
+        # overstates the time, and then most kills land after the writer has finished.
+        for op in ["create", "import", "import"]:
+            self.remove(probe)
+            start = time.monotonic()
+            self.must(self.commands[op](probe))
+            self.duration[op] = min(self.duration.get(op, float("inf")), time.monotonic() - start)
         if digest(probe)[0] != self.expected_digest:
             raise RuntimeError("a clean import of the exported memory differs from the memory")
         for op in ["compact", "compact-copy"]:

@@ -9,7 +9,7 @@ import TestSupport
     /// and removing a layer, each followed by verify, an independent read of the content and a
     /// re-run (200+ trials on demand).
     /// Zstd stores compacted into raw, and nibble stores (written by create, import and compact).
-    @Test(arguments: [("zstd", "raw", 42), ("nibble", "nibble", 24)])
+    @Test(arguments: [("zstd", "raw", 42), ("nibble", "nibble", 36)])
     func writersKilledAtRandomMomentsLoseNothing(codec: String, compactCodec: String, trials: Int) throws {
         let scratch = ScratchDirectory()
         let report = scratch.file("kill.json")
