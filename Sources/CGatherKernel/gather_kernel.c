@@ -418,13 +418,21 @@ static ALWAYS_INLINE AVX2 __m256 widen_bf16(__m128i v) {
         v2 = widen_bf16(_mm_unpacklo_epi8(low1_, top1_)); v3 = widen_bf16(_mm_unpackhi_epi8(low1_, top1_));           \
     } while (0)
 
+/// Escaped slots (first byte 0xFF) are skipped by every block; the first block (c0 == 0) lists
+/// their k in escaped[(*escapes)++], for the caller to add.
+#define NIBBLE_SKIP(slot, r)                                                                                            \
+    if ((slot)[0] == 0xFF) {                                                                                            \
+        if (first) escaped[(*escapes)++] = (intptr_t)(r);                                                             \
+        continue;                                                                                                       \
+    }
+
 /// A run of rows with one target over columns c0 ..< c0 + 32 of nibble slots: codes looked up
 /// with a byte shuffle, interleaved with the low bytes, widened and summed in four accumulators.
-/// In the first block (c0 == 0) a run stops before an escaped slot: returns the run's new end.
-static ALWAYS_INLINE AVX2 size_t nibble_run_block32(const int chunked, const void *const *slots, const intptr_t *positions,
-                                                    size_t k, size_t end, size_t count, size_t c0, size_t dim,
-                                                    size_t chunks, size_t width, const float *weights, float *o,
-                                                    size_t distance, size_t slot_bytes, __m128i table) {
+static ALWAYS_INLINE AVX2 void nibble_run_block32(const int chunked, const void *const *slots, const intptr_t *positions,
+                                                  size_t k, size_t end, size_t count, size_t c0, size_t dim,
+                                                  size_t chunks, size_t width, const float *weights, float *o,
+                                                  size_t distance, size_t slot_bytes, __m128i table, intptr_t *escaped,
+                                                  size_t *escapes) {
     const __m128i mask = _mm_set1_epi8(15);
     __m256 a0 = _mm256_loadu_ps(o + c0), a1 = _mm256_loadu_ps(o + c0 + 8), a2 = _mm256_loadu_ps(o + c0 + 16),
            a3 = _mm256_loadu_ps(o + c0 + 24);
@@ -432,7 +440,7 @@ static ALWAYS_INLINE AVX2 size_t nibble_run_block32(const int chunked, const voi
     for (size_t r = k; r < end; r++) {
         if (first && distance && r + distance < count) pkm_prefetch(slots[r + distance], slot_bytes);
         const uint8_t *slot = (const uint8_t *)slots[r];
-        if (first && slot[0] == 0xFF) { end = r; break; }
+        NIBBLE_SKIP(slot, r)
         const float *w = weights + position(positions, r) * chunks;
         __m256 v0, v1, v2, v3;
         NIBBLE_DECODE32(slot, slot + dim / 2, c0, v0, v1, v2, v3);
@@ -444,14 +452,14 @@ static ALWAYS_INLINE AVX2 size_t nibble_run_block32(const int chunked, const voi
     }
     _mm256_storeu_ps(o + c0, a0); _mm256_storeu_ps(o + c0 + 8, a1);
     _mm256_storeu_ps(o + c0 + 16, a2); _mm256_storeu_ps(o + c0 + 24, a3);
-    return end;
 }
 
 /// As nibble_run_block32 over columns c0 ..< c0 + 64, in eight accumulators.
-static ALWAYS_INLINE AVX2 size_t nibble_run_block64(const int chunked, const void *const *slots, const intptr_t *positions,
-                                                    size_t k, size_t end, size_t count, size_t c0, size_t dim,
-                                                    size_t chunks, size_t width, const float *weights, float *o,
-                                                    size_t distance, size_t slot_bytes, __m128i table) {
+static ALWAYS_INLINE AVX2 void nibble_run_block64(const int chunked, const void *const *slots, const intptr_t *positions,
+                                                  size_t k, size_t end, size_t count, size_t c0, size_t dim,
+                                                  size_t chunks, size_t width, const float *weights, float *o,
+                                                  size_t distance, size_t slot_bytes, __m128i table, intptr_t *escaped,
+                                                  size_t *escapes) {
     const __m128i mask = _mm_set1_epi8(15);
     __m256 a0 = _mm256_loadu_ps(o + c0), a1 = _mm256_loadu_ps(o + c0 + 8), a2 = _mm256_loadu_ps(o + c0 + 16),
            a3 = _mm256_loadu_ps(o + c0 + 24), a4 = _mm256_loadu_ps(o + c0 + 32), a5 = _mm256_loadu_ps(o + c0 + 40),
@@ -460,7 +468,7 @@ static ALWAYS_INLINE AVX2 size_t nibble_run_block64(const int chunked, const voi
     for (size_t r = k; r < end; r++) {
         if (first && distance && r + distance < count) pkm_prefetch(slots[r + distance], slot_bytes);
         const uint8_t *slot = (const uint8_t *)slots[r];
-        if (first && slot[0] == 0xFF) { end = r; break; }
+        NIBBLE_SKIP(slot, r)
         const float *w = weights + position(positions, r) * chunks;
         const uint8_t *low = slot + dim / 2;
         __m256 v0, v1, v2, v3, v4, v5, v6, v7;
@@ -477,7 +485,6 @@ static ALWAYS_INLINE AVX2 size_t nibble_run_block64(const int chunked, const voi
     _mm256_storeu_ps(o + c0, a0); _mm256_storeu_ps(o + c0 + 8, a1); _mm256_storeu_ps(o + c0 + 16, a2);
     _mm256_storeu_ps(o + c0 + 24, a3); _mm256_storeu_ps(o + c0 + 32, a4); _mm256_storeu_ps(o + c0 + 40, a5);
     _mm256_storeu_ps(o + c0 + 48, a6); _mm256_storeu_ps(o + c0 + 56, a7);
-    return end;
 }
 
 /// Four vectors of sixteen floats, elements c0 ..< c0 + 64 of a nibble slot (AVX-512BW): the
@@ -506,31 +513,41 @@ static ALWAYS_INLINE AVX512 __m512 widen16_bf16(__m256i v) {
 }
 
 /// As nibble_run_block64 in 16-float vectors, two rows at a time into two sets of accumulators,
-/// so that one row's code lookups overlap the other's multiply-adds. An escaped slot ends the run
-/// before it (first block only).
-static ALWAYS_INLINE AVX512 size_t nibble_run_block64_512(const int chunked, const void *const *slots, const intptr_t *positions,
-                                                          size_t k, size_t end, size_t count, size_t c0, size_t dim,
-                                                          size_t chunks, size_t width, const float *weights, float *o,
-                                                          size_t distance, size_t slot_bytes, __m128i table) {
+/// so that one row's code lookups overlap the other's multiply-adds; a pair with an escaped slot
+/// adds its coded row alone.
+static ALWAYS_INLINE AVX512 void nibble_run_block64_512(const int chunked, const void *const *slots, const intptr_t *positions,
+                                                        size_t k, size_t end, size_t count, size_t c0, size_t dim,
+                                                        size_t chunks, size_t width, const float *weights, float *o,
+                                                        size_t distance, size_t slot_bytes, __m128i table, intptr_t *escaped,
+                                                        size_t *escapes) {
     const __m256i table2 = _mm256_broadcastsi128_si256(table), mask2 = _mm256_set1_epi8(15);
     __m512 a0 = _mm512_loadu_ps(o + c0), a1 = _mm512_loadu_ps(o + c0 + 16), a2 = _mm512_loadu_ps(o + c0 + 32),
            a3 = _mm512_loadu_ps(o + c0 + 48);
     __m512 b0 = _mm512_setzero_ps(), b1 = _mm512_setzero_ps(), b2 = _mm512_setzero_ps(), b3 = _mm512_setzero_ps();
     const int first = c0 == 0;
 #define WEIGHT(w, v) (chunked ? _mm512_set1_ps((w)[(c0 + 16 * (v)) / width]) : _mm512_set1_ps((w)[0]))
+#define ADD_ROW(p, w, A0, A1, A2, A3)                                                                                   \
+    do {                                                                                                                \
+        __m512 v0_, v1_, v2_, v3_;                                                                                      \
+        NIBBLE_DECODE64_512(p, (p) + dim / 2, c0, v0_, v1_, v2_, v3_);                                                  \
+        A0 = _mm512_fmadd_ps(v0_, WEIGHT(w, 0), A0); A1 = _mm512_fmadd_ps(v1_, WEIGHT(w, 1), A1);                       \
+        A2 = _mm512_fmadd_ps(v2_, WEIGHT(w, 2), A2); A3 = _mm512_fmadd_ps(v3_, WEIGHT(w, 3), A3);                       \
+    } while (0)
     size_t r = k;
     for (; r + 1 < end; r += 2) {
         const uint8_t *p = (const uint8_t *)slots[r], *q = (const uint8_t *)slots[r + 1];
-        if (first) {
-            if (distance && r + 1 + distance < count) {
-                pkm_prefetch(slots[r + distance], slot_bytes);
-                pkm_prefetch(slots[r + 1 + distance], slot_bytes);
-            }
-            // The run ends before its first escaped slot (the row before it, if any, goes to the tail).
-            if (p[0] == 0xFF) { end = r; break; }
-            if (q[0] == 0xFF) { end = r + 1; break; }
+        if (first && distance && r + 1 + distance < count) {
+            pkm_prefetch(slots[r + distance], slot_bytes);
+            pkm_prefetch(slots[r + 1 + distance], slot_bytes);
         }
         const float *w = weights + position(positions, r) * chunks, *x = weights + position(positions, r + 1) * chunks;
+        if (p[0] == 0xFF || q[0] == 0xFF) {
+            if (p[0] != 0xFF) ADD_ROW(p, w, a0, a1, a2, a3);
+            else if (first) escaped[(*escapes)++] = (intptr_t)r;
+            if (q[0] != 0xFF) ADD_ROW(q, x, b0, b1, b2, b3);
+            else if (first) escaped[(*escapes)++] = (intptr_t)(r + 1);
+            continue;
+        }
         __m512 v0, v1, v2, v3, u0, u1, u2, u3;
         NIBBLE_DECODE64_512(p, p + dim / 2, c0, v0, v1, v2, v3);
         NIBBLE_DECODE64_512(q, q + dim / 2, c0, u0, u1, u2, u3);
@@ -539,87 +556,79 @@ static ALWAYS_INLINE AVX512 size_t nibble_run_block64_512(const int chunked, con
         a2 = _mm512_fmadd_ps(v2, WEIGHT(w, 2), a2); b2 = _mm512_fmadd_ps(u2, WEIGHT(x, 2), b2);
         a3 = _mm512_fmadd_ps(v3, WEIGHT(w, 3), a3); b3 = _mm512_fmadd_ps(u3, WEIGHT(x, 3), b3);
     }
-    if (r < end && first && ((const uint8_t *)slots[r])[0] == 0xFF) end = r;
     if (r < end) {
         const uint8_t *p = (const uint8_t *)slots[r];
-        const float *w = weights + position(positions, r) * chunks;
         if (first && distance && r + distance < count) pkm_prefetch(slots[r + distance], slot_bytes);
-        __m512 v0, v1, v2, v3;
-        NIBBLE_DECODE64_512(p, p + dim / 2, c0, v0, v1, v2, v3);
-        a0 = _mm512_fmadd_ps(v0, WEIGHT(w, 0), a0); a1 = _mm512_fmadd_ps(v1, WEIGHT(w, 1), a1);
-        a2 = _mm512_fmadd_ps(v2, WEIGHT(w, 2), a2); a3 = _mm512_fmadd_ps(v3, WEIGHT(w, 3), a3);
+        const float *w = weights + position(positions, r) * chunks;
+        if (p[0] != 0xFF) ADD_ROW(p, w, a0, a1, a2, a3);
+        else if (first) escaped[(*escapes)++] = (intptr_t)r;
     }
+#undef ADD_ROW
 #undef WEIGHT
     _mm512_storeu_ps(o + c0, _mm512_add_ps(a0, b0)); _mm512_storeu_ps(o + c0 + 16, _mm512_add_ps(a1, b1));
     _mm512_storeu_ps(o + c0 + 32, _mm512_add_ps(a2, b2)); _mm512_storeu_ps(o + c0 + 48, _mm512_add_ps(a3, b3));
-    return end;
 }
 
 static ALWAYS_INLINE AVX512 size_t nibble_reduce_512_typed(const int chunked, const void *const *slots, const intptr_t *positions,
                                                            size_t count, size_t dim, size_t chunks, const float *weights,
-                                                           const intptr_t *targets, float *out, size_t distance, __m128i table) {
+                                                           const intptr_t *targets, float *out, size_t distance, __m128i table,
+                                                           intptr_t *escaped) {
     const size_t width = dim / chunks, slot_bytes = dim / 2 + dim;
+    size_t escapes = 0;
     for (size_t k = 0; k < count;) {
         const intptr_t t = target(targets, positions, k);
         const size_t end = run_end(targets, positions, k, count, t);
         float *o = out + (size_t)t * dim;
-        const size_t stop = nibble_run_block64_512(chunked, slots, positions, k, end, count, 0, dim, chunks, width, weights, o,
-                                                   distance, slot_bytes, table);
-        for (size_t c0 = 64; c0 < dim; c0 += 64)
-            nibble_run_block64_512(chunked, slots, positions, k, stop, count, c0, dim, chunks, width, weights, o, distance,
-                                   slot_bytes, table);
-        if (stop < end) return stop;
+        for (size_t c0 = 0; c0 < dim; c0 += 64)
+            nibble_run_block64_512(chunked, slots, positions, k, end, count, c0, dim, chunks, width, weights, o, distance,
+                                   slot_bytes, table, escaped, &escapes);
         k = end;
     }
-    return count;
+    return escapes;
 }
 
 static AVX512 size_t nibble_reduce_avx512(const void *const *slots, const intptr_t *positions, size_t count, size_t dim,
                                           size_t chunks, const float *weights, const intptr_t *targets, float *out,
-                                          size_t distance, const uint8_t *table) {
+                                          size_t distance, const uint8_t *table, intptr_t *escaped) {
     const __m128i t = _mm_loadu_si128((const __m128i *)table);
     const size_t slot_bytes = dim / 2 + dim;
     for (size_t k = 0; k < distance && k < count; k++) pkm_prefetch(slots[k], slot_bytes);
-    return chunks == 1 ? nibble_reduce_512_typed(0, slots, positions, count, dim, 1, weights, targets, out, distance, t)
-                       : nibble_reduce_512_typed(1, slots, positions, count, dim, chunks, weights, targets, out, distance, t);
+    return chunks == 1 ? nibble_reduce_512_typed(0, slots, positions, count, dim, 1, weights, targets, out, distance, t, escaped)
+                       : nibble_reduce_512_typed(1, slots, positions, count, dim, chunks, weights, targets, out, distance, t, escaped);
 }
 
 static ALWAYS_INLINE AVX2 size_t nibble_reduce_typed(const int chunked, const void *const *slots, const intptr_t *positions,
                                                      size_t count, size_t dim, size_t chunks, const float *weights,
-                                                     const intptr_t *targets, float *out, size_t distance, __m128i table) {
+                                                     const intptr_t *targets, float *out, size_t distance, __m128i table,
+                                                     intptr_t *escaped) {
     const size_t width = dim / chunks, slot_bytes = dim / 2 + dim;
+    size_t escapes = 0;
     for (size_t k = 0; k < count;) {
         const intptr_t t = target(targets, positions, k);
         const size_t end = run_end(targets, positions, k, count, t);
-        size_t stop;
         float *o = out + (size_t)t * dim;
         if (dim % 64 == 0) {
-            stop = nibble_run_block64(chunked, slots, positions, k, end, count, 0, dim, chunks, width, weights, o, distance,
-                                      slot_bytes, table);
-            for (size_t c0 = 64; c0 < dim; c0 += 64)
-                nibble_run_block64(chunked, slots, positions, k, stop, count, c0, dim, chunks, width, weights, o, distance,
-                                   slot_bytes, table);
+            for (size_t c0 = 0; c0 < dim; c0 += 64)
+                nibble_run_block64(chunked, slots, positions, k, end, count, c0, dim, chunks, width, weights, o, distance,
+                                   slot_bytes, table, escaped, &escapes);
         } else {
-            stop = nibble_run_block32(chunked, slots, positions, k, end, count, 0, dim, chunks, width, weights, o, distance,
-                                      slot_bytes, table);
-            for (size_t c0 = 32; c0 < dim; c0 += 32)
-                nibble_run_block32(chunked, slots, positions, k, stop, count, c0, dim, chunks, width, weights, o, distance,
-                                   slot_bytes, table);
+            for (size_t c0 = 0; c0 < dim; c0 += 32)
+                nibble_run_block32(chunked, slots, positions, k, end, count, c0, dim, chunks, width, weights, o, distance,
+                                   slot_bytes, table, escaped, &escapes);
         }
-        if (stop < end) return stop;
         k = end;
     }
-    return count;
+    return escapes;
 }
 
 static AVX2 size_t nibble_reduce_avx2(const void *const *slots, const intptr_t *positions, size_t count, size_t dim,
                                       size_t chunks, const float *weights, const intptr_t *targets, float *out,
-                                      size_t distance, const uint8_t *table) {
+                                      size_t distance, const uint8_t *table, intptr_t *escaped) {
     const __m128i t = _mm_loadu_si128((const __m128i *)table);
     const size_t slot_bytes = dim / 2 + dim;
     for (size_t k = 0; k < distance && k < count; k++) pkm_prefetch(slots[k], slot_bytes);
-    return chunks == 1 ? nibble_reduce_typed(0, slots, positions, count, dim, 1, weights, targets, out, distance, t)
-                       : nibble_reduce_typed(1, slots, positions, count, dim, chunks, weights, targets, out, distance, t);
+    return chunks == 1 ? nibble_reduce_typed(0, slots, positions, count, dim, 1, weights, targets, out, distance, t, escaped)
+                       : nibble_reduce_typed(1, slots, positions, count, dim, chunks, weights, targets, out, distance, t, escaped);
 }
 
 int pkm_nibble_gather_reduce_fits(size_t dim, size_t chunks) {
@@ -629,17 +638,16 @@ int pkm_nibble_gather_reduce_fits(size_t dim, size_t chunks) {
 
 size_t pkm_nibble_gather_reduce(const void *const *slots, const intptr_t *positions, size_t count, size_t dim,
                                 size_t chunks, const float *weights, const intptr_t *targets, float *out,
-                                size_t prefetch_distance, const uint8_t *table) {
+                                size_t prefetch_distance, const uint8_t *table, intptr_t *escaped) {
     return pkm_nibble_gather_reduce_at(pkm_gather_reduce_level(), slots, positions, count, dim, chunks, weights, targets, out,
-                                       prefetch_distance, table);
+                                       prefetch_distance, table, escaped);
 }
 
 size_t pkm_nibble_gather_reduce_at(int level, const void *const *slots, const intptr_t *positions, size_t count, size_t dim,
                                    size_t chunks, const float *weights, const intptr_t *targets, float *out,
-                                   size_t prefetch_distance, const uint8_t *table) {
-    if (count == 0) return 0;
-    if (!pkm_nibble_gather_reduce_fits(dim, chunks)) return 0;
+                                   size_t prefetch_distance, const uint8_t *table, intptr_t *escaped) {
+    if (count == 0 || !pkm_nibble_gather_reduce_fits(dim, chunks)) return 0;
     if (level >= PKM_KERNEL_AVX512 && pkm_gather_reduce_level() >= PKM_KERNEL_AVX512 && dim % 64 == 0 && (dim / chunks) % 16 == 0)
-        return nibble_reduce_avx512(slots, positions, count, dim, chunks, weights, targets, out, prefetch_distance, table);
-    return nibble_reduce_avx2(slots, positions, count, dim, chunks, weights, targets, out, prefetch_distance, table);
+        return nibble_reduce_avx512(slots, positions, count, dim, chunks, weights, targets, out, prefetch_distance, table, escaped);
+    return nibble_reduce_avx2(slots, positions, count, dim, chunks, weights, targets, out, prefetch_distance, table, escaped);
 }

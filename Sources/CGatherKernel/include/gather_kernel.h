@@ -66,18 +66,19 @@ size_t pkm_nibble_decode_at(int level, const void *const *slots, size_t count, s
 
 /// pkm_gather_reduce over nibble slots of bf16 rows (Spec/FORMAT.md, "Nibble"), decoding each
 /// row in registers as it is summed: for k in 0 ..< count with row k the slot at slots[k]
-/// decoded with the 16-byte `table`, the sums of pkm_gather_reduce. Stops before the first
-/// escaped slot (first byte 0xFF) and returns its k, the rows before it added (count when none
-/// is). Needs AVX2 and dim a multiple of 32 and of 8 x chunks (pkm_nibble_gather_reduce_fits);
-/// slots `prefetch_distance` ahead are prefetched.
+/// decoded with the 16-byte `table`, the sums of pkm_gather_reduce, except that escaped slots
+/// (first byte 0xFF) are not added: their k go to escaped[0 ..< n], in order (`escaped` holds
+/// count entries), and n is returned, for the caller to add those rows (each of a run's coded
+/// rows is added before them). Needs AVX2 and dim a multiple of 32 and of 8 x chunks
+/// (pkm_nibble_gather_reduce_fits); slots `prefetch_distance` ahead are prefetched.
 size_t pkm_nibble_gather_reduce(const void *const *slots, const intptr_t *positions, size_t count, size_t dim,
                                 size_t chunks, const float *weights, const intptr_t *targets, float *out,
-                                size_t prefetch_distance, const uint8_t *table);
+                                size_t prefetch_distance, const uint8_t *table, intptr_t *escaped);
 
 /// pkm_nibble_gather_reduce with the path limited to `level` (PKM_KERNEL_AVX2 or better), for tests.
 size_t pkm_nibble_gather_reduce_at(int level, const void *const *slots, const intptr_t *positions, size_t count, size_t dim,
                                    size_t chunks, const float *weights, const intptr_t *targets, float *out,
-                                   size_t prefetch_distance, const uint8_t *table);
+                                   size_t prefetch_distance, const uint8_t *table, intptr_t *escaped);
 
 /// Whether pkm_nibble_gather_reduce runs on this processor for rows of `dim` in `chunks`.
 int pkm_nibble_gather_reduce_fits(size_t dim, size_t chunks);

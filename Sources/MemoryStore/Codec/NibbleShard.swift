@@ -65,6 +65,9 @@ struct NibbleShard {
         return true
     }
 
+    /// Asks for the cache line holding row `r`'s checksum.
+    func prefetchChecksum(_ r: Int) { pkm_prefetch(groups + slots.checksumOffset(r), 4) }
+
     /// Throws, naming the row, unless `decoded` (row `r`'s values) matches its stored checksum.
     func check(_ r: Int, decoded: UnsafeRawBufferPointer) throws {
         let stored = UInt32(littleEndian: (groups + slots.checksumOffset(r)).loadUnaligned(as: UInt32.self))

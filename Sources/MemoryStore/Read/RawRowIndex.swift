@@ -231,12 +231,36 @@ final class RawRowIndex: @unchecked Sendable {
     /// slot is checked (Spec/FORMAT.md, "Nibble"), and, when `checking`, the values against the
     /// row's checksum: escaped rows are checked on every read, not with their group.
     func escapedRow(_ row: Int, slot: UnsafeRawPointer, checking: Bool) throws -> UnsafeRawPointer {
-        let index = shard(ofRow: row), r = row - index * layout.rowsPerShard
-        // Acquiring: the shard's escape count was stored before its address.
-        let shard = nibbleShard(index, groups: UnsafeRawPointer(bitPattern: blobs[index].load(ordering: .acquiring))!)
+        let (shard, r) = nibbleShard(holding: row)
         let values = try shard.escapedRow(r, slot: slot)
         if checking { try shard.check(r, decoded: UnsafeRawBufferPointer(start: values, count: layout.rowBytes)) }
         return values
+    }
+
+    /// The nibble shard holding row `row` (its shard located), and the row within it.
+    private func nibbleShard(holding row: Int) -> (shard: NibbleShard, row: Int) {
+        let index = shard(ofRow: row)
+        // Acquiring: the shard's escape count was stored before its address.
+        let groups = UnsafeRawPointer(bitPattern: blobs[index].load(ordering: .acquiring))!
+        return (nibbleShard(index, groups: groups), row - index * layout.rowsPerShard)
+    }
+
+    /// `escapedRow(row(k), slot: slot(k), checking:)` for k in 0 ..< count, into `values[k]`: every
+    /// row's values (and, when `checking`, its checksum line) asked for first, so that their cache
+    /// misses overlap instead of coming one after another.
+    func escapedRows(count: Int, row: (Int) -> Int, slot: (Int) -> UnsafeRawPointer, into values: UnsafeMutablePointer<UnsafeRawPointer?>,
+                     checking: Bool) throws {
+        for k in 0..<count {
+            let (shard, r) = nibbleShard(holding: row(k))
+            values[k] = try shard.escapedRow(r, slot: slot(k))
+            pkm_prefetch(values[k], layout.rowBytes)
+            if checking { shard.prefetchChecksum(r) }
+        }
+        guard checking else { return }
+        for k in 0..<count {
+            let (shard, r) = nibbleShard(holding: row(k))
+            try shard.check(r, decoded: UnsafeRawBufferPointer(start: values[k], count: layout.rowBytes))
+        }
     }
 
     /// Decodes the nibble slots at `slots[0 ..< count]`, of rows `indices[0 ..< count]` (their shards

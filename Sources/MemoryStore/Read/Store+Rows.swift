@@ -175,24 +175,25 @@ extension Store {
         }
         guard let rawRows, let table = rawRows.nibbleTable, dim == layout.dim, type == .bf16,
               pkm_nibble_gather_reduce_fits(dim, chunks) != 0 else { return try forEachRowGroup(indices, reducePlain) }
-        // Nibble slots decoded in registers as they are summed; an escaped row by the plain kernel.
+        // Nibble slots decoded in registers as they are summed; the kernel lists the escaped ones,
+        // whose rows are then read together (their misses overlapping) and added by the plain kernel.
+        let capacity = min(indices.count, Self.rawGroupRows)
+        let escaped = UnsafeMutableBufferPointer<Int>.allocate(capacity: capacity)
+        let escapedRows = UnsafeMutableBufferPointer<UnsafeRawPointer?>.allocate(capacity: capacity)
+        defer { escaped.deallocate(); escapedRows.deallocate() }
         try forEachRowGroup(indices, coded: true) { group in
             guard group.coded else { return reducePlain(group) }
-            let slots = group.rows.baseAddress!, n = group.rows.count
-            var k = 0
-            while k < n {
-                let at = group.first + k
-                k += table.withUnsafeBufferPointer {
-                    pkm_nibble_gather_reduce(slots + k, nil, n - k, dim, chunks, w + at * chunks, targets.map { $0.baseAddress! + at },
-                                             out, RowKernels.prefetchDistance, $0.baseAddress)
-                }
-                guard k < n else { break }
-                let escaped: UnsafeRawPointer? = try rawRows.escapedRow(indices[group.first + k], slot: slots[k]!, checking: checksRows)
-                withUnsafePointer(to: escaped) { row in
-                    reducePlain(RowGroup(rows: UnsafeBufferPointer(start: row, count: 1), positions: nil, first: group.first + k))
-                }
-                k += 1
+            let slots = group.rows.baseAddress!, first = group.first
+            let count = table.withUnsafeBufferPointer {
+                pkm_nibble_gather_reduce(slots, nil, group.rows.count, dim, chunks, w + first * chunks, targets.map { $0.baseAddress! + first },
+                                         out, RowKernels.prefetchDistance, $0.baseAddress, escaped.baseAddress)
             }
+            guard count > 0 else { return }
+            try rawRows.escapedRows(count: count, row: { indices[first + escaped[$0]] }, slot: { slots[escaped[$0]]! },
+                                    into: escapedRows.baseAddress!, checking: checksRows)
+            for k in 0..<count { escaped[k] += first }  // positions in the call, as RowGroup's are
+            reducePlain(RowGroup(rows: UnsafeBufferPointer(rebasing: escapedRows[0..<count]),
+                                 positions: UnsafeBufferPointer(rebasing: escaped[0..<count]), first: first))
         }
     }
 
