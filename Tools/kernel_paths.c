@@ -1,9 +1,11 @@
 // Each code path of the gather-reduce kernel (portable, AVX2, AVX-512) over the same random rows
-// of a table in huge-page memory, the AVX-512 path over a copy of the table in 4 KiB pages, and a
-// plain loop of the shape of FBGEMM's embedding_bag kernel (one bag at a time, its sums in
-// registers, the row 32 rows ahead prefetched; no targets, positions or chunks), alternating in
-// one process, so that this VM's drift between runs does not decide the comparison. Built and run
-// by Tools/kernel_paths.sh.
+// of a table in huge-page memory; a plain loop of the shape of FBGEMM's embedding_bag kernel (one
+// bag at a time, its sums in registers, the row 32 rows ahead prefetched; no targets, positions or
+// chunks); the nibble kernel over the same rows coded as 96-byte nibble slots (Spec/FORMAT.md,
+// "Nibble"); the AVX-512 path called once per bag of 128 rows (as a batch of one query is); and
+// the AVX-512 path over a copy of the table in 4 KiB pages; alternating in one process, so that
+// this VM's drift between runs does not decide the comparison. Built and run by
+// Tools/kernel_paths.sh.
 //     kernel_paths LOG2_ROWS        (64 bf16 values per row, bags of 128 rows, 256 bags a call)
 #define _GNU_SOURCE
 #include "gather_kernel.h"
@@ -66,37 +68,59 @@ int main(int argc, char **argv) {
     uint64_t s = 88172645463325252ull;
     for (size_t i = 0; i < n * passes; i++) { s ^= s << 13; s ^= s >> 7; s ^= s << 17; pick[i] = s % rows; }
     for (size_t i = 0; i < n; i++) { tg[i] = (intptr_t)(i / per); w[i] = 1.0f / (i % 7 + 1); }
-    // Runs: the three paths and the plain loop over huge pages, then AVX-512 over 4 KiB pages (its
-    // copy evicts the first from the caches: the run after it starts cold).
-    enum { RUNS = 5 };
-    const int level[RUNS] = {PKM_KERNEL_PORTABLE, PKM_KERNEL_AVX2, PKM_KERNEL_AVX512, -1, PKM_KERNEL_AVX512};
-    const int on[RUNS] = {0, 0, 0, 0, 1};
-    const char *name[RUNS] = {"portable", "avx2", "avx512", "plain loop (avx512)", "avx512, 4 KiB pages"};
+    // The same rows as nibble slots: every top byte is 0x3F (code 0), the low bytes as they are.
+    uint8_t *slots = mmap(0, rows * 96, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (slots == MAP_FAILED) { perror("mmap"); return 1; }
+    madvise(slots, rows * 96, MADV_HUGEPAGE);
+    for (size_t r = 0; r < rows; r++)
+        for (size_t j = 0; j < 64; j++) { slots[r * 96 + j / 2] = 0; slots[r * 96 + 32 + j] = (uint8_t)tables[0][r * 64 + j]; }
+    const uint8_t codes[16] = {0x3F};
+    intptr_t *escaped = malloc(n * sizeof(intptr_t));
+    // Runs: the three paths, the plain loop, the nibble kernel and one call a bag over huge pages,
+    // then AVX-512 over 4 KiB pages (its copy evicts the first from the caches: the run after it
+    // starts cold).
+    enum { RUNS = 7, PLAIN = -1, NIBBLE = -2, BAGS = -3 };
+    const int level[RUNS] = {PKM_KERNEL_PORTABLE, PKM_KERNEL_AVX2, PKM_KERNEL_AVX512, PLAIN, NIBBLE, BAGS, PKM_KERNEL_AVX512};
+    const int on[RUNS] = {0, 0, 0, 0, 0, 0, 1};
+    const char *name[RUNS] = {"portable", "avx2", "avx512", "plain loop (avx512)", "nibble (avx512)", "avx512, a call a bag",
+                              "avx512, 4 KiB pages"};
     const int plain = pkm_gather_reduce_level() == PKM_KERNEL_AVX512;
     double res[RUNS][15];
     for (int p = 0; p < 15; p++) {
         for (int run = 0; run < RUNS; run++) {
-            if (level[run] < 0 && !plain) continue;
-            for (size_t i = 0; i < n * passes; i++) rp[i] = tables[on[run]] + pick[i] * 64;
+            if ((level[run] == PLAIN || level[run] == NIBBLE) && !plain) continue;
+            for (size_t i = 0; i < n * passes; i++)
+                rp[i] = level[run] == NIBBLE ? (const void *)(slots + pick[i] * 96) : tables[on[run]] + pick[i] * 64;
             const double t0 = now();
             for (size_t b = 0; b < passes; b++) {
                 for (size_t i = 0; i < q * 64; i++) out[i] = 0;
-                if (level[run] < 0) plain_bags(rp + b * n, q, per, w, out);
-                else pkm_gather_reduce_at(level[run], PKM_ELEMENT_BF16, rp + b * n, NULL, n, 64, 1, w, tg, out, 32, NULL);
+                const void **batch = rp + b * n;
+                if (level[run] == PLAIN) plain_bags(batch, q, per, w, out);
+                else if (level[run] == NIBBLE) pkm_nibble_gather_reduce_at(PKM_KERNEL_AVX512, batch, NULL, n, 64, 1, w, tg, out, 32, codes, escaped);
+                else if (level[run] == BAGS)
+                    for (size_t g = 0; g < q; g++)
+                        pkm_gather_reduce_at(PKM_KERNEL_AVX512, PKM_ELEMENT_BF16, batch + g * per, NULL, per, 64, 1, w + g * per, NULL,
+                                             out + g * 64, 32, NULL);
+                else pkm_gather_reduce_at(level[run], PKM_ELEMENT_BF16, batch, NULL, n, 64, 1, w, tg, out, 32, NULL);
             }
             res[run][p] = n * passes / (now() - t0) / 1e6;
         }
     }
-    if (plain) {  // the plain loop sums what the kernel sums
-        float *kernel = calloc(q * 64, 4);
+    if (plain) {  // the plain loop and the nibble kernel sum what the kernel sums
+        float *kernel = calloc(q * 64, 4), *nibble = calloc(q * 64, 4);
+        const void **coded = malloc(n * sizeof(void *));
+        for (size_t i = 0; i < n; i++) { rp[i] = tables[0] + pick[i] * 64; coded[i] = slots + pick[i] * 96; }
         pkm_gather_reduce_at(PKM_KERNEL_AVX512, PKM_ELEMENT_BF16, rp, NULL, n, 64, 1, w, tg, kernel, 32, NULL);
         plain_bags(rp, q, per, w, out);
-        for (size_t i = 0; i < q * 64; i++)
+        pkm_nibble_gather_reduce_at(PKM_KERNEL_AVX512, coded, NULL, n, 64, 1, w, tg, nibble, 32, codes, escaped);
+        for (size_t i = 0; i < q * 64; i++) {
             if (fabsf(out[i] - kernel[i]) > 1e-4f * fabsf(kernel[i])) { fprintf(stderr, "plain loop disagrees at %zu\n", i); return 1; }
-        free(kernel);
+            if (fabsf(nibble[i] - kernel[i]) > 1e-4f * fabsf(kernel[i])) { fprintf(stderr, "nibble kernel disagrees at %zu\n", i); return 1; }
+        }
+        free(kernel); free(nibble); free(coded);
     }
     for (int run = 0; run < RUNS; run++) {
-        if (level[run] < 0 && !plain) continue;
+        if ((level[run] == PLAIN || level[run] == NIBBLE) && !plain) continue;
         qsort(res[run], 15, sizeof(double), cmp);
         printf("2^%s %-20s median %.1f max %.1f M rows/s\n", argv[1], name[run], res[run][7], res[run][14]);
     }

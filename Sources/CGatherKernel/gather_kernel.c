@@ -541,20 +541,10 @@ static ALWAYS_INLINE AVX512 void nibble_run_block64_512(const int chunked, const
             pkm_prefetch(slots[r + 1 + distance], slot_bytes);
         }
         const float *w = weights + position(positions, r) * chunks, *x = weights + position(positions, r + 1) * chunks;
-        if (p[0] == 0xFF || q[0] == 0xFF) {
-            if (p[0] != 0xFF) ADD_ROW(p, w, a0, a1, a2, a3);
-            else if (first) escaped[(*escapes)++] = (intptr_t)r;
-            if (q[0] != 0xFF) ADD_ROW(q, x, b0, b1, b2, b3);
-            else if (first) escaped[(*escapes)++] = (intptr_t)(r + 1);
-            continue;
-        }
-        __m512 v0, v1, v2, v3, u0, u1, u2, u3;
-        NIBBLE_DECODE64_512(p, p + dim / 2, c0, v0, v1, v2, v3);
-        NIBBLE_DECODE64_512(q, q + dim / 2, c0, u0, u1, u2, u3);
-        a0 = _mm512_fmadd_ps(v0, WEIGHT(w, 0), a0); b0 = _mm512_fmadd_ps(u0, WEIGHT(x, 0), b0);
-        a1 = _mm512_fmadd_ps(v1, WEIGHT(w, 1), a1); b1 = _mm512_fmadd_ps(u1, WEIGHT(x, 1), b1);
-        a2 = _mm512_fmadd_ps(v2, WEIGHT(w, 2), a2); b2 = _mm512_fmadd_ps(u2, WEIGHT(x, 2), b2);
-        a3 = _mm512_fmadd_ps(v3, WEIGHT(w, 3), a3); b3 = _mm512_fmadd_ps(u3, WEIGHT(x, 3), b3);
+        if (p[0] != 0xFF) ADD_ROW(p, w, a0, a1, a2, a3);
+        else if (first) escaped[(*escapes)++] = (intptr_t)r;
+        if (q[0] != 0xFF) ADD_ROW(q, x, b0, b1, b2, b3);
+        else if (first) escaped[(*escapes)++] = (intptr_t)(r + 1);
     }
     if (r < end) {
         const uint8_t *p = (const uint8_t *)slots[r];
