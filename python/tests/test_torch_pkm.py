@@ -1,6 +1,7 @@
 """Layers of the real `product-key-memory` package (PyPI), converted and served from a store,
 against the package's own forward: the same slots per head and outputs to 1e-5 relative."""
 import itertools
+import zlib
 
 import numpy as np
 import pytest
@@ -29,7 +30,11 @@ def make_pkm(seed, gate, topk, pre_layernorm, norm_output):
 
 @pytest.mark.parametrize("gate,topk,dtype", CASES)
 def test_served_layer_equals_the_package_forward(tmp_path, gate, topk, dtype):
-    pkm = make_pkm(hash((gate, topk, dtype)) % 1000, gate, topk, pre_layernorm=topk == 16, norm_output=dtype != "f32")
+    # A fixed seed per case: hash() of strings changes from run to run, and a seed whose scores tie
+    # at the k-th slot (seed 384 for relu-32-bf16) lets the package's topk and the store's tie rule
+    # (Spec/RETRIEVAL.md) pick different, equally right slots.
+    seed = zlib.crc32(f"{gate}-{topk}-{dtype}".encode()) % 1000
+    pkm = make_pkm(seed, gate, topk, pre_layernorm=topk == 16, norm_output=dtype != "f32")
     if dtype != "f32":  # the package then computes with the values the store holds
         rounded = {"f16": torch.float16, "bf16": torch.bfloat16}[dtype]
         with torch.no_grad():
