@@ -39,9 +39,12 @@ let package = Package(
         .target(name: "CGatherKernel"),
         // Key scores from bfloat16 copies of the keys for small batches, AVX2/FMA chosen at run time.
         .target(name: "CKeyScoring"),
+        // The processor's spin-wait hint, for the worker pool's waiting threads.
+        .target(name: "CSpinWait"),
         // Internal support shared by the package's targets (package access only): hashing,
-        // seeded generators, 16-bit float conversion, the lock, checked sizes, file reads.
-        .target(name: "_MemorySupport"),
+        // seeded generators, 16-bit float conversion, the lock, the worker pool, checked sizes,
+        // file reads.
+        .target(name: "_MemorySupport", dependencies: ["CSpinWait"]),
         // What a store holds, as values: element types, tensors, the manifest and table layout,
         // meta records and the store's errors. Shared by the store and the tensor-file readers.
         .target(name: "MemoryFormat", dependencies: ["_MemorySupport"]),

@@ -14,8 +14,9 @@ for sanitizer in "${@:-thread address}"; do
     case "$s" in
       thread)
         # Threads and processes reading while another process writes, the shard cache under
-        # contention, and searches split across workers (by query, by head, bfloat16 first stage).
-        filter="ConcurrencyTests|ConcurrentProcessTests|RoundTripTests|LifetimeTests|BruteForceTests|ExactSelectionTests" ;;
+        # contention, searches split across workers (by query, by head, bfloat16 first stage), and
+        # the worker pool they are split on.
+        filter="ConcurrencyTests|ConcurrentProcessTests|RoundTripTests|LifetimeTests|BruteForceTests|ExactSelectionTests|WorkerPoolTests" ;;
       address)
         filter=""
         # Two leaks inside XCTest and Foundation.Process are the toolchain's; everything else fails the run.

@@ -1,4 +1,3 @@
-import Dispatch
 import Foundation
 import _MemorySupport
 
@@ -182,12 +181,13 @@ public final class ProductKeyIndex: Sendable {
     /// more queries, up to 256; at least one block per worker.
     func blockSize(_ batch: Int) -> Int { max(1, min(256, (batch + threads - 1) / threads)) }
 
-    /// Runs `body` over blocks of the batch on the worker threads.
+    /// Runs `body` over blocks of the batch on this thread and `threads - 1` of the process's
+    /// worker pool (``WorkerPool``).
     func forEachBlock(_ batch: Int, _ body: @Sendable (Range<Int>) -> Void) {
         let block = blockSize(batch)
         let blocks = (batch + block - 1) / block
         if blocks == 1 { return body(0..<batch) }  // no hand-over to a worker for a small batch
-        DispatchQueue.concurrentPerform(iterations: blocks) { i in
+        WorkerPool.shared.run(tasks: blocks, helpers: threads - 1) { i in
             body((i * block)..<min(batch, (i + 1) * block))
         }
     }

@@ -1,4 +1,4 @@
-import Dispatch
+import _MemorySupport
 
 /// Search: scoring the keys, selecting the top-k slots and their weights (Spec/RETRIEVAL.md).
 extension ProductKeyIndex {
@@ -49,7 +49,7 @@ extension ProductKeyIndex {
             // Small batches are bound by reading the keys: each worker takes some heads for the
             // whole batch and streams only their keys, instead of every worker streaming all keys.
             let groups = min(threads, c.heads)
-            DispatchQueue.concurrentPerform(iterations: groups) { g in
+            WorkerPool.shared.run(tasks: groups, helpers: groups - 1) { g in
                 searchBlock(q, 0..<batch, heads: (g * c.heads / groups)..<((g + 1) * c.heads / groups), idx, w, exhaustive: exhaustive)
             }
         } else {
