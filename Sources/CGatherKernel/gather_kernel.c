@@ -20,6 +20,49 @@ static inline size_t run_end_scalar(const intptr_t *targets, const intptr_t *pos
     return end;
 }
 
+/// How a kernel finds its rows: given (rows[k]), or located through a pkm_row_map, flat,
+/// sharded, or sharded with checked groups.
+enum { ROWS_GIVEN = 0, ROWS_FLAT = 1, ROWS_SHARDED = 2, ROWS_CHECKED = 3 };
+
+/// Row indices[k]'s address in the table `map` describes (its shard known), `how` saying which
+/// kind of table it is; when its group is not yet checked, k goes to unchecked[(*n)++].
+static inline __attribute__((always_inline)) const void *locate_row(const int how, const pkm_row_map *map, const intptr_t *indices,
+                                                                    size_t k, intptr_t *unchecked, size_t *n) {
+    const uint64_t r = (uint64_t)indices[k];
+    if (how == ROWS_FLAT) return map->base + r * map->row_bytes;
+    const uint64_t s = map->shard_multiplier ? (uint64_t)(((unsigned __int128)map->shard_multiplier * r) >> 64) : r / map->rows_per_shard;
+    const size_t i = (size_t)(r - s * map->rows_per_shard);
+    const char *base = (const char *)__atomic_load_n(&map->shard_rows[s], __ATOMIC_RELAXED);
+    if (how == ROWS_CHECKED) {
+        const uint64_t g = (s << map->checked_shift) + (i >> map->group_shift);
+        if (!((__atomic_load_n(&map->checked[g >> 6], __ATOMIC_RELAXED) >> (g & 63)) & 1)) unchecked[(*n)++] = (intptr_t)k;
+    }
+    return base + map->row_offsets[i];
+}
+
+/// The kind of table `map` is.
+static int rows_kind(const pkm_row_map *map) {
+    return !map->shard_rows ? ROWS_FLAT : map->checked ? ROWS_CHECKED : ROWS_SHARDED;
+}
+
+/// What a kernel that locates its rows (pkm_gather_reduce_rows) needs on the way: the table, the
+/// indices, and the list of rows not yet checked. A kernel works on its own copy, which the
+/// compiler keeps in registers: through a pointer, every row address stored would reload it.
+typedef struct {
+    pkm_row_map map;
+    const intptr_t *indices;
+    intptr_t *unchecked;
+    size_t n;
+} locator;
+
+/// Asks for the cache lines of row r + distance while row r is summed in the first column block
+/// (the only one that prefetches), locating it first when the kernel locates its rows.
+#define AHEAD(r)                                                                                                        \
+    if (prefetching && (r) + distance < count) {                                                                        \
+        if (located) rows[(r) + distance] = locate_row(located, &loc->map, loc->indices, (r) + distance, loc->unchecked, &loc->n); \
+        pkm_prefetch(rows[(r) + distance], bytes);                                                                      \
+    }
+
 // MARK: Portable path (compiled for the baseline instruction set; loops the compiler vectorises)
 
 static inline float element(int type, const void *row, size_t j, const float *half_table) {
@@ -65,7 +108,7 @@ static void gather_reduce_portable(int type, const void *const *rows, const intp
 
 // MARK: AVX2 + FMA + F16C path
 
-#define AVX2 __attribute__((target("avx2,fma,f16c")))
+#define AVX2 __attribute__((target("avx2,fma,f16c,bmi,bmi2")))
 #define ALWAYS_INLINE inline __attribute__((always_inline))
 
 /// run_end_scalar, comparing four targets at a time where they are in row order (no positions):
@@ -95,17 +138,17 @@ static ALWAYS_INLINE AVX2 __m256 load8(const int type, const char *p) {
 /// A run of rows with one target over columns c0 ..< c0 + 64, the accumulators in registers.
 /// Inlined into one copy per element type (and plain or chunked weights), so that neither is
 /// tested per vector.
-static ALWAYS_INLINE AVX2 void run_block64(const int type, const int chunked, const void *const *rows,
+static ALWAYS_INLINE AVX2 void run_block64(const int type, const int chunked, const int located, const void **rows,
                                            const intptr_t *positions, size_t k, size_t end, size_t count, size_t c0,
                                            size_t chunks, size_t width, const float *weights, float *o, size_t distance,
-                                           size_t bytes) {
+                                           size_t bytes, locator *loc) {
     const size_t size = element_size(type);
     __m256 a0 = _mm256_loadu_ps(o + c0), a1 = _mm256_loadu_ps(o + c0 + 8), a2 = _mm256_loadu_ps(o + c0 + 16),
            a3 = _mm256_loadu_ps(o + c0 + 24), a4 = _mm256_loadu_ps(o + c0 + 32), a5 = _mm256_loadu_ps(o + c0 + 40),
            a6 = _mm256_loadu_ps(o + c0 + 48), a7 = _mm256_loadu_ps(o + c0 + 56);
     const int prefetching = c0 == 0 && distance != 0;
     for (size_t r = k; r < end; r++) {
-        if (prefetching && r + distance < count) pkm_prefetch(rows[r + distance], bytes);
+        AHEAD(r)
         const float *w = weights + position(positions, r) * chunks;
         const char *p = (const char *)rows[r] + c0 * size;
 #define WEIGHT(v) (chunked ? _mm256_set1_ps(w[(c0 + 8 * (v)) / width]) : wt)
@@ -127,7 +170,7 @@ static ALWAYS_INLINE AVX2 void run_block64(const int type, const int chunked, co
 
 // MARK: AVX-512 path (AVX512F + AVX512BW; F16C for f16)
 
-#define AVX512 __attribute__((target("avx512f,avx512bw,avx2,fma,f16c")))
+#define AVX512 __attribute__((target("avx512f,avx512bw,avx2,fma,f16c,bmi,bmi2")))
 
 /// Sixteen elements of `type` at `p` as floats.
 static ALWAYS_INLINE AVX512 __m512 load16(const int type, const char *p) {
@@ -140,17 +183,17 @@ static ALWAYS_INLINE AVX512 __m512 load16(const int type, const char *p) {
 
 /// As run_block64, in 16-float vectors. (Two rows at a time into two sets of accumulators measured
 /// slower, in cache and beyond it.)
-static ALWAYS_INLINE AVX512 void run_block64_512(const int type, const int chunked, const void *const *rows,
+static ALWAYS_INLINE AVX512 void run_block64_512(const int type, const int chunked, const int located, const void **rows,
                                                  const intptr_t *positions, size_t k, size_t end, size_t count, size_t c0,
                                                  size_t chunks, size_t width, const float *weights, float *o, size_t distance,
-                                                 size_t bytes) {
+                                                 size_t bytes, locator *loc) {
     const size_t size = element_size(type);
     __m512 a0 = _mm512_loadu_ps(o + c0), a1 = _mm512_loadu_ps(o + c0 + 16), a2 = _mm512_loadu_ps(o + c0 + 32),
            a3 = _mm512_loadu_ps(o + c0 + 48);
     const int prefetching = c0 == 0 && distance != 0;
 #define WEIGHT(w, v) (chunked ? _mm512_set1_ps((w)[(c0 + 16 * (v)) / width]) : _mm512_set1_ps((w)[0]))
     for (size_t r = k; r < end; r++) {
-        if (prefetching && r + distance < count) pkm_prefetch(rows[r + distance], bytes);
+        AHEAD(r)
         const float *w = weights + position(positions, r) * chunks;
         const char *p = (const char *)rows[r] + c0 * size;
         a0 = _mm512_fmadd_ps(load16(type, p), WEIGHT(w, 0), a0);
@@ -165,23 +208,30 @@ static ALWAYS_INLINE AVX512 void run_block64_512(const int type, const int chunk
 
 /// The driver of one vector path (NAME: avx2 or avx512): runs of rows with one target, each
 /// 64-column block summed in registers by BLOCK_FN, then the last columns one LANES-wide vector
-/// at a time; one inlined copy per element type and plain or chunked weights.
+/// at a time; one inlined copy per element type, plain or chunked weights, and rows given or
+/// located on the way (`loc`, with rows[0 ..< distance] located by the caller).
 #define DEFINE_PATH(NAME, TARGET, BLOCK_FN, LANES, VEC, LOADU, STOREU, FMADD, SET1, LOAD)                                 \
     static ALWAYS_INLINE TARGET void gather_reduce_##NAME##_typed(                                                        \
-        const int type, const int chunked, const void *const *rows, const intptr_t *positions, size_t count, size_t dim,   \
-        size_t chunks, const float *weights, const intptr_t *targets, float *out, size_t distance) {                        \
+        const int type, const int chunked, const int located, const void **rows, const intptr_t *positions, size_t count, \
+        size_t dim, size_t chunks, const float *weights, const intptr_t *targets, float *out, size_t distance,            \
+        locator *loc) {                                                                                                    \
         const size_t width = dim / chunks, size = element_size(type), bytes = dim * size;                                  \
+        locator own;                                                                                                       \
+        if (located) own = *loc;                                                                                           \
         for (size_t k = 0; k < count;) {                                                                                   \
             const intptr_t t = target(targets, positions, k);                                                             \
             const size_t end = run_end(targets, positions, k, count, t);                                                   \
             float *o = out + (size_t)t * dim;                                                                              \
             size_t c0 = 0;                                                                                                 \
             for (; c0 + BLOCK <= dim; c0 += BLOCK)                                                                         \
-                BLOCK_FN(type, chunked, rows, positions, k, end, count, c0, chunks, width, weights, o, distance, bytes);    \
+                BLOCK_FN(type, chunked, located, rows, positions, k, end, count, c0, chunks, width, weights, o, distance,  \
+                         bytes, &own);                                                                                     \
             for (; c0 < dim; c0 += LANES) {                                                                                \
                 VEC a = LOADU(o + c0);                                                                                     \
+                const int prefetching = c0 == 0 && distance != 0;                                                          \
+                locator *loc = &own;                                                                                       \
                 for (size_t r = k; r < end; r++) {                                                                         \
-                    if (c0 == 0 && distance && r + distance < count) pkm_prefetch(rows[r + distance], bytes);              \
+                    AHEAD(r)                                                                                               \
                     const float *w = weights + position(positions, r) * chunks;                                            \
                     a = FMADD(LOAD(type, (const char *)rows[r] + c0 * size), SET1(w[c0 / width]), a);                      \
                 }                                                                                                          \
@@ -189,24 +239,41 @@ static ALWAYS_INLINE AVX512 void run_block64_512(const int type, const int chunk
             }                                                                                                              \
             k = end;                                                                                                       \
         }                                                                                                                  \
+        if (located) loc->n = own.n;                                                                                       \
     }                                                                                                                      \
-    static TARGET void gather_reduce_##NAME(int type, const void *const *rows, const intptr_t *positions, size_t count,   \
-                                            size_t dim, size_t chunks, const float *weights, const intptr_t *targets,      \
-                                            float *out, size_t distance) {                                                 \
-        const int chunked = chunks != 1;                                                                                   \
+    static ALWAYS_INLINE TARGET void gather_reduce_##NAME##_by_type(const int chunked, const int located, int type,      \
+                                                                    const void **rows,                                   \
+                                                      const intptr_t *positions, size_t count, size_t dim, size_t chunks,  \
+                                                      const float *weights, const intptr_t *targets, float *out,           \
+                                                      size_t distance, locator *loc) {                                     \
         switch (type) {                                                                                                    \
         case PKM_ELEMENT_F32:                                                                                              \
-            if (chunked) gather_reduce_##NAME##_typed(PKM_ELEMENT_F32, 1, rows, positions, count, dim, chunks, weights, targets, out, distance); \
-            else gather_reduce_##NAME##_typed(PKM_ELEMENT_F32, 0, rows, positions, count, dim, chunks, weights, targets, out, distance);         \
+            gather_reduce_##NAME##_typed(PKM_ELEMENT_F32, chunked, located, rows, positions, count, dim, chunks, weights,   \
+                                         targets, out, distance, loc);                                                     \
             break;                                                                                                         \
         case PKM_ELEMENT_F16:                                                                                              \
-            if (chunked) gather_reduce_##NAME##_typed(PKM_ELEMENT_F16, 1, rows, positions, count, dim, chunks, weights, targets, out, distance); \
-            else gather_reduce_##NAME##_typed(PKM_ELEMENT_F16, 0, rows, positions, count, dim, chunks, weights, targets, out, distance);         \
+            gather_reduce_##NAME##_typed(PKM_ELEMENT_F16, chunked, located, rows, positions, count, dim, chunks, weights,   \
+                                         targets, out, distance, loc);                                                     \
             break;                                                                                                         \
         default:                                                                                                           \
-            if (chunked) gather_reduce_##NAME##_typed(PKM_ELEMENT_BF16, 1, rows, positions, count, dim, chunks, weights, targets, out, distance); \
-            else gather_reduce_##NAME##_typed(PKM_ELEMENT_BF16, 0, rows, positions, count, dim, chunks, weights, targets, out, distance);         \
+            gather_reduce_##NAME##_typed(PKM_ELEMENT_BF16, chunked, located, rows, positions, count, dim, chunks, weights,  \
+                                         targets, out, distance, loc);                                                     \
             break;                                                                                                         \
+        }                                                                                                                  \
+    }                                                                                                                      \
+    static TARGET void gather_reduce_##NAME(int type, const void **rows, const intptr_t *positions, size_t count,         \
+                                            size_t dim, size_t chunks, const float *weights, const intptr_t *targets,      \
+                                            float *out, size_t distance, locator *loc) {                                   \
+        const int how = loc ? rows_kind(&loc->map) : ROWS_GIVEN;                                                           \
+        switch (how * 2 + (chunks != 1)) {                                                                                 \
+        case 0: gather_reduce_##NAME##_by_type(0, ROWS_GIVEN, type, rows, positions, count, dim, chunks, weights, targets, out, distance, loc); break;    \
+        case 1: gather_reduce_##NAME##_by_type(1, ROWS_GIVEN, type, rows, positions, count, dim, chunks, weights, targets, out, distance, loc); break;    \
+        case 2: gather_reduce_##NAME##_by_type(0, ROWS_FLAT, type, rows, positions, count, dim, chunks, weights, targets, out, distance, loc); break;     \
+        case 3: gather_reduce_##NAME##_by_type(1, ROWS_FLAT, type, rows, positions, count, dim, chunks, weights, targets, out, distance, loc); break;     \
+        case 4: gather_reduce_##NAME##_by_type(0, ROWS_SHARDED, type, rows, positions, count, dim, chunks, weights, targets, out, distance, loc); break;  \
+        case 5: gather_reduce_##NAME##_by_type(1, ROWS_SHARDED, type, rows, positions, count, dim, chunks, weights, targets, out, distance, loc); break;  \
+        case 6: gather_reduce_##NAME##_by_type(0, ROWS_CHECKED, type, rows, positions, count, dim, chunks, weights, targets, out, distance, loc); break;  \
+        default: gather_reduce_##NAME##_by_type(1, ROWS_CHECKED, type, rows, positions, count, dim, chunks, weights, targets, out, distance, loc); break; \
         }                                                                                                                  \
     }
 
@@ -219,7 +286,8 @@ int pkm_gather_reduce_level(void) {
     int level = __atomic_load_n(&cpu_level, __ATOMIC_RELAXED);
     if (level < 0) {
         __builtin_cpu_init();
-        const int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+        const int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c") &&
+                         __builtin_cpu_supports("bmi2");
         level = avx2 ? (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") ? PKM_KERNEL_AVX512 : PKM_KERNEL_AVX2)
                      : PKM_KERNEL_PORTABLE;
         __atomic_store_n(&cpu_level, level, __ATOMIC_RELAXED);
@@ -227,23 +295,37 @@ int pkm_gather_reduce_level(void) {
     return level;
 }
 
+/// The chosen path over rows given (`loc` NULL) or located on the way.
+static void gather_reduce_path(int level, int element_type, const void **rows, const intptr_t *positions, size_t count,
+                               size_t dim, size_t chunks, const float *weights, const intptr_t *targets, float *out,
+                               size_t prefetch_distance, const float *half_table, locator *loc) {
+    if (level > pkm_gather_reduce_level()) level = pkm_gather_reduce_level();
+    const size_t width = dim / chunks, bytes = dim * element_size(element_type);
+    // The loops prefetch `prefetch_distance` rows ahead of the one they sum; ask for the first
+    // ones here, all at once, so that a short call (a single query's 128 rows) does not wait
+    // for them one miss at a time. The portable path, which does not locate rows, gets them all.
+    const int vector = (level >= PKM_KERNEL_AVX512 && width % 16 == 0) || (level >= PKM_KERNEL_AVX2 && width % 8 == 0);
+    const size_t first = loc && (!vector || prefetch_distance == 0) ? count : prefetch_distance;
+    for (size_t k = 0; k < first && k < count; k++) {
+        if (loc) rows[k] = locate_row(rows_kind(&loc->map), &loc->map, loc->indices, k, loc->unchecked, &loc->n);
+        pkm_prefetch(rows[k], bytes);
+    }
+    if (level >= PKM_KERNEL_AVX512 && width % 16 == 0)
+        gather_reduce_avx512(element_type, rows, positions, count, dim, chunks, weights, targets, out, prefetch_distance, loc);
+    else if (level >= PKM_KERNEL_AVX2 && width % 8 == 0)
+        gather_reduce_avx2(element_type, rows, positions, count, dim, chunks, weights, targets, out, prefetch_distance, loc);
+    else
+        gather_reduce_portable(element_type, rows, positions, count, dim, chunks, weights, targets, out, prefetch_distance,
+                               half_table);
+}
+
 void pkm_gather_reduce_at(int level, int element_type, const void *const *rows, const intptr_t *positions, size_t count,
                           size_t dim, size_t chunks, const float *weights, const intptr_t *targets, float *out,
                           size_t prefetch_distance, const float *half_table) {
     if (count == 0 || dim == 0 || chunks == 0) return;
-    if (level > pkm_gather_reduce_level()) level = pkm_gather_reduce_level();
-    const size_t width = dim / chunks;
-    // The loops prefetch `prefetch_distance` rows ahead of the one they sum; ask for the first
-    // ones here, all at once, so that a short call (a single query's 128 rows) does not wait
-    // for them one miss at a time.
-    for (size_t k = 0; k < prefetch_distance && k < count; k++) pkm_prefetch(rows[k], dim * element_size(element_type));
-    if (level >= PKM_KERNEL_AVX512 && width % 16 == 0)
-        gather_reduce_avx512(element_type, rows, positions, count, dim, chunks, weights, targets, out, prefetch_distance);
-    else if (level >= PKM_KERNEL_AVX2 && width % 8 == 0)
-        gather_reduce_avx2(element_type, rows, positions, count, dim, chunks, weights, targets, out, prefetch_distance);
-    else
-        gather_reduce_portable(element_type, rows, positions, count, dim, chunks, weights, targets, out, prefetch_distance,
-                               half_table);
+    // Rows given are only read (`loc` NULL).
+    gather_reduce_path(level, element_type, (const void **)rows, positions, count, dim, chunks, weights, targets, out,
+                       prefetch_distance, half_table, NULL);
 }
 
 void pkm_gather_reduce(int element_type, const void *const *rows, const intptr_t *positions, size_t count,
@@ -251,6 +333,23 @@ void pkm_gather_reduce(int element_type, const void *const *rows, const intptr_t
                        size_t prefetch_distance, const float *half_table) {
     pkm_gather_reduce_at(pkm_gather_reduce_level(), element_type, rows, positions, count, dim, chunks, weights, targets, out,
                          prefetch_distance, half_table);
+}
+
+size_t pkm_gather_reduce_rows_at(int level, int element_type, const pkm_row_map *map, const intptr_t *indices, size_t count,
+                                 size_t dim, size_t chunks, const float *weights, const intptr_t *targets, float *out,
+                                 size_t prefetch_distance, const float *half_table, const void **rows, intptr_t *unchecked) {
+    if (count == 0 || dim == 0 || chunks == 0) return 0;
+    locator loc = {*map, indices, unchecked, 0};
+    gather_reduce_path(level, element_type, rows, NULL, count, dim, chunks, weights, targets, out, prefetch_distance,
+                       half_table, &loc);
+    return loc.n;
+}
+
+size_t pkm_gather_reduce_rows(int element_type, const pkm_row_map *map, const intptr_t *indices, size_t count, size_t dim,
+                              size_t chunks, const float *weights, const intptr_t *targets, float *out,
+                              size_t prefetch_distance, const float *half_table, const void **rows, intptr_t *unchecked) {
+    return pkm_gather_reduce_rows_at(pkm_gather_reduce_level(), element_type, map, indices, count, dim, chunks, weights, targets,
+                                     out, prefetch_distance, half_table, rows, unchecked);
 }
 
 /// The gate dots, eight elements a step (the tail one at a time).
@@ -306,25 +405,22 @@ void pkm_gather_dot_at(int level, int element_type, const void *const *rows, con
     }
 }
 
-size_t pkm_locate_rows(const intptr_t *indices, size_t count, const intptr_t *shard_rows, size_t rows_per_shard,
-                       uint64_t shard_multiplier, unsigned group_shift, size_t group_bytes, size_t rows_offset,
-                       size_t row_bytes, size_t groups_per_shard, const uint64_t *checked, size_t *unchecked,
-                       const void **rows) {
-    const size_t group_mask = ((size_t)1 << group_shift) - 1;
+size_t pkm_locate_rows(const pkm_row_map *map, const intptr_t *indices, size_t count, size_t *unchecked, const void **rows) {
     size_t clear = 0, k = 0;
     for (; k < count; k++) {
         const uint64_t r = (uint64_t)indices[k];
-        const uint64_t s = shard_multiplier ? (uint64_t)(((unsigned __int128)shard_multiplier * r) >> 64) : r / rows_per_shard;
-        const intptr_t base = __atomic_load_n(&shard_rows[s], __ATOMIC_RELAXED);
+        const uint64_t s = map->shard_multiplier ? (uint64_t)(((unsigned __int128)map->shard_multiplier * r) >> 64)
+                                                 : r / map->rows_per_shard;
+        const intptr_t base = __atomic_load_n(&map->shard_rows[s], __ATOMIC_RELAXED);
         if (base == 0) break;
-        const size_t i = (size_t)(r - s * rows_per_shard);
-        rows[k] = (const char *)base + (i >> group_shift) * group_bytes + rows_offset + (i & group_mask) * row_bytes;
-        if (checked) {
-            const uint64_t g = s * groups_per_shard + (i >> group_shift);
-            clear += !((__atomic_load_n(&checked[g >> 6], __ATOMIC_RELAXED) >> (g & 63)) & 1);
+        const size_t i = (size_t)(r - s * map->rows_per_shard);
+        rows[k] = (const char *)base + map->row_offsets[i];
+        if (map->checked) {
+            const uint64_t g = (s << map->checked_shift) + (i >> map->group_shift);
+            clear += !((__atomic_load_n(&map->checked[g >> 6], __ATOMIC_RELAXED) >> (g & 63)) & 1);
         }
     }
-    if (checked) *unchecked += clear;
+    if (map->checked) *unchecked += clear;
     return k;
 }
 

@@ -70,13 +70,23 @@ public final class FlatTable: @unchecked Sendable {
     }
 
     /// Row `i` adds into output row `targets[i]` (its first `width` elements), with the kernel of
-    /// `Store.gatherReduce`, in the order given and with no checks: the memory system's limit for this table.
+    /// `Store.gatherReduce` locating each row as a flat table's (`base + row × rowBytes`), in the
+    /// order given and with no checks: the memory system's limit for this table.
     public func gatherReduce(indices: UnsafeBufferPointer<Int>, weights: UnsafeBufferPointer<Float>, chunks: Int, width: Int? = nil,
                              targets: UnsafeBufferPointer<Int>, into output: UnsafeMutableBufferPointer<Float>) {
-        guard let w = weights.baseAddress, let out = output.baseAddress else { return }
-        forEachGroup(indices) { rows, start in
-            RowKernels.gatherReduce(rows, positions: nil, type: elementType, dim: width ?? dim, chunks: chunks, weights: w + start * chunks,
-                                    targets: targets.baseAddress.map { $0 + start }, into: out)
+        guard let w = weights.baseAddress, let out = output.baseAddress, !indices.isEmpty else { return }
+        let map = RowKernels.flatMap(base: base, rowBytes: dim * elementType.size), group = min(indices.count, Store.rawGroupRows)
+        let rows = UnsafeMutableBufferPointer<UnsafeRawPointer?>.allocate(capacity: group)
+        let unchecked = UnsafeMutableBufferPointer<Int>.allocate(capacity: group)
+        defer { rows.deallocate(); unchecked.deallocate() }
+        var start = 0
+        while start < indices.count {
+            let n = min(group, indices.count - start)
+            _ = RowKernels.gatherReduce(UnsafeBufferPointer(rebasing: indices[start..<(start + n)]), map: map, type: elementType,
+                                        dim: width ?? dim, chunks: chunks, weights: w + start * chunks,
+                                        targets: targets.baseAddress.map { $0 + start }, into: out, rows: rows.baseAddress!,
+                                        unchecked: unchecked.baseAddress!)
+            start += n
         }
     }
 

@@ -69,6 +69,76 @@ import _MemorySupport
         }
     }
 
+    /// The kernel that locates its rows (`pkm_gather_reduce_rows`) against the one given their
+    /// addresses, on every path, for a flat table and for a sharded one (shards of an odd number
+    /// of rows at scattered addresses, rows in groups after a line of checksums, as Spec/FORMAT.md's
+    /// raw layout), with and without a bitmap of checked groups, prefetch distances of 0, 1 and
+    /// 32, and calls shorter than the distance: the same addresses, the same sums to the bit (the
+    /// same order), and exactly the rows of unchecked groups listed, in order.
+    @Test(arguments: ElementType.valueTypes, [(64, 1), (64, 2), (72, 1), (8, 1), (6, 3)])
+    func locatingKernelMatchesTheGivenRows(type: ElementType, shape: (dim: Int, chunks: Int)) {
+        let (dim, chunks) = shape
+        var rng = SeededGenerator(seed: UInt64(dim * 7 + chunks) ^ UInt64(type.code) << 8)
+        let rowBytes = dim * type.size, perShard = 37, shards = 9, groupRows = 4, groupBytes = 64 + groupRows * rowBytes
+        let shardBytes = 64 + (perShard + groupRows - 1) / groupRows * groupBytes
+        let tableRows = perShard * shards
+        var memory = [UInt8](repeating: 0, count: shards * (shardBytes + 192))
+        for b in memory.indices { memory[b] = UInt8(truncatingIfNeeded: rng.next()) & 0x3F }  // finite values of every type
+        let offsets = (0..<perShard).map { UInt32(($0 / groupRows) * groupBytes + 64 + ($0 % groupRows) * rowBytes) }
+        let checkedShift: UInt32 = 4  // 10 groups a shard, at a stride of 16 bits
+        var bitmap = [UInt64](repeating: 0, count: (shards << checkedShift + 63) / 64)
+        for g in 0..<(shards << checkedShift) where rng.next() % 3 != 0 { bitmap[g >> 6] |= 1 << UInt64(g & 63) }
+        for count in [1, 5, 31, 33, 200] {
+            let picks = (0..<count).map { _ in Int(rng.next() % UInt64(tableRows)) }
+            var targets: [Int] = []
+            while targets.count < count { targets += Array(repeating: Int(rng.next() % 5), count: min(Int(rng.next() % 7) + 1, count - targets.count)) }
+            let weights = (0..<(count * chunks)).map { _ in rng.normal() }
+            memory.withUnsafeBytes { m in
+                // Shard s at a scattered offset within `memory`.
+                let bases = (0..<shards).map { Int(bitPattern: m.baseAddress! + $0 * (shardBytes + 192) + ($0 * 40) % 128) }
+                for sharded in [false, true] {
+                    for checking in sharded ? [false, true] : [false] {
+                        let expected: [UnsafeRawPointer?] = picks.map { r in
+                            sharded ? UnsafeRawPointer(bitPattern: bases[r / perShard])! + Int(offsets[r % perShard])
+                                    : m.baseAddress! + r * rowBytes
+                        }
+                        let unchecked = checking ? picks.indices.filter { k in
+                            let g = (picks[k] / perShard) << Int(checkedShift) + (picks[k] % perShard) / groupRows
+                            return bitmap[g >> 6] >> UInt64(g & 63) & 1 == 0
+                        } : []
+                        bases.withUnsafeBufferPointer { b in
+                            offsets.withUnsafeBufferPointer { o in
+                                bitmap.withUnsafeBufferPointer { bits in
+                                    let map = sharded
+                                        ? pkm_row_map(base: nil, row_bytes: rowBytes, shard_rows: b.baseAddress, rows_per_shard: perShard,
+                                                      shard_multiplier: Divisor(perShard, dividendsBelow: tableRows).multiplier,
+                                                      row_offsets: o.baseAddress, checked: checking ? bits.baseAddress : nil,
+                                                      checked_shift: checkedShift, group_shift: 2)
+                                        : RowKernels.flatMap(base: m.baseAddress!, rowBytes: rowBytes)
+                                    for level in Int32(PKM_KERNEL_PORTABLE)...pkm_gather_reduce_level() {
+                                        for distance in [0, 1, 32] {
+                                            var given = [Float](repeating: 0, count: 5 * dim), located = given
+                                            pkm_gather_reduce_at(level, Int32(type.code), expected, nil, count, dim, chunks, weights, targets,
+                                                                 &given, distance, HalfPrecision.f16Table)
+                                            var rows = [UnsafeRawPointer?](repeating: nil, count: count), listed = [Int](repeating: -1, count: count)
+                                            var m = map
+                                            let n = pkm_gather_reduce_rows_at(level, Int32(type.code), &m, picks, count, dim, chunks, weights,
+                                                                              targets, &located, distance, HalfPrecision.f16Table, &rows, &listed)
+                                            let context = "level \(level), sharded \(sharded), checking \(checking), distance \(distance), count \(count)"
+                                            #expect(rows == expected, "\(context): addresses")
+                                            #expect(located == given, "\(context): sums")
+                                            #expect(Array(listed[0..<n]) == unchecked, "\(context): unchecked rows")
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// The gate dots (Spec/RETRIEVAL.md, "Gates") of every element type on both code paths,
     /// widths below, at and past the vector lengths, rows at any offset visited through shuffled
     /// positions: |result − exact| ≤ (g + 1) · 2^-24 · Σ|u · x|.

@@ -93,6 +93,47 @@ import TestSupport
         #expect(sawHeader && sawRow)
     }
 
+    /// The reduce whose kernel locates raw rows itself sums rows of groups not yet checked with
+    /// the others and checks them before returning: a damaged row fails the first reduce that
+    /// reads it, and every one after, naming its shard; its neighbours sum to their values; and
+    /// once most groups are checked, reduces check the rest a few at a time (the damaged group
+    /// stays unchecked), so that reads stop consulting the bitmap.
+    @Test func theLocatingReduceChecksBeforeItReturns() throws {
+        let dir = ScratchDirectory()
+        let layout = TableLayout(elementType: .bf16, rows: 1000, dim: 16, rowsPerShard: 100, codec: .raw)
+        let raw = RawShardLayout(version: Manifest.currentVersion, rowBytes: layout.rowBytes)
+        let bytes = try writeTable(dir.file("t.pkm"), layout)
+        try tamperShard(dir.file("t.pkm"), 3) { blob in blob[raw.start + raw.rowOffset(45) + 5] ^= 0x10 }  // row 345
+        let store = try Store.open(at: dir.file("t.pkm"), cacheBytes: 0)
+        let index = try #require(store.rawRows)
+        /// The reduce of `rows` (weights 1/(k+1)) against the sum of their reference values.
+        func reduce(_ rows: [Int]) throws {
+            let weights = rows.indices.map { 1 / Float($0 + 1) }
+            var out = [Float](repeating: 0, count: 16)
+            try store.gatherReduce(indices: rows, weights: weights, into: &out)
+            for j in 0..<16 {
+                let exact = rows.indices.reduce(0.0) { $0 + Double(weights[$1]) * Double(referenceRow(bytes, rows[$1], dim: 16, type: .bf16)[j]) }
+                #expect(abs(Double(out[j]) - exact) <= 1e-5 * max(1, abs(exact)), "column \(j)")
+            }
+        }
+        for _ in 0..<2 {
+            do {
+                try reduce([0, 345, 999])
+                Issue.record("a reduce read the damaged row")
+            } catch let StoreError.corruptShard(shard, rows, _) {
+                #expect(shard == 3 && rows == 300..<400)
+            }
+        }
+        // The shards' addresses are known now: every later read is located by the kernel.
+        #expect(index.everyShardKnown)
+        let undamaged = (0..<1000).filter { $0 != 345 }
+        for start in stride(from: 0, to: undamaged.count, by: 97) { try reduce(Array(undamaged[start..<min(start + 97, undamaged.count)])) }
+        for _ in 0..<20 { try reduce([1, 2]) }  // the sweep's calls
+        #expect(undamaged.allSatisfy { index.isChecked($0) || (340..<348).contains($0) })  // 345's group of 8 stays unchecked
+        #expect(!index.isChecked(345))
+        #expect(throws: StoreError.self) { try reduce([345]) }
+    }
+
     @Test(arguments: [CodecKind.raw, .zstd])
     func truncatedShardsAreCaught(codec: CodecKind) throws {
         for keep in [0, 5, 31, 32, 40, 200] {

@@ -35,20 +35,46 @@ void pkm_gather_dot(int element_type, const void *const *rows, const intptr_t *p
                     size_t width, const float *inputs, const intptr_t *queries, float *out, size_t prefetch_distance,
                     size_t row_bytes, const float *half_table);
 
-/// Where raw rows lie in place (Spec/FORMAT.md, "Raw"): for k < count, with r = indices[k],
-/// s = r / rows_per_shard (the high word of shard_multiplier x r when shard_multiplier is not 0,
-/// for r < 2^32; else a division), i = r - s x rows_per_shard, G = 2^group_shift and
-/// base = shard_rows[s] (the address of shard s's first row group, read with relaxed atomic
-/// loads; 0 while not yet known):
-///     rows[k] = base + (i / G) x group_bytes + rows_offset + (i mod G) x row_bytes
-/// Stops at the first row whose base is 0 and returns its k (count when every shard is known).
-/// When `checked` is not NULL (one bit per row group, group i / G of shard s at bit
-/// s x groups_per_shard + i / G, read with relaxed atomic loads), adds to *unchecked the number
-/// of located rows whose group's bit is clear. The caller has checked every index.
-size_t pkm_locate_rows(const intptr_t *indices, size_t count, const intptr_t *shard_rows, size_t rows_per_shard,
-                       uint64_t shard_multiplier, unsigned group_shift, size_t group_bytes, size_t rows_offset,
-                       size_t row_bytes, size_t groups_per_shard, const uint64_t *checked, size_t *unchecked,
-                       const void **rows);
+/// Where the rows of a table lie, for pkm_gather_reduce_rows. Flat (`shard_rows` NULL): row r
+/// at base + r x row_bytes. Sharded (Spec/FORMAT.md, "Raw"): with s = r / rows_per_shard (the
+/// high word of shard_multiplier x r when shard_multiplier is not 0, for r < 2^32; else a
+/// division) and i = r - s x rows_per_shard, row r at shard_rows[s] + row_offsets[i]; every
+/// shard_rows[s] (read with relaxed atomic loads) must be known (not 0). When `checked` is not
+/// NULL, row r's group is checked when bit (s << checked_shift) + (i >> group_shift) of it is
+/// set (read with relaxed atomic loads).
+typedef struct {
+    const char *base;
+    size_t row_bytes;
+    const intptr_t *shard_rows;
+    size_t rows_per_shard;
+    uint64_t shard_multiplier;
+    const uint32_t *row_offsets;
+    const uint64_t *checked;
+    unsigned checked_shift, group_shift;
+} pkm_row_map;
+
+/// pkm_gather_reduce over the rows indices[0 ..< count] of the table `map` describes, each row
+/// located as the kernel asks for its cache lines (`prefetch_distance` rows ahead), so that the
+/// address arithmetic overlaps the loads in flight: for k < count, rows[k] becomes row
+/// indices[k]'s address (`rows` holds count entries). Returns the number n of rows whose group's
+/// bit is clear, their k in unchecked[0 ..< n] in order (`unchecked` holds count entries); they
+/// are summed like the others, for the caller to check before it uses the sums. The caller has
+/// checked every index.
+size_t pkm_gather_reduce_rows(int element_type, const pkm_row_map *map, const intptr_t *indices, size_t count, size_t dim,
+                              size_t chunks, const float *weights, const intptr_t *targets, float *out,
+                              size_t prefetch_distance, const float *half_table, const void **rows, intptr_t *unchecked);
+
+/// pkm_gather_reduce_rows with the path limited to `level`, for tests.
+size_t pkm_gather_reduce_rows_at(int level, int element_type, const pkm_row_map *map, const intptr_t *indices, size_t count,
+                                 size_t dim, size_t chunks, const float *weights, const intptr_t *targets, float *out,
+                                 size_t prefetch_distance, const float *half_table, const void **rows, intptr_t *unchecked);
+
+/// Locates rows indices[0 ..< count] of the sharded table `map` describes, in order, into
+/// rows[k], while their shards are known: stops at the first row whose shard_rows entry is 0 and
+/// returns its k (count when every shard is known). When map->checked is not NULL, adds to
+/// *unchecked the number of located rows whose group's bit is clear. The caller has checked
+/// every index.
+size_t pkm_locate_rows(const pkm_row_map *map, const intptr_t *indices, size_t count, size_t *unchecked, const void **rows);
 
 /// Decodes rows of the nibble codec (Spec/FORMAT.md, "Nibble"): for k in 0 ..< count, the slot
 /// at slots[k] (`dim` elements of `element_size` bytes, 2 or 4: (dim + 1) / 2 bytes of 4-bit

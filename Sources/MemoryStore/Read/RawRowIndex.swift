@@ -6,27 +6,38 @@ import Synchronization
 /// Direct access to the rows of a complete raw table of format version 3 or later, or of a
 /// nibble table: where each shard's rows (or coded slots) lie in the map (learned in one pass
 /// over the shard keys on first use), and which row groups have been checked since open.
-/// A row read is then an address computation, without grouping a batch by shard or looking
-/// each shard up in LMDB's B-tree, and a row's checksum is computed the first time a row of its
-/// group is read.
+/// A row read is then an address computation (``rowMap(checking:)``, which the gather-reduce
+/// kernel does itself), without grouping a batch by shard or looking each shard up in LMDB's
+/// B-tree, and a row's checksum is computed the first time a row of its group is read.
 ///
 /// The addresses stay valid for the life of the index: it holds a read transaction open, and
 /// LMDB never reuses a page that a live reader can see (a complete store has no writer anyway;
 /// compaction writes a new file).
 final class RawRowIndex: @unchecked Sendable {
     // Invariant: `blobs` and `checked` are allocated in init, touched only through atomics,
-    // freed in deinit; `snapshot` is never used after init, it only pins the pages (and, holding
-    // its environment, keeps the map the addresses point into).
+    // freed in deinit; `rowOffsets` is written in init only, freed in deinit; `snapshot` is never
+    // used after init, it only pins the pages (and, holding its environment, keeps the map the
+    // addresses point into).
     private let blobs: UnsafeMutablePointer<Atomic<Int>>
+    /// Shards whose address is known; all of them once ``everyShardKnown``.
+    private let knownShards = Atomic<Int>(0)
+    /// Each row's offset within its shard from the shard's first group (`raw.rowOffset`).
+    private let rowOffsets: UnsafeMutablePointer<UInt32>
     /// A nibble table's escaped rows in each shard, stored before the shard's address (so a
     /// reader that sees the address sees the count); nil for raw tables.
     private let escapeCounts: UnsafeMutablePointer<Atomic<Int>>?
     private let shardCount: Int
     /// Row groups (``RawShardLayout``) whose rows have all been checked since open, one bit per
-    /// group, group `g` of shard `s` at bit `s × groupsPerShard + g`; nil for tables too large to
-    /// keep one (then every read is checked).
+    /// group, group `g` of shard `s` at bit `s << checkedShift + g` (a power-of-two stride, so that
+    /// finding a row's bit takes a shift, not a multiplication); nil for tables too large to keep
+    /// one (then every read is checked).
     private let checked: AtomicBitmap?
-    private let groupsPerShard: Int
+    private let checkedShift: Int
+    /// Groups checked since open, and the table's groups: when they are equal, reads skip the bitmap.
+    private let checkedGroups = Atomic<Int>(0)
+    private let groupCount: Int
+    /// The next bit ``sweep(groups:)`` looks at.
+    private let sweepCursor = Atomic<Int>(0)
     private let snapshot: ReadTransaction
     /// Whether the pass over all shard keys has run.
     private let learnedAll = Locked(false)
@@ -44,7 +55,8 @@ final class RawRowIndex: @unchecked Sendable {
 
     /// - Parameter codes: the nibble table's code (nil for raw tables).
     init?(env: Environment, layout: TableLayout, raw: RawShardLayout, codes: NibbleCode?, version: Int) throws {
-        guard layout.codec != .zstd, layout.shardCount <= Self.maxShards else { return nil }
+        guard layout.codec != .zstd, layout.shardCount <= Self.maxShards,
+              raw.rowOffset(layout.rowsPerShard - 1) + raw.rowBytes <= Int(UInt32.max) else { return nil }
         snapshot = try ReadTransaction(env: env)
         self.layout = layout
         self.raw = raw
@@ -56,14 +68,18 @@ final class RawRowIndex: @unchecked Sendable {
         for i in 0..<shardCount { (blobs + i).initialize(to: Atomic(0)) }
         escapeCounts = codes == nil ? nil : .allocate(capacity: shardCount)
         for i in 0..<(escapeCounts == nil ? 0 : shardCount) { (escapeCounts! + i).initialize(to: Atomic(0)) }
-        groupsPerShard = (layout.rowsPerShard + raw.groupRows - 1) / raw.groupRows
-        let groups = shardCount * groupsPerShard
-        checked = groups <= Self.maxCheckedGroups ? AtomicBitmap(count: groups) : nil
+        rowOffsets = .allocate(capacity: layout.rowsPerShard)
+        for i in 0..<layout.rowsPerShard { rowOffsets[i] = UInt32(raw.rowOffset(i)) }
+        let groupsPerShard = (layout.rowsPerShard + raw.groupRows - 1) / raw.groupRows
+        checkedShift = Int.bitWidth - (groupsPerShard - 1).leadingZeroBitCount
+        checked = shardCount << checkedShift <= Self.maxCheckedGroups ? AtomicBitmap(count: shardCount << checkedShift) : nil
+        groupCount = (0..<shardCount).reduce(0) { $0 + (layout.rowRange(ofShard: $1).count + raw.groupRows - 1) / raw.groupRows }
     }
 
     deinit {
         blobs.deinitialize(count: shardCount)
         blobs.deallocate()
+        rowOffsets.deallocate()
         escapeCounts?.deinitialize(count: shardCount)
         escapeCounts?.deallocate()
     }
@@ -108,7 +124,9 @@ final class RawRowIndex: @unchecked Sendable {
     private func store(_ blob: UnsafeRawBufferPointer, escaped: Int, shard index: Int) -> UnsafeRawPointer {
         let start = blob.baseAddress! + raw.start
         escapeCounts?[index].store(escaped, ordering: .relaxed)
-        blobs[index].store(Int(bitPattern: start), ordering: .releasing)
+        if blobs[index].exchange(Int(bitPattern: start), ordering: .releasing) == 0 {
+            knownShards.add(1, ordering: .releasing)
+        }
         return start
     }
 
@@ -136,6 +154,44 @@ final class RawRowIndex: @unchecked Sendable {
         shardRows + raw.rowOffset(row - shard * layout.rowsPerShard)
     }
 
+    /// Whether every shard's address is known (the table's shards were all found by the first
+    /// read), as ``rowMap(checking:)`` needs.
+    var everyShardKnown: Bool { knownShards.load(ordering: .acquiring) == shardCount }
+
+    /// Where the rows lie, for the C kernels (`pkm_locate_rows`, `pkm_gather_reduce_rows`); with
+    /// `checking`, the bitmap of checked groups, unless every group has been checked since open.
+    /// Valid for the life of the index.
+    func rowMap(checking: Bool) -> pkm_row_map {
+        let bases = UnsafeRawPointer(blobs).assumingMemoryBound(to: Int.self)  // Atomic<Int> is laid out as Int
+        let bitmap = checking && checkedGroups.load(ordering: .relaxed) < groupCount ? checked?.words64 : nil
+        return pkm_row_map(base: nil, row_bytes: raw.rowBytes, shard_rows: bases, rows_per_shard: layout.rowsPerShard,
+                           shard_multiplier: rowsPerShard.multiplier, row_offsets: rowOffsets, checked: bitmap,
+                           checked_shift: UInt32(checkedShift), group_shift: UInt32(raw.groupShift))
+    }
+
+    /// Checks up to `groups` groups not yet checked, from where the last sweep stopped, once all
+    /// but a sixteenth of the table's groups have been read (and checked): then reads skip the
+    /// bitmap sooner, where a few rows no query selects would keep them consulting it for the
+    /// life of the process. A damaged group is left unchecked, for the read of one of its rows
+    /// to fail, naming it.
+    func sweep(groups: Int) {
+        guard let checked, checkedGroups.load(ordering: .relaxed) >= groupCount - groupCount / 16 else { return }
+        let bits = shardCount << checkedShift, perShard = 1 << checkedShift
+        var left = groups, looked = 0
+        while left > 0 && looked < bits && checkedGroups.load(ordering: .relaxed) < groupCount {
+            let bit = sweepCursor.wrappingAdd(1, ordering: .relaxed).oldValue % bits
+            looked += 1
+            let shard = bit >> checkedShift, first = (bit & (perShard - 1)) << raw.groupShift
+            guard first < layout.rowRange(ofShard: shard).count, !checked.contains(bit) else { continue }
+            left -= 1
+            try? verify(row: shard * layout.rowsPerShard + first)
+        }
+    }
+
+    /// Whether the index remembers which groups it has checked (not above ``maxCheckedGroups``,
+    /// where every read is checked).
+    var remembersChecks: Bool { checked != nil }
+
     /// Locates rows `indices[0 ..< count]` in place, in order, while their shards are known (one
     /// C loop, `pkm_locate_rows`), adding to `unchecked` the number not yet checked since open
     /// (their groups not yet checked) when `counting`; returns how many it located.
@@ -143,11 +199,8 @@ final class RawRowIndex: @unchecked Sendable {
     func locateKnown(_ indices: UnsafePointer<Int>, count: Int, into rows: UnsafeMutablePointer<UnsafeRawPointer?>,
                      counting: Bool, unchecked: inout Int) -> Int {
         var clear = 0
-        let words = counting ? checked?.words64 : nil
-        let bases = UnsafeRawPointer(blobs).assumingMemoryBound(to: Int.self)  // Atomic<Int> is laid out as Int
-        let located = pkm_locate_rows(indices, count, bases, layout.rowsPerShard, rowsPerShard.multiplier,
-                                      UInt32(raw.groupShift), raw.groupBytes, raw.rowsOffset, raw.rowBytes,
-                                      groupsPerShard, words, &clear, rows)
+        var map = rowMap(checking: counting)
+        let located = pkm_locate_rows(&map, indices, count, &clear, rows)
         // Without a bitmap (tables above maxCheckedGroups) every located row is unchecked.
         unchecked += counting && checked == nil ? located : clear
         return located
@@ -157,12 +210,15 @@ final class RawRowIndex: @unchecked Sendable {
     @inline(__always)
     private func bit(ofRow row: Int) -> Int {
         let shard = shard(ofRow: row)
-        return shard * groupsPerShard + ((row - shard * layout.rowsPerShard) >> raw.groupShift)
+        return shard << checkedShift + (row - shard * layout.rowsPerShard) >> raw.groupShift
     }
 
     /// Whether row `row`'s group has been checked since open (always false above ``maxCheckedGroups``).
     @inline(__always)
-    func isChecked(_ row: Int) -> Bool { checked?.contains(bit(ofRow: row)) ?? false }
+    func isChecked(_ row: Int) -> Bool {
+        guard let checked else { return false }
+        return checkedGroups.load(ordering: .relaxed) == groupCount || checked.contains(bit(ofRow: row))
+    }
 
     /// Row `row`'s group: its shard, where the shard's first group lies, the shard's first row
     /// in the table, and the group's rows within the shard; its shard is located.
@@ -219,7 +275,7 @@ final class RawRowIndex: @unchecked Sendable {
             try check(row - g.shardStart)
             return
         }
-        checked?.insert(bit(ofRow: row))
+        if checked?.insert(bit(ofRow: row)) == true { checkedGroups.add(1, ordering: .relaxed) }
     }
 
     /// Shard `index` of a nibble table, its first group at `groups` (known).

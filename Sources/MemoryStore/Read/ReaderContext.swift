@@ -118,8 +118,11 @@ final class AtomicBitmap: @unchecked Sendable {
         words[i >> 6].load(ordering: .acquiring) & (1 << UInt64(i & 63)) != 0
     }
 
-    func insert(_ i: Int) {
-        words[i >> 6].bitwiseOr(1 << UInt64(i & 63), ordering: .releasing)
+    /// Adds `i`; returns whether it was not yet in the set.
+    @discardableResult
+    func insert(_ i: Int) -> Bool {
+        let bit: UInt64 = 1 << UInt64(i & 63)
+        return words[i >> 6].bitwiseOr(bit, ordering: .releasing).oldValue & bit == 0
     }
 
     /// The words, bit `i` of the set in bit `i % 64` of word `i / 64`, for C code that reads

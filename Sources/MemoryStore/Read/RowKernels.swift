@@ -23,6 +23,28 @@ package enum RowKernels {
         }
     }
 
+    /// `gatherReduce` over rows `indices` of the table `map` describes, each row located by the
+    /// kernel as it prefetches it (`pkm_gather_reduce_rows`): `rows` receives their addresses, and
+    /// `unchecked` the positions of rows whose group is not yet checked (both hold
+    /// `indices.count`), which are summed with the rest; returns how many there are.
+    @inline(__always)
+    package static func gatherReduce(_ indices: UnsafeBufferPointer<Int>, map: pkm_row_map, type: ElementType, dim: Int, chunks: Int,
+                                     weights: UnsafePointer<Float>, targets: UnsafePointer<Int>?, into out: UnsafeMutablePointer<Float>,
+                                     rows: UnsafeMutablePointer<UnsafeRawPointer?>, unchecked: UnsafeMutablePointer<Int>,
+                                     level: Int32 = Int32(PKM_KERNEL_AVX512)) -> Int {
+        var map = map
+        return HalfPrecision.f16Table.withUnsafeBufferPointer { half in
+            pkm_gather_reduce_rows_at(level, Int32(type.code), &map, indices.baseAddress, indices.count, dim, chunks, weights, targets, out,
+                                      prefetchDistance, half.baseAddress, rows, unchecked)
+        }
+    }
+
+    /// The row map of a flat table: row `r` at `base + r × rowBytes`.
+    package static func flatMap(base: UnsafeRawPointer, rowBytes: Int) -> pkm_row_map {
+        pkm_row_map(base: base.assumingMemoryBound(to: CChar.self), row_bytes: rowBytes, shard_rows: nil, rows_per_shard: 0,
+                    shard_multiplier: 0, row_offsets: nil, checked: nil, checked_shift: 0, group_shift: 0)
+    }
+
     /// The per-slot gate dots behind `Store.gatherDots`: for each k, with `i = positions?[k] ?? k`,
     /// `out[i]` = Σ_j `inputs[queries[i] * width + j]` x `rows[k][column + j]`, in Float; whole
     /// rows of `rowBytes` are prefetched ahead, for the reduce that reads them next.

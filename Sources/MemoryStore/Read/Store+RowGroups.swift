@@ -9,17 +9,7 @@ extension Store {
     /// out its rows' slots, checked, undecoded (``RowGroup/coded``), for a kernel that decodes them.
     func forEachRowGroup(_ indices: UnsafeBufferPointer<Int>, coded: Bool = false,
                          _ visit: (RowGroup) throws -> Void) throws {
-        let readable = readableRows
-        // One pass for the largest index as unsigned (negatives are huge), which vectorises; the
-        // offending row is looked for only on failure.
-        var largest: UInt = 0
-        for r in indices { largest = max(largest, UInt(bitPattern: r)) }
-        if largest >= UInt(readable) {
-            for r in indices where r < 0 || r >= readable {
-                if r >= readable && r < layout.rows { throw StoreError.incomplete(rowsCommitted: state.rowsCommitted, rows: layout.rows) }
-                throw StoreError.rowOutOfRange(row: r, rows: layout.rows)
-            }
-        }
+        try checkReadable(indices)
         guard !indices.isEmpty else { return }
         let inPlace = rawRows != nil || residentRows != nil
         let scratch = rowScratch.take(count: inPlace ? min(indices.count, Self.rawGroupRows) : indices.count)
@@ -27,6 +17,33 @@ extension Store {
         if let residentRows { return try forEachResidentRow(indices, residentRows, scratch, visit) }
         if let rawRows { return try forEachRawRow(indices, rawRows, scratch, coded: coded, visit) }
         try forEachShardGroup(indices, scratch, visit)
+    }
+
+    /// Throws, naming the row, for an index outside the readable rows.
+    func checkReadable(_ indices: UnsafeBufferPointer<Int>) throws {
+        let readable = readableRows
+        // One pass for the largest index as unsigned (negatives are huge), which vectorises; the
+        // offending row is looked for only on failure.
+        var largest: UInt = 0
+        for r in indices { largest = max(largest, UInt(bitPattern: r)) }
+        guard largest >= UInt(readable) else { return }
+        for r in indices where r < 0 || r >= readable {
+            if r >= readable && r < layout.rows { throw StoreError.incomplete(rowsCommitted: state.rowsCommitted, rows: layout.rows) }
+            throw StoreError.rowOutOfRange(row: r, rows: layout.rows)
+        }
+    }
+
+    /// Checks the `count` rows `row(0) ..< row(count)` whose groups are not yet checked, each
+    /// hashed with the groups ahead of it already on their way (then found in the cache), not
+    /// one cache miss at a time.
+    func verify(_ count: Int, of index: RawRowIndex, row: (Int) -> Int) throws {
+        for k in 0..<count where !index.isChecked(row(k)) {
+            if k + Self.checkAhead < count {
+                let ahead = index.bytesToCheck(ofRow: row(k + Self.checkAhead))
+                pkm_prefetch(ahead.start, ahead.count)
+            }
+            try index.verify(row: row(k))
+        }
     }
 
     /// Rows through ``RawRowIndex``, in the order given, in groups of ``rawGroupRows``: no
@@ -72,17 +89,8 @@ extension Store {
                 if checksRows && !index.isChecked(indices[start + located]) { unchecked += 1 }
                 located += 1
             }
-            // Groups not yet checked are hashed with the groups ahead of them already on their
-            // way (the kernel then finds the rows in the cache), not one cache miss at a time.
-            if unchecked > 0 {
-                for k in 0..<n where !index.isChecked(indices[start + k]) {
-                    if k + Self.checkAhead < n {
-                        let ahead = index.bytesToCheck(ofRow: indices[start + k + Self.checkAhead])
-                        pkm_prefetch(ahead.start, ahead.count)
-                    }
-                    try index.verify(row: indices[start + k])
-                }
-            }
+            // Checked before the visit, which then finds the rows in the cache.
+            if unchecked > 0 { try verify(n, of: index) { indices[start + $0] } }
             if let decoded {
                 try index.decode(pointers.baseAddress!, rows: indices.baseAddress! + start, count: n, into: decoded, checking: checksRows)
                 for k in 0..<n { pointers[k] = UnsafeRawPointer(decoded + k * layout.rowBytes) }

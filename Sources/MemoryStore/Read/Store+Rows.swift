@@ -167,6 +167,9 @@ extension Store {
                         targets: UnsafeBufferPointer<Int>?, into output: UnsafeMutableBufferPointer<Float>) throws {
         guard let w = weights.baseAddress, let out = output.baseAddress, !indices.isEmpty else { return }  // no rows: nothing to add
         let type = layout.elementType
+        if let map = locatingRowMap() {
+            return try reduceLocating(indices, map: map, weights: w, chunks: chunks, width: dim, targets: targets?.baseAddress, into: out)
+        }
         func reducePlain(_ group: RowGroup) {
             // A group of consecutive positions passes its weights and targets from its first.
             let first = group.positions == nil ? group.first : 0
@@ -196,6 +199,48 @@ extension Store {
                                  positions: UnsafeBufferPointer(rebasing: escaped[0..<count]), first: first))
         }
     }
+
+    /// The rows' map when the kernel can locate the rows itself (`pkm_gather_reduce_rows`): a
+    /// resident table, or a raw table read in place whose shards are all known, while its reads
+    /// are served from memory (from storage, ``forEachRowGroup`` asks for every row's pages
+    /// first) and, with checks, while it remembers which groups it has checked.
+    private func locatingRowMap() -> pkm_row_map? {
+        if let residentRows { return RowKernels.flatMap(base: residentRows.base, rowBytes: layout.rowBytes) }
+        guard let rawRows, rawRows.nibbleTable == nil, rawRows.everyShardKnown, !readingFromDisk.load(ordering: .relaxed),
+              !checksRows || rawRows.remembersChecks else { return nil }
+        return rawRows.rowMap(checking: checksRows)
+    }
+
+    /// The reduce by the kernel that locates each row as it prefetches it, in calls of
+    /// ``rawGroupRows`` rows. The rows of groups not yet checked are summed with the others, then
+    /// checked before the call returns: a damaged row throws, naming shard and row (and leaves
+    /// the output partly summed, as any error does).
+    private func reduceLocating(_ indices: UnsafeBufferPointer<Int>, map: pkm_row_map, weights: UnsafePointer<Float>, chunks: Int,
+                                width dim: Int, targets: UnsafePointer<Int>?, into out: UnsafeMutablePointer<Float>) throws {
+        try checkReadable(indices)
+        let group = min(indices.count, Self.rawGroupRows)
+        let scratch = rowScratch.take(count: group)
+        defer { rowScratch.give(scratch) }
+        let readsBefore = residentRows == nil ? sampleStorageReads(rows: indices.count) : nil
+        var start = 0
+        while start < indices.count {
+            let n = min(group, indices.count - start)
+            let unchecked = RowKernels.gatherReduce(UnsafeBufferPointer(rebasing: indices[start..<(start + n)]), map: map,
+                                                    type: layout.elementType, dim: dim, chunks: chunks, weights: weights + start * chunks,
+                                                    targets: targets.map { $0 + start }, into: out, rows: scratch.pointers.baseAddress!,
+                                                    unchecked: scratch.positions.baseAddress!)
+            if unchecked > 0, let rawRows {
+                try verify(unchecked, of: rawRows) { indices[start + scratch.positions[$0]] }
+            }
+            start += n
+        }
+        if map.checked != nil, let rawRows { rawRows.sweep(groups: Self.sweptGroups) }
+        if let readsBefore { readingFromDisk.store(storageReads() > readsBefore, ordering: .relaxed) }
+    }
+
+    /// Groups a reduce with checks checks beyond its own rows once most of the table is checked
+    /// (``RawRowIndex/sweep(groups:)``): a few microseconds a call.
+    static let sweptGroups = 16
 
     /// Calls `body` with the stored bytes (little-endian elements of `layout.elementType`) of shard `index`.
     /// The buffer must not escape `body`, and `body` should not read from this store: it holds
