@@ -9,7 +9,10 @@ kernel="$root/Sources/CGatherKernel"
 for build in second:1 first:3; do
     name=${build%%:*} locality=${build##*:}
     renames=()
-    for f in gather_reduce gather_reduce_at gather_dot gather_dot_at gather_reduce_level locate_rows; do renames+=("-Dpkm_$f=${name}_$f"); done
+    # Every function the kernel exports, renamed per build, so that both link into one program.
+    for f in $(grep -oE '\bpkm_[a-z0-9_]+\(' "$kernel/include/gather_kernel.h" | tr -d '(' | sort -u); do
+        renames+=("-D$f=${name}_${f#pkm_}")
+    done
     clang -O2 -DPKM_PREFETCH_LOCALITY="$locality" "${renames[@]}" -I "$kernel/include" -c "$kernel/gather_kernel.c" -o "$work/$name.o"
 done
 clang -O2 -o "$work/prefetch_hint" "$root/Tools/prefetch_hint.c" "$work/second.o" "$work/first.o"

@@ -405,6 +405,30 @@ void pkm_gather_dot_at(int level, int element_type, const void *const *rows, con
     }
 }
 
+static AVX2 uint64_t largest_unsigned_avx2(const intptr_t *values, size_t count) {
+    // Unsigned order is signed order with the sign bit flipped.
+    const __m256i flip = _mm256_set1_epi64x(INT64_MIN);
+    __m256i m = flip;  // 0, flipped
+    size_t k = 0;
+    for (; k + 4 <= count; k += 4) {
+        const __m256i v = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(values + k)), flip);
+        m = _mm256_blendv_epi8(m, v, _mm256_cmpgt_epi64(v, m));
+    }
+    int64_t lanes[4];
+    _mm256_storeu_si256((__m256i *)lanes, _mm256_xor_si256(m, flip));
+    uint64_t largest = 0;
+    for (int i = 0; i < 4; i++) largest = (uint64_t)lanes[i] > largest ? (uint64_t)lanes[i] : largest;
+    for (; k < count; k++) largest = (uint64_t)values[k] > largest ? (uint64_t)values[k] : largest;
+    return largest;
+}
+
+uint64_t pkm_largest_unsigned(const intptr_t *values, size_t count) {
+    if (pkm_gather_reduce_level() >= PKM_KERNEL_AVX2) return largest_unsigned_avx2(values, count);
+    uint64_t largest = 0;
+    for (size_t k = 0; k < count; k++) largest = (uint64_t)values[k] > largest ? (uint64_t)values[k] : largest;
+    return largest;
+}
+
 size_t pkm_locate_rows(const pkm_row_map *map, const intptr_t *indices, size_t count, size_t *unchecked, const void **rows) {
     size_t clear = 0, k = 0;
     for (; k < count; k++) {

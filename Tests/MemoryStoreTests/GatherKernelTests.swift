@@ -139,6 +139,20 @@ import _MemorySupport
         }
     }
 
+    /// The bounds check's largest index as unsigned: negatives count as huge, at any position
+    /// (the vector steps and the tail), and none gives 0.
+    @Test func largestUnsignedCountsNegativesAsHuge() {
+        var rng = SeededGenerator(seed: 5)
+        for count in [0, 1, 3, 4, 5, 8, 9, 100] {
+            for negative in [false, true] {
+                var values = (0..<count).map { _ in Int(rng.next() % 1_000_000) }
+                if negative && count > 0 { values[Int(rng.next() % UInt64(count))] = -Int(rng.next() % 5) - 1 }
+                let expected = values.map { UInt(bitPattern: $0) }.max() ?? 0
+                #expect(UInt(pkm_largest_unsigned(values, count)) == expected, "count \(count), negative \(negative)")
+            }
+        }
+    }
+
     /// The gate dots (Spec/RETRIEVAL.md, "Gates") of every element type on both code paths,
     /// widths below, at and past the vector lengths, rows at any offset visited through shuffled
     /// positions: |result − exact| ≤ (g + 1) · 2^-24 · Σ|u · x|.

@@ -69,6 +69,11 @@ size_t pkm_gather_reduce_rows_at(int level, int element_type, const pkm_row_map 
                                  size_t dim, size_t chunks, const float *weights, const intptr_t *targets, float *out,
                                  size_t prefetch_distance, const float *half_table, const void **rows, intptr_t *unchecked);
 
+/// The largest of values[0 ..< count] as unsigned (negatives as huge), 0 for none: the bounds
+/// check of a batch of indices in one pass, four values a step where the processor has AVX2
+/// (baseline x86-64 has no 64-bit compare for a compiler to vectorise the loop with).
+uint64_t pkm_largest_unsigned(const intptr_t *values, size_t count);
+
 /// Locates rows indices[0 ..< count] of the sharded table `map` describes, in order, into
 /// rows[k], while their shards are known: stops at the first row whose shard_rows entry is 0 and
 /// returns its k (count when every shard is known). When map->checked is not NULL, adds to
@@ -109,13 +114,16 @@ size_t pkm_nibble_gather_reduce_at(int level, const void *const *slots, const in
 /// Whether pkm_nibble_gather_reduce runs on this processor for rows of `dim` in `chunks`.
 int pkm_nibble_gather_reduce_fits(size_t dim, size_t chunks);
 
-/// The locality of pkm_prefetch (`__builtin_prefetch`'s third argument): 3, into the first
-/// level (`prefetcht0`). Against 1 (`prefetcht2`, the second level), the same rows in one
-/// process (`bash Tools/prefetch_hint.sh`, BENCHMARKS.md "Prefetch hint"): 1.07-1.18x at 2^16
-/// rows in cache, 1.03-1.10x at 2^18-2^20, 0.96-1.03x at 2^24. Defined here so that a
-/// measurement can build the kernel with another.
+/// The locality of pkm_prefetch (`__builtin_prefetch`'s third argument): 1, into the second
+/// level (`prefetcht2`). Against 3 (`prefetcht0`, the first level), the same rows in one process
+/// (`bash Tools/prefetch_hint.sh`, BENCHMARKS.md "Prefetch hint"), on this project's AMD EPYC
+/// (Zen 4) VM, 2026-12-06: even in cache (t0 1.03x at 2^16 rows), 1.7-2.1x faster from memory
+/// (2^18-2^24: a prefetch into the first level holds one of its few miss buffers until the line
+/// arrives, so fewer rows are in flight). An earlier host (2026-12-02) had t0 ahead by
+/// 1.07-1.18x in cache and even from memory. Defined here so that a measurement can build the
+/// kernel with another.
 #ifndef PKM_PREFETCH_LOCALITY
-#define PKM_PREFETCH_LOCALITY 3
+#define PKM_PREFETCH_LOCALITY 1
 #endif
 
 /// Asks the processor to bring every cache line of `bytes` bytes at `p` into its caches (rows

@@ -22,11 +22,9 @@ extension Store {
     /// Throws, naming the row, for an index outside the readable rows.
     func checkReadable(_ indices: UnsafeBufferPointer<Int>) throws {
         let readable = readableRows
-        // One pass for the largest index as unsigned (negatives are huge), which vectorises; the
-        // offending row is looked for only on failure.
-        var largest: UInt = 0
-        for r in indices { largest = max(largest, UInt(bitPattern: r)) }
-        guard largest >= UInt(readable) else { return }
+        // One pass for the largest index as unsigned (negatives are huge); the offending row is
+        // looked for only on failure.
+        guard Self.largest(indices) >= UInt(readable) else { return }
         for r in indices where r < 0 || r >= readable {
             if r >= readable && r < layout.rows { throw StoreError.incomplete(rowsCommitted: state.rowsCommitted, rows: layout.rows) }
             throw StoreError.rowOutOfRange(row: r, rows: layout.rows)

@@ -138,11 +138,9 @@ extension Store {
         }
     }
 
-    /// The largest of `values` as unsigned (negatives as huge): one pass that vectorises.
-    private static func largest(_ values: UnsafeBufferPointer<Int>) -> UInt {
-        var largest: UInt = 0
-        for t in values { largest = max(largest, UInt(bitPattern: t)) }
-        return largest
+    /// The largest of `values` as unsigned (negatives as huge), in one vectorised pass.
+    static func largest(_ values: UnsafeBufferPointer<Int>) -> UInt {
+        UInt(pkm_largest_unsigned(values.baseAddress, values.count))
     }
 
     /// Convenience over arrays.
@@ -214,7 +212,9 @@ extension Store {
     /// The reduce by the kernel that locates each row as it prefetches it, in calls of
     /// ``rawGroupRows`` rows. The rows of groups not yet checked are summed with the others, then
     /// checked before the call returns: a damaged row throws, naming shard and row (and leaves
-    /// the output partly summed, as any error does).
+    /// the output partly summed, as any error does). Once most of the table is checked, a reduce
+    /// also checks a group beyond its own rows for every 256 rows it read, at least 16
+    /// (``RawRowIndex/sweep(groups:)``): a few percent of its time.
     private func reduceLocating(_ indices: UnsafeBufferPointer<Int>, map: pkm_row_map, weights: UnsafePointer<Float>, chunks: Int,
                                 width dim: Int, targets: UnsafePointer<Int>?, into out: UnsafeMutablePointer<Float>) throws {
         try checkReadable(indices)
@@ -234,13 +234,10 @@ extension Store {
             }
             start += n
         }
-        if map.checked != nil, let rawRows { rawRows.sweep(groups: Self.sweptGroups) }
+        if map.checked != nil, let rawRows { rawRows.sweep(groups: max(16, indices.count / 256)) }
         if let readsBefore { readingFromDisk.store(storageReads() > readsBefore, ordering: .relaxed) }
     }
 
-    /// Groups a reduce with checks checks beyond its own rows once most of the table is checked
-    /// (``RawRowIndex/sweep(groups:)``): a few microseconds a call.
-    static let sweptGroups = 16
 
     /// Calls `body` with the stored bytes (little-endian elements of `layout.elementType`) of shard `index`.
     /// The buffer must not escape `body`, and `body` should not read from this store: it holds
