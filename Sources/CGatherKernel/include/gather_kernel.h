@@ -126,9 +126,17 @@ int pkm_nibble_gather_reduce_fits(size_t dim, size_t chunks);
 #define PKM_PREFETCH_LOCALITY 1
 #endif
 
-/// Asks the processor to bring every cache line of `bytes` bytes at `p` into its caches (rows
-/// need not start on a line: a row of version 4 spans three lines for 128 bytes of values).
+/// Asks the processor to bring the cache lines of `bytes` bytes at `p` into its caches: every
+/// one for more than 128 bytes (rows need not start on a line: a row of version 4 spans three
+/// lines for 128 bytes of values); up to 128 bytes, the first and the last byte's.
 static inline void pkm_prefetch(const void *p, size_t bytes) {
+    if (bytes <= 128) {
+        // A row's first and last bytes: all of its lines when it spans at most two (rows of up to
+        // 128 bytes on a 64-byte line, as the store keeps them), without the loop's bookkeeping.
+        __builtin_prefetch(p, 0, PKM_PREFETCH_LOCALITY);
+        __builtin_prefetch((const char *)p + bytes - 1, 0, PKM_PREFETCH_LOCALITY);
+        return;
+    }
     const uintptr_t start = (uintptr_t)p & ~(uintptr_t)63, end = (uintptr_t)p + bytes;
     for (uintptr_t a = start; a < end; a += 64) __builtin_prefetch((const void *)a, 0, PKM_PREFETCH_LOCALITY);
 }
