@@ -202,13 +202,18 @@ extension ProductKeyIndex {
     /// each query's sums times the projectors, or the sums themselves without projectors.
     private func project(_ acc: UnsafeBufferPointer<Float>, queries: Int, into output: UnsafeMutableBufferPointer<Float>) {
         let c = config
+        guard let projectors = tensors.projectors else {
+            // The sums themselves, one copy per query (one for the block when they lie back to back).
+            let whole = c.expansion == 1 && c.outputDim == c.valueDim
+            let rows = whole ? 1 : queries, count = whole ? queries * c.valueDim : c.valueDim
+            for b in 0..<rows {
+                (output.baseAddress! + b * c.outputDim).update(from: acc.baseAddress! + b * c.expansion * c.valueDim, count: count)
+            }
+            return
+        }
         for b in 0..<queries {
             let out = output.baseAddress! + b * c.outputDim
             let accB = b * c.expansion * c.valueDim
-            guard let projectors = tensors.projectors else {
-                for j in 0..<c.valueDim { out[j] = acc[accB + j] }
-                continue
-            }
             for j in 0..<c.outputDim { out[j] = 0 }
             // out += acc[p] (v) x projectors[p] (v x d_out), row by row of the projector.
             projectors.withUnsafeBufferPointer { proj in
