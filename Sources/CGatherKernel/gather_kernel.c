@@ -538,6 +538,14 @@ static ALWAYS_INLINE AVX2 __m256 widen_bf16(__m128i v) {
         v2 = widen_bf16(_mm_unpacklo_epi8(low1_, top1_)); v3 = widen_bf16(_mm_unpackhi_epi8(low1_, top1_));           \
     } while (0)
 
+/// Asks for the lines of slot r + distance while slot r is summed in the first column block,
+/// locating it first when the kernel locates its slots (`located`, as AHEAD).
+#define NIBBLE_AHEAD(r)                                                                                                 \
+    if (first && distance && (r) + distance < count) {                                                                  \
+        if (located) slots[(r) + distance] = locate_row(located, &loc->map, loc->indices, (r) + distance, loc->unchecked, &loc->n); \
+        pkm_prefetch(slots[(r) + distance], slot_bytes);                                                                \
+    }
+
 /// Escaped slots (first byte 0xFF) are skipped by every block; the first block (c0 == 0) lists
 /// their k in escaped[(*escapes)++], for the caller to add.
 #define NIBBLE_SKIP(slot, r)                                                                                            \
@@ -548,17 +556,17 @@ static ALWAYS_INLINE AVX2 __m256 widen_bf16(__m128i v) {
 
 /// A run of rows with one target over columns c0 ..< c0 + 32 of nibble slots: codes looked up
 /// with a byte shuffle, interleaved with the low bytes, widened and summed in four accumulators.
-static ALWAYS_INLINE AVX2 void nibble_run_block32(const int chunked, const void *const *slots, const intptr_t *positions,
+static ALWAYS_INLINE AVX2 void nibble_run_block32(const int chunked, const int located, const void **slots, const intptr_t *positions,
                                                   size_t k, size_t end, size_t count, size_t c0, size_t dim,
                                                   size_t chunks, size_t width, const float *weights, float *o,
                                                   size_t distance, size_t slot_bytes, __m128i table, intptr_t *escaped,
-                                                  size_t *escapes) {
+                                                  size_t *escapes, locator *loc) {
     const __m128i mask = _mm_set1_epi8(15);
     __m256 a0 = _mm256_loadu_ps(o + c0), a1 = _mm256_loadu_ps(o + c0 + 8), a2 = _mm256_loadu_ps(o + c0 + 16),
            a3 = _mm256_loadu_ps(o + c0 + 24);
     const int first = c0 == 0;
     for (size_t r = k; r < end; r++) {
-        if (first && distance && r + distance < count) pkm_prefetch(slots[r + distance], slot_bytes);
+        NIBBLE_AHEAD(r)
         const uint8_t *slot = (const uint8_t *)slots[r];
         NIBBLE_SKIP(slot, r)
         const float *w = weights + position(positions, r) * chunks;
@@ -575,18 +583,18 @@ static ALWAYS_INLINE AVX2 void nibble_run_block32(const int chunked, const void 
 }
 
 /// As nibble_run_block32 over columns c0 ..< c0 + 64, in eight accumulators.
-static ALWAYS_INLINE AVX2 void nibble_run_block64(const int chunked, const void *const *slots, const intptr_t *positions,
+static ALWAYS_INLINE AVX2 void nibble_run_block64(const int chunked, const int located, const void **slots, const intptr_t *positions,
                                                   size_t k, size_t end, size_t count, size_t c0, size_t dim,
                                                   size_t chunks, size_t width, const float *weights, float *o,
                                                   size_t distance, size_t slot_bytes, __m128i table, intptr_t *escaped,
-                                                  size_t *escapes) {
+                                                  size_t *escapes, locator *loc) {
     const __m128i mask = _mm_set1_epi8(15);
     __m256 a0 = _mm256_loadu_ps(o + c0), a1 = _mm256_loadu_ps(o + c0 + 8), a2 = _mm256_loadu_ps(o + c0 + 16),
            a3 = _mm256_loadu_ps(o + c0 + 24), a4 = _mm256_loadu_ps(o + c0 + 32), a5 = _mm256_loadu_ps(o + c0 + 40),
            a6 = _mm256_loadu_ps(o + c0 + 48), a7 = _mm256_loadu_ps(o + c0 + 56);
     const int first = c0 == 0;
     for (size_t r = k; r < end; r++) {
-        if (first && distance && r + distance < count) pkm_prefetch(slots[r + distance], slot_bytes);
+        NIBBLE_AHEAD(r)
         const uint8_t *slot = (const uint8_t *)slots[r];
         NIBBLE_SKIP(slot, r)
         const float *w = weights + position(positions, r) * chunks;
@@ -635,11 +643,11 @@ static ALWAYS_INLINE AVX512 __m512 widen16_bf16(__m256i v) {
 /// As nibble_run_block64 in 16-float vectors, two rows at a time into two sets of accumulators,
 /// so that one row's code lookups overlap the other's multiply-adds; a pair with an escaped slot
 /// adds its coded row alone.
-static ALWAYS_INLINE AVX512 void nibble_run_block64_512(const int chunked, const void *const *slots, const intptr_t *positions,
+static ALWAYS_INLINE AVX512 void nibble_run_block64_512(const int chunked, const int located, const void **slots, const intptr_t *positions,
                                                         size_t k, size_t end, size_t count, size_t c0, size_t dim,
                                                         size_t chunks, size_t width, const float *weights, float *o,
                                                         size_t distance, size_t slot_bytes, __m128i table, intptr_t *escaped,
-                                                        size_t *escapes) {
+                                                        size_t *escapes, locator *loc) {
     const __m256i table2 = _mm256_broadcastsi128_si256(table), mask2 = _mm256_set1_epi8(15);
     __m512 a0 = _mm512_loadu_ps(o + c0), a1 = _mm512_loadu_ps(o + c0 + 16), a2 = _mm512_loadu_ps(o + c0 + 32),
            a3 = _mm512_loadu_ps(o + c0 + 48);
@@ -655,11 +663,9 @@ static ALWAYS_INLINE AVX512 void nibble_run_block64_512(const int chunked, const
     } while (0)
     size_t r = k;
     for (; r + 1 < end; r += 2) {
+        NIBBLE_AHEAD(r)
+        NIBBLE_AHEAD(r + 1)
         const uint8_t *p = (const uint8_t *)slots[r], *q = (const uint8_t *)slots[r + 1];
-        if (first && distance && r + 1 + distance < count) {
-            pkm_prefetch(slots[r + distance], slot_bytes);
-            pkm_prefetch(slots[r + 1 + distance], slot_bytes);
-        }
         const float *w = weights + position(positions, r) * chunks, *x = weights + position(positions, r + 1) * chunks;
         if (p[0] != 0xFF) ADD_ROW(p, w, a0, a1, a2, a3);
         else if (first) escaped[(*escapes)++] = (intptr_t)r;
@@ -667,8 +673,8 @@ static ALWAYS_INLINE AVX512 void nibble_run_block64_512(const int chunked, const
         else if (first) escaped[(*escapes)++] = (intptr_t)(r + 1);
     }
     if (r < end) {
+        NIBBLE_AHEAD(r)
         const uint8_t *p = (const uint8_t *)slots[r];
-        if (first && distance && r + distance < count) pkm_prefetch(slots[r + distance], slot_bytes);
         const float *w = weights + position(positions, r) * chunks;
         if (p[0] != 0xFF) ADD_ROW(p, w, a0, a1, a2, a3);
         else if (first) escaped[(*escapes)++] = (intptr_t)r;
@@ -679,66 +685,96 @@ static ALWAYS_INLINE AVX512 void nibble_run_block64_512(const int chunked, const
     _mm512_storeu_ps(o + c0 + 32, _mm512_add_ps(a2, b2)); _mm512_storeu_ps(o + c0 + 48, _mm512_add_ps(a3, b3));
 }
 
-static ALWAYS_INLINE AVX512 size_t nibble_reduce_512_typed(const int chunked, const void *const *slots, const intptr_t *positions,
+static ALWAYS_INLINE AVX512 size_t nibble_reduce_512_typed(const int chunked, const int located, const void **slots, const intptr_t *positions,
                                                            size_t count, size_t dim, size_t chunks, const float *weights,
                                                            const intptr_t *targets, float *out, size_t distance, __m128i table,
-                                                           intptr_t *escaped) {
+                                                           intptr_t *escaped, locator *loc_in) {
     const size_t width = dim / chunks, slot_bytes = dim / 2 + dim;
     size_t escapes = 0;
+    locator own, *loc = &own;  // a copy the compiler keeps in registers (see locator)
+    if (located) own = *loc_in;
     for (size_t k = 0; k < count;) {
         const intptr_t t = target(targets, positions, k);
         const size_t end = run_end(targets, positions, k, count, t);
         float *o = out + (size_t)t * dim;
         for (size_t c0 = 0; c0 < dim; c0 += 64)
-            nibble_run_block64_512(chunked, slots, positions, k, end, count, c0, dim, chunks, width, weights, o, distance,
-                                   slot_bytes, table, escaped, &escapes);
+            nibble_run_block64_512(chunked, located, slots, positions, k, end, count, c0, dim, chunks, width, weights, o, distance,
+                                   slot_bytes, table, escaped, &escapes, loc);
         k = end;
     }
+    if (located) loc_in->n = own.n;
     return escapes;
 }
 
-static AVX512 size_t nibble_reduce_avx512(const void *const *slots, const intptr_t *positions, size_t count, size_t dim,
+static AVX512 size_t nibble_reduce_avx512(const void **slots, const intptr_t *positions, size_t count, size_t dim,
                                           size_t chunks, const float *weights, const intptr_t *targets, float *out,
-                                          size_t distance, const uint8_t *table, intptr_t *escaped) {
+                                          size_t distance, const uint8_t *table, intptr_t *escaped, locator *loc) {
     const __m128i t = _mm_loadu_si128((const __m128i *)table);
     const size_t slot_bytes = dim / 2 + dim;
-    for (size_t k = 0; k < distance && k < count; k++) pkm_prefetch(slots[k], slot_bytes);
-    return chunks == 1 ? nibble_reduce_512_typed(0, slots, positions, count, dim, 1, weights, targets, out, distance, t, escaped)
-                       : nibble_reduce_512_typed(1, slots, positions, count, dim, chunks, weights, targets, out, distance, t, escaped);
+    for (size_t k = 0; k < (loc && !distance ? count : distance) && k < count; k++) {
+        if (loc) slots[k] = locate_row(rows_kind(&loc->map), &loc->map, loc->indices, k, loc->unchecked, &loc->n);
+        pkm_prefetch(slots[k], slot_bytes);
+    }
+    const int how = loc ? rows_kind(&loc->map) : ROWS_GIVEN;
+    switch (how * 2 + (chunks != 1)) {
+    case 0: return nibble_reduce_512_typed(0, ROWS_GIVEN, slots, positions, count, dim, 1, weights, targets, out, distance, t, escaped, loc);
+    case 1: return nibble_reduce_512_typed(1, ROWS_GIVEN, slots, positions, count, dim, chunks, weights, targets, out, distance, t, escaped, loc);
+    case 2: return nibble_reduce_512_typed(0, ROWS_FLAT, slots, positions, count, dim, 1, weights, targets, out, distance, t, escaped, loc);
+    case 3: return nibble_reduce_512_typed(1, ROWS_FLAT, slots, positions, count, dim, chunks, weights, targets, out, distance, t, escaped, loc);
+    case 4: return nibble_reduce_512_typed(0, ROWS_SHARDED, slots, positions, count, dim, 1, weights, targets, out, distance, t, escaped, loc);
+    case 5: return nibble_reduce_512_typed(1, ROWS_SHARDED, slots, positions, count, dim, chunks, weights, targets, out, distance, t, escaped, loc);
+    case 6: return nibble_reduce_512_typed(0, ROWS_CHECKED, slots, positions, count, dim, 1, weights, targets, out, distance, t, escaped, loc);
+    default: return nibble_reduce_512_typed(1, ROWS_CHECKED, slots, positions, count, dim, chunks, weights, targets, out, distance, t, escaped, loc);
+    }
 }
 
-static ALWAYS_INLINE AVX2 size_t nibble_reduce_typed(const int chunked, const void *const *slots, const intptr_t *positions,
+static ALWAYS_INLINE AVX2 size_t nibble_reduce_typed(const int chunked, const int located, const void **slots, const intptr_t *positions,
                                                      size_t count, size_t dim, size_t chunks, const float *weights,
                                                      const intptr_t *targets, float *out, size_t distance, __m128i table,
-                                                     intptr_t *escaped) {
+                                                     intptr_t *escaped, locator *loc_in) {
     const size_t width = dim / chunks, slot_bytes = dim / 2 + dim;
     size_t escapes = 0;
+    locator own, *loc = &own;  // a copy the compiler keeps in registers (see locator)
+    if (located) own = *loc_in;
     for (size_t k = 0; k < count;) {
         const intptr_t t = target(targets, positions, k);
         const size_t end = run_end(targets, positions, k, count, t);
         float *o = out + (size_t)t * dim;
         if (dim % 64 == 0) {
             for (size_t c0 = 0; c0 < dim; c0 += 64)
-                nibble_run_block64(chunked, slots, positions, k, end, count, c0, dim, chunks, width, weights, o, distance,
-                                   slot_bytes, table, escaped, &escapes);
+                nibble_run_block64(chunked, located, slots, positions, k, end, count, c0, dim, chunks, width, weights, o, distance,
+                                   slot_bytes, table, escaped, &escapes, loc);
         } else {
             for (size_t c0 = 0; c0 < dim; c0 += 32)
-                nibble_run_block32(chunked, slots, positions, k, end, count, c0, dim, chunks, width, weights, o, distance,
-                                   slot_bytes, table, escaped, &escapes);
+                nibble_run_block32(chunked, located, slots, positions, k, end, count, c0, dim, chunks, width, weights, o, distance,
+                                   slot_bytes, table, escaped, &escapes, loc);
         }
         k = end;
     }
+    if (located) loc_in->n = own.n;
     return escapes;
 }
 
-static AVX2 size_t nibble_reduce_avx2(const void *const *slots, const intptr_t *positions, size_t count, size_t dim,
+static AVX2 size_t nibble_reduce_avx2(const void **slots, const intptr_t *positions, size_t count, size_t dim,
                                       size_t chunks, const float *weights, const intptr_t *targets, float *out,
-                                      size_t distance, const uint8_t *table, intptr_t *escaped) {
+                                      size_t distance, const uint8_t *table, intptr_t *escaped, locator *loc) {
     const __m128i t = _mm_loadu_si128((const __m128i *)table);
     const size_t slot_bytes = dim / 2 + dim;
-    for (size_t k = 0; k < distance && k < count; k++) pkm_prefetch(slots[k], slot_bytes);
-    return chunks == 1 ? nibble_reduce_typed(0, slots, positions, count, dim, 1, weights, targets, out, distance, t, escaped)
-                       : nibble_reduce_typed(1, slots, positions, count, dim, chunks, weights, targets, out, distance, t, escaped);
+    for (size_t k = 0; k < (loc && !distance ? count : distance) && k < count; k++) {
+        if (loc) slots[k] = locate_row(rows_kind(&loc->map), &loc->map, loc->indices, k, loc->unchecked, &loc->n);
+        pkm_prefetch(slots[k], slot_bytes);
+    }
+    const int how = loc ? rows_kind(&loc->map) : ROWS_GIVEN;
+    switch (how * 2 + (chunks != 1)) {
+    case 0: return nibble_reduce_typed(0, ROWS_GIVEN, slots, positions, count, dim, 1, weights, targets, out, distance, t, escaped, loc);
+    case 1: return nibble_reduce_typed(1, ROWS_GIVEN, slots, positions, count, dim, chunks, weights, targets, out, distance, t, escaped, loc);
+    case 2: return nibble_reduce_typed(0, ROWS_FLAT, slots, positions, count, dim, 1, weights, targets, out, distance, t, escaped, loc);
+    case 3: return nibble_reduce_typed(1, ROWS_FLAT, slots, positions, count, dim, chunks, weights, targets, out, distance, t, escaped, loc);
+    case 4: return nibble_reduce_typed(0, ROWS_SHARDED, slots, positions, count, dim, 1, weights, targets, out, distance, t, escaped, loc);
+    case 5: return nibble_reduce_typed(1, ROWS_SHARDED, slots, positions, count, dim, chunks, weights, targets, out, distance, t, escaped, loc);
+    case 6: return nibble_reduce_typed(0, ROWS_CHECKED, slots, positions, count, dim, 1, weights, targets, out, distance, t, escaped, loc);
+    default: return nibble_reduce_typed(1, ROWS_CHECKED, slots, positions, count, dim, chunks, weights, targets, out, distance, t, escaped, loc);
+    }
 }
 
 int pkm_nibble_gather_reduce_fits(size_t dim, size_t chunks) {
@@ -753,11 +789,31 @@ size_t pkm_nibble_gather_reduce(const void *const *slots, const intptr_t *positi
                                        prefetch_distance, table, escaped);
 }
 
+/// The nibble reduce on the best path up to `level`, over slots given or located on the way.
+static size_t nibble_reduce_path(int level, const void **slots, const intptr_t *positions, size_t count, size_t dim, size_t chunks,
+                                 const float *weights, const intptr_t *targets, float *out, size_t prefetch_distance,
+                                 const uint8_t *table, intptr_t *escaped, locator *loc) {
+    if (count == 0 || !pkm_nibble_gather_reduce_fits(dim, chunks)) return 0;
+    if (level >= PKM_KERNEL_AVX512 && pkm_gather_reduce_level() >= PKM_KERNEL_AVX512 && dim % 64 == 0 && (dim / chunks) % 16 == 0)
+        return nibble_reduce_avx512(slots, positions, count, dim, chunks, weights, targets, out, prefetch_distance, table, escaped, loc);
+    return nibble_reduce_avx2(slots, positions, count, dim, chunks, weights, targets, out, prefetch_distance, table, escaped, loc);
+}
+
 size_t pkm_nibble_gather_reduce_at(int level, const void *const *slots, const intptr_t *positions, size_t count, size_t dim,
                                    size_t chunks, const float *weights, const intptr_t *targets, float *out,
                                    size_t prefetch_distance, const uint8_t *table, intptr_t *escaped) {
-    if (count == 0 || !pkm_nibble_gather_reduce_fits(dim, chunks)) return 0;
-    if (level >= PKM_KERNEL_AVX512 && pkm_gather_reduce_level() >= PKM_KERNEL_AVX512 && dim % 64 == 0 && (dim / chunks) % 16 == 0)
-        return nibble_reduce_avx512(slots, positions, count, dim, chunks, weights, targets, out, prefetch_distance, table, escaped);
-    return nibble_reduce_avx2(slots, positions, count, dim, chunks, weights, targets, out, prefetch_distance, table, escaped);
+    // Slots given are only read (`loc` NULL).
+    return nibble_reduce_path(level, (const void **)slots, positions, count, dim, chunks, weights, targets, out, prefetch_distance,
+                              table, escaped, NULL);
+}
+
+size_t pkm_nibble_gather_reduce_rows(const pkm_row_map *map, const intptr_t *indices, size_t count, size_t dim, size_t chunks,
+                                     const float *weights, const intptr_t *targets, float *out, size_t prefetch_distance,
+                                     const uint8_t *table, const void **slots, intptr_t *escaped, intptr_t *unchecked,
+                                     size_t *unchecked_count) {
+    locator loc = {*map, indices, unchecked, 0};
+    const size_t escapes = nibble_reduce_path(pkm_gather_reduce_level(), slots, NULL, count, dim, chunks, weights, targets, out,
+                                              prefetch_distance, table, escaped, &loc);
+    *unchecked_count = loc.n;
+    return escapes;
 }

@@ -111,6 +111,17 @@ size_t pkm_nibble_gather_reduce_at(int level, const void *const *slots, const in
                                    size_t chunks, const float *weights, const intptr_t *targets, float *out,
                                    size_t prefetch_distance, const uint8_t *table, intptr_t *escaped);
 
+/// pkm_nibble_gather_reduce over the slots of rows indices[0 ..< count] of the nibble table `map`
+/// describes, each located as its lines are asked for (as pkm_gather_reduce_rows): slots[k]
+/// becomes row indices[k]'s slot (`slots` holds count entries); the rows of groups not yet
+/// checked are summed, their k listed in unchecked[0 ..< *unchecked_count] (count entries), for
+/// the caller to check; returns the number of escaped slots, listed in `escaped` as
+/// pkm_nibble_gather_reduce lists them. Needs pkm_nibble_gather_reduce_fits.
+size_t pkm_nibble_gather_reduce_rows(const pkm_row_map *map, const intptr_t *indices, size_t count, size_t dim, size_t chunks,
+                                     const float *weights, const intptr_t *targets, float *out, size_t prefetch_distance,
+                                     const uint8_t *table, const void **slots, intptr_t *escaped, intptr_t *unchecked,
+                                     size_t *unchecked_count);
+
 /// Whether pkm_nibble_gather_reduce runs on this processor for rows of `dim` in `chunks`.
 int pkm_nibble_gather_reduce_fits(size_t dim, size_t chunks);
 

@@ -165,7 +165,9 @@ extension Store {
                         targets: UnsafeBufferPointer<Int>?, into output: UnsafeMutableBufferPointer<Float>) throws {
         guard let w = weights.baseAddress, let out = output.baseAddress, !indices.isEmpty else { return }  // no rows: nothing to add
         let type = layout.elementType
-        if let map = locatingRowMap() {
+        // A nibble table's slots are decoded in registers as they are summed, when the kernel fits.
+        let nibbleKernel = rawRows?.nibbleTable != nil && dim == layout.dim && type == .bf16 && pkm_nibble_gather_reduce_fits(dim, chunks) != 0
+        if let map = locatingRowMap(nibbleKernel: nibbleKernel) {
             return try reduceLocating(indices, map: map, weights: w, chunks: chunks, width: dim, targets: targets?.baseAddress, into: out)
         }
         func reducePlain(_ group: RowGroup) {
@@ -174,8 +176,7 @@ extension Store {
             RowKernels.gatherReduce(group.rows, positions: group.positions, type: type, dim: dim, chunks: chunks,
                                     weights: w + first * chunks, targets: targets.map { $0.baseAddress! + first }, into: out)
         }
-        guard let rawRows, let table = rawRows.nibbleTable, dim == layout.dim, type == .bf16,
-              pkm_nibble_gather_reduce_fits(dim, chunks) != 0 else { return try forEachRowGroup(indices, reducePlain) }
+        guard nibbleKernel, let rawRows, let table = rawRows.nibbleTable else { return try forEachRowGroup(indices, reducePlain) }
         // Nibble slots decoded in registers as they are summed; the kernel lists the escaped ones,
         // whose rows are then read together (their misses overlapping) and added by the plain kernel.
         let capacity = min(indices.count, Self.rawGroupRows)
@@ -189,28 +190,39 @@ extension Store {
                 pkm_nibble_gather_reduce(slots, nil, group.rows.count, dim, chunks, w + first * chunks, targets.map { $0.baseAddress! + first },
                                          out, RowKernels.prefetchDistance, $0.baseAddress, escaped.baseAddress)
             }
-            guard count > 0 else { return }
-            try rawRows.escapedRows(count: count, row: { indices[first + escaped[$0]] }, slot: { slots[escaped[$0]]! },
-                                    into: escapedRows.baseAddress!, checking: checksRows)
-            for k in 0..<count { escaped[k] += first }  // positions in the call, as RowGroup's are
-            reducePlain(RowGroup(rows: UnsafeBufferPointer(rebasing: escapedRows[0..<count]),
-                                 positions: UnsafeBufferPointer(rebasing: escaped[0..<count]), first: first))
+            try addEscapedRows(count, escaped, slots: UnsafeMutablePointer(mutating: slots), first: first, indices, rawRows,
+                               into: escapedRows, reducePlain)
         }
     }
 
-    /// The rows' map when the kernel can locate the rows itself (`pkm_gather_reduce_rows`): a
-    /// resident table, or a raw table read in place whose shards are all known, while its reads
-    /// are served from memory (from storage, ``forEachRowGroup`` asks for every row's pages
-    /// first) and, with checks, while it remembers which groups it has checked.
-    private func locatingRowMap() -> pkm_row_map? {
+    /// Reads the rows of the `count` escaped slots listed in `escaped` (their k in the call
+    /// starting at `first`) together, their misses overlapping, and adds them with the plain kernel.
+    private func addEscapedRows(_ count: Int, _ escaped: UnsafeMutableBufferPointer<Int>, slots: UnsafeMutablePointer<UnsafeRawPointer?>,
+                                first: Int, _ indices: UnsafeBufferPointer<Int>, _ index: RawRowIndex,
+                                into rows: UnsafeMutableBufferPointer<UnsafeRawPointer?>, _ reducePlain: (RowGroup) -> Void) throws {
+        guard count > 0 else { return }
+        try index.escapedRows(count: count, row: { indices[first + escaped[$0]] }, slot: { slots[escaped[$0]]! },
+                              into: rows.baseAddress!, checking: checksRows)
+        for k in 0..<count { escaped[k] += first }  // positions in the call, as RowGroup's are
+        reducePlain(RowGroup(rows: UnsafeBufferPointer(rebasing: rows[0..<count]),
+                             positions: UnsafeBufferPointer(rebasing: escaped[0..<count]), first: first))
+    }
+
+    /// The rows' map when the kernel can locate the rows itself (`pkm_gather_reduce_rows`, or
+    /// `pkm_nibble_gather_reduce_rows` for a nibble table when `nibbleKernel`): a resident table,
+    /// or a table read in place whose shards are all known, while its reads are served from
+    /// memory (from storage, ``forEachRowGroup`` asks for every row's pages first) and, with
+    /// checks, while it remembers which groups it has checked.
+    private func locatingRowMap(nibbleKernel: Bool) -> pkm_row_map? {
         if let residentRows { return RowKernels.flatMap(base: residentRows.base, rowBytes: layout.rowBytes) }
-        guard let rawRows, rawRows.nibbleTable == nil, rawRows.everyShardKnown, !readingFromDisk.load(ordering: .relaxed),
+        guard let rawRows, rawRows.nibbleTable == nil || nibbleKernel, rawRows.everyShardKnown, !readingFromDisk.load(ordering: .relaxed),
               !checksRows || rawRows.remembersChecks else { return nil }
         return rawRows.rowMap(checking: checksRows)
     }
 
     /// The reduce by the kernel that locates each row as it prefetches it, in calls of
-    /// ``rawGroupRows`` rows. The rows of groups not yet checked are summed with the others, then
+    /// ``rawGroupRows`` rows (a nibble table's escaped rows added after each call's coded rows,
+    /// as by the other road). The rows of groups not yet checked are summed with the others, then
     /// checked before the call returns: a damaged row throws, naming shard and row (and leaves
     /// the output partly summed, as any error does). Once most of the table is checked, a reduce
     /// also checks a group beyond its own rows for every 256 rows it read, at least 16
@@ -222,15 +234,37 @@ extension Store {
         let scratch = rowScratch.take(count: group)
         defer { rowScratch.give(scratch) }
         let readsBefore = residentRows == nil ? sampleStorageReads(rows: indices.count) : nil
+        let table = residentRows == nil ? rawRows?.nibbleTable : nil
+        let escaped = UnsafeMutableBufferPointer<Int>.allocate(capacity: table == nil ? 0 : group)
+        let escapedRows = UnsafeMutableBufferPointer<UnsafeRawPointer?>.allocate(capacity: table == nil ? 0 : group)
+        defer { escaped.deallocate(); escapedRows.deallocate() }
+        func reducePlain(_ group: RowGroup) {
+            RowKernels.gatherReduce(group.rows, positions: group.positions, type: layout.elementType, dim: dim, chunks: chunks,
+                                    weights: weights, targets: targets, into: out)
+        }
         var start = 0
         while start < indices.count {
             let n = min(group, indices.count - start)
-            let unchecked = RowKernels.gatherReduce(UnsafeBufferPointer(rebasing: indices[start..<(start + n)]), map: map,
-                                                    type: layout.elementType, dim: dim, chunks: chunks, weights: weights + start * chunks,
-                                                    targets: targets.map { $0 + start }, into: out, rows: scratch.pointers.baseAddress!,
-                                                    unchecked: scratch.positions.baseAddress!)
+            let slice = UnsafeBufferPointer(rebasing: indices[start..<(start + n)])
+            var unchecked = 0, escapes = 0
+            if let table {
+                var m = map
+                escapes = table.withUnsafeBufferPointer { t in
+                    pkm_nibble_gather_reduce_rows(&m, slice.baseAddress, n, dim, chunks, weights + start * chunks, targets.map { $0 + start },
+                                                  out, RowKernels.prefetchDistance, t.baseAddress, scratch.pointers.baseAddress,
+                                                  escaped.baseAddress, scratch.positions.baseAddress, &unchecked)
+                }
+            } else {
+                unchecked = RowKernels.gatherReduce(slice, map: map, type: layout.elementType, dim: dim, chunks: chunks,
+                                                    weights: weights + start * chunks, targets: targets.map { $0 + start }, into: out,
+                                                    rows: scratch.pointers.baseAddress!, unchecked: scratch.positions.baseAddress!)
+            }
             if unchecked > 0, let rawRows {
                 try verify(unchecked, of: rawRows) { indices[start + scratch.positions[$0]] }
+            }
+            if escapes > 0, let rawRows {
+                try addEscapedRows(escapes, escaped, slots: scratch.pointers.baseAddress!, first: start, indices, rawRows,
+                                   into: escapedRows, reducePlain)
             }
             start += n
         }
