@@ -6,13 +6,16 @@
 # default row checks, with --no-row-checks, and with --resident (the table loaded into memory in
 # huge pages at open), each also measuring the memory limit (the same kernel over a flat copy, no
 # checks, read into huge-page memory when it fits a quarter of it), then
-# Tools/peers/embedding_bag.py reducing exactly the rows the first run reduced. The store and the
-# flat copy embedding_bag maps are first put in the same page-cache state (Tools/pagecache.py).
+# Tools/peers/embedding_bag.py reducing exactly the rows the first run reduced; ROUNDS rounds of
+# these four (default 3), alternating, and the table shows medians (this VM's rates drift by
+# half between minutes). The store and the flat copy embedding_bag maps are first put in the same
+# page-cache state (Tools/pagecache.py).
 # Results: WORKDIR/results/reduce-*.json and a table on stdout.
 source "$(dirname "$0")/prelude.sh"
 work=${1:?usage: bench_reduce.sh WORKDIR [EXPONENTS...]}
 shift
 exponents=${*:-16 20 24 26}
+rounds=${ROUNDS:-3}
 memtool="$root/.build/release/memtool"
 mkdir -p "$work/results"
 bash "$root/Tools/bootstrap.sh"
@@ -30,30 +33,35 @@ for e in $exponents; do
     "${bench[@]}" --threads 2 > /dev/null
     # The store and the flat copy in the same page-cache state, 2 MiB folios (Tools/pagecache.py).
     python3 "$root/Tools/pagecache.py" "$store" "$store.flat"
-    for t in 1 2; do
-        echo "== 2^$e rows, $t thread(s)" >&2
-        "${bench[@]}" --threads "$t" --reduced-rows "$work/rows$e" --json "$work/results/reduce-$e-t$t-checks.json" >&2
-        "${bench[@]}" --threads "$t" --no-row-checks --json "$work/results/reduce-$e-t$t-nochecks.json" >&2
-        "${bench[@]}" --threads "$t" --resident --json "$work/results/reduce-$e-t$t-resident.json" >&2
-        python3 "$root/Tools/peers/embedding_bag.py" "$store.flat" bf16 "$rows" 64 "$work/rows$e" --batch 256 --threads "$t" \
-            > "$work/results/reduce-$e-t$t-embedding-bag.json"
-        cat "$work/results/reduce-$e-t$t-embedding-bag.json" >&2
+    for round in $(seq 1 "$rounds"); do
+        for t in 1 2; do
+            echo "== 2^$e rows, $t thread(s), round $round" >&2
+            out="$work/results/reduce-$e-t$t"
+            "${bench[@]}" --threads "$t" --reduced-rows "$work/rows$e" --json "$out-checks-$round.json" >&2
+            "${bench[@]}" --threads "$t" --no-row-checks --json "$out-nochecks-$round.json" >&2
+            "${bench[@]}" --threads "$t" --resident --json "$out-resident-$round.json" >&2
+            python3 "$root/Tools/peers/embedding_bag.py" "$store.flat" bf16 "$rows" 64 "$work/rows$e" --batch 256 --threads "$t" \
+                > "$out-embedding-bag-$round.json"
+            cat "$out-embedding-bag-$round.json" >&2
+        done
     done
     rm -f "$store.flat" "$work/rows$e".*.npy
 done
-python3 - "$work/results" $exponents <<'PY'
-import json, os, sys
-results, exponents = sys.argv[1], sys.argv[2:]
+python3 - "$work/results" "$rounds" $exponents <<'PY'
+import json, os, statistics, sys
+results, rounds, exponents = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
 print("| rows | threads | store, checks on | store, checks off | store, resident | memory limit | embedding_bag | store/eb (on) | store/eb (off) | resident/eb | limit/eb | reduce p50, batch 256 (on / resident) |")
 print("|---|---|---|---|---|---|---|---|---|---|---|---|")
 for e in exponents:
     for t in (1, 2):
-        load = lambda kind: json.load(open(os.path.join(results, f"reduce-{e}-t{t}-{kind}.json")))
-        on, off, res, eb = load("checks"), load("nochecks"), load("resident"), load("embedding-bag")
-        limit = on["memoryLimitReduceQueriesPerSecond"] * on["rowsPerQuery"]
+        runs = lambda kind: [json.load(open(os.path.join(results, f"reduce-{e}-t{t}-{kind}-{i}.json"))) for i in range(1, rounds + 1)]
+        med = lambda kind, f: statistics.median(f(d) for d in runs(kind))
+        rate = lambda d: d["rowsPerSecond"]
+        on, off, res, eb = (med(kind, rate) for kind in ("checks", "nochecks", "resident", "embedding-bag"))
+        limit = med("checks", lambda d: d["memoryLimitReduceQueriesPerSecond"] * d["rowsPerQuery"])
+        p50 = lambda kind: med(kind, lambda d: d["reduceBatchMilliseconds"]["p50"])
         m = lambda x: f"{x / 1e6:.1f} M rows/s"
-        r = lambda x: f"{x / eb['rowsPerSecond']:.2f}"
-        print(f"| 2^{e} | {t} | {m(on['rowsPerSecond'])} | {m(off['rowsPerSecond'])} | {m(res['rowsPerSecond'])} | {m(limit)} | "
-              f"{m(eb['rowsPerSecond'])} | {r(on['rowsPerSecond'])} | {r(off['rowsPerSecond'])} | {r(res['rowsPerSecond'])} | "
-              f"{r(limit)} | {on['reduceBatchMilliseconds']['p50']:.3f} / {res['reduceBatchMilliseconds']['p50']:.3f} ms |")
+        r = lambda x: f"{x / eb:.2f}"
+        print(f"| 2^{e} | {t} | {m(on)} | {m(off)} | {m(res)} | {m(limit)} | {m(eb)} | {r(on)} | {r(off)} | {r(res)} | "
+              f"{r(limit)} | {p50('checks'):.3f} / {p50('resident'):.3f} ms |")
 PY
