@@ -73,7 +73,9 @@ final class RawRowIndex: @unchecked Sendable {
         let groupsPerShard = (layout.rowsPerShard + raw.groupRows - 1) / raw.groupRows
         checkedShift = Int.bitWidth - (groupsPerShard - 1).leadingZeroBitCount
         checked = shardCount << checkedShift <= Self.maxCheckedGroups ? AtomicBitmap(count: shardCount << checkedShift) : nil
-        groupCount = (0..<shardCount).reduce(0) { $0 + (layout.rowRange(ofShard: $1).count + raw.groupRows - 1) / raw.groupRows }
+        // Every shard but the last is full.
+        groupCount = shardCount == 0 ? 0
+            : (shardCount - 1) * groupsPerShard + (layout.rowRange(ofShard: shardCount - 1).count + raw.groupRows - 1) / raw.groupRows
     }
 
     deinit {
