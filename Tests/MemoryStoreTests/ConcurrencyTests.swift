@@ -37,6 +37,40 @@ import TestSupport
         #expect(try store.storageStatistics().readersUsed <= 16)
     }
 
+    /// Threads reducing a raw table from its open on: learning the shards' addresses, checking
+    /// groups on first read, the sweep of the rest and the bitmap they all read race each other;
+    /// every sum matches the reference, and in the end every group is checked.
+    @Test func manyThreadsReduceAtOnce() async throws {
+        let dir = ScratchDirectory()
+        let layout = TableLayout(elementType: .bf16, rows: 6000, dim: 32, rowsPerShard: 100, codec: .raw)
+        let bytes = try writeTable(dir.file("t.pkm"), layout)
+        let store = try Store.open(at: dir.file("t.pkm"), cacheBytes: 0)
+        try await withThrowingTaskGroup(of: Int.self) { group in
+            for t in 0..<6 {
+                group.addTask {
+                    var rng = SeededGenerator(seed: UInt64(40 + t))
+                    var good = 0
+                    for _ in 0..<200 {
+                        let indices = (0..<64).map { _ in Int.random(in: 0..<6000, using: &rng) }
+                        let weights = indices.map { _ in rng.normal() }
+                        var out = [Float](repeating: 0, count: 32)
+                        try store.gatherReduce(indices: indices, weights: weights, into: &out)
+                        let exact = (0..<32).map { j in
+                            indices.indices.reduce(0.0) { $0 + Double(weights[$1]) * Double(referenceRow(bytes, indices[$1], dim: 32, type: .bf16)[j]) }
+                        }
+                        if zip(out, exact).allSatisfy({ abs(Double($0) - $1) <= 1e-4 * max(1, abs($1)) }) { good += 1 }
+                    }
+                    return good
+                }
+            }
+            var total = 0
+            for try await c in group { total += c }
+            #expect(total == 6 * 200)
+        }
+        let index = try #require(store.rawRows)
+        #expect((0..<6000).allSatisfy { index.isChecked($0) })
+    }
+
     /// More threads than the environment has reader slots (126): the pool admits a bounded
     /// number at once and the rest wait, so no read fails with MDB_READERS_FULL.
     @Test func moreThreadsThanReaderSlots() throws {
