@@ -45,6 +45,20 @@ static int rows_kind(const pkm_row_map *map) {
     return !map->shard_rows ? ROWS_FLAT : map->checked ? ROWS_CHECKED : ROWS_SHARDED;
 }
 
+/// Calls FN(chunked, how, ...) with both as constants, so that the inlined kernel is specialised:
+/// `how` a ROWS_ kind, `chunked` whether rows have more than one weight.
+#define DISPATCH_ROWS(how, chunked, FN, ...)                                                                            \
+    switch ((how) * 2 + ((chunked) != 0)) {                                                                             \
+    case 0: FN(0, ROWS_GIVEN, __VA_ARGS__); break;                                                                      \
+    case 1: FN(1, ROWS_GIVEN, __VA_ARGS__); break;                                                                      \
+    case 2: FN(0, ROWS_FLAT, __VA_ARGS__); break;                                                                       \
+    case 3: FN(1, ROWS_FLAT, __VA_ARGS__); break;                                                                       \
+    case 4: FN(0, ROWS_SHARDED, __VA_ARGS__); break;                                                                    \
+    case 5: FN(1, ROWS_SHARDED, __VA_ARGS__); break;                                                                    \
+    case 6: FN(0, ROWS_CHECKED, __VA_ARGS__); break;                                                                    \
+    default: FN(1, ROWS_CHECKED, __VA_ARGS__); break;                                                                   \
+    }
+
 /// What a kernel that locates its rows (pkm_gather_reduce_rows) needs on the way: the table, the
 /// indices, and the list of rows not yet checked. A kernel works on its own copy, which the
 /// compiler keeps in registers: through a pointer, every row address stored would reload it.
@@ -241,11 +255,10 @@ static ALWAYS_INLINE AVX512 void run_block64_512(const int type, const int chunk
         }                                                                                                                  \
         if (located) loc->n = own.n;                                                                                       \
     }                                                                                                                      \
-    static ALWAYS_INLINE TARGET void gather_reduce_##NAME##_by_type(const int chunked, const int located, int type,      \
-                                                                    const void **rows,                                   \
-                                                      const intptr_t *positions, size_t count, size_t dim, size_t chunks,  \
-                                                      const float *weights, const intptr_t *targets, float *out,           \
-                                                      size_t distance, locator *loc) {                                     \
+    static ALWAYS_INLINE TARGET void gather_reduce_##NAME##_by_type(                                                      \
+        const int chunked, const int located, int type, const void **rows, const intptr_t *positions, size_t count,       \
+        size_t dim, size_t chunks, const float *weights, const intptr_t *targets, float *out, size_t distance,            \
+        locator *loc) {                                                                                                    \
         switch (type) {                                                                                                    \
         case PKM_ELEMENT_F32:                                                                                              \
             gather_reduce_##NAME##_typed(PKM_ELEMENT_F32, chunked, located, rows, positions, count, dim, chunks, weights,   \
@@ -264,17 +277,8 @@ static ALWAYS_INLINE AVX512 void run_block64_512(const int type, const int chunk
     static TARGET void gather_reduce_##NAME(int type, const void **rows, const intptr_t *positions, size_t count,         \
                                             size_t dim, size_t chunks, const float *weights, const intptr_t *targets,      \
                                             float *out, size_t distance, locator *loc) {                                   \
-        const int how = loc ? rows_kind(&loc->map) : ROWS_GIVEN;                                                           \
-        switch (how * 2 + (chunks != 1)) {                                                                                 \
-        case 0: gather_reduce_##NAME##_by_type(0, ROWS_GIVEN, type, rows, positions, count, dim, chunks, weights, targets, out, distance, loc); break;    \
-        case 1: gather_reduce_##NAME##_by_type(1, ROWS_GIVEN, type, rows, positions, count, dim, chunks, weights, targets, out, distance, loc); break;    \
-        case 2: gather_reduce_##NAME##_by_type(0, ROWS_FLAT, type, rows, positions, count, dim, chunks, weights, targets, out, distance, loc); break;     \
-        case 3: gather_reduce_##NAME##_by_type(1, ROWS_FLAT, type, rows, positions, count, dim, chunks, weights, targets, out, distance, loc); break;     \
-        case 4: gather_reduce_##NAME##_by_type(0, ROWS_SHARDED, type, rows, positions, count, dim, chunks, weights, targets, out, distance, loc); break;  \
-        case 5: gather_reduce_##NAME##_by_type(1, ROWS_SHARDED, type, rows, positions, count, dim, chunks, weights, targets, out, distance, loc); break;  \
-        case 6: gather_reduce_##NAME##_by_type(0, ROWS_CHECKED, type, rows, positions, count, dim, chunks, weights, targets, out, distance, loc); break;  \
-        default: gather_reduce_##NAME##_by_type(1, ROWS_CHECKED, type, rows, positions, count, dim, chunks, weights, targets, out, distance, loc); break; \
-        }                                                                                                                  \
+        DISPATCH_ROWS(loc ? rows_kind(&loc->map) : ROWS_GIVEN, chunks != 1, gather_reduce_##NAME##_by_type, type, rows,    \
+                      positions, count, dim, chunks, weights, targets, out, distance, loc)                                 \
     }
 
 DEFINE_PATH(avx2, AVX2, run_block64, 8, __m256, _mm256_loadu_ps, _mm256_storeu_ps, _mm256_fmadd_ps, _mm256_set1_ps, load8)
@@ -710,22 +714,10 @@ static AVX512 size_t nibble_reduce_avx512(const void **slots, const intptr_t *po
                                           size_t chunks, const float *weights, const intptr_t *targets, float *out,
                                           size_t distance, const uint8_t *table, intptr_t *escaped, locator *loc) {
     const __m128i t = _mm_loadu_si128((const __m128i *)table);
-    const size_t slot_bytes = dim / 2 + dim;
-    for (size_t k = 0; k < (loc && !distance ? count : distance) && k < count; k++) {
-        if (loc) slots[k] = locate_row(rows_kind(&loc->map), &loc->map, loc->indices, k, loc->unchecked, &loc->n);
-        pkm_prefetch(slots[k], slot_bytes);
-    }
-    const int how = loc ? rows_kind(&loc->map) : ROWS_GIVEN;
-    switch (how * 2 + (chunks != 1)) {
-    case 0: return nibble_reduce_512_typed(0, ROWS_GIVEN, slots, positions, count, dim, 1, weights, targets, out, distance, t, escaped, loc);
-    case 1: return nibble_reduce_512_typed(1, ROWS_GIVEN, slots, positions, count, dim, chunks, weights, targets, out, distance, t, escaped, loc);
-    case 2: return nibble_reduce_512_typed(0, ROWS_FLAT, slots, positions, count, dim, 1, weights, targets, out, distance, t, escaped, loc);
-    case 3: return nibble_reduce_512_typed(1, ROWS_FLAT, slots, positions, count, dim, chunks, weights, targets, out, distance, t, escaped, loc);
-    case 4: return nibble_reduce_512_typed(0, ROWS_SHARDED, slots, positions, count, dim, 1, weights, targets, out, distance, t, escaped, loc);
-    case 5: return nibble_reduce_512_typed(1, ROWS_SHARDED, slots, positions, count, dim, chunks, weights, targets, out, distance, t, escaped, loc);
-    case 6: return nibble_reduce_512_typed(0, ROWS_CHECKED, slots, positions, count, dim, 1, weights, targets, out, distance, t, escaped, loc);
-    default: return nibble_reduce_512_typed(1, ROWS_CHECKED, slots, positions, count, dim, chunks, weights, targets, out, distance, t, escaped, loc);
-    }
+    size_t escapes = 0;
+    DISPATCH_ROWS(loc ? rows_kind(&loc->map) : ROWS_GIVEN, chunks != 1, escapes = nibble_reduce_512_typed, slots, positions, count, dim,
+                  chunks, weights, targets, out, distance, t, escaped, loc)
+    return escapes;
 }
 
 static ALWAYS_INLINE AVX2 size_t nibble_reduce_typed(const int chunked, const int located, const void **slots, const intptr_t *positions,
@@ -759,22 +751,10 @@ static AVX2 size_t nibble_reduce_avx2(const void **slots, const intptr_t *positi
                                       size_t chunks, const float *weights, const intptr_t *targets, float *out,
                                       size_t distance, const uint8_t *table, intptr_t *escaped, locator *loc) {
     const __m128i t = _mm_loadu_si128((const __m128i *)table);
-    const size_t slot_bytes = dim / 2 + dim;
-    for (size_t k = 0; k < (loc && !distance ? count : distance) && k < count; k++) {
-        if (loc) slots[k] = locate_row(rows_kind(&loc->map), &loc->map, loc->indices, k, loc->unchecked, &loc->n);
-        pkm_prefetch(slots[k], slot_bytes);
-    }
-    const int how = loc ? rows_kind(&loc->map) : ROWS_GIVEN;
-    switch (how * 2 + (chunks != 1)) {
-    case 0: return nibble_reduce_typed(0, ROWS_GIVEN, slots, positions, count, dim, 1, weights, targets, out, distance, t, escaped, loc);
-    case 1: return nibble_reduce_typed(1, ROWS_GIVEN, slots, positions, count, dim, chunks, weights, targets, out, distance, t, escaped, loc);
-    case 2: return nibble_reduce_typed(0, ROWS_FLAT, slots, positions, count, dim, 1, weights, targets, out, distance, t, escaped, loc);
-    case 3: return nibble_reduce_typed(1, ROWS_FLAT, slots, positions, count, dim, chunks, weights, targets, out, distance, t, escaped, loc);
-    case 4: return nibble_reduce_typed(0, ROWS_SHARDED, slots, positions, count, dim, 1, weights, targets, out, distance, t, escaped, loc);
-    case 5: return nibble_reduce_typed(1, ROWS_SHARDED, slots, positions, count, dim, chunks, weights, targets, out, distance, t, escaped, loc);
-    case 6: return nibble_reduce_typed(0, ROWS_CHECKED, slots, positions, count, dim, 1, weights, targets, out, distance, t, escaped, loc);
-    default: return nibble_reduce_typed(1, ROWS_CHECKED, slots, positions, count, dim, chunks, weights, targets, out, distance, t, escaped, loc);
-    }
+    size_t escapes = 0;
+    DISPATCH_ROWS(loc ? rows_kind(&loc->map) : ROWS_GIVEN, chunks != 1, escapes = nibble_reduce_typed, slots, positions, count, dim,
+                  chunks, weights, targets, out, distance, t, escaped, loc)
+    return escapes;
 }
 
 int pkm_nibble_gather_reduce_fits(size_t dim, size_t chunks) {
@@ -794,6 +774,12 @@ static size_t nibble_reduce_path(int level, const void **slots, const intptr_t *
                                  const float *weights, const intptr_t *targets, float *out, size_t prefetch_distance,
                                  const uint8_t *table, intptr_t *escaped, locator *loc) {
     if (count == 0 || !pkm_nibble_gather_reduce_fits(dim, chunks)) return 0;
+    // As gather_reduce_path: the first slots asked for at once (all of them, located, without a distance).
+    const size_t slot_bytes = dim / 2 + dim;
+    for (size_t k = 0; k < (loc && !prefetch_distance ? count : prefetch_distance) && k < count; k++) {
+        if (loc) slots[k] = locate_row(rows_kind(&loc->map), &loc->map, loc->indices, k, loc->unchecked, &loc->n);
+        pkm_prefetch(slots[k], slot_bytes);
+    }
     if (level >= PKM_KERNEL_AVX512 && pkm_gather_reduce_level() >= PKM_KERNEL_AVX512 && dim % 64 == 0 && (dim / chunks) % 16 == 0)
         return nibble_reduce_avx512(slots, positions, count, dim, chunks, weights, targets, out, prefetch_distance, table, escaped, loc);
     return nibble_reduce_avx2(slots, positions, count, dim, chunks, weights, targets, out, prefetch_distance, table, escaped, loc);

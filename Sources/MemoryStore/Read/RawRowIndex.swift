@@ -175,12 +175,13 @@ final class RawRowIndex: @unchecked Sendable {
     /// but a sixteenth of the table's groups have been read (and checked): then reads skip the
     /// bitmap sooner, where a few rows no query selects would keep them consulting it for the
     /// life of the process. A damaged group is left unchecked, for the read of one of its rows
-    /// to fail, naming it.
+    /// to fail, naming it. Looks at no more than 64 bits a group asked for, so that a table whose
+    /// only unchecked groups are damaged does not have every reduce scan its whole bitmap.
     func sweep(groups: Int) {
         guard let checked, checkedGroups.load(ordering: .relaxed) >= groupCount - groupCount / 16 else { return }
         let bits = shardCount << checkedShift, perShard = 1 << checkedShift
         var left = groups, looked = 0
-        while left > 0 && looked < bits && checkedGroups.load(ordering: .relaxed) < groupCount {
+        while left > 0 && looked < min(bits, 64 * groups) && checkedGroups.load(ordering: .relaxed) < groupCount {
             let bit = sweepCursor.wrappingAdd(1, ordering: .relaxed).oldValue % bits
             looked += 1
             let shard = bit >> checkedShift, first = (bit & (perShard - 1)) << raw.groupShift

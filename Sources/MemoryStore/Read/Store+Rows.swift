@@ -167,14 +167,15 @@ extension Store {
         let type = layout.elementType
         // A nibble table's slots are decoded in registers as they are summed, when the kernel fits.
         let nibbleKernel = rawRows?.nibbleTable != nil && dim == layout.dim && type == .bf16 && pkm_nibble_gather_reduce_fits(dim, chunks) != 0
-        if let map = locatingRowMap(nibbleKernel: nibbleKernel) {
-            return try reduceLocating(indices, map: map, weights: w, chunks: chunks, width: dim, targets: targets?.baseAddress, into: out)
-        }
         func reducePlain(_ group: RowGroup) {
             // A group of consecutive positions passes its weights and targets from its first.
             let first = group.positions == nil ? group.first : 0
             RowKernels.gatherReduce(group.rows, positions: group.positions, type: type, dim: dim, chunks: chunks,
                                     weights: w + first * chunks, targets: targets.map { $0.baseAddress! + first }, into: out)
+        }
+        if let map = locatingRowMap(nibbleKernel: nibbleKernel) {
+            return try reduceLocating(indices, map: map, weights: w, chunks: chunks, width: dim, targets: targets?.baseAddress, into: out,
+                                      adding: reducePlain)
         }
         guard nibbleKernel, let rawRows, let table = rawRows.nibbleTable else { return try forEachRowGroup(indices, reducePlain) }
         // Nibble slots decoded in registers as they are summed; the kernel lists the escaped ones,
@@ -226,9 +227,10 @@ extension Store {
     /// checked before the call returns: a damaged row throws, naming shard and row (and leaves
     /// the output partly summed, as any error does). Once most of the table is checked, a reduce
     /// also checks a group beyond its own rows for every 256 rows it read, at least 16
-    /// (``RawRowIndex/sweep(groups:)``): a few percent of its time.
+    /// (``RawRowIndex/sweep(groups:)``): a few percent of its time. `reducePlain` adds the escaped rows.
     private func reduceLocating(_ indices: UnsafeBufferPointer<Int>, map: pkm_row_map, weights: UnsafePointer<Float>, chunks: Int,
-                                width dim: Int, targets: UnsafePointer<Int>?, into out: UnsafeMutablePointer<Float>) throws {
+                                width dim: Int, targets: UnsafePointer<Int>?, into out: UnsafeMutablePointer<Float>,
+                                adding reducePlain: (RowGroup) -> Void) throws {
         try checkReadable(indices)
         let group = min(indices.count, Self.rawGroupRows)
         let scratch = rowScratch.take(count: group)
@@ -238,10 +240,6 @@ extension Store {
         let escaped = UnsafeMutableBufferPointer<Int>.allocate(capacity: table == nil ? 0 : group)
         let escapedRows = UnsafeMutableBufferPointer<UnsafeRawPointer?>.allocate(capacity: table == nil ? 0 : group)
         defer { escaped.deallocate(); escapedRows.deallocate() }
-        func reducePlain(_ group: RowGroup) {
-            RowKernels.gatherReduce(group.rows, positions: group.positions, type: layout.elementType, dim: dim, chunks: chunks,
-                                    weights: weights, targets: targets, into: out)
-        }
         var start = 0
         while start < indices.count {
             let n = min(group, indices.count - start)
@@ -271,7 +269,6 @@ extension Store {
         if map.checked != nil, let rawRows { rawRows.sweep(groups: max(16, indices.count / 256)) }
         if let readsBefore { readingFromDisk.store(storageReads() > readsBefore, ordering: .relaxed) }
     }
-
 
     /// Calls `body` with the stored bytes (little-endian elements of `layout.elementType`) of shard `index`.
     /// The buffer must not escape `body`, and `body` should not read from this store: it holds
