@@ -69,12 +69,36 @@ typedef struct {
     size_t n;
 } locator;
 
-/// Asks for the cache lines of row r + distance while row r is summed in the first column block
-/// (the only one that prefetches), locating it first when the kernel locates its rows.
+/// Asks for the cache lines of row r + distance, locating it first when the kernel locates its
+/// rows: from the address computed, which is stored after (read back from rows, the prefetch
+/// would wait for the store to forward it).
 #define AHEAD(r)                                                                                                        \
-    if (prefetching && (r) + distance < count) {                                                                        \
-        if (located) rows[(r) + distance] = locate_row(located, &loc->map, loc->indices, (r) + distance, loc->unchecked, &loc->n); \
-        pkm_prefetch(rows[(r) + distance], bytes);                                                                      \
+    {                                                                                                                   \
+        if (located) {                                                                                                  \
+            const void *row_ = locate_row(located, &loc->map, loc->indices, (r) + distance, loc->unchecked, &loc->n);   \
+            pkm_prefetch(row_, bytes);                                                                                  \
+            rows[(r) + distance] = row_;                                                                                \
+        } else {                                                                                                        \
+            pkm_prefetch(rows[(r) + distance], bytes);                                                                  \
+        }                                                                                                               \
+    }
+
+/// Where the rows k ..< end that ask for row r + distance (AHEAD) stop: the first column block
+/// prefetches (`prefetching`), up to the call's last `distance` rows, which have none to ask for.
+/// A run is summed in two loops, rows that prefetch then the rest, so that neither tests per row.
+static inline size_t prefetching_end(int prefetching, size_t k, size_t end, size_t count, size_t distance) {
+    if (!prefetching || count <= distance) return k;
+    const size_t last = count - distance;
+    return end < last ? end : last > k ? last : k;
+}
+
+/// The two loops of a run's rows k ..< end, the statement given adding row r (see prefetching_end).
+#define FOR_ROWS(...)                                                                                                   \
+    {                                                                                                                   \
+        const size_t ahead_end_ = prefetching_end(prefetching, k, end, count, distance);                               \
+        size_t r = k;                                                                                                   \
+        for (; r < ahead_end_; r++) { AHEAD(r) __VA_ARGS__ }                                                            \
+        for (; r < end; r++) { __VA_ARGS__ }                                                                            \
     }
 
 // MARK: Portable path (compiled for the baseline instruction set; loops the compiler vectorises)
@@ -161,22 +185,23 @@ static ALWAYS_INLINE AVX2 void run_block64(const int type, const int chunked, co
            a3 = _mm256_loadu_ps(o + c0 + 24), a4 = _mm256_loadu_ps(o + c0 + 32), a5 = _mm256_loadu_ps(o + c0 + 40),
            a6 = _mm256_loadu_ps(o + c0 + 48), a7 = _mm256_loadu_ps(o + c0 + 56);
     const int prefetching = c0 == 0 && distance != 0;
-    for (size_t r = k; r < end; r++) {
-        AHEAD(r)
-        const float *w = weights + position(positions, r) * chunks;
-        const char *p = (const char *)rows[r] + c0 * size;
-#define WEIGHT(v) (chunked ? _mm256_set1_ps(w[(c0 + 8 * (v)) / width]) : wt)
-        const __m256 wt = _mm256_set1_ps(w[0]);
-        a0 = _mm256_fmadd_ps(load8(type, p), WEIGHT(0), a0);
-        a1 = _mm256_fmadd_ps(load8(type, p + 8 * size), WEIGHT(1), a1);
-        a2 = _mm256_fmadd_ps(load8(type, p + 16 * size), WEIGHT(2), a2);
-        a3 = _mm256_fmadd_ps(load8(type, p + 24 * size), WEIGHT(3), a3);
-        a4 = _mm256_fmadd_ps(load8(type, p + 32 * size), WEIGHT(4), a4);
-        a5 = _mm256_fmadd_ps(load8(type, p + 40 * size), WEIGHT(5), a5);
-        a6 = _mm256_fmadd_ps(load8(type, p + 48 * size), WEIGHT(6), a6);
-        a7 = _mm256_fmadd_ps(load8(type, p + 56 * size), WEIGHT(7), a7);
-#undef WEIGHT
+#define WEIGHT(w, v) (chunked ? _mm256_set1_ps((w)[(c0 + 8 * (v)) / width]) : _mm256_set1_ps((w)[0]))
+#define ROW(r)                                                                                                          \
+    {                                                                                                                   \
+        const float *w = weights + position(positions, r) * chunks;                                                     \
+        const char *p = (const char *)rows[r] + c0 * size;                                                              \
+        a0 = _mm256_fmadd_ps(load8(type, p), WEIGHT(w, 0), a0);                                                         \
+        a1 = _mm256_fmadd_ps(load8(type, p + 8 * size), WEIGHT(w, 1), a1);                                              \
+        a2 = _mm256_fmadd_ps(load8(type, p + 16 * size), WEIGHT(w, 2), a2);                                             \
+        a3 = _mm256_fmadd_ps(load8(type, p + 24 * size), WEIGHT(w, 3), a3);                                             \
+        a4 = _mm256_fmadd_ps(load8(type, p + 32 * size), WEIGHT(w, 4), a4);                                             \
+        a5 = _mm256_fmadd_ps(load8(type, p + 40 * size), WEIGHT(w, 5), a5);                                             \
+        a6 = _mm256_fmadd_ps(load8(type, p + 48 * size), WEIGHT(w, 6), a6);                                             \
+        a7 = _mm256_fmadd_ps(load8(type, p + 56 * size), WEIGHT(w, 7), a7);                                             \
     }
+    FOR_ROWS(ROW(r))
+#undef ROW
+#undef WEIGHT
     _mm256_storeu_ps(o + c0, a0); _mm256_storeu_ps(o + c0 + 8, a1); _mm256_storeu_ps(o + c0 + 16, a2);
     _mm256_storeu_ps(o + c0 + 24, a3); _mm256_storeu_ps(o + c0 + 32, a4); _mm256_storeu_ps(o + c0 + 40, a5);
     _mm256_storeu_ps(o + c0 + 48, a6); _mm256_storeu_ps(o + c0 + 56, a7);
@@ -206,15 +231,17 @@ static ALWAYS_INLINE AVX512 void run_block64_512(const int type, const int chunk
            a3 = _mm512_loadu_ps(o + c0 + 48);
     const int prefetching = c0 == 0 && distance != 0;
 #define WEIGHT(w, v) (chunked ? _mm512_set1_ps((w)[(c0 + 16 * (v)) / width]) : _mm512_set1_ps((w)[0]))
-    for (size_t r = k; r < end; r++) {
-        AHEAD(r)
-        const float *w = weights + position(positions, r) * chunks;
-        const char *p = (const char *)rows[r] + c0 * size;
-        a0 = _mm512_fmadd_ps(load16(type, p), WEIGHT(w, 0), a0);
-        a1 = _mm512_fmadd_ps(load16(type, p + 16 * size), WEIGHT(w, 1), a1);
-        a2 = _mm512_fmadd_ps(load16(type, p + 32 * size), WEIGHT(w, 2), a2);
-        a3 = _mm512_fmadd_ps(load16(type, p + 48 * size), WEIGHT(w, 3), a3);
+#define ROW(r)                                                                                                          \
+    {                                                                                                                   \
+        const float *w = weights + position(positions, r) * chunks;                                                     \
+        const char *p = (const char *)rows[r] + c0 * size;                                                              \
+        a0 = _mm512_fmadd_ps(load16(type, p), WEIGHT(w, 0), a0);                                                        \
+        a1 = _mm512_fmadd_ps(load16(type, p + 16 * size), WEIGHT(w, 1), a1);                                            \
+        a2 = _mm512_fmadd_ps(load16(type, p + 32 * size), WEIGHT(w, 2), a2);                                            \
+        a3 = _mm512_fmadd_ps(load16(type, p + 48 * size), WEIGHT(w, 3), a3);                                            \
     }
+    FOR_ROWS(ROW(r))
+#undef ROW
 #undef WEIGHT
     _mm512_storeu_ps(o + c0, a0); _mm512_storeu_ps(o + c0 + 16, a1);
     _mm512_storeu_ps(o + c0 + 32, a2); _mm512_storeu_ps(o + c0 + 48, a3);
@@ -229,9 +256,15 @@ static ALWAYS_INLINE AVX512 void run_block64_512(const int type, const int chunk
         const int type, const int chunked, const int located, const void **rows, const intptr_t *positions, size_t count, \
         size_t dim, size_t chunks, const float *weights, const intptr_t *targets, float *out, size_t distance,            \
         locator *loc) {                                                                                                    \
+        /* Constants where the specialisation fixes them: fewer registers for the loops to keep. */                       \
+        if (located) positions = NULL; /* the locating entry points take none */                                          \
+        if (!chunked) chunks = 1;                                                                                          \
         const size_t width = dim / chunks, size = element_size(type), bytes = dim * size;                                  \
         locator own;                                                                                                       \
-        if (located) own = *loc;                                                                                           \
+        if (located) {                                                                                                     \
+            own = *loc;                                                                                                    \
+            if (located >= ROWS_SHARDED) __builtin_assume(own.map.shard_multiplier != 0); /* gather_reduce_path */         \
+        }                                                                                                                  \
         for (size_t k = 0; k < count;) {                                                                                   \
             const intptr_t t = target(targets, positions, k);                                                             \
             const size_t end = run_end(targets, positions, k, count, t);                                                   \
@@ -244,11 +277,8 @@ static ALWAYS_INLINE AVX512 void run_block64_512(const int type, const int chunk
                 VEC a = LOADU(o + c0);                                                                                     \
                 const int prefetching = c0 == 0 && distance != 0;                                                          \
                 locator *loc = &own;                                                                                       \
-                for (size_t r = k; r < end; r++) {                                                                         \
-                    AHEAD(r)                                                                                               \
-                    const float *w = weights + position(positions, r) * chunks;                                            \
-                    a = FMADD(LOAD(type, (const char *)rows[r] + c0 * size), SET1(w[c0 / width]), a);                      \
-                }                                                                                                          \
+                FOR_ROWS(a = FMADD(LOAD(type, (const char *)rows[r] + c0 * size),                                         \
+                                   SET1(weights[position(positions, r) * chunks + c0 / width]), a);)                      \
                 STOREU(o + c0, a);                                                                                         \
             }                                                                                                              \
             k = end;                                                                                                       \
@@ -309,11 +339,15 @@ static void gather_reduce_path(int level, int element_type, const void **rows, c
     // ones here, all at once, so that a short call (a single query's 128 rows) does not wait
     // for them one miss at a time. The portable path, which does not locate rows, gets them all.
     const int vector = (level >= PKM_KERNEL_AVX512 && width % 16 == 0) || (level >= PKM_KERNEL_AVX2 && width % 8 == 0);
-    const size_t first = loc && (!vector || prefetch_distance == 0) ? count : prefetch_distance;
+    // A sharded table whose shards are found by a division (rows beyond 2^32) has its rows
+    // located here, all of them, so that the loops multiply.
+    const int divides = loc && loc->map.shard_rows && !loc->map.shard_multiplier;
+    const size_t first = loc && (!vector || prefetch_distance == 0 || divides) ? count : prefetch_distance;
     for (size_t k = 0; k < first && k < count; k++) {
         if (loc) rows[k] = locate_row(rows_kind(&loc->map), &loc->map, loc->indices, k, loc->unchecked, &loc->n);
         pkm_prefetch(rows[k], bytes);
     }
+    if (first >= count) loc = NULL;  // every row located
     if (level >= PKM_KERNEL_AVX512 && width % 16 == 0)
         gather_reduce_avx512(element_type, rows, positions, count, dim, chunks, weights, targets, out, prefetch_distance, loc);
     else if (level >= PKM_KERNEL_AVX2 && width % 8 == 0)
@@ -543,11 +577,16 @@ static ALWAYS_INLINE AVX2 __m256 widen_bf16(__m128i v) {
     } while (0)
 
 /// Asks for the lines of slot r + distance while slot r is summed in the first column block,
-/// locating it first when the kernel locates its slots (`located`, as AHEAD).
+/// locating it first when the kernel locates its slots (`located`, prefetched from the register as AHEAD).
 #define NIBBLE_AHEAD(r)                                                                                                 \
     if (first && distance && (r) + distance < count) {                                                                  \
-        if (located) slots[(r) + distance] = locate_row(located, &loc->map, loc->indices, (r) + distance, loc->unchecked, &loc->n); \
-        pkm_prefetch(slots[(r) + distance], slot_bytes);                                                                \
+        if (located) {                                                                                                  \
+            const void *slot_ = locate_row(located, &loc->map, loc->indices, (r) + distance, loc->unchecked, &loc->n);  \
+            pkm_prefetch(slot_, slot_bytes);                                                                            \
+            slots[(r) + distance] = slot_;                                                                              \
+        } else {                                                                                                        \
+            pkm_prefetch(slots[(r) + distance], slot_bytes);                                                            \
+        }                                                                                                               \
     }
 
 /// Escaped slots (first byte 0xFF) are skipped by every block; the first block (c0 == 0) lists

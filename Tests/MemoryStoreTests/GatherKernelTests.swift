@@ -97,7 +97,9 @@ import _MemorySupport
                 // Shard s at a scattered offset within `memory`.
                 let bases = (0..<shards).map { Int(bitPattern: m.baseAddress! + $0 * (shardBytes + 192) + ($0 * 40) % 128) }
                 for sharded in [false, true] {
-                    for checking in sharded ? [false, true] : [false] {
+                    // A table whose shards are found by a division (multiplier 0, rows beyond 2^32)
+                    // has its rows located before the loops.
+                    for (checking, divided) in sharded ? [(false, false), (true, false), (true, true)] : [(false, false)] {
                         let expected: [UnsafeRawPointer?] = picks.map { r in
                             sharded ? UnsafeRawPointer(bitPattern: bases[r / perShard])! + Int(offsets[r % perShard])
                                     : m.baseAddress! + r * rowBytes
@@ -111,7 +113,7 @@ import _MemorySupport
                                 bitmap.withUnsafeBufferPointer { bits in
                                     let map = sharded
                                         ? pkm_row_map(base: nil, row_bytes: rowBytes, shard_rows: b.baseAddress, rows_per_shard: perShard,
-                                                      shard_multiplier: Divisor(perShard, dividendsBelow: tableRows).multiplier,
+                                                      shard_multiplier: divided ? 0 : Divisor(perShard, dividendsBelow: tableRows).multiplier,
                                                       row_offsets: o.baseAddress, checked: checking ? bits.baseAddress : nil,
                                                       checked_shift: checkedShift, group_shift: 2)
                                         : RowKernels.flatMap(base: m.baseAddress!, rowBytes: rowBytes)
@@ -124,7 +126,7 @@ import _MemorySupport
                                             var m = map
                                             let n = pkm_gather_reduce_rows_at(level, Int32(type.code), &m, picks, count, dim, chunks, weights,
                                                                               targets, &located, distance, HalfPrecision.f16Table, &rows, &listed)
-                                            let context = "level \(level), sharded \(sharded), checking \(checking), distance \(distance), count \(count)"
+                                            let context = "level \(level), sharded \(sharded), checking \(checking), divided \(divided), distance \(distance), count \(count)"
                                             #expect(rows == expected, "\(context): addresses")
                                             #expect(located == given, "\(context): sums")
                                             #expect(Array(listed[0..<n]) == unchecked, "\(context): unchecked rows")
