@@ -24,20 +24,49 @@ static inline size_t run_end_scalar(const intptr_t *targets, const intptr_t *pos
 /// sharded, or sharded with checked groups.
 enum { ROWS_GIVEN = 0, ROWS_FLAT = 1, ROWS_SHARDED = 2, ROWS_CHECKED = 3 };
 
-/// Row indices[k]'s address in the table `map` describes (its shard known), `how` saying which
-/// kind of table it is; when its group is not yet checked, k goes to unchecked[(*n)++].
-static inline __attribute__((always_inline)) const void *locate_row(const int how, const pkm_row_map *map, const intptr_t *indices,
-                                                                    size_t k, intptr_t *unchecked, size_t *n) {
-    const uint64_t r = (uint64_t)indices[k];
+/// What a kernel that locates its rows (pkm_gather_reduce_rows) needs on the way: the table, the
+/// indices, the number of output rows, the list of rows not yet checked, and whether an index or
+/// target was refused. A kernel works on its own copy, which the compiler keeps in registers:
+/// through a pointer, every row address stored would reload it.
+typedef struct {
+    pkm_row_map map;
+    const intptr_t *indices;
+    size_t outputs;
+    intptr_t *unchecked;
+    size_t n;
+    int refused;
+} locator;
+
+/// Row indices[k]'s address in the table loc->map describes (its shard known), `how` saying which
+/// kind of table it is; when its group is not yet checked, k goes to loc->unchecked[loc->n++]. An
+/// index not below map.rows is refused (loc->refused set) and read as row 0, so that the loops
+/// need no exit: the caller throws.
+static inline __attribute__((always_inline)) const void *locate_row(const int how, locator *loc, size_t k) {
+    const pkm_row_map *map = &loc->map;
+    uint64_t r = (uint64_t)loc->indices[k];
+    if (__builtin_expect(r >= map->rows, 0)) {
+        loc->refused = 1;
+        r = 0;
+    }
     if (how == ROWS_FLAT) return map->base + r * map->row_bytes;
     const uint64_t s = map->shard_multiplier ? (uint64_t)(((unsigned __int128)map->shard_multiplier * r) >> 64) : r / map->rows_per_shard;
     const size_t i = (size_t)(r - s * map->rows_per_shard);
     const char *base = (const char *)__atomic_load_n(&map->shard_rows[s], __ATOMIC_RELAXED);
     if (how == ROWS_CHECKED) {
         const uint64_t g = (s << map->checked_shift) + (i >> map->group_shift);
-        if (!((__atomic_load_n(&map->checked[g >> 6], __ATOMIC_RELAXED) >> (g & 63)) & 1)) unchecked[(*n)++] = (intptr_t)k;
+        if (!((__atomic_load_n(&map->checked[g >> 6], __ATOMIC_RELAXED) >> (g & 63)) & 1)) loc->unchecked[loc->n++] = (intptr_t)k;
     }
     return base + map->row_offsets[i];
+}
+
+/// The output row of the run starting at k, whose target is t: a target not below loc->outputs
+/// is refused (loc->refused set) and summed into row 0, as locate_row does for an index.
+static inline __attribute__((always_inline)) float *target_row(float *out, intptr_t t, size_t dim, locator *loc) {
+    if (loc && __builtin_expect((size_t)t >= loc->outputs, 0)) {
+        loc->refused = 1;
+        t = 0;
+    }
+    return out + (size_t)t * dim;
 }
 
 /// The kind of table `map` is.
@@ -59,23 +88,13 @@ static int rows_kind(const pkm_row_map *map) {
     default: FN(1, ROWS_CHECKED, __VA_ARGS__); break;                                                                   \
     }
 
-/// What a kernel that locates its rows (pkm_gather_reduce_rows) needs on the way: the table, the
-/// indices, and the list of rows not yet checked. A kernel works on its own copy, which the
-/// compiler keeps in registers: through a pointer, every row address stored would reload it.
-typedef struct {
-    pkm_row_map map;
-    const intptr_t *indices;
-    intptr_t *unchecked;
-    size_t n;
-} locator;
-
 /// Asks for the cache lines of row r + distance, locating it first when the kernel locates its
 /// rows: from the address computed, which is stored after (read back from rows, the prefetch
 /// would wait for the store to forward it).
 #define AHEAD(r)                                                                                                        \
     {                                                                                                                   \
         if (located) {                                                                                                  \
-            const void *row_ = locate_row(located, &loc->map, loc->indices, (r) + distance, loc->unchecked, &loc->n);   \
+            const void *row_ = locate_row(located, loc, (r) + distance);   \
             pkm_prefetch(row_, bytes);                                                                                  \
             rows[(r) + distance] = row_;                                                                                \
         } else {                                                                                                        \
@@ -268,7 +287,7 @@ static ALWAYS_INLINE AVX512 void run_block64_512(const int type, const int chunk
         for (size_t k = 0; k < count;) {                                                                                   \
             const intptr_t t = target(targets, positions, k);                                                             \
             const size_t end = run_end(targets, positions, k, count, t);                                                   \
-            float *o = out + (size_t)t * dim;                                                                              \
+            float *o = target_row(out, t, dim, located ? &own : NULL);                                                     \
             size_t c0 = 0;                                                                                                 \
             for (; c0 + BLOCK <= dim; c0 += BLOCK)                                                                         \
                 BLOCK_FN(type, chunked, located, rows, positions, k, end, count, c0, chunks, width, weights, o, distance,  \
@@ -283,7 +302,10 @@ static ALWAYS_INLINE AVX512 void run_block64_512(const int type, const int chunk
             }                                                                                                              \
             k = end;                                                                                                       \
         }                                                                                                                  \
-        if (located) loc->n = own.n;                                                                                       \
+        if (located) {                                                                                                     \
+            loc->n = own.n;                                                                                                \
+            loc->refused = own.refused;                                                                                    \
+        }                                                                                                                  \
     }                                                                                                                      \
     static ALWAYS_INLINE TARGET void gather_reduce_##NAME##_by_type(                                                      \
         const int chunked, const int located, int type, const void **rows, const intptr_t *positions, size_t count,       \
@@ -344,10 +366,16 @@ static void gather_reduce_path(int level, int element_type, const void **rows, c
     const int divides = loc && loc->map.shard_rows && !loc->map.shard_multiplier;
     const size_t first = loc && (!vector || prefetch_distance == 0 || divides) ? count : prefetch_distance;
     for (size_t k = 0; k < first && k < count; k++) {
-        if (loc) rows[k] = locate_row(rows_kind(&loc->map), &loc->map, loc->indices, k, loc->unchecked, &loc->n);
+        if (loc) rows[k] = locate_row(rows_kind(&loc->map), loc, k);
         pkm_prefetch(rows[k], bytes);
     }
-    if (first >= count) loc = NULL;  // every row located
+    if (loc && first >= count) {
+        // Every row located: the loops only sum, and the targets are checked here.
+        for (size_t k = 0; k < count && !loc->refused; k++)
+            if ((size_t)target(targets, NULL, k) >= loc->outputs) loc->refused = 1;
+        if (loc->refused) return;
+        loc = NULL;
+    }
     if (level >= PKM_KERNEL_AVX512 && width % 16 == 0)
         gather_reduce_avx512(element_type, rows, positions, count, dim, chunks, weights, targets, out, prefetch_distance, loc);
     else if (level >= PKM_KERNEL_AVX2 && width % 8 == 0)
@@ -375,19 +403,20 @@ void pkm_gather_reduce(int element_type, const void *const *rows, const intptr_t
 
 size_t pkm_gather_reduce_rows_at(int level, int element_type, const pkm_row_map *map, const intptr_t *indices, size_t count,
                                  size_t dim, size_t chunks, const float *weights, const intptr_t *targets, float *out,
-                                 size_t prefetch_distance, const float *half_table, const void **rows, intptr_t *unchecked) {
+                                 size_t outputs, size_t prefetch_distance, const float *half_table, const void **rows,
+                                 intptr_t *unchecked) {
     if (count == 0 || dim == 0 || chunks == 0) return 0;
-    locator loc = {*map, indices, unchecked, 0};
+    locator loc = {*map, indices, outputs, unchecked, 0, 0};
     gather_reduce_path(level, element_type, rows, NULL, count, dim, chunks, weights, targets, out, prefetch_distance,
                        half_table, &loc);
-    return loc.n;
+    return loc.refused ? SIZE_MAX : loc.n;
 }
 
 size_t pkm_gather_reduce_rows(int element_type, const pkm_row_map *map, const intptr_t *indices, size_t count, size_t dim,
-                              size_t chunks, const float *weights, const intptr_t *targets, float *out,
+                              size_t chunks, const float *weights, const intptr_t *targets, float *out, size_t outputs,
                               size_t prefetch_distance, const float *half_table, const void **rows, intptr_t *unchecked) {
     return pkm_gather_reduce_rows_at(pkm_gather_reduce_level(), element_type, map, indices, count, dim, chunks, weights, targets,
-                                     out, prefetch_distance, half_table, rows, unchecked);
+                                     out, outputs, prefetch_distance, half_table, rows, unchecked);
 }
 
 /// The gate dots, eight elements a step (the tail one at a time).
@@ -581,7 +610,7 @@ static ALWAYS_INLINE AVX2 __m256 widen_bf16(__m128i v) {
 #define NIBBLE_AHEAD(r)                                                                                                 \
     if (first && distance && (r) + distance < count) {                                                                  \
         if (located) {                                                                                                  \
-            const void *slot_ = locate_row(located, &loc->map, loc->indices, (r) + distance, loc->unchecked, &loc->n);  \
+            const void *slot_ = locate_row(located, loc, (r) + distance);  \
             pkm_prefetch(slot_, slot_bytes);                                                                            \
             slots[(r) + distance] = slot_;                                                                              \
         } else {                                                                                                        \
@@ -739,13 +768,16 @@ static ALWAYS_INLINE AVX512 size_t nibble_reduce_512_typed(const int chunked, co
     for (size_t k = 0; k < count;) {
         const intptr_t t = target(targets, positions, k);
         const size_t end = run_end(targets, positions, k, count, t);
-        float *o = out + (size_t)t * dim;
+        float *o = target_row(out, t, dim, located ? loc : NULL);
         for (size_t c0 = 0; c0 < dim; c0 += 64)
             nibble_run_block64_512(chunked, located, slots, positions, k, end, count, c0, dim, chunks, width, weights, o, distance,
                                    slot_bytes, table, escaped, &escapes, loc);
         k = end;
     }
-    if (located) loc_in->n = own.n;
+    if (located) {
+        loc_in->n = own.n;
+        loc_in->refused = own.refused;
+    }
     return escapes;
 }
 
@@ -770,7 +802,7 @@ static ALWAYS_INLINE AVX2 size_t nibble_reduce_typed(const int chunked, const in
     for (size_t k = 0; k < count;) {
         const intptr_t t = target(targets, positions, k);
         const size_t end = run_end(targets, positions, k, count, t);
-        float *o = out + (size_t)t * dim;
+        float *o = target_row(out, t, dim, located ? loc : NULL);
         if (dim % 64 == 0) {
             for (size_t c0 = 0; c0 < dim; c0 += 64)
                 nibble_run_block64(chunked, located, slots, positions, k, end, count, c0, dim, chunks, width, weights, o, distance,
@@ -782,7 +814,10 @@ static ALWAYS_INLINE AVX2 size_t nibble_reduce_typed(const int chunked, const in
         }
         k = end;
     }
-    if (located) loc_in->n = own.n;
+    if (located) {
+        loc_in->n = own.n;
+        loc_in->refused = own.refused;
+    }
     return escapes;
 }
 
@@ -816,7 +851,7 @@ static size_t nibble_reduce_path(int level, const void **slots, const intptr_t *
     // As gather_reduce_path: the first slots asked for at once (all of them, located, without a distance).
     const size_t slot_bytes = dim / 2 + dim;
     for (size_t k = 0; k < (loc && !prefetch_distance ? count : prefetch_distance) && k < count; k++) {
-        if (loc) slots[k] = locate_row(rows_kind(&loc->map), &loc->map, loc->indices, k, loc->unchecked, &loc->n);
+        if (loc) slots[k] = locate_row(rows_kind(&loc->map), loc, k);
         pkm_prefetch(slots[k], slot_bytes);
     }
     if (level >= PKM_KERNEL_AVX512 && pkm_gather_reduce_level() >= PKM_KERNEL_AVX512 && dim % 64 == 0 && (dim / chunks) % 16 == 0)
@@ -833,12 +868,12 @@ size_t pkm_nibble_gather_reduce_at(int level, const void *const *slots, const in
 }
 
 size_t pkm_nibble_gather_reduce_rows(const pkm_row_map *map, const intptr_t *indices, size_t count, size_t dim, size_t chunks,
-                                     const float *weights, const intptr_t *targets, float *out, size_t prefetch_distance,
-                                     const uint8_t *table, const void **slots, intptr_t *escaped, intptr_t *unchecked,
-                                     size_t *unchecked_count) {
-    locator loc = {*map, indices, unchecked, 0};
+                                     const float *weights, const intptr_t *targets, float *out, size_t outputs,
+                                     size_t prefetch_distance, const uint8_t *table, const void **slots, intptr_t *escaped,
+                                     intptr_t *unchecked, size_t *unchecked_count) {
+    locator loc = {*map, indices, outputs, unchecked, 0, 0};
     const size_t escapes = nibble_reduce_path(pkm_gather_reduce_level(), slots, NULL, count, dim, chunks, weights, targets, out,
                                               prefetch_distance, table, escaped, &loc);
     *unchecked_count = loc.n;
-    return escapes;
+    return loc.refused ? SIZE_MAX : escapes;
 }

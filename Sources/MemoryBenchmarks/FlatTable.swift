@@ -71,21 +71,22 @@ public final class FlatTable: @unchecked Sendable {
 
     /// Row `i` adds into output row `targets[i]` (its first `width` elements), with the kernel of
     /// `Store.gatherReduce` locating each row as a flat table's (`base + row × rowBytes`), in the
-    /// order given and with no checks: the memory system's limit for this table.
+    /// order given and with no checks of the rows: the memory system's limit for this table. (The
+    /// kernel still bounds the indices and targets; the benchmark's are in range.)
     public func gatherReduce(indices: UnsafeBufferPointer<Int>, weights: UnsafeBufferPointer<Float>, chunks: Int, width: Int? = nil,
                              targets: UnsafeBufferPointer<Int>, into output: UnsafeMutableBufferPointer<Float>) {
         guard let w = weights.baseAddress, let out = output.baseAddress, !indices.isEmpty else { return }
-        let map = RowKernels.flatMap(base: base, rowBytes: dim * elementType.size), group = min(indices.count, Store.rawGroupRows)
-        let rows = UnsafeMutableBufferPointer<UnsafeRawPointer?>.allocate(capacity: group)
+        let map = RowKernels.flatMap(base: base, rowBytes: dim * elementType.size, rows: rows), group = min(indices.count, Store.rawGroupRows)
+        let located = UnsafeMutableBufferPointer<UnsafeRawPointer?>.allocate(capacity: group)
         let unchecked = UnsafeMutableBufferPointer<Int>.allocate(capacity: group)
-        defer { rows.deallocate(); unchecked.deallocate() }
+        defer { located.deallocate(); unchecked.deallocate() }
         var start = 0
         while start < indices.count {
             let n = min(group, indices.count - start)
             _ = RowKernels.gatherReduce(UnsafeBufferPointer(rebasing: indices[start..<(start + n)]), map: map, type: elementType,
                                         dim: width ?? dim, chunks: chunks, weights: w + start * chunks,
-                                        targets: targets.baseAddress.map { $0 + start }, into: out, rows: rows.baseAddress!,
-                                        unchecked: unchecked.baseAddress!)
+                                        targets: targets.baseAddress.map { $0 + start }, into: out, outputs: output.count / (width ?? dim),
+                                        rows: located.baseAddress!, unchecked: unchecked.baseAddress!)
             start += n
         }
     }

@@ -69,6 +69,47 @@ import _MemorySupport
         }
     }
 
+    /// The kernel that locates its rows refuses an index not below the map's rows and a target
+    /// not below the outputs, on every path and kind of table: it returns SIZE_MAX, and reads and
+    /// writes nothing outside the table and the output.
+    @Test func locatingKernelRefusesOutOfRangeIndicesAndTargets() {
+        let rows = 64, dim = 32, outputs = 3, rowBytes = dim * 2
+        let table = [UInt16](repeating: 0x3F80, count: rows * dim)  // every element 1.0
+        let offsets = (0..<rows).map { UInt32($0 * rowBytes) }
+        table.withUnsafeBytes { t in
+            offsets.withUnsafeBufferPointer { o in
+                let bases = [Int(bitPattern: t.baseAddress!)]
+                bases.withUnsafeBufferPointer { b in
+                    let maps = [RowKernels.flatMap(base: t.baseAddress!, rowBytes: rowBytes, rows: rows),
+                                pkm_row_map(base: nil, row_bytes: rowBytes, shard_rows: b.baseAddress, rows_per_shard: rows,
+                                            shard_multiplier: Divisor(rows, dividendsBelow: rows).multiplier, row_offsets: o.baseAddress,
+                                            checked: nil, checked_shift: 0, group_shift: 0, rows: rows)]
+                    for (name, indices, targets) in [("index = rows", [1, rows, 2], [0, 1, 2]), ("index -1", [1, -1, 2], [0, 1, 2]),
+                                                      ("target = outputs", [1, 2, 3], [0, outputs, 2]), ("target -1", [1, 2, 3], [0, 1, -1])] {
+                        for (kind, map) in maps.enumerated() {
+                            for level in Int32(PKM_KERNEL_PORTABLE)...pkm_gather_reduce_level() {
+                                for distance in [0, 1, 32] {
+                                    // Guard floats around the output: nothing outside it is written.
+                                    var out = [Float](repeating: 0, count: (outputs + 2) * dim)
+                                    var located = [UnsafeRawPointer?](repeating: nil, count: 3), listed = [Int](repeating: -1, count: 3)
+                                    var m = map
+                                    let n = out.withUnsafeMutableBufferPointer { o in
+                                        pkm_gather_reduce_rows_at(level, Int32(ElementType.bf16.code), &m, indices, 3, dim, 1, [1, 1, 1], targets,
+                                                                  o.baseAddress! + dim, outputs, distance, HalfPrecision.f16Table, &located, &listed)
+                                    }
+                                    let context = "\(name), kind \(kind), level \(level), distance \(distance)"
+                                    #expect(n == Int(bitPattern: UInt(bitPattern: -1)), "\(context): refused")
+                                    #expect(out[0..<dim].allSatisfy { $0 == 0 } && out[((outputs + 1) * dim)...].allSatisfy { $0 == 0 },
+                                            "\(context): nothing written outside the output")
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// The kernel that locates its rows (`pkm_gather_reduce_rows`) against the one given their
     /// addresses, on every path, for a flat table and for a sharded one (shards of an odd number
     /// of rows at scattered addresses, rows in groups after a line of checksums, as Spec/FORMAT.md's
@@ -115,8 +156,8 @@ import _MemorySupport
                                         ? pkm_row_map(base: nil, row_bytes: rowBytes, shard_rows: b.baseAddress, rows_per_shard: perShard,
                                                       shard_multiplier: divided ? 0 : Divisor(perShard, dividendsBelow: tableRows).multiplier,
                                                       row_offsets: o.baseAddress, checked: checking ? bits.baseAddress : nil,
-                                                      checked_shift: checkedShift, group_shift: 2)
-                                        : RowKernels.flatMap(base: m.baseAddress!, rowBytes: rowBytes)
+                                                      checked_shift: checkedShift, group_shift: 2, rows: tableRows)
+                                        : RowKernels.flatMap(base: m.baseAddress!, rowBytes: rowBytes, rows: tableRows)
                                     for level in Int32(PKM_KERNEL_PORTABLE)...pkm_gather_reduce_level() {
                                         for distance in [0, 1, 32] {
                                             var given = [Float](repeating: 0, count: 5 * dim), located = given
@@ -125,7 +166,7 @@ import _MemorySupport
                                             var rows = [UnsafeRawPointer?](repeating: nil, count: count), listed = [Int](repeating: -1, count: count)
                                             var m = map
                                             let n = pkm_gather_reduce_rows_at(level, Int32(type.code), &m, picks, count, dim, chunks, weights,
-                                                                              targets, &located, distance, HalfPrecision.f16Table, &rows, &listed)
+                                                                              targets, &located, 5, distance, HalfPrecision.f16Table, &rows, &listed)
                                             let context = "level \(level), sharded \(sharded), checking \(checking), divided \(divided), distance \(distance), count \(count)"
                                             #expect(rows == expected, "\(context): addresses")
                                             #expect(located == given, "\(context): sums")
@@ -282,12 +323,12 @@ import _MemorySupport
                             var map = sharded
                                 ? pkm_row_map(base: nil, row_bytes: slotBytes, shard_rows: b.baseAddress, rows_per_shard: tableRows,
                                               shard_multiplier: 0, row_offsets: o.baseAddress, checked: bits.baseAddress, checked_shift: 7,
-                                              group_shift: 2)
-                                : RowKernels.flatMap(base: s.baseAddress!, rowBytes: slotBytes)
+                                              group_shift: 2, rows: tableRows)
+                                : RowKernels.flatMap(base: s.baseAddress!, rowBytes: slotBytes, rows: tableRows)
                             var out = [Float](repeating: 0, count: outputs * dim), listed = [Int](repeating: -1, count: count)
                             var located = [UnsafeRawPointer?](repeating: nil, count: count), unchecked = [Int](repeating: -1, count: count)
                             var n = 0
-                            let e = pkm_nibble_gather_reduce_rows(&map, picks, count, dim, chunks, weights, targets, &out, 8, table, &located,
+                            let e = pkm_nibble_gather_reduce_rows(&map, picks, count, dim, chunks, weights, targets, &out, outputs, 8, table, &located,
                                                                   &listed, &unchecked, &n)
                             #expect(located == rows && out == given, "sharded \(sharded)")
                             #expect(e == escapes && Array(listed[0..<e]) == Array(givenListed[0..<escapes]), "sharded \(sharded)")

@@ -134,6 +134,56 @@ import TestSupport
         #expect(throws: StoreError.self) { try reduce([345]) }
     }
 
+    /// An index outside the table or a target outside the output throws the same error on every
+    /// road: checked first (a store whose shards are not yet located, zstd), or by the kernel that
+    /// locates rows as it reads them (raw and nibble tables once located, resident tables); and
+    /// the store reduces correctly after.
+    @Test(arguments: [(CodecKind.raw, false), (.raw, true), (.nibble, false), (.zstd, false)])
+    func outOfRangeIndicesAndTargetsThrowOnEveryRoad(codec: CodecKind, resident: Bool) throws {
+        let dir = ScratchDirectory()
+        let layout = TableLayout(elementType: .bf16, rows: 3000, dim: 64, rowsPerShard: 100, codec: codec)
+        let bytes = try writeTable(dir.file("t.pkm"), layout)
+        let store = try Store.open(at: dir.file("t.pkm"), resident: resident)
+        func reduce(_ rows: [Int], _ targets: [Int]) throws -> [Float] {
+            let weights = rows.indices.map { 1 / Float($0 + 1) }
+            var out = [Float](repeating: 0, count: 4 * 64)
+            try rows.withUnsafeBufferPointer { i in
+                try weights.withUnsafeBufferPointer { w in
+                    try targets.withUnsafeBufferPointer { t in
+                        try out.withUnsafeMutableBufferPointer { try store.gatherReduce(indices: i, weights: w, chunks: 1, targets: t, into: $0) }
+                    }
+                }
+            }
+            return out
+        }
+        let all = Array(0..<3000), spread = all.map { $0 % 4 }
+        for pass in 0..<2 {  // before the shards are located, and after (every row read once)
+            if pass == 1, codec != .zstd, !resident {
+                // The second pass takes the kernel that locates the rows.
+                #expect(try #require(store.rawRows).everyShardKnown && !store.readingFromDisk.load(ordering: .relaxed))
+            }
+            for bad in [3000, -1, Int.max] {
+                var rows = all
+                rows[1500 + pass] = bad
+                #expect(throws: StoreError.rowOutOfRange(row: bad, rows: 3000), "pass \(pass), index \(bad)") { try reduce(rows, spread) }
+            }
+            for bad in [4, -1] {
+                var targets = spread
+                targets[2900] = bad
+                #expect(throws: StoreError.invalidArgument("targets must index the 4 output rows of 64"), "pass \(pass), target \(bad)") {
+                    try reduce(all, targets)
+                }
+            }
+            let out = try reduce(all, spread)
+            for (t, j) in [(0, 0), (3, 63), (1, 17)] {
+                let exact = all.indices.filter { spread[$0] == t }.reduce(0.0) {
+                    $0 + Double(1 / Float($1 + 1)) * Double(referenceRow(bytes, all[$1], dim: 64, type: .bf16)[j])
+                }
+                #expect(abs(Double(out[t * 64 + j]) - exact) <= 1e-4 * max(1, abs(exact)), "pass \(pass), output \(t), column \(j)")
+            }
+        }
+    }
+
     @Test(arguments: [CodecKind.raw, .zstd])
     func truncatedShardsAreCaught(codec: CodecKind) throws {
         for keep in [0, 5, 31, 32, 40, 200] {

@@ -41,7 +41,8 @@ void pkm_gather_dot(int element_type, const void *const *rows, const intptr_t *p
 /// division) and i = r - s x rows_per_shard, row r at shard_rows[s] + row_offsets[i]; every
 /// shard_rows[s] (read with relaxed atomic loads) must be known (not 0). When `checked` is not
 /// NULL, row r's group is checked when bit (s << checked_shift) + (i >> group_shift) of it is
-/// set (read with relaxed atomic loads).
+/// set (read with relaxed atomic loads). Indices must be below `rows`: the kernels that locate
+/// rows refuse any other (see pkm_gather_reduce_rows).
 typedef struct {
     const char *base;
     size_t row_bytes;
@@ -51,6 +52,7 @@ typedef struct {
     const uint32_t *row_offsets;
     const uint64_t *checked;
     unsigned checked_shift, group_shift;
+    size_t rows;
 } pkm_row_map;
 
 /// pkm_gather_reduce over the rows indices[0 ..< count] of the table `map` describes, each row
@@ -58,16 +60,20 @@ typedef struct {
 /// address arithmetic overlaps the loads in flight: for k < count, rows[k] becomes row
 /// indices[k]'s address (`rows` holds count entries). Returns the number n of rows whose group's
 /// bit is clear, their k in unchecked[0 ..< n] in order (`unchecked` holds count entries); they
-/// are summed like the others, for the caller to check before it uses the sums. The caller has
-/// checked every index.
+/// are summed like the others, for the caller to check before it uses the sums. The bounds are
+/// checked on the way, where the indices and targets are read anyway: when an index is not
+/// below map->rows or a target not below `outputs` (the rows of `out`), the call returns
+/// SIZE_MAX, for the caller to report the error; it reads and writes nothing outside the table
+/// and `out` (the sums are then not to be used).
 size_t pkm_gather_reduce_rows(int element_type, const pkm_row_map *map, const intptr_t *indices, size_t count, size_t dim,
-                              size_t chunks, const float *weights, const intptr_t *targets, float *out,
+                              size_t chunks, const float *weights, const intptr_t *targets, float *out, size_t outputs,
                               size_t prefetch_distance, const float *half_table, const void **rows, intptr_t *unchecked);
 
 /// pkm_gather_reduce_rows with the path limited to `level`, for tests.
 size_t pkm_gather_reduce_rows_at(int level, int element_type, const pkm_row_map *map, const intptr_t *indices, size_t count,
                                  size_t dim, size_t chunks, const float *weights, const intptr_t *targets, float *out,
-                                 size_t prefetch_distance, const float *half_table, const void **rows, intptr_t *unchecked);
+                                 size_t outputs, size_t prefetch_distance, const float *half_table, const void **rows,
+                                 intptr_t *unchecked);
 
 /// The largest of values[0 ..< count] as unsigned (negatives as huge), 0 for none: the bounds
 /// check of a batch of indices in one pass, four values a step where the processor has AVX2
@@ -116,11 +122,12 @@ size_t pkm_nibble_gather_reduce_at(int level, const void *const *slots, const in
 /// becomes row indices[k]'s slot (`slots` holds count entries); the rows of groups not yet
 /// checked are summed, their k listed in unchecked[0 ..< *unchecked_count] (count entries), for
 /// the caller to check; returns the number of escaped slots, listed in `escaped` as
-/// pkm_nibble_gather_reduce lists them. Needs pkm_nibble_gather_reduce_fits.
+/// pkm_nibble_gather_reduce lists them, or SIZE_MAX when an index or target was refused (as by
+/// pkm_gather_reduce_rows). Needs pkm_nibble_gather_reduce_fits.
 size_t pkm_nibble_gather_reduce_rows(const pkm_row_map *map, const intptr_t *indices, size_t count, size_t dim, size_t chunks,
-                                     const float *weights, const intptr_t *targets, float *out, size_t prefetch_distance,
-                                     const uint8_t *table, const void **slots, intptr_t *escaped, intptr_t *unchecked,
-                                     size_t *unchecked_count);
+                                     const float *weights, const intptr_t *targets, float *out, size_t outputs,
+                                     size_t prefetch_distance, const uint8_t *table, const void **slots, intptr_t *escaped,
+                                     intptr_t *unchecked, size_t *unchecked_count);
 
 /// Whether pkm_nibble_gather_reduce runs on this processor for rows of `dim` in `chunks`.
 int pkm_nibble_gather_reduce_fits(size_t dim, size_t chunks);

@@ -168,7 +168,7 @@ final class RawRowIndex: @unchecked Sendable {
         let bitmap = checking && checkedGroups.load(ordering: .relaxed) < groupCount ? checked?.words64 : nil
         return pkm_row_map(base: nil, row_bytes: raw.rowBytes, shard_rows: bases, rows_per_shard: layout.rowsPerShard,
                            shard_multiplier: rowsPerShard.multiplier, row_offsets: rowOffsets, checked: bitmap,
-                           checked_shift: UInt32(checkedShift), group_shift: UInt32(raw.groupShift))
+                           checked_shift: UInt32(checkedShift), group_shift: UInt32(raw.groupShift), rows: layout.rows)
     }
 
     /// Checks up to `groups` groups not yet checked, from where the last sweep stopped, once all

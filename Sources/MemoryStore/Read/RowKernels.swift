@@ -26,23 +26,26 @@ package enum RowKernels {
     /// `gatherReduce` over rows `indices` of the table `map` describes, each row located by the
     /// kernel as it prefetches it (`pkm_gather_reduce_rows`): `rows` receives their addresses, and
     /// `unchecked` the positions of rows whose group is not yet checked (both hold
-    /// `indices.count`), which are summed with the rest; returns how many there are.
+    /// `indices.count`), which are summed with the rest; returns how many there are, or nil when
+    /// an index was not below `map.rows` or a target not below `outputs` (the kernel checks them
+    /// as it reads them; the sums are then not to be used).
     @inline(__always)
     package static func gatherReduce(_ indices: UnsafeBufferPointer<Int>, map: pkm_row_map, type: ElementType, dim: Int, chunks: Int,
                                      weights: UnsafePointer<Float>, targets: UnsafePointer<Int>?, into out: UnsafeMutablePointer<Float>,
-                                     rows: UnsafeMutablePointer<UnsafeRawPointer?>, unchecked: UnsafeMutablePointer<Int>,
-                                     level: Int32 = Int32(PKM_KERNEL_AVX512)) -> Int {
+                                     outputs: Int, rows: UnsafeMutablePointer<UnsafeRawPointer?>, unchecked: UnsafeMutablePointer<Int>,
+                                     level: Int32 = Int32(PKM_KERNEL_AVX512)) -> Int? {
         var map = map
-        return HalfPrecision.f16Table.withUnsafeBufferPointer { half in
+        let n = HalfPrecision.f16Table.withUnsafeBufferPointer { half in
             pkm_gather_reduce_rows_at(level, Int32(type.code), &map, indices.baseAddress, indices.count, dim, chunks, weights, targets, out,
-                                      prefetchDistance, half.baseAddress, rows, unchecked)
+                                      outputs, prefetchDistance, half.baseAddress, rows, unchecked)
         }
+        return n < 0 ? nil : n  // SIZE_MAX, as Int
     }
 
-    /// The row map of a flat table: row `r` at `base + r × rowBytes`.
-    package static func flatMap(base: UnsafeRawPointer, rowBytes: Int) -> pkm_row_map {
+    /// The row map of a flat table of `rows` rows: row `r` at `base + r × rowBytes`.
+    package static func flatMap(base: UnsafeRawPointer, rowBytes: Int, rows: Int) -> pkm_row_map {
         pkm_row_map(base: base.assumingMemoryBound(to: CChar.self), row_bytes: rowBytes, shard_rows: nil, rows_per_shard: 0,
-                    shard_multiplier: 0, row_offsets: nil, checked: nil, checked_shift: 0, group_shift: 0)
+                    shard_multiplier: 0, row_offsets: nil, checked: nil, checked_shift: 0, group_shift: 0, rows: rows)
     }
 
     /// The per-slot gate dots behind `Store.gatherDots`: for each k, with `i = positions?[k] ?? k`,

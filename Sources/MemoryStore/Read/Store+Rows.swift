@@ -107,11 +107,17 @@ extension Store {
         guard targets.count == indices.count else {
             throw StoreError.invalidArgument("\(targets.count) targets for \(indices.count) rows")
         }
-        let outputs = output.count / dim
-        guard output.count % dim == 0, Self.largest(targets) < UInt(outputs) else {
-            throw StoreError.invalidArgument("targets must index the \(outputs) output rows of \(dim)")
+        guard output.count % dim == 0 else {
+            throw StoreError.invalidArgument("output holds \(output.count) floats, not whole rows of \(dim)")
         }
         try reduce(indices: indices, weights: weights, chunks: chunks, width: dim, targets: targets, into: output)
+    }
+
+    /// Throws unless every target indexes one of the `outputs` output rows of `dim`.
+    private func checkTargets(_ targets: UnsafeBufferPointer<Int>, outputs: Int, width dim: Int) throws {
+        guard Self.largest(targets) < UInt(outputs) else {
+            throw StoreError.invalidArgument("targets must index the \(outputs) output rows of \(dim)")
+        }
     }
 
     /// The per-slot gate dots of a gated layer (Spec/RETRIEVAL.md, "Gates"): `scores[i]` =
@@ -173,10 +179,13 @@ extension Store {
             RowKernels.gatherReduce(group.rows, positions: group.positions, type: type, dim: dim, chunks: chunks,
                                     weights: w + first * chunks, targets: targets.map { $0.baseAddress! + first }, into: out)
         }
+        // The kernel that locates the rows checks the indices and targets as it reads them; the
+        // other roads check them first.
         if let map = locatingRowMap(nibbleKernel: nibbleKernel) {
-            return try reduceLocating(indices, map: map, weights: w, chunks: chunks, width: dim, targets: targets?.baseAddress, into: out,
+            return try reduceLocating(indices, map: map, weights: w, chunks: chunks, width: dim, targets: targets, into: output,
                                       adding: reducePlain)
         }
+        if let targets { try checkTargets(targets, outputs: output.count / dim, width: dim) }
         guard nibbleKernel, let rawRows, let table = rawRows.nibbleTable else { return try forEachRowGroup(indices, reducePlain) }
         // Nibble slots decoded in registers as they are summed; the kernel lists the escaped ones,
         // whose rows are then read together (their misses overlapping) and added by the plain kernel.
@@ -215,7 +224,7 @@ extension Store {
     /// memory (from storage, ``forEachRowGroup`` asks for every row's pages first) and, with
     /// checks, while it remembers which groups it has checked.
     private func locatingRowMap(nibbleKernel: Bool) -> pkm_row_map? {
-        if let residentRows { return RowKernels.flatMap(base: residentRows.base, rowBytes: layout.rowBytes) }
+        if let residentRows { return RowKernels.flatMap(base: residentRows.base, rowBytes: layout.rowBytes, rows: readableRows) }
         guard let rawRows, rawRows.nibbleTable == nil || nibbleKernel, rawRows.everyShardKnown, !readingFromDisk.load(ordering: .relaxed),
               !checksRows || rawRows.remembersChecks else { return nil }
         return rawRows.rowMap(checking: checksRows)
@@ -228,10 +237,12 @@ extension Store {
     /// the output partly summed, as any error does). Once most of the table is checked, a reduce
     /// also checks a group beyond its own rows for every 256 rows it read, at least 16
     /// (``RawRowIndex/sweep(groups:)``): a few percent of its time. `reducePlain` adds the escaped rows.
+    /// The kernel checks each index and target as it reads it (no pass over them before): a call
+    /// that refused one throws the error the checks of the other roads throw, for its own rows.
     private func reduceLocating(_ indices: UnsafeBufferPointer<Int>, map: pkm_row_map, weights: UnsafePointer<Float>, chunks: Int,
-                                width dim: Int, targets: UnsafePointer<Int>?, into out: UnsafeMutablePointer<Float>,
+                                width dim: Int, targets targetRows: UnsafeBufferPointer<Int>?, into output: UnsafeMutableBufferPointer<Float>,
                                 adding reducePlain: (RowGroup) -> Void) throws {
-        try checkReadable(indices)
+        let out = output.baseAddress!, outputs = output.count / dim, targets = targetRows?.baseAddress
         let group = min(indices.count, Self.rawGroupRows)
         let scratch = rowScratch.take(count: group)
         defer { rowScratch.give(scratch) }
@@ -244,18 +255,27 @@ extension Store {
         while start < indices.count {
             let n = min(group, indices.count - start)
             let slice = UnsafeBufferPointer(rebasing: indices[start..<(start + n)])
-            var unchecked = 0, escapes = 0
+            var unchecked = 0, escapes = 0, refused = false
             if let table {
                 var m = map
                 escapes = table.withUnsafeBufferPointer { t in
                     pkm_nibble_gather_reduce_rows(&m, slice.baseAddress, n, dim, chunks, weights + start * chunks, targets.map { $0 + start },
-                                                  out, RowKernels.prefetchDistance, t.baseAddress, scratch.pointers.baseAddress,
+                                                  out, outputs, RowKernels.prefetchDistance, t.baseAddress, scratch.pointers.baseAddress,
                                                   escaped.baseAddress, scratch.positions.baseAddress, &unchecked)
                 }
+                refused = escapes < 0  // SIZE_MAX
+            } else if let listed = RowKernels.gatherReduce(slice, map: map, type: layout.elementType, dim: dim, chunks: chunks,
+                                                           weights: weights + start * chunks, targets: targets.map { $0 + start }, into: out,
+                                                           outputs: outputs, rows: scratch.pointers.baseAddress!,
+                                                           unchecked: scratch.positions.baseAddress!) {
+                unchecked = listed
             } else {
-                unchecked = RowKernels.gatherReduce(slice, map: map, type: layout.elementType, dim: dim, chunks: chunks,
-                                                    weights: weights + start * chunks, targets: targets.map { $0 + start }, into: out,
-                                                    rows: scratch.pointers.baseAddress!, unchecked: scratch.positions.baseAddress!)
+                refused = true
+            }
+            if refused {
+                try checkReadable(slice)
+                if let targetRows { try checkTargets(UnsafeBufferPointer(rebasing: targetRows[start..<(start + n)]), outputs: outputs, width: dim) }
+                throw StoreError.invalidArgument("the reduce kernel refused an index or target that the checks accept")
             }
             if unchecked > 0, let rawRows {
                 try verify(unchecked, of: rawRows) { indices[start + scratch.positions[$0]] }
