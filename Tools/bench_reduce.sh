@@ -7,8 +7,8 @@
 # huge pages at open), each also measuring the memory limit (the same kernel over a flat copy, no
 # checks, read into huge-page memory when it fits a quarter of it), then
 # Tools/peers/embedding_bag.py reducing exactly the rows the first run reduced; ROUNDS rounds of
-# these four (default 3), alternating, and the table shows medians (this VM's rates drift by
-# half between minutes). The store and the flat copy embedding_bag maps are first put in the same
+# these four (default 3), alternating, each round ended by a short unrecorded run of the store,
+# and the table shows medians (this VM's rates drift by half between minutes). The store and the flat copy embedding_bag maps are first put in the same
 # page-cache state (Tools/pagecache.py).
 # Results: WORKDIR/results/reduce-*.json and a table on stdout.
 source "$(dirname "$0")/prelude.sh"
@@ -43,6 +43,9 @@ for e in $exponents; do
             python3 "$root/Tools/peers/embedding_bag.py" "$store.flat" bf16 "$rows" 64 "$work/rows$e" --batch 256 --threads "$t" \
                 > "$out-embedding-bag-$round.json"
             cat "$out-embedding-bag-$round.json" >&2
+            # Unrecorded: the run that followed the Python peer was the slowest of its round for
+            # no reason of its own (2026-12-06: the store with checks, at 0.6-0.7x its other rounds).
+            "${bench[@]}" --threads "$t" --queries 512 > /dev/null
         done
     done
     rm -f "$store.flat" "$work/rows$e".*.npy
