@@ -36,11 +36,12 @@ let package = Package(
         ),
         // The gather-reduce kernel: prefetching and AVX2/FMA/F16C chosen at run time, which
         // Swift compiled for baseline x86-64 cannot express (Sources/CGatherKernel/include).
-        // Compiled without the frame pointer SwiftPM asks for (`-fno-omit-frame-pointer`, which a
-        // later `-fomit-frame-pointer` of ours cannot undo, as it comes first: the compiler's own
-        // setting is the last word): with it, the loops that locate rows in a sharded table ran
-        // at 0.55-0.65 of a flat table's rate instead of 0.9 (BENCHMARKS.md, "The frame
-        // pointer"). Since tools version 6.2 a package may depend on a target with unsafe flags.
+        // Compiled without the frame pointer SwiftPM asks for with `-fno-omit-frame-pointer`, which
+        // it places after our flags, so that a `-fomit-frame-pointer` of ours would lose; the
+        // compiler's own setting, passed with -Xclang, comes after it. With the frame pointer the
+        // kernel ran 1.1-1.8x slower, most in the loops that locate rows in a sharded table
+        // (`Tools/frame_pointer.sh`, BENCHMARKS.md "The frame pointer"). Since tools version 6.2
+        // a package may depend on a target with unsafe flags.
         .target(name: "CGatherKernel", cSettings: [.unsafeFlags(["-Xclang", "-mframe-pointer=none"])]),
         // Key scores from bfloat16 copies of the keys for small batches, AVX2/FMA chosen at run time.
         .target(name: "CKeyScoring"),
