@@ -13,17 +13,9 @@ build=$(mktemp -d)
 trap 'rm -rf "$build"' EXIT
 (cd "$root" && swift build -c release --product memtool >/dev/null)
 memtool="$root/.build/release/memtool"
-kernel="$root/Sources/CGatherKernel"
-for variant in fp:-fno-omit-frame-pointer nofp:-fomit-frame-pointer; do
-    name=${variant%%:*} flag=${variant#*:}
-    renames=()
-    # Every function the kernel exports, renamed per build, so that both link into one program.
-    for f in $(grep -oE '\bpkm_[a-z0-9_]+\(' "$kernel/include/gather_kernel.h" | tr -d '(' | sort -u); do
-        renames+=("-D$f=${name}_${f#pkm_}")
-    done
-    clang -O2 -fPIC "$flag" "${renames[@]}" -I "$kernel/include" -c "$kernel/gather_kernel.c" -o "$build/$name.o"
-done
-clang -O2 -I "$kernel/include" -o "$build/frame_pointer" "$root/Tools/frame_pointer.c" "$build/fp.o" "$build/nofp.o"
+kernel_object fp "$build/fp.o" -fPIC -fno-omit-frame-pointer
+kernel_object nofp "$build/nofp.o" -fPIC -fomit-frame-pointer
+clang -O2 -I "$root/Sources/CGatherKernel/include" -o "$build/frame_pointer" "$root/Tools/frame_pointer.c" "$build/fp.o" "$build/nofp.o"
 for e in ${*:-16 20 24}; do
     rows=$((1 << e)); side=$((1 << (e / 2)))
     store="$work/r$e.pkm"

@@ -5,15 +5,8 @@
 source "$(dirname "$0")/prelude.sh"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-kernel="$root/Sources/CGatherKernel"
 for build in second:1 first:3; do
-    name=${build%%:*} locality=${build##*:}
-    renames=()
-    # Every function the kernel exports, renamed per build, so that both link into one program.
-    for f in $(grep -oE '\bpkm_[a-z0-9_]+\(' "$kernel/include/gather_kernel.h" | tr -d '(' | sort -u); do
-        renames+=("-D$f=${name}_${f#pkm_}")
-    done
-    clang -O2 -DPKM_PREFETCH_LOCALITY="$locality" "${renames[@]}" -I "$kernel/include" -c "$kernel/gather_kernel.c" -o "$work/$name.o"
+    kernel_object "${build%%:*}" "$work/${build%%:*}.o" -DPKM_PREFETCH_LOCALITY="${build##*:}"
 done
 clang -O2 -o "$work/prefetch_hint" "$root/Tools/prefetch_hint.c" "$work/second.o" "$work/first.o"
 sizes=(${*:-16 18 20 24})

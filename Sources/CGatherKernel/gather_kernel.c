@@ -88,19 +88,22 @@ static int rows_kind(const pkm_row_map *map) {
     default: FN(1, ROWS_CHECKED, __VA_ARGS__); break;                                                                   \
     }
 
-/// Asks for the cache lines of row r + distance, locating it first when the kernel locates its
-/// rows: from the address computed, which is stored after (read back from rows, the prefetch
-/// would wait for the store to forward it).
-#define AHEAD(r)                                                                                                        \
+/// Asks for the `bytes` of entry `at` of `list` (rows or slots), locating it first when the kernel
+/// locates its rows (`located`): the prefetch takes the address computed, which is stored after
+/// (read back from the list, the prefetch would wait for the store to forward it).
+#define LOCATE_AND_PREFETCH(list, at, bytes)                                                                            \
     {                                                                                                                   \
         if (located) {                                                                                                  \
-            const void *row_ = locate_row(located, loc, (r) + distance);   \
-            pkm_prefetch(row_, bytes);                                                                                  \
-            rows[(r) + distance] = row_;                                                                                \
+            const void *entry_ = locate_row(located, loc, (at));                                                        \
+            pkm_prefetch(entry_, (bytes));                                                                              \
+            (list)[at] = entry_;                                                                                        \
         } else {                                                                                                        \
-            pkm_prefetch(rows[(r) + distance], bytes);                                                                  \
+            pkm_prefetch((list)[at], (bytes));                                                                          \
         }                                                                                                               \
     }
+
+/// Asks for the cache lines of row r + distance (see LOCATE_AND_PREFETCH).
+#define AHEAD(r) LOCATE_AND_PREFETCH(rows, (r) + distance, bytes)
 
 /// Where the rows k ..< end that ask for row r + distance (AHEAD) stop: the first column block
 /// prefetches (`prefetching`), up to the call's last `distance` rows, which have none to ask for.
@@ -605,18 +608,10 @@ static ALWAYS_INLINE AVX2 __m256 widen_bf16(__m128i v) {
         v2 = widen_bf16(_mm_unpacklo_epi8(low1_, top1_)); v3 = widen_bf16(_mm_unpackhi_epi8(low1_, top1_));           \
     } while (0)
 
-/// Asks for the lines of slot r + distance while slot r is summed in the first column block,
-/// locating it first when the kernel locates its slots (`located`, prefetched from the register as AHEAD).
+/// Asks for the lines of slot r + distance while slot r is summed in the first column block
+/// (see LOCATE_AND_PREFETCH).
 #define NIBBLE_AHEAD(r)                                                                                                 \
-    if (first && distance && (r) + distance < count) {                                                                  \
-        if (located) {                                                                                                  \
-            const void *slot_ = locate_row(located, loc, (r) + distance);  \
-            pkm_prefetch(slot_, slot_bytes);                                                                            \
-            slots[(r) + distance] = slot_;                                                                              \
-        } else {                                                                                                        \
-            pkm_prefetch(slots[(r) + distance], slot_bytes);                                                            \
-        }                                                                                                               \
-    }
+    if (first && distance && (r) + distance < count) LOCATE_AND_PREFETCH(slots, (r) + distance, slot_bytes)
 
 /// Escaped slots (first byte 0xFF) are skipped by every block; the first block (c0 == 0) lists
 /// their k in escaped[(*escapes)++], for the caller to add.

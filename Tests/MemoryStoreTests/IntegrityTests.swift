@@ -145,16 +145,7 @@ import TestSupport
         let bytes = try writeTable(dir.file("t.pkm"), layout)
         let store = try Store.open(at: dir.file("t.pkm"), resident: resident)
         func reduce(_ rows: [Int], _ targets: [Int]) throws -> [Float] {
-            let weights = rows.indices.map { 1 / Float($0 + 1) }
-            var out = [Float](repeating: 0, count: 4 * 64)
-            try rows.withUnsafeBufferPointer { i in
-                try weights.withUnsafeBufferPointer { w in
-                    try targets.withUnsafeBufferPointer { t in
-                        try out.withUnsafeMutableBufferPointer { try store.gatherReduce(indices: i, weights: w, chunks: 1, targets: t, into: $0) }
-                    }
-                }
-            }
-            return out
+            try batchedReduce(store, indices: rows, weights: rows.indices.map { 1 / Float($0 + 1) }, chunks: 1, targets: targets, outputs: 4)
         }
         let all = Array(0..<3000), spread = all.map { $0 % 4 }
         for pass in 0..<2 {  // before the shards are located, and after (every row read once)

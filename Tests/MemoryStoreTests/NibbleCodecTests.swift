@@ -97,14 +97,7 @@ import TestSupport
             for j in 0..<64 { #expect(abs(Double(sum[j]) - expected[j]) <= 1e-4 * max(1, abs(expected[j])), "column \(j)") }
             // Batched: runs of 128 rows into 24 outputs, and a few out of order.
             let targets = indices.indices.map { $0 < 2900 ? $0 / 128 : $0 % 23 }
-            var outputs = [Float](repeating: 0, count: 24 * 64)
-            try indices.withUnsafeBufferPointer { i in
-                try weights.withUnsafeBufferPointer { wt in
-                    try targets.withUnsafeBufferPointer { t in
-                        try outputs.withUnsafeMutableBufferPointer { try store.gatherReduce(indices: i, weights: wt, chunks: 2, targets: t, into: $0) }
-                    }
-                }
-            }
+            let outputs = try batchedReduce(store, indices: indices, weights: weights, chunks: 2, targets: targets, outputs: 24)
             var perTarget = [Double](repeating: 0, count: 24 * 64)
             for (p, r) in indices.enumerated() {
                 let row = referenceRow(bytes, r, dim: 64, type: .bf16)

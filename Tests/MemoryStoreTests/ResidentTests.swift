@@ -24,15 +24,7 @@ import TestSupport
         let indices = (0..<3000).map { ($0 * 7919) % 1000 }, targets = indices.indices.map { $0 % 5 }
         let weights = indices.indices.flatMap { [Float($0 % 11) / 11, Float($0 % 3) - 1] }
         func reduce(_ s: Store) throws -> [Float] {
-            var out = [Float](repeating: 0, count: 5 * 24)
-            try indices.withUnsafeBufferPointer { i in
-                try weights.withUnsafeBufferPointer { w in
-                    try targets.withUnsafeBufferPointer { t in
-                        try out.withUnsafeMutableBufferPointer { try s.gatherReduce(indices: i, weights: w, chunks: 2, targets: t, into: $0) }
-                    }
-                }
-            }
-            return out
+            try batchedReduce(s, indices: indices, weights: weights, chunks: 2, targets: targets, outputs: 5)
         }
         // In the order given, as raw rows are read; a compressed table is summed shard by shard.
         let (resident, stored) = (try reduce(store), try reduce(mapped))
@@ -59,16 +51,8 @@ import TestSupport
         let indices = (0..<2048).map { ($0 * 7919) % 1000 }, targets = indices.indices.map { $0 / 128 }
         let weights = indices.indices.map { Float($0 % 13) / 13 - 0.5 }
         func reduce(_ s: Store, _ range: Range<Int>) throws -> [Float] {
-            var out = [Float](repeating: 0, count: 16 * 64)
-            let t = targets[range].map { $0 - targets[range.lowerBound] }
-            try Array(indices[range]).withUnsafeBufferPointer { i in
-                try Array(weights[range]).withUnsafeBufferPointer { w in
-                    try t.withUnsafeBufferPointer { t in
-                        try out.withUnsafeMutableBufferPointer { try s.gatherReduce(indices: i, weights: w, chunks: 1, targets: t, into: $0) }
-                    }
-                }
-            }
-            return out
+            try batchedReduce(s, indices: Array(indices[range]), weights: Array(weights[range]), chunks: 1,
+                              targets: targets[range].map { $0 - targets[range.lowerBound] }, outputs: 16)
         }
         let first = try reduce(cached, 0..<2048)
         #expect(try reduce(cached, 0..<2048) == first)      // now from the cache

@@ -13,6 +13,13 @@ func writeTable(_ path: String, _ layout: TableLayout, seed: UInt64 = 1, options
     return bytes
 }
 
+/// The batched `store.gatherReduce` into a fresh output of `outputs` rows.
+func batchedReduce(_ store: Store, indices: [Int], weights: [Float], chunks: Int, targets: [Int], outputs: Int) throws -> [Float] {
+    var out = [Float](repeating: 0, count: outputs * store.layout.dim)
+    try store.gatherReduce(indices: indices, weights: weights, chunks: chunks, targets: targets, into: &out)
+    return out
+}
+
 /// Rewrites the blob of shard `index` through `edit`, bypassing the writer.
 func tamperShard(_ path: String, _ index: Int, _ edit: (inout [UInt8]) -> Void) throws {
     let env = try Environment(path: path, readOnly: false)

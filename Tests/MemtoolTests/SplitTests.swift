@@ -58,13 +58,7 @@ import MemoryLayer
     /// What a part returns: `[outputs, its dim]`, the weighted sums of its rows per target.
     func partialSums(_ store: Store, rows: [Int], weights: [Float], chunks: Int, targets: [Int], outputs: Int) throws -> [Float] {
         var out = [Float](repeating: 0, count: outputs * store.layout.dim)
-        try rows.withUnsafeBufferPointer { r in
-            try weights.withUnsafeBufferPointer { w in
-                try targets.withUnsafeBufferPointer { t in
-                    try out.withUnsafeMutableBufferPointer { try store.gatherReduce(indices: r, weights: w, chunks: chunks, targets: t, into: $0) }
-                }
-            }
-        }
+        try store.gatherReduce(indices: rows, weights: weights, chunks: chunks, targets: targets, into: &out)
         return out
     }
 

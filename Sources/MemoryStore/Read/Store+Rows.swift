@@ -158,6 +158,17 @@ extension Store {
         }
     }
 
+    /// The batched form over arrays (`output` holds `targets.max + 1` rows of the row dimension).
+    public func gatherReduce(indices: [Int], weights: [Float], chunks: Int = 1, targets: [Int], into output: inout [Float]) throws {
+        try indices.withUnsafeBufferPointer { i in
+            try weights.withUnsafeBufferPointer { w in
+                try targets.withUnsafeBufferPointer { t in
+                    try output.withUnsafeMutableBufferPointer { try gatherReduce(indices: i, weights: w, chunks: chunks, targets: t, into: $0) }
+                }
+            }
+        }
+    }
+
     private func checkReduce(indices: UnsafeBufferPointer<Int>, weights: UnsafeBufferPointer<Float>, chunks: Int, width dim: Int) throws {
         guard chunks >= 1, dim % chunks == 0 else {
             throw StoreError.invalidArgument("row dimension \(dim) does not split into \(chunks) equal chunks")
