@@ -682,51 +682,69 @@ static ALWAYS_INLINE AVX2 void nibble_run_block64(const int chunked, const int l
     _mm256_storeu_ps(o + c0 + 48, a6); _mm256_storeu_ps(o + c0 + 56, a7);
 }
 
-/// Four vectors of sixteen floats, elements c0 ..< c0 + 64 of a nibble slot (AVX-512BW): the
-/// codes of both 32-element halves looked up in one 256-bit shuffle, lanes put back in order.
-#define NIBBLE_DECODE64_512(slot, low, c0, v0, v1, v2, v3)                                                              \
+/// Elements c0 ..< c0 + 64 of a nibble slot as four vectors of sixteen floats, in lane order
+/// (AVX-512BW): 128-bit lane j of v<m> holds elements c0 + 16j + 4m ..< c0 + 16j + 4m + 4. Each
+/// code byte is widened to a word and its high nibble moved to the word's high byte, so that one
+/// byte shuffle looks up the 64 top bytes in element order; interleaving them with the low bytes
+/// gives the bf16 values, and interleaving those with zeros the floats, all within lanes (no
+/// lane crossing, which the order of the elements would need).
+#define NIBBLE_DECODE64_LANES(slot, low, c0, v0, v1, v2, v3)                                                            \
     do {                                                                                                                \
-        const __m256i codes_ = _mm256_loadu_si256((const __m256i *)((slot) + (c0) / 2));                              \
-        const __m256i even_ = _mm256_shuffle_epi8(table2, _mm256_and_si256(codes_, mask2));                           \
-        const __m256i odd_ = _mm256_shuffle_epi8(table2, _mm256_and_si256(_mm256_srli_epi16(codes_, 4), mask2));      \
-        /* lane 0: elements 0-15 | 16-31; lane 1: 32-47 | 48-63 */                                                    \
-        const __m256i top0_ = _mm256_unpacklo_epi8(even_, odd_), top1_ = _mm256_unpackhi_epi8(even_, odd_);           \
-        const __m256i l0_ = _mm256_loadu_si256((const __m256i *)((low) + (c0)));                                      \
-        const __m256i l1_ = _mm256_loadu_si256((const __m256i *)((low) + (c0) + 32));                                 \
-        const __m256i la_ = _mm256_permute2x128_si256(l0_, l1_, 0x20), lb_ = _mm256_permute2x128_si256(l0_, l1_, 0x31); \
-        const __m256i x0_ = _mm256_unpacklo_epi8(la_, top0_), x1_ = _mm256_unpackhi_epi8(la_, top0_);                 \
-        const __m256i y0_ = _mm256_unpacklo_epi8(lb_, top1_), y1_ = _mm256_unpackhi_epi8(lb_, top1_);                 \
-        v0 = widen16_bf16(_mm256_permute2x128_si256(x0_, x1_, 0x20));                                                 \
-        v1 = widen16_bf16(_mm256_permute2x128_si256(y0_, y1_, 0x20));                                                 \
-        v2 = widen16_bf16(_mm256_permute2x128_si256(x0_, x1_, 0x31));                                                 \
-        v3 = widen16_bf16(_mm256_permute2x128_si256(y0_, y1_, 0x31));                                                 \
+        const __m512i words_ = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)((slot) + (c0) / 2)));        \
+        /* (words | words << 4) & 0x0F0F: element 2i's code in byte 2i, element 2i + 1's in byte 2i + 1 */             \
+        const __m512i codes_ = _mm512_ternarylogic_epi64(words_, _mm512_slli_epi16(words_, 4), nibbles, 0xA8);        \
+        const __m512i top_ = _mm512_shuffle_epi8(table4, codes_);                                                     \
+        const __m512i low_ = _mm512_loadu_si512((const void *)((low) + (c0)));                                        \
+        const __m512i h0_ = _mm512_unpacklo_epi8(low_, top_), h1_ = _mm512_unpackhi_epi8(low_, top_);                 \
+        v0 = _mm512_castsi512_ps(_mm512_unpacklo_epi16(zero, h0_));                                                   \
+        v1 = _mm512_castsi512_ps(_mm512_unpackhi_epi16(zero, h0_));                                                   \
+        v2 = _mm512_castsi512_ps(_mm512_unpacklo_epi16(zero, h1_));                                                   \
+        v3 = _mm512_castsi512_ps(_mm512_unpackhi_epi16(zero, h1_));                                                   \
     } while (0)
 
-/// Sixteen bf16 values as floats.
-static ALWAYS_INLINE AVX512 __m512 widen16_bf16(__m256i v) {
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(v), 16));
-}
+/// Exchanges lane m of x<j> with lane j of x<m> (a 4 x 4 transpose of 128-bit lanes): the 64
+/// columns of an output block between element order (x<j> holding columns 16j ..< 16j + 16) and
+/// NIBBLE_DECODE64_LANES's lane order, either way.
+#define TRANSPOSE_LANES(x0, x1, x2, x3)                                                                                 \
+    do {                                                                                                                \
+        const __m512 t0_ = _mm512_shuffle_f32x4(x0, x1, 0x44), t1_ = _mm512_shuffle_f32x4(x0, x1, 0xEE);              \
+        const __m512 t2_ = _mm512_shuffle_f32x4(x2, x3, 0x44), t3_ = _mm512_shuffle_f32x4(x2, x3, 0xEE);              \
+        x0 = _mm512_shuffle_f32x4(t0_, t2_, 0x88); x1 = _mm512_shuffle_f32x4(t0_, t2_, 0xDD);                          \
+        x2 = _mm512_shuffle_f32x4(t1_, t3_, 0x88); x3 = _mm512_shuffle_f32x4(t1_, t3_, 0xDD);                          \
+    } while (0)
 
 /// As nibble_run_block64 in 16-float vectors, two rows at a time into two sets of accumulators,
 /// so that one row's code lookups overlap the other's multiply-adds; a pair with an escaped slot
-/// adds its coded row alone.
+/// adds its coded row alone. The accumulators hold the block's columns in lane order
+/// (NIBBLE_DECODE64_LANES), so a row's weights are one vector: lane j's chunk is that of
+/// column c0 + 16j (a chunk is a multiple of 16 columns wide).
 static ALWAYS_INLINE AVX512 void nibble_run_block64_512(const int chunked, const int located, const void **slots, const intptr_t *positions,
                                                         size_t k, size_t end, size_t count, size_t c0, size_t dim,
                                                         size_t chunks, size_t width, const float *weights, float *o,
                                                         size_t distance, size_t slot_bytes, __m128i table, intptr_t *escaped,
                                                         size_t *escapes, locator *loc) {
-    const __m256i table2 = _mm256_broadcastsi128_si256(table), mask2 = _mm256_set1_epi8(15);
+    const __m512i table4 = _mm512_broadcast_i32x4(table), nibbles = _mm512_set1_epi16(0x0F0F), zero = _mm512_setzero_si512();
     __m512 a0 = _mm512_loadu_ps(o + c0), a1 = _mm512_loadu_ps(o + c0 + 16), a2 = _mm512_loadu_ps(o + c0 + 32),
            a3 = _mm512_loadu_ps(o + c0 + 48);
+    TRANSPOSE_LANES(a0, a1, a2, a3);
     __m512 b0 = _mm512_setzero_ps(), b1 = _mm512_setzero_ps(), b2 = _mm512_setzero_ps(), b3 = _mm512_setzero_ps();
     const int first = c0 == 0;
-#define WEIGHT(w, v) (chunked ? _mm512_set1_ps((w)[(c0 + 16 * (v)) / width]) : _mm512_set1_ps((w)[0]))
+    // Chunked: the row's weights from its chunk c0 / width on, lane j taking the one at (c0 + 16j) / width - c0 / width.
+    const size_t chunk0 = c0 / width;
+    const __m512i lane_chunk = _mm512_set_epi32(
+        (int)((c0 + 48) / width - chunk0), (int)((c0 + 48) / width - chunk0), (int)((c0 + 48) / width - chunk0), (int)((c0 + 48) / width - chunk0),
+        (int)((c0 + 32) / width - chunk0), (int)((c0 + 32) / width - chunk0), (int)((c0 + 32) / width - chunk0), (int)((c0 + 32) / width - chunk0),
+        (int)((c0 + 16) / width - chunk0), (int)((c0 + 16) / width - chunk0), (int)((c0 + 16) / width - chunk0), (int)((c0 + 16) / width - chunk0),
+        0, 0, 0, 0);
+    const __mmask16 chunk_mask = (__mmask16)((1u << ((c0 + 48) / width - chunk0 + 1)) - 1);
+#define WEIGHTS(w) (chunked ? _mm512_permutexvar_ps(lane_chunk, _mm512_maskz_loadu_ps(chunk_mask, (w) + chunk0)) : _mm512_set1_ps((w)[0]))
 #define ADD_ROW(p, w, A0, A1, A2, A3)                                                                                   \
     do {                                                                                                                \
         __m512 v0_, v1_, v2_, v3_;                                                                                      \
-        NIBBLE_DECODE64_512(p, (p) + dim / 2, c0, v0_, v1_, v2_, v3_);                                                  \
-        A0 = _mm512_fmadd_ps(v0_, WEIGHT(w, 0), A0); A1 = _mm512_fmadd_ps(v1_, WEIGHT(w, 1), A1);                       \
-        A2 = _mm512_fmadd_ps(v2_, WEIGHT(w, 2), A2); A3 = _mm512_fmadd_ps(v3_, WEIGHT(w, 3), A3);                       \
+        NIBBLE_DECODE64_LANES(p, (p) + dim / 2, c0, v0_, v1_, v2_, v3_);                                                \
+        const __m512 wv_ = WEIGHTS(w);                                                                                  \
+        A0 = _mm512_fmadd_ps(v0_, wv_, A0); A1 = _mm512_fmadd_ps(v1_, wv_, A1);                                         \
+        A2 = _mm512_fmadd_ps(v2_, wv_, A2); A3 = _mm512_fmadd_ps(v3_, wv_, A3);                                         \
     } while (0)
     size_t r = k;
     for (; r + 1 < end; r += 2) {
@@ -747,9 +765,11 @@ static ALWAYS_INLINE AVX512 void nibble_run_block64_512(const int chunked, const
         else if (first) escaped[(*escapes)++] = (intptr_t)r;
     }
 #undef ADD_ROW
-#undef WEIGHT
-    _mm512_storeu_ps(o + c0, _mm512_add_ps(a0, b0)); _mm512_storeu_ps(o + c0 + 16, _mm512_add_ps(a1, b1));
-    _mm512_storeu_ps(o + c0 + 32, _mm512_add_ps(a2, b2)); _mm512_storeu_ps(o + c0 + 48, _mm512_add_ps(a3, b3));
+#undef WEIGHTS
+    a0 = _mm512_add_ps(a0, b0); a1 = _mm512_add_ps(a1, b1); a2 = _mm512_add_ps(a2, b2); a3 = _mm512_add_ps(a3, b3);
+    TRANSPOSE_LANES(a0, a1, a2, a3);
+    _mm512_storeu_ps(o + c0, a0); _mm512_storeu_ps(o + c0 + 16, a1);
+    _mm512_storeu_ps(o + c0 + 32, a2); _mm512_storeu_ps(o + c0 + 48, a3);
 }
 
 static ALWAYS_INLINE AVX512 size_t nibble_reduce_512_typed(const int chunked, const int located, const void **slots, const intptr_t *positions,

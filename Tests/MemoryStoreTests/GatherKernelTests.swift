@@ -242,7 +242,7 @@ import _MemorySupport
 /// The nibble kernels (decode, and the reduce that decodes in registers) against the plain
 /// kernel over the same rows decoded by the portable decoder, on every path this processor has.
 @Suite struct NibbleKernelTests {
-    @Test(arguments: [(64, 1), (64, 2), (128, 4), (96, 1), (32, 1), (192, 3)])
+    @Test(arguments: [(64, 1), (64, 2), (128, 4), (128, 8), (96, 1), (32, 1), (192, 3)])
     func nibbleKernelsMatchThePlainOnes(shape: (dim: Int, chunks: Int)) {
         let (dim, chunks) = shape
         var rng = SeededGenerator(seed: UInt64(dim * 7 + chunks))
