@@ -242,12 +242,73 @@ static ALWAYS_INLINE AVX512 __m512 load16(const int type, const char *p) {
     }
 }
 
+/// run_block64_512 for bf16 rows, each 32 elements widened within 128-bit lanes by interleaving
+/// them with zeros (one instruction a vector, where zero-extending across lanes and shifting takes
+/// two): for a row's elements c0 ..< c0 + 64, lane j of v0 / v1 holds elements c0 + 8j ..< + 4 /
+/// c0 + 8j + 4 ..< + 8, and v2 / v3 the same 32 on. The accumulators hold the block's columns in
+/// that order, put there from the output's order and back once a run (BF16_LANE_ORDER,
+/// BF16_COLUMN_ORDER); a row's weights are two vectors, lane j of the first taking the chunk of
+/// column c0 + 16 (j / 2), of the second that of column c0 + 32 + 16 (j / 2) (a chunk is a
+/// multiple of 16 columns wide).
+static ALWAYS_INLINE AVX512 void run_block64_bf16_512(const int chunked, const int located, const void **rows,
+                                                      const intptr_t *positions, size_t k, size_t end, size_t count, size_t c0,
+                                                      size_t chunks, size_t width, const float *weights, float *o,
+                                                      size_t distance, size_t bytes, locator *loc) {
+    __m512 x0 = _mm512_loadu_ps(o + c0), x1 = _mm512_loadu_ps(o + c0 + 16), x2 = _mm512_loadu_ps(o + c0 + 32),
+           x3 = _mm512_loadu_ps(o + c0 + 48);
+    // Output order (x<j>: columns 16j ..< 16j + 16) to lane order, lane j of a0 being lane j % 2 * 2 of x<j / 2>.
+    __m512 a0 = _mm512_shuffle_f32x4(x0, x1, 0x88), a1 = _mm512_shuffle_f32x4(x0, x1, 0xDD),
+           a2 = _mm512_shuffle_f32x4(x2, x3, 0x88), a3 = _mm512_shuffle_f32x4(x2, x3, 0xDD);
+    const __m512i zero = _mm512_setzero_si512();
+    const int prefetching = c0 == 0 && distance != 0;
+    const size_t chunk0 = c0 / width;
+#define LANE_CHUNK(c) (int)((c) / width - chunk0)
+    const __m512i chunks_a = _mm512_set_epi32(LANE_CHUNK(c0 + 16), LANE_CHUNK(c0 + 16), LANE_CHUNK(c0 + 16), LANE_CHUNK(c0 + 16),
+                                              LANE_CHUNK(c0 + 16), LANE_CHUNK(c0 + 16), LANE_CHUNK(c0 + 16), LANE_CHUNK(c0 + 16),
+                                              0, 0, 0, 0, 0, 0, 0, 0),
+                  chunks_b = _mm512_set_epi32(LANE_CHUNK(c0 + 48), LANE_CHUNK(c0 + 48), LANE_CHUNK(c0 + 48), LANE_CHUNK(c0 + 48),
+                                              LANE_CHUNK(c0 + 48), LANE_CHUNK(c0 + 48), LANE_CHUNK(c0 + 48), LANE_CHUNK(c0 + 48),
+                                              LANE_CHUNK(c0 + 32), LANE_CHUNK(c0 + 32), LANE_CHUNK(c0 + 32), LANE_CHUNK(c0 + 32),
+                                              LANE_CHUNK(c0 + 32), LANE_CHUNK(c0 + 32), LANE_CHUNK(c0 + 32), LANE_CHUNK(c0 + 32));
+    const __mmask16 chunk_mask = (__mmask16)((1u << (LANE_CHUNK(c0 + 48) + 1)) - 1);
+#undef LANE_CHUNK
+#define ROW(r)                                                                                                          \
+    {                                                                                                                   \
+        const float *w = weights + position(positions, r) * chunks;                                                     \
+        const char *p = (const char *)rows[r] + c0 * 2;                                                                 \
+        const __m512i lo_ = _mm512_loadu_si512((const void *)p), hi_ = _mm512_loadu_si512((const void *)(p + 64));      \
+        __m512 wa_, wb_;                                                                                                \
+        if (chunked) {                                                                                                  \
+            const __m512 ws_ = _mm512_maskz_loadu_ps(chunk_mask, w + chunk0);                                           \
+            wa_ = _mm512_permutexvar_ps(chunks_a, ws_);                                                                 \
+            wb_ = _mm512_permutexvar_ps(chunks_b, ws_);                                                                 \
+        } else {                                                                                                        \
+            wa_ = wb_ = _mm512_set1_ps(w[0]);                                                                           \
+        }                                                                                                               \
+        a0 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_unpacklo_epi16(zero, lo_)), wa_, a0);                           \
+        a1 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_unpackhi_epi16(zero, lo_)), wa_, a1);                           \
+        a2 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_unpacklo_epi16(zero, hi_)), wb_, a2);                           \
+        a3 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_unpackhi_epi16(zero, hi_)), wb_, a3);                           \
+    }
+    FOR_ROWS(ROW(r))
+#undef ROW
+    // Back to output order: x0 = lanes 0, 1 of a0 and of a1, interleaved.
+    const __m512 t0 = _mm512_shuffle_f32x4(a0, a1, 0x44), t1 = _mm512_shuffle_f32x4(a0, a1, 0xEE),
+                 t2 = _mm512_shuffle_f32x4(a2, a3, 0x44), t3 = _mm512_shuffle_f32x4(a2, a3, 0xEE);
+    _mm512_storeu_ps(o + c0, _mm512_shuffle_f32x4(t0, t0, 0xD8)); _mm512_storeu_ps(o + c0 + 16, _mm512_shuffle_f32x4(t1, t1, 0xD8));
+    _mm512_storeu_ps(o + c0 + 32, _mm512_shuffle_f32x4(t2, t2, 0xD8)); _mm512_storeu_ps(o + c0 + 48, _mm512_shuffle_f32x4(t3, t3, 0xD8));
+}
+
 /// As run_block64, in 16-float vectors. (Two rows at a time into two sets of accumulators measured
 /// slower, in cache and beyond it.)
 static ALWAYS_INLINE AVX512 void run_block64_512(const int type, const int chunked, const int located, const void **rows,
                                                  const intptr_t *positions, size_t k, size_t end, size_t count, size_t c0,
                                                  size_t chunks, size_t width, const float *weights, float *o, size_t distance,
                                                  size_t bytes, locator *loc) {
+    if (type == PKM_ELEMENT_BF16) {
+        run_block64_bf16_512(chunked, located, rows, positions, k, end, count, c0, chunks, width, weights, o, distance, bytes, loc);
+        return;
+    }
     const size_t size = element_size(type);
     __m512 a0 = _mm512_loadu_ps(o + c0), a1 = _mm512_loadu_ps(o + c0 + 16), a2 = _mm512_loadu_ps(o + c0 + 32),
            a3 = _mm512_loadu_ps(o + c0 + 48);

@@ -13,7 +13,7 @@ import _MemorySupport
     /// bound is float summation's: |result − exact| ≤ (n + 1) · 2^-24 · Σ|w · x| per output
     /// element, n rows summed (in any order and grouping).
     @Test(arguments: ElementType.valueTypes, [(8, 1), (64, 1), (64, 2), (72, 1), (128, 4), (200, 1), (60, 1), (6, 3), (1, 1),
-                                               (48, 1), (96, 1), (160, 2)])
+                                               (48, 1), (96, 1), (160, 2), (128, 8)])
     func kernelMatchesTheDefinition(type: ElementType, shape: (dim: Int, chunks: Int)) {
         for level in Int32(PKM_KERNEL_PORTABLE)...pkm_gather_reduce_level() {
             for inOrder in [false, true] { check(type: type, shape: shape, level: level, inOrder: inOrder) }
