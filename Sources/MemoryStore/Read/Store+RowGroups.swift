@@ -97,7 +97,7 @@ extension Store {
                                coded: index.nibbleTable != nil && coded))
             start += n
         }
-        if let readsBefore { readingFromDisk.store(storageReads() > readsBefore, ordering: .relaxed) }
+        if let readsBefore { noteStorageReads(since: readsBefore, rows: indices.count) }
     }
 
     /// Rows of a resident table, in the order given, in groups of ``rawGroupRows``: a row is its
@@ -138,7 +138,7 @@ extension Store {
             context = try contexts.acquire()
             try prefetchUncachedShards(order, packed: packed, indices: indices, context: context!)
         }
-        defer { if let readsBefore { readingFromDisk.store(storageReads() > readsBefore, ordering: .relaxed) } }
+        defer { if let readsBefore { noteStorageReads(since: readsBefore, rows: indices.count) } }
         let pointers = scratch.pointers, positions = scratch.positions
         var i = 0
         var hits = 0, misses = 0

@@ -298,7 +298,7 @@ extension Store {
             start += n
         }
         if map.checked != nil, let rawRows { rawRows.sweep(groups: max(16, indices.count / 256)) }
-        if let readsBefore { readingFromDisk.store(storageReads() > readsBefore, ordering: .relaxed) }
+        if let readsBefore { noteStorageReads(since: readsBefore, rows: indices.count) }
     }
 
     /// Calls `body` with the stored bytes (little-endian elements of `layout.elementType`) of shard `index`.

@@ -47,7 +47,7 @@ public final class Store: @unchecked Sendable {
     let rowScratch = RowScratchPool()
     /// Whether rows of complete raw tables are checked when first read (``open(at:cacheBytes:checksRows:)``).
     public let checksRows: Bool
-    /// Whether a recent batch read from storage (see `storageReads`): then batches prefetch.
+    /// Whether the last batch sampled read from storage (``noteStorageReads(since:rows:)``): then batches prefetch.
     let readingFromDisk = Atomic<Bool>(true)
     /// Small batches since open, to sample `readingFromDisk` on every 16th (Store+Rows.swift).
     let smallBatches = Atomic<Int>(0)
