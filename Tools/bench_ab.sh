@@ -30,9 +30,10 @@ for e in $exponents; do
     opts=(--distribution uniform --queries 4096 --batch 256 --no-brute-force --flat-path "$work/flat$e")
     # One unrecorded pass: it writes the flat copy, the rows for embedding_bag, and fills the page cache.
     "$memtool" bench "$store" "${opts[@]}" --threads 2 --reduced-rows "$work/rows$e" > /dev/null
-    # The store and the flat copy in the same page-cache state, 2 MiB folios (Tools/pagecache.py).
-    python3 "$root/Tools/pagecache.py" "$store" "$work/flat$e"
     for round in 1 2 3; do
+        # The store and the flat copy in the same page-cache state, 2 MiB folios (Tools/pagecache.py), at
+        # the start of every round: this VM pages out file pages idle for a minute (DAMON).
+        python3 "$root/Tools/pagecache.py" "$store" "$work/flat$e"
         for t in 1 2; do
             "$old" bench "$store" "${opts[@]}" --threads "$t" --json "$results/$e-t$t-old-$round.json" > /dev/null
             "$memtool" bench "$store" "${opts[@]}" --threads "$t" --json "$results/$e-t$t-new-$round.json" > /dev/null

@@ -38,9 +38,10 @@ for e in $exponents; do
     opts=(--distribution uniform --queries 4096 --batch 256 --no-brute-force --threads 1 --flat-path "$work/flat$e")
     # One unrecorded pass: it writes the flat copy, the rows for embedding_bag, and fills the page cache.
     "$memtool" bench "$raw" "${opts[@]}" --reduced-rows "$work/rows$e" > /dev/null
-    # Every file in the same page-cache state, 2 MiB folios (Tools/pagecache.py).
-    python3 "$root/Tools/pagecache.py" "$work/c$e-raw.pkm" "$work/c$e-nibble.pkm" "$work/c$e-zstd.pkm" "$work/flat$e"
     for round in 1 2 3; do
+        # Every file in the same page-cache state, 2 MiB folios (Tools/pagecache.py), at
+        # the start of every round: this VM pages out file pages idle for a minute (DAMON).
+        python3 "$root/Tools/pagecache.py" "$work/c$e-raw.pkm" "$work/c$e-nibble.pkm" "$work/c$e-zstd.pkm" "$work/flat$e"
         for codec in raw nibble zstd; do
             echo "== 2^$e rows, $codec, round $round" >&2
             "$memtool" bench "$work/c$e-$codec.pkm" "${opts[@]}" --json "$results/$e-$codec-$round.json" > /dev/null

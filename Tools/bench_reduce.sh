@@ -31,9 +31,10 @@ for e in $exponents; do
     bench=("$memtool" bench "$store" --distribution uniform --queries 4096 --batch 256 --no-brute-force)
     # One unrecorded pass: it writes the flat copy and brings both files into the page cache.
     "${bench[@]}" --threads 2 > /dev/null
-    # The store and the flat copy in the same page-cache state, 2 MiB folios (Tools/pagecache.py).
-    python3 "$root/Tools/pagecache.py" "$store" "$store.flat"
     for round in $(seq 1 "$rounds"); do
+        # The store and the flat copy in the same page-cache state, 2 MiB folios (Tools/pagecache.py), at
+        # the start of every round: this VM pages out file pages idle for a minute (DAMON).
+        python3 "$root/Tools/pagecache.py" "$store" "$store.flat"
         for t in 1 2; do
             echo "== 2^$e rows, $t thread(s), round $round" >&2
             out="$work/results/reduce-$e-t$t"
