@@ -12,7 +12,7 @@ struct Compact: ParsableCommand {
     @Option(help: "Write the compacted store here instead of replacing the original.")
     var output: String?
 
-    @Option(help: "Re-encode shards with this codec: zstd or raw.")
+    @Option(help: "Re-encode shards with this codec (raw, nibble or zstd; Spec/FORMAT.md, 'Shard blobs').")
     var codec: CodecKind?
 
     @Option(help: "Re-encode with this zstd level.")
