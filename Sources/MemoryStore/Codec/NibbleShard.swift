@@ -50,13 +50,16 @@ struct NibbleShard {
         return escapes + index * table.rowBytes
     }
 
+    /// Row `r`'s slot (within the shard).
+    func slot(_ r: Int) -> UnsafeRawPointer { groups + slots.rowOffset(r) }
+
     /// Whether row `r` (within the shard) is escaped: its slot starts with the marker.
-    func isEscaped(_ r: Int) -> Bool { (groups + slots.rowOffset(r)).load(as: UInt8.self) == NibbleCode.escapeMarker }
+    func isEscaped(_ r: Int) -> Bool { slot(r).load(as: UInt8.self) == NibbleCode.escapeMarker }
 
     /// Decodes row `r` (within the shard) into `row` (`rowBytes` bytes) with the 16-byte decode
     /// `table`; returns whether it was escaped (its escape index checked against `expectedEscape`).
     func decode(_ r: Int, table: [UInt8], into row: UnsafeMutableRawPointer, expectedEscape: Int? = nil) throws -> Bool {
-        var slot: UnsafeRawPointer? = groups + slots.rowOffset(r)
+        var slot: UnsafeRawPointer? = self.slot(r)
         let decoded = table.withUnsafeBufferPointer { t in
             pkm_nibble_decode(&slot, 1, self.table.dim, self.table.elementType.size, t.baseAddress, row, 0)
         }

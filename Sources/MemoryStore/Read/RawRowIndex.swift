@@ -33,6 +33,10 @@ final class RawRowIndex: @unchecked Sendable {
     /// one (then every read is checked).
     private let checked: AtomicBitmap?
     private let checkedShift: Int
+    /// A nibble table's groups whose escaped rows have all been checked since open, a bit a group
+    /// as in `checked`; nil for raw tables and where `checked` is nil (then every escaped read is
+    /// checked). Kept apart from `checked` so that checking a group's coded rows reads no escaped row.
+    private let escapesChecked: AtomicBitmap?
     /// Groups checked since open, and the table's groups: when they are equal, reads skip the bitmap.
     private let checkedGroups = Atomic<Int>(0)
     private let groupCount: Int
@@ -73,6 +77,7 @@ final class RawRowIndex: @unchecked Sendable {
         let groupsPerShard = (layout.rowsPerShard + raw.groupRows - 1) / raw.groupRows
         checkedShift = Int.bitWidth - (groupsPerShard - 1).leadingZeroBitCount
         checked = shardCount << checkedShift <= Self.maxCheckedGroups ? AtomicBitmap(count: shardCount << checkedShift) : nil
+        escapesChecked = codes != nil && checked != nil ? AtomicBitmap(count: shardCount << checkedShift) : nil
         // Every shard but the last is full.
         groupCount = shardCount == 0 ? 0
             : (shardCount - 1) * groupsPerShard + (layout.rowRange(ofShard: shardCount - 1).count + raw.groupRows - 1) / raw.groupRows
@@ -288,12 +293,32 @@ final class RawRowIndex: @unchecked Sendable {
 
     /// The values of escaped row `row` (its shard located), whose slot is at `slot`, once the
     /// slot is checked (Spec/FORMAT.md, "Nibble"), and, when `checking`, the values against the
-    /// row's checksum: escaped rows are checked on every read, not with their group.
+    /// row's checksum unless its group's escaped rows were checked since open (``checkEscaped(_:)``).
     func escapedRow(_ row: Int, slot: UnsafeRawPointer, checking: Bool) throws -> UnsafeRawPointer {
         let (shard, r) = nibbleShard(holding: row)
         let values = try shard.escapedRow(r, slot: slot)
-        if checking { try shard.check(r, decoded: UnsafeRawBufferPointer(start: values, count: layout.rowBytes)) }
+        if checking { try checkEscaped(row) }
         return values
+    }
+
+    /// Checks escaped row `row` (its shard located, its slot checked) against its checksum, with
+    /// the other escaped rows of its group, unless they were checked since open: a group whose
+    /// escaped rows all match is remembered (``escapesChecked``), the slots that point to them
+    /// being as immutable as the coded rows the group bit remembers. Only `row` fails, naming
+    /// shard and row; a group with a damaged escaped row is not remembered, so it fails every read.
+    private func checkEscaped(_ row: Int) throws {
+        let bit = bit(ofRow: row)
+        if escapesChecked?.contains(bit) == true { return }
+        let (shard, r) = nibbleShard(holding: row)
+        let rowBytes = layout.rowBytes
+        try shard.check(r, decoded: UnsafeRawBufferPointer(start: try shard.escapedRow(r, slot: shard.slot(r)), count: rowBytes))
+        guard let escapesChecked else { return }
+        let first = (r >> raw.groupShift) << raw.groupShift
+        for other in first..<min(first + raw.groupRows, layout.rowRange(ofShard: shard.shard).count) where other != r && shard.isEscaped(other) {
+            guard let values = try? shard.escapedRow(other, slot: shard.slot(other)),
+                  (try? shard.check(other, decoded: UnsafeRawBufferPointer(start: values, count: rowBytes))) != nil else { return }
+        }
+        _ = escapesChecked.insert(bit)
     }
 
     /// The nibble shard holding row `row` (its shard located), and the row within it.
@@ -313,13 +338,10 @@ final class RawRowIndex: @unchecked Sendable {
             let (shard, r) = nibbleShard(holding: row(k))
             values[k] = try shard.escapedRow(r, slot: slot(k))
             pkm_prefetch(values[k], layout.rowBytes)
-            if checking { shard.prefetchChecksum(r) }
+            if checking && escapesChecked?.contains(bit(ofRow: row(k))) != true { shard.prefetchChecksum(r) }
         }
         guard checking else { return }
-        for k in 0..<count {
-            let (shard, r) = nibbleShard(holding: row(k))
-            try shard.check(r, decoded: UnsafeRawBufferPointer(start: values[k], count: layout.rowBytes))
-        }
+        for k in 0..<count { try checkEscaped(row(k)) }
     }
 
     /// Decodes the nibble slots at `slots[0 ..< count]`, of rows `indices[0 ..< count]` (their shards
