@@ -39,11 +39,13 @@ struct NibbleShard {
     /// slot is the marker, three zero bytes, an index below the escape count (equal to
     /// `expected` when given: escaped rows are stored in row order) and zeros.
     func escapedRow(_ r: Int, slot: UnsafeRawPointer, expected: Int? = nil) throws -> UnsafeRawPointer {
-        let bytes = UnsafeRawBufferPointer(start: slot, count: slots.rowBytes)
-        let index = Int(UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: 4, as: UInt32.self)))
-        guard bytes[0] == NibbleCode.escapeMarker, bytes[1..<4].allSatisfy({ $0 == 0 }), bytes[8...].allSatisfy({ $0 == 0 }) else {
-            throw corrupt(r, "has a malformed escape slot")
-        }
+        // Word loads: the marker and three zeros, the index, then the rest of the slot ORed together.
+        let head = UInt64(littleEndian: slot.loadUnaligned(as: UInt64.self))
+        var rest: UInt64 = 0, offset = 8
+        while offset + 8 <= slots.rowBytes { rest |= slot.loadUnaligned(fromByteOffset: offset, as: UInt64.self); offset += 8 }
+        while offset < slots.rowBytes { rest |= UInt64(slot.load(fromByteOffset: offset, as: UInt8.self)); offset += 1 }
+        guard head & 0xFFFF_FFFF == UInt64(NibbleCode.escapeMarker), rest == 0 else { throw corrupt(r, "has a malformed escape slot") }
+        let index = Int(head >> 32)
         guard index < escapeCount, expected.map({ $0 == index }) ?? true else {
             throw corrupt(r, "points to escaped row \(index) of \(escapeCount)\(expected.map { ", expected \($0)" } ?? "")")
         }
