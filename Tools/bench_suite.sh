@@ -36,7 +36,7 @@ for e in $exponents; do
         --addresses "$work/addr.npy" > /dev/null
     proj=""
     if [ "$expansion" -gt 1 ]; then
-        python3 -c "from pkmtools.reader import StoreReader; import numpy as np; np.save('$work/proj.npy', StoreReader('$store').tensor('projectors'))"
+        python3 -c "from pkmtools.reader import StoreReader; import numpy as np; r = StoreReader('$store'); np.save('$work/proj.npy', r.tensor(next(n for n in r.tensor_names() if n.endswith('projectors'))))"
         proj="$work/proj.npy"
     fi
     python3 "$root/Tools/peers/numpy_lookup.py" "$store.flat" bf16 "$rows" 64 "$work/addr.npy" "$work/w.npy" $proj \
