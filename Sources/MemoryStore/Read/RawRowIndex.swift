@@ -331,12 +331,17 @@ final class RawRowIndex: @unchecked Sendable {
 
     /// `escapedRow(row(k), slot: slot(k), checking:)` for k in 0 ..< count, into `values[k]`: every
     /// row's values (and, when `checking`, its checksum line) asked for first, so that their cache
-    /// misses overlap instead of coming one after another.
+    /// misses overlap instead of coming one after another; with `fromStorage`, their pages too
+    /// (`MADV_WILLNEED`), so that a batch's cold escaped rows are read together, not a fault at a time.
     func escapedRows(count: Int, row: (Int) -> Int, slot: (Int) -> UnsafeRawPointer, into values: UnsafeMutablePointer<UnsafeRawPointer?>,
-                     checking: Bool) throws {
+                     checking: Bool, fromStorage: Bool) throws {
         for k in 0..<count {
             let (shard, r) = nibbleShard(holding: row(k))
             values[k] = try shard.escapedRow(r, slot: slot(k))
+            if fromStorage {
+                let start = Int(bitPattern: values[k])
+                adviseWillNeed(start, start + layout.rowBytes)
+            }
             pkm_prefetch(values[k], layout.rowBytes)
             if checking && escapesChecked?.contains(bit(ofRow: row(k))) != true { shard.prefetchChecksum(r) }
         }
