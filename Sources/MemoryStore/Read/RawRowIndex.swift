@@ -37,6 +37,10 @@ final class RawRowIndex: @unchecked Sendable {
     /// as in `checked`; nil for raw tables and where `checked` is nil (then every escaped read is
     /// checked). Kept apart from `checked` so that checking a group's coded rows reads no escaped row.
     private let escapesChecked: AtomicBitmap?
+    /// Groups one of whose rows has been checked alone since open (a group's first read), a bit a
+    /// group as in `checked`; the next read of any of its rows checks the whole group. Nil where
+    /// `checked` is.
+    private let touched: AtomicBitmap?
     /// Groups checked since open, and the table's groups: when they are equal, reads skip the bitmap.
     private let checkedGroups = Atomic<Int>(0)
     private let groupCount: Int
@@ -78,6 +82,7 @@ final class RawRowIndex: @unchecked Sendable {
         checkedShift = Int.bitWidth - (groupsPerShard - 1).leadingZeroBitCount
         checked = shardCount << checkedShift <= Self.maxCheckedGroups ? AtomicBitmap(count: shardCount << checkedShift) : nil
         escapesChecked = codes != nil && checked != nil ? AtomicBitmap(count: shardCount << checkedShift) : nil
+        touched = checked != nil ? AtomicBitmap(count: shardCount << checkedShift) : nil
         // Every shard but the last is full.
         groupCount = shardCount == 0 ? 0
             : (shardCount - 1) * groupsPerShard + (layout.rowRange(ofShard: shardCount - 1).count + raw.groupRows - 1) / raw.groupRows
@@ -192,7 +197,7 @@ final class RawRowIndex: @unchecked Sendable {
             let shard = bit >> checkedShift, first = (bit & (perShard - 1)) << raw.groupShift
             guard first < layout.rowRange(ofShard: shard).count, !checked.contains(bit) else { continue }
             left -= 1
-            try? verify(row: shard * layout.rowsPerShard + first)
+            try? verify(row: shard * layout.rowsPerShard + first, wholeGroup: true)
         }
     }
 
@@ -237,53 +242,63 @@ final class RawRowIndex: @unchecked Sendable {
         return (shard, rows(ofShard: shard)!, shardStart, first..<end)
     }
 
-    /// The bytes that checking row `row` reads: its group's checksums and rows when the group
-    /// is not yet checked, else the row alone; its shard is located.
-    func bytesToCheck(ofRow row: Int) -> (start: UnsafeRawPointer, count: Int) {
-        let g = group(holding: row)
-        guard !isChecked(row) else { return (g.base + raw.rowOffset(row - g.shardStart), raw.rowBytes) }
+    /// The bytes that reading and checking row `row` reads (its shard located), as one or two
+    /// spans: the row alone when its group is checked; the row and then its checksum on its
+    /// group's first read (``verify(row:wholeGroup:)``); the group's checksums and rows after.
+    func bytesToCheck(ofRow row: Int) -> (UnsafeRawBufferPointer, UnsafeRawBufferPointer?) {
+        let g = group(holding: row), r = row - g.shardStart
+        let rowBytes = UnsafeRawBufferPointer(start: g.base + raw.rowOffset(r), count: raw.rowBytes)
+        guard !isChecked(row) else { return (rowBytes, nil) }
+        if let touched, !touched.contains(bit(ofRow: row)) {
+            return (rowBytes, UnsafeRawBufferPointer(start: g.base + raw.checksumOffset(r), count: raw.checksumBytes))
+        }
         let first = g.rows.lowerBound, last = g.rows.upperBound - 1
         let start = min(raw.rowOffset(first), raw.checksumOffset(first))
         let end = max(raw.rowOffset(last) + raw.rowBytes, raw.checksumOffset(last) + raw.checksumBytes)
-        return (g.base + start, end - start)
+        return (UnsafeRawBufferPointer(start: g.base + start, count: end - start), nil)
     }
 
     /// Checks row `row` (its shard located) against its checksum unless its group was checked
-    /// since open; throws, naming shard and row, when it does not match. The group's other rows
-    /// are checked with it, so that one bit remembers them all: the bitmap is a bit a group (an
-    /// eighth of a bit a row for rows of up to 512 bytes), small enough to stay in the caches the
-    /// rows compete for. A group holding a damaged row is not remembered, and only the damaged
-    /// row fails: its neighbours are checked alone each time they are read.
-    func verify(row: Int) throws {
+    /// since open; throws, naming shard and row, when it does not match. The first read of a
+    /// group since open checks its row alone (a row's bytes and its checksum, not the group's
+    /// 17 lines) and marks the group touched; the next read of any of its rows, or `wholeGroup`,
+    /// checks all of the group's rows, so that one bit remembers them: the bitmap is a bit a
+    /// group (an eighth of a bit a row for rows of up to 512 bytes), small enough to stay in the
+    /// caches the rows compete for. A group holding a damaged row is not remembered, and only
+    /// the damaged row fails: its neighbours are checked alone each time they are read.
+    func verify(row: Int, wholeGroup: Bool = false) throws {
         if isChecked(row) { return }
-        let g = group(holding: row)
-        let check: (Int) throws -> Void
-        if let nibbleTable {
-            // A nibble row's checksum is of its values: decode it first.
-            let shard = nibbleShard(g.shard, groups: g.base)
-            var decoded = [UInt8](repeating: 0, count: layout.rowBytes)
-            check = { r in
-                // Escaped rows are checked each time they are read (`escapedRow`), so that checking
-                // a group never reads its shard's escaped rows.
-                guard !shard.isEscaped(r) else { return }
-                try decoded.withUnsafeMutableBytes { row in
-                    _ = try shard.decode(r, table: nibbleTable, into: row.baseAddress!)
-                    try shard.check(r, decoded: UnsafeRawBufferPointer(row))
-                }
+        let g = group(holding: row), bit = bit(ofRow: row)
+        // Scratch for a nibble row's decoded values (its checksum is of its values), on the stack.
+        try withUnsafeTemporaryAllocation(byteCount: nibbleTable == nil ? 0 : layout.rowBytes, alignment: 16) { decoded in
+            if !wholeGroup, let touched, !touched.contains(bit) {
+                try check(row - g.shardStart, of: g, decoded: decoded)
+                _ = touched.insert(bit)
+                return
             }
-        } else {
-            check = { r in
-                try ShardCodec.checkRow(at: g.base + self.raw.rowOffset(r), checksum: g.base + self.raw.checksumOffset(r),
-                                        row: g.shardStart + r, shard: g.shard, layout: self.layout)
+            do {
+                for r in g.rows { try check(r, of: g, decoded: decoded) }
+            } catch {
+                try check(row - g.shardStart, of: g, decoded: decoded)
+                return
             }
+            if checked?.insert(bit) == true { checkedGroups.add(1, ordering: .relaxed) }
         }
-        do {
-            for r in g.rows { try check(r) }
-        } catch {
-            try check(row - g.shardStart)
-            return
+    }
+
+    /// Checks row `r` of group `g`'s shard against its checksum: a nibble row decoded into
+    /// `decoded` first; a nibble table's escaped rows are left to ``checkEscaped(_:)``, so that
+    /// checking a group never reads its shard's escaped rows.
+    private func check(_ r: Int, of g: (shard: Int, base: UnsafeRawPointer, shardStart: Int, rows: Range<Int>),
+                       decoded: UnsafeMutableRawBufferPointer) throws {
+        guard let nibbleTable else {
+            return try ShardCodec.checkRow(at: g.base + raw.rowOffset(r), checksum: g.base + raw.checksumOffset(r),
+                                           row: g.shardStart + r, shard: g.shard, layout: layout)
         }
-        if checked?.insert(bit(ofRow: row)) == true { checkedGroups.add(1, ordering: .relaxed) }
+        let shard = nibbleShard(g.shard, groups: g.base)
+        guard !shard.isEscaped(r) else { return }
+        _ = try shard.decode(r, table: nibbleTable, into: decoded.baseAddress!)
+        try shard.check(r, decoded: UnsafeRawBufferPointer(decoded))
     }
 
     /// Shard `index` of a nibble table, its first group at `groups` (known).

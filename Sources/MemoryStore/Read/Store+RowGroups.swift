@@ -37,8 +37,9 @@ extension Store {
     func verify(_ count: Int, of index: RawRowIndex, row: (Int) -> Int) throws {
         for k in 0..<count where !index.isChecked(row(k)) {
             if k + Self.checkAhead < count {
-                let ahead = index.bytesToCheck(ofRow: row(k + Self.checkAhead))
-                pkm_prefetch(ahead.start, ahead.count)
+                let (ahead, more) = index.bytesToCheck(ofRow: row(k + Self.checkAhead))
+                pkm_prefetch(ahead.baseAddress, ahead.count)
+                if let more { pkm_prefetch(more.baseAddress, more.count) }
             }
             try index.verify(row: row(k))
         }
@@ -63,11 +64,12 @@ extension Store {
         let readsBefore = sampleStorageReads(rows: indices.count)
         if indices.count > 1 && readingFromDisk.load(ordering: .relaxed) {
             for k in 0..<indices.count {
-                // The row's pages, and those of the rest of its group when the group is to be checked.
+                // The row's pages, and those of its checksum or its group when it is to be checked.
                 let p = try locate(k)
-                let needed = checksRows ? index.bytesToCheck(ofRow: indices[k]) : (start: p, count: index.raw.rowBytes)
-                let start = Int(bitPattern: needed.start)
-                adviseWillNeed(start, start + needed.count)
+                let (needed, more) = checksRows ? index.bytesToCheck(ofRow: indices[k])
+                    : (UnsafeRawBufferPointer(start: p, count: index.raw.rowBytes), nil)
+                adviseWillNeed(Int(bitPattern: needed.baseAddress), Int(bitPattern: needed.baseAddress) + needed.count)
+                if let more { adviseWillNeed(Int(bitPattern: more.baseAddress), Int(bitPattern: more.baseAddress) + more.count) }
             }
         }
         // A nibble table's rows are decoded into scratch a group at a time, small enough to stay in L1.
