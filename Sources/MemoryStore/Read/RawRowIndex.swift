@@ -233,9 +233,13 @@ final class RawRowIndex: @unchecked Sendable {
         return checkedGroups.load(ordering: .relaxed) == groupCount || checked.contains(bit(ofRow: row))
     }
 
+    /// A row group: its shard, where the shard's first group lies, the shard's first row in the
+    /// table, and the group's rows within the shard.
+    private typealias Group = (shard: Int, base: UnsafeRawPointer, shardStart: Int, rows: Range<Int>)
+
     /// Row `row`'s group: its shard, where the shard's first group lies, the shard's first row
     /// in the table, and the group's rows within the shard; its shard is located.
-    private func group(holding row: Int) -> (shard: Int, base: UnsafeRawPointer, shardStart: Int, rows: Range<Int>) {
+    private func group(holding row: Int) -> Group {
         let shard = shard(ofRow: row), shardStart = shard * layout.rowsPerShard
         let first = ((row - shardStart) >> raw.groupShift) << raw.groupShift
         let end = min(first + raw.groupRows, layout.rowsPerShard, layout.rows - shardStart)
@@ -289,8 +293,7 @@ final class RawRowIndex: @unchecked Sendable {
     /// Checks row `r` of group `g`'s shard against its checksum: a nibble row decoded into
     /// `decoded` first; a nibble table's escaped rows are left to ``checkEscaped(_:)``, so that
     /// checking a group never reads its shard's escaped rows.
-    private func check(_ r: Int, of g: (shard: Int, base: UnsafeRawPointer, shardStart: Int, rows: Range<Int>),
-                       decoded: UnsafeMutableRawBufferPointer) throws {
+    private func check(_ r: Int, of g: Group, decoded: UnsafeMutableRawBufferPointer) throws {
         guard let nibbleTable else {
             return try ShardCodec.checkRow(at: g.base + raw.rowOffset(r), checksum: g.base + raw.checksumOffset(r),
                                            row: g.shardStart + r, shard: g.shard, layout: layout)
