@@ -246,7 +246,7 @@ final class RawRowIndex: @unchecked Sendable {
         return (shard, rows(ofShard: shard)!, shardStart, first..<end)
     }
 
-    /// The bytes that reading and checking row `row` reads (its shard located), as one or two
+    /// The bytes that reading row `row` and checking it read (its shard located), as one or two
     /// spans: the row alone when its group is checked; the row and then its checksum on its
     /// group's first read (``verify(row:wholeGroup:)``); the group's checksums and rows after.
     func bytesToCheck(ofRow row: Int) -> (UnsafeRawBufferPointer, UnsafeRawBufferPointer?) {
@@ -315,21 +315,22 @@ final class RawRowIndex: @unchecked Sendable {
     func escapedRow(_ row: Int, slot: UnsafeRawPointer, checking: Bool) throws -> UnsafeRawPointer {
         let (shard, r) = nibbleShard(holding: row)
         let values = try shard.escapedRow(r, slot: slot)
-        if checking { try checkEscaped(row) }
+        if checking { try checkEscaped(row, values: values) }
         return values
     }
 
-    /// Checks escaped row `row` (its shard located, its slot checked) against its checksum, with
-    /// the other escaped rows of its group, unless they were checked since open: a group whose
-    /// escaped rows all match is remembered (``escapesChecked``), the slots that point to them
-    /// being as immutable as the coded rows the group bit remembers. Only `row` fails, naming
-    /// shard and row; a group with a damaged escaped row is not remembered, so it fails every read.
-    private func checkEscaped(_ row: Int) throws {
+    /// Checks escaped row `row` (its shard located), whose slot was checked and points to
+    /// `values`, against its checksum, with the other escaped rows of its group, unless they were
+    /// checked since open: a group whose escaped rows all match is remembered (``escapesChecked``),
+    /// the slots that point to them being as immutable as the coded rows the group bit remembers.
+    /// Only `row` fails, naming shard and row; a group with a damaged escaped row is not
+    /// remembered, so it fails every read.
+    private func checkEscaped(_ row: Int, values: UnsafeRawPointer) throws {
         let bit = bit(ofRow: row)
         if escapesChecked?.contains(bit) == true { return }
         let (shard, r) = nibbleShard(holding: row)
         let rowBytes = layout.rowBytes
-        try shard.check(r, decoded: UnsafeRawBufferPointer(start: try shard.escapedRow(r, slot: shard.slot(r)), count: rowBytes))
+        try shard.check(r, decoded: UnsafeRawBufferPointer(start: values, count: rowBytes))
         guard let escapesChecked else { return }
         let first = (r >> raw.groupShift) << raw.groupShift
         for other in first..<min(first + raw.groupRows, layout.rowRange(ofShard: shard.shard).count) where other != r && shard.isEscaped(other) {
@@ -364,7 +365,7 @@ final class RawRowIndex: @unchecked Sendable {
             if checking && escapesChecked?.contains(bit(ofRow: row(k))) != true { shard.prefetchChecksum(r) }
         }
         guard checking else { return }
-        for k in 0..<count { try checkEscaped(row(k)) }
+        for k in 0..<count { try checkEscaped(row(k), values: values[k]!) }
     }
 
     /// Decodes the nibble slots at `slots[0 ..< count]`, of rows `indices[0 ..< count]` (their shards

@@ -64,12 +64,17 @@ extension Store {
         let readsBefore = sampleStorageReads(rows: indices.count)
         if indices.count > 1 && readingFromDisk.load(ordering: .relaxed) {
             for k in 0..<indices.count {
-                // The row's pages, and those of its checksum or its group when it is to be checked.
+                // The row's pages, and those of its checksum or its group when it is to be checked:
+                // one call over both spans, which lie within the row's group.
                 let p = try locate(k)
                 let (needed, more) = checksRows ? index.bytesToCheck(ofRow: indices[k])
                     : (UnsafeRawBufferPointer(start: p, count: index.raw.rowBytes), nil)
-                adviseWillNeed(Int(bitPattern: needed.baseAddress), Int(bitPattern: needed.baseAddress) + needed.count)
-                if let more { adviseWillNeed(Int(bitPattern: more.baseAddress), Int(bitPattern: more.baseAddress) + more.count) }
+                var start = Int(bitPattern: needed.baseAddress), end = start + needed.count
+                if let more {
+                    start = min(start, Int(bitPattern: more.baseAddress))
+                    end = max(end, Int(bitPattern: more.baseAddress) + more.count)
+                }
+                adviseWillNeed(start, end)
             }
         }
         // A nibble table's rows are decoded into scratch a group at a time, small enough to stay in L1.
