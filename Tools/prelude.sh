@@ -1,5 +1,5 @@
 # Sourced by the scripts in Tools/: strict mode, `root` (the repository), the Swift toolchain
-# on PATH, the Python helpers (Tools/pkmtools) on PYTHONPATH, and kernel_object.
+# on PATH, the Python helpers (Tools/pkmtools) on PYTHONPATH, kernel_object and kernel_harness.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export PATH="/opt/swift/usr/bin:$PATH"
@@ -15,4 +15,16 @@ kernel_object() {
         renames+=("-D$f=${name}_${f#pkm_}")
     done
     clang -O2 "$@" "${renames[@]}" -I "$kernel/include" -c "$kernel/gather_kernel.c" -o "$out"
+}
+
+# kernel_harness NAME [LOG2_ROWS...]: Tools/NAME.c built with the gather kernel and run once for
+# each table size (default 16 20 24), in a scratch directory removed when the script exits.
+kernel_harness() {
+    local name=$1 work e
+    shift
+    work=$(mktemp -d)
+    trap 'rm -rf "$work"' EXIT
+    clang -O2 -I "$root/Sources/CGatherKernel/include" -o "$work/$name" "$root/Tools/$name.c" \
+        "$root/Sources/CGatherKernel/gather_kernel.c" -lm
+    for e in ${*:-16 20 24}; do "$work/$name" "$e"; done
 }
