@@ -23,7 +23,7 @@ kernel_harness() {
     local name=$1 work e
     shift
     work=$(mktemp -d)
-    trap 'rm -rf "$work"' EXIT
+    trap "rm -rf '$work'" EXIT  # expanded now: `work` is gone when the script exits
     clang -O2 -I "$root/Sources/CGatherKernel/include" -o "$work/$name" "$root/Tools/$name.c" \
         "$root/Sources/CGatherKernel/gather_kernel.c" -lm
     for e in ${*:-16 20 24}; do "$work/$name" "$e"; done
