@@ -35,8 +35,6 @@ typedef struct {
     intptr_t *unchecked;
     size_t n;
     int refused;
-    /// A nibble table's escaped rows, for the nibble kernel to add them (NULL: it lists them).
-    const pkm_escape_map *escapes;
 } locator;
 
 /// Row indices[k]'s address in the table loc->map describes (its shard known), `how` saying which
@@ -59,35 +57,6 @@ static inline __attribute__((always_inline)) const void *locate_row(const int ho
         if (!((__atomic_load_n(&map->checked[g >> 6], __ATOMIC_RELAXED) >> (g & 63)) & 1)) loc->unchecked[loc->n++] = (intptr_t)k;
     }
     return base + map->row_offsets[i];
-}
-
-/// The values of row indices[k] (a nibble table's), whose slot of `slot_bytes` at `slot` is
-/// escaped, when the kernel may add them itself (pkm_nibble_gather_reduce_rows): the slot well
-/// formed, its index below the shard's escaped rows, and its group's escaped rows checked where
-/// loc->escapes->checked is given. NULL otherwise, for the caller to read (and report) the row.
-static inline __attribute__((always_inline)) const uint8_t *escaped_values(const locator *loc, size_t k, const uint8_t *slot,
-                                                                           size_t slot_bytes, size_t row_bytes) {
-    const pkm_escape_map *escapes = loc->escapes;
-    const pkm_row_map *map = &loc->map;
-    const uint64_t r = (uint64_t)loc->indices[k];
-    if (!escapes || r >= map->rows) return NULL;
-    const uint64_t s = map->shard_multiplier ? (uint64_t)(((unsigned __int128)map->shard_multiplier * r) >> 64) : r / map->rows_per_shard;
-    if (escapes->checked) {
-        const uint64_t g = (s << map->checked_shift) + ((r - s * map->rows_per_shard) >> map->group_shift);
-        if (!((__atomic_load_n(&escapes->checked[g >> 6], __ATOMIC_RELAXED) >> (g & 63)) & 1)) return NULL;
-    }
-    uint64_t head, rest = 0, word;
-    memcpy(&head, slot, 8);
-    size_t at = 8;
-    for (; at + 8 <= slot_bytes; at += 8) {
-        memcpy(&word, slot + at, 8);
-        rest |= word;
-    }
-    for (; at < slot_bytes; at++) rest |= slot[at];
-    const uint64_t index = head >> 32;
-    if ((uint32_t)head != 0xFF || rest != 0 || index >= (uint64_t)__atomic_load_n(&escapes->counts[s], __ATOMIC_RELAXED)) return NULL;
-    const char *groups = (const char *)__atomic_load_n(&map->shard_rows[s], __ATOMIC_RELAXED);
-    return (const uint8_t *)groups + (s == escapes->last_shard ? escapes->last_offset : escapes->offset) + index * row_bytes;
 }
 
 /// The output row of the run starting at k, whose target is t: a target not below loc->outputs
@@ -501,7 +470,7 @@ size_t pkm_gather_reduce_rows_at(int level, int element_type, const pkm_row_map 
                                  size_t outputs, size_t prefetch_distance, const float *half_table, const void **rows,
                                  intptr_t *unchecked) {
     if (count == 0 || dim == 0 || chunks == 0) return 0;
-    locator loc = {*map, indices, outputs, unchecked, 0, 0, NULL};
+    locator loc = {*map, indices, outputs, unchecked, 0, 0};
     gather_reduce_path(level, element_type, rows, NULL, count, dim, chunks, weights, targets, out, prefetch_distance,
                        half_table, &loc);
     return loc.refused ? SIZE_MAX : loc.n;
@@ -705,39 +674,13 @@ static ALWAYS_INLINE AVX2 __m256 widen_bf16(__m128i v) {
 #define NIBBLE_AHEAD(r)                                                                                                 \
     if (first && distance && (r) + distance < count) LOCATE_AND_PREFETCH(slots, (r) + distance, slot_bytes)
 
-/// The values of slot r (escaped: first byte 0xFF) for a block to add, or NULL for it to skip
-/// the row. The first block (c0 == 0) takes them from escaped_values when the kernel locates its
-/// rows, and lists the k of a row it cannot add in escaped[(*escapes)++], for the caller to add;
-/// a later block skips the rows the first listed (found from the run's first entry, *listed, on:
-/// a group's bit may be set between two blocks, and the blocks must agree) and adds the others.
-static ALWAYS_INLINE const uint8_t *nibble_escaped(const int first, const int located, const locator *loc, const uint8_t *slot,
-                                                   size_t r, size_t slot_bytes, size_t row_bytes, intptr_t *escaped,
-                                                   size_t *escapes, size_t *listed) {
-    if (!first && *listed < *escapes && escaped[*listed] == (intptr_t)r) {
-        ++*listed;
-        return NULL;
-    }
-    const uint8_t *values = located ? escaped_values(loc, r, slot, slot_bytes, row_bytes) : NULL;
-    if (!values && first) escaped[(*escapes)++] = (intptr_t)r;
-    return values;
-}
-
-/// Slot r's escaped values (nibble_escaped) as `values`, NULL for a coded slot; skips the row
-/// when there are none to add.
-#define NIBBLE_ESCAPED(slot, r, values)                                                                                 \
-    const uint8_t *values = NULL;                                                                                       \
+/// Escaped slots (first byte 0xFF) are skipped by every block; the first block (c0 == 0) lists
+/// their k in escaped[(*escapes)++], for the caller to add.
+#define NIBBLE_SKIP(slot, r)                                                                                            \
     if ((slot)[0] == 0xFF) {                                                                                            \
-        values = nibble_escaped(first, located, loc, (slot), (r), slot_bytes, 2 * dim, escaped, escapes, listed);       \
-        if (!values) continue;                                                                                          \
+        if (first) escaped[(*escapes)++] = (intptr_t)(r);                                                             \
+        continue;                                                                                                       \
     }
-
-/// Four vectors of eight floats, columns c0 ..< c0 + 32 of a row of bf16 values.
-#define BF16_VALUES32(values, c0, v0, v1, v2, v3)                                                                       \
-    do {                                                                                                                \
-        const __m128i *at_ = (const __m128i *)((values) + 2 * (c0));                                                    \
-        v0 = widen_bf16(_mm_loadu_si128(at_)); v1 = widen_bf16(_mm_loadu_si128(at_ + 1));                               \
-        v2 = widen_bf16(_mm_loadu_si128(at_ + 2)); v3 = widen_bf16(_mm_loadu_si128(at_ + 3));                           \
-    } while (0)
 
 /// A run of rows with one target over columns c0 ..< c0 + 32 of nibble slots: codes looked up
 /// with a byte shuffle, interleaved with the low bytes, widened and summed in four accumulators.
@@ -745,7 +688,7 @@ static ALWAYS_INLINE AVX2 void nibble_run_block32(const int chunked, const int l
                                                   size_t k, size_t end, size_t count, size_t c0, size_t dim,
                                                   size_t chunks, size_t width, const float *weights, float *o,
                                                   size_t distance, size_t slot_bytes, __m128i table, intptr_t *escaped,
-                                                  size_t *escapes, size_t *listed, locator *loc) {
+                                                  size_t *escapes, locator *loc) {
     const __m128i mask = _mm_set1_epi8(15);
     __m256 a0 = _mm256_loadu_ps(o + c0), a1 = _mm256_loadu_ps(o + c0 + 8), a2 = _mm256_loadu_ps(o + c0 + 16),
            a3 = _mm256_loadu_ps(o + c0 + 24);
@@ -753,11 +696,10 @@ static ALWAYS_INLINE AVX2 void nibble_run_block32(const int chunked, const int l
     for (size_t r = k; r < end; r++) {
         NIBBLE_AHEAD(r)
         const uint8_t *slot = (const uint8_t *)slots[r];
-        NIBBLE_ESCAPED(slot, r, values)
+        NIBBLE_SKIP(slot, r)
         const float *w = weights + position(positions, r) * chunks;
         __m256 v0, v1, v2, v3;
-        if (values) BF16_VALUES32(values, c0, v0, v1, v2, v3);
-        else NIBBLE_DECODE32(slot, slot + dim / 2, c0, v0, v1, v2, v3);
+        NIBBLE_DECODE32(slot, slot + dim / 2, c0, v0, v1, v2, v3);
 #define WEIGHT(v) (chunked ? _mm256_set1_ps(w[(c0 + 8 * (v)) / width]) : wt)
         const __m256 wt = _mm256_set1_ps(w[0]);
         a0 = _mm256_fmadd_ps(v0, WEIGHT(0), a0); a1 = _mm256_fmadd_ps(v1, WEIGHT(1), a1);
@@ -773,7 +715,7 @@ static ALWAYS_INLINE AVX2 void nibble_run_block64(const int chunked, const int l
                                                   size_t k, size_t end, size_t count, size_t c0, size_t dim,
                                                   size_t chunks, size_t width, const float *weights, float *o,
                                                   size_t distance, size_t slot_bytes, __m128i table, intptr_t *escaped,
-                                                  size_t *escapes, size_t *listed, locator *loc) {
+                                                  size_t *escapes, locator *loc) {
     const __m128i mask = _mm_set1_epi8(15);
     __m256 a0 = _mm256_loadu_ps(o + c0), a1 = _mm256_loadu_ps(o + c0 + 8), a2 = _mm256_loadu_ps(o + c0 + 16),
            a3 = _mm256_loadu_ps(o + c0 + 24), a4 = _mm256_loadu_ps(o + c0 + 32), a5 = _mm256_loadu_ps(o + c0 + 40),
@@ -782,17 +724,12 @@ static ALWAYS_INLINE AVX2 void nibble_run_block64(const int chunked, const int l
     for (size_t r = k; r < end; r++) {
         NIBBLE_AHEAD(r)
         const uint8_t *slot = (const uint8_t *)slots[r];
-        NIBBLE_ESCAPED(slot, r, values)
+        NIBBLE_SKIP(slot, r)
         const float *w = weights + position(positions, r) * chunks;
         const uint8_t *low = slot + dim / 2;
         __m256 v0, v1, v2, v3, v4, v5, v6, v7;
-        if (values) {
-            BF16_VALUES32(values, c0, v0, v1, v2, v3);
-            BF16_VALUES32(values, c0 + 32, v4, v5, v6, v7);
-        } else {
-            NIBBLE_DECODE32(slot, low, c0, v0, v1, v2, v3);
-            NIBBLE_DECODE32(slot, low, c0 + 32, v4, v5, v6, v7);
-        }
+        NIBBLE_DECODE32(slot, low, c0, v0, v1, v2, v3);
+        NIBBLE_DECODE32(slot, low, c0 + 32, v4, v5, v6, v7);
 #define WEIGHT(v) (chunked ? _mm256_set1_ps(w[(c0 + 8 * (v)) / width]) : wt)
         const __m256 wt = _mm256_set1_ps(w[0]);
         a0 = _mm256_fmadd_ps(v0, WEIGHT(0), a0); a1 = _mm256_fmadd_ps(v1, WEIGHT(1), a1);
@@ -819,31 +756,11 @@ static ALWAYS_INLINE AVX2 void nibble_run_block64(const int chunked, const int l
         const __m512i codes_ = _mm512_ternarylogic_epi64(words_, _mm512_slli_epi16(words_, 4), nibbles, 0xA8);        \
         const __m512i top_ = _mm512_shuffle_epi8(table4, codes_);                                                     \
         const __m512i low_ = _mm512_loadu_si512((const void *)((low) + (c0)));                                        \
-        LANES_FROM_BYTES(low_, top_, v0, v1, v2, v3);                                                                   \
-    } while (0)
-
-/// The floats of 64 bf16 values whose low bytes are `low` and top bytes `top` (in element
-/// order) in NIBBLE_DECODE64_LANES's lane order.
-#define LANES_FROM_BYTES(low, top, v0, v1, v2, v3)                                                                      \
-    do {                                                                                                                \
-        const __m512i h0_ = _mm512_unpacklo_epi8(low, top), h1_ = _mm512_unpackhi_epi8(low, top);                     \
+        const __m512i h0_ = _mm512_unpacklo_epi8(low_, top_), h1_ = _mm512_unpackhi_epi8(low_, top_);                 \
         v0 = _mm512_castsi512_ps(_mm512_unpacklo_epi16(zero, h0_));                                                   \
         v1 = _mm512_castsi512_ps(_mm512_unpackhi_epi16(zero, h0_));                                                   \
         v2 = _mm512_castsi512_ps(_mm512_unpacklo_epi16(zero, h1_));                                                   \
         v3 = _mm512_castsi512_ps(_mm512_unpackhi_epi16(zero, h1_));                                                   \
-    } while (0)
-
-/// Columns c0 ..< c0 + 64 of a row of bf16 values in NIBBLE_DECODE64_LANES's lane order: its low
-/// and top bytes split apart (narrowing each word to its low byte), then put together as a
-/// decoded slot's are.
-#define BF16_VALUES64_LANES(values, c0, v0, v1, v2, v3)                                                                 \
-    do {                                                                                                                \
-        const __m512i r0_ = _mm512_loadu_si512((const void *)((values) + 2 * (c0)));                                  \
-        const __m512i r1_ = _mm512_loadu_si512((const void *)((values) + 2 * (c0) + 64));                             \
-        const __m512i low_ = _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtepi16_epi8(r0_)), _mm512_cvtepi16_epi8(r1_), 1); \
-        const __m512i top_ = _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtepi16_epi8(_mm512_srli_epi16(r0_, 8))), \
-                                                _mm512_cvtepi16_epi8(_mm512_srli_epi16(r1_, 8)), 1);                    \
-        LANES_FROM_BYTES(low_, top_, v0, v1, v2, v3);                                                                   \
     } while (0)
 
 /// Exchanges lane m of x<j> with lane j of x<m> (a 4 x 4 transpose of 128-bit lanes): the 64
@@ -866,7 +783,7 @@ static ALWAYS_INLINE AVX512 void nibble_run_block64_512(const int chunked, const
                                                         size_t k, size_t end, size_t count, size_t c0, size_t dim,
                                                         size_t chunks, size_t width, const float *weights, float *o,
                                                         size_t distance, size_t slot_bytes, __m128i table, intptr_t *escaped,
-                                                        size_t *escapes, size_t *listed, locator *loc) {
+                                                        size_t *escapes, locator *loc) {
     const __m512i table4 = _mm512_broadcast_i32x4(table), nibbles = _mm512_set1_epi16(0x0F0F), zero = _mm512_setzero_si512();
     __m512 a0 = _mm512_loadu_ps(o + c0), a1 = _mm512_loadu_ps(o + c0 + 16), a2 = _mm512_loadu_ps(o + c0 + 32),
            a3 = _mm512_loadu_ps(o + c0 + 48);
@@ -890,35 +807,24 @@ static ALWAYS_INLINE AVX512 void nibble_run_block64_512(const int chunked, const
         A0 = _mm512_fmadd_ps(v0_, wv_, A0); A1 = _mm512_fmadd_ps(v1_, wv_, A1);                                         \
         A2 = _mm512_fmadd_ps(v2_, wv_, A2); A3 = _mm512_fmadd_ps(v3_, wv_, A3);                                         \
     } while (0)
-#define ADD_SLOT(p, r, w, A0, A1, A2, A3)                                                                               \
-    if ((p)[0] != 0xFF) {                                                                                               \
-        ADD_ROW(p, w, A0, A1, A2, A3);                                                                                  \
-    } else {                                                                                                            \
-        const uint8_t *values_ = nibble_escaped(first, located, loc, (p), (r), slot_bytes, 2 * dim, escaped, escapes, listed); \
-        if (values_) {                                                                                                  \
-            __m512 v0_, v1_, v2_, v3_;                                                                                  \
-            BF16_VALUES64_LANES(values_, c0, v0_, v1_, v2_, v3_);                                                       \
-            const __m512 wv_ = WEIGHTS(w);                                                                              \
-            A0 = _mm512_fmadd_ps(v0_, wv_, A0); A1 = _mm512_fmadd_ps(v1_, wv_, A1);                                     \
-            A2 = _mm512_fmadd_ps(v2_, wv_, A2); A3 = _mm512_fmadd_ps(v3_, wv_, A3);                                     \
-        }                                                                                                               \
-    }
     size_t r = k;
     for (; r + 1 < end; r += 2) {
         NIBBLE_AHEAD(r)
         NIBBLE_AHEAD(r + 1)
         const uint8_t *p = (const uint8_t *)slots[r], *q = (const uint8_t *)slots[r + 1];
         const float *w = weights + position(positions, r) * chunks, *x = weights + position(positions, r + 1) * chunks;
-        ADD_SLOT(p, r, w, a0, a1, a2, a3)
-        ADD_SLOT(q, r + 1, x, b0, b1, b2, b3)
+        if (p[0] != 0xFF) ADD_ROW(p, w, a0, a1, a2, a3);
+        else if (first) escaped[(*escapes)++] = (intptr_t)r;
+        if (q[0] != 0xFF) ADD_ROW(q, x, b0, b1, b2, b3);
+        else if (first) escaped[(*escapes)++] = (intptr_t)(r + 1);
     }
     if (r < end) {
         NIBBLE_AHEAD(r)
         const uint8_t *p = (const uint8_t *)slots[r];
         const float *w = weights + position(positions, r) * chunks;
-        ADD_SLOT(p, r, w, a0, a1, a2, a3)
+        if (p[0] != 0xFF) ADD_ROW(p, w, a0, a1, a2, a3);
+        else if (first) escaped[(*escapes)++] = (intptr_t)r;
     }
-#undef ADD_SLOT
 #undef ADD_ROW
 #undef WEIGHTS
     a0 = _mm512_add_ps(a0, b0); a1 = _mm512_add_ps(a1, b1); a2 = _mm512_add_ps(a2, b2); a3 = _mm512_add_ps(a3, b3);
@@ -939,12 +845,9 @@ static ALWAYS_INLINE AVX512 size_t nibble_reduce_512_typed(const int chunked, co
         const intptr_t t = target(targets, positions, k);
         const size_t end = run_end(targets, positions, k, count, t);
         float *o = target_row(out, t, dim, located ? loc : NULL);
-        const size_t run_listed = escapes;
-        for (size_t c0 = 0; c0 < dim; c0 += 64) {
-            size_t listed = run_listed;
+        for (size_t c0 = 0; c0 < dim; c0 += 64)
             nibble_run_block64_512(chunked, located, slots, positions, k, end, count, c0, dim, chunks, width, weights, o, distance,
-                                   slot_bytes, table, escaped, &escapes, &listed, loc);
-        }
+                                   slot_bytes, table, escaped, &escapes, loc);
         k = end;
     }
     if (located) {
@@ -976,19 +879,14 @@ static ALWAYS_INLINE AVX2 size_t nibble_reduce_typed(const int chunked, const in
         const intptr_t t = target(targets, positions, k);
         const size_t end = run_end(targets, positions, k, count, t);
         float *o = target_row(out, t, dim, located ? loc : NULL);
-        const size_t run_listed = escapes;
         if (dim % 64 == 0) {
-            for (size_t c0 = 0; c0 < dim; c0 += 64) {
-                size_t listed = run_listed;
+            for (size_t c0 = 0; c0 < dim; c0 += 64)
                 nibble_run_block64(chunked, located, slots, positions, k, end, count, c0, dim, chunks, width, weights, o, distance,
-                                   slot_bytes, table, escaped, &escapes, &listed, loc);
-            }
+                                   slot_bytes, table, escaped, &escapes, loc);
         } else {
-            for (size_t c0 = 0; c0 < dim; c0 += 32) {
-                size_t listed = run_listed;
+            for (size_t c0 = 0; c0 < dim; c0 += 32)
                 nibble_run_block32(chunked, located, slots, positions, k, end, count, c0, dim, chunks, width, weights, o, distance,
-                                   slot_bytes, table, escaped, &escapes, &listed, loc);
-            }
+                                   slot_bytes, table, escaped, &escapes, loc);
         }
         k = end;
     }
@@ -1045,13 +943,13 @@ size_t pkm_nibble_gather_reduce_at(int level, const void *const *slots, const in
                               table, escaped, NULL);
 }
 
-size_t pkm_nibble_gather_reduce_rows(const pkm_row_map *map, const pkm_escape_map *escapes, const intptr_t *indices, size_t count,
-                                     size_t dim, size_t chunks, const float *weights, const intptr_t *targets, float *out,
-                                     size_t outputs, size_t prefetch_distance, const uint8_t *table, const void **slots,
-                                     intptr_t *escaped, intptr_t *unchecked, size_t *unchecked_count) {
-    locator loc = {*map, indices, outputs, unchecked, 0, 0, escapes && escapes->counts ? escapes : NULL};
-    const size_t listed = nibble_reduce_path(pkm_gather_reduce_level(), slots, NULL, count, dim, chunks, weights, targets, out,
-                                             prefetch_distance, table, escaped, &loc);
+size_t pkm_nibble_gather_reduce_rows(const pkm_row_map *map, const intptr_t *indices, size_t count, size_t dim, size_t chunks,
+                                     const float *weights, const intptr_t *targets, float *out, size_t outputs,
+                                     size_t prefetch_distance, const uint8_t *table, const void **slots, intptr_t *escaped,
+                                     intptr_t *unchecked, size_t *unchecked_count) {
+    locator loc = {*map, indices, outputs, unchecked, 0, 0};
+    const size_t escapes = nibble_reduce_path(pkm_gather_reduce_level(), slots, NULL, count, dim, chunks, weights, targets, out,
+                                              prefetch_distance, table, escaped, &loc);
     *unchecked_count = loc.n;
-    return loc.refused ? SIZE_MAX : listed;
+    return loc.refused ? SIZE_MAX : escapes;
 }

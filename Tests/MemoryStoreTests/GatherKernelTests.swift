@@ -254,27 +254,19 @@ import _MemorySupport
         let outside = UInt8((0x3C...0x3F).first { !codes.topBytes.contains(UInt8($0)) }!)
         for r in stride(from: 5, to: tableRows, by: 37) { encoded[(r * dim + 3) * 2 + 1] = outside }
         let slotBytes = NibbleCode.slotBytes(dim: dim, elementType: .bf16)
-        // The slots, then the escaped rows' values in row order (a shard's escape area), but for
-        // two malformed escape slots: one pointing past the escaped rows, one with a byte set in
-        // its padding.
         var slots = [UInt8](repeating: 0, count: tableRows * slotBytes)
-        var escaped = [Int]()
+        var escaped = Set<Int>()
         slots.withUnsafeMutableBytes { s in
             encoded.withUnsafeBytes { e in
                 for r in 0..<tableRows where !codes.encode(e.baseAddress! + r * dim * 2, dim: dim, elementSize: 2, into: s.baseAddress! + r * slotBytes) {
                     (s.baseAddress! + r * slotBytes).initializeMemory(as: UInt8.self, repeating: 0, count: slotBytes)
                     s[r * slotBytes] = NibbleCode.escapeMarker
-                    s.storeBytes(of: UInt32(escaped.count).littleEndian, toByteOffset: r * slotBytes + 4, as: UInt32.self)
-                    escaped.append(r)
+                    escaped.insert(r)
                 }
             }
         }
         #expect(escaped.count >= 5)
-        for r in escaped { slots += encoded[(r * dim * 2)..<((r + 1) * dim * 2)] }
-        let malformed = [escaped[1], escaped[3]]
-        slots[malformed[0] * slotBytes + 4] = UInt8(escaped.count)
-        slots[malformed[1] * slotBytes + slotBytes - 1] = 1
-        let picks = malformed + (2..<count).map { _ in Int(rng.next() % UInt64(tableRows)) }
+        let picks = (0..<count).map { _ in Int(rng.next() % UInt64(tableRows)) }
         let targets = (0..<count).map { $0 * outputs / count }
         let weights = (0..<(count * chunks)).map { _ in rng.normal() }
         let table = codes.decodeTable
@@ -336,51 +328,12 @@ import _MemorySupport
                             var out = [Float](repeating: 0, count: outputs * dim), listed = [Int](repeating: -1, count: count)
                             var located = [UnsafeRawPointer?](repeating: nil, count: count), unchecked = [Int](repeating: -1, count: count)
                             var n = 0
-                            let e = pkm_nibble_gather_reduce_rows(&map, nil, picks, count, dim, chunks, weights, targets, &out, outputs, 8, table,
-                                                                  &located, &listed, &unchecked, &n)
+                            let e = pkm_nibble_gather_reduce_rows(&map, picks, count, dim, chunks, weights, targets, &out, outputs, 8, table, &located,
+                                                                  &listed, &unchecked, &n)
                             #expect(located == rows && out == given, "sharded \(sharded)")
                             #expect(e == escapes && Array(listed[0..<e]) == Array(givenListed[0..<escapes]), "sharded \(sharded)")
                             let expectedUnchecked = sharded ? picks.indices.filter { bitmap[picks[$0] / 4 / 64] >> UInt64(picks[$0] / 4 % 64) & 1 == 0 } : []
                             #expect(Array(unchecked[0..<n]) == expectedUnchecked, "sharded \(sharded)")
-                        }
-                    }
-                }
-            }
-            // With the shard's escape area, the kernel adds the escaped rows it may in place: every
-            // well-formed one without a bitmap of checked escaped groups, with one only those whose
-            // bit is set. It lists the others (the malformed ones always), and those added by the
-            // plain kernel give the sums.
-            let escapeBits = (0..<2).map { _ in rng.next() }
-            let counts = [escaped.count]
-            for checkedEscapes in [false, true] {
-                bases.withUnsafeBufferPointer { b in
-                    offsets.withUnsafeBufferPointer { o in
-                        escapeBits.withUnsafeBufferPointer { bits in
-                            counts.withUnsafeBufferPointer { c in
-                                var map = pkm_row_map(base: nil, row_bytes: slotBytes, shard_rows: b.baseAddress, rows_per_shard: tableRows,
-                                                      shard_multiplier: 0, row_offsets: o.baseAddress, checked: nil, checked_shift: 7,
-                                                      group_shift: 2, rows: tableRows)
-                                var escapeMap = pkm_escape_map(counts: c.baseAddress, offset: tableRows * slotBytes, last_offset: tableRows * slotBytes,
-                                                               last_shard: 0, checked: checkedEscapes ? bits.baseAddress : nil)
-                                var out = [Float](repeating: 0, count: outputs * dim), listed = [Int](repeating: -1, count: count)
-                                var located = [UnsafeRawPointer?](repeating: nil, count: count), unchecked = [Int](repeating: -1, count: count)
-                                var n = 0
-                                let e = pkm_nibble_gather_reduce_rows(&map, &escapeMap, picks, count, dim, chunks, weights, targets, &out, outputs, 8,
-                                                                      table, &located, &listed, &unchecked, &n)
-                                let expectedListed = escapedPicks.filter {
-                                    malformed.contains(picks[$0]) || checkedEscapes && escapeBits[picks[$0] / 4 / 64] >> UInt64(picks[$0] / 4 % 64) & 1 == 0
-                                }
-                                #expect(Array(listed[0..<e]) == expectedListed, "checked escapes \(checkedEscapes)")
-                                #expect(expectedListed.count > 0 && expectedListed.count < escapedPicks.count, "checked escapes \(checkedEscapes)")
-                                encoded.withUnsafeBytes { values in
-                                    let rowsOfListed = listed[0..<e].map { UnsafeRawPointer?(values.baseAddress! + picks[$0] * dim * 2) }
-                                    pkm_gather_reduce_at(Int32(PKM_KERNEL_PORTABLE), Int32(ElementType.bf16.code), rowsOfListed, Array(listed[0..<e]), e,
-                                                         dim, chunks, weights, targets, &out, 0, nil)
-                                }
-                                for i in 0..<(outputs * dim) {
-                                    #expect(abs(out[i] - expected[i]) <= 1e-5 * max(1, abs(expected[i])), "checked escapes \(checkedEscapes), output \(i)")
-                                }
-                            }
                         }
                     }
                 }

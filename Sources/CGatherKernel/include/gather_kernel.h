@@ -117,32 +117,17 @@ size_t pkm_nibble_gather_reduce_at(int level, const void *const *slots, const in
                                    size_t chunks, const float *weights, const intptr_t *targets, float *out,
                                    size_t prefetch_distance, const uint8_t *table, intptr_t *escaped);
 
-/// Where a nibble table's escaped rows lie (Spec/FORMAT.md, "Nibble"), for
-/// pkm_nibble_gather_reduce_rows to add them itself: shard s's escape area starts `offset` bytes
-/// after its first group (map->shard_rows[s]; `last_offset` for shard `last_shard`, which may
-/// hold fewer rows) and holds counts[s] rows (read with relaxed atomic loads). When `checked` is
-/// not NULL, only escaped rows of groups whose bit (numbered as map->checked's) is set are added
-/// (their checksums matched); the others are listed for the caller.
-typedef struct {
-    const intptr_t *counts;
-    size_t offset, last_offset, last_shard;
-    const uint64_t *checked;
-} pkm_escape_map;
-
 /// pkm_nibble_gather_reduce over the slots of rows indices[0 ..< count] of the nibble table `map`
 /// describes, each located as its lines are asked for (as pkm_gather_reduce_rows): slots[k]
 /// becomes row indices[k]'s slot (`slots` holds count entries); the rows of groups not yet
 /// checked are summed, their k listed in unchecked[0 ..< *unchecked_count] (count entries), for
-/// the caller to check. With `escapes` (NULL, or its `counts` NULL: none), an escaped row is summed in its place when its
-/// slot is well formed (the marker, three zero bytes, an index below its shard's count, zeros)
-/// and, where escapes->checked is given, its group's bit is set. Returns the number of escaped
-/// slots not summed, listed in `escaped` as pkm_nibble_gather_reduce lists them, or SIZE_MAX
-/// when an index or target was refused (as by pkm_gather_reduce_rows). Needs
-/// pkm_nibble_gather_reduce_fits.
-size_t pkm_nibble_gather_reduce_rows(const pkm_row_map *map, const pkm_escape_map *escapes, const intptr_t *indices, size_t count,
-                                     size_t dim, size_t chunks, const float *weights, const intptr_t *targets, float *out,
-                                     size_t outputs, size_t prefetch_distance, const uint8_t *table, const void **slots,
-                                     intptr_t *escaped, intptr_t *unchecked, size_t *unchecked_count);
+/// the caller to check; returns the number of escaped slots, listed in `escaped` as
+/// pkm_nibble_gather_reduce lists them, or SIZE_MAX when an index or target was refused (as by
+/// pkm_gather_reduce_rows). Needs pkm_nibble_gather_reduce_fits.
+size_t pkm_nibble_gather_reduce_rows(const pkm_row_map *map, const intptr_t *indices, size_t count, size_t dim, size_t chunks,
+                                     const float *weights, const intptr_t *targets, float *out, size_t outputs,
+                                     size_t prefetch_distance, const uint8_t *table, const void **slots, intptr_t *escaped,
+                                     intptr_t *unchecked, size_t *unchecked_count);
 
 /// Whether pkm_nibble_gather_reduce runs on this processor for rows of `dim` in `chunks`.
 int pkm_nibble_gather_reduce_fits(size_t dim, size_t chunks);

@@ -181,18 +181,6 @@ final class RawRowIndex: @unchecked Sendable {
                            checked_shift: UInt32(checkedShift), group_shift: UInt32(raw.groupShift), rows: layout.rows)
     }
 
-    /// Where a nibble table's escaped rows lie, for the kernel to add those it may itself: with
-    /// `checking`, those of groups whose escaped rows were checked (``escapesChecked``). Empty
-    /// (`counts` nil: the kernel lists every escaped row) for raw tables, and with checks where
-    /// the table is too large to remember them.
-    func escapeMap(checking: Bool) -> pkm_escape_map {
-        guard let escapeCounts, shardCount > 0, !checking || escapesChecked != nil else { return pkm_escape_map() }
-        let lastRows = layout.rowRange(ofShard: shardCount - 1).count
-        return pkm_escape_map(counts: UnsafeRawPointer(escapeCounts).assumingMemoryBound(to: Int.self),  // Atomic<Int> is laid out as Int
-                              offset: raw.blobBytes(rows: layout.rowsPerShard) - raw.start, last_offset: raw.blobBytes(rows: lastRows) - raw.start,
-                              last_shard: shardCount - 1, checked: checking ? escapesChecked?.words64 : nil)
-    }
-
     /// Checks up to `groups` groups not yet checked, from where the last sweep stopped, once all
     /// but a sixteenth of the table's groups have been read (and checked): then reads skip the
     /// bitmap sooner, where a few rows no query selects would keep them consulting it for the

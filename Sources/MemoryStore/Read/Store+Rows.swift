@@ -242,8 +242,8 @@ extension Store {
     }
 
     /// The reduce by the kernel that locates each row as it prefetches it, in calls of
-    /// ``rawGroupRows`` rows (a nibble table's escaped rows added in place by the kernel once their
-    /// group's were checked, the others after each call's coded rows, as by the other road). The rows of groups not yet checked are summed with the others, then
+    /// ``rawGroupRows`` rows (a nibble table's escaped rows added after each call's coded rows,
+    /// as by the other road). The rows of groups not yet checked are summed with the others, then
     /// checked before the call returns: a damaged row throws, naming shard and row (and leaves
     /// the output partly summed, as any error does). Once most of the table is checked, a reduce
     /// also checks a group beyond its own rows for every 256 rows it read, at least 16
@@ -259,7 +259,6 @@ extension Store {
         defer { rowScratch.give(scratch) }
         let readsBefore = residentRows == nil ? sampleStorageReads(rows: indices.count) : nil
         let table = residentRows == nil ? rawRows?.nibbleTable : nil
-        var escapeMap = (table == nil ? nil : rawRows?.escapeMap(checking: checksRows)) ?? pkm_escape_map()
         let escaped = UnsafeMutableBufferPointer<Int>.allocate(capacity: table == nil ? 0 : group)
         let escapedRows = UnsafeMutableBufferPointer<UnsafeRawPointer?>.allocate(capacity: table == nil ? 0 : group)
         defer { escaped.deallocate(); escapedRows.deallocate() }
@@ -271,7 +270,7 @@ extension Store {
             if let table {
                 var m = map
                 escapes = table.withUnsafeBufferPointer { t in
-                    pkm_nibble_gather_reduce_rows(&m, &escapeMap, slice.baseAddress, n, dim, chunks, weights + start * chunks, targets.map { $0 + start },
+                    pkm_nibble_gather_reduce_rows(&m, slice.baseAddress, n, dim, chunks, weights + start * chunks, targets.map { $0 + start },
                                                   out, outputs, RowKernels.prefetchDistance, t.baseAddress, scratch.pointers.baseAddress,
                                                   escaped.baseAddress, scratch.positions.baseAddress, &unchecked)
                 }
