@@ -156,6 +156,32 @@ import TestSupport
         try expectSameAnswers("after the upgrade to version \(Manifest.currentVersion)")
     }
 
+    /// `Tests/Fixtures/v6-nibble.store` was written by memtool at format version 6 (commit 6cdf6e7:
+    /// `create --synthetic --scoring tucker --rows 2048 --dim 16 --heads 2 --key-dim 8 --expansion 2
+    /// --topk 4 --top-m 8 --seed 8 --codec nibble --dtype bf16 --rows-per-shard 1500`): two nibble
+    /// shards of codec 4, the second partial, 10 escaped rows; `v6-nibble.digest` is that
+    /// version's Python reader's digest, `v6-nibble.indices.npy` and `.output.npy` what that
+    /// memtool answered to `v3.queries.npy`.
+    @Test func versionSixNibbleStoresServeAndUpgrade() throws {
+        let scratch = ScratchDirectory()
+        let path = try fixture("v6-nibble.store", in: scratch)
+        let recorded = try recordedDigest("v6-nibble")
+        #expect(try digest(path) == recorded, "the current Python reader reads the version-6 store as version 6's did")
+        do {
+            let store = try Store.open(at: path)
+            #expect(store.manifest.formatVersion == 6)
+            #expect(try store.verify().isSound)
+        }
+        try expectAnswers(path, layer: nil, as: "v6-nibble", in: scratch, "as version 6")
+        let compacted = try Tools.memtool("compact", path, "--codec", "nibble")
+        try #require(compacted.status == 0, "\(compacted.stderr)")
+        let store = try Store.open(at: path)
+        #expect(store.manifest.formatVersion == Manifest.currentVersion)
+        #expect(try store.verify().isSound)
+        #expect(try digest(path) == recorded, "the same content in version \(Manifest.currentVersion)")
+        try expectAnswers(path, layer: nil, as: "v6-nibble", in: scratch, "after the upgrade to version \(Manifest.currentVersion)")
+    }
+
     @Test func layersAreAddedOnlyToCurrentStores() throws {
         let scratch = ScratchDirectory()
         let path = try fixture("v3-raw.store", in: scratch)
