@@ -14,13 +14,13 @@ package enum DecoderFuzzing {
     /// The nibble code of a nibble-coded `layout`: trained on the seed rows.
     static let codes = seedRows.withUnsafeBytes { NibbleCode.train($0, elementType: .bf16) }
 
-    /// A shard blob of rows 100..<200 of `layout` (any codec; a nibble blob of a nibble table
-    /// with ``codes``), as a store of version 4 and of the current version reads it.
+    /// A shard blob of rows 100..<200 of `layout` (any codec; a nibble blob, codec 4 or 5, of a
+    /// nibble table with ``codes``), as stores of version 4, 6 and the current version read it.
     package static func shard(_ bytes: UnsafeRawBufferPointer) {
         var scratch: [UInt8] = []
         var table = layout
-        if bytes.count > 4 && bytes[4] == 4 { table.codec = .nibble }
-        for version in [4, Manifest.currentVersion] {
+        if bytes.count > 4 && (bytes[4] == 4 || bytes[4] == 5) { table.codec = .nibble }
+        for version in [4, 6, Manifest.currentVersion] {
             guard let header = try? ShardCodec.header(of: bytes, shard: 1, layout: table, version: version) else { continue }
             var out = [UInt8](repeating: 0, count: 100 * table.rowBytes)
             let decoded = out.withUnsafeMutableBytes { o in

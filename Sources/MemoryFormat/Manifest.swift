@@ -51,7 +51,7 @@ public struct TableLayout: Codable, Sendable, Equatable {
             return rowsFilling(RawShardLayout(version: Manifest.currentVersion, rowBytes: bytes), escapedBytes: 0)
         case .nibble:
             let slot = NibbleCode.slotBytes(dim: max(dim, 1), elementType: elementType)
-            return rowsFilling(.nibble(slotBytes: slot), escapedBytes: bytes / 64)
+            return rowsFilling(.nibblePages(slotBytes: slot), escapedBytes: bytes / 64)
         }
     }
 
@@ -103,10 +103,16 @@ public struct TableLayout: Codable, Sendable, Equatable {
 public struct Manifest: Codable, Sendable, Equatable {
     public static let formatName = "pkm-store"
     /// The format version this code writes and the newest it reads.
-    public static let currentVersion = 6
+    public static let currentVersion = 7
     /// The versions this code resumes imports of and edits the layers of: those whose records
-    /// and shards it writes unchanged (version 6 adds only the nibble codec to version 5).
+    /// and shards it writes unchanged (version 6 adds only the nibble codec to version 5, and
+    /// version 7 only lays nibble shards out anew: see ``isWritable``).
     public static let writableVersions = 5...currentVersion
+
+    /// Whether this code resumes the import of this store: a version in ``writableVersions``
+    /// whose shards it writes as they are (a nibble table's from version 7 on; layers, which
+    /// write no shards, are edited in every writable version).
+    public var isWritable: Bool { Self.writableVersions.contains(formatVersion) && (table.codec != .nibble || formatVersion >= 7) }
 
     public var format: String
     public var formatVersion: Int

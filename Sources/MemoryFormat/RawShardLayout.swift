@@ -1,8 +1,9 @@
 /// Where a shard blob with row checksums keeps each stored row and each row's checksum
-/// (Spec/FORMAT.md, "Raw" and "Nibble"). Rows come in groups of `groupRows`; within a group, row
+/// (Spec/FORMAT.md, "Raw" and "Nibble"). Rows come in units of `unitRows`; within a unit, row
 /// `k` lies at `rowsOffset + k × rowBytes` and its checksum (`checksumBytes` bytes) at
-/// `checksumsOffset + k × checksumBytes`, and groups follow one another every `groupBytes` bytes
-/// from `start`.
+/// `checksumsOffset + k × checksumBytes`, and units follow one another every `unitBytes` bytes
+/// from `start`. Rows are checked in groups of `groupRows` (a power of two dividing `unitRows`):
+/// the unit itself, except in codec 5, whose units fill a 4 KiB page each.
 ///
 /// - Codec 2 (format versions 3 and 4): a 32-byte header, then each row followed by its checksum
 ///   (groups of one row).
@@ -12,6 +13,10 @@
 ///   back. Rows of a multiple of 64 bytes start on cache lines and span only their own lines.
 /// - Codec 4 (format version 6, ``nibble(slotBytes:)``): as codec 3 with each row's slot of
 ///   coded bytes in place of the row, and 4-byte checksums, up to 16 to a group's line.
+/// - Codec 5 (format version 7, ``nibblePages(slotBytes:)``): slots and 4-byte checksums as in
+///   codec 4, in units that each fill one 4 KiB page of the file from its 64th byte (so that a
+///   row and its checksum always share a page): the unit's checksums, zero-padded to whole
+///   64-byte lines, its slots, and zeros to the next page's 64th byte.
 public struct RawShardLayout: Sendable, Equatable {
     public let rowBytes: Int
     /// Bytes before the first group: the header (and its padding).
@@ -19,7 +24,9 @@ public struct RawShardLayout: Sendable, Equatable {
     public let groupRows: Int
     /// log2 of `groupRows`.
     public let groupShift: Int
-    public let groupBytes: Int
+    /// Rows and bytes of a unit: a group's, except in codec 5.
+    public let unitRows: Int
+    public let unitBytes: Int
     public let rowsOffset: Int
     public let checksumsOffset: Int
     /// The shard blob's codec byte.
@@ -45,6 +52,39 @@ public struct RawShardLayout: Sendable, Equatable {
         return RawShardLayout(rowBytes: slotBytes, start: 48, groupRows: g, checksumBytes: 4, codecByte: 4)
     }
 
+    /// The layout of codec 5 (format version 7) for coded row slots of `slotBytes` bytes: units
+    /// of one 4 KiB page (several for a slot too large for one), each holding as many rows as fit
+    /// with their checksum lines in the page's last 4,032 bytes (LMDB's overflow pages hold a
+    /// blob from a page's 16th byte, its header and padding take 48: every unit starts at its
+    /// page's 64th byte), a multiple of 8 when 8 or more fit, checked in groups of 8 (of 1 when
+    /// fewer fit).
+    public static func nibblePages(slotBytes: Int) -> RawShardLayout {
+        let page = 4096, usable = page - 64
+        var fit = 0
+        while checksumLine(rows: fit + 1, checksumBytes: 4) + (fit + 1) * slotBytes <= usable { fit += 1 }
+        if fit >= 8 {
+            return RawShardLayout(rowBytes: slotBytes, start: 48, unitRows: fit - fit % 8, unitBytes: page, groupRows: 8)
+        }
+        if fit >= 1 { return RawShardLayout(rowBytes: slotBytes, start: 48, unitRows: fit, unitBytes: page, groupRows: 1) }
+        let pages = (64 + slotBytes + 64 + page - 1) / page
+        return RawShardLayout(rowBytes: slotBytes, start: 48, unitRows: 1, unitBytes: pages * page, groupRows: 1)
+    }
+
+    /// A codec-5 layout: units of `unitRows` rows every `unitBytes` bytes, each its checksum lines
+    /// then its slots.
+    private init(rowBytes: Int, start: Int, unitRows: Int, unitBytes: Int, groupRows: Int) {
+        self.rowBytes = rowBytes
+        self.start = start
+        self.unitRows = unitRows
+        self.unitBytes = unitBytes
+        self.groupRows = groupRows
+        groupShift = groupRows.trailingZeroBitCount
+        checksumBytes = 4
+        codecByte = 5
+        rowsOffset = Self.checksumLine(rows: unitRows, checksumBytes: 4)
+        checksumsOffset = 0
+    }
+
     /// Groups of one row (codec 2) are the row then its checksum; larger groups, a line of
     /// checksums then the rows.
     private init(rowBytes: Int, start: Int, groupRows: Int, checksumBytes: Int, codecByte: UInt8) {
@@ -54,14 +94,15 @@ public struct RawShardLayout: Sendable, Equatable {
         self.checksumBytes = checksumBytes
         self.codecByte = codecByte
         groupShift = groupRows.trailingZeroBitCount
+        unitRows = groupRows
         if codecByte == 2 {
             rowsOffset = 0
             checksumsOffset = rowBytes
-            groupBytes = rowBytes + checksumBytes
+            unitBytes = rowBytes + checksumBytes
         } else {
             rowsOffset = Self.checksumLine(rows: groupRows, checksumBytes: checksumBytes)
             checksumsOffset = 0
-            groupBytes = rowsOffset + groupRows * rowBytes
+            unitBytes = rowsOffset + groupRows * rowBytes
         }
     }
 
@@ -76,10 +117,11 @@ public struct RawShardLayout: Sendable, Equatable {
     /// The bytes holding a group's checksums, padded to whole 64-byte lines.
     static func checksumLine(rows: Int, checksumBytes: Int) -> Int { (rows * checksumBytes + 63) / 64 * 64 }
 
-    /// The exact length of a blob of `rows` rows (for codec 4, before its escaped rows).
+    /// The exact length of a blob of `rows` rows (for codecs 4 and 5, before its escaped rows):
+    /// its whole units, then the last one's checksum lines and rows.
     public func blobBytes(rows: Int) -> Int {
-        let full = rows / groupRows, rest = rows % groupRows
-        return start + full * groupBytes + (rest == 0 ? 0 : groupBytes - (groupRows - rest) * rowBytes)
+        let full = rows / unitRows, rest = rows % unitRows
+        return start + full * unitBytes + (rest == 0 ? 0 : rowsOffset + rest * rowBytes)
     }
 
     /// How many escaped rows of `rowBytes` a nibble blob of `count` bytes holding `rows` rows
@@ -93,12 +135,14 @@ public struct RawShardLayout: Sendable, Equatable {
     /// Offset of row `r` (within the shard) from the blob's first group.
     @inline(__always)
     public func rowOffset(_ r: Int) -> Int {
-        (r >> groupShift) * groupBytes + rowsOffset + (r & (groupRows - 1)) * rowBytes
+        let (unit, k) = r.quotientAndRemainder(dividingBy: unitRows)
+        return unit * unitBytes + rowsOffset + k * rowBytes
     }
 
     /// Offset of row `r`'s checksum from the blob's first group.
     @inline(__always)
     public func checksumOffset(_ r: Int) -> Int {
-        (r >> groupShift) * groupBytes + checksumsOffset + (r & (groupRows - 1)) * checksumBytes
+        let (unit, k) = r.quotientAndRemainder(dividingBy: unitRows)
+        return unit * unitBytes + checksumsOffset + k * checksumBytes
     }
 }

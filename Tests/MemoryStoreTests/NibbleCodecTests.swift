@@ -145,7 +145,7 @@ import TestSupport
     }
 
     /// The blob's bytes worked out by hand from the spec for a small table: header padding,
-    /// checksum line, slots (codes in nibbles, low bytes), an escaped row's slot and bytes.
+    /// checksum lines, slots (codes in nibbles, low bytes), an escaped row's slot and bytes.
     @Test func theBlobIsTheSpecsBytes() throws {
         let dir = ScratchDirectory()
         let dim = 16, rows = 3
@@ -164,18 +164,20 @@ import TestSupport
         var stored: [UInt8] = []
         try tamperShard(dir.file("t.pkm"), 0) { stored = $0 }
         let blob = stored
-        let slot = dim / 2 + dim  // 24 bytes, groups of 16 rows
-        let expectedCount = 48 + 64 + rows * slot + 2 * dim
+        // 24-byte slots: 144 rows to a page's unit (9 checksum lines, 576 bytes, then 144 slots:
+        // 4,032 bytes), so these 3 rows are a partial first unit, its 9 lines in full.
+        let slot = dim / 2 + dim, lines = 576
+        let expectedCount = 48 + lines + rows * slot + 2 * dim
         #expect(blob.count == expectedCount)
-        #expect(blob[4] == 4 && blob[32..<48].allSatisfy { $0 == 0 })
+        #expect(blob[4] == 5 && blob[32..<48].allSatisfy { $0 == 0 })
         for r in 0..<3 {
             let row = Array(bytes[(r * 2 * dim)..<((r + 1) * 2 * dim)])
             let sum = row.withUnsafeBytes { UInt32(truncatingIfNeeded: XXH64.hash($0, seed: UInt64(r))) }
             #expect(Array(blob[(48 + 4 * r)..<(48 + 4 * r + 4)]) == withUnsafeBytes(of: sum.littleEndian, Array.init))
         }
-        #expect(blob[(48 + 12)..<(48 + 64)].allSatisfy { $0 == 0 })
+        #expect(blob[(48 + 12)..<(48 + lines)].allSatisfy { $0 == 0 })
         for r in 0..<2 {
-            let at = 48 + 64 + r * slot
+            let at = 48 + lines + r * slot
             for j in 0..<dim {
                 // Element j's code: byte j / 2, low nibble for even j.
                 let shift = UInt8(4 * (j % 2))
@@ -185,7 +187,7 @@ import TestSupport
                 #expect(blob[at + dim / 2 + j] == low)
             }
         }
-        let escape = 48 + 64 + 2 * slot
+        let escape = 48 + lines + 2 * slot
         let escapeSlot: [UInt8] = [0xFF] + [UInt8](repeating: 0, count: slot - 1)
         #expect(Array(blob[escape..<(escape + slot)]) == escapeSlot)
         let escapedBytes = Array(bytes[(4 * dim)...])
@@ -198,7 +200,7 @@ import TestSupport
     @Test func aDamagedRowFailsAlone() throws {
         let layout = TableLayout(elementType: .bf16, rows: 700, dim: 16, rowsPerShard: 100, codec: .nibble)
         let bytes = Self.rows(700, dim: 16, type: .bf16, every: 5)
-        let slots = RawShardLayout.nibble(slotBytes: NibbleCode.slotBytes(dim: 16, elementType: .bf16))
+        let slots = RawShardLayout.nibblePages(slotBytes: NibbleCode.slotBytes(dim: 16, elementType: .bf16))
         var rng = SeededGenerator(seed: 6)
         var hitSlot = false, hitEscaped = false, hitChecksum = false, hitElse = false
         for trial in 0..<60 {

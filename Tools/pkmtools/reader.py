@@ -62,7 +62,7 @@ def unplane(planes, size):
 
 
 # The format versions whose stores hold blobs of each codec.
-CODEC_VERSIONS = {0: range(1, 3), 1: range(1, 7), 2: range(3, 5), 3: range(5, 7), 4: range(6, 7)}
+CODEC_VERSIONS = {0: range(1, 3), 1: range(1, 8), 2: range(3, 5), 3: range(5, 8), 4: range(6, 7), 5: range(7, 8)}
 
 
 def checked_raw_layout(codec, row_bytes):
@@ -76,21 +76,37 @@ def checked_raw_layout(codec, row_bytes):
     return 48, g, line + g * row_bytes, line, 0
 
 
-def nibble_layout(dim, size):
-    """(slot bytes, group rows, group bytes) of codec 4: slots of 4-bit codes and low bytes, groups within 4 KiB."""
+def checksum_lines(rows):
+    """Bytes of the 64-byte lines holding `rows` u32 checksums."""
+    return (4 * rows + 63) // 64 * 64
+
+
+def nibble_layout(dim, size, codec):
+    """(slot bytes, unit rows, unit bytes, checksum bytes before a unit's slots) of codec 4 (groups
+    within 4 KiB, a power of two up to 16) or 5 (units of a 4 KiB page: Spec/FORMAT.md, "Nibble")."""
     slot = (dim + 1) // 2 + (size - 1) * dim
-    g = 16
-    while g > 1 and g * slot > 4096:
-        g //= 2
-    return slot, g, 64 + g * slot
+    if codec == 4:
+        g = 16
+        while g > 1 and g * slot > 4096:
+            g //= 2
+        return slot, g, 64 + g * slot, 64
+    fit = 0
+    while checksum_lines(fit + 1) + (fit + 1) * slot <= 4032:
+        fit += 1
+    if fit >= 8:
+        n = fit - fit % 8
+        return slot, n, 4096, checksum_lines(n)
+    if fit >= 1:
+        return slot, fit, 4096, checksum_lines(fit)
+    return slot, 1, 4096 * ((128 + slot + 4095) // 4096), 64
 
 
-def decode_nibble(blob, index, start, rows, dim, size, codes):
-    """The rows of a codec-4 blob (Spec/FORMAT.md, "Nibble"), each checked against its u32 checksum."""
+def decode_nibble(blob, index, start, rows, dim, size, codes, codec):
+    """The rows of a codec-4 or codec-5 blob (Spec/FORMAT.md, "Nibble"), each checked against its u32 checksum."""
     row_bytes = dim * size
-    slot, g, group = nibble_layout(dim, size)
+    slot, g, group, lines = nibble_layout(dim, size, codec)
     full, rest = divmod(rows, g)
-    groups_end = 48 + full * group + (64 + rest * slot if rest else 0)
+    groups_end = 48 + full * group + (lines + rest * slot if rest else 0)
     extra = len(blob) - groups_end
     if extra < 0 or extra % row_bytes or extra // row_bytes > rows:
         raise FormatError(f"shard {index}: bad nibble length")
@@ -103,7 +119,7 @@ def decode_nibble(blob, index, start, rows, dim, size, codes):
     parts, escaped = [], 0
     for r in range(rows):
         line = 48 + (r // g) * group
-        at = line + 64 + (r % g) * slot
+        at = line + lines + (r % g) * slot
         s = bytes(blob[at:at + slot])
         if s[0] == 0xFF:  # escaped: marker, 3 zero bytes, u32 index, zeros; stored whole after the groups, in row order
             (i,) = struct.unpack_from("<I", s, 4)
@@ -129,9 +145,11 @@ def decode_nibble(blob, index, start, rows, dim, size, codes):
     if escaped != escapes:
         raise FormatError(f"shard {index}: escaped rows no slot points to")
     for first in range(0, rows, g):
-        line = 48 + (first // g) * group
-        if any(blob[line + 4 * min(g, rows - first):line + 64]):
+        line, n = 48 + (first // g) * group, min(g, rows - first)
+        if any(blob[line + 4 * n:line + lines]):
             raise FormatError(f"shard {index}: checksum line of row {start + first} is not zero-padded")
+        if n == g and any(blob[line + lines + n * slot:line + group]):  # codec 5: a whole unit's padding to its page's end
+            raise FormatError(f"shard {index}: the unit of row {start + first} is not zero-padded")
     return b"".join(parts)
 
 
@@ -176,10 +194,10 @@ def decode_shard(blob, index, table, dictionary, version, codes=None):
                 if any(blob[line + 8 * min(g, rows - first):line + rows_at]):
                     raise FormatError(f"shard {index}: checksum line of row {start + first} is not zero-padded")
         data = b"".join(parts)
-    elif codec == 4:
+    elif codec in (4, 5):
         if planes != 0 or flags != 0 or table["codec"] != "nibble":
             raise FormatError(f"shard {index}: bad nibble header")
-        data = decode_nibble(blob, index, start, rows, dim, size, codes)
+        data = decode_nibble(blob, index, start, rows, dim, size, codes, codec)
     elif codec == 1:
         if planes != size:
             raise FormatError(f"shard {index}: bad plane count")
@@ -252,7 +270,7 @@ class StoreReader:
             if manifest is None:
                 raise FormatError("no manifest")
             self.manifest = read_manifest(manifest)
-            if self.manifest.get("format") != "pkm-store" or self.manifest.get("formatVersion") not in (1, 2, 3, 4, 5, 6):
+            if self.manifest.get("format") != "pkm-store" or self.manifest.get("formatVersion") not in (1, 2, 3, 4, 5, 6, 7):
                 raise FormatError("not a pkm-store of version 1 to 6")
             self.state = json.loads(self.record(txn, "state"))
             # From version 3 the catalog lists every tensor (with its checksum) and meta record.

@@ -2,7 +2,7 @@ import CGatherKernel
 import _MemorySupport
 
 /// The rows of one nibble shard blob where they lie (Spec/FORMAT.md, "Nibble"): coded slots in
-/// groups behind their checksum lines, escaped rows whole after the last group.
+/// units behind their checksum lines, escaped rows whole after the last unit.
 struct NibbleShard {
     /// The blob's first group.
     let groups: UnsafeRawPointer
@@ -13,9 +13,8 @@ struct NibbleShard {
     let shard: Int
     let table: TableLayout
 
-    /// The shard of a blob whose header has been checked.
-    init(blob: UnsafeRawBufferPointer, shard: Int, layout: TableLayout) {
-        let slots = RawShardLayout.nibble(slotBytes: NibbleCode.slotBytes(dim: layout.dim, elementType: layout.elementType))
+    /// The shard of a blob whose header has been checked, its slots laid out as `slots` (codec 4 or 5).
+    init(blob: UnsafeRawBufferPointer, slots: RawShardLayout, shard: Int, layout: TableLayout) {
         let rows = layout.rowRange(ofShard: shard).count
         self.init(groups: blob.baseAddress! + slots.start, slots: slots,
                   escapeCount: slots.escapedRows(inBlob: blob.count, rows: rows, rowBytes: layout.rowBytes)!, shard: shard, layout: layout)

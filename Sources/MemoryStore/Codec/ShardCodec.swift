@@ -26,6 +26,8 @@ package enum ShardCodec {
         case groupedRows = 3
         /// Nibble-coded row slots grouped as codec 3 with 4-byte checksums, escaped rows after them (format version 6).
         case nibbleRows = 4
+        /// Nibble-coded row slots with 4-byte checksums in units of a 4 KiB page, escaped rows after them (format version 7).
+        case nibblePages = 5
 
         /// The format versions whose stores hold blobs of this codec.
         var versions: ClosedRange<Int> {
@@ -34,14 +36,15 @@ package enum ShardCodec {
             case .zstdPlanes: 1...Int.max
             case .checkedRows: 3...4
             case .groupedRows: 5...Int.max
-            case .nibbleRows: 6...Int.max
+            case .nibbleRows: 6...6
+            case .nibblePages: 7...Int.max
             }
         }
 
         var codec: CodecKind {
             switch self {
             case .zstdPlanes: .zstd
-            case .nibbleRows: .nibble
+            case .nibbleRows, .nibblePages: .nibble
             case .rawRows, .checkedRows, .groupedRows: .raw
             }
         }
@@ -118,17 +121,17 @@ package enum ShardCodec {
         return out
     }
 
-    /// Each row coded in its slot, or escaped: its slot the marker and its index among the
-    /// shard's escaped rows, its bytes after the last group. Each row's checksum is the low 32
+    /// Each row coded in its slot (codec 5), or escaped: its slot the marker and its index among
+    /// the shard's escaped rows, its bytes after the last unit. Each row's checksum is the low 32
     /// bits of the XXH64 of its values, seeded with its index in the table.
     private static func encodeNibble(_ rows: UnsafeRawBufferPointer, rowCount: Int, shard index: Int, layout: TableLayout,
                                      codes: NibbleCode, checksum: UInt64) -> [UInt8] {
         let rowBytes = layout.rowBytes, size = layout.elementType.size
-        let nibble = RawShardLayout.nibble(slotBytes: NibbleCode.slotBytes(dim: layout.dim, elementType: layout.elementType))
+        let nibble = RawShardLayout.nibblePages(slotBytes: NibbleCode.slotBytes(dim: layout.dim, elementType: layout.elementType))
         var out = [UInt8](repeating: 0, count: nibble.blobBytes(rows: rowCount))  // padding stays zero
         var escaped: [Int] = []
         out.withUnsafeMutableBytes { o in
-            writeHeader(o, codec: .nibbleRows, layout: layout, planes: 0, rowCount: rowCount, shard: index, checksum: checksum, dictionary: false)
+            writeHeader(o, codec: .nibblePages, layout: layout, planes: 0, rowCount: rowCount, shard: index, checksum: checksum, dictionary: false)
             for r in 0..<rowCount {
                 let row = UnsafeRawBufferPointer(rebasing: rows[(r * rowBytes)..<((r + 1) * rowBytes)])
                 let slot = o.baseAddress! + nibble.start + nibble.rowOffset(r)
@@ -184,7 +187,7 @@ package enum ShardCodec {
         guard header.shardIndex == index else { throw corrupt("header says shard \(header.shardIndex)") }
         guard header.rowCount == rows.count else { throw corrupt("header says \(header.rowCount) rows, the manifest \(rows.count)") }
         guard header.dim == layout.dim else { throw corrupt("header says dim \(header.dim), the manifest \(layout.dim)") }
-        guard (codec == .nibbleRows) == (layout.codec == .nibble) else { throw corrupt("codec \(blob[4]) in a \(layout.codec.rawValue) table") }
+        guard (codec.codec == .nibble) == (layout.codec == .nibble) else { throw corrupt("codec \(blob[4]) in a \(layout.codec.rawValue) table") }
         switch codec {
         case .rawRows, .checkedRows, .groupedRows:
             guard header.planeCount == 0 else { throw corrupt("raw shard with \(header.planeCount) planes") }
@@ -193,7 +196,7 @@ package enum ShardCodec {
             if let raw = header.rawLayout(layout), raw.start > headerSize {
                 guard blob[headerSize..<raw.start].allSatisfy({ $0 == 0 }) else { throw corrupt("the header's padding is not zero") }
             }
-        case .nibbleRows:
+        case .nibbleRows, .nibblePages:
             guard header.planeCount == 0 else { throw corrupt("nibble shard with \(header.planeCount) planes") }
             let nibble = header.rawLayout(layout)!
             guard nibble.escapedRows(inBlob: blob.count, rows: rows.count, rowBytes: layout.rowBytes) != nil else {
@@ -225,9 +228,9 @@ package enum ShardCodec {
                 (destination.baseAddress! + r * layout.rowBytes).copyMemory(from: row, byteCount: layout.rowBytes)
             }
             try checkChecksumLinePadding(blob, header: header, layout: layout)
-        case .nibbleRows:
+        case .nibbleRows, .nibblePages:
             guard let codes else { throw corrupt("a nibble shard, and the store holds no nibble code") }
-            let shard = NibbleShard(blob: blob, shard: header.shardIndex, layout: layout)
+            let shard = NibbleShard(blob: blob, slots: header.rawLayout(layout)!, shard: header.shardIndex, layout: layout)
             let table = codes.decodeTable
             var escapes = 0
             for r in 0..<header.rowCount {
@@ -287,16 +290,19 @@ extension ShardCodec {
 }
 
 extension ShardCodec {
-    /// Throws unless each group's checksum line is zero past its rows' checksums.
+    /// Throws unless each unit's checksum lines are zero past its rows' checksums, and each whole
+    /// unit zero past its rows (codec 5's padding to the next page).
     private static func checkChecksumLinePadding(_ blob: UnsafeRawBufferPointer, header: Header, layout: TableLayout) throws {
-        guard let raw = header.rawLayout(layout), raw.groupRows > 1 else { return }
-        for r in stride(from: 0, to: header.rowCount, by: raw.groupRows) {
-            let rowsInGroup = min(raw.groupRows, header.rowCount - r)
-            let line = raw.start + raw.checksumOffset(r)
-            guard blob[(line + raw.checksumBytes * rowsInGroup)..<(line + raw.rowsOffset)].allSatisfy({ $0 == 0 }) else {
+        guard let raw = header.rawLayout(layout), raw.rowsOffset > 0 else { return }
+        for r in stride(from: 0, to: header.rowCount, by: raw.unitRows) {
+            let rowsInUnit = min(raw.unitRows, header.rowCount - r)
+            let unit = raw.start + raw.checksumOffset(r)
+            let unitEnd = rowsInUnit == raw.unitRows ? unit + raw.unitBytes : unit + raw.rowsOffset + rowsInUnit * raw.rowBytes
+            guard blob[(unit + raw.checksumBytes * rowsInUnit)..<(unit + raw.rowsOffset)].allSatisfy({ $0 == 0 }),
+                  blob[(unit + raw.rowsOffset + rowsInUnit * raw.rowBytes)..<unitEnd].allSatisfy({ $0 == 0 }) else {
                 let first = header.shardIndex * layout.rowsPerShard + r
                 throw StoreError.corruptShard(shard: header.shardIndex, rows: layout.rowRange(ofShard: header.shardIndex),
-                                              reason: "the checksum line of rows \(first)... is not zero-padded")
+                                              reason: "the padding of rows \(first)... is not zero")
             }
         }
     }
@@ -309,6 +315,7 @@ extension ShardCodec.Header {
         case .checkedRows: RawShardLayout(version: 4, rowBytes: layout.rowBytes)
         case .groupedRows: RawShardLayout(version: 5, rowBytes: layout.rowBytes)
         case .nibbleRows: .nibble(slotBytes: NibbleCode.slotBytes(dim: layout.dim, elementType: layout.elementType))
+        case .nibblePages: .nibblePages(slotBytes: NibbleCode.slotBytes(dim: layout.dim, elementType: layout.elementType))
         case .rawRows, .zstdPlanes: nil
         }
     }

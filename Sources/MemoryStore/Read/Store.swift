@@ -109,8 +109,9 @@ public final class Store: @unchecked Sendable {
         let version = manifest.formatVersion
         let nibbleCode = table.codec == .nibble ? try env.read { try StoredRecords.nibbleCode($0, env: env, version: version) } : nil
         self.nibbleCode = nibbleCode
-        rawShards = table.codec == .nibble ? .nibble(slotBytes: NibbleCode.slotBytes(dim: table.dim, elementType: table.elementType))
-            : manifest.formatVersion >= 3 ? RawShardLayout(version: manifest.formatVersion, rowBytes: table.rowBytes) : nil
+        let slotBytes = NibbleCode.slotBytes(dim: table.dim, elementType: table.elementType)
+        rawShards = table.codec == .nibble ? (version >= 7 ? .nibblePages(slotBytes: slotBytes) : .nibble(slotBytes: slotBytes))
+            : version >= 3 ? RawShardLayout(version: version, rowBytes: table.rowBytes) : nil
         rawRows = state.complete ? try rawShards.flatMap {
             try RawRowIndex(env: env, layout: table, raw: $0, codes: nibbleCode, version: version)
         } : nil

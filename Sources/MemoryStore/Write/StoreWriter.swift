@@ -66,7 +66,7 @@ public final class StoreWriter {
         }
         let (manifest, state) = try readHead(path)
         guard let manifest else { return try create(at: path, layout: layout, metadata: metadata, options: options) }
-        guard Manifest.writableVersions.contains(manifest.formatVersion) else {
+        guard manifest.isWritable else {
             throw StoreError.layoutMismatch("the store at '\(path)' was started in format version \(manifest.formatVersion); this memtool writes \(Manifest.currentVersion)")
         }
         guard manifest.table == layout else {
