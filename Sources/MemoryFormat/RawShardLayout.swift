@@ -19,7 +19,7 @@
 ///   64-byte lines, its slots, and zeros to the next page's 64th byte.
 public struct RawShardLayout: Sendable, Equatable {
     public let rowBytes: Int
-    /// Bytes before the first group: the header (and its padding).
+    /// Bytes before the first unit: the header (and its padding).
     public let start: Int
     public let groupRows: Int
     /// log2 of `groupRows`.
