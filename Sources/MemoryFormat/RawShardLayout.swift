@@ -62,48 +62,36 @@ public struct RawShardLayout: Sendable, Equatable {
         let page = 4096, usable = page - 64
         var fit = 0
         while checksumLine(rows: fit + 1, checksumBytes: 4) + (fit + 1) * slotBytes <= usable { fit += 1 }
-        if fit >= 8 {
-            return RawShardLayout(rowBytes: slotBytes, start: 48, unitRows: fit - fit % 8, unitBytes: page, groupRows: 8)
-        }
-        if fit >= 1 { return RawShardLayout(rowBytes: slotBytes, start: 48, unitRows: fit, unitBytes: page, groupRows: 1) }
-        let pages = (64 + slotBytes + 64 + page - 1) / page
-        return RawShardLayout(rowBytes: slotBytes, start: 48, unitRows: 1, unitBytes: pages * page, groupRows: 1)
+        let (rows, groupRows, bytes) = fit >= 8 ? (fit - fit % 8, 8, page)
+            : fit >= 1 ? (fit, 1, page)
+            : (1, 1, (64 + slotBytes + 64 + page - 1) / page * page)
+        return RawShardLayout(rowBytes: slotBytes, start: 48, unitRows: rows, unitBytes: bytes, groupRows: groupRows,
+                              rowsOffset: checksumLine(rows: rows, checksumBytes: 4), checksumsOffset: 0, checksumBytes: 4, codecByte: 5)
     }
 
-    /// A codec-5 layout: units of `unitRows` rows every `unitBytes` bytes, each its checksum lines
-    /// then its slots.
-    private init(rowBytes: Int, start: Int, unitRows: Int, unitBytes: Int, groupRows: Int) {
+    /// Groups of one row (codec 2) are the row then its checksum; larger groups, a line of
+    /// checksums then the rows. A group is a unit.
+    private init(rowBytes: Int, start: Int, groupRows: Int, checksumBytes: Int, codecByte: UInt8) {
+        let line = codecByte == 2 ? 0 : Self.checksumLine(rows: groupRows, checksumBytes: checksumBytes)
+        self.init(rowBytes: rowBytes, start: start, unitRows: groupRows, unitBytes: line + groupRows * rowBytes + (codecByte == 2 ? checksumBytes : 0),
+                  groupRows: groupRows, rowsOffset: line, checksumsOffset: codecByte == 2 ? rowBytes : 0, checksumBytes: checksumBytes,
+                  codecByte: codecByte)
+    }
+
+    /// Units of `unitRows` rows every `unitBytes` bytes, checked in groups of `groupRows`; within
+    /// a unit, row `k` at `rowsOffset + k × rowBytes`, its checksum at `checksumsOffset + k × checksumBytes`.
+    private init(rowBytes: Int, start: Int, unitRows: Int, unitBytes: Int, groupRows: Int, rowsOffset: Int, checksumsOffset: Int,
+                 checksumBytes: Int, codecByte: UInt8) {
         self.rowBytes = rowBytes
         self.start = start
         self.unitRows = unitRows
         self.unitBytes = unitBytes
         self.groupRows = groupRows
         groupShift = groupRows.trailingZeroBitCount
-        checksumBytes = 4
-        codecByte = 5
-        rowsOffset = Self.checksumLine(rows: unitRows, checksumBytes: 4)
-        checksumsOffset = 0
-    }
-
-    /// Groups of one row (codec 2) are the row then its checksum; larger groups, a line of
-    /// checksums then the rows.
-    private init(rowBytes: Int, start: Int, groupRows: Int, checksumBytes: Int, codecByte: UInt8) {
-        self.rowBytes = rowBytes
-        self.start = start
-        self.groupRows = groupRows
+        self.rowsOffset = rowsOffset
+        self.checksumsOffset = checksumsOffset
         self.checksumBytes = checksumBytes
         self.codecByte = codecByte
-        groupShift = groupRows.trailingZeroBitCount
-        unitRows = groupRows
-        if codecByte == 2 {
-            rowsOffset = 0
-            checksumsOffset = rowBytes
-            unitBytes = rowBytes + checksumBytes
-        } else {
-            rowsOffset = Self.checksumLine(rows: groupRows, checksumBytes: checksumBytes)
-            checksumsOffset = 0
-            unitBytes = rowsOffset + groupRows * rowBytes
-        }
     }
 
     /// Rows per group in codec 3: as many as keep a group within a 4 KiB page, a power of two
