@@ -9,8 +9,11 @@ moments and checks the store.
 re-encoding compaction writes.
 
 Each trial runs one writer and kills it after a delay drawn uniformly from 0 to 1.2x the time a
-clean run of the same command took, then checks, with `memtool verify` and the independent
-reader Tools/pkmstore_reader.py:
+clean run of the same command took. Every second create and import trial instead kills the
+writer once its store file has grown past a share, drawn uniformly from 0.2 to 0.9, of the file a
+clean run leaves: a delay alone lands mid-write only by chance when the machine runs other work
+beside the harness, and the trials that land mid-write are the ones that test most. Then it
+checks, with `memtool verify` and the independent reader Tools/pkmstore_reader.py:
 
 - create / import: the store is absent, or holds no commit yet (a creation killed before its
   first commit, which the re-run takes over), or opens and verifies with either all its content
@@ -104,6 +107,7 @@ class Harness:
             start = time.monotonic()
             self.must(self.commands[op](probe))
             self.duration[op] = min(self.duration.get(op, float("inf")), time.monotonic() - start)
+        self.final_bytes = os.path.getsize(probe)
         if digest(probe)[0] != self.expected_digest:
             raise RuntimeError("a clean import of the exported memory differs from the memory")
         for op in ["compact", "compact-copy"]:
@@ -141,15 +145,20 @@ class Harness:
             if os.path.exists(store + suffix):
                 os.remove(store + suffix)
 
-    def trial(self, op, delay):
-        """Returns (outcome, problem or None)."""
+    def trial(self, op, delay, grown_past=None):
+        """Kills the writer after `delay` seconds, or once its store file is `grown_past` bytes
+        or more when that is given. Returns (outcome, problem or None)."""
         store = os.path.join(self.work, "trial.pkm")
         self.remove(store)
         if op in self.start:
             shutil.copyfile(self.start[op], store)
         cmd = self.commands[op](store)
         child = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(delay)
+        if grown_past is None:
+            time.sleep(delay)
+        else:
+            while child.poll() is None and not (os.path.exists(store) and os.path.getsize(store) >= grown_past):
+                time.sleep(0.0002)
         killed = child.poll() is None
         if killed:
             child.send_signal(signal.SIGKILL)
@@ -220,11 +229,15 @@ def main():
         for t in range(args.trials):
             op = ops[t % len(ops)]
             delay = rng.uniform(0, 1.2 * h.duration[op])
-            outcome, problem = h.trial(op, delay)
+            grown_past = None
+            if op in ("create", "import") and (t // len(ops)) % 2 == 1:
+                grown_past = int(rng.uniform(0.2, 0.9) * h.final_bytes)
+            outcome, problem = h.trial(op, delay, grown_past)
             outcomes[op][outcome] = outcomes[op].get(outcome, 0) + 1
             if problem:
-                failures.append({"trial": t, "op": op, "delay": round(delay, 4), "problem": problem})
-                print(f"trial {t} ({op}, killed after {delay:.3f} s): {problem}", file=sys.stderr)
+                moment = f"at {grown_past} bytes" if grown_past else f"after {delay:.3f} s"
+                failures.append({"trial": t, "op": op, "killed": moment, "problem": problem})
+                print(f"trial {t} ({op}, killed {moment}): {problem}", file=sys.stderr)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     summary = {"trials": args.trials, "seed": args.seed, "rows": args.rows, "codec": args.codec, "compact_codec": args.compact_codec,
