@@ -4,12 +4,15 @@
 # For each table of 2^e rows (raw codec, 64 bf16 values per row, a PKM layer with H=4, k=32, so
 # 128 rows per query, uniform queries, batches of 256) and 1 and 2 threads: `memtool bench` with the
 # default row checks, with --no-row-checks, and with --resident (the table loaded into memory in
-# huge pages at open), each also measuring the memory limit (the same kernel over a flat copy, no
+# huge pages at open; left out, "-" in the table, where the store, its flat copy and the loaded
+# table would not all fit in 90% of the machine's memory: at 2^26 on 24 GiB it pushed the store
+# out of the page cache, and the runs after it read from disk), each also measuring the memory limit (the same kernel over a flat copy, no
 # checks, read into huge-page memory when it fits a quarter of it), then
 # Tools/peers/embedding_bag.py reducing exactly the rows the first run reduced; ROUNDS rounds of
 # these four (default 3), alternating, each round ended by a short unrecorded run of the store,
-# and the table shows medians (this VM's rates drift by half between minutes). The store and the flat copy embedding_bag maps are first put in the same
-# page-cache state (Tools/pagecache.py).
+# and the table shows medians (this VM's rates drift by half between minutes). Before each thread
+# count's runs the store and the flat copy embedding_bag maps are put in the same page-cache state
+# (Tools/pagecache.py).
 # Results: WORKDIR/results/reduce-*.json and a table on stdout.
 source "$(dirname "$0")/prelude.sh"
 work=${1:?usage: bench_reduce.sh WORKDIR [EXPONENTS...]}
@@ -31,16 +34,19 @@ for e in $exponents; do
     bench=("$memtool" bench "$store" --distribution uniform --queries 4096 --batch 256 --no-brute-force)
     # One unrecorded pass: it writes the flat copy and brings both files into the page cache.
     "${bench[@]}" --threads 2 > /dev/null
+    table_kib=$((rows * 128 / 1024))
+    memory_kib=$(awk '/^MemTotal:/ { print $2 }' /proc/meminfo)
+    resident=$(( (3 * table_kib + table_kib / 10) * 10 <= memory_kib * 9 ))
     for round in $(seq 1 "$rounds"); do
-        # The store and the flat copy in the same page-cache state, 2 MiB folios (Tools/pagecache.py), at
-        # the start of every round: this VM pages out file pages idle for a minute (DAMON).
-        python3 "$root/Tools/pagecache.py" "$store" "$store.flat"
         for t in 1 2; do
+            # The store and the flat copy in the same page-cache state, 2 MiB folios (Tools/pagecache.py):
+            # this VM pages out file pages idle for a minute (DAMON).
+            python3 "$root/Tools/pagecache.py" "$store" "$store.flat"
             echo "== 2^$e rows, $t thread(s), round $round" >&2
             out="$work/results/reduce-$e-t$t"
             "${bench[@]}" --threads "$t" --reduced-rows "$work/rows$e" --json "$out-checks-$round.json" >&2
             "${bench[@]}" --threads "$t" --no-row-checks --json "$out-nochecks-$round.json" >&2
-            "${bench[@]}" --threads "$t" --resident --json "$out-resident-$round.json" >&2
+            [ "$resident" = 1 ] && "${bench[@]}" --threads "$t" --resident --json "$out-resident-$round.json" >&2
             python3 "$root/Tools/peers/embedding_bag.py" "$store.flat" bf16 "$rows" 64 "$work/rows$e" --batch 256 --threads "$t" \
                 > "$out-embedding-bag-$round.json"
             cat "$out-embedding-bag-$round.json" >&2
@@ -58,14 +64,16 @@ print("| rows | threads | store, checks on | store, checks off | store, resident
 print("|---|---|---|---|---|---|---|---|---|---|---|---|")
 for e in exponents:
     for t in (1, 2):
-        runs = lambda kind: [json.load(open(os.path.join(results, f"reduce-{e}-t{t}-{kind}-{i}.json"))) for i in range(1, rounds + 1)]
-        med = lambda kind, f: statistics.median(f(d) for d in runs(kind))
+        paths = lambda kind: [os.path.join(results, f"reduce-{e}-t{t}-{kind}-{i}.json") for i in range(1, rounds + 1)]
+        runs = lambda kind: [json.load(open(p)) for p in paths(kind)]
+        med = lambda kind, f: statistics.median(f(d) for d in runs(kind)) if all(map(os.path.exists, paths(kind))) else None
         rate = lambda d: d["rowsPerSecond"]
         on, off, res, eb = (med(kind, rate) for kind in ("checks", "nochecks", "resident", "embedding-bag"))
         limit = med("checks", lambda d: d["memoryLimitReduceQueriesPerSecond"] * d["rowsPerQuery"])
         p50 = lambda kind: med(kind, lambda d: d["reduceBatchMilliseconds"]["p50"])
-        m = lambda x: f"{x / 1e6:.1f} M rows/s"
-        r = lambda x: f"{x / eb:.2f}"
+        m = lambda x: "-" if x is None else f"{x / 1e6:.1f} M rows/s"
+        r = lambda x: "-" if x is None else f"{x / eb:.2f}"
+        ms = lambda x: "-" if x is None else f"{x:.3f}"
         print(f"| 2^{e} | {t} | {m(on)} | {m(off)} | {m(res)} | {m(limit)} | {m(eb)} | {r(on)} | {r(off)} | {r(res)} | "
-              f"{r(limit)} | {p50('checks'):.3f} / {p50('resident'):.3f} ms |")
+              f"{r(limit)} | {ms(p50('checks'))} / {ms(p50('resident'))} ms |")
 PY

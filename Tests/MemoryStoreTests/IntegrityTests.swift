@@ -134,6 +134,44 @@ import TestSupport
         #expect(throws: StoreError.self) { try reduce([345]) }
     }
 
+    /// A row's first read checks it alone (the C loop, `pkm_check_rows`), the next read of its
+    /// group the whole group, down to the partial groups at each shard's end and the table's last
+    /// shard of 3 rows: after reads of every row, every group is checked (a group whose whole
+    /// check failed would stay unchecked), and the sums are right throughout.
+    @Test func readsCheckRowsAloneThenWholeGroups() throws {
+        let dir = ScratchDirectory()
+        let layout = TableLayout(elementType: .bf16, rows: 1003, dim: 64, rowsPerShard: 100, codec: .raw)
+        let bytes = try writeTable(dir.file("t.pkm"), layout)
+        let store = try Store.open(at: dir.file("t.pkm"), cacheBytes: 0)
+        let index = try #require(store.rawRows)
+        func reduce(_ batch: [Int]) throws {
+            var out = [Float](repeating: 0, count: 64)
+            try store.gatherReduce(indices: batch, weights: [Float](repeating: 1, count: batch.count), into: &out)
+            for j in [0, 33, 63] {
+                let exact = batch.reduce(0.0) { $0 + Double(referenceRow(bytes, $1, dim: 64, type: .bf16)[j]) }
+                #expect(abs(Double(out[j]) - exact) <= 1e-4 * max(1, abs(exact)), "column \(j)")
+            }
+        }
+        try reduce([5, 1002])
+        #expect(!index.isChecked(5) && !index.isChecked(1002))
+        try reduce([1001, 5])
+        #expect(index.isChecked(5) && index.isChecked(1002) && index.isChecked(1000) && !index.isChecked(8))
+        // The C loop itself (a failure there would be made good by the Swift check after it):
+        // a shard-end group's row alone, then the group whole.
+        let picked = [96, 57]
+        var located = [UnsafeRawPointer?](repeating: nil, count: 2), unchecked = 0
+        #expect(index.locateKnown(picked, count: 2, into: &located, counting: false, unchecked: &unchecked) == 2)
+        #expect(index.checkRows(2, indices: picked, positions: nil, rows: located) == 2)
+        #expect(!index.isChecked(96) && !index.isChecked(57))
+        #expect(index.checkRows(2, indices: picked, positions: [1, 0], rows: located) == 2)
+        #expect(index.isChecked(96) && index.isChecked(99) && index.isChecked(57))
+        var rng = SeededGenerator(seed: 3)
+        let rows = Array(0..<1003).shuffled(using: &rng)
+        for start in stride(from: 0, to: rows.count, by: 128) { try reduce(Array(rows[start..<min(start + 128, rows.count)])) }
+        for start in stride(from: 0, to: rows.count, by: 128) { try reduce(Array(rows[start..<min(start + 128, rows.count)])) }
+        #expect((0..<1003).allSatisfy { index.isChecked($0) })
+    }
+
     /// An index outside the table or a target outside the output throws the same error on every
     /// road: checked first (a store whose shards are not yet located, zstd), or by the kernel that
     /// locates rows as it reads them (raw and nibble tables once located, resident tables); and

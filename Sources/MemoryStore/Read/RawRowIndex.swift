@@ -262,6 +262,27 @@ final class RawRowIndex: @unchecked Sendable {
         return (UnsafeRawBufferPointer(start: g.base + start, count: end - start), nil)
     }
 
+    /// Checks rows `indices[p]` at `rows[p]`, with p = `positions?[k] ?? k` for k in 0 ..< count
+    /// (located), as ``verify(row:wholeGroup:)`` does, in one C loop (`pkm_check_rows`) for a raw
+    /// table that remembers its checks; returns the k where it stopped: count, or a row that did
+    /// not match, for ``verify(row:wholeGroup:)`` to check again and report. Returns 0 for nibble
+    /// tables and where no bitmap is kept: every row is left to `verify`.
+    func checkRows(_ count: Int, indices: UnsafePointer<Int>, positions: UnsafePointer<Int>?,
+                   rows: UnsafePointer<UnsafeRawPointer?>) -> Int {
+        guard nibbleTable == nil, let touched else { return 0 }
+        var map = rowMap(checking: true)
+        guard map.checked != nil else { return count }  // every group checked
+        var newlyChecked = 0
+        let done = pkm_check_rows(&map, indices, positions, count, rows, raw.rowsOffset, raw.checksumsOffset, touched.mutableWords64,
+                                  Self.checkAhead, &newlyChecked)
+        checkedGroups.add(newlyChecked, ordering: .relaxed)
+        return done
+    }
+
+    /// How far ahead of the row being checked its checksum (the C loop) or the bytes it checks
+    /// (``bytesToCheck(ofRow:)``) are prefetched.
+    static let checkAhead = 16
+
     /// Checks row `row` (its shard located) against its checksum unless its group was checked
     /// since open; throws, naming shard and row, when it does not match. The first read of a
     /// group since open checks its row alone (a row's bytes and its checksum, not the group's

@@ -127,5 +127,8 @@ final class AtomicBitmap: @unchecked Sendable {
 
     /// The words, bit `i` of the set in bit `i % 64` of word `i / 64`, for C code that reads
     /// them with atomic loads.
-    var words64: UnsafePointer<UInt64> { UnsafeRawPointer(words).assumingMemoryBound(to: UInt64.self) }
+    var words64: UnsafePointer<UInt64> { UnsafePointer(mutableWords64) }
+
+    /// The words, for C code that sets bits with atomic stores.
+    var mutableWords64: UnsafeMutablePointer<UInt64> { UnsafeMutableRawPointer(words).assumingMemoryBound(to: UInt64.self) }
 }

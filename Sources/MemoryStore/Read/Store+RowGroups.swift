@@ -31,17 +31,28 @@ extension Store {
         }
     }
 
-    /// Checks the `count` rows `row(0) ..< row(count)` whose groups are not yet checked, each
-    /// hashed with the groups ahead of it already on their way (then found in the cache), not
-    /// one cache miss at a time.
-    func verify(_ count: Int, of index: RawRowIndex, row: (Int) -> Int) throws {
-        for k in 0..<count where !index.isChecked(row(k)) {
-            if k + Self.checkAhead < count {
-                let (ahead, more) = index.bytesToCheck(ofRow: row(k + Self.checkAhead))
-                pkm_prefetch(ahead.baseAddress, ahead.count)
-                if let more { pkm_prefetch(more.baseAddress, more.count) }
+    /// Checks the rows `indices[p]`, located at `rows[p]`, with p = `positions?[k] ?? k` for k in
+    /// 0 ..< count, whose groups are not yet checked: a raw table's in one C loop
+    /// (``RawRowIndex/checkRows(_:indices:positions:rows:)``), a nibble table's (and a row that
+    /// did not match) each hashed with the groups ahead of it already on their way (then found in
+    /// the cache), not one cache miss at a time.
+    func verify(_ count: Int, of index: RawRowIndex, indices: UnsafePointer<Int>, positions: UnsafePointer<Int>?,
+                rows: UnsafePointer<UnsafeRawPointer?>) throws {
+        let row = { (k: Int) in indices[positions?[k] ?? k] }
+        var k = 0
+        while k < count {
+            k += positions.map { index.checkRows(count - k, indices: indices, positions: $0 + k, rows: rows) }
+                ?? index.checkRows(count - k, indices: indices + k, positions: nil, rows: rows + k)
+            guard k < count else { break }
+            if !index.isChecked(row(k)) {
+                if k + RawRowIndex.checkAhead < count {
+                    let (ahead, more) = index.bytesToCheck(ofRow: row(k + RawRowIndex.checkAhead))
+                    pkm_prefetch(ahead.baseAddress, ahead.count)
+                    if let more { pkm_prefetch(more.baseAddress, more.count) }
+                }
+                try index.verify(row: row(k))
             }
-            try index.verify(row: row(k))
+            k += 1
         }
     }
 
@@ -95,7 +106,7 @@ extension Store {
                 located += 1
             }
             // Checked before the visit, which then finds the rows in the cache.
-            if unchecked > 0 { try verify(n, of: index) { indices[start + $0] } }
+            if unchecked > 0 { try verify(n, of: index, indices: indices.baseAddress! + start, positions: nil, rows: pointers.baseAddress!) }
             if let decoded {
                 try index.decode(pointers.baseAddress!, rows: indices.baseAddress! + start, count: n, into: decoded, checking: checksRows)
                 for k in 0..<n { pointers[k] = UnsafeRawPointer(decoded + k * layout.rowBytes) }
@@ -124,9 +135,6 @@ extension Store {
     /// Rows per kernel call on the raw path: their pointers, positions and indices (24 bytes a
     /// row) fit in a core's L1 and L2 caches beside the rows in flight.
     package static let rawGroupRows = 2048
-
-    /// How far ahead of the row being checked rows are prefetched.
-    static let checkAhead = 8
 
     /// One group per shard, in storage order; each shard decoded (or read) once.
     private func forEachShardGroup(_ indices: UnsafeBufferPointer<Int>, _ scratch: RowScratch,
