@@ -1,4 +1,4 @@
-#include "row_check.h"
+#include "gather_kernel.h"
 
 #include <string.h>
 
