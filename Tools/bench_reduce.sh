@@ -13,7 +13,9 @@
 # and the table shows medians (this VM's rates drift by half between minutes). Before each thread
 # count's runs the store and the flat copy embedding_bag maps are put in the same page-cache state
 # (Tools/pagecache.py).
-# Results: WORKDIR/results/reduce-*.json and a table on stdout.
+# Then, for each table, the store and embedding_bag taking turns in one process on one thread
+# (Tools/peers/reduce_interleaved.py), a second table of their per-round ratios.
+# Results: WORKDIR/results/reduce-*.json and the tables on stdout.
 source "$(dirname "$0")/prelude.sh"
 work=${1:?usage: bench_reduce.sh WORKDIR [EXPONENTS...]}
 shift
@@ -24,6 +26,8 @@ mkdir -p "$work/results"
 bash "$root/Tools/bootstrap.sh"
 (cd "$root" && swift build -c release --product memtool >/dev/null)
 python3 -c "import torch" 2>/dev/null || { echo "bench_reduce: PyTorch is not installed (Tools/bootstrap.sh)" >&2; exit 1; }
+# pkmstore, for the run taking turns in one process, built from this checkout.
+python3 -m pip install -q --disable-pip-version-check "$root/python" 2>&1 | grep -v "Running pip as the 'root' user" || true
 for e in $exponents; do
     rows=$((1 << e)); side=$((1 << (e / 2))); cols=$((rows / side))
     store="$work/r$e.pkm"
@@ -55,6 +59,12 @@ for e in $exponents; do
             "${bench[@]}" --threads "$t" --queries 512 > /dev/null
         done
     done
+    # The two taking turns in one process, one thread (Tools/peers/reduce_interleaved.py): the
+    # ratio of passes milliseconds apart, steadier than that of runs minutes apart on this VM.
+    python3 "$root/Tools/pagecache.py" "$store" "$store.flat"
+    python3 "$root/Tools/peers/reduce_interleaved.py" "$store" "$store.flat" "$work/rows$e" --batch 256 \
+        > "$work/results/reduce-$e-interleaved.json"
+    cat "$work/results/reduce-$e-interleaved.json" >&2
     rm -f "$store.flat" "$work/rows$e".*.npy
 done
 python3 - "$work/results" "$rounds" $exponents <<'PY'
@@ -76,4 +86,12 @@ for e in exponents:
         ms = lambda x: "-" if x is None else f"{x:.3f}"
         print(f"| 2^{e} | {t} | {m(on)} | {m(off)} | {m(res)} | {m(limit)} | {m(eb)} | {r(on)} | {r(off)} | {r(res)} | "
               f"{r(limit)} | {ms(p50('checks'))} / {ms(p50('resident'))} ms |")
+print()
+print("| rows | store/eb, one thread, taking turns in one process: median (lowest-highest) of the rounds | store | embedding_bag |")
+print("|---|---|---|---|")
+for e in exponents:
+    d = json.load(open(os.path.join(results, f"reduce-{e}-interleaved.json")))
+    q = d["storeOverEmbeddingBag"]
+    print(f"| 2^{e} | {q['median']:.2f} ({q['lowest']:.2f}-{q['highest']:.2f}) of {d['rounds']} | "
+          f"{d['storeRowsPerSecond'] / 1e6:.1f} M rows/s | {d['embeddingBagRowsPerSecond'] / 1e6:.1f} M rows/s |")
 PY
