@@ -49,62 +49,62 @@ static inline void place(const pkm_row_map *map, uint64_t r, uint64_t *s, size_t
     *i = (size_t)(r - *s * map->rows_per_shard);
 }
 
-/// Row j of its unit's checksum, from the row's address.
-static inline const unsigned char *checksum_of(const void *row, size_t j, size_t row_bytes, size_t rows_offset,
-                                               size_t checksums_offset) {
-    return (const unsigned char *)row - rows_offset - j * row_bytes + checksums_offset + j * 8;
+/// Row i of a shard whose units start at `base`: its checksum.
+static inline const unsigned char *checksum_of(const pkm_check_layout *c, const char *base, size_t i) {
+    return (const unsigned char *)base + (i / c->unit_rows) * c->unit_bytes + c->checksums_offset + (i % c->unit_rows) * c->checksum_bytes;
 }
 
-/// Whether rows first ..< end of the unit at `unit` (row j at rows_offset + j x row_bytes, its
-/// checksum at checksums_offset + j x 8), rows `table_first` on in the table, match their checksums.
-static int unit_matches(const unsigned char *unit, size_t first, size_t end, uint64_t table_first, size_t row_bytes,
-                        size_t rows_offset, size_t checksums_offset) {
-    for (size_t j = first; j < end; j++)
-        if (pkm_xxh64(unit + rows_offset + j * row_bytes, row_bytes, table_first + (j - first)) != load64(unit + checksums_offset + j * 8))
-            return 0;
-    return 1;
+/// Whether row i of a shard whose units start at `base`, row r of the table, matches its checksum:
+/// raw rows as stored, nibble slots once decoded (an escaped slot passes: its values are checked
+/// where they are read).
+static int row_matches(const pkm_row_map *map, const pkm_check_layout *c, const char *base, size_t i, uint64_t r) {
+    const unsigned char *row = (const unsigned char *)base + map->row_offsets[i], *sum = checksum_of(c, base, i);
+    if (!c->nibble_table) return pkm_xxh64(row, map->row_bytes, r) == load64(sum);
+    if (row[0] == 0xFF) return 1;
+    const void *slot = row;
+    pkm_nibble_decode(&slot, 1, c->dim, c->element_size, c->nibble_table, c->scratch, 0);
+    return (uint32_t)pkm_xxh64(c->scratch, c->dim * c->element_size, r) == load32(sum);
 }
 
-size_t pkm_check_rows(const pkm_row_map *map, const intptr_t *indices, const intptr_t *positions, size_t count,
-                      const void *const *rows, size_t rows_offset, size_t checksums_offset, uint64_t *touched,
-                      size_t ahead, size_t *newly_checked) {
-    const size_t row_bytes = map->row_bytes, group_rows = (size_t)1 << map->group_shift, group_mask = group_rows - 1;
+size_t pkm_check_rows(const pkm_row_map *map, const pkm_check_layout *c, const intptr_t *indices, const intptr_t *positions,
+                      size_t count, uint64_t *touched, size_t ahead, size_t *newly_checked) {
+    const size_t group_rows = (size_t)1 << map->group_shift;
     uint64_t *checked = (uint64_t *)map->checked;
     for (size_t k = 0; k < count; k++) {
         if (k + ahead < count) {
-            // The checksum line, and the whole group when it is touched (its whole check is next).
-            const size_t p = positions ? (size_t)positions[k + ahead] : k + ahead;
+            // The checksum, and the whole group's rows when it is touched (its whole check is next).
             uint64_t s;
             size_t i;
-            place(map, (uint64_t)indices[p], &s, &i);
-            const unsigned char *sum = checksum_of(rows[p], i & group_mask, row_bytes, rows_offset, checksums_offset);
+            place(map, (uint64_t)indices[positions ? (size_t)positions[k + ahead] : k + ahead], &s, &i);
+            const char *base = (const char *)__atomic_load_n(&map->shard_rows[s], __ATOMIC_RELAXED);
+            __builtin_prefetch(checksum_of(c, base, i), 0, PKM_PREFETCH_LOCALITY);
             const uint64_t g = (s << map->checked_shift) + (i >> map->group_shift);
-            if ((__atomic_load_n(&touched[g >> 6], __ATOMIC_RELAXED) >> (g & 63)) & 1)
-                pkm_prefetch(sum - checksums_offset, rows_offset + group_rows * row_bytes);
-            else
-                __builtin_prefetch(sum, 0, PKM_PREFETCH_LOCALITY);
+            if ((__atomic_load_n(&touched[g >> 6], __ATOMIC_RELAXED) >> (g & 63)) & 1) {
+                const size_t first = (i >> map->group_shift) << map->group_shift;
+                for (size_t j = first; j < first + group_rows && j < map->rows_per_shard; j++)
+                    pkm_prefetch(base + map->row_offsets[j], map->row_bytes);
+            }
         }
-        const size_t p = positions ? (size_t)positions[k] : k;
-        const uint64_t r = (uint64_t)indices[p];
+        const uint64_t r = (uint64_t)indices[positions ? (size_t)positions[k] : k];
         uint64_t s;
         size_t i;
         place(map, r, &s, &i);
         const uint64_t g = (s << map->checked_shift) + (i >> map->group_shift), bit = (uint64_t)1 << (g & 63);
         if (__atomic_load_n(&checked[g >> 6], __ATOMIC_RELAXED) & bit) continue;
+        const char *base = (const char *)__atomic_load_n(&map->shard_rows[s], __ATOMIC_RELAXED);
         const uint64_t word = __atomic_load_n(&touched[g >> 6], __ATOMIC_RELAXED);
-        const size_t j = i & group_mask;
-        const unsigned char *unit = checksum_of(rows[p], j, row_bytes, rows_offset, checksums_offset) - checksums_offset - j * 8;
         if (word & bit) {
             // The group whole: its rows in this shard (the table's last shard may end within it).
-            const size_t first = i - j, shard_end = map->rows - s * map->rows_per_shard;
+            const size_t first = (i >> map->group_shift) << map->group_shift, shard_end = map->rows - s * map->rows_per_shard;
             size_t end = first + group_rows;
             if (end > map->rows_per_shard) end = map->rows_per_shard;
             if (end > shard_end) end = shard_end;
-            if (!unit_matches(unit, 0, end - first, r - j, row_bytes, rows_offset, checksums_offset)) return k;
+            for (size_t j = first; j < end; j++)
+                if (!row_matches(map, c, base, j, r - i + j)) return k;
             if (!(__atomic_fetch_or(&checked[g >> 6], bit, __ATOMIC_RELEASE) & bit)) ++*newly_checked;
             continue;
         }
-        if (!unit_matches(unit, j, j + 1, r, row_bytes, rows_offset, checksums_offset)) return k;
+        if (!row_matches(map, c, base, i, r)) return k;
         __atomic_store_n(&touched[g >> 6], word | bit, __ATOMIC_RELAXED);
     }
     return count;

@@ -136,11 +136,13 @@ import TestSupport
 
     /// A row's first read checks it alone (the C loop, `pkm_check_rows`), the next read of its
     /// group the whole group, down to the partial groups at each shard's end and the table's last
-    /// shard of 3 rows: after reads of every row, every group is checked (a group whose whole
-    /// check failed would stay unchecked), and the sums are right throughout.
-    @Test func readsCheckRowsAloneThenWholeGroups() throws {
+    /// shard of 3 rows, raw rows and nibble slots (units of 40 rows, 20 at a shard's end): after
+    /// reads of every row, every group is checked (a group whose whole check failed would stay
+    /// unchecked), and the sums are right throughout.
+    @Test(arguments: [CodecKind.raw, .nibble])
+    func readsCheckRowsAloneThenWholeGroups(codec: CodecKind) throws {
         let dir = ScratchDirectory()
-        let layout = TableLayout(elementType: .bf16, rows: 1003, dim: 64, rowsPerShard: 100, codec: .raw)
+        let layout = TableLayout(elementType: .bf16, rows: 1003, dim: 64, rowsPerShard: 100, codec: codec)
         let bytes = try writeTable(dir.file("t.pkm"), layout)
         let store = try Store.open(at: dir.file("t.pkm"), cacheBytes: 0)
         let index = try #require(store.rawRows)
@@ -159,11 +161,9 @@ import TestSupport
         // The C loop itself (a failure there would be made good by the Swift check after it):
         // a shard-end group's row alone, then the group whole.
         let picked = [96, 57]
-        var located = [UnsafeRawPointer?](repeating: nil, count: 2), unchecked = 0
-        #expect(index.locateKnown(picked, count: 2, into: &located, counting: false, unchecked: &unchecked) == 2)
-        #expect(index.checkRows(2, indices: picked, positions: nil, rows: located) == 2)
+        #expect(index.checkRows(2, indices: picked, positions: nil) == 2)
         #expect(!index.isChecked(96) && !index.isChecked(57))
-        #expect(index.checkRows(2, indices: picked, positions: [1, 0], rows: located) == 2)
+        #expect(index.checkRows(2, indices: picked, positions: [1, 0]) == 2)
         #expect(index.isChecked(96) && index.isChecked(99) && index.isChecked(57))
         var rng = SeededGenerator(seed: 3)
         let rows = Array(0..<1003).shuffled(using: &rng)

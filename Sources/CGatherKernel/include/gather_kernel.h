@@ -180,30 +180,41 @@ void pkm_gather_dot_at(int level, int element_type, const void *const *rows, con
 
 // MARK: Row checks (row_check.c)
 
-// The checks of raw rows on their first reads since open (Spec/GUARANTEES.md), in C: a reduce
-// over rows the process has not read before checks each against its checksum, and in Swift the
+// The checks of rows on their first reads since open (Spec/GUARANTEES.md), in C: a reduce over
+// rows the process has not read before checks each against its checksum, and in Swift the
 // bookkeeping around each hash cost more than the hash itself (retains, calls, a locked bitmap
 // update a row that keeps the processor from hashing the next row while one is in flight).
 
 /// XXH64 of `length` bytes at `p` with `seed` (Spec/FORMAT.md, "Checksums").
 uint64_t pkm_xxh64(const void *p, size_t length, uint64_t seed);
 
-/// The checks of raw rows (Spec/GUARANTEES.md) of the table `map` describes
-/// (map->checked not NULL: the bitmap of groups checked since open), in units of
-/// 2^map->group_shift rows (one group each), row j of a unit at `rows_offset` + j x map->row_bytes
-/// from the unit's start and its checksum, the little-endian XXH64 of its bytes with the row's
-/// table index as seed, at `checksums_offset` + j x 8 (Spec/FORMAT.md, "Raw"). For k in
-/// 0 ..< count, with p = positions ? positions[k] : k, row indices[p] at rows[p]: nothing when its
-/// group's bit in map->checked is set; when the group's bit in `touched` is clear (the group's
-/// first read), the row alone is compared with its checksum and the bit set; when it is set, the
-/// group's rows all are, and its bit in map->checked set (adding 1 to *newly_checked when this
-/// call set it). Stops at the first row whose comparison failed, for the caller to find which
-/// row failed and report it, returning its k; returns count when every row was handled. The
-/// checksum lines (the whole group, for a touched one) `ahead` rows on are prefetched. A bit of
-/// `touched` set by another thread at the same moment may be lost (it is set with a plain atomic
-/// store, not a locked update): that group's next read then checks one row alone again.
-size_t pkm_check_rows(const pkm_row_map *map, const intptr_t *indices, const intptr_t *positions, size_t count,
-                      const void *const *rows, size_t rows_offset, size_t checksums_offset, uint64_t *touched,
-                      size_t ahead, size_t *newly_checked);
+/// Where a table's row checksums lie, and what they are of (Spec/FORMAT.md, "Raw" and "Nibble"):
+/// within a shard, row i lies where the row map says, in unit i / unit_rows (units follow one
+/// another every unit_bytes from the shard's first), its checksum at checksums_offset +
+/// (i % unit_rows) x checksum_bytes from its unit's start. Raw rows (`nibble_table` NULL): the
+/// little-endian XXH64 of the row's bytes with its table index as seed, 8 bytes. Nibble slots:
+/// the low 32 bits of that of the slot decoded (pkm_nibble_decode with `nibble_table`, `dim`
+/// elements of `element_size` bytes, into `scratch`, which holds dim x element_size bytes), 4
+/// bytes; an escaped slot passes (its values are checked where they are read).
+typedef struct {
+    size_t unit_rows, unit_bytes, checksums_offset, checksum_bytes;
+    const uint8_t *nibble_table;
+    size_t dim, element_size;
+    void *scratch;
+} pkm_check_layout;
+
+/// The row checks (Spec/GUARANTEES.md) of a raw or nibble table that `map` describes (every
+/// shard known; map->checked not NULL: the bitmap of groups, of 2^map->group_shift rows, checked
+/// since open) and `layout` places. For k in 0 ..< count, row r = indices[positions ? positions[k]
+/// : k]: nothing when its group's bit in map->checked is set; when the group's bit in `touched` is
+/// clear (the group's first read), row r alone is compared with its checksum and the bit set; when
+/// it is set, the group's rows all are, and its bit in map->checked set (adding 1 to
+/// *newly_checked when this call set it). Stops at the first row whose comparison failed, for the
+/// caller to find which row failed and report it, returning its k; returns count when every row
+/// was handled. The checksums (a touched group's rows too) `ahead` rows on are prefetched. A bit
+/// of `touched` set by another thread at the same moment may be lost (it is set with a plain
+/// atomic store, not a locked update): that group's next read then checks one row alone again.
+size_t pkm_check_rows(const pkm_row_map *map, const pkm_check_layout *layout, const intptr_t *indices, const intptr_t *positions,
+                      size_t count, uint64_t *touched, size_t ahead, size_t *newly_checked);
 
 #endif

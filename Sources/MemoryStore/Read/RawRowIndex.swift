@@ -262,19 +262,24 @@ final class RawRowIndex: @unchecked Sendable {
         return (UnsafeRawBufferPointer(start: g.base + start, count: end - start), nil)
     }
 
-    /// Checks rows `indices[p]` at `rows[p]`, with p = `positions?[k] ?? k` for k in 0 ..< count
-    /// (located), as ``verify(row:wholeGroup:)`` does, in one C loop (`pkm_check_rows`) for a raw
-    /// table that remembers its checks; returns the k where it stopped: count, or a row that did
-    /// not match, for ``verify(row:wholeGroup:)`` to check again and report. Returns 0 for nibble
-    /// tables and where no bitmap is kept: every row is left to `verify`.
-    func checkRows(_ count: Int, indices: UnsafePointer<Int>, positions: UnsafePointer<Int>?,
-                   rows: UnsafePointer<UnsafeRawPointer?>) -> Int {
-        guard nibbleTable == nil, let touched else { return 0 }
+    /// Checks rows `indices[positions?[k] ?? k]` for k in 0 ..< count (their shards known) as
+    /// ``verify(row:wholeGroup:)`` does, in one C loop (`pkm_check_rows`), where the index
+    /// remembers its checks; returns the k where it stopped: count, or a row that did not match,
+    /// for ``verify(row:wholeGroup:)`` to check again and report. Returns 0 where no bitmap is
+    /// kept: every row is left to `verify`.
+    func checkRows(_ count: Int, indices: UnsafePointer<Int>, positions: UnsafePointer<Int>?) -> Int {
+        guard let touched else { return 0 }
         var map = rowMap(checking: true)
         guard map.checked != nil else { return count }  // every group checked
         var newlyChecked = 0
-        let done = pkm_check_rows(&map, indices, positions, count, rows, raw.rowsOffset, raw.checksumsOffset, touched.mutableWords64,
-                                  Self.checkAhead, &newlyChecked)
+        let done = withUnsafeTemporaryAllocation(byteCount: nibbleTable == nil ? 0 : layout.rowBytes, alignment: 64) { scratch in
+            (nibbleTable ?? []).withUnsafeBufferPointer { table in
+                var checks = pkm_check_layout(unit_rows: raw.unitRows, unit_bytes: raw.unitBytes, checksums_offset: raw.checksumsOffset,
+                                              checksum_bytes: raw.checksumBytes, nibble_table: nibbleTable == nil ? nil : table.baseAddress,
+                                              dim: layout.dim, element_size: layout.elementType.size, scratch: scratch.baseAddress)
+                return pkm_check_rows(&map, &checks, indices, positions, count, touched.mutableWords64, Self.checkAhead, &newlyChecked)
+            }
+        }
         checkedGroups.add(newlyChecked, ordering: .relaxed)
         return done
     }

@@ -31,18 +31,17 @@ extension Store {
         }
     }
 
-    /// Checks the rows `indices[p]`, located at `rows[p]`, with p = `positions?[k] ?? k` for k in
-    /// 0 ..< count, whose groups are not yet checked: a raw table's in one C loop
-    /// (``RawRowIndex/checkRows(_:indices:positions:rows:)``), a nibble table's (and a row that
-    /// did not match) each hashed with the groups ahead of it already on their way (then found in
-    /// the cache), not one cache miss at a time.
-    func verify(_ count: Int, of index: RawRowIndex, indices: UnsafePointer<Int>, positions: UnsafePointer<Int>?,
-                rows: UnsafePointer<UnsafeRawPointer?>) throws {
+    /// Checks the rows `indices[positions?[k] ?? k]` for k in 0 ..< count (their shards known)
+    /// whose groups are not yet checked, in one C loop (``RawRowIndex/checkRows(_:indices:positions:)``);
+    /// a row that did not match there, and every row of a table too large to remember its checks,
+    /// by ``RawRowIndex/verify(row:wholeGroup:)``, which names it, hashed with the groups ahead of
+    /// it already on their way (then found in the cache), not one cache miss at a time.
+    func verify(_ count: Int, of index: RawRowIndex, indices: UnsafePointer<Int>, positions: UnsafePointer<Int>?) throws {
         let row = { (k: Int) in indices[positions?[k] ?? k] }
         var k = 0
         while k < count {
-            k += positions.map { index.checkRows(count - k, indices: indices, positions: $0 + k, rows: rows) }
-                ?? index.checkRows(count - k, indices: indices + k, positions: nil, rows: rows + k)
+            k += positions.map { index.checkRows(count - k, indices: indices, positions: $0 + k) }
+                ?? index.checkRows(count - k, indices: indices + k, positions: nil)
             guard k < count else { break }
             if !index.isChecked(row(k)) {
                 if k + RawRowIndex.checkAhead < count {
@@ -106,7 +105,7 @@ extension Store {
                 located += 1
             }
             // Checked before the visit, which then finds the rows in the cache.
-            if unchecked > 0 { try verify(n, of: index, indices: indices.baseAddress! + start, positions: nil, rows: pointers.baseAddress!) }
+            if unchecked > 0 { try verify(n, of: index, indices: indices.baseAddress! + start, positions: nil) }
             if let decoded {
                 try index.decode(pointers.baseAddress!, rows: indices.baseAddress! + start, count: n, into: decoded, checking: checksRows)
                 for k in 0..<n { pointers[k] = UnsafeRawPointer(decoded + k * layout.rowBytes) }

@@ -289,8 +289,7 @@ extension Store {
                 throw StoreError.invalidArgument("the reduce kernel refused an index or target that the checks accept")
             }
             if unchecked > 0, let rawRows {
-                try verify(unchecked, of: rawRows, indices: slice.baseAddress!, positions: scratch.positions.baseAddress!,
-                           rows: scratch.pointers.baseAddress!)
+                try verify(unchecked, of: rawRows, indices: slice.baseAddress!, positions: scratch.positions.baseAddress!)
             }
             if escapes > 0, let rawRows {
                 try addEscapedRows(escapes, escaped, slots: scratch.pointers.baseAddress!, first: start, indices, rawRows,
