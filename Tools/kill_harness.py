@@ -102,12 +102,13 @@ class Harness:
         probe = os.path.join(work, "probe.pkm")
         # create and import are timed twice and the faster run kept: a first run on cold caches
         # overstates the time, and then most kills land after the writer has finished.
+        self.final_bytes = {}
         for op in ["create", "import", "import"]:
             self.remove(probe)
             start = time.monotonic()
             self.must(self.commands[op](probe))
             self.duration[op] = min(self.duration.get(op, float("inf")), time.monotonic() - start)
-        self.final_bytes = os.path.getsize(probe)
+            self.final_bytes[op] = os.path.getsize(probe)
         if digest(probe)[0] != self.expected_digest:
             raise RuntimeError("a clean import of the exported memory differs from the memory")
         for op in ["compact", "compact-copy"]:
@@ -231,7 +232,7 @@ def main():
             delay = rng.uniform(0, 1.2 * h.duration[op])
             grown_past = None
             if op in ("create", "import") and (t // len(ops)) % 2 == 1:
-                grown_past = int(rng.uniform(0.2, 0.9) * h.final_bytes)
+                grown_past = int(rng.uniform(0.2, 0.9) * h.final_bytes[op])
             outcome, problem = h.trial(op, delay, grown_past)
             outcomes[op][outcome] = outcomes[op].get(outcome, 0) + 1
             if problem:

@@ -49,11 +49,11 @@ static inline __attribute__((always_inline)) const void *locate_row(const int ho
         r = 0;
     }
     if (how == ROWS_FLAT) return map->base + r * map->row_bytes;
-    const uint64_t s = map->shard_multiplier ? (uint64_t)(((unsigned __int128)map->shard_multiplier * r) >> 64) : r / map->rows_per_shard;
+    const uint64_t s = pkm_row_shard(map, r);
     const size_t i = (size_t)(r - s * map->rows_per_shard);
     const char *base = (const char *)__atomic_load_n(&map->shard_rows[s], __ATOMIC_RELAXED);
     if (how == ROWS_CHECKED) {
-        const uint64_t g = (s << map->checked_shift) + (i >> map->group_shift);
+        const uint64_t g = pkm_group_bit(map, s, i);
         if (!((__atomic_load_n(&map->checked[g >> 6], __ATOMIC_RELAXED) >> (g & 63)) & 1)) loc->unchecked[loc->n++] = (intptr_t)k;
     }
     return base + map->row_offsets[i];
@@ -564,14 +564,13 @@ size_t pkm_locate_rows(const pkm_row_map *map, const intptr_t *indices, size_t c
     size_t clear = 0, k = 0;
     for (; k < count; k++) {
         const uint64_t r = (uint64_t)indices[k];
-        const uint64_t s = map->shard_multiplier ? (uint64_t)(((unsigned __int128)map->shard_multiplier * r) >> 64)
-                                                 : r / map->rows_per_shard;
+        const uint64_t s = pkm_row_shard(map, r);
         const intptr_t base = __atomic_load_n(&map->shard_rows[s], __ATOMIC_RELAXED);
         if (base == 0) break;
         const size_t i = (size_t)(r - s * map->rows_per_shard);
         rows[k] = (const char *)base + map->row_offsets[i];
         if (map->checked) {
-            const uint64_t g = (s << map->checked_shift) + (i >> map->group_shift);
+            const uint64_t g = pkm_group_bit(map, s, i);
             clear += !((__atomic_load_n(&map->checked[g >> 6], __ATOMIC_RELAXED) >> (g & 63)) & 1);
         }
     }

@@ -45,7 +45,7 @@ uint64_t pkm_xxh64(const void *data, size_t n, uint64_t seed) {
 
 /// Row r's shard and its place in it.
 static inline void place(const pkm_row_map *map, uint64_t r, uint64_t *s, size_t *i) {
-    *s = map->shard_multiplier ? (uint64_t)(((unsigned __int128)map->shard_multiplier * r) >> 64) : r / map->rows_per_shard;
+    *s = pkm_row_shard(map, r);
     *i = (size_t)(r - *s * map->rows_per_shard);
 }
 
@@ -72,24 +72,27 @@ size_t pkm_check_rows(const pkm_row_map *map, const pkm_check_layout *c, const i
     uint64_t *checked = (uint64_t *)map->checked;
     for (size_t k = 0; k < count; k++) {
         if (k + ahead < count) {
-            // The checksum, and the whole group's rows when it is touched (its whole check is next).
+            // Unless its group is checked: the checksum, and the whole group's rows when the group
+            // is touched (its whole check is next).
             uint64_t s;
             size_t i;
             place(map, (uint64_t)indices[positions ? (size_t)positions[k + ahead] : k + ahead], &s, &i);
-            const char *base = (const char *)__atomic_load_n(&map->shard_rows[s], __ATOMIC_RELAXED);
-            __builtin_prefetch(checksum_of(c, base, i), 0, PKM_PREFETCH_LOCALITY);
-            const uint64_t g = (s << map->checked_shift) + (i >> map->group_shift);
-            if ((__atomic_load_n(&touched[g >> 6], __ATOMIC_RELAXED) >> (g & 63)) & 1) {
-                const size_t first = (i >> map->group_shift) << map->group_shift;
-                for (size_t j = first; j < first + group_rows && j < map->rows_per_shard; j++)
-                    pkm_prefetch(base + map->row_offsets[j], map->row_bytes);
+            const uint64_t g = pkm_group_bit(map, s, i);
+            if (!((__atomic_load_n(&checked[g >> 6], __ATOMIC_RELAXED) >> (g & 63)) & 1)) {
+                const char *base = (const char *)__atomic_load_n(&map->shard_rows[s], __ATOMIC_RELAXED);
+                __builtin_prefetch(checksum_of(c, base, i), 0, PKM_PREFETCH_LOCALITY);
+                if ((__atomic_load_n(&touched[g >> 6], __ATOMIC_RELAXED) >> (g & 63)) & 1) {
+                    const size_t first = (i >> map->group_shift) << map->group_shift;
+                    for (size_t j = first; j < first + group_rows && j < map->rows_per_shard; j++)
+                        pkm_prefetch(base + map->row_offsets[j], map->row_bytes);
+                }
             }
         }
         const uint64_t r = (uint64_t)indices[positions ? (size_t)positions[k] : k];
         uint64_t s;
         size_t i;
         place(map, r, &s, &i);
-        const uint64_t g = (s << map->checked_shift) + (i >> map->group_shift), bit = (uint64_t)1 << (g & 63);
+        const uint64_t g = pkm_group_bit(map, s, i), bit = (uint64_t)1 << (g & 63);
         if (__atomic_load_n(&checked[g >> 6], __ATOMIC_RELAXED) & bit) continue;
         const char *base = (const char *)__atomic_load_n(&map->shard_rows[s], __ATOMIC_RELAXED);
         const uint64_t word = __atomic_load_n(&touched[g >> 6], __ATOMIC_RELAXED);

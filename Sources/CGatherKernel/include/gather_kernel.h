@@ -55,6 +55,16 @@ typedef struct {
     size_t rows;
 } pkm_row_map;
 
+/// The shard holding row r of the table `map` describes (see pkm_row_map).
+static inline uint64_t pkm_row_shard(const pkm_row_map *map, uint64_t r) {
+    return map->shard_multiplier ? (uint64_t)(((unsigned __int128)map->shard_multiplier * r) >> 64) : r / map->rows_per_shard;
+}
+
+/// The bit of map->checked for row i of shard s.
+static inline uint64_t pkm_group_bit(const pkm_row_map *map, uint64_t s, size_t i) {
+    return (s << map->checked_shift) + (i >> map->group_shift);
+}
+
 /// pkm_gather_reduce over the rows indices[0 ..< count] of the table `map` describes, each row
 /// located as the kernel asks for its cache lines (`prefetch_distance` rows ahead), so that the
 /// address arithmetic overlaps the loads in flight: for k < count, rows[k] becomes row
