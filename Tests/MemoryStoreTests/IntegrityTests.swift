@@ -388,6 +388,23 @@ import TestSupport
         #expect(try Store.open(at: path).verify().isSound)
     }
 
+    /// `memtool compact` in another process renames its new file over the path of a store this
+    /// process has open; the open environment's checks read the file it maps, never the file
+    /// the path names by then (a CI run's `memtool verify` walked the old file's pages from the
+    /// new file's meta page, which held the same transaction id, and reported damage).
+    @Test func checksReadTheMappedFileNotTheRenamedPath() throws {
+        let dir = ScratchDirectory()
+        let fixtures = Tools.root.appendingPathComponent("Tests/Fixtures")
+        let path = dir.file("m.pkm"), replacement = dir.file("m.pkm.compacting")
+        try FileManager.default.copyItem(atPath: fixtures.appendingPathComponent("v3-raw.store").path, toPath: path)
+        try FileManager.default.copyItem(atPath: fixtures.appendingPathComponent("v3-zstd.store").path, toPath: replacement)
+        let env = try Environment(path: path, readOnly: true)
+        // Both files' newest commit is transaction 8; the replacement's free-list root is an overflow page of the original.
+        try #require(rename(replacement, path) == 0)
+        try BTreePages.check(env)
+        #expect(try env.snapshotMatchesMetaPages())
+    }
+
     @Test func notAStoreIsNamed() throws {
         let dir = ScratchDirectory()
         #expect(throws: StoreError.notFound(path: dir.file("missing.pkm"))) { try Store.open(at: dir.file("missing.pkm")) }

@@ -35,7 +35,7 @@ struct BTreePages {
             defer { mdb_txn_abort(txn) }
             let id = UInt64(mdb_txn_id(txn))
             // The meta page of this snapshot; a writer may have overwritten it since (then retry).
-            guard let meta = MetaPages.meta(path: env.path, transaction: id) else { continue }
+            guard let meta = MetaPages.meta(fd: fd, transaction: id) else { continue }
             var walker = BTreePages(fd: fd, pageSize: meta.pageSize, fileSize: meta.fileSize, lastPage: meta.lastPage)
             try walker.walk(meta.roots[0], database: "free list", main: false, depth: 0)
             try walker.walk(meta.roots[1], database: "main", main: true, depth: 0)

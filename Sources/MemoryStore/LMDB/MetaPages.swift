@@ -39,6 +39,11 @@ enum MetaPages {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { return nil }
         defer { close(fd) }
+        return read(fd: fd)
+    }
+
+    /// `read(path:)` of the file open as `fd`.
+    private static func read(fd: Int32) -> (pageSize: Int, fileSize: Int, metas: [Meta]?)? {
         var st = stat()
         guard fstat(fd, &st) == 0 else { return nil }
         var head = [UInt8](repeating: 0, count: 2 * 65536)
@@ -76,16 +81,20 @@ enum MetaPages {
     }
 
     /// The page size, file size, last page in use and B-tree roots (free list, main) recorded by
-    /// the meta page of transaction `id`, or nil when neither meta page holds it (a writer has
-    /// committed twice since) or the file cannot be read as LMDB.
-    static func meta(path: String, transaction id: UInt64) -> (pageSize: Int, fileSize: Int, lastPage: UInt64, roots: [UInt64])? {
-        guard let (pageSize, fileSize, metas) = read(path: path), let meta = metas?.first(where: { $0.txn == id }) else { return nil }
+    /// the meta page of transaction `id` in the file open as `fd`, or nil when neither meta page
+    /// holds it (a writer has committed twice since) or the file cannot be read as LMDB.
+    ///
+    /// An open environment's file is read through its descriptor, never its path: a compaction
+    /// in another process may have renamed a new file over the path, whose meta pages can hold
+    /// the same transaction id and name pages of a different B-tree.
+    static func meta(fd: Int32, transaction id: UInt64) -> (pageSize: Int, fileSize: Int, lastPage: UInt64, roots: [UInt64])? {
+        guard let (pageSize, fileSize, metas) = read(fd: fd), let meta = metas?.first(where: { $0.txn == id }) else { return nil }
         return (pageSize, fileSize, meta.lastPage, meta.roots)
     }
 
-    /// The transaction ids of the two meta pages, or nil when the file cannot be read as LMDB.
-    static func transactionIDs(path: String) -> [UInt64]? {
-        read(path: path)?.metas?.map(\.txn)
+    /// The transaction ids of the two meta pages of the file open as `fd`, or nil when it cannot be read as LMDB.
+    static func transactionIDs(fd: Int32) -> [UInt64]? {
+        read(fd: fd)?.metas?.map(\.txn)
     }
 
     private static func damaged(_ why: String) -> StoreError {

@@ -17,6 +17,17 @@ enum OpenEnvironments {
         init?(path: String) {
             var st = stat()
             guard stat(path, &st) == 0 else { return nil }
+            self.init(st)
+        }
+
+        /// The file an open environment maps.
+        init?(_ env: Environment) {
+            var fd: Int32 = -1, st = stat()
+            guard mdb_env_get_fd(env.handle, &fd) == 0, fstat(fd, &st) == 0 else { return nil }
+            self.init(st)
+        }
+
+        private init(_ st: stat) {
             device = UInt64(st.st_dev)
             inode = UInt64(st.st_ino)
         }
@@ -38,15 +49,19 @@ enum OpenEnvironments {
     /// A new environment is opened only once the previous one of the same file has finished
     /// closing, since its close drops every lock this process holds on the lock file.
     static func readOnly(path: String) throws -> Environment {
-        guard let id = FileID(path: path) else { throw StoreError.notFound(path: path) }
         let deadline = ContinuousClock.now + .seconds(2)
         while true {
+            // Again on each attempt: a compaction may have renamed a new file over the path.
+            guard let id = FileID(path: path) else { throw StoreError.notFound(path: path) }
             let env: Environment? = try table.withLock { table in
                 let entry = table[id] ?? Entry()
                 table[id] = entry
                 if let env = entry.env { return env }
                 guard !entry.open else { return nil }
-                guard let (env, lock) = try openMatchingLock(path: path, id: id, table: table) else { return nil }
+                guard let (env, lock) = try openMatchingLock(path: path, id: id, table: table) else {
+                    table[id] = nil
+                    return nil
+                }
                 entry.env = env
                 entry.open = true
                 entry.lock = lock
@@ -81,25 +96,29 @@ enum OpenEnvironments {
     /// rename, so a retry finds a fresh one):
     /// - when another environment of this process uses that lock file, nothing is opened: this
     ///   environment's close would drop the other's locks;
-    /// - when the lock file changed while opening, or its last transaction id selects no meta
-    ///   page of this file (a reader would see the wrong snapshot), the environment is closed.
+    /// - when the path named another file by the time it was opened, or the lock file changed
+    ///   while opening, or its last transaction id selects no meta page of this file (a reader
+    ///   would see the wrong snapshot), the environment is closed.
     private static func openMatchingLock(path: String, id: FileID, table: [FileID: Entry]) throws -> (Environment, FileID?)? {
         let lock = FileID(path: path + "-lock")
         if let lock, table.contains(where: { $0.key != id && $0.value.open && $0.value.lock == lock }) { return nil }
         let env = try Environment(path: path, readOnly: true)
         let opened = FileID(path: path + "-lock")
-        guard lock == nil || opened == lock, try env.snapshotMatchesMetaPages() else { return nil }
+        guard FileID(env) == id, lock == nil || opened == lock, try env.snapshotMatchesMetaPages() else { return nil }
         env.sharedAs = id
         return (env, opened)
     }
 }
 
 extension Environment {
-    /// Whether a fresh read snapshot has the transaction id of one of the file's meta pages.
+    /// Whether a fresh read snapshot has the transaction id of one of the meta pages of the
+    /// file this environment maps (read through its descriptor: the path may name a newer file).
     func snapshotMatchesMetaPages() throws -> Bool {
+        var fd: Int32 = -1
+        guard mdb_env_get_fd(handle, &fd) == 0 else { return true }
         for _ in 0..<3 {
             let snapshot = try read { txn in UInt64(mdb_txn_id(txn.handle)) }
-            guard let ids = MetaPages.transactionIDs(path: path) else { return true }
+            guard let ids = MetaPages.transactionIDs(fd: fd) else { return true }
             if ids.contains(snapshot) { return true }
             // A writer may have committed twice in between; a stale lock file stays wrong.
             usleep(5_000)
