@@ -75,7 +75,7 @@ extension Store {
     /// LMDB's picture of the file and the sizes of all shard blobs (one pass over the shard keys, no decoding).
     public func storageStatistics() throws -> StorageStatistics {
         let info = env.info
-        let fileBytes = fileSize(atPath: path)
+        let fileBytes = env.fileBytes
         return try env.read { txn in
             let s = env.stat(env.shards, in: txn)
             var total = 0, smallest = Int.max, largest = 0, count = 0

@@ -27,8 +27,7 @@ struct BTreePages {
 
     /// Throws, naming the page, when a B-tree page of the environment's current snapshot is damaged.
     static func check(_ env: Environment) throws {
-        var fd: Int32 = -1
-        guard mdb_env_get_fd(env.handle, &fd) == 0 else { return }
+        guard let fd = env.descriptor else { return }
         for _ in 0..<3 {
             var txn: OpaquePointer?
             guard mdb_txn_begin(env.handle, nil, UInt32(MDB_RDONLY), &txn) == 0, let txn else { return }

@@ -22,8 +22,7 @@ struct BlobReader: Sendable {
     init?(env: Environment, locating value: UnsafeRawBufferPointer) {
         guard let address = value.baseAddress.map({ UInt(bitPattern: $0) }),
               let base = Self.mapBase(containing: address) else { return nil }
-        var fd: Int32 = -1
-        guard mdb_env_get_fd(env.handle, &fd) == 0, fd >= 0 else { return nil }
+        guard let fd = env.descriptor else { return nil }
         self.fd = fd
         path = env.path
         mapBase = base

@@ -117,6 +117,20 @@ final class Environment: @unchecked Sendable {
         }
     }
 
+    /// The descriptor of the file this environment maps. Checks read that file through it, never
+    /// through `path`: a compaction in another process may have renamed a new file over the path.
+    var descriptor: Int32? {
+        var fd: Int32 = -1
+        return mdb_env_get_fd(handle, &fd) == 0 && fd >= 0 ? fd : nil
+    }
+
+    /// The size in bytes of the file this environment maps, or 0 when it cannot be read.
+    var fileBytes: Int {
+        var st = Glibc.stat()
+        guard let fd = descriptor, fstat(fd, &st) == 0 else { return 0 }
+        return Int(st.st_size)
+    }
+
     /// Page size, map size and the last page in use, as LMDB reports them.
     var info: (pageSize: Int, mapSize: Int, lastPage: Int, readersUsed: Int, maxReaders: Int) {
         var stat = MDB_stat()

@@ -22,8 +22,8 @@ enum OpenEnvironments {
 
         /// The file an open environment maps.
         init?(_ env: Environment) {
-            var fd: Int32 = -1, st = stat()
-            guard mdb_env_get_fd(env.handle, &fd) == 0, fstat(fd, &st) == 0 else { return nil }
+            var st = stat()
+            guard let fd = env.descriptor, fstat(fd, &st) == 0 else { return nil }
             self.init(st)
         }
 
@@ -112,10 +112,9 @@ enum OpenEnvironments {
 
 extension Environment {
     /// Whether a fresh read snapshot has the transaction id of one of the meta pages of the
-    /// file this environment maps (read through its descriptor: the path may name a newer file).
+    /// file this environment maps.
     func snapshotMatchesMetaPages() throws -> Bool {
-        var fd: Int32 = -1
-        guard mdb_env_get_fd(handle, &fd) == 0 else { return true }
+        guard let fd = descriptor else { return true }
         for _ in 0..<3 {
             let snapshot = try read { txn in UInt64(mdb_txn_id(txn.handle)) }
             guard let ids = MetaPages.transactionIDs(fd: fd) else { return true }
