@@ -134,6 +134,48 @@ import TestSupport
         #expect(throws: StoreError.self) { try reduce([345]) }
     }
 
+    /// Reduces that keep reading the same few rows meet no group left to check: they have
+    /// stalled, and check the rest of the table a sixteenth of their rows' worth of groups at a
+    /// time, so that reads stop consulting the bitmap although no query selects the rest (before,
+    /// the rest was checked only once all but a sixteenth of the groups had been read). Groups
+    /// whose pages are not in memory are left alone until they are.
+    @Test func stalledReducesCheckTheGroupsInMemoryThatNoReadSelects() throws {
+        let dir = ScratchDirectory()
+        let layout = TableLayout(elementType: .bf16, rows: 100_000, dim: 16, rowsPerShard: 10_000, codec: .raw)
+        let bytes = try writeTable(dir.file("t.pkm"), layout)
+        let store = try Store.open(at: dir.file("t.pkm"), cacheBytes: 0)
+        let index = try #require(store.rawRows)
+        /// Reduces `rows` (weights 1) and compares with the sum of their reference values.
+        func reduce(_ rows: [Int], times: Int) throws {
+            let exact = (0..<16).map { j in rows.reduce(0.0) { $0 + Double(referenceRow(bytes, $1, dim: 16, type: .bf16)[j]) } }
+            for _ in 0..<times {
+                var out = [Float](repeating: 0, count: 16)
+                try store.gatherReduce(indices: rows, weights: [Float](repeating: 1, count: rows.count), into: &out)
+                #expect(zip(out, exact).allSatisfy { abs(Double($0) - $1) <= 1e-5 * max(1, abs($1)) })
+            }
+        }
+        try reduce(stride(from: 0, to: 100_000, by: 10_000).map { $0 }, times: 1)  // locates every shard
+        try #require(index.everyShardKnown)
+        // Pages of the table not yet read leave the page cache, where the file system allows.
+        let fd = open(dir.file("t.pkm"), O_RDONLY)
+        defer { close(fd) }
+        _ = posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED)
+        var residency = PageResidency()
+        let evicted = !residency.contains(index.bytesToCheck(ofRow: 95_555, wholeGroup: true).0)
+        // 4,098 reads of three rows: the sweep's share is 256 groups a reduce, of 12,500.
+        let hot = (0..<1366).flatMap { _ in [1, 2, 3] }
+        try reduce(hot, times: 60)
+        if evicted {
+            // The sweep passed over the groups on storage; reading the file brings them in.
+            #expect(!index.isChecked(95_555))
+            var buffer = [UInt8](repeating: 0, count: 1 << 20)
+            while buffer.withUnsafeMutableBytes({ read(fd, $0.baseAddress!, $0.count) }) > 0 {}
+            try reduce(hot, times: 60)
+        }
+        #expect((0..<100_000).allSatisfy { index.isChecked($0) })
+        #expect(index.rowMap(checking: true).checked == nil, "reads still consult the bitmap")
+    }
+
     /// A row's first read checks it alone (the C loop, `pkm_check_rows`), the next read of its
     /// group the whole group, down to the partial groups at each shard's end and the table's last
     /// shard of 3 rows, raw rows and nibble slots (units of 40 rows, 20 at a shard's end): after

@@ -44,7 +44,7 @@ final class RawRowIndex: @unchecked Sendable {
     /// Groups checked since open, and the table's groups: when they are equal, reads skip the bitmap.
     private let checkedGroups = Atomic<Int>(0)
     private let groupCount: Int
-    /// The next bit ``sweep(groups:)`` looks at.
+    /// The next bit ``sweep(groups:stalled:)`` looks at.
     private let sweepCursor = Atomic<Int>(0)
     private let snapshot: ReadTransaction
     /// Whether the pass over all shard keys has run.
@@ -182,22 +182,28 @@ final class RawRowIndex: @unchecked Sendable {
     }
 
     /// Checks up to `groups` groups not yet checked, from where the last sweep stopped, once all
-    /// but a sixteenth of the table's groups have been read (and checked): then reads skip the
-    /// bitmap sooner, where a few rows no query selects would keep them consulting it for the
-    /// life of the process. A damaged group is left unchecked, for the read of one of its rows
-    /// to fail, naming it. Looks at no more than 64 bits a group asked for, so that a table whose
-    /// only unchecked groups are damaged does not have every reduce scan its whole bitmap.
-    func sweep(groups: Int) {
-        guard let checked, checkedGroups.load(ordering: .relaxed) >= groupCount - groupCount / 16 else { return }
+    /// but a sixteenth of the table's groups have been read (and checked), or once reads have
+    /// `stalled` (met no group left to check: the rest are groups no query selects): then reads
+    /// skip the bitmap sooner, where those groups would keep them consulting it for the life of
+    /// the process. Only groups whose pages are in memory are checked (`mincore`), so that a
+    /// sweep never waits on storage for rows no one asked for. A damaged group is left
+    /// unchecked, for the read of one of its rows to fail, naming it. Looks at no more than 64
+    /// bits a group asked for, so that a table whose only unchecked groups are damaged or on
+    /// storage does not have every reduce scan its whole bitmap.
+    func sweep(groups: Int, stalled: Bool) {
+        guard let checked, stalled || checkedGroups.load(ordering: .relaxed) >= groupCount - groupCount / 16 else { return }
         let bits = shardCount << checkedShift, perShard = 1 << checkedShift
         var left = groups, looked = 0
+        var inMemory = PageResidency()
         while left > 0 && looked < min(bits, 64 * groups) && checkedGroups.load(ordering: .relaxed) < groupCount {
             let bit = sweepCursor.wrappingAdd(1, ordering: .relaxed).oldValue % bits
             looked += 1
             let shard = bit >> checkedShift, first = (bit & (perShard - 1)) << raw.groupShift
             guard first < layout.rowRange(ofShard: shard).count, !checked.contains(bit) else { continue }
+            let row = shard * layout.rowsPerShard + first
+            guard inMemory.contains(bytesToCheck(ofRow: row, wholeGroup: true).0) else { continue }
             left -= 1
-            try? verify(row: shard * layout.rowsPerShard + first, wholeGroup: true)
+            try? verify(row: row, wholeGroup: true)
         }
     }
 
@@ -249,11 +255,12 @@ final class RawRowIndex: @unchecked Sendable {
     /// The bytes that reading row `row` and checking it read (its shard located), as one or two
     /// spans: the row alone when its group is checked; the row and then its checksum on its
     /// group's first read (``verify(row:wholeGroup:)``); the group's checksums and rows after.
-    func bytesToCheck(ofRow row: Int) -> (UnsafeRawBufferPointer, UnsafeRawBufferPointer?) {
+    /// With `wholeGroup`, the group's checksums and rows, as ``verify(row:wholeGroup:)`` reads them.
+    func bytesToCheck(ofRow row: Int, wholeGroup: Bool = false) -> (UnsafeRawBufferPointer, UnsafeRawBufferPointer?) {
         let g = group(holding: row), r = row - g.shardStart
         let rowBytes = UnsafeRawBufferPointer(start: g.base + raw.rowOffset(r), count: raw.rowBytes)
         guard !isChecked(row) else { return (rowBytes, nil) }
-        if let touched, !touched.contains(bit(ofRow: row)) {
+        if !wholeGroup, let touched, !touched.contains(bit(ofRow: row)) {
             return (rowBytes, UnsafeRawBufferPointer(start: g.base + raw.checksumOffset(r), count: raw.checksumBytes))
         }
         let first = g.rows.lowerBound, last = g.rows.upperBound - 1

@@ -246,8 +246,10 @@ extension Store {
     /// as by the other road). The rows of groups not yet checked are summed with the others, then
     /// checked before the call returns: a damaged row throws, naming shard and row (and leaves
     /// the output partly summed, as any error does). Once most of the table is checked, a reduce
-    /// also checks a group beyond its own rows for every 256 rows it read, at least 16
-    /// (``RawRowIndex/sweep(groups:)``): a few percent of its time. `reducePlain` adds the escaped rows.
+    /// also checks a group beyond its own rows for every 256 rows it read, at least 16, and once
+    /// a reduce met no row left to check, one for every 64 (``RawRowIndex/sweep(groups:stalled:)``,
+    /// groups in memory only): a few percent of its time, until every group is checked and the
+    /// reads no longer consult the bitmap. `reducePlain` adds the escaped rows.
     /// The kernel checks each index and target as it reads it (no pass over them before): a call
     /// that refused one throws the error the checks of the other roads throw, for its own rows.
     private func reduceLocating(_ indices: UnsafeBufferPointer<Int>, map: pkm_row_map, weights: UnsafePointer<Float>, chunks: Int,
@@ -262,7 +264,7 @@ extension Store {
         let escaped = UnsafeMutableBufferPointer<Int>.allocate(capacity: table == nil ? 0 : group)
         let escapedRows = UnsafeMutableBufferPointer<UnsafeRawPointer?>.allocate(capacity: table == nil ? 0 : group)
         defer { escaped.deallocate(); escapedRows.deallocate() }
-        var start = 0
+        var start = 0, met = 0
         while start < indices.count {
             let n = min(group, indices.count - start)
             let slice = UnsafeBufferPointer(rebasing: indices[start..<(start + n)])
@@ -291,13 +293,18 @@ extension Store {
             if unchecked > 0, let rawRows {
                 try verify(unchecked, of: rawRows, indices: slice.baseAddress!, positions: scratch.positions.baseAddress!)
             }
+            met += unchecked
             if escapes > 0, let rawRows {
                 try addEscapedRows(escapes, escaped, slots: scratch.pointers.baseAddress!, first: start, indices, rawRows,
                                    into: escapedRows, reducePlain)
             }
             start += n
         }
-        if map.checked != nil, let rawRows { rawRows.sweep(groups: max(16, indices.count / 256)) }
+        if map.checked != nil, let rawRows {
+            // Reads that met no group left to check have stalled: the rest are for the sweep, faster.
+            let stalled = met == 0
+            rawRows.sweep(groups: max(16, indices.count / (stalled ? 16 : 256)), stalled: stalled)
+        }
         if let readsBefore { noteStorageReads(since: readsBefore, rows: indices.count) }
     }
 
