@@ -44,7 +44,7 @@ final class RawRowIndex: @unchecked Sendable {
     /// Groups checked since open, and the table's groups: when they are equal, reads skip the bitmap.
     private let checkedGroups = Atomic<Int>(0)
     private let groupCount: Int
-    /// The next bit ``sweep(groups:stalled:)`` looks at.
+    /// The next bit ``sweep(afterReading:stalled:)`` looks at.
     private let sweepCursor = Atomic<Int>(0)
     private let snapshot: ReadTransaction
     /// Whether the pass over all shard keys has run.
@@ -181,17 +181,30 @@ final class RawRowIndex: @unchecked Sendable {
                            checked_shift: UInt32(checkedShift), group_shift: UInt32(raw.groupShift), rows: layout.rows)
     }
 
-    /// Checks up to `groups` groups not yet checked, from where the last sweep stopped, once all
-    /// but a sixteenth of the table's groups have been read (and checked), or once reads have
-    /// `stalled` (met no group left to check: the rest are groups no query selects): then reads
-    /// skip the bitmap sooner, where those groups would keep them consulting it for the life of
-    /// the process. Only groups whose pages are in memory are checked (`mincore`), so that a
-    /// sweep never waits on storage for rows no one asked for. A damaged group is left
-    /// unchecked, for the read of one of its rows to fail, naming it. Looks at no more than 64
-    /// bits a group asked for, so that a table whose only unchecked groups are damaged or on
-    /// storage does not have every reduce scan its whole bitmap.
-    func sweep(groups: Int, stalled: Bool) {
-        guard let checked, stalled || checkedGroups.load(ordering: .relaxed) >= groupCount - groupCount / 16 else { return }
+    /// After a reduce of `rows` rows, checks groups not yet checked, from where the last sweep
+    /// stopped, so that reads skip the bitmap sooner, where groups no query selects would keep
+    /// them consulting it for the life of the process:
+    /// - once all but a sixteenth of the table's groups have been read (and checked), a group
+    ///   for every 256 rows read (at least 16): a few percent of the reduce's time;
+    /// - once reads have `stalled` (met no group left to check) and the groups left are no more
+    ///   than `rows`, a group for every 16 rows (at least 16): the rest within 16 such reduces.
+    ///
+    /// Only groups whose pages are in memory are checked (`mincore`), so that a sweep never
+    /// waits on storage for rows no one asked for. A damaged group is left unchecked, for the
+    /// read of one of its rows to fail, naming it. Looks at no more than 64 bits a group it may
+    /// check, so that a table whose only unchecked groups are damaged or on storage does not
+    /// have every reduce scan its whole bitmap.
+    func sweep(afterReading rows: Int, stalled: Bool) {
+        guard let checked else { return }
+        let done = checkedGroups.load(ordering: .relaxed)
+        let groups: Int
+        if stalled && groupCount - done <= rows {
+            groups = max(16, rows / 16)
+        } else if done >= groupCount - groupCount / 16 {
+            groups = max(16, rows / 256)
+        } else {
+            return
+        }
         let bits = shardCount << checkedShift, perShard = 1 << checkedShift
         var left = groups, looked = 0
         var inMemory = PageResidency()

@@ -245,11 +245,10 @@ extension Store {
     /// ``rawGroupRows`` rows (a nibble table's escaped rows added after each call's coded rows,
     /// as by the other road). The rows of groups not yet checked are summed with the others, then
     /// checked before the call returns: a damaged row throws, naming shard and row (and leaves
-    /// the output partly summed, as any error does). Once most of the table is checked, a reduce
-    /// also checks a group beyond its own rows for every 256 rows it read, at least 16, and once
-    /// a reduce met no row left to check, one for every 64 (``RawRowIndex/sweep(groups:stalled:)``,
-    /// groups in memory only): a few percent of its time, until every group is checked and the
-    /// reads no longer consult the bitmap. `reducePlain` adds the escaped rows.
+    /// the output partly summed, as any error does). Once most of the table is checked, or a
+    /// reduce met no row left to check with few groups left, it also checks groups beyond its own
+    /// rows (``RawRowIndex/sweep(afterReading:stalled:)``, groups in memory only), until every
+    /// group is checked and the reads no longer consult the bitmap. `reducePlain` adds the escaped rows.
     /// The kernel checks each index and target as it reads it (no pass over them before): a call
     /// that refused one throws the error the checks of the other roads throw, for its own rows.
     private func reduceLocating(_ indices: UnsafeBufferPointer<Int>, map: pkm_row_map, weights: UnsafePointer<Float>, chunks: Int,
@@ -300,11 +299,8 @@ extension Store {
             }
             start += n
         }
-        if map.checked != nil, let rawRows {
-            // Reads that met no group left to check have stalled: the rest are for the sweep, faster.
-            let stalled = met == 0
-            rawRows.sweep(groups: max(16, indices.count / (stalled ? 16 : 256)), stalled: stalled)
-        }
+        // Reads that met no group left to check have stalled: the rest is for the sweep.
+        if map.checked != nil, let rawRows { rawRows.sweep(afterReading: indices.count, stalled: met == 0) }
         if let readsBefore { noteStorageReads(since: readsBefore, rows: indices.count) }
     }
 
