@@ -106,6 +106,16 @@ void pkm_score_bf16(const uint16_t *keys, size_t count, size_t dim, const float 
     score_portable(keys, count, dim, queries, query_stride, batch, out);
 }
 
+const char *pkm_blas_core_for_cpu(void) {
+#if defined(__x86_64__)
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512cd") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl"))
+        return "SkylakeX";
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return "Haswell";
+#endif
+    return NULL;
+}
+
 /* ---- bfloat16 x bfloat16 (AVX512-BF16) ------------------------------------------------------ */
 
 static uint16_t bf16_nearest_flushed(float x, float *rounded) {

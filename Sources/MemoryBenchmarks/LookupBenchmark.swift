@@ -73,6 +73,8 @@ public struct LookupBenchmark {
         public var memoryLimitInMemory: Bool?
         /// The gather-reduce kernel in use: `avx2` or `portable`.
         public var kernel: String
+        /// The OpenBLAS kernels the search's matrix products ran on (``BLASKernels/loaded``).
+        public var blasKernels: String
         public var bruteForceQueriesPerSecond: Double?
         /// Share of the selected slots that the brute force also selects (1 for PKM, which is exact).
         public var bruteForceAgreement: Double?
@@ -227,6 +229,7 @@ public struct LookupBenchmark {
             upperBoundMaxRelativeDifference: !limited ? nil : maxDifference,
             rowChecks: store.checksRows, resident: store.isResident, memoryLimitInMemory: options.flatTable?.inMemory,
             kernel: Store.reduceKernel,
+            blasKernels: BLASKernels.loaded,
             bruteForceQueriesPerSecond: bruteRate, bruteForceAgreement: agreement,
             searchBatchMilliseconds: Percentiles(searchTimes),
             lookupBatchMilliseconds: Percentiles(zip(searchTimes, lookupReduceTimes).map { $0 + $1 }),

@@ -161,7 +161,7 @@ struct Bench: ParsableCommand {
             print(String(format: "reduce     %10.0f queries/s   %.2f M rows/s batch after batch (batch p50 %.3f ms, p99 %.3f ms); within lookups %.2f M rows/s, %.0f%% of lookup time",
                          r.reduceQueriesPerSecond, r.rowsPerSecond / 1e6, r.reduceBatchMilliseconds.p50, r.reduceBatchMilliseconds.p99,
                          r.lookupReduceRowsPerSecond / 1e6, 100 * (1 - r.searchShare)))
-            print("           cache hit rate \(hitRate); row checks \(r.rowChecks ? "on" : "off")\(r.resident ? " (resident table, checked at open)" : ""); kernel \(r.kernel)")
+            print("           cache hit rate \(hitRate); row checks \(r.rowChecks ? "on" : "off")\(r.resident ? " (resident table, checked at open)" : ""); kernel \(r.kernel); BLAS \(r.blasKernels)")
             if let limit = r.memoryLimitReduceQueriesPerSecond, let ratio = r.reduceToMemoryLimit {
                 print(String(format: "memory lim %10.0f queries/s   %.2f M rows/s, same kernel over a flat copy %@, no checks; store/limit = %.2f (outputs agree to %.1e)",
                              limit, limit * Double(r.rowsPerQuery) / 1e6, r.memoryLimitInMemory == true ? "in huge pages" : "mapped",

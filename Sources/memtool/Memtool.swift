@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import MemoryRetrieval
 import MemoryStore
 
 /// memtool's version, written into the manifests of the stores it creates.
@@ -17,6 +18,7 @@ struct Memtool: ParsableCommand {
 
     /// Parses and runs; usage errors exit 2 (the documented contract) instead of ArgumentParser's 64.
     static func main() {
+        useFastBLASKernels()
         do {
             var command = try parseAsRoot()
             try command.run()
@@ -28,6 +30,14 @@ struct Memtool: ParsableCommand {
             exit(withError: error)
         }
     }
+}
+
+/// Starts memtool again with `OPENBLAS_CORETYPE` set where OpenBLAS fell back to its SSE3
+/// kernels on a CPU that runs faster ones (``BLASKernels``); carries on as it is if that fails.
+private func useFastBLASKernels() {
+    guard let core = BLASKernels.restartWith else { return }
+    setenv("OPENBLAS_CORETYPE", core, 1)
+    execv("/proc/self/exe", CommandLine.unsafeArgv)
 }
 
 /// Turns errors from the libraries into a message on stderr and exit code 1; ArgumentParser's

@@ -1,5 +1,6 @@
 import Foundation
 import MemoryBenchmarks
+import MemoryRetrieval
 import Testing
 import TestSupport
 @testable import MemoryStore
@@ -64,6 +65,9 @@ import TestSupport
         let report = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: scratch.file("b.json")))) as! [String: Any]
         #expect(report["queries"] as? Int == 256)
         #expect((report["lookupQueriesPerSecond"] as? Double ?? 0) > 0)
+        // The search runs OpenBLAS's widest kernels for the CPU, also where OpenBLAS fell back to
+        // its SSE3 ones (a model it does not know, as this process's copy may have).
+        #expect(report["blasKernels"] as? String == BLASKernels.restartWith ?? BLASKernels.loaded)
         let storage = try Tools.memtool("storage-bench", "--rows", "4096", "--reads", "4096", "--dtypes", "bf16", "--directory", scratch.path)
         #expect(storage.status == 0, "\(storage.stderr)")
         #expect(storage.stdout.contains("bf16 zstd"))

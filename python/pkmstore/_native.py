@@ -29,7 +29,30 @@ def _candidates():
     yield os.path.join(_HERE, "..", "..", ".build", "release", "libpkmstore.so")
 
 
+def _prefer_fast_blas_kernels():
+    """OpenBLAS picks its kernels by CPU model when the library loads, and 0.3.21 (Debian 12)
+    falls back to its SSE3 ones on recent Intel models it does not know (an Emerald Rapids Xeon);
+    the search's matrix products then run at about half speed. On an Intel CPU with AVX-512
+    (F, CD, BW, DQ, VL) name the kernels OpenBLAS uses for every such CPU it knows, unless the
+    user chose (OPENBLAS_CORETYPE). memtool does the same by asking OpenBLAS what it loaded."""
+    if "OPENBLAS_CORETYPE" in os.environ:
+        return
+    try:
+        with open("/proc/cpuinfo") as f:
+            info = f.read(1 << 16)
+    except OSError:
+        return
+    flags = set()
+    for line in info.splitlines():
+        if line.startswith("flags"):
+            flags = set(line.split(":", 1)[1].split())
+            break
+    if "GenuineIntel" in info and {"avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"} <= flags:
+        os.environ["OPENBLAS_CORETYPE"] = "SkylakeX"
+
+
 def _load():
+    _prefer_fast_blas_kernels()
     tried = []
     for path in _candidates():
         if os.path.exists(path):

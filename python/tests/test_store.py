@@ -140,3 +140,18 @@ def test_export_round_trips(small_store, tmp_path):
     from pkmtools.tensorio import read_safetensors
     back = read_safetensors(exported)
     assert np.array_equal(back["values"], tensors["values"]) and np.array_equal(back["row_keys"], tensors["row_keys"])
+
+
+def test_openblas_runs_the_avx512_kernels_on_intel_cpus_that_have_them():
+    """OpenBLAS 0.3.21 falls back to its SSE3 kernels on Intel models it does not know; loading
+    pkmstore names its AVX-512 ones first on a CPU that runs them (unless the user chose)."""
+    import ctypes
+    from pkmstore import _native
+    with open("/proc/cpuinfo") as f:
+        info = f.read(1 << 16)
+    flags = next((set(l.split(":", 1)[1].split()) for l in info.splitlines() if l.startswith("flags")), set())
+    if "GenuineIntel" not in info or not {"avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"} <= flags:
+        pytest.skip("not an Intel CPU with AVX-512")
+    corename = _native.lib.openblas_get_corename
+    corename.restype = ctypes.c_char_p
+    assert corename().decode().lower() == os.environ["OPENBLAS_CORETYPE"].lower()

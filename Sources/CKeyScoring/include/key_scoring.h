@@ -20,6 +20,10 @@ void pkm_block_maxima(const float *scores, size_t block, size_t blocks, float *o
 /// returns how many there are.
 size_t pkm_positions_at_least(const float *scores, size_t count, float bound, uint32_t *positions);
 
+/// The OpenBLAS kernels (its OPENBLAS_CORETYPE names) this CPU runs: "SkylakeX" with AVX-512
+/// F, CD, BW, DQ and VL, "Haswell" with AVX2 and FMA, NULL otherwise.
+const char *pkm_blas_core_for_cpu(void);
+
 /// Whether this CPU runs pkm_score_bf16_pairs (AVX512-BF16: both operands in bfloat16, twice
 /// the multiply-adds of float per instruction, for the large batches that are bound by arithmetic).
 int pkm_bf16_pairs_supported(void);
