@@ -50,7 +50,7 @@ let package = Package(
         // Internal support shared by the package's targets (package access only): hashing,
         // seeded generators, 16-bit float conversion, the lock, the worker pool, checked sizes,
         // file reads.
-        .target(name: "_MemorySupport", dependencies: ["CSpinWait"]),
+        .target(name: "_MemorySupport", dependencies: ["CSpinWait", "CGatherKernel"]),
         // What a store holds, as values: element types, tensors, the manifest and table layout,
         // meta records and the store's errors. Shared by the store and the tensor-file readers.
         .target(name: "MemoryFormat", dependencies: ["_MemorySupport"]),

@@ -1,65 +1,12 @@
-/// XXH64 (seed 0), the checksum of shards and tensors (Spec/FORMAT.md, "Checksums").
+import CGatherKernel
+
+/// XXH64, the 64-bit xxHash digest of Spec/FORMAT.md "Checksums": the C implementation the row
+/// checks run (`pkm_xxh64`, Sources/CGatherKernel/row_check.c), for every checksum and seal the
+/// store writes or reads, so that one implementation serves both.
 package enum XXH64 {
-    @usableFromInline static let p1: UInt64 = 0x9E37_79B1_85EB_CA87
-    @usableFromInline static let p2: UInt64 = 0xC2B2_AE3D_27D4_EB4F
-    @usableFromInline static let p3: UInt64 = 0x1656_67B1_9E37_79F9
-    @usableFromInline static let p4: UInt64 = 0x85EB_CA77_C2B2_AE63
-    @usableFromInline static let p5: UInt64 = 0x27D4_EB2F_1656_67C5
-
-    @inlinable @inline(__always) static func rotl(_ x: UInt64, _ r: UInt64) -> UInt64 { (x << r) | (x >> (64 &- r)) }
-
-    @inlinable @inline(__always) static func round(_ acc: UInt64, _ input: UInt64) -> UInt64 {
-        rotl(acc &+ input &* p2, 31) &* p1
-    }
-
-    @inlinable @inline(__always) static func merge(_ acc: UInt64, _ val: UInt64) -> UInt64 {
-        (acc ^ round(0, val)) &* p1 &+ p4
-    }
-
-    @inlinable
+    /// The digest of `bytes` with `seed`.
     package static func hash(_ bytes: UnsafeRawBufferPointer, seed: UInt64 = 0) -> UInt64 {
-        let n = bytes.count
-        guard let base = bytes.baseAddress else { return avalanche(seed &+ p5) }
-        var offset = 0
-        var h: UInt64
-        if n >= 32 {
-            var v1 = seed &+ p1 &+ p2, v2 = seed &+ p2, v3 = seed, v4 = seed &- p1
-            while offset + 32 <= n {
-                v1 = round(v1, base.loadUnaligned(fromByteOffset: offset, as: UInt64.self).littleEndian)
-                v2 = round(v2, base.loadUnaligned(fromByteOffset: offset + 8, as: UInt64.self).littleEndian)
-                v3 = round(v3, base.loadUnaligned(fromByteOffset: offset + 16, as: UInt64.self).littleEndian)
-                v4 = round(v4, base.loadUnaligned(fromByteOffset: offset + 24, as: UInt64.self).littleEndian)
-                offset += 32
-            }
-            h = rotl(v1, 1) &+ rotl(v2, 7) &+ rotl(v3, 12) &+ rotl(v4, 18)
-            h = merge(h, v1); h = merge(h, v2); h = merge(h, v3); h = merge(h, v4)
-        } else {
-            h = seed &+ p5
-        }
-        h = h &+ UInt64(n)
-        while offset + 8 <= n {
-            h ^= round(0, base.loadUnaligned(fromByteOffset: offset, as: UInt64.self).littleEndian)
-            h = rotl(h, 27) &* p1 &+ p4
-            offset += 8
-        }
-        if offset + 4 <= n {
-            h ^= UInt64(base.loadUnaligned(fromByteOffset: offset, as: UInt32.self).littleEndian) &* p1
-            h = rotl(h, 23) &* p2 &+ p3
-            offset += 4
-        }
-        while offset < n {
-            h ^= UInt64(base.load(fromByteOffset: offset, as: UInt8.self)) &* p5
-            h = rotl(h, 11) &* p1
-            offset += 1
-        }
-        return avalanche(h)
-    }
-
-    @inlinable @inline(__always) static func avalanche(_ x: UInt64) -> UInt64 {
-        var h = x
-        h ^= h >> 33; h = h &* p2
-        h ^= h >> 29; h = h &* p3
-        h ^= h >> 32
-        return h
+        guard let base = bytes.baseAddress else { return withUnsafeBytes(of: 0) { pkm_xxh64($0.baseAddress, 0, seed) } }
+        return pkm_xxh64(base, bytes.count, seed)
     }
 }

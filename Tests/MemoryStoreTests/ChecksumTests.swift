@@ -1,5 +1,7 @@
 import CGatherKernel
+import Foundation
 import Testing
+import TestSupport
 import _MemorySupport
 @testable import MemoryStore
 
@@ -21,20 +23,24 @@ import _MemorySupport
         #expect(b.withUnsafeBytes { XXH64.hash($0) } == 0x4788_90C6_0739_0313)
     }
 
-    /// The C hash of the row checks (`pkm_xxh64`): reference digests with seeds from the xxhash
-    /// package, then every length from 0 to 300 against the Swift one.
-    @Test func cHashMatches() {
+    /// XXH64 (`pkm_xxh64`, also behind `XXH64.hash`): reference digests with seeds from the
+    /// xxhash package, then every length from 0 to 300, each of the code's tails and the 32-byte
+    /// stripes after them, against `Tests/Fixtures/xxh64-lengths.txt` (the xxhash package's).
+    @Test func cHashMatches() throws {
         let a = Array((0..<3).flatMap { _ in (0..<256).map { UInt8($0) } }) + Array("xyz".utf8)
         #expect(a.withUnsafeBytes { pkm_xxh64($0.baseAddress, $0.count, 12345) } == 0x6B1B_5D67_1FB9_3B43)
         let b = (0..<37).map { UInt8($0 * 7 % 251) }
         #expect(b.withUnsafeBytes { pkm_xxh64($0.baseAddress, $0.count, 1 << 40 + 3) } == 0xC149_E53C_C101_F67C)
         let row = (0..<128).map { UInt8($0 * 5 % 253) }
         #expect(row.withUnsafeBytes { pkm_xxh64($0.baseAddress, $0.count, 67_108_863) } == 0xC4BB_A4C5_3090_570E)
+        let reference = try String(contentsOf: Tools.root.appendingPathComponent("Tests/Fixtures/xxh64-lengths.txt"), encoding: .utf8)
+            .split(separator: "\n").filter { !$0.hasPrefix("#") }.map { $0.split(separator: " ") }
+        try #require(reference.count == 301)
         let bytes = (0..<300).map { UInt8(truncatingIfNeeded: $0 &* 131 &+ 17) }
         bytes.withUnsafeBytes { all in
-            for n in 0...300 {
-                let seed = UInt64(n) &* 0x9E37_79B9
-                #expect(pkm_xxh64(all.baseAddress, n, seed) == XXH64.hash(UnsafeRawBufferPointer(rebasing: all[0..<n]), seed: seed), "\(n) bytes")
+            for line in reference {
+                let n = Int(line[0])!, seed = UInt64(n) &* 0x9E37_79B9
+                #expect(XXH64.hash(UnsafeRawBufferPointer(rebasing: all[0..<n]), seed: seed) == UInt64(line[1], radix: 16), "\(n) bytes")
             }
         }
     }
