@@ -125,11 +125,7 @@ final class Environment: @unchecked Sendable {
     }
 
     /// The size in bytes of the file this environment maps, or 0 when it cannot be read.
-    var fileBytes: Int {
-        var st = Glibc.stat()
-        guard let fd = descriptor, fstat(fd, &st) == 0 else { return 0 }
-        return Int(st.st_size)
-    }
+    var fileBytes: Int { descriptor.map { fileSize(descriptor: $0) } ?? 0 }
 
     /// Page size, map size and the last page in use, as LMDB reports them.
     var info: (pageSize: Int, mapSize: Int, lastPage: Int, readersUsed: Int, maxReaders: Int) {
