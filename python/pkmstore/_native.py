@@ -29,34 +29,53 @@ def _candidates():
     yield os.path.join(_HERE, "..", "..", ".build", "release", "libpkmstore.so")
 
 
-def _prefer_fast_blas_kernels():
+def _fast_blas_kernels():
     """OpenBLAS picks its kernels by CPU model when the library loads, and 0.3.21 (Debian 12)
     falls back to its SSE3 ones on recent Intel models it does not know (an Emerald Rapids Xeon);
-    the search's matrix products then run at about half speed. On an Intel CPU with AVX-512
-    (F, CD, BW, DQ, VL) name the kernels OpenBLAS uses for every such CPU it knows, unless the
-    user chose (OPENBLAS_CORETYPE). memtool does the same by asking OpenBLAS what it loaded."""
-    if "OPENBLAS_CORETYPE" in os.environ:
-        return
+    the search's matrix products then run at about half speed. On an Intel CPU, the kernels
+    OpenBLAS uses for every model it knows with the same instructions: SkylakeX with AVX-512 (F,
+    CD, BW, DQ, VL), Haswell with AVX2 and FMA; None otherwise (memtool asks the same of
+    pkm_blas_core_for_cpu)."""
     try:
         with open("/proc/cpuinfo") as f:
             info = f.read(1 << 16)
     except OSError:
-        return
+        return None
     flags = set()
     for line in info.splitlines():
         if line.startswith("flags"):
             flags = set(line.split(":", 1)[1].split())
             break
-    if "GenuineIntel" in info and {"avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"} <= flags:
-        os.environ["OPENBLAS_CORETYPE"] = "SkylakeX"
+    if "GenuineIntel" not in info:
+        return None
+    if {"avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"} <= flags:
+        return "SkylakeX"
+    if {"avx2", "fma"} <= flags:
+        return "Haswell"
+    return None
+
+
+#: The OpenBLAS kernels this module named while loading the library (None: it named none, the
+#: user having chosen through OPENBLAS_CORETYPE or the CPU not needing it).
+blas_kernels_asked = None
 
 
 def _load():
-    _prefer_fast_blas_kernels()
+    global blas_kernels_asked
     tried = []
     for path in _candidates():
         if os.path.exists(path):
-            return ctypes.CDLL(os.path.abspath(path))
+            # OpenBLAS reads the variable as it loads; it is taken back after, so that processes
+            # this one starts choose for themselves.
+            if "OPENBLAS_CORETYPE" not in os.environ:
+                blas_kernels_asked = _fast_blas_kernels()
+            if blas_kernels_asked:
+                os.environ["OPENBLAS_CORETYPE"] = blas_kernels_asked
+            try:
+                return ctypes.CDLL(os.path.abspath(path))
+            finally:
+                if blas_kernels_asked:
+                    del os.environ["OPENBLAS_CORETYPE"]
         tried.append(path)
     raise ImportError("libpkmstore.so not found (looked at " + ", ".join(tried) + "); build it with "
                       "`swift build -c release --product pkmstore` in the repository, reinstall with "
