@@ -186,6 +186,32 @@ import TestSupport
         #expect(!farIndex.isChecked(5_555))
     }
 
+    /// Reads that hand rows out (`Store.rows`, the road of queries, exports and reads from
+    /// storage) stall and sweep as reduces do: a table whose first shard no read selects ends
+    /// checked whole, so that its reads stop consulting the bitmap.
+    @Test func stalledRowReadsCheckTheGroupsNoReadSelects() throws {
+        let dir = ScratchDirectory()
+        let layout = TableLayout(elementType: .bf16, rows: 100_000, dim: 16, rowsPerShard: 10_000, codec: .raw)
+        let bytes = try writeTable(dir.file("t.pkm"), layout)
+        let store = try Store.open(at: dir.file("t.pkm"), cacheBytes: 0)
+        let index = try #require(store.rawRows)
+        func read(_ rows: [Int], times: Int) throws {
+            var out = [Float](repeating: 0, count: rows.count * 16)
+            for _ in 0..<times {
+                try out.withUnsafeMutableBufferPointer { try store.rows(rows, into: $0) }
+                for (k, r) in rows.enumerated() where k % 97 == 0 {
+                    #expect(Array(out[(k * 16)..<(k * 16 + 16)]) == referenceRow(bytes, r, dim: 16, type: .bf16))
+                }
+            }
+        }
+        try read([0] + Array(10_000..<100_000), times: 2)
+        try #require(index.everyShardKnown)
+        #expect(!index.isChecked(5_555))
+        try read([10_007] + (0..<1000).flatMap { _ in [10_001, 10_002] }, times: 30)
+        #expect((0..<100_000).allSatisfy { index.isChecked($0) })
+        #expect(index.rowMap(checking: true).checked == nil, "reads still consult the bitmap")
+    }
+
     /// A row's first read checks it alone (the C loop, `pkm_check_rows`), the next read of its
     /// group the whole group, down to the partial groups at each shard's end and the table's last
     /// shard of 3 rows, raw rows and nibble slots (units of 40 rows, 20 at a shard's end): after

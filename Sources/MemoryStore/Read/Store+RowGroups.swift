@@ -91,7 +91,7 @@ extension Store {
         let decoding = index.nibbleTable != nil && !coded
         let groupRows = decoding ? max(16, min(Self.rawGroupRows, (32 << 10) / layout.rowBytes)) : Self.rawGroupRows
         let decoded = decoding ? scratch.decodedRows(bytes: groupRows * layout.rowBytes) : nil
-        var start = 0
+        var start = 0, met = 0
         while start < indices.count {
             let n = min(indices.count - start, groupRows)
             // Rows of known shards in one C loop; a row of a shard not yet located learns it.
@@ -106,6 +106,7 @@ extension Store {
             }
             // Checked before the visit, which then finds the rows in the cache.
             if unchecked > 0 { try verify(n, of: index, indices: indices.baseAddress! + start, positions: nil) }
+            met += unchecked
             if let decoded {
                 try index.decode(pointers.baseAddress!, rows: indices.baseAddress! + start, count: n, into: decoded, checking: checksRows)
                 for k in 0..<n { pointers[k] = UnsafeRawPointer(decoded + k * layout.rowBytes) }
@@ -114,6 +115,8 @@ extension Store {
                                coded: index.nibbleTable != nil && coded))
             start += n
         }
+        // As after a reduce (Store+Rows.swift): reads that met no group left to check have stalled.
+        if checksRows && index.everyShardKnown { index.sweep(afterReading: indices.count, stalled: met == 0) }
         if let readsBefore { noteStorageReads(since: readsBefore, rows: indices.count) }
     }
 
