@@ -142,10 +142,7 @@ import TestSupport
     /// alone until they are.
     @Test func stalledReducesCheckTheGroupsInMemoryThatNoReadSelects() throws {
         let dir = ScratchDirectory()
-        let layout = TableLayout(elementType: .bf16, rows: 100_000, dim: 16, rowsPerShard: 10_000, codec: .raw)
-        let bytes = try writeTable(dir.file("t.pkm"), layout)
-        let store = try Store.open(at: dir.file("t.pkm"), cacheBytes: 0)
-        let index = try #require(store.rawRows)
+        let (bytes, store, index) = try openTenShards(dir)
         /// Reduces `rows` (weights 1) and compares with the sum of their reference values.
         func reduce(_ rows: [Int], times: Int) throws {
             let exact = (0..<16).map { j in rows.reduce(0.0) { $0 + Double(referenceRow(bytes, $1, dim: 16, type: .bf16)[j]) } }
@@ -191,10 +188,7 @@ import TestSupport
     /// checked whole, so that its reads stop consulting the bitmap.
     @Test func stalledRowReadsCheckTheGroupsNoReadSelects() throws {
         let dir = ScratchDirectory()
-        let layout = TableLayout(elementType: .bf16, rows: 100_000, dim: 16, rowsPerShard: 10_000, codec: .raw)
-        let bytes = try writeTable(dir.file("t.pkm"), layout)
-        let store = try Store.open(at: dir.file("t.pkm"), cacheBytes: 0)
-        let index = try #require(store.rawRows)
+        let (bytes, store, index) = try openTenShards(dir)
         func read(_ rows: [Int], times: Int) throws {
             var out = [Float](repeating: 0, count: rows.count * 16)
             for _ in 0..<times {
@@ -210,6 +204,26 @@ import TestSupport
         try read([10_007] + (0..<1000).flatMap { _ in [10_001, 10_002] }, times: 30)
         #expect((0..<100_000).allSatisfy { index.isChecked($0) })
         #expect(index.rowMap(checking: true).checked == nil, "reads still consult the bitmap")
+        // Reads of fewer than 256 rows do not sweep, even with all but 62 groups checked: 16
+        // groups for one row would multiply its cost.
+        let again = try Store.open(at: dir.file("t.pkm"), cacheBytes: 0)
+        let againIndex = try #require(again.rawRows)
+        let most = [0] + Array(500..<100_000)  // neighbours: a group's second row checks it whole
+        var out = [Float](repeating: 0, count: 200 * 16)
+        for start in stride(from: 0, to: most.count, by: 200) {
+            try out.withUnsafeMutableBufferPointer { try again.rows(Array(most[start..<min(start + 200, most.count)]), into: $0) }
+        }
+        for _ in 0..<100 { _ = try again.row(10_001) }
+        #expect(againIndex.isChecked(600) && !againIndex.isChecked(300))
+    }
+
+    /// A table of 100,000 rows of 16 bf16 values in shards of 10,000 (1,250 groups a shard),
+    /// written in `dir` and opened without a cache: its reference bytes, the store and its index.
+    private func openTenShards(_ dir: ScratchDirectory) throws -> (bytes: [UInt8], store: Store, index: RawRowIndex) {
+        let layout = TableLayout(elementType: .bf16, rows: 100_000, dim: 16, rowsPerShard: 10_000, codec: .raw)
+        let bytes = try writeTable(dir.file("t.pkm"), layout)
+        let store = try Store.open(at: dir.file("t.pkm"), cacheBytes: 0)
+        return (bytes, store, try #require(store.rawRows))
     }
 
     /// A row's first read checks it alone (the C loop, `pkm_check_rows`), the next read of its

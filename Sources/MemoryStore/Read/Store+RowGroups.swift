@@ -116,7 +116,11 @@ extension Store {
             start += n
         }
         // As after a reduce (Store+Rows.swift): reads that met no group left to check have stalled.
-        if checksRows && index.everyShardKnown { index.sweep(afterReading: indices.count, stalled: met == 0) }
+        // Not after reads of fewer than 256 rows (a single row's, say), for which the sweep's
+        // least share, 16 groups, would cost more than one group for every 16 rows read.
+        if checksRows && indices.count >= 256 && index.everyShardKnown {
+            index.sweep(afterReading: indices.count, stalled: met == 0)
+        }
         if let readsBefore { noteStorageReads(since: readsBefore, rows: indices.count) }
     }
 
