@@ -69,6 +69,12 @@ public struct LookupBenchmark {
         public var rowChecks: Bool
         /// Whether the store's table was loaded into memory at open (`Store.isResident`).
         public var resident: Bool
+        /// How long the run waited, after its lookups and before the reduce passes, for the
+        /// store's background check to finish (`Store.waitForBackgroundCheck`); nil when none ran.
+        public var backgroundCheckWaitMilliseconds: Double?
+        /// Whether every row group had been checked when the reduce passes began, so that they
+        /// read without testing each row's group (`Store.everyRowChecked`).
+        public var everyRowChecked: Bool
         /// Whether the memory limit's flat copy was read into huge-page memory (else mapped); nil when not measured.
         public var memoryLimitInMemory: Bool?
         /// The gather-reduce kernel in use: `avx2` or `portable`.
@@ -157,6 +163,15 @@ public struct LookupBenchmark {
         // fault in fresh pages); the comparison is of one untimed pass of each. A cold run keeps
         // the reduces of its lookups, which are the ones that read from storage.
         var reduceTimes = lookupReduceTimes, flatTimes: [Double] = [], maxDifference = 0.0
+        // The reduce passes measure a reader that has been serving for a while: the store's
+        // background check of the groups in memory has finished (it runs at idle priority, so
+        // waiting for it is what lets it run when every core is reducing).
+        var waited: Duration?
+        if !cold && store.checksInBackground {
+            let start = clock.now
+            if store.waitForBackgroundCheck(timeout: .seconds(600)) != nil { waited = clock.now - start }
+        }
+        let everyRowChecked = store.everyRowChecked
         if !cold {
             func bestPass(_ reduce: (SearchResult) throws -> [Float]) throws -> [Double] {
                 var best: [Double]?
@@ -227,7 +242,9 @@ public struct LookupBenchmark {
             upperBoundReduceQueriesPerSecond: !limited ? nil : total / flatSeconds,
             reduceToUpperBound: !limited ? nil : flatSeconds / reduceSeconds,
             upperBoundMaxRelativeDifference: !limited ? nil : maxDifference,
-            rowChecks: store.checksRows, resident: store.isResident, memoryLimitInMemory: options.flatTable?.inMemory,
+            rowChecks: store.checksRows, resident: store.isResident,
+            backgroundCheckWaitMilliseconds: waited.map { $0.seconds * 1e3 }, everyRowChecked: everyRowChecked,
+            memoryLimitInMemory: options.flatTable?.inMemory,
             kernel: Store.reduceKernel,
             blasKernels: BLASKernels.loaded,
             bruteForceQueriesPerSecond: bruteRate, bruteForceAgreement: agreement,

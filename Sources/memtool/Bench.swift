@@ -49,6 +49,9 @@ struct Bench: ParsableCommand {
     @Flag(help: "Read raw rows without checking their checksums, to measure what the checks cost.")
     var noRowChecks = false
 
+    @Flag(help: "Open the store without its background check of the rows in memory (Store.open checksInBackground:), so that reads test each row's group until they have checked every group themselves.")
+    var noBackgroundCheck = false
+
     @Flag(help: "Open the store with its table decoded into memory in huge pages (Store.open resident:), as a server with the memory to spare would.")
     var resident = false
 
@@ -142,7 +145,8 @@ struct Bench: ParsableCommand {
                 dropped = dropPageCache()
                 if !dropped { printError("warning: could not drop the page cache (needs root); the run is only as cold as the cache allows") }
             }
-            let opened = try Store.open(at: store, cacheBytes: cacheBytes, checksRows: !noRowChecks, resident: resident)
+            let opened = try Store.open(at: store, cacheBytes: cacheBytes, checksRows: !noRowChecks, checksInBackground: !noBackgroundCheck,
+                                        resident: resident)
             if layers != nil {
                 let served = try names.map { try MemoryLayer(store: opened, name: $0, threads: threads) }
                 return try reportLayers(LayeredBenchmark.run(layers: served, options: options, label: distribution))
@@ -161,7 +165,7 @@ struct Bench: ParsableCommand {
             print(String(format: "reduce     %10.0f queries/s   %.2f M rows/s batch after batch (batch p50 %.3f ms, p99 %.3f ms); within lookups %.2f M rows/s, %.0f%% of lookup time",
                          r.reduceQueriesPerSecond, r.rowsPerSecond / 1e6, r.reduceBatchMilliseconds.p50, r.reduceBatchMilliseconds.p99,
                          r.lookupReduceRowsPerSecond / 1e6, 100 * (1 - r.searchShare)))
-            print("           cache hit rate \(hitRate); row checks \(r.rowChecks ? "on" : "off")\(r.resident ? " (resident table, checked at open)" : ""); kernel \(r.kernel); BLAS \(r.blasKernels)")
+            print("           cache hit rate \(hitRate); row checks \(r.rowChecks ? "on" : "off")\(r.resident ? " (resident table, checked at open)" : "")\(checkState(r)); kernel \(r.kernel); BLAS \(r.blasKernels)")
             if let limit = r.memoryLimitReduceQueriesPerSecond, let ratio = r.reduceToMemoryLimit {
                 print(String(format: "memory lim %10.0f queries/s   %.2f M rows/s, same kernel over a flat copy %@, no checks; store/limit = %.2f (outputs agree to %.1e)",
                              limit, limit * Double(r.rowsPerQuery) / 1e6, r.memoryLimitInMemory == true ? "in huge pages" : "mapped",
@@ -176,6 +180,13 @@ struct Bench: ParsableCommand {
                          humanBytes(r.residentAnonymousBytes), humanBytes(r.residentFileBytes)))
             if let json { try jsonString(r).write(toFile: json, atomically: true, encoding: .utf8) }
         }
+    }
+
+    /// How far the store had checked its rows when the reduce passes began.
+    private func checkState(_ r: LookupBenchmark.Report) -> String {
+        guard r.rowChecks && !r.resident && !r.cold else { return "" }
+        let waited = r.backgroundCheckWaitMilliseconds.map { String(format: ", after waiting %.0f ms for the background check", $0) } ?? ""
+        return r.everyRowChecked ? " (every row checked before the reduce passes\(waited))" : " (rows left unchecked at the reduce passes\(waited))"
     }
 
     private func reportLayers(_ r: LayeredBenchmark.Report) throws {

@@ -38,13 +38,15 @@ import TestSupport
     }
 
     /// Threads reducing a raw table from its open on: learning the shards' addresses, checking
-    /// groups on first read, the sweep of the rest and the bitmap they all read race each other;
-    /// every sum matches the reference, and in the end every group is checked.
-    @Test func manyThreadsReduceAtOnce() async throws {
+    /// groups on first read, the sweep of the rest, the background check (`background`) and the
+    /// bitmap they all read race each other; every sum matches the reference, and in the end
+    /// every group is checked.
+    @Test(arguments: [false, true])
+    func manyThreadsReduceAtOnce(background: Bool) async throws {
         let dir = ScratchDirectory()
         let layout = TableLayout(elementType: .bf16, rows: 6000, dim: 32, rowsPerShard: 100, codec: .raw)
         let bytes = try writeTable(dir.file("t.pkm"), layout)
-        let store = try Store.open(at: dir.file("t.pkm"), cacheBytes: 0)
+        let store = try Store.open(at: dir.file("t.pkm"), cacheBytes: 0, checksInBackground: background)
         try await withThrowingTaskGroup(of: Int.self) { group in
             for t in 0..<6 {
                 group.addTask {
@@ -67,6 +69,7 @@ import TestSupport
             for try await c in group { total += c }
             #expect(total == 6 * 200)
         }
+        _ = store.waitForBackgroundCheck(timeout: .seconds(60))
         let index = try #require(store.rawRows)
         #expect((0..<6000).allSatisfy { index.isChecked($0) })
     }

@@ -104,7 +104,7 @@ import TestSupport
         let raw = RawShardLayout(version: Manifest.currentVersion, rowBytes: layout.rowBytes)
         let bytes = try writeTable(dir.file("t.pkm"), layout)
         try tamperShard(dir.file("t.pkm"), 3) { blob in blob[raw.start + raw.rowOffset(45) + 5] ^= 0x10 }  // row 345
-        let store = try Store.open(at: dir.file("t.pkm"), cacheBytes: 0)
+        let store = try Store.open(at: dir.file("t.pkm"), cacheBytes: 0, checksInBackground: false)
         let index = try #require(store.rawRows)
         /// The reduce of `rows` (weights 1/(k+1)) against the sum of their reference values.
         func reduce(_ rows: [Int]) throws {
@@ -176,7 +176,7 @@ import TestSupport
         #expect(index.rowMap(checking: true).checked == nil, "reads still consult the bitmap")
         // Far from done, a stalled reduce leaves the rest to reads: a sweep of a large remainder
         // would add its hashing to every reduce for a long while.
-        let far = try Store.open(at: dir.file("t.pkm"), cacheBytes: 0)
+        let far = try Store.open(at: dir.file("t.pkm"), cacheBytes: 0, checksInBackground: false)
         let farIndex = try #require(far.rawRows)
         var out = [Float](repeating: 0, count: 16)
         for _ in 0..<30 { try far.gatherReduce(indices: hot, weights: [Float](repeating: 1, count: hot.count), into: &out) }
@@ -206,7 +206,7 @@ import TestSupport
         #expect(index.rowMap(checking: true).checked == nil, "reads still consult the bitmap")
         // Reads of fewer than 256 rows do not sweep, even with all but 62 groups checked: 16
         // groups for one row would multiply its cost.
-        let again = try Store.open(at: dir.file("t.pkm"), cacheBytes: 0)
+        let again = try Store.open(at: dir.file("t.pkm"), cacheBytes: 0, checksInBackground: false)
         let againIndex = try #require(again.rawRows)
         let most = [0] + Array(500..<100_000)  // neighbours: a group's second row checks it whole
         var out = [Float](repeating: 0, count: 200 * 16)
@@ -218,11 +218,12 @@ import TestSupport
     }
 
     /// A table of 100,000 rows of 16 bf16 values in shards of 10,000 (1,250 groups a shard),
-    /// written in `dir` and opened without a cache: its reference bytes, the store and its index.
+    /// written in `dir` and opened without a cache or background check: its reference bytes, the
+    /// store and its index.
     private func openTenShards(_ dir: ScratchDirectory) throws -> (bytes: [UInt8], store: Store, index: RawRowIndex) {
         let layout = TableLayout(elementType: .bf16, rows: 100_000, dim: 16, rowsPerShard: 10_000, codec: .raw)
         let bytes = try writeTable(dir.file("t.pkm"), layout)
-        let store = try Store.open(at: dir.file("t.pkm"), cacheBytes: 0)
+        let store = try Store.open(at: dir.file("t.pkm"), cacheBytes: 0, checksInBackground: false)
         return (bytes, store, try #require(store.rawRows))
     }
 
@@ -236,7 +237,7 @@ import TestSupport
         let dir = ScratchDirectory()
         let layout = TableLayout(elementType: .bf16, rows: 1003, dim: 64, rowsPerShard: 100, codec: codec)
         let bytes = try writeTable(dir.file("t.pkm"), layout)
-        let store = try Store.open(at: dir.file("t.pkm"), cacheBytes: 0)
+        let store = try Store.open(at: dir.file("t.pkm"), cacheBytes: 0, checksInBackground: false)
         let index = try #require(store.rawRows)
         func reduce(_ batch: [Int]) throws {
             var out = [Float](repeating: 0, count: 64)

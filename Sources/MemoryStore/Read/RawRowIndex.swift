@@ -222,6 +222,34 @@ final class RawRowIndex: @unchecked Sendable {
         }
     }
 
+    /// Checks, shard by shard, every group not yet checked whose pages are in memory (one
+    /// `mincore` call a shard), as the sweep does, until every group is checked or `stop`
+    /// returns true (asked once a shard); a shard whose address is not known is passed over.
+    /// A damaged group is left unchecked, for the read of one of its rows to fail, naming it.
+    /// Returns the groups it checked. For ``BackgroundCheck``.
+    func checkGroupsInMemory(until stop: () -> Bool) -> Int {
+        guard let checked else { return 0 }
+        let perShard = 1 << checkedShift
+        var inMemory = PageResidency(), checkedHere = 0
+        for shard in 0..<shardCount where !stop() && checkedGroups.load(ordering: .relaxed) < groupCount {
+            guard let base = rows(ofShard: shard) else { continue }
+            let rows = layout.rowRange(ofShard: shard)
+            let groups = (rows.count + raw.groupRows - 1) / raw.groupRows
+            let end = max(raw.rowOffset(rows.count - 1) + raw.rowBytes, raw.checksumOffset(rows.count - 1) + raw.checksumBytes)
+            inMemory.learn(UnsafeRawBufferPointer(start: base, count: end))
+            for g in 0..<groups where !checked.contains(shard * perShard + g) {
+                let row = rows.lowerBound + g << raw.groupShift
+                guard inMemory.contains(bytesToCheck(ofRow: row, wholeGroup: true).0) else { continue }
+                if (try? verify(row: row, wholeGroup: true)) != nil && isChecked(row) { checkedHere += 1 }
+            }
+        }
+        return checkedHere
+    }
+
+    /// Whether every group of the table has been checked since open (reads no longer consult
+    /// the bitmap).
+    var everyGroupChecked: Bool { checkedGroups.load(ordering: .relaxed) == groupCount }
+
     /// Whether the index remembers which groups it has checked (not above ``maxCheckedGroups``,
     /// where every read is checked).
     var remembersChecks: Bool { checked != nil }

@@ -115,6 +115,7 @@ extension Store {
                                coded: index.nibbleTable != nil && coded))
             start += n
         }
+        startBackgroundCheck()
         // As after a reduce (Store+Rows.swift): reads that met no group left to check have stalled.
         // Not after reads of fewer than 256 rows (a single row's, say), for which the sweep's
         // least share, 16 groups, would cost more than one group for every 16 rows read.

@@ -299,6 +299,7 @@ extension Store {
             }
             start += n
         }
+        startBackgroundCheck()
         // Reads that met no group left to check have stalled: the rest is for the sweep.
         if map.checked != nil, let rawRows { rawRows.sweep(afterReading: indices.count, stalled: met == 0) }
         if let readsBefore { noteStorageReads(since: readsBefore, rows: indices.count) }

@@ -47,6 +47,13 @@ public final class Store: @unchecked Sendable {
     let rowScratch = RowScratchPool()
     /// Whether rows of complete raw tables are checked when first read (``open(at:cacheBytes:checksRows:)``).
     public let checksRows: Bool
+    /// Whether a thread checks the table's groups in memory after the first read
+    /// (``open(at:cacheBytes:checksRows:checksInBackground:resident:)``).
+    public let checksInBackground: Bool
+    /// That thread, once started (by the first read that finds every shard's address known).
+    let backgroundCheck = Locked<BackgroundCheck?>(nil)
+    /// Whether `backgroundCheck` was started (or never will be), read by every reduce.
+    let backgroundCheckStarted = Atomic<Bool>(false)
     /// Whether the last batch sampled read from storage (``noteStorageReads(since:rows:)``): then batches prefetch.
     let readingFromDisk = Atomic<Bool>(true)
     /// Small batches since open, to sample `readingFromDisk` on every 16th (Store+Rows.swift).
@@ -68,21 +75,30 @@ public final class Store: @unchecked Sendable {
     ///     (the first time each is read after opening; Spec/GUARANTEES.md). Pass false only to
     ///     measure what the checks cost, or for a store `verify` has passed that nothing can
     ///     have changed since.
+    ///   - checksInBackground: with `checksRows`, for tables read in place, check in a thread
+    ///     of idle priority, from the first read on, every row group whose pages are in memory,
+    ///     once, so that reads stop testing whether each row's group was checked when all have
+    ///     been (Spec/GUARANTEES.md). Pass false where the process reads the whole table itself
+    ///     (verifying, exporting, compacting) or must read nothing it was not asked for.
     ///   - resident: decode and check the whole value table at open into anonymous memory in
     ///     huge pages (as much memory as the raw rows), and serve every row read from there: for
     ///     tables that fit in memory, reads at the memory system's limit whatever the codec
     ///     (BENCHMARKS.md, "Resident tables"). The store must be complete; opening then takes
     ///     as long as reading the table once.
-    public static func open(at path: String, cacheBytes: Int = 256 << 20, checksRows: Bool = true, resident: Bool = false) throws -> Store {
+    public static func open(at path: String, cacheBytes: Int = 256 << 20, checksRows: Bool = true, checksInBackground: Bool = true,
+                            resident: Bool = false) throws -> Store {
         let clock = ContinuousClock()
         let start = clock.now
         let env = try OpenEnvironments.readOnly(path: path)
-        return try Store(env: env, cacheBytes: cacheBytes, checksRows: checksRows, resident: resident, started: start)
+        return try Store(env: env, cacheBytes: cacheBytes, checksRows: checksRows, checksInBackground: checksInBackground,
+                         resident: resident, started: start)
     }
 
-    private init(env: Environment, cacheBytes: Int, checksRows: Bool, resident: Bool, started: ContinuousClock.Instant) throws {
+    private init(env: Environment, cacheBytes: Int, checksRows: Bool, checksInBackground: Bool, resident: Bool,
+                 started: ContinuousClock.Instant) throws {
         self.env = env
         self.checksRows = checksRows
+        self.checksInBackground = checksInBackground
         path = env.path
         let (manifest, state, shardEntries) = try env.read { txn in
             let manifest = try StoredRecords.manifest(txn, env: env)
@@ -147,6 +163,41 @@ public final class Store: @unchecked Sendable {
             }
         }
     }
+
+    // MARK: Background check
+
+    /// Starts the ``BackgroundCheck`` of a table read in place, once, when reads check rows and
+    /// remember it, and every shard's address is known (learned by the first read). Costs a
+    /// reduce one relaxed load once started.
+    @inline(__always)
+    func startBackgroundCheck() {
+        guard !backgroundCheckStarted.load(ordering: .relaxed) else { return }
+        guard checksRows && checksInBackground && residentRows == nil, let rawRows, rawRows.remembersChecks else {
+            backgroundCheckStarted.store(true, ordering: .relaxed)
+            return
+        }
+        guard rawRows.everyShardKnown else { return }
+        backgroundCheck.withLock { check in
+            guard !backgroundCheckStarted.load(ordering: .relaxed) else { return }
+            check = BackgroundCheck(rawRows)
+            backgroundCheckStarted.store(true, ordering: .releasing)
+        }
+    }
+
+    /// Waits, up to `timeout`, for the background check to finish its pass (returning at once
+    /// when none was started); returns how many groups it checked, or nil when none ran or it
+    /// has not finished. For benchmarks, which measure reads once a table served from memory has
+    /// been checked, as a long-running reader's are.
+    package func waitForBackgroundCheck(timeout: Duration) -> Int? {
+        guard let check = backgroundCheck.withLock({ $0 }) else { return nil }
+        let clock = ContinuousClock(), deadline = clock.now + timeout
+        while !check.isFinished && clock.now < deadline { usleep(1000) }
+        return check.groupsChecked
+    }
+
+    /// Whether every row group of a table read in place has been checked since open (so reads
+    /// no longer test each row's group): false for other tables.
+    package var everyRowChecked: Bool { rawRows?.everyGroupChecked ?? false }
 
     // MARK: Statistics
 
