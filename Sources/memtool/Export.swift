@@ -19,7 +19,7 @@ struct Export: ParsableCommand {
 
     func run() throws {
         try runReportingErrors {
-            let s = try Store.open(at: store, cacheBytes: 0)
+            let s = try Store.open(at: store, cacheBytes: 0, checksInBackground: false)  // reads every row itself
             let progress = ProgressReporter("export", unit: "rows")
             progress.begin()
             try MemoryImport.export(s, layer: layer, to: destination) { progress.update($0, of: $1) }

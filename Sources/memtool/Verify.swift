@@ -44,7 +44,7 @@ struct Verify: ParsableCommand {
             return try runReportingErrors { try verifySplit() }
         }
         try runReportingErrors {
-            let s = try Store.open(at: store, cacheBytes: 0)
+            let s = try Store.open(at: store, cacheBytes: 0, checksInBackground: false)  // checks every row itself
             let progress = ProgressReporter("verify", unit: "shards")
             progress.begin()
             let result = try s.verify { progress.update($0, of: $1) }

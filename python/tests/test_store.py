@@ -2,6 +2,7 @@
 independent reader of Tools/pkmtools (written from Spec/FORMAT.md) and numpy."""
 import os
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -169,3 +170,33 @@ def test_openblas_runs_the_kernels_pkmstore_names_on_intel_cpus():
     corename = _native.lib.openblas_get_corename
     corename.restype = ctypes.c_char_p
     assert corename().decode().lower() == expected.lower()
+
+
+def test_a_forked_child_closes_a_store_whose_check_is_running(tmp_path):
+    """A child forked while the store's background check may still run (a DataLoader worker,
+    say), which has no such thread, reads the store and closes it."""
+    rng = np.random.default_rng(6)
+    tensors = {"row_keys": rng.standard_normal((1, 1, 512, 4), np.float32),
+               "col_keys": rng.standard_normal((1, 1, 512, 4), np.float32),
+               "values": rng.standard_normal((512 * 512, 64), np.float32)}
+    config = {"scoring": "pkm", "topK": 2, "topM": 0, "activation": "softmax", "addressing": "identity", "addressKey": 0}
+    path = str(tmp_path / "big.pkm")
+    import_tensors(path, str(tmp_path / "src"), tensors, config, codec="raw", dtype="bf16")
+    store = pkmstore.open(path)
+    first = store.rows(np.array([0, 262_143]))  # starts the check of 32,768 groups
+    pid = os.fork()
+    if pid == 0:
+        status = 0 if np.array_equal(store.rows(np.array([0, 262_143])), first) else 3
+        store.close()
+        os._exit(status)
+    for _ in range(600):
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child did not close the store within 30 s")
+    assert os.waitstatus_to_exitcode(status) == 0
+    store.close()

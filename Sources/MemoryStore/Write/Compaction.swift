@@ -28,7 +28,7 @@ public enum Compaction {
         for leftover in [temporary, temporary + "-lock"] { try? FileManager.default.removeItem(atPath: leftover) }
         let before = fileSize(atPath: path)
         do {
-            let source = try Store.open(at: path, cacheBytes: 0)
+            let source = try Store.open(at: path, cacheBytes: 0, checksInBackground: false)  // reads every row itself
             guard source.isComplete else {
                 throw StoreError.incomplete(rowsCommitted: source.state.rowsCommitted, rows: source.layout.rows)
             }
