@@ -3,13 +3,15 @@
 #   Tools/bench_reduce.sh WORKDIR [EXPONENTS...]       (default exponents: 16 20 24 26)
 # For each table of 2^e rows (raw codec, 64 bf16 values per row, a PKM layer with H=4, k=32, so
 # 128 rows per query, uniform queries, batches of 256) and 1 and 2 threads: `memtool bench` with the
-# default row checks, with --no-row-checks, and with --resident (the table loaded into memory in
+# default row checks (the background check done before the reduce passes), with --no-row-checks,
+# with --no-background-check (reads test each row's group: the road before 2026-12-07's ninth
+# session), and with --resident (the table loaded into memory in
 # huge pages at open; left out, "-" in the table, where the store, its flat copy and the loaded
 # table would not all fit in 90% of the machine's memory: at 2^26 on 24 GiB it pushed the store
 # out of the page cache, and the runs after it read from disk), each also measuring the memory limit (the same kernel over a flat copy, no
 # checks, read into huge-page memory when it fits a quarter of it), then
 # Tools/peers/embedding_bag.py reducing exactly the rows the first run reduced; ROUNDS rounds of
-# these four (default 3), alternating, each round ended by a short unrecorded run of the store,
+# these five (default 3), alternating, each round ended by a short unrecorded run of the store,
 # and the table shows medians (this VM's rates drift by half between minutes). Before each thread
 # count's runs the store and the flat copy embedding_bag maps are put in the same page-cache state
 # (Tools/pagecache.py).
@@ -50,6 +52,7 @@ for e in $exponents; do
             out="$work/results/reduce-$e-t$t"
             "${bench[@]}" --threads "$t" --reduced-rows "$work/rows$e" --json "$out-checks-$round.json" >&2
             "${bench[@]}" --threads "$t" --no-row-checks --json "$out-nochecks-$round.json" >&2
+            "${bench[@]}" --threads "$t" --no-background-check --json "$out-lazy-$round.json" >&2
             [ "$resident" = 1 ] && "${bench[@]}" --threads "$t" --resident --json "$out-resident-$round.json" >&2
             python3 "$root/Tools/peers/embedding_bag.py" "$store.flat" bf16 "$rows" 64 "$work/rows$e" --batch 256 --threads "$t" \
                 > "$out-embedding-bag-$round.json"
@@ -70,22 +73,22 @@ done
 python3 - "$work/results" "$rounds" $exponents <<'PY'
 import json, os, statistics, sys
 results, rounds, exponents = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
-print("| rows | threads | store, checks on | store, checks off | store, resident | memory limit | embedding_bag | store/eb (on) | store/eb (off) | resident/eb | limit/eb | reduce p50, batch 256 (on / resident) |")
-print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+print("| rows | threads | store, checks on | store, checks off | store, resident | memory limit | embedding_bag | store/eb (on) | store/eb (off) | resident/eb | limit/eb | store/eb (on, no background check) | reduce p50, batch 256 (on / resident) |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 for e in exponents:
     for t in (1, 2):
         paths = lambda kind: [os.path.join(results, f"reduce-{e}-t{t}-{kind}-{i}.json") for i in range(1, rounds + 1)]
         runs = lambda kind: [json.load(open(p)) for p in paths(kind)]
         med = lambda kind, f: statistics.median(f(d) for d in runs(kind)) if all(map(os.path.exists, paths(kind))) else None
         rate = lambda d: d["rowsPerSecond"]
-        on, off, res, eb = (med(kind, rate) for kind in ("checks", "nochecks", "resident", "embedding-bag"))
+        on, off, res, eb, lazy = (med(kind, rate) for kind in ("checks", "nochecks", "resident", "embedding-bag", "lazy"))
         limit = med("checks", lambda d: d["memoryLimitReduceQueriesPerSecond"] * d["rowsPerQuery"])
         p50 = lambda kind: med(kind, lambda d: d["reduceBatchMilliseconds"]["p50"])
         m = lambda x: "-" if x is None else f"{x / 1e6:.1f} M rows/s"
         r = lambda x: "-" if x is None else f"{x / eb:.2f}"
         ms = lambda x: "-" if x is None else f"{x:.3f}"
         print(f"| 2^{e} | {t} | {m(on)} | {m(off)} | {m(res)} | {m(limit)} | {m(eb)} | {r(on)} | {r(off)} | {r(res)} | "
-              f"{r(limit)} | {ms(p50('checks'))} / {ms(p50('resident'))} ms |")
+              f"{r(limit)} | {r(lazy)} | {ms(p50('checks'))} / {ms(p50('resident'))} ms |")
 print()
 print("| rows | store/eb, one thread, taking turns in one process: median (lowest-highest) of the rounds | store | embedding_bag |")
 print("|---|---|---|---|")
