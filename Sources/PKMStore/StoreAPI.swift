@@ -28,8 +28,11 @@ public func cStoreOpenWith(_ path: UnsafePointer<CChar>?, _ cacheBytes: Int, _ f
                            _ error: UnsafeMutablePointer<pkm_error>?) -> Int32 {
     reporting(error) {
         let path = try string(path, "path"), out = try required(out, "out")!
-        guard flags & ~UInt32(PKM_OPEN_RESIDENT) == 0 else { throw CAPIError.argument("unknown open flags \(flags)") }
-        let store = try Store.open(at: path, cacheBytes: try size(cacheBytes, "cache_bytes"), resident: flags & UInt32(PKM_OPEN_RESIDENT) != 0)
+        let known = UInt32(PKM_OPEN_RESIDENT) | UInt32(PKM_OPEN_NO_BACKGROUND_CHECK)
+        guard flags & ~known == 0 else { throw CAPIError.argument("unknown open flags \(flags)") }
+        let store = try Store.open(at: path, cacheBytes: try size(cacheBytes, "cache_bytes"),
+                                   checksInBackground: flags & UInt32(PKM_OPEN_NO_BACKGROUND_CHECK) == 0,
+                                   resident: flags & UInt32(PKM_OPEN_RESIDENT) != 0)
         out.pointee = openStores.insert(store)
     }
 }

@@ -34,16 +34,19 @@ int main(int argc, char **argv) {
     expect_error(pkm_store_open(path, 0, NULL, &e), &e, PKM_ERR_ARGUMENT, "open NULL out");
     expect_error(pkm_store_open("/nonexistent/x.pkm", 0, &s, &e), &e, PKM_ERR_NOT_FOUND, "open missing");
     expect_error(pkm_store_open_with(path, 0, 0x80, &s, &e), &e, PKM_ERR_ARGUMENT, "unknown open flags");
-    {   /* A resident store reads the rows the mapped one does. */
-        pkm_store r = 0, m = 0;
+    {   /* A resident store, and one without the background check, read the rows the mapped one does. */
+        pkm_store r = 0, m = 0, n = 0;
         EXPECT(pkm_store_open_with(path, 0, PKM_OPEN_RESIDENT, &r, &e) == PKM_OK, "resident open: %s", e.message);
         EXPECT(pkm_store_open(path, 0, &m, &e) == PKM_OK, "open: %s", e.message);
+        EXPECT(pkm_store_open_with(path, 0, PKM_OPEN_NO_BACKGROUND_CHECK, &n, &e) == PKM_OK, "open without the background check: %s", e.message);
         int64_t pick[4] = {0, 1, 4095, 77};
-        float a[4 * 16], b[4 * 16];
+        float a[4 * 16], b[4 * 16], c[4 * 16];
         EXPECT(pkm_store_rows(r, pick, 4, a, &e) == PKM_OK && pkm_store_rows(m, pick, 4, b, &e) == PKM_OK &&
                memcmp(a, b, sizeof a) == 0, "resident rows: %s", e.message);
+        EXPECT(pkm_store_rows(n, pick, 4, c, &e) == PKM_OK && memcmp(b, c, sizeof b) == 0, "rows without the background check: %s", e.message);
         pkm_store_close(r, &e);
         pkm_store_close(m, &e);
+        pkm_store_close(n, &e);
     }
     EXPECT(pkm_store_open("/nonexistent/x.pkm", 0, &s, NULL) == PKM_ERR_NOT_FOUND, "a NULL error pointer is allowed");
 

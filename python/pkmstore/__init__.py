@@ -24,11 +24,15 @@ __all__ = ["open", "Store", "Layout", "MemoryLayer", "import_", "export", "versi
            "StorageError", "InputFileError"]
 
 
-def open(path, cache_bytes=256 << 20, resident=False):  # noqa: A001 - mirrors the built-in for files
+def open(path, cache_bytes=256 << 20, resident=False, background_check=True):  # noqa: A001 - mirrors the built-in for files
     """Opens the store at `path` read-only. With `resident`, the whole value table is decoded and
     checked at open into memory in huge pages (as much memory as its raw rows) and every read is
-    served from there: for tables that fit in memory, the fastest reads whatever the codec."""
-    return Store(path, cache_bytes, resident)
+    served from there: for tables that fit in memory, the fastest reads whatever the codec.
+    Otherwise, after the first read a thread of idle priority checks the table's rows that are in
+    memory, once, so that reads stop testing whether each row was checked; `background_check=False`
+    leaves every check to the reads (for a process that reads little of the table, or many worker
+    processes over one table, each of which would check it)."""
+    return Store(path, cache_bytes, resident, background_check)
 
 
 def version():

@@ -101,9 +101,10 @@ class Store(Closable):
     """A store opened read-only (`pkmstore.open`). Thread-safe; use as a context manager or
     call `close()`; arrays it returns are owned by the caller."""
 
-    def __init__(self, path, cache_bytes=256 << 20, resident=False):
+    def __init__(self, path, cache_bytes=256 << 20, resident=False, background_check=True):
         handle = ctypes.c_uint64(0)
-        call(lib.pkm_store_open_with, os.fsencode(path), cache_bytes, 1 if resident else 0, ctypes.byref(handle))
+        flags = (1 if resident else 0) | (0 if background_check else 2)  # PKM_OPEN_RESIDENT, PKM_OPEN_NO_BACKGROUND_CHECK
+        call(lib.pkm_store_open_with, os.fsencode(path), cache_bytes, flags, ctypes.byref(handle))
         self.path = path
         self._handle = _StoreHandle(handle.value)
         layout = _native.pkm_layout()

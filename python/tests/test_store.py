@@ -200,3 +200,5 @@ def test_a_forked_child_closes_a_store_whose_check_is_running(tmp_path):
         pytest.fail("the forked child did not close the store within 30 s")
     assert os.waitstatus_to_exitcode(status) == 0
     store.close()
+    with pkmstore.open(path, background_check=False) as lazy:
+        assert np.array_equal(lazy.rows(np.array([0, 262_143])), first)

@@ -24,7 +24,7 @@
 extern "C" {
 #endif
 
-#define PKM_API_VERSION 4
+#define PKM_API_VERSION 5
 
 /* Status codes. */
 enum {
@@ -85,8 +85,11 @@ int pkm_store_open(const char *path, size_t cache_bytes, pkm_store *out, pkm_err
 
 /* Flags of pkm_store_open_with. PKM_OPEN_RESIDENT: decode and check the whole value table at open
  * into memory in huge pages (as much memory as its raw rows) and serve every read from there
- * (Swift: Store.open(resident: true)); the store must be complete. (API version 2.) */
-enum { PKM_OPEN_RESIDENT = 1 };
+ * (Swift: Store.open(resident: true)); the store must be complete. (API version 2.)
+ * PKM_OPEN_NO_BACKGROUND_CHECK: no thread checking the table's rows in memory after the first read
+ * (Swift: Store.open(checksInBackground: false)), for processes that read little of the table, or
+ * many processes over one table; reads still check each row before it is first used. (API version 5.) */
+enum { PKM_OPEN_RESIDENT = 1, PKM_OPEN_NO_BACKGROUND_CHECK = 2 };
 int pkm_store_open_with(const char *path, size_t cache_bytes, uint32_t flags, pkm_store *out, pkm_error *error);
 /* Closes the handle; PKM_ERR_HANDLE when it is not open. */
 int pkm_store_close(pkm_store store, pkm_error *error);
