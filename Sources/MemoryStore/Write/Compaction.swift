@@ -38,7 +38,7 @@ public enum Compaction {
                 try source.env.copyCompacted(to: temporary)
             }
             // Check the copy before it replaces anything.
-            let copy = try Store.open(at: temporary, cacheBytes: 0)
+            let copy = try Store.open(at: temporary, cacheBytes: 0, checksInBackground: false)
             let report = try copy.verify()
             guard report.isSound else { throw StoreError.inconsistent("the compacted copy failed verification: \(report.problems[0])") }
         } catch {
