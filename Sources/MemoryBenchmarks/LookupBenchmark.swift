@@ -72,8 +72,8 @@ public struct LookupBenchmark {
         /// How long the run waited, after its lookups and before the reduce passes, for the
         /// store's background check to finish (`Store.waitForBackgroundCheck`); nil when none ran.
         public var backgroundCheckWaitMilliseconds: Double?
-        /// Whether every row group had been checked when the reduce passes began, so that they
-        /// read without testing each row's group (`Store.everyRowChecked`).
+        /// Whether every row had been checked since open when the reduce passes began, so that
+        /// they read without testing each row's group (`Store.everyRowChecked`).
         public var everyRowChecked: Bool
         /// Whether the memory limit's flat copy was read into huge-page memory (else mapped); nil when not measured.
         public var memoryLimitInMemory: Bool?

@@ -42,6 +42,16 @@ public func cStoreClose(_ handle: UInt64, _ error: UnsafeMutablePointer<pkm_erro
     reporting(error) { try openStores.remove(handle) }
 }
 
+@_cdecl("pkm_store_wait_checked")
+public func cStoreWaitChecked(_ handle: UInt64, _ timeoutSeconds: Double, _ everyRowChecked: UnsafeMutablePointer<Int32>?,
+                              _ error: UnsafeMutablePointer<pkm_error>?) -> Int32 {
+    reporting(error) {
+        let store = try openStores.object(handle), out = try required(everyRowChecked, "every_row_checked")!
+        guard timeoutSeconds >= 0, timeoutSeconds.isFinite else { throw CAPIError.argument("timeout_seconds must be finite and not negative, not \(timeoutSeconds)") }
+        out.pointee = store.waitUntilEveryRowChecked(timeout: .milliseconds(min(timeoutSeconds, 1e9) * 1e3)) ? 1 : 0
+    }
+}
+
 @_cdecl("pkm_store_layout")
 public func cStoreLayout(_ handle: UInt64, _ out: UnsafeMutablePointer<pkm_layout>?, _ error: UnsafeMutablePointer<pkm_error>?) -> Int32 {
     reporting(error) {

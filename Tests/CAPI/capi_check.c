@@ -44,9 +44,17 @@ int main(int argc, char **argv) {
         EXPECT(pkm_store_rows(r, pick, 4, a, &e) == PKM_OK && pkm_store_rows(m, pick, 4, b, &e) == PKM_OK &&
                memcmp(a, b, sizeof a) == 0, "resident rows: %s", e.message);
         EXPECT(pkm_store_rows(n, pick, 4, c, &e) == PKM_OK && memcmp(b, c, sizeof b) == 0, "rows without the background check: %s", e.message);
+        /* A resident table is checked at open; this zstd one checks its shards at every decode. */
+        int32_t checked = -1;
+        EXPECT(pkm_store_wait_checked(r, 0, &checked, &e) == PKM_OK && checked == 1, "resident wait_checked: %d %s", checked, e.message);
+        EXPECT(pkm_store_wait_checked(m, 0.5, &checked, &e) == PKM_OK && checked == 0, "zstd wait_checked: %d %s", checked, e.message);
+        expect_error(pkm_store_wait_checked(m, -1, &checked, &e), &e, PKM_ERR_ARGUMENT, "wait_checked negative timeout");
+        expect_error(pkm_store_wait_checked(m, NAN, &checked, &e), &e, PKM_ERR_ARGUMENT, "wait_checked NaN timeout");
+        expect_error(pkm_store_wait_checked(m, 0, NULL, &e), &e, PKM_ERR_ARGUMENT, "wait_checked NULL out");
         pkm_store_close(r, &e);
         pkm_store_close(m, &e);
         pkm_store_close(n, &e);
+        expect_error(pkm_store_wait_checked(n, 0, &checked, &e), &e, PKM_ERR_HANDLE, "wait_checked closed handle");
     }
     EXPECT(pkm_store_open("/nonexistent/x.pkm", 0, &s, NULL) == PKM_ERR_NOT_FOUND, "a NULL error pointer is allowed");
 

@@ -37,6 +37,21 @@ import TestSupport
         #expect(lazy.waitForBackgroundCheck(timeout: .seconds(1)) == nil)
         #expect(!lazy.everyRowChecked)
         #expect(try !#require(lazy.rawRows).isChecked(1500))
+        #expect(!lazy.waitUntilEveryRowChecked(timeout: .milliseconds(100)))
+        #expect(try Store.open(at: dir.file("t.pkm"), cacheBytes: 0, resident: true).waitUntilEveryRowChecked(timeout: .zero),
+                "a resident table is checked at open")
+        #expect(try !Store.open(at: dir.file("t.pkm"), cacheBytes: 0, checksRows: false).everyRowChecked,
+                "a table read without row checks has none checked")
+    }
+
+    /// A zstd table's shards are checked at every decode: never "every row checked".
+    @Test func zstdTablesAreNeverCheckedOnceForAll() throws {
+        let dir = ScratchDirectory()
+        let layout = TableLayout(elementType: .bf16, rows: 1000, dim: 16, rowsPerShard: 100, codec: .zstd)
+        let bytes = try writeTable(dir.file("t.pkm"), layout)
+        let store = try Store.open(at: dir.file("t.pkm"))
+        try expectSums(store, Array(0..<1000), bytes, dim: 16)
+        #expect(!store.waitUntilEveryRowChecked(timeout: .milliseconds(100)))
     }
 
     /// A damaged row's group is left unchecked by the thread: the row fails every read, naming its

@@ -96,6 +96,7 @@ for name, args in {
     "pkm_store_open": [_str, _size, _u64p, _err],
     "pkm_store_open_with": [_str, _size, ctypes.c_uint32, _u64p, _err],
     "pkm_store_close": [ctypes.c_uint64, _err],
+    "pkm_store_wait_checked": [ctypes.c_uint64, ctypes.c_double, ctypes.POINTER(ctypes.c_int32), _err],
     "pkm_store_layout": [ctypes.c_uint64, ctypes.POINTER(pkm_layout), _err],
     "pkm_store_rows": [ctypes.c_uint64, ctypes.c_void_p, _size, ctypes.c_void_p, _err],
     "pkm_store_gather_reduce": [ctypes.c_uint64, ctypes.c_void_p, ctypes.c_void_p, _size, _size, ctypes.c_void_p, _size,

@@ -111,6 +111,15 @@ class Store(Closable):
         call(lib.pkm_store_layout, self._handle.value, ctypes.byref(layout))
         self.layout = Layout(layout)
 
+    def wait_checked(self, timeout=60.0):
+        """Waits up to `timeout` seconds for the background check (started by the first read) to
+        finish its pass; returns whether every row of the table has been checked since open, so
+        that reads check nothing more: for a server that reads its table once and waits before
+        taking traffic. Always True for a resident store, never for a zstd one."""
+        checked = ctypes.c_int32(0)
+        call(lib.pkm_store_wait_checked, self._handle.value, float(timeout), ctypes.byref(checked))
+        return bool(checked.value)
+
     def rows(self, indices, out=None):
         """Rows `indices` (int64 [n]) as float32 [n, dim], into `out` when given."""
         idx = as_array(indices, np.int64, "indices", ndim=1)

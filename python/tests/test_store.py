@@ -202,3 +202,28 @@ def test_a_forked_child_closes_a_store_whose_check_is_running(tmp_path):
     store.close()
     with pkmstore.open(path, background_check=False) as lazy:
         assert np.array_equal(lazy.rows(np.array([0, 262_143])), first)
+
+
+def test_wait_checked_says_when_every_row_is_checked(tmp_path):
+    """After one read a raw store's background check checks every row in memory, which
+    wait_checked waits for and reports; without the check two rows read leave the rest to later
+    reads; a resident store is checked at open."""
+    rng = np.random.default_rng(7)
+    tensors = {"row_keys": rng.standard_normal((1, 1, 64, 4), np.float32),
+               "col_keys": rng.standard_normal((1, 1, 64, 4), np.float32),
+               "values": rng.standard_normal((64 * 64, 64), np.float32)}
+    config = {"scoring": "pkm", "topK": 2, "topM": 0, "activation": "softmax", "addressing": "identity", "addressKey": 0}
+    path = str(tmp_path / "raw.pkm")
+    import_tensors(path, str(tmp_path / "src"), tensors, config, codec="raw", dtype="bf16")
+    two = np.array([0, 4095])
+    with pkmstore.open(path, background_check=False) as lazy:
+        lazy.rows(two)
+        assert not lazy.wait_checked(0.2)
+    with pkmstore.open(path) as store:
+        assert not store.wait_checked(0)  # nothing read: no check has started
+        store.rows(two)
+        assert store.wait_checked(60)
+    with pkmstore.open(path, resident=True) as resident:
+        assert resident.wait_checked(0)
+    with pkmstore.open(path) as store, pytest.raises(pkmstore.ArgumentError):
+        store.wait_checked(-1)

@@ -24,7 +24,7 @@
 extern "C" {
 #endif
 
-#define PKM_API_VERSION 5
+#define PKM_API_VERSION 6
 
 /* Status codes. */
 enum {
@@ -93,6 +93,13 @@ enum { PKM_OPEN_RESIDENT = 1, PKM_OPEN_NO_BACKGROUND_CHECK = 2 };
 int pkm_store_open_with(const char *path, size_t cache_bytes, uint32_t flags, pkm_store *out, pkm_error *error);
 /* Closes the handle; PKM_ERR_HANDLE when it is not open. */
 int pkm_store_close(pkm_store store, pkm_error *error);
+/* Waits up to `timeout_seconds` (>= 0) for the background check to finish its pass (it starts with
+ * the first read; no wait when none is running), then sets `every_row_checked` to 1 when every row
+ * of the value table has been checked since open, so that reads check nothing more (a resident
+ * table's at open; never a zstd table's, whose shards are checked at each decode), 0 otherwise:
+ * for a server that reads its table once and waits before taking traffic
+ * (Swift: Store.waitUntilEveryRowChecked). (API version 6.) */
+int pkm_store_wait_checked(pkm_store store, double timeout_seconds, int32_t *every_row_checked, pkm_error *error);
 int pkm_store_layout(pkm_store store, pkm_layout *out, pkm_error *error);
 
 /* Rows `indices[0..count)` converted to float into `out` (count x dim floats). */

@@ -195,9 +195,21 @@ public final class Store: @unchecked Sendable {
         return check.groupsChecked
     }
 
-    /// Whether every row group of a table read in place has been checked since open (so reads
-    /// no longer test each row's group): false for other tables.
-    package var everyRowChecked: Bool { rawRows?.everyGroupChecked ?? false }
+    /// Whether every row of the value table has been checked since open, so that reads check
+    /// nothing more: a resident table's at open; a raw or nibble table's once its reads and its
+    /// background check have checked every row group; never a zstd table's, whose shards are
+    /// checked each time they are decoded, nor one opened without row checks.
+    public var everyRowChecked: Bool { checksRows && (residentRows != nil || rawRows?.everyGroupChecked == true) }
+
+    /// Waits, up to `timeout`, for the background check to finish its pass (it starts with the
+    /// first read; returns at once when none is running), and returns ``everyRowChecked``: for a
+    /// server that reads its table once and waits before taking traffic, so that its latency from
+    /// the first request is that of reads that test nothing. False when rows were left to the
+    /// reads: pages not in memory when the check passed, or a damaged group.
+    public func waitUntilEveryRowChecked(timeout: Duration) -> Bool {
+        _ = waitForBackgroundCheck(timeout: timeout)
+        return everyRowChecked
+    }
 
     // MARK: Statistics
 
