@@ -90,11 +90,12 @@ for e in exponents:
         print(f"| 2^{e} | {t} | {m(on)} | {m(off)} | {m(res)} | {m(limit)} | {m(eb)} | {r(on)} | {r(off)} | {r(res)} | "
               f"{r(limit)} | {r(lazy)} | {ms(p50('checks'))} / {ms(p50('resident'))} ms |")
 print()
-print("| rows | store/eb, one thread, taking turns in one process: median (lowest-highest) of the rounds | store | embedding_bag |")
-print("|---|---|---|---|")
+print("| rows | store/eb, one thread, taking turns in one process: median (lowest-highest) of the rounds | store | embedding_bag | every row checked before the rounds |")
+print("|---|---|---|---|---|")
 for e in exponents:
     d = json.load(open(os.path.join(results, f"reduce-{e}-interleaved.json")))
     q = d["storeOverEmbeddingBag"]
     print(f"| 2^{e} | {q['median']:.2f} ({q['lowest']:.2f}-{q['highest']:.2f}) of {d['rounds']} | "
-          f"{d['storeRowsPerSecond'] / 1e6:.1f} M rows/s | {d['embeddingBagRowsPerSecond'] / 1e6:.1f} M rows/s |")
+          f"{d['storeRowsPerSecond'] / 1e6:.1f} M rows/s | {d['embeddingBagRowsPerSecond'] / 1e6:.1f} M rows/s | "
+          f"{'yes' if d.get('everyRowChecked') else 'no'}, after {d.get('backgroundCheckWaitMilliseconds', 0):.0f} ms |")
 PY
