@@ -49,7 +49,7 @@ struct Bench: ParsableCommand {
     @Flag(help: "Read raw rows without checking their checksums, to measure what the checks cost.")
     var noRowChecks = false
 
-    @Flag(help: "Open the store without its background check of the rows in memory (Store.open checksInBackground:), so that reads test each row's group until they have checked every group themselves.")
+    @Flag(help: "Open the store without its background check of the rows (Store.open checksInBackground:; never with --cold), so that reads test each row's group until they have checked every group themselves.")
     var noBackgroundCheck = false
 
     @Flag(help: "Open the store with its table decoded into memory in huge pages (Store.open resident:), as a server with the memory to spare would.")
@@ -145,7 +145,8 @@ struct Bench: ParsableCommand {
                 dropped = dropPageCache()
                 if !dropped { printError("warning: could not drop the page cache (needs root); the run is only as cold as the cache allows") }
             }
-            let opened = try Store.open(at: store, cacheBytes: cacheBytes, checksRows: !noRowChecks, checksInBackground: !noBackgroundCheck,
+            // A cold run measures reads from storage: no background check, which would read the table in.
+            let opened = try Store.open(at: store, cacheBytes: cacheBytes, checksRows: !noRowChecks, checksInBackground: !noBackgroundCheck && !cold,
                                         resident: resident)
             if layers != nil {
                 let served = try names.map { try MemoryLayer(store: opened, name: $0, threads: threads) }

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import TestSupport
+import _MemorySupport
 @testable import MemoryStore
 
 /// The thread that checks a table's groups in memory after its first read (`BackgroundCheck`).
@@ -77,6 +78,37 @@ import TestSupport
             }
         }
         try expectSums(store, [344, 346, 999], bytes, dim: 16)
+    }
+
+    /// Groups whose pages are on storage: a pass over the groups in memory leaves them, one that
+    /// reads storage (a table in half the memory available) reads them in and checks them.
+    @Test func groupsOnStorageAreCheckedByTheStoragePass() throws {
+        let dir = ScratchDirectory()
+        let layout = TableLayout(elementType: .bf16, rows: 100_000, dim: 16, rowsPerShard: 10_000, codec: .raw)
+        let bytes = try writeTable(dir.file("t.pkm"), layout)
+        let store = try Store.open(at: dir.file("t.pkm"), cacheBytes: 0, checksInBackground: false)
+        try expectSums(store, [7], bytes, dim: 16)  // learns every shard's address
+        let index = try #require(store.rawRows)
+        try #require(index.everyShardKnown)
+        // The table's pages not mapped yet leave the page cache, written back first.
+        let fd = open(dir.file("t.pkm"), O_RDONLY)
+        defer { close(fd) }
+        fsync(fd)
+        _ = posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED)
+        var residency = PageResidency()
+        let inMemory = residency.contains(index.bytesToCheck(ofRow: 55_555, wholeGroup: true).0)
+        try #require(!inMemory, "this file system kept the pages in memory")
+        func pass(readingStorage: Bool) throws {
+            let check = try #require(BackgroundCheck(index, readsStorage: readingStorage) as BackgroundCheck?)
+            let deadline = ContinuousClock().now + .seconds(60)
+            while !check.isFinished && ContinuousClock().now < deadline { usleep(1000) }
+            #expect(check.isFinished)
+        }
+        try pass(readingStorage: false)
+        #expect(!index.isChecked(55_555) && !index.everyGroupChecked)
+        try pass(readingStorage: true)
+        #expect(index.everyGroupChecked)
+        try expectSums(store, [55_555, 0, 99_999], bytes, dim: 16)
     }
 
     /// Releasing a store stops its thread and waits for it, which releases the index (and the

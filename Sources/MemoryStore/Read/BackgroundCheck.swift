@@ -2,9 +2,11 @@ import Foundation
 import Synchronization
 
 /// A thread that checks, once, every row group of a table read in place whose pages are in
-/// memory (``RawRowIndex/checkGroupsInMemory(until:)``), so that a table served from memory
-/// is soon wholly checked and its reads no longer test each row's group bit (BENCHMARKS.md:
-/// that test costs up to a third of a reduce of rows beyond the caches).
+/// memory (``RawRowIndex/checkGroups(fromStorage:until:)``), then, when the table fits in half
+/// the memory available (`readsStorage`), the groups whose pages are on storage, reading them
+/// in: a table that can be served from memory is soon wholly checked and its reads no longer
+/// test each row's group bit (BENCHMARKS.md: that test costs up to half a reduce of rows beyond
+/// the caches), whichever of its pages were in memory when it was opened.
 ///
 /// The thread runs at the idle scheduling priority (`SCHED_IDLE`): it takes only processor time
 /// no other thread wants, so a machine whose cores are all reducing gets no slower and its
@@ -16,10 +18,10 @@ final class BackgroundCheck: Sendable {
     private let thread: pthread_t
     private let owner = getpid()
 
-    /// Starts the thread over `index`; nil when no thread can be started (reads then check
-    /// their rows themselves, as always).
-    init?(_ index: RawRowIndex) {
-        guard let thread = Self.start(Work(index: index, progress: progress)) else { return nil }
+    /// Starts the thread over `index`, reading the groups on storage too with `readsStorage`;
+    /// nil when no thread can be started (reads then check their rows themselves, as always).
+    init?(_ index: RawRowIndex, readsStorage: Bool) {
+        guard let thread = Self.start(Work(index: index, readsStorage: readsStorage, progress: progress)) else { return nil }
         self.thread = thread
     }
 
@@ -54,15 +56,20 @@ final class BackgroundCheck: Sendable {
     /// What the thread holds: the index it checks (kept alive by it) and the shared progress.
     private final class Work: Sendable {
         let index: RawRowIndex
+        let readsStorage: Bool
         let progress: Progress
 
-        init(index: RawRowIndex, progress: Progress) {
+        init(index: RawRowIndex, readsStorage: Bool, progress: Progress) {
             self.index = index
+            self.readsStorage = readsStorage
             self.progress = progress
         }
 
+        /// The groups in memory first (no waiting on storage), then, if asked, the rest.
         func run() {
-            let groups = index.checkGroupsInMemory { progress.stopping.load(ordering: .relaxed) }
+            let stop = { self.progress.stopping.load(ordering: .relaxed) }
+            var groups = index.checkGroups(fromStorage: false, until: stop)
+            if readsStorage && !index.everyGroupChecked { groups += index.checkGroups(fromStorage: true, until: stop) }
             progress.checked.store(groups, ordering: .relaxed)
             progress.finished.store(true, ordering: .releasing)
         }

@@ -226,24 +226,46 @@ final class RawRowIndex: @unchecked Sendable {
     /// `mincore` call a shard), as the sweep does, until every group is checked or `stop`
     /// returns true (asked once a shard); a shard whose address is not known is passed over.
     /// A damaged group is left unchecked, for the read of one of its rows to fail, naming it.
-    /// Returns the groups it checked. For ``BackgroundCheck``.
-    func checkGroupsInMemory(until stop: () -> Bool) -> Int {
+    /// With `fromStorage`, checks the groups whose pages are not in memory too, asking for each
+    /// shard's pages (`MADV_WILLNEED`) ``storageShardsAhead`` shards before it checks them, so
+    /// that the reads are in flight together (the map is advised for random reads, which read a
+    /// page at a time). Returns the groups it checked. For ``BackgroundCheck``.
+    func checkGroups(fromStorage: Bool, until stop: () -> Bool) -> Int {
         guard let checked else { return 0 }
         let perShard = 1 << checkedShift
-        var inMemory = PageResidency(), checkedHere = 0
+        var inMemory = PageResidency(), checkedHere = 0, asked = 0
         for shard in 0..<shardCount where !stop() && checkedGroups.load(ordering: .relaxed) < groupCount {
-            guard let base = rows(ofShard: shard) else { continue }
+            guard let span = shardSpan(shard) else { continue }
             let rows = layout.rowRange(ofShard: shard)
             let groups = (rows.count + raw.groupRows - 1) / raw.groupRows
-            let end = max(raw.rowOffset(rows.count - 1) + raw.rowBytes, raw.checksumOffset(rows.count - 1) + raw.checksumBytes)
-            inMemory.learn(UnsafeRawBufferPointer(start: base, count: end))
+            if fromStorage {
+                while asked < min(shardCount, shard + Self.storageShardsAhead) {
+                    if let ahead = shardSpan(asked) { PageResidency.willNeed(ahead) }
+                    asked += 1
+                }
+            } else {
+                inMemory.learn(span)
+            }
             for g in 0..<groups where !checked.contains(shard * perShard + g) {
                 let row = rows.lowerBound + g << raw.groupShift
-                guard inMemory.contains(bytesToCheck(ofRow: row, wholeGroup: true).0) else { continue }
+                guard fromStorage || inMemory.contains(bytesToCheck(ofRow: row, wholeGroup: true).0) else { continue }
                 if (try? verify(row: row, wholeGroup: true)) != nil && isChecked(row) { checkedHere += 1 }
             }
         }
         return checkedHere
+    }
+
+    /// Shards whose pages the storage pass of ``checkGroups(fromStorage:until:)`` asks for
+    /// before it checks them: a few MiB of reads in flight.
+    static let storageShardsAhead = 64
+
+    /// The bytes of shard `index` that its rows and checksums occupy; nil while its address is
+    /// not known.
+    private func shardSpan(_ index: Int) -> UnsafeRawBufferPointer? {
+        guard let base = rows(ofShard: index) else { return nil }
+        let count = layout.rowRange(ofShard: index).count
+        let end = max(raw.rowOffset(count - 1) + raw.rowBytes, raw.checksumOffset(count - 1) + raw.checksumBytes)
+        return UnsafeRawBufferPointer(start: base, count: end)
     }
 
     /// Whether every group of the table has been checked since open (reads no longer consult

@@ -77,9 +77,11 @@ public final class Store: @unchecked Sendable {
     ///     have changed since.
     ///   - checksInBackground: with `checksRows`, for tables read in place, check in a thread
     ///     of idle priority, from the first read on, every row group whose pages are in memory,
-    ///     once, so that reads stop testing whether each row's group was checked when all have
-    ///     been (Spec/GUARANTEES.md). Pass false where the process reads the whole table itself
-    ///     (verifying, exporting, compacting) or must read nothing it was not asked for.
+    ///     once, then, when the table's rows fit in half the memory available, the groups on
+    ///     storage too (reading the table into the page cache), so that reads stop testing
+    ///     whether each row's group was checked when all have been (Spec/GUARANTEES.md). Pass
+    ///     false where the process reads the whole table itself (verifying, exporting,
+    ///     compacting), reads little of it, or must read nothing it was not asked for.
     ///   - resident: decode and check the whole value table at open into anonymous memory in
     ///     huge pages (as much memory as the raw rows), and serve every row read from there: for
     ///     tables that fit in memory, reads at the memory system's limit whatever the codec
@@ -179,7 +181,7 @@ public final class Store: @unchecked Sendable {
         guard rawRows.everyShardKnown else { return }
         backgroundCheck.withLock { check in
             guard !backgroundCheckStarted.load(ordering: .relaxed) else { return }
-            check = BackgroundCheck(rawRows)
+            check = BackgroundCheck(rawRows, readsStorage: layout.rawBytes <= HugePageBuffer.availableBytes / 2)
             backgroundCheckStarted.store(true, ordering: .releasing)
         }
     }
