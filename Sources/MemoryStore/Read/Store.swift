@@ -207,7 +207,8 @@ public final class Store: @unchecked Sendable {
     /// first read; returns at once when none is running), and returns ``everyRowChecked``: for a
     /// server that reads its table once and waits before taking traffic, so that its latency from
     /// the first request is that of reads that test nothing. False when rows were left to the
-    /// reads: pages not in memory when the check passed, or a damaged group.
+    /// reads: pages on storage of a table larger than half the memory available, or a damaged
+    /// group.
     public func waitUntilEveryRowChecked(timeout: Duration) -> Bool {
         _ = waitForBackgroundCheck(timeout: timeout)
         return everyRowChecked
