@@ -22,8 +22,15 @@ public struct TableLayout: Codable, Sendable, Equatable {
     /// Whether shards were compressed with the trained dictionary stored as tensor `__zstd_dictionary`.
     public var dictionary: Bool
 
-    /// The raw shard size that the default rows-per-shard aims at (Spec/FORMAT.md, "Shard size").
+    /// The raw shard size that the default rows-per-shard of zstd tables aims at (Spec/FORMAT.md,
+    /// "Shard size").
     public static let defaultShardBytes = 64 << 10
+
+    /// The blob size that the default rows-per-shard of tables read in place (raw and nibble)
+    /// aims at: their reads locate each row through its shard's address, and a table of fewer,
+    /// larger shards keeps that table of addresses in the second-level cache (Spec/FORMAT.md,
+    /// "Shard size").
+    public static let defaultInPlaceShardBytes = 1 << 20
 
     public init(elementType: ElementType, rows: Int, dim: Int, rowsPerShard: Int? = nil,
                 codec: CodecKind = .zstd, level: Int = 3, dictionary: Bool = false) {
@@ -38,8 +45,8 @@ public struct TableLayout: Codable, Sendable, Equatable {
 
     /// As many rows as fit in ``defaultShardBytes`` less 64 bytes (at least 1); for raw, as
     /// many whole blobs of the current version (rows, their checksums and the header, ``RawShardLayout``)
-    /// as fit in ``defaultShardBytes`` less LMDB's 16-byte overflow-page header, so that a raw shard
-    /// fills whole 4 KiB pages instead of spilling into one more.
+    /// as fit in ``defaultInPlaceShardBytes`` less LMDB's 16-byte overflow-page header, so that a
+    /// raw shard fills whole 4 KiB pages instead of spilling into one more; for nibble likewise.
     public static func defaultRowsPerShard(dim: Int, elementType: ElementType, codec: CodecKind = .zstd) -> Int {
         // Saturating: an out-of-range `dim` is refused by `validate()`, not trapped on here.
         let (bytes, overflow) = max(dim, 0).multipliedReportingOverflow(by: elementType.size)
@@ -55,13 +62,13 @@ public struct TableLayout: Codable, Sendable, Equatable {
         }
     }
 
-    /// The most rows whose blob in `layout` fits ``defaultShardBytes`` less LMDB's 16-byte
+    /// The most rows whose blob in `layout` fits ``defaultInPlaceShardBytes`` less LMDB's 16-byte
     /// overflow-page header, with `escapedBytes` a row to spare (a nibble shard's escaped rows:
     /// room for one in 64).
     private static func rowsFilling(_ layout: RawShardLayout, escapedBytes: Int) -> Int {
         let perRow = layout.rowBytes + layout.checksumBytes + escapedBytes
-        var rows = max(1, (defaultShardBytes - 64) / max(1, perRow))
-        while rows > 1 && layout.blobBytes(rows: rows) + rows * escapedBytes > defaultShardBytes - 16 { rows -= 1 }
+        var rows = max(1, (defaultInPlaceShardBytes - 64) / max(1, perRow))
+        while rows > 1 && layout.blobBytes(rows: rows) + rows * escapedBytes > defaultInPlaceShardBytes - 16 { rows -= 1 }
         return rows
     }
 

@@ -6,14 +6,14 @@ import TestSupport
 /// The raw layout of format version 5 (Spec/FORMAT.md, "Raw"): where rows and checksums lie.
 @Suite struct RawLayoutTests {
     /// Rows of a multiple of 64 bytes start on cache lines in the map, every row of every full
-    /// shard, and a default shard still fits its 16 pages.
+    /// shard, and a default shard still fits its 256 pages.
     @Test(arguments: [(ElementType.bf16, 64), (.f32, 32), (.f16, 256), (.bf16, 1024), (.f32, 2048)])
     func rowsStartOnCacheLines(type: ElementType, dim: Int) throws {
         let dir = ScratchDirectory()
         let perShard = TableLayout.defaultRowsPerShard(dim: dim, elementType: type, codec: .raw)
         let layout = TableLayout(elementType: type, rows: 3 * perShard, dim: dim, codec: .raw)
         let raw = RawShardLayout(version: Manifest.currentVersion, rowBytes: layout.rowBytes)
-        #expect(raw.blobBytes(rows: perShard) <= TableLayout.defaultShardBytes - 16)
+        #expect(raw.blobBytes(rows: perShard) <= TableLayout.defaultInPlaceShardBytes - 16)
         let bytes = try writeTable(dir.file("t.pkm"), layout)
         let store = try Store.open(at: dir.file("t.pkm"))
         let index = try #require(store.rawRows)
@@ -49,12 +49,14 @@ import TestSupport
         #expect(pages.rowOffset(0) == 192 && pages.rowOffset(39) == 192 + 39 * 96 && pages.rowOffset(41) == 4096 + 192 + 96)
         #expect(pages.checksumOffset(39) == 4 * 39 && pages.checksumOffset(41) == 4096 + 4)
         #expect(pages.blobBytes(rows: 85) == 48 + 2 * 4096 + 192 + 5 * 96)
-        for r in [0, 39, 40, 625] {  // every slot and checksum within its unit's page, 64 bytes on
+        for r in [0, 39, 40, 10_040] {  // every slot and checksum within its unit's page, 64 bytes on
             let page = (16 + pages.start + pages.rowOffset(r)) / 4096
             #expect((16 + pages.start + pages.rowOffset(r) + 95) / 4096 == page && (16 + pages.start + pages.checksumOffset(r)) / 4096 == page)
             #expect((16 + pages.start + pages.checksumOffset(r)) % 4096 >= 64)
         }
-        #expect(TableLayout.defaultRowsPerShard(dim: 64, elementType: .bf16, codec: .nibble) == 626)
+        // Default shards of 1 MiB less LMDB's 16-byte header: nibble slots with 2 bytes a row to spare for escaped rows.
+        #expect(TableLayout.defaultRowsPerShard(dim: 64, elementType: .bf16, codec: .nibble) == 10_041)
+        #expect(TableLayout.defaultRowsPerShard(dim: 64, elementType: .bf16, codec: .raw) == 7_709)
         // 600-byte slots: 6 fit (64 + 3,600 bytes), checked a row at a time.
         let few = RawShardLayout.nibblePages(slotBytes: 600)
         #expect(few.unitRows == 6 && few.groupRows == 1 && few.unitBytes == 4096 && few.rowsOffset == 64)
