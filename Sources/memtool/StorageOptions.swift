@@ -3,7 +3,7 @@ import MemoryStore
 
 /// How the value table is laid out on disk.
 struct StorageOptions: ParsableArguments {
-    @Option(help: "Rows per shard (default: as many as fit in a 64 KiB shard with its header and row checksums, Spec/FORMAT.md).")
+    @Option(help: "Rows per shard (default: 64 KiB of rows for zstd; for raw and nibble, as many as fit in a 1 MiB shard with its header and row checksums; Spec/FORMAT.md, \"Shard size\").")
     var rowsPerShard: Int?
 
     @Option(help: "Shard codec: zstd (byte planes + zstd), raw (uncompressed, read in place) or nibble (bf16/f32 rows coded one by one, read in place).")
