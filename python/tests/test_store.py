@@ -172,16 +172,22 @@ def test_openblas_runs_the_kernels_pkmstore_names_on_intel_cpus():
     assert corename().decode().lower() == expected.lower()
 
 
+def raw_pkm_store(tmp_path, side, seed):
+    """A raw bf16 store of a one-head PKM layer over side x side random rows of 64; its path."""
+    rng = np.random.default_rng(seed)
+    tensors = {"row_keys": rng.standard_normal((1, 1, side, 4), np.float32),
+               "col_keys": rng.standard_normal((1, 1, side, 4), np.float32),
+               "values": rng.standard_normal((side * side, 64), np.float32)}
+    config = {"scoring": "pkm", "topK": 2, "topM": 0, "activation": "softmax", "addressing": "identity", "addressKey": 0}
+    path = str(tmp_path / "raw.pkm")
+    import_tensors(path, str(tmp_path / "src"), tensors, config, codec="raw", dtype="bf16")
+    return path
+
+
 def test_a_forked_child_closes_a_store_whose_check_is_running(tmp_path):
     """A child forked while the store's background check may still run (a DataLoader worker,
     say), which has no such thread, reads the store and closes it."""
-    rng = np.random.default_rng(6)
-    tensors = {"row_keys": rng.standard_normal((1, 1, 512, 4), np.float32),
-               "col_keys": rng.standard_normal((1, 1, 512, 4), np.float32),
-               "values": rng.standard_normal((512 * 512, 64), np.float32)}
-    config = {"scoring": "pkm", "topK": 2, "topM": 0, "activation": "softmax", "addressing": "identity", "addressKey": 0}
-    path = str(tmp_path / "big.pkm")
-    import_tensors(path, str(tmp_path / "src"), tensors, config, codec="raw", dtype="bf16")
+    path = raw_pkm_store(tmp_path, side=512, seed=6)
     store = pkmstore.open(path)
     first = store.rows(np.array([0, 262_143]))  # starts the check of 32,768 groups
     pid = os.fork()
@@ -208,13 +214,7 @@ def test_wait_checked_says_when_every_row_is_checked(tmp_path):
     """After one read a raw store's background check checks every row in memory, which
     wait_checked waits for and reports; without the check two rows read leave the rest to later
     reads; a resident store is checked at open."""
-    rng = np.random.default_rng(7)
-    tensors = {"row_keys": rng.standard_normal((1, 1, 64, 4), np.float32),
-               "col_keys": rng.standard_normal((1, 1, 64, 4), np.float32),
-               "values": rng.standard_normal((64 * 64, 64), np.float32)}
-    config = {"scoring": "pkm", "topK": 2, "topM": 0, "activation": "softmax", "addressing": "identity", "addressKey": 0}
-    path = str(tmp_path / "raw.pkm")
-    import_tensors(path, str(tmp_path / "src"), tensors, config, codec="raw", dtype="bf16")
+    path = raw_pkm_store(tmp_path, side=64, seed=7)
     two = np.array([0, 4095])
     with pkmstore.open(path, background_check=False) as lazy:
         lazy.rows(two)
