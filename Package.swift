@@ -39,8 +39,8 @@ let package = Package(
         // Compiled without the frame pointer SwiftPM asks for with `-fno-omit-frame-pointer`, which
         // it places after our flags, so that a `-fomit-frame-pointer` of ours would lose; the
         // compiler's own setting, passed with -Xclang, comes after it. With the frame pointer the
-        // kernel ran 1.1-1.8x slower, most in the loops that locate rows in a sharded table
-        // (`Tools/frame_pointer.sh`, BENCHMARKS.md "The frame pointer"). Since tools version 6.2
+        // loops that locate rows in a sharded table ran 6-23% slower, the flat ones 2-3%
+        // (`Tools/kernel_ab.sh WORKDIR --frame-pointer`, BENCHMARKS.md "eleventh session"). Since tools version 6.2
         // a package may depend on a target with unsafe flags.
         .target(name: "CGatherKernel", cSettings: [.unsafeFlags(["-Xclang", "-mframe-pointer=none"])]),
         // Key scores from bfloat16 copies of the keys for small batches, AVX2/FMA chosen at run time.

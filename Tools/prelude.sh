@@ -5,11 +5,11 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export PATH="/opt/swift/usr/bin:$PATH"
 export PYTHONPATH="$root/Tools${PYTHONPATH:+:$PYTHONPATH}"
 
-# kernel_object NAME OUT [CFLAGS...]: the gather kernel (Sources/CGatherKernel) compiled into OUT
-# with every function its header exports renamed from pkm_* to NAME_*, so that builds with
-# different flags link into one program.
+# kernel_object NAME OUT [CFLAGS...]: the gather kernel (Sources/CGatherKernel, or the copy in
+# $kernel_dir) compiled into OUT with every function its header exports renamed from pkm_* to
+# NAME_*, so that builds with different flags or sources link into one program.
 kernel_object() {
-    local name=$1 out=$2 kernel="$root/Sources/CGatherKernel" renames=() f
+    local name=$1 out=$2 kernel="${kernel_dir:-$root/Sources/CGatherKernel}" renames=() f
     shift 2
     for f in $(grep -oE '\bpkm_[a-z0-9_]+\(' "$kernel/include/gather_kernel.h" | tr -d '(' | sort -u); do
         renames+=("-D$f=${name}_${f#pkm_}")
