@@ -4,7 +4,7 @@ import MemoryStore
 struct Compact: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Rewrite a store without free pages, optionally re-encoding its shards.",
-        discussion: "The new store is built beside the target, verified, and renamed over it: a process killed at any point leaves the original intact.")
+        discussion: "The new store is built beside the target, verified, and renamed over it: a process killed at any point leaves the original intact. In place, writers (imports, layers added or removed) in other processes wait until it has finished and then write the new file; it refuses to start while one is writing.")
 
     @Argument(help: "Path of the store.")
     var store: String

@@ -117,6 +117,53 @@ import MemoryStore
         }
     }
 
+    /// A layer removed by another process while `compact` rewrites the store in place: the
+    /// removal waits for the compaction and is made on its copy, instead of on the file the copy
+    /// replaces (where it was lost, the command having reported success, until 2026-12-07).
+    @Test func aLayerRemovedDuringAnInPlaceCompactionIsKept() throws {
+        let scratch = ScratchDirectory()
+        let path = scratch.file("m.pkm")
+        let made = try Tools.memtool("create", path, "--synthetic", "--rows", "200000", "--dim", "64", "--heads", "1", "--key-dim", "16")
+        try #require(made.status == 0, "\(made.stderr)")
+        let compaction = Process()
+        compaction.executableURL = Tools.memtool
+        compaction.arguments = ["compact", path, "--codec", "zstd", "--level", "19"]  // slow enough to overlap
+        compaction.standardOutput = FileHandle.nullDevice
+        compaction.standardError = FileHandle.nullDevice
+        try compaction.run()
+        while compaction.isRunning && !FileManager.default.fileExists(atPath: path + ".compacting") { usleep(500) }
+        try #require(compaction.isRunning, "the compaction ended before the removal could start")
+        let removed = try Tools.memtool("remove-layer", path, "default")
+        compaction.waitUntilExit()
+        #expect(removed.status == 0, "\(removed.stderr)")
+        #expect(compaction.terminationStatus == 0)
+        let store = try Store.open(at: path)
+        #expect(try store.layerNames().isEmpty)
+        #expect(store.layout.level == 19, "the removal was made on the compacted copy")
+    }
+
+    /// An in-place compaction while a writer has the store open refuses at once, naming the
+    /// reason, and leaves the file as it was; once the writer is gone it runs.
+    @Test func anInPlaceCompactionRefusesWhileAWriterHasTheStoreOpen() throws {
+        let scratch = ScratchDirectory()
+        let path = scratch.file("m.pkm")
+        let made = try Tools.memtool("create", path, "--synthetic", "--rows", "20000", "--dim", "64", "--heads", "1", "--key-dim", "16")
+        try #require(made.status == 0, "\(made.stderr)")
+        let original = try Data(contentsOf: URL(fileURLWithPath: path))
+        withExtendedLifetime(try StoreWriter.editing(at: path)) { _ in
+            do {
+                try Compaction.run(path)
+                Issue.record("the compaction ran while a writer had the store open")
+            } catch {
+                #expect("\(error)".contains("is open for writing"), "\(error)")
+            }
+        }
+        #expect(try Data(contentsOf: URL(fileURLWithPath: path)) == original)
+        #expect(!FileManager.default.fileExists(atPath: path + ".compacting"))
+        try Compaction.run(path)
+        #expect(try Store.open(at: path).verify().isSound)
+    }
+
     /// Readers killed while holding LMDB reader slots: each open clears the slots of dead
     /// processes (`mdb_reader_check`), so 150 kills (more than the 126 slots) leave few in use.
     @Test func readerSlotsOfKilledProcessesAreReclaimed() throws {

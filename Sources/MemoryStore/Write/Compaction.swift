@@ -6,7 +6,8 @@ import _MemorySupport
 ///
 /// The new store is built beside the target as `TARGET.compacting` and renamed over it only
 /// when complete, so a process killed at any point leaves the original intact (and a later
-/// run removes the leftover). Readers that have the old file open keep reading it.
+/// run removes the leftover). Readers that have the old file open keep reading it. In place,
+/// writers are held off meanwhile (``Environment/excludeWriters(_:)``).
 public enum Compaction {
     /// What to change while rewriting; nil keeps the store's own setting.
     public struct Changes: Sendable {
@@ -25,6 +26,11 @@ public enum Compaction {
                            progress: ((Int, Int) -> Void)? = nil) throws -> (before: Int, after: Int) {
         let target = destination ?? path
         let temporary = target + ".compacting"
+        // In place, writers in other processes are held off from before the snapshot until the
+        // copy has replaced the file: a commit to the file in between would be lost with it. One
+        // that starts meanwhile waits, then writes the copy; one already writing makes this throw.
+        let writersHeldOff = target == path ? try Environment.excludeWriters(path) : nil
+        defer { if let writersHeldOff { close(writersHeldOff) } }
         for leftover in [temporary, temporary + "-lock"] { try? FileManager.default.removeItem(atPath: leftover) }
         let before = fileSize(atPath: path)
         do {
