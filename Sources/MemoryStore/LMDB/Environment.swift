@@ -30,6 +30,9 @@ final class Environment: @unchecked Sendable {
     /// - Parameter mapSize: the map of a writer; readers map `max(readerMapSize, 4 x file size)`.
     init(path: String, readOnly: Bool, create: Bool = false, mapSize: Int = 1 << 30, maxReaders: Int = 126) throws {
         if !create && !FileManager.default.fileExists(atPath: path) { throw StoreError.notFound(path: path) }
+        // A writer takes its share before the file is read, or LMDB opens it or its lock file; of
+        // a new file, once LMDB has made it (no compaction takes a file without a complete store).
+        let share = readOnly ? nil : try WriterLock.shared(path)
         if FileManager.default.fileExists(atPath: path) { try MetaPages.check(path: path) }
         var flags = UInt32(MDB_NOSUBDIR | MDB_NOTLS)
         if readOnly { flags |= UInt32(MDB_RDONLY | MDB_NORDAHEAD) }
@@ -45,12 +48,6 @@ final class Environment: @unchecked Sendable {
         if readOnly, case .failure(let error) = opened, error.rawValue == EACCES || error.rawValue == EROFS {
             opened = Self.open(path, flags: flags | UInt32(MDB_NOLOCK), mapSize: size, maxReaders: maxReaders)
         }
-        // A writer waits for its share of the file, and opens the path again when a compaction
-        // renamed its copy over it meanwhile.
-        while !readOnly, case .success(let env) = opened, !Self.takeWriterShare(env, path: path) {
-            mdb_env_close(env)
-            opened = Self.open(path, flags: flags, mapSize: size, maxReaders: maxReaders)
-        }
         let env: OpaquePointer
         switch opened {
         case .success(let handle): env = handle
@@ -58,7 +55,15 @@ final class Environment: @unchecked Sendable {
             if error == .invalid || error == .versionMismatch { throw StoreError.notAStore(path: path, reason: error.description) }
             throw error
         }
+        let lock: WriterLock?
+        do {
+            lock = readOnly ? nil : try share ?? WriterLock.shared(path)
+        } catch {
+            mdb_env_close(env)
+            throw error
+        }
         self.handle = env
+        writerLock = lock
         self.readOnly = readOnly
         self.path = path
         self.maxReaders = maxReaders
@@ -90,38 +95,8 @@ final class Environment: @unchecked Sendable {
         return .success(env)
     }
 
-    /// Takes a writer's share of the data file, `flock(LOCK_SH)` on LMDB's own descriptor, held
-    /// until the environment closes: an in-place compaction holds the file exclusively
-    /// (``excludeWriters(_:)``) from before its snapshot until its copy has replaced the file, so
-    /// no writer commits to a file that is about to be replaced (its commits would be lost with
-    /// it). Waits while a compaction holds it. Returns false when the file at `path` is no longer
-    /// the one opened (a compaction replaced it while this writer waited). A file system without
-    /// `flock` leaves writers unlocked, as before.
-    private static func takeWriterShare(_ env: OpaquePointer, path: String) -> Bool {
-        var fd: Int32 = -1
-        guard mdb_env_get_fd(env, &fd) == 0, fd >= 0 else { return true }
-        while flock(fd, LOCK_SH) != 0 { if errno != EINTR { return true } }
-        var opened = Glibc.stat()
-        guard fstat(fd, &opened) == 0, let named = try? FileManager.default.attributesOfItem(atPath: path),
-              let device = named[.systemNumber] as? Int, let inode = named[.systemFileNumber] as? Int else { return true }
-        return Int(opened.st_dev) == device && Int(opened.st_ino) == inode
-    }
-
-    /// Holds writers of the store at `path` off, `flock(LOCK_EX)` on a new descriptor of its data
-    /// file (see ``takeWriterShare(_:path:)``), until the descriptor returned is closed. Throws at
-    /// once, instead of waiting, when a writer has the file open.
-    static func excludeWriters(_ path: String) throws -> Int32 {
-        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else {
-            if errno == ENOENT { throw StoreError.notFound(path: path) }
-            throw StoreError.invalidArgument("cannot open '\(path)': \(String(cString: strerror(errno)))")
-        }
-        if flock(fd, LOCK_EX | LOCK_NB) != 0 && errno == EWOULDBLOCK {
-            close(fd)
-            throw StoreError.invalidArgument("'\(path)' is open for writing (an import, or a layer being added or removed, in this process or another); compacting it in place now would lose that writer's commits: run compact again once it has finished")
-        }
-        return fd
-    }
+    /// A writer's share of the file (``WriterLock``), released after the environment closes.
+    private let writerLock: WriterLock?
 
     /// Set when this is the process's shared read-only environment of a file (``OpenEnvironments``).
     nonisolated(unsafe) var sharedAs: OpenEnvironments.FileID?

@@ -7,7 +7,7 @@ import _MemorySupport
 /// The new store is built beside the target as `TARGET.compacting` and renamed over it only
 /// when complete, so a process killed at any point leaves the original intact (and a later
 /// run removes the leftover). Readers that have the old file open keep reading it. In place,
-/// writers are held off meanwhile (``Environment/excludeWriters(_:)``).
+/// writers are held off meanwhile (``WriterLock``).
 public enum Compaction {
     /// What to change while rewriting; nil keeps the store's own setting.
     public struct Changes: Sendable {
@@ -26,11 +26,10 @@ public enum Compaction {
                            progress: ((Int, Int) -> Void)? = nil) throws -> (before: Int, after: Int) {
         let target = destination ?? path
         let temporary = target + ".compacting"
-        // In place, writers in other processes are held off from before the snapshot until the
-        // copy has replaced the file: a commit to the file in between would be lost with it. One
-        // that starts meanwhile waits, then writes the copy; one already writing makes this throw.
-        let writersHeldOff = target == path ? try Environment.excludeWriters(path) : nil
-        defer { if let writersHeldOff { close(writersHeldOff) } }
+        // In place, writers are held off from before the snapshot until the copy has replaced the
+        // file (WriterLock): a commit to the file in between would be lost with it. One that
+        // starts meanwhile waits, then writes the copy; one already writing makes this throw.
+        let writersHeldOff = target == path ? try WriterLock.exclusive(path) : nil
         for leftover in [temporary, temporary + "-lock"] { try? FileManager.default.removeItem(atPath: leftover) }
         let before = fileSize(atPath: path)
         do {
@@ -57,6 +56,9 @@ public enum Compaction {
             }
             throw error
         }
+        // The copy is held too, so that a writer that opens the path once it names the copy waits
+        // until the old lock file is gone.
+        let copyHeldOff = writersHeldOff == nil ? nil : try WriterLock.exclusive(temporary)
         guard rename(temporary, target) == 0 else {
             throw StoreError.invalidArgument("cannot move the compacted store into place: \(String(cString: strerror(errno)))")
         }
@@ -64,6 +66,7 @@ public enum Compaction {
         // one (readers still on the old file keep theirs open). See OpenEnvironments.
         unlink(target + "-lock")
         try? FileManager.default.removeItem(atPath: temporary + "-lock")
+        withExtendedLifetime((writersHeldOff, copyHeldOff)) {}
         return (before, fileSize(atPath: target))
     }
 
