@@ -27,9 +27,11 @@ final class WriterLock: Sendable {
                 close(fd)
                 return nil
             }
+            // Another file at the path (a compaction's copy, renamed over it while this waited): take that one.
             var held = stat()
             guard fstat(fd, &held) == 0, let named = try? FileManager.default.attributesOfItem(atPath: path),
-                  named[.systemNumber] as? Int != Int(held.st_dev) || named[.systemFileNumber] as? Int != Int(held.st_ino)
+                  let device = named[.systemNumber] as? Int, let inode = named[.systemFileNumber] as? Int,
+                  device != Int(held.st_dev) || inode != Int(held.st_ino)
             else { return WriterLock(fd) }
             close(fd)
         }
