@@ -117,7 +117,7 @@ static inline size_t prefetching_end(int prefetching, size_t k, size_t end, size
 /// The two loops of a run's rows k ..< end, the statement given adding row r (see prefetching_end).
 /// The first, where a run spends its time, takes two rows a turn: in cache the kernel is bound
 /// by the operations it issues, and a turn's bookkeeping (the counter, the test, values reloaded
-/// from the stack) is then paid once for two rows (BENCHMARKS.md, "eleventh session": 1.07-1.11x
+/// from the stack) is then paid once for two rows (BENCHMARKS.md, "eleventh session": 1.05-1.11x
 /// at 2^16 rows; four rows a turn gained nothing more).
 #define FOR_ROWS(...)                                                                                                   \
     {                                                                                                                   \
