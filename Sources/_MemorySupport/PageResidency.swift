@@ -24,14 +24,6 @@ package struct PageResidency {
         }
     }
 
-    /// Asks the kernel to read the pages `span` touches into memory, without waiting for them
-    /// (`MADV_WILLNEED`; best effort).
-    package static func willNeed(_ span: UnsafeRawBufferPointer) {
-        guard let base = span.baseAddress else { return }
-        let start = Int(bitPattern: base), first = start - start % pageSize
-        _ = madvise(UnsafeMutableRawPointer(bitPattern: first), start + span.count - first, MADV_WILLNEED)
-    }
-
     /// Whether every page `span` touches is in memory; false where the kernel cannot say.
     package mutating func contains(_ span: UnsafeRawBufferPointer) -> Bool {
         guard let base = span.baseAddress else { return true }

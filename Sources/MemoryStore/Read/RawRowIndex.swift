@@ -240,7 +240,7 @@ final class RawRowIndex: @unchecked Sendable {
             let groups = (rows.count + raw.groupRows - 1) / raw.groupRows
             if fromStorage {
                 while asked < min(shardCount, shard + Self.storageShardsAhead) {
-                    if let ahead = shardSpan(asked) { PageResidency.willNeed(ahead) }
+                    if let ahead = shardSpan(asked) { adviseWillNeed(Int(bitPattern: ahead.baseAddress), Int(bitPattern: ahead.baseAddress) + ahead.count) }
                     asked += 1
                 }
             } else {
