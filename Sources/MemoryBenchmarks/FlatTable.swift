@@ -16,21 +16,21 @@ public final class FlatTable: @unchecked Sendable {
     private let length: Int
     private let memory: HugePageBuffer?
 
-    /// Writes `bytes` (rows of `elementType`) to `path` and maps it.
+    /// Writes `bytes` (rows of `elementType`) to `path` (an ``OutputFile``) and maps it.
     public convenience init(path: String, bytes: [UInt8], dim: Int, elementType: ElementType) throws {
-        guard FileManager.default.createFile(atPath: path, contents: Data(bytes)) else {
-            throw StoreError.invalidArgument("cannot write '\(path)'")
-        }
+        do { try OutputFile.write(Data(bytes), to: path) } catch { throw StoreError.invalidArgument(error.description) }
         try self.init(path: path, dim: dim, elementType: elementType)
     }
 
-    /// Writes the store's rows, decoded, to `path` (one shard at a time) and maps the file (or reads it, `inMemory`).
+    /// Writes the store's rows, decoded, to `path` (an ``OutputFile``, one shard at a time) and maps the file (or reads it, `inMemory`).
     public convenience init(path: String, from store: Store, inMemory: Bool = false) throws {
-        guard FileManager.default.createFile(atPath: path, contents: nil), let out = FileHandle(forWritingAtPath: path) else {
-            throw StoreError.invalidArgument("cannot write '\(path)'")
+        do {
+            let out = try OutputFile(path: path)
+            for s in 0..<store.layout.shardCount { try store.withShardRows(s) { try out.write($0) } }
+            try out.finish()
+        } catch let error as OutputFileError {
+            throw StoreError.invalidArgument(error.description)
         }
-        for s in 0..<store.layout.shardCount { try store.withShardRows(s) { try out.write(contentsOf: Data($0)) } }
-        try out.close()
         try self.init(path: path, dim: store.layout.dim, elementType: store.layout.elementType, inMemory: inMemory)
     }
 

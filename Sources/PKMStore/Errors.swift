@@ -3,6 +3,7 @@ import Foundation
 import MemoryRetrieval
 import MemoryStore
 import TensorFiles
+import _MemorySupport
 
 /// Failures of the C API itself: bad arguments, handles and buffers.
 enum CAPIError: Error {
@@ -33,6 +34,7 @@ func statusAndMessage(of error: any Error) -> (Int, String) {
     case let e as StoreError: return (code(of: e), e.description)
     case let e as RetrievalError: return (PKM_ERR_ARGUMENT, e.description)
     case let e as TensorFileError: return (PKM_ERR_INPUT, e.description)
+    case let e as OutputFileError: return (e.refused ? PKM_ERR_ARGUMENT : PKM_ERR_STORAGE, e.description)
     case let e as LMDBError: return (PKM_ERR_STORAGE, e.description)
     default: return (PKM_ERR_STORAGE, "\(error)")
     }

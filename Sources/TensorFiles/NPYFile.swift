@@ -123,7 +123,8 @@ public enum NPYFile {
         return fields
     }
 
-    /// Writes a C-order little-endian array (format version 1, header padded to 64 bytes).
+    /// Writes a C-order little-endian array (format version 1, header padded to 64 bytes), as an
+    /// ``OutputFile`` (never over a store; complete or not at all).
     public static func write(path: String, dtype: ElementType, shape: [Int], bytes: UnsafeRawBufferPointer) throws {
         let descr: String
         switch dtype {
@@ -141,9 +142,9 @@ public enum NPYFile {
         header += String(repeating: " ", count: (64 - unpadded % 64) % 64) + "\n"
         var out = magic + [1, 0, UInt8(header.utf8.count & 0xFF), UInt8(header.utf8.count >> 8)]
         out += Array(header.utf8)
-        out += Array(bytes)
-        guard FileManager.default.createFile(atPath: path, contents: Data(out)) else {
-            throw TensorFileError(path, "cannot write: \(String(cString: strerror(errno)))")
-        }
+        let file = try OutputFile(path: path)
+        try file.write(Data(out))
+        try file.write(bytes)
+        try file.finish()
     }
 }

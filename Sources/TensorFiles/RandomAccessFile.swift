@@ -11,12 +11,17 @@ public final class RandomAccessFile: @unchecked Sendable {
 
     public init(path: String) throws {
         self.path = path
-        fd = open(path, O_RDONLY)
+        // Without blocking: opening a pipe would wait for a writer.
+        fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
         guard fd >= 0 else { throw TensorFileError(path, "cannot open: \(String(cString: strerror(errno)))") }
         var st = stat()
         guard fstat(fd, &st) == 0 else {
             close(fd)
             throw TensorFileError(path, "cannot stat: \(String(cString: strerror(errno)))")
+        }
+        guard st.st_mode & S_IFMT == S_IFREG else {
+            close(fd)
+            throw TensorFileError(path, "is not a regular file (a device, pipe or socket): tensors are read at their offsets")
         }
         size = Int(st.st_size)
     }

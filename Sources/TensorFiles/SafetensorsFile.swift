@@ -80,7 +80,8 @@ public struct SafetensorsFile: Sendable {
 }
 
 /// Writes a safetensors file in one pass: the header first, then each tensor's bytes in the
-/// declared order, streamed. The file appears at its path only when `finish()` succeeds.
+/// declared order, streamed, as an ``OutputFile``: it appears at its path only when `finish()`
+/// succeeds, and never replaces a store.
 public final class SafetensorsWriter {
     public struct Declaration {
         public var name: String
@@ -94,14 +95,12 @@ public final class SafetensorsWriter {
     }
 
     private let path: String
-    private let temporary: String
-    private let handle: FileHandle
+    private let file: OutputFile
     private var expected: Int
     private var written = 0
 
     public init(path: String, tensors: [Declaration], metadata: [String: String]) throws {
         self.path = path
-        temporary = path + ".partial"
         var header: [String: Any] = [:]
         if !metadata.isEmpty { header["__metadata__"] = metadata }
         var offset = 0
@@ -113,30 +112,23 @@ public final class SafetensorsWriter {
         expected = offset
         var json = try JSONSerialization.data(withJSONObject: header, options: [.sortedKeys])
         json.append(contentsOf: [UInt8](repeating: UInt8(ascii: " "), count: (8 - json.count % 8) % 8))  // align data to 8 bytes
-        guard FileManager.default.createFile(atPath: temporary, contents: nil),
-              let h = FileHandle(forWritingAtPath: temporary) else {
-            throw TensorFileError(path, "cannot create: \(String(cString: strerror(errno)))")
-        }
-        handle = h
+        file = try OutputFile(path: path)
         var length = UInt64(json.count).littleEndian
-        try handle.write(contentsOf: Data(bytes: &length, count: 8))
-        try handle.write(contentsOf: json)
+        try file.write(Data(bytes: &length, count: 8))
+        try file.write(json)
     }
 
     /// Appends the next bytes of tensor data, in declaration order.
     public func write(_ bytes: UnsafeRawBufferPointer) throws {
         guard written + bytes.count <= expected else { throw TensorFileError(path, "more tensor bytes than declared") }
-        try handle.write(contentsOf: Data(bytes))
+        try file.write(bytes)
         written += bytes.count
     }
 
-    /// Checks that every declared byte was written, then moves the file into place.
+    /// Checks that every declared byte was written, then completes the file (``OutputFile``);
+    /// a writer not finished leaves nothing at the path.
     public func finish() throws {
-        try handle.synchronize()
-        try handle.close()
         guard written == expected else { throw TensorFileError(path, "wrote \(written) of \(expected) declared tensor bytes") }
-        guard rename(temporary, path) == 0 else { throw TensorFileError(path, "cannot move into place: \(String(cString: strerror(errno)))") }
+        try file.finish()
     }
-
-    deinit { if written != expected { unlink(temporary) } }
 }

@@ -17,3 +17,20 @@ package func withName<T>(_ name: String, _ body: (UnsafeRawBufferPointer) throws
     var name = name
     return try name.withUTF8 { try body(UnsafeRawBufferPointer($0)) }
 }
+
+/// The name a store's LMDB file is opened by: `path` with symbolic links resolved (as it is when
+/// nothing is there yet). LMDB finds the lock file, which holds the reader table, by appending
+/// "-lock" to that name, so every process must use the same one: a reader that came through a
+/// link with a lock file of its own would be invisible to writers, which could then reuse the
+/// pages it reads.
+package func storeFilePath(_ path: String) -> String {
+    guard let resolved = realpath(path, nil) else { return path }
+    defer { free(resolved) }
+    return String(cString: resolved)
+}
+
+/// The kind of file at `path` through any links (`S_IFREG`, `S_IFDIR`, ...), nil when there is none.
+package func fileKind(atPath path: String) -> mode_t? {
+    var st = stat()
+    return stat(path, &st) == 0 ? st.st_mode & S_IFMT : nil
+}

@@ -179,7 +179,7 @@ struct Bench: ParsableCommand {
             print(String(format: "io         %.0f bytes decompressed and %.0f bytes read from disk per query (%.0f reads/s of 4 KiB); peak RSS %@ (at the end: %@ anonymous, %@ of mapped files)",
                          r.bytesDecompressedPerQuery, r.diskBytesPerQuery, r.diskReadsPerSecond, humanBytes(r.peakRSSBytes),
                          humanBytes(r.residentAnonymousBytes), humanBytes(r.residentFileBytes)))
-            if let json { try jsonString(r).write(toFile: json, atomically: true, encoding: .utf8) }
+            if let json { try writeJSON(r, to: json) }
         }
     }
 
@@ -201,6 +201,6 @@ struct Bench: ParsableCommand {
                      r.batchMilliseconds.p50, r.batchMilliseconds.p99, r.reduceRowsPerSecond / 1e6) +
               (r.reduceToMemoryLimit.map { String(format: ", store/memory limit = %.2f (outputs agree to %.1e)", $0, r.memoryLimitMaxRelativeDifference ?? 0) } ?? ""))
         print("           peak RSS \(humanBytes(r.peakRSSBytes))")
-        if let json { try jsonString(r).write(toFile: json, atomically: true, encoding: .utf8) }
+        if let json { try writeJSON(r, to: json) }
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import _MemorySupport
 
 /// Writes a line to standard error.
 func printError(_ line: String) {
@@ -62,4 +63,9 @@ func jsonString(_ value: some Encodable) throws -> String {
     let encoder = JSONEncoder()
     encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
     return String(decoding: try encoder.encode(value), as: UTF8.self)
+}
+
+/// Writes `jsonString(value)` to the file `--json` names (an ``OutputFile``).
+func writeJSON(_ value: some Encodable, to path: String) throws {
+    try OutputFile.write(Data(jsonString(value).utf8), to: path)
 }

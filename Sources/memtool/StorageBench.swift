@@ -73,7 +73,7 @@ struct StorageBench: ParsableCommand {
             }
         }
         if let json {
-            try jsonString(results).write(toFile: json, atomically: true, encoding: .utf8)
+            try writeJSON(results, to: json)
         }
     }
 }

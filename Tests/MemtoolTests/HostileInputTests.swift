@@ -109,4 +109,81 @@ import TensorFiles
         let inf = try Tools.memtool("query", path, "--queries", scratch.file("inf.npy"), "--output", scratch.file("o.npy"))
         #expect(inf.status == 1 && inf.stderr.contains("query 1, head 1 contains NaN or infinity"))
     }
+
+    /// An output path that names a store (or its lock file) is refused, whatever writes it, and
+    /// the store still opens whole; a full device is an error, not a success.
+    @Test func outputsNeverReplaceAStoreAndAFullDeviceFails() throws {
+        let scratch = ScratchDirectory()
+        let path = scratch.file("m.pkm")
+        try #require(try Tools.memtool("create", path, "--synthetic", "--rows", "4096", "--dim", "16", "--heads", "2", "--key-dim", "8", "--topk", "4").status == 0)
+        let made = try Tools.python(["-c", "import numpy as np, sys; np.save(sys.argv[1], np.ones((3, 2, 2, 8), np.float32))", scratch.file("q.npy")])
+        try #require(made.status == 0, "\(made.stderr)")
+        let before = try Data(contentsOf: URL(fileURLWithPath: path))
+        let attempts: [[String]] = [
+            ["query", path, "--queries", scratch.file("q.npy"), "--output", path],
+            ["query", path, "--queries", scratch.file("q.npy"), "--output", scratch.file("o.npy"), "--indices", path + "-lock"],
+            ["export", path, "--to", path],
+            ["bench", path, "--queries", "8", "--json", path],
+        ]
+        for arguments in attempts {
+            let result = try Tools.run(Tools.memtool, arguments)
+            #expect(result.status == 1, "\(arguments): exit \(result.status)")
+            #expect(result.stderr.contains("holds an LMDB database or lock file (a store?); not replacing it"), "\(arguments): \(result.stderr)")
+        }
+        #expect(try Data(contentsOf: URL(fileURLWithPath: path)) == before)
+        #expect(try Store.open(at: path).verify().isSound)
+        if FileManager.default.fileExists(atPath: "/dev/full") {
+            let full = try Tools.memtool("query", path, "--queries", scratch.file("q.npy"), "--output", "/dev/full")
+            #expect(full.status == 1 && full.stderr.contains("/dev/full: cannot write: No space left on device"), "\(full.stderr)")
+            let export = try Tools.memtool("export", path, "--to", "/dev/full")
+            #expect(export.status == 1 && export.stderr.contains("No space left on device"), "\(export.stderr)")
+            var st = stat()
+            #expect(stat("/dev/full", &st) == 0 && st.st_mode & S_IFMT == S_IFCHR, "/dev/full must still be the device")
+        }
+    }
+
+    /// A directory, a pipe or a device where a store or tensor file is expected is refused at
+    /// once (a pipe used to block the command for good), and compact --output never replaces one.
+    @Test func filesThatAreNotRegularAreRefused() throws {
+        let scratch = ScratchDirectory()
+        let path = scratch.file("m.pkm"), pipe = scratch.file("pipe")
+        try #require(try Tools.memtool("create", path, "--synthetic", "--rows", "4096", "--dim", "16", "--heads", "2", "--key-dim", "8", "--topk", "4").status == 0)
+        try #require(mkfifo(pipe, 0o600) == 0)
+        let cases: [([String], String)] = [
+            (["inspect", scratch.path], "is not a readable store: it is a directory"),
+            (["inspect", pipe], "is not a readable store: it is not a regular file"),
+            (["create", scratch.path, "--synthetic", "--rows", "64"], "it is a directory"),
+            (["query", path, "--queries", pipe, "--output", scratch.file("o.npy")], "is not a regular file (a device, pipe or socket)"),
+            (["import", scratch.file("n.pkm"), "--from", pipe], "is not a regular file (a device, pipe or socket)"),
+            (["compact", path, "--output", pipe], "is not a regular file: compact --output writes a store file there"),
+        ]
+        for (arguments, message) in cases {
+            let result = try Tools.run(Tools.memtool, arguments)
+            #expect(result.status == 1 && result.stderr.contains(message), "\(arguments): exit \(result.status), \(result.stderr)")
+        }
+        var st = stat()
+        #expect(lstat(pipe, &st) == 0 && st.st_mode & S_IFMT == S_IFIFO)
+        #expect(!FileManager.default.fileExists(atPath: pipe + "-lock"))
+    }
+
+    /// Every name of a store leads to one lock file (LMDB's reader table): a reader that came
+    /// through a link with a lock file of its own would be invisible to writers. An in-place
+    /// compaction through a link replaces the file and leaves the link.
+    @Test func aStoreReachedThroughALinkSharesItsLockFile() throws {
+        let scratch = ScratchDirectory()
+        let path = scratch.file("m.pkm"), link = scratch.file("link.pkm")
+        try #require(try Tools.memtool("create", path, "--synthetic", "--rows", "4096", "--dim", "16", "--heads", "2", "--key-dim", "8", "--topk", "4").status == 0)
+        try FileManager.default.createSymbolicLink(atPath: link, withDestinationPath: path)
+        let made = try Tools.python(["-c", "import numpy as np, sys; np.save(sys.argv[1], np.ones((3, 2, 2, 8), np.float32))", scratch.file("q.npy")])
+        try #require(made.status == 0, "\(made.stderr)")
+        #expect(try Tools.memtool("query", link, "--queries", scratch.file("q.npy"), "--output", scratch.file("o.npy")).status == 0)
+        #expect(try Tools.memtool("compact", link, "--codec", "raw").status == 0)
+        #expect(try Tools.memtool("compact", path, "--output", link, "--codec", "zstd").status == 0)
+        #expect(!FileManager.default.fileExists(atPath: link + "-lock"))
+        #expect(!FileManager.default.fileExists(atPath: link + ".compacting"))
+        #expect(try FileManager.default.destinationOfSymbolicLink(atPath: link) == path)
+        let inspected = try Tools.memtool("inspect", link, "--json")
+        #expect(inspected.status == 0 && inspected.stdout.contains("\"codec\" : \"zstd\""), "\(inspected.stdout)")
+        #expect(try Store.open(at: path).verify().isSound)
+    }
 }

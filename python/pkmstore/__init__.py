@@ -67,5 +67,6 @@ def import_(store, source, *, rename=None, scoring=None, topk=None, top_m=None, 
 
 def export(store, destination, layer=None):
     """Writes the store's layer (`layer`, or its only one) to a safetensors file as a
-    single-layer checkpoint, as `memtool export` does."""
+    single-layer checkpoint, as `memtool export` does: whole or not at all, never over a store
+    (ArgumentError); a full disk raises StorageError."""
     call(lib.pkm_export_layer, os.fsencode(store), None if layer is None else layer.encode("utf-8"), os.fsencode(destination))

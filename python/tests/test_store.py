@@ -143,6 +143,17 @@ def test_export_round_trips(small_store, tmp_path):
     assert np.array_equal(back["values"], tensors["values"]) and np.array_equal(back["row_keys"], tensors["row_keys"])
 
 
+def test_export_never_replaces_a_store_and_reports_a_full_device(small_store):
+    path, tensors = small_store
+    before = open(path, "rb").read()
+    with pytest.raises(pkmstore.ArgumentError, match="holds an LMDB database or lock file"):
+        pkmstore.export(path, path)
+    assert open(path, "rb").read() == before
+    if os.path.exists("/dev/full"):
+        with pytest.raises(pkmstore.StorageError, match="No space left on device"):
+            pkmstore.export(path, "/dev/full")
+
+
 def test_openblas_runs_the_kernels_pkmstore_names_on_intel_cpus():
     """OpenBLAS 0.3.21 falls back to its SSE3 kernels on Intel models it does not know; loading
     pkmstore names the AVX-512 (or AVX2) ones first on an Intel CPU that runs them, unless the

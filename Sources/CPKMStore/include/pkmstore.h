@@ -201,7 +201,9 @@ int pkm_layer_project(pkm_layer layer, const float *sums, size_t batch, float *o
  * (bool), "window", "pool_offset" (as memtool import's flags), and (API version 4) "gate_dim",
  * "gate_activation" ("none" or "gelu"; memtool import's --gate-dim and --gate-activation). */
 int pkm_import(const char *store_path, const char *source, const char *options_json, pkm_error *error);
-/* Writes the store's layer to a safetensors file at `destination`, as `memtool export` does. */
+/* Writes the store's layer to a safetensors file at `destination`, as `memtool export` does: whole
+   or not at all, never over a store or its lock file (PKM_ERR_ARGUMENT); a full disk or device is
+   PKM_ERR_STORAGE. */
 int pkm_export(const char *store_path, const char *destination, pkm_error *error);
 /* The same for layer `layer` (NULL: the only layer). (API version 2.) */
 int pkm_export_layer(const char *store_path, const char *layer, const char *destination, pkm_error *error);

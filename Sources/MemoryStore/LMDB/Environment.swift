@@ -30,23 +30,27 @@ final class Environment: @unchecked Sendable {
     /// - Parameter mapSize: the map of a writer; readers map `max(readerMapSize, 4 x file size)`.
     init(path: String, readOnly: Bool, create: Bool = false, mapSize: Int = 1 << 30, maxReaders: Int = 126) throws {
         if !create && !FileManager.default.fileExists(atPath: path) { throw StoreError.notFound(path: path) }
+        if let kind = fileKind(atPath: path), kind != S_IFREG {  // opening a pipe would wait for a writer
+            throw StoreError.notAStore(path: path, reason: kind == S_IFDIR ? "it is a directory" : "it is not a regular file (a device, pipe or socket)")
+        }
         // A writer takes its share before the file is read, or LMDB opens it or its lock file; of
         // a new file, once LMDB has made it (no compaction takes a file without a complete store).
-        let share = readOnly ? nil : try WriterLock.shared(path)
-        if FileManager.default.fileExists(atPath: path) { try MetaPages.check(path: path) }
+        let file = storeFilePath(path)
+        let share = readOnly ? nil : try WriterLock.shared(file)
+        if FileManager.default.fileExists(atPath: file) { try MetaPages.check(path: file) }
         var flags = UInt32(MDB_NOSUBDIR | MDB_NOTLS)
         if readOnly { flags |= UInt32(MDB_RDONLY | MDB_NORDAHEAD) }
         let size: Int
         if readOnly {
-            size = max(Self.readerMapSize, 4 * fileSize(atPath: path))
+            size = max(Self.readerMapSize, 4 * fileSize(atPath: file))
         } else {
             size = mapSize
         }
-        var opened = Self.open(path, flags: flags, mapSize: size, maxReaders: maxReaders)
+        var opened = Self.open(file, flags: flags, mapSize: size, maxReaders: maxReaders)
         // A read-only medium or directory has no room for the lock file; nothing can write the
         // store there, so readers need no reader table (Spec/FORMAT.md, "Opening without a lock file").
         if readOnly, case .failure(let error) = opened, error.rawValue == EACCES || error.rawValue == EROFS {
-            opened = Self.open(path, flags: flags | UInt32(MDB_NOLOCK), mapSize: size, maxReaders: maxReaders)
+            opened = Self.open(file, flags: flags | UInt32(MDB_NOLOCK), mapSize: size, maxReaders: maxReaders)
         }
         let env: OpaquePointer
         switch opened {
@@ -57,7 +61,7 @@ final class Environment: @unchecked Sendable {
         }
         let lock: WriterLock?
         do {
-            lock = readOnly ? nil : try share ?? WriterLock.shared(path)
+            lock = readOnly ? nil : try share ?? WriterLock.shared(file)
         } catch {
             mdb_env_close(env)
             throw error
@@ -157,7 +161,7 @@ final class Environment: @unchecked Sendable {
         guard mdb_env_create(&env) == 0, let env else { return false }
         defer { mdb_env_close(env) }
         mdb_env_set_maxdbs(env, 4)
-        guard mdb_env_open(env, path, UInt32(MDB_NOSUBDIR | MDB_RDONLY | MDB_NOTLS), 0o644) == 0 else { return false }
+        guard mdb_env_open(env, storeFilePath(path), UInt32(MDB_NOSUBDIR | MDB_RDONLY | MDB_NOTLS), 0o644) == 0 else { return false }
         var txn: OpaquePointer?
         guard mdb_txn_begin(env, nil, UInt32(MDB_RDONLY), &txn) == 0 else { return false }
         defer { mdb_txn_abort(txn) }

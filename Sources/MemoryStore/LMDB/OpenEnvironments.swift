@@ -69,7 +69,7 @@ enum OpenEnvironments {
             }
             if let env { return env }
             guard ContinuousClock.now < deadline else {
-                throw StoreError.inconsistent("the lock file '\(path)-lock' belongs to a file this store replaced; " +
+                throw StoreError.inconsistent("the lock file '\(storeFilePath(path))-lock' belongs to a file this store replaced; " +
                                               "remove it once no process has the store open")
             }
             usleep(200)
@@ -100,10 +100,11 @@ enum OpenEnvironments {
     ///   while opening, or its last transaction id selects no meta page of this file (a reader
     ///   would see the wrong snapshot), the environment is closed.
     private static func openMatchingLock(path: String, id: FileID, table: [FileID: Entry]) throws -> (Environment, FileID?)? {
-        let lock = FileID(path: path + "-lock")
+        let lockPath = storeFilePath(path) + "-lock"
+        let lock = FileID(path: lockPath)
         if let lock, table.contains(where: { $0.key != id && $0.value.open && $0.value.lock == lock }) { return nil }
         let env = try Environment(path: path, readOnly: true)
-        let opened = FileID(path: path + "-lock")
+        let opened = FileID(path: lockPath)
         guard FileID(env) == id, lock == nil || opened == lock, try env.snapshotMatchesMetaPages() else { return nil }
         env.sharedAs = id
         return (env, opened)

@@ -24,12 +24,19 @@ public enum Compaction {
     @discardableResult
     public static func run(_ path: String, destination: String? = nil, changes: Changes = Changes(),
                            progress: ((Int, Int) -> Void)? = nil) throws -> (before: Int, after: Int) {
-        let target = destination ?? path
+        // In place also when `destination` names the store's own file by another name. The file
+        // itself is replaced, not a link to it (storeFilePath).
+        let other = destination.flatMap { OpenEnvironments.FileID(path: $0) == OpenEnvironments.FileID(path: path) ? nil : $0 }
+        let inPlace = other == nil
+        let target = storeFilePath(other ?? path)
+        if !inPlace, let kind = fileKind(atPath: target), kind != S_IFREG {
+            throw StoreError.invalidArgument("'\(target)' is not a regular file: compact --output writes a store file there")
+        }
         let temporary = target + ".compacting"
         // In place, writers are held off from before the snapshot until the copy has replaced the
         // file (WriterLock): a commit to the file in between would be lost with it. One that
         // starts meanwhile waits, then writes the copy; one already writing makes this throw.
-        let writersHeldOff = target == path ? try WriterLock.exclusive(path) : nil
+        let writersHeldOff = inPlace ? try WriterLock.exclusive(path) : nil
         for leftover in [temporary, temporary + "-lock"] { try? FileManager.default.removeItem(atPath: leftover) }
         let before = fileSize(atPath: path)
         do {

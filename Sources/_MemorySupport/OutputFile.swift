@@ -1,0 +1,135 @@
+import Foundation
+
+/// A file written for a user (query outputs, an export, a JSON report), so that only the file
+/// named changes and a failed write is never reported as a success:
+/// - where the path names a regular file or nothing (through any symbolic links), the bytes go
+///   to `NAME.partial` beside it, which is synced and renamed over it once complete: a reader
+///   never sees part of it, and a link stays a link;
+/// - a device, pipe or terminal is written as it is (it cannot be renamed over); a pipe with no
+///   reader left is an error, not the end of the process;
+/// - an LMDB file (a store or its lock file) is never replaced: a mistyped output path must not
+///   destroy a store;
+/// - every write is checked, so a full disk or `/dev/full` is an error naming the path.
+package final class OutputFile {
+    // Invariant: `fd` is open until finish() or deinit closes it; `temporary` (when not nil) is
+    // removed by deinit unless finish() renamed it into place.
+    private let path: String
+    private let destination: String
+    private let temporary: String?
+    private var fd: Int32
+    private var finished = false
+
+    /// Opens the output at `path` for writing (see the type's description).
+    package init(path: String) throws(OutputFileError) {
+        self.path = path
+        var st = stat()
+        let exists = stat(path, &st) == 0  // through any links
+        let regular = exists && st.st_mode & S_IFMT == S_IFREG
+        if exists && st.st_mode & S_IFMT == S_IFDIR { throw OutputFileError(path, "is a directory", refused: true) }
+        if regular && Self.isLMDBFile(path) {
+            throw OutputFileError(path, "holds an LMDB database or lock file (a store?); not replacing it: name another output", refused: true)
+        }
+        if regular {
+            guard let resolved = realpath(path, nil) else { throw OutputFileError(path, "cannot write: \(Self.reason())") }
+            destination = String(cString: resolved)
+            free(resolved)
+        } else {
+            destination = path  // nothing there yet, or a device, pipe, socket or terminal
+        }
+        temporary = exists && !regular ? nil : destination + ".partial"
+        fd = Foundation.open(temporary ?? destination, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw OutputFileError(path, "cannot write: \(Self.reason())") }
+        if regular { _ = fchmod(fd, st.st_mode & 0o7777) }  // a replaced file keeps its mode
+    }
+
+    /// Appends `bytes`.
+    package func write(_ bytes: UnsafeRawBufferPointer) throws(OutputFileError) {
+        // A pipe whose reader has gone raises SIGPIPE, which would end the process: the signal
+        // is held off while writing to one, and a pending one taken, so that it is an error.
+        var held = sigset_t(), previous = sigset_t()
+        if temporary == nil {
+            sigemptyset(&held)
+            sigaddset(&held, SIGPIPE)
+            pthread_sigmask(SIG_BLOCK, &held, &previous)
+        }
+        defer {
+            if temporary == nil {
+                var zero = timespec()
+                while sigtimedwait(&held, nil, &zero) == SIGPIPE {}
+                pthread_sigmask(SIG_SETMASK, &previous, nil)
+            }
+        }
+        var done = 0
+        while done < bytes.count {
+            let n = Foundation.write(fd, bytes.baseAddress! + done, bytes.count - done)
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { throw OutputFileError(path, "cannot write: \(Self.reason())") }
+            done += n
+        }
+    }
+
+    /// Appends the bytes of `data`.
+    package func write(_ data: Data) throws(OutputFileError) {
+        var failure: OutputFileError?
+        data.withUnsafeBytes { bytes in
+            do throws(OutputFileError) { try write(bytes) } catch { failure = error }
+        }
+        if let failure { throw failure }
+    }
+
+    /// Makes the file complete: synced and, when written beside its place, renamed over it.
+    package func finish() throws(OutputFileError) {
+        guard !finished else { return }
+        if let temporary {
+            guard fsync(fd) == 0 else { throw OutputFileError(path, "cannot write: \(Self.reason())") }
+            guard close(fd) == 0 else { fd = -1; throw OutputFileError(path, "cannot write: \(Self.reason())") }
+            fd = -1
+            guard rename(temporary, destination) == 0 else { throw OutputFileError(path, "cannot move into place: \(Self.reason())") }
+        } else {
+            let closed = close(fd)
+            fd = -1
+            guard closed == 0 else { throw OutputFileError(path, "cannot write: \(Self.reason())") }
+        }
+        finished = true
+    }
+
+    /// Writes `data` to the output at `path` in one go.
+    package static func write(_ data: Data, to path: String) throws(OutputFileError) {
+        let file = try OutputFile(path: path)
+        try file.write(data)
+        try file.finish()
+    }
+
+    deinit {
+        if fd >= 0 { close(fd) }
+        if !finished, let temporary { unlink(temporary) }
+    }
+
+    /// Whether the regular file at `path` begins as an LMDB data file (the meta page's magic
+    /// after its 16-byte page header) or lock file (the magic first) does.
+    private static func isLMDBFile(_ path: String) -> Bool {
+        let fd = Foundation.open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var head = [UInt8](repeating: 0, count: 20)
+        guard readFully(fd, into: &head, count: head.count, at: 0) == head.count else { return false }
+        let magic: [UInt8] = [0xDE, 0xC0, 0xEF, 0xBE]  // 0xBEEFC0DE, little-endian
+        return Array(head[0..<4]) == magic || Array(head[16..<20]) == magic
+    }
+
+    private static func reason() -> String { String(cString: strerror(errno)) }
+}
+
+/// An output that could not be written, naming it.
+package struct OutputFileError: Error, CustomStringConvertible {
+    package let path: String
+    package let reason: String
+    /// Whether the path was refused (a directory, a store) rather than the write failing.
+    package let refused: Bool
+    init(_ path: String, _ reason: String, refused: Bool = false) {
+        self.path = path
+        self.reason = reason
+        self.refused = refused
+    }
+    package var description: String { "\(path): \(reason)" }
+}
