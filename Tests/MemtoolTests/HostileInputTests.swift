@@ -156,6 +156,7 @@ import TensorFiles
             (["query", path, "--queries", pipe, "--output", scratch.file("o.npy")], "is not a regular file (a device, pipe or socket)"),
             (["import", scratch.file("n.pkm"), "--from", pipe], "is not a regular file (a device, pipe or socket)"),
             (["compact", path, "--output", pipe], "is not a regular file: compact --output writes a store file there"),
+            (["create", scratch.file("no/such/m.pkm"), "--synthetic", "--rows", "64"], "cannot create '\(scratch.file("no/such/m.pkm"))': No such file or directory"),
         ]
         for (arguments, message) in cases {
             let result = try Tools.run(Tools.memtool, arguments)

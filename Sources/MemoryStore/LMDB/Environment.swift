@@ -57,6 +57,11 @@ final class Environment: @unchecked Sendable {
         case .success(let handle): env = handle
         case .failure(let error):
             if error == .invalid || error == .versionMismatch { throw StoreError.notAStore(path: path, reason: error.description) }
+            // The file system's refusals, with the path they concern.
+            if [ENOENT, ENOTDIR, EACCES, EPERM, EROFS, ENAMETOOLONG, ELOOP].contains(error.rawValue) {
+                let what = create && fileKind(atPath: file) == nil ? "create" : readOnly ? "open" : "open for writing"
+                throw StoreError.invalidArgument("cannot \(what) '\(path)': \(error.description)")
+            }
             throw error
         }
         let lock: WriterLock?

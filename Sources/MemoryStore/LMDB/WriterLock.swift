@@ -48,6 +48,17 @@ final class WriterLock: Sendable {
         return WriterLock(fd)
     }
 
+    /// Whether an in-place compaction holds the file at `path` now (a writer would wait).
+    static func isHeldExclusively(_ path: String) -> Bool {
+        guard let fd = try? open(path) else { return false }
+        defer { close(fd) }
+        if flock(fd, LOCK_SH | LOCK_NB) == 0 {
+            flock(fd, LOCK_UN)
+            return false
+        }
+        return errno == EWOULDBLOCK
+    }
+
     /// A descriptor of the file at `path`, nil when there is none.
     private static func open(_ path: String) throws -> Int32? {
         let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)

@@ -20,6 +20,12 @@ public enum Compaction {
         var reencodes: Bool { codec != nil || level != nil || rowsPerShard != nil || dictionary != nil }
     }
 
+    /// Whether an in-place compaction of the store at `path` is running now, in any process: a
+    /// writer of it opened meanwhile waits until the compaction has finished.
+    public static func isRunning(inPlaceOn path: String) -> Bool {
+        WriterLock.isHeldExclusively(storeFilePath(path))
+    }
+
     /// Compacts `path` into `destination` (or in place); returns the file sizes before and after.
     @discardableResult
     public static func run(_ path: String, destination: String? = nil, changes: Changes = Changes(),
