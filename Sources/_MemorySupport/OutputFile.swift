@@ -1,10 +1,11 @@
 import Foundation
+import Synchronization
 
 /// A file written for a user (query outputs, an export, a JSON report), so that only the file
 /// named changes and a failed write is never reported as a success:
 /// - where the path names a regular file or nothing (through any symbolic links), the bytes go
-///   to `NAME.partial` beside it, which is synced and renamed over it once complete: a reader
-///   never sees part of it, and a link stays a link;
+///   to `NAME.partial.PID.N` beside it, which is synced and renamed over it once complete: a
+///   reader never sees part of it, two writers never mix their bytes, and a link stays a link;
 /// - a device, pipe or terminal is written as it is (it cannot be renamed over); a pipe with no
 ///   reader left is an error, not the end of the process;
 /// - an LMDB file (a store or its lock file) is never replaced: a mistyped output path must not
@@ -18,6 +19,8 @@ package final class OutputFile {
     private let temporary: String?
     private var fd: Int32
     private var finished = false
+    /// Numbers the temporary files of this process.
+    private static let serial = Atomic<Int>(0)
 
     /// Opens the output at `path` for writing (see the type's description).
     package init(path: String) throws(OutputFileError) {
@@ -36,8 +39,9 @@ package final class OutputFile {
         } else {
             destination = path  // nothing there yet, or a device, pipe, socket or terminal
         }
-        temporary = exists && !regular ? nil : destination + ".partial"
-        fd = Foundation.open(temporary ?? destination, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        // A name of this writer's own: two writing the same output must not mix their bytes.
+        temporary = exists && !regular ? nil : "\(destination).partial.\(getpid()).\(Self.serial.add(1, ordering: .relaxed).newValue)"
+        fd = Foundation.open(temporary ?? destination, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | (temporary == nil ? 0 : O_EXCL), 0o644)
         guard fd >= 0 else { throw OutputFileError(path, "cannot write: \(Self.reason())") }
         if regular { _ = fchmod(fd, st.st_mode & 0o7777) }  // a replaced file keeps its mode
     }

@@ -18,7 +18,7 @@ import TensorFiles
         #expect(try FileManager.default.destinationOfSymbolicLink(atPath: link) == target)
         #expect(try NPYFile.entry(path: target, name: "x").shape == [3])
         #expect((try FileManager.default.attributesOfItem(atPath: target)[.posixPermissions] as? Int) == 0o600)
-        #expect(!FileManager.default.fileExists(atPath: target + ".partial"))
+        #expect(try FileManager.default.contentsOfDirectory(atPath: scratch.path).sorted() == ["link.npy", "target.npy"])
     }
 
     @Test func aPipeIsWrittenWhereItIs() throws {
@@ -55,7 +55,21 @@ import TensorFiles
             #expect(throws: TensorFileError.self) { try writer.finish() }
         }
         #expect(try contents(path) == [7, 7, 7])
-        #expect(!FileManager.default.fileExists(atPath: path + ".partial"))
+        #expect(try FileManager.default.contentsOfDirectory(atPath: scratch.path) == ["out.safetensors"])
         #expect(throws: OutputFileError.self) { try OutputFile.write(Data([1]), to: scratch.path) }
+    }
+
+    @Test func twoWritersOfOneOutputNeverMixTheirBytes() throws {
+        let scratch = ScratchDirectory()
+        let path = scratch.file("out.bin")
+        let first = try OutputFile(path: path), second = try OutputFile(path: path)
+        try first.write(Data(repeating: 1, count: 4096))
+        try second.write(Data(repeating: 2, count: 4096))
+        try second.write(Data(repeating: 2, count: 4096))
+        try first.write(Data(repeating: 1, count: 4096))
+        try second.finish()
+        try first.finish()
+        #expect(try Data(contentsOf: URL(fileURLWithPath: path)) == Data(repeating: 1, count: 8192))
+        #expect(try FileManager.default.contentsOfDirectory(atPath: scratch.path) == ["out.bin"])
     }
 }
