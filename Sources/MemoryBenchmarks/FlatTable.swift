@@ -69,6 +69,20 @@ public final class FlatTable: @unchecked Sendable {
         elementType.convert(base + index * dim * elementType.size, count: dim, into: out)
     }
 
+    /// Whether this table has `store`'s rows: as many, and equal at 64 rows spread over the
+    /// table (the first and last among them), so that a flat copy kept from an earlier run, or a
+    /// file named for one, is not taken for this store's.
+    public func holdsRows(of store: Store) throws -> Bool {
+        guard rows == store.layout.rows, dim == store.layout.dim, elementType == store.layout.elementType, rows > 0 else { return false }
+        var mine = [Float](repeating: 0, count: dim)
+        for k in 0..<64 {
+            let r = k * (rows - 1) / 63
+            mine.withUnsafeMutableBufferPointer { row(r, into: $0.baseAddress!) }
+            guard zip(mine, try store.row(r)).allSatisfy({ $0.bitPattern == $1.bitPattern }) else { return false }
+        }
+        return true
+    }
+
     /// Row `i` adds into output row `targets[i]` (its first `width` elements), with the kernel of
     /// `Store.gatherReduce` locating each row as a flat table's (`base + row × rowBytes`), in the
     /// order given and with no checks of the rows: the memory system's limit for this table. (The

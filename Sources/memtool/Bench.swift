@@ -61,7 +61,7 @@ struct Bench: ParsableCommand {
     @Flag(help: "Skip the brute force over all slots (run by default on grids up to 2^22 slots).")
     var noBruteForce = false
 
-    @Option(help: "Where to keep the flat copy for the memory limit (default: STORE.flat, reused while newer than the store).")
+    @Option(help: "Where to keep the flat copy for the memory limit (default: STORE.flat, reused while newer than the store and holding its rows, rewritten otherwise).")
     var flatPath: String?
 
     @Option(help: "Seed of the queries.")
@@ -137,8 +137,8 @@ struct Bench: ParsableCommand {
                 // limit of memory reads); a larger one, or a cold run, is mapped (the limit of the
                 // page cache and the disk).
                 let inMemory = !cold && source.layout.rawBytes <= MachineLimits.memoryBytes / 4
-                options.flatTable = fresh ? try FlatTable(path: path, dim: source.layout.dim, elementType: source.layout.elementType, inMemory: inMemory)
-                                          : try FlatTable(path: path, from: source, inMemory: inMemory)
+                let kept = fresh ? try? FlatTable(path: path, dim: source.layout.dim, elementType: source.layout.elementType, inMemory: inMemory) : nil
+                options.flatTable = try kept.flatMap { try $0.holdsRows(of: source) ? $0 : nil } ?? FlatTable(path: path, from: source, inMemory: inMemory)
             }
             var dropped = false
             if cold {

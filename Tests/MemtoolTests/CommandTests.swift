@@ -68,6 +68,14 @@ import TestSupport
         // The search runs OpenBLAS's widest kernels for the CPU, also where OpenBLAS fell back to
         // its SSE3 ones (a model it does not know, as this process's copy may have).
         #expect(report["blasKernels"] as? String == BLASKernels.restartWith ?? BLASKernels.loaded)
+        // A flat copy newer than the store but not of its rows (here noise of the right size) is
+        // rewritten, not taken for the memory limit: the two reduces' outputs then agree.
+        let flat = scratch.file("other.flat")
+        #expect(FileManager.default.createFile(atPath: flat, contents: Data((0..<(16384 * 16 * 2)).map { UInt8(truncatingIfNeeded: $0 &* 2654435761 >> 13) })))
+        let kept = try Tools.memtool("bench", path, "--queries", "64", "--batch", "32", "--flat-path", flat, "--json", scratch.file("f.json"))
+        #expect(kept.status == 0, "\(kept.stderr)")
+        let limit = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: scratch.file("f.json")))) as! [String: Any]
+        #expect((limit["memoryLimitMaxRelativeDifference"] as? Double ?? 1) < 1e-4, "\(limit)")
         let storage = try Tools.memtool("storage-bench", "--rows", "4096", "--reads", "4096", "--dtypes", "bf16", "--directory", scratch.path)
         #expect(storage.status == 0, "\(storage.stderr)")
         #expect(storage.stdout.contains("bf16 zstd"))
