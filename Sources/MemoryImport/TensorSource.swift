@@ -30,6 +30,9 @@ public struct TensorSource: Sendable {
             self.entries = entries
             metadata = [:]
         } else {
+            if path.hasSuffix(".npy") {
+                throw TensorFileError(path, "is one .npy file: import takes a .safetensors file or a directory of .npy files, one a tensor (values.npy, row_keys.npy, ...)")
+            }
             let file = try SafetensorsFile(path: path)
             entries = Dictionary(file.entries.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
             metadata = file.metadata

@@ -149,12 +149,14 @@ import TensorFiles
         let path = scratch.file("m.pkm"), pipe = scratch.file("pipe")
         try #require(try Tools.memtool("create", path, "--synthetic", "--rows", "4096", "--dim", "16", "--heads", "2", "--key-dim", "8", "--topk", "4").status == 0)
         try #require(mkfifo(pipe, 0o600) == 0)
+        #expect(FileManager.default.createFile(atPath: scratch.file("q.npy"), contents: Data("\u{93}NUMPY".utf8)))
         let cases: [([String], String)] = [
             (["inspect", scratch.path], "is not a readable store: it is a directory"),
             (["inspect", pipe], "is not a readable store: it is not a regular file"),
             (["create", scratch.path, "--synthetic", "--rows", "64"], "it is a directory"),
             (["query", path, "--queries", pipe, "--output", scratch.file("o.npy")], "is not a regular file (a device, pipe or socket)"),
             (["import", scratch.file("n.pkm"), "--from", pipe], "is not a regular file (a device, pipe or socket)"),
+            (["import", scratch.file("n.pkm"), "--from", scratch.file("q.npy")], "is one .npy file: import takes a .safetensors file or a directory of .npy files"),
             (["compact", path, "--output", pipe], "is not a regular file: compact --output writes a store file there"),
             (["create", scratch.file("no/such/m.pkm"), "--synthetic", "--rows", "64"], "cannot create '\(scratch.file("no/such/m.pkm"))': No such file or directory"),
         ]
