@@ -5,7 +5,8 @@ import Synchronization
 /// named changes and a failed write is never reported as a success:
 /// - where the path names a regular file or nothing (through any symbolic links), the bytes go
 ///   to `NAME.partial.PID.N` beside it, which is synced and renamed over it once complete: a
-///   reader never sees part of it, two writers never mix their bytes, and a link stays a link;
+///   reader never sees part of it, two writers never mix their bytes, and a link stays a link
+///   (the next writer removes such a file left by a killed process);
 /// - a device, pipe or terminal is written as it is (it cannot be renamed over); a pipe with no
 ///   reader left is an error, not the end of the process;
 /// - an LMDB file (a store or its lock file) is never replaced: a mistyped output path must not
@@ -39,6 +40,7 @@ package final class OutputFile {
         } else {
             destination = path  // nothing there yet, or a device, pipe, socket or terminal
         }
+        if !exists || regular { Self.removeLeftovers(of: destination) }
         // A name of this writer's own: two writing the same output must not mix their bytes.
         temporary = exists && !regular ? nil : "\(destination).partial.\(getpid()).\(Self.serial.add(1, ordering: .relaxed).newValue)"
         fd = Foundation.open(temporary ?? destination, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | (temporary == nil ? 0 : O_EXCL), 0o644)
@@ -107,6 +109,18 @@ package final class OutputFile {
     deinit {
         if fd >= 0 { close(fd) }
         if !finished, let temporary { unlink(temporary) }
+    }
+
+    /// Removes the temporary files of writers of `destination` whose process is gone (killed
+    /// while writing), which nothing else would remove.
+    private static func removeLeftovers(of destination: String) {
+        let directory = (destination as NSString).deletingLastPathComponent, prefix = (destination as NSString).lastPathComponent + ".partial."
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: directory.isEmpty ? "." : directory) else { return }
+        for name in names where name.hasPrefix(prefix) {
+            guard let pid = name.dropFirst(prefix.count).split(separator: ".").first.flatMap({ pid_t($0) }), pid > 0,
+                  kill(pid, 0) != 0 && errno == ESRCH else { continue }
+            unlink((directory as NSString).appendingPathComponent(name))
+        }
     }
 
     /// Whether the regular file at `path` begins as an LMDB data file (the meta page's magic

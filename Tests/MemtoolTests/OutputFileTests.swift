@@ -72,4 +72,18 @@ import TensorFiles
         #expect(try Data(contentsOf: URL(fileURLWithPath: path)) == Data(repeating: 1, count: 8192))
         #expect(try FileManager.default.contentsOfDirectory(atPath: scratch.path) == ["out.bin"])
     }
+
+    @Test func aKilledWritersTemporaryFileIsRemovedByTheNext() throws {
+        let scratch = ScratchDirectory()
+        let path = scratch.file("out.bin")
+        let child = Process()
+        child.executableURL = URL(fileURLWithPath: "/bin/true")
+        try child.run()
+        child.waitUntilExit()  // a process id that is gone
+        let dead = path + ".partial.\(child.processIdentifier).1", alive = path + ".partial.\(getpid()).999999"
+        for leftover in [dead, alive] { #expect(FileManager.default.createFile(atPath: leftover, contents: Data([1]))) }
+        try OutputFile.write(Data([2]), to: path)
+        #expect(!FileManager.default.fileExists(atPath: dead))
+        #expect(FileManager.default.fileExists(atPath: alive), "a live writer's file is left alone")
+    }
 }
