@@ -23,16 +23,30 @@ package final class OutputFile {
     /// Numbers the temporary files of this process.
     private static let serial = Atomic<Int>(0)
 
+    /// Throws what opening an output at `path` would refuse (a directory, a store, a missing
+    /// directory), without writing anything: for a command to check its outputs before its work.
+    package static func check(_ path: String) throws(OutputFileError) {
+        var st = stat()
+        guard stat(path, &st) == 0 else {  // through any links
+            let directory = (path as NSString).deletingLastPathComponent
+            if !directory.isEmpty, fileKind(atPath: directory) != S_IFDIR {
+                throw OutputFileError(path, "cannot write: the directory '\(directory)' does not exist")
+            }
+            return
+        }
+        if st.st_mode & S_IFMT == S_IFDIR { throw OutputFileError(path, "is a directory", refused: true) }
+        if st.st_mode & S_IFMT == S_IFREG && isLMDBFile(path) {
+            throw OutputFileError(path, "holds an LMDB database or lock file (a store?); not replacing it: name another output", refused: true)
+        }
+    }
+
     /// Opens the output at `path` for writing (see the type's description).
     package init(path: String) throws(OutputFileError) {
         self.path = path
+        try Self.check(path)
         var st = stat()
-        let exists = stat(path, &st) == 0  // through any links
+        let exists = stat(path, &st) == 0
         let regular = exists && st.st_mode & S_IFMT == S_IFREG
-        if exists && st.st_mode & S_IFMT == S_IFDIR { throw OutputFileError(path, "is a directory", refused: true) }
-        if regular && Self.isLMDBFile(path) {
-            throw OutputFileError(path, "holds an LMDB database or lock file (a store?); not replacing it: name another output", refused: true)
-        }
         if regular {
             guard let resolved = realpath(path, nil) else { throw OutputFileError(path, "cannot write: \(Self.reason())") }
             destination = String(cString: resolved)

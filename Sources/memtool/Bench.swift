@@ -114,6 +114,7 @@ struct Bench: ParsableCommand {
 
     func run() throws {
         try runReportingErrors {
+            if let json { try OutputFile.check(json) }  // before the run
             let probe = try Store.open(at: store, cacheBytes: 0)
             let names = layers == nil ? [try probe.layerKeys(layer).name] : try probe.layerNames()
             guard let config = try MemoryLayer.retrievalConfig(of: probe, layer: names.first) else { throw StoreError.noLayer(path: store) }

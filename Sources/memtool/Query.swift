@@ -3,6 +3,7 @@ import Foundation
 import MemoryLayer
 import MemoryStore
 import TensorFiles
+import _MemorySupport
 
 struct Query: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -38,10 +39,15 @@ struct Query: ParsableCommand {
 
     func validate() throws {
         guard batch >= 1 else { throw ValidationError("--batch must be at least 1") }
+        let outputs = [output, indices, weights, addresses].compactMap { $0 }
+        guard Set(outputs.map(storeFilePath)).count == outputs.count else {
+            throw ValidationError("--output, --indices, --weights and --addresses must name different files (got \(outputs.joined(separator: ", ")))")
+        }
     }
 
     func run() throws {
         try runReportingErrors {
+            for path in [output, indices, weights, addresses].compactMap({ $0 }) { try OutputFile.check(path) }  // before the work
             let layer = try MemoryLayer(store: Store.open(at: store), name: self.layer)
             let c = layer.config
             let entry = try NPYFile.entry(path: queries, name: "queries")

@@ -62,6 +62,7 @@ struct StorageBench: ParsableCommand {
         var results: [StorageBenchmark.Result] = []
         print("dtype codec      rows/shard import MB/s shards/raw file/raw decode GB/s  store rows/s   flat rows/s store/flat uncached rows/s")
         try runReportingErrors {
+            if let json { try OutputFile.check(json) }  // before the run
             for t in types {
                 for v in StorageBenchmark.variants where StorageBenchmark.measures(v, t) {
                     let r = try bench.run(elementType: t, variant: v)
@@ -71,9 +72,7 @@ struct StorageBench: ParsableCommand {
                                  r.decodeGBps, r.storeRowReadsPerSecond, r.flatRowReadsPerSecond, r.storeToFlat, r.uncachedRowReadsPerSecond))
                 }
             }
-        }
-        if let json {
-            try writeJSON(results, to: json)
+            if let json { try writeJSON(results, to: json) }
         }
     }
 }

@@ -132,6 +132,10 @@ import TensorFiles
         }
         #expect(try Data(contentsOf: URL(fileURLWithPath: path)) == before)
         #expect(try Store.open(at: path).verify().isSound)
+        let twice = try Tools.memtool("query", path, "--queries", scratch.file("q.npy"), "--output", scratch.file("o.npy"), "--weights", scratch.file("o.npy"))
+        #expect(twice.status == 2 && twice.stderr.contains("must name different files"), "\(twice.stderr)")
+        let nowhere = try Tools.memtool("bench", path, "--queries", "8", "--json", scratch.file("no/such/b.json"))
+        #expect(nowhere.status == 1 && nowhere.stderr.contains("cannot write: the directory"), "\(nowhere.stderr)")
         if FileManager.default.fileExists(atPath: "/dev/full") {
             let full = try Tools.memtool("query", path, "--queries", scratch.file("q.npy"), "--output", "/dev/full")
             #expect(full.status == 1 && full.stderr.contains("/dev/full: cannot write: No space left on device"), "\(full.stderr)")
