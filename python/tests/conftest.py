@@ -43,17 +43,22 @@ def import_tensors(path, folder, tensors, config, **options):
                      gate_activation=config.get("gateActivation") if config.get("gateDim") else None, **options)
 
 
-@pytest.fixture
-def small_store(tmp_path):
-    """A PKM store of 1,024 rows x 16 f32 values (raw codec) and its values."""
+def write_small_store(tmp_path, codec="raw"):
+    """A PKM store of 1,024 rows x 16 f32 values in `codec`, and its values."""
     rng = np.random.default_rng(5)
     tensors = {"row_keys": rng.standard_normal((2, 1, 32, 8), np.float32),
                "col_keys": rng.standard_normal((2, 1, 32, 8), np.float32),
                "values": rng.standard_normal((1024, 16), np.float32)}
     config = {"scoring": "pkm", "topK": 4, "topM": 0, "activation": "softmax", "addressing": "identity", "addressKey": 0}
-    path = str(tmp_path / "small.pkm")
-    import_tensors(path, str(tmp_path / "src"), tensors, config, codec="raw")
+    path = str(tmp_path / f"small-{codec}.pkm")
+    import_tensors(path, str(tmp_path / f"src-{codec}"), tensors, config, codec=codec)
     return path, tensors
+
+
+@pytest.fixture
+def small_store(tmp_path):
+    """A PKM store of 1,024 rows x 16 f32 values (raw codec) and its values."""
+    return write_small_store(tmp_path)
 
 
 @pytest.fixture(scope="module")

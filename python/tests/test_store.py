@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import pkmstore
-from conftest import import_tensors
+from conftest import import_tensors, write_small_store
 from pkmtools.reader import StoreReader
 
 
@@ -141,6 +141,32 @@ def test_export_round_trips(small_store, tmp_path):
     from pkmtools.tensorio import read_safetensors
     back = read_safetensors(exported)
     assert np.array_equal(back["values"], tensors["values"]) and np.array_equal(back["row_keys"], tensors["row_keys"])
+
+
+def test_a_forked_child_reads_and_closes_an_inherited_store_without_harming_the_parent(tmp_path):
+    """As DataLoader workers do: a child forked after the parent opened the store reads it, and
+    opens it again, and closes both; the parent reads on. LMDB handles are not used or released
+    across fork(): until 2026-12-07 the child's close freed the parent's reader slots and every
+    later read of the parent failed with MDB_BAD_RSLOT."""
+    path, _ = write_small_store(tmp_path, codec="zstd")
+    store = pkmstore.open(path, cache_bytes=0)  # every read through a reader slot
+    rows, weights = np.arange(0, 1024, 3), np.ones(342, np.float32)
+    expected = store.gather_reduce(rows, weights)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports through its exit status
+        status = 1
+        try:
+            again = pkmstore.open(path, cache_bytes=0)
+            same = np.array_equal(store.gather_reduce(rows, weights), expected) and np.array_equal(again.gather_reduce(rows, weights), expected)
+            again.close()
+            store.close()
+            status = 0 if same else 2
+        finally:
+            os._exit(status)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    for _ in range(3):
+        assert np.array_equal(store.gather_reduce(rows, weights), expected)
 
 
 def test_export_never_replaces_a_store_and_reports_a_full_device(small_store):

@@ -13,6 +13,10 @@
  *  - `error` may be NULL; when given it is set on failure (code and a NUL-terminated UTF-8
  *    message naming the problem, truncated to fit) and cleared (code PKM_OK, empty message)
  *    on success. Every function that can fail returns its status code.
+ *  - After fork(), the child may use and close handles its parent opened, and open its own;
+ *    nothing it does reaches the parent's handles (LMDB's are used and released only by the
+ *    process that made them). Where another process may write the store meanwhile, open it
+ *    again in the child: an inherited handle's reads are covered in the parent's name.
  */
 #ifndef PKMSTORE_H
 #define PKMSTORE_H

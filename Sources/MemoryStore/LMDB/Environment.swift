@@ -110,7 +110,13 @@ final class Environment: @unchecked Sendable {
     /// Set when this is the process's shared read-only environment of a file (``OpenEnvironments``).
     nonisolated(unsafe) var sharedAs: OpenEnvironments.FileID?
 
+    /// The process that opened the environment. LMDB handles must not be used or released
+    /// after `fork()` in the child: a child's `mdb_env_close` would close the lock file under the
+    /// environment it opened itself (dropping that one's locks), so there it is left open.
+    let owner = getpid()
+
     deinit {
+        guard getpid() == owner else { return }
         mdb_env_close(handle)
         if let sharedAs { OpenEnvironments.didClose(sharedAs) }
     }

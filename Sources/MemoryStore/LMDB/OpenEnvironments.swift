@@ -34,7 +34,7 @@ enum OpenEnvironments {
     }
 
     private final class Entry: @unchecked Sendable {
-        // Invariant: only read or written under `table`'s lock.
+        // Invariant: only read or written under `opened`'s lock.
         weak var env: Environment?
         /// Whether an environment of the file is open, or its deinit is still closing it.
         var open = false
@@ -42,7 +42,17 @@ enum OpenEnvironments {
         var lock: FileID?
     }
 
-    private static let table = Locked<[FileID: Entry]>([:])
+    /// The environments open, and the process they were opened in: a child forked since opens
+    /// its own (LMDB handles are not used across `fork()`; see ``Environment/owner``).
+    private static let opened = Locked<(process: pid_t, table: [FileID: Entry])>((getpid(), [:]))
+
+    /// Calls `body` with this process's table, emptied first in a child forked since.
+    private static func withTable<T>(_ body: (inout [FileID: Entry]) throws -> T) rethrows -> T {
+        try opened.withLock { state in
+            if state.process != getpid() { state = (getpid(), [:]) }
+            return try body(&state.table)
+        }
+    }
 
     /// The shared read-only environment of the file at `path`, opened if no one holds it.
     ///
@@ -53,7 +63,7 @@ enum OpenEnvironments {
         while true {
             // Again on each attempt: a compaction may have renamed a new file over the path.
             guard let id = FileID(path: path) else { throw StoreError.notFound(path: path) }
-            let env: Environment? = try table.withLock { table in
+            let env: Environment? = try withTable { table in
                 let entry = table[id] ?? Entry()
                 table[id] = entry
                 if let env = entry.env { return env }
@@ -79,12 +89,12 @@ enum OpenEnvironments {
     /// Whether this process has a read-only environment of the file at `path` open.
     static func isOpen(path: String) -> Bool {
         guard let id = FileID(path: path) else { return false }
-        return table.withLock { $0[id]?.open ?? false }
+        return withTable { $0[id]?.open ?? false }
     }
 
     /// Called by a shared environment's deinit once `mdb_env_close` has returned.
     static func didClose(_ id: FileID) {
-        table.withLock { table in
+        withTable { table in
             guard let entry = table[id] else { return }
             entry.open = false
             if entry.env == nil { table[id] = nil }

@@ -1,4 +1,5 @@
 import CLMDB
+import Foundation
 
 /// A read-only LMDB transaction. Reset and renewed rather than freed when reused, so that a
 /// hot path pays no allocation; not `Sendable`: one thread uses it at a time.
@@ -6,10 +7,17 @@ import CLMDB
 /// It holds its environment strongly: `deinit` aborts the transaction, which LMDB requires to
 /// happen before the environment is closed, and an optimised build may release an unowned
 /// environment first.
+///
+/// A transaction belongs to the process that began it: its reader slot is in the lock file every
+/// process shares, so after `fork()` the parent and the child would both hold the same slot. In a
+/// child it is never renewed (``ReaderContextPool``) nor aborted: aborting frees the slot, and the
+/// parent's next read of it would fail with `MDB_BAD_RSLOT`.
 final class ReadTransaction {
     private(set) var handle: OpaquePointer
     private var active = true
     private let env: Environment
+    /// The process that began the transaction.
+    let owner = getpid()
 
     init(env: Environment) throws {
         self.env = env
@@ -19,7 +27,7 @@ final class ReadTransaction {
         self.handle = txn!
     }
 
-    deinit { mdb_txn_abort(handle) }
+    deinit { if getpid() == owner { mdb_txn_abort(handle) } }
 
     /// Releases the snapshot but keeps the reader slot, so `renew()` is cheap.
     func reset() {

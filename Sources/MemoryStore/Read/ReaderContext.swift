@@ -74,12 +74,14 @@ final class ReaderContextPool: Sendable {
     }
 
     /// An idle context from the caller's stripe, else from another one, so the slots held stay
-    /// at the peak number of concurrent readers.
+    /// at the peak number of concurrent readers. Contexts of the process this one was forked from
+    /// are dropped, not used: their reader slots are the parent's (``ReadTransaction``).
     private func idleContext() -> ReaderContext? {
-        let own = stripe
-        if let context = own.contexts.withLock({ $0.popLast() }) { return context }
-        for other in stripes where other !== own {
-            if let context = other.contexts.withLock({ $0.popLast() }) { return context }
+        let own = stripe, me = getpid()
+        for candidate in [own] + stripes.filter({ $0 !== own }) {
+            while let context = candidate.contexts.withLock({ $0.popLast() }) {
+                if context.transaction.owner == me { return context }
+            }
         }
         return nil
     }
