@@ -2,6 +2,7 @@ import Foundation
 import MemoryLayer
 import MemoryRetrieval
 import MemoryStore
+import _MemorySupport
 
 /// A store's value table cut into part stores, for serving it from several processes or
 /// machines (Spec/DISTRIBUTED.md): a directory of `part-K.pkm` stores and `split.json`.
@@ -80,12 +81,14 @@ public enum MemorySplit {
             }
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-            do { try encoder.encode(manifest).write(to: URL(fileURLWithPath: temporary + "/" + manifestName), options: .atomic) } catch {
-                throw StoreError.invalidArgument("cannot write '\(temporary)/\(manifestName)': \(error.localizedDescription)")
+            do { try OutputFile.write(encoder.encode(manifest), to: temporary + "/" + manifestName) } catch let error as OutputFileError {
+                throw StoreError.invalidArgument("cannot write '\(temporary)/\(manifestName)': \(error.reason)")
             }
+            syncDirectory(holding: temporary + "/" + manifestName)  // the parts' names, before the directory takes its own
             guard rename(temporary, directory) == 0 else {
                 throw StoreError.invalidArgument("cannot move the parts into '\(directory)': \(String(cString: strerror(errno)))")
             }
+            syncDirectory(holding: directory)
             return manifest
         } catch {
             try? FileManager.default.removeItem(atPath: temporary)

@@ -34,3 +34,21 @@ package func fileKind(atPath path: String) -> mode_t? {
     var st = stat()
     return stat(path, &st) == 0 ? st.st_mode & S_IFMT : nil
 }
+
+/// Flushes the file at `path` to storage (`fsync`); the error, when it fails, as `strerror` says it.
+package func syncFile(atPath path: String) -> String? {
+    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    guard fd >= 0 else { return String(cString: strerror(errno)) }
+    defer { close(fd) }
+    return fsync(fd) == 0 ? nil : String(cString: strerror(errno))
+}
+
+/// Flushes the directory holding `path` (best effort), so that a rename into it survives a
+/// power cut.
+package func syncDirectory(holding path: String) {
+    let directory = (path as NSString).deletingLastPathComponent
+    let fd = open(directory.isEmpty ? "." : directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+    guard fd >= 0 else { return }
+    fsync(fd)
+    close(fd)
+}

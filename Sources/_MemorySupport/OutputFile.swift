@@ -105,6 +105,7 @@ package final class OutputFile {
             guard close(fd) == 0 else { fd = -1; throw OutputFileError(path, "cannot write: \(Self.reason())") }
             fd = -1
             guard rename(temporary, destination) == 0 else { throw OutputFileError(path, "cannot move into place: \(Self.reason())") }
+            syncDirectory(holding: destination)
         } else {
             let closed = close(fd)
             fd = -1

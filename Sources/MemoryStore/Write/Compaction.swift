@@ -69,12 +69,19 @@ public enum Compaction {
             }
             throw error
         }
+        // On storage before it takes the store's name: LMDB's copy is not synced, and a power cut
+        // after the rename must find the old store or the whole new one.
+        if let failure = syncFile(atPath: temporary) {
+            for leftover in [temporary, temporary + "-lock"] { try? FileManager.default.removeItem(atPath: leftover) }
+            throw StoreError.invalidArgument("cannot flush the compacted copy to storage (\(failure)); '\(path)' is unchanged")
+        }
         // The copy is held too, so that a writer that opens the path once it names the copy waits
         // until the old lock file is gone.
         let copyHeldOff = writersHeldOff == nil ? nil : try WriterLock.exclusive(temporary)
         guard rename(temporary, target) == 0 else {
             throw StoreError.invalidArgument("cannot move the compacted store into place: \(String(cString: strerror(errno)))")
         }
+        syncDirectory(holding: target)
         // The old lock file describes the old file; readers of the new one must start a fresh
         // one (readers still on the old file keep theirs open). See OpenEnvironments.
         unlink(target + "-lock")
