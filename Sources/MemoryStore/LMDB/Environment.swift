@@ -36,6 +36,7 @@ final class Environment: @unchecked Sendable {
         // A writer takes its share before the file is read, or LMDB opens it or its lock file; of
         // a new file, once LMDB has made it (no compaction takes a file without a complete store).
         let file = storeFilePath(path)
+        let creating = create && fileKind(atPath: file) == nil
         let share = readOnly ? nil : try WriterLock.shared(file)
         if FileManager.default.fileExists(atPath: file) { try MetaPages.check(path: file) }
         var flags = UInt32(MDB_NOSUBDIR | MDB_NOTLS)
@@ -54,12 +55,15 @@ final class Environment: @unchecked Sendable {
         }
         let env: OpaquePointer
         switch opened {
-        case .success(let handle): env = handle
+        case .success(let handle):
+            env = handle
+            // LMDB syncs each commit to the file, not the file's name to its directory.
+            if creating { syncDirectory(holding: file) }
         case .failure(let error):
             if error == .invalid || error == .versionMismatch { throw StoreError.notAStore(path: path, reason: error.description) }
             // The file system's refusals, with the path they concern.
             if [ENOENT, ENOTDIR, EACCES, EPERM, EROFS, ENAMETOOLONG, ELOOP].contains(error.rawValue) {
-                let what = create && fileKind(atPath: file) == nil ? "create" : readOnly ? "open" : "open for writing"
+                let what = creating ? "create" : readOnly ? "open" : "open for writing"
                 throw StoreError.invalidArgument("cannot \(what) '\(path)': \(error.description)")
             }
             throw error
