@@ -18,14 +18,14 @@ public final class FlatTable: @unchecked Sendable {
 
     /// Writes `bytes` (rows of `elementType`) to `path` (an ``OutputFile``) and maps it.
     public convenience init(path: String, bytes: [UInt8], dim: Int, elementType: ElementType) throws {
-        do { try OutputFile.write(Data(bytes), to: path) } catch { throw StoreError.invalidArgument(error.description) }
+        do { try OutputFile.write(Data(bytes), to: path, durable: false) } catch { throw StoreError.invalidArgument(error.description) }
         try self.init(path: path, dim: dim, elementType: elementType)
     }
 
     /// Writes the store's rows, decoded, to `path` (an ``OutputFile``, one shard at a time) and maps the file (or reads it, `inMemory`).
     public convenience init(path: String, from store: Store, inMemory: Bool = false) throws {
         do {
-            let out = try OutputFile(path: path)
+            let out = try OutputFile(path: path, durable: false)  // a benchmark's scratch copy: no flush
             for s in 0..<store.layout.shardCount { try store.withShardRows(s) { try out.write($0) } }
             try out.finish()
         } catch let error as OutputFileError {

@@ -20,6 +20,7 @@ package final class OutputFile {
     private let temporary: String?
     private var fd: Int32
     private var finished = false
+    private let durable: Bool
     /// Numbers the temporary files of this process.
     private static let serial = Atomic<Int>(0)
 
@@ -40,9 +41,11 @@ package final class OutputFile {
         }
     }
 
-    /// Opens the output at `path` for writing (see the type's description).
-    package init(path: String) throws(OutputFileError) {
+    /// Opens the output at `path` for writing (see the type's description). A scratch file that
+    /// need not survive a power cut (`durable` false) is renamed into place without a flush.
+    package init(path: String, durable: Bool = true) throws(OutputFileError) {
         self.path = path
+        self.durable = durable
         try Self.check(path)
         var st = stat()
         let exists = stat(path, &st) == 0
@@ -101,11 +104,11 @@ package final class OutputFile {
     package func finish() throws(OutputFileError) {
         guard !finished else { return }
         if let temporary {
-            guard fsync(fd) == 0 else { throw OutputFileError(path, "cannot write: \(Self.reason())") }
+            guard !durable || fsync(fd) == 0 else { throw OutputFileError(path, "cannot write: \(Self.reason())") }
             guard close(fd) == 0 else { fd = -1; throw OutputFileError(path, "cannot write: \(Self.reason())") }
             fd = -1
             guard rename(temporary, destination) == 0 else { throw OutputFileError(path, "cannot move into place: \(Self.reason())") }
-            syncDirectory(holding: destination)
+            if durable { syncDirectory(holding: destination) }
         } else {
             let closed = close(fd)
             fd = -1
@@ -115,8 +118,8 @@ package final class OutputFile {
     }
 
     /// Writes `data` to the output at `path` in one go.
-    package static func write(_ data: Data, to path: String) throws(OutputFileError) {
-        let file = try OutputFile(path: path)
+    package static func write(_ data: Data, to path: String, durable: Bool = true) throws(OutputFileError) {
+        let file = try OutputFile(path: path, durable: durable)
         try file.write(data)
         try file.finish()
     }
