@@ -133,6 +133,8 @@ import MemoryStore
         try compaction.run()
         while compaction.isRunning && !FileManager.default.fileExists(atPath: path + ".compacting") { usleep(500) }
         try #require(compaction.isRunning, "the compaction ended before the removal could start")
+        let second = try Tools.memtool("compact", path)
+        #expect(second.status == 1 && second.stderr.contains("is being compacted in place by another process"), "\(second.stderr)")
         let removed = try Tools.memtool("remove-layer", path, "default")
         compaction.waitUntilExit()
         #expect(removed.status == 0, "\(removed.stderr)")

@@ -38,11 +38,15 @@ final class WriterLock: Sendable {
     }
 
     /// The file at `path` held against writers. Throws at once, instead of waiting, when a writer
-    /// has it open.
+    /// has it open or another compaction holds it, saying which.
     static func exclusive(_ path: String) throws -> WriterLock {
         guard let fd = try open(path) else { throw StoreError.notFound(path: path) }
         if flock(fd, LOCK_EX | LOCK_NB) != 0 && errno == EWOULDBLOCK {
-            close(fd)
+            defer { close(fd) }
+            // Held exclusively: another compaction; shared: writers.
+            if flock(fd, LOCK_SH | LOCK_NB) != 0 && errno == EWOULDBLOCK {
+                throw StoreError.invalidArgument("'\(path)' is being compacted in place by another process (or this one): run compact again once that has finished")
+            }
             throw StoreError.invalidArgument("'\(path)' is open for writing (an import, or a layer being added or removed, in this process or another); compacting it in place now would lose that writer's commits: run compact again once it has finished")
         }
         return WriterLock(fd)
