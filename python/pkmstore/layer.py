@@ -54,6 +54,7 @@ class MemoryLayer(Closable):
         else:  # Store.layer: the store's shard cache, shared with its other layers
             call(lib.pkm_store_layer_open, _store, name, threads, ctypes.byref(handle))
         self.path = path
+        self._opened_with = (path, layer, threads, cache_bytes, resident)
         self._handle = _LayerHandle(handle.value)
         info = _native.pkm_layer_info()
         call(lib.pkm_layer_describe, self._handle.value, ctypes.byref(info))
@@ -65,6 +66,12 @@ class MemoryLayer(Closable):
         #: Spec/RETRIEVAL.md, "Gates"), and the gate's activation.
         self.gate_dim = int(self.config.get("gateDim", 0))
         self.gate_activation = self.config.get("gateActivation", "none")
+
+    def __reduce__(self):
+        """Pickles as the path and options it was opened with: unpickled (in a spawned worker,
+        say), it opens the layer again there, with a cache of its own."""
+        self._handle.value  # raises ClosedError for a closed layer
+        return (type(self), self._opened_with)
 
     def _queries(self, q):
         q = as_array(q, np.float32, "queries", ndim=4)

@@ -106,10 +106,17 @@ class Store(Closable):
         flags = (1 if resident else 0) | (0 if background_check else 2)  # PKM_OPEN_RESIDENT, PKM_OPEN_NO_BACKGROUND_CHECK
         call(lib.pkm_store_open_with, os.fsencode(path), cache_bytes, flags, ctypes.byref(handle))
         self.path = path
+        self._opened_with = (path, cache_bytes, resident, background_check)
         self._handle = _StoreHandle(handle.value)
         layout = _native.pkm_layout()
         call(lib.pkm_store_layout, self._handle.value, ctypes.byref(layout))
         self.layout = Layout(layout)
+
+    def __reduce__(self):
+        """Pickles as the path and options it was opened with: unpickled (in a spawned worker,
+        say), it opens the store again there. Handles are numbers of this process only."""
+        self._handle.value  # raises ClosedError for a closed store
+        return (type(self), self._opened_with)
 
     def wait_checked(self, timeout=60.0):
         """Waits up to `timeout` seconds for the background check (started by the first read) to

@@ -169,6 +169,33 @@ def test_a_forked_child_reads_and_closes_an_inherited_store_without_harming_the_
         assert np.array_equal(store.gather_reduce(rows, weights), expected)
 
 
+def _reduce_in_worker(args):
+    layer, store, queries, rows, weights = args
+    return layer.lookup(queries)[0], store.gather_reduce(rows, weights)
+
+
+def test_stores_and_layers_pickle_as_their_path_for_spawned_workers(small_store):
+    """A spawned worker (DataLoader with the spawn context, any multiprocessing on macOS) gets
+    its arguments pickled: a store or layer reopens there by path and options, and answers as
+    the parent's does. It used to fail with "cannot pickle '_thread.lock' object"."""
+    import multiprocessing
+    import pickle
+    path, _ = small_store
+    store = pkmstore.open(path, cache_bytes=1 << 20)
+    layer = store.layer()
+    queries = np.random.default_rng(3).standard_normal((5, 2, 2, 8)).astype(np.float32)
+    rows, weights = np.arange(0, 1024, 5), np.ones(205, np.float32)
+    expected = (layer.lookup(queries)[0], store.gather_reduce(rows, weights))
+    again = pickle.loads(pickle.dumps(store))
+    assert again.path == path and again is not store and np.array_equal(again.gather_reduce(rows, weights), expected[1])
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        output, reduced = pool.map(_reduce_in_worker, [(layer, store, queries, rows, weights)])[0]
+    assert np.array_equal(output, expected[0]) and np.array_equal(reduced, expected[1])
+    store.close()
+    with pytest.raises(pkmstore.ClosedError):
+        pickle.dumps(store)
+
+
 def test_export_never_replaces_a_store_and_reports_a_full_device(small_store):
     path, tensors = small_store
     before = open(path, "rb").read()
