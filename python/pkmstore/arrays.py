@@ -15,7 +15,11 @@ def as_array(x, dtype, name, ndim=None):
                 x = x.detach()
             if getattr(getattr(x, "device", None), "type", "cpu") != "cpu":
                 raise ArgumentError(f"{name} is on {x.device}; pass a CPU tensor (x.cpu())")
-            x = np.from_dlpack(x)
+            try:
+                x = np.from_dlpack(x)
+            except (RuntimeError, TypeError, BufferError) as e:  # a dtype numpy has not (bfloat16, say)
+                raise ArgumentError(f"{name} has dtype {getattr(x, 'dtype', '?')}, which numpy cannot read in place; "
+                                    f"the store needs {np.dtype(dtype).name} (convert with .to(torch.{np.dtype(dtype).name}))") from e
         elif hasattr(x, "__array__"):
             x = np.asarray(x)
         else:

@@ -104,6 +104,9 @@ def test_bad_input_raises_with_the_reason(small_store, tmp_path):
     bad[1, 0, 1, 3] = np.nan
     with pytest.raises(pkmstore.ArgumentError, match="query 1"):
         layer.lookup(bad)
+    torch = pytest.importorskip("torch")
+    with pytest.raises(pkmstore.ArgumentError, match="dtype torch.bfloat16, which numpy cannot read in place"):
+        layer.lookup(torch.zeros((2, 2, 2, 8), dtype=torch.bfloat16))  # was a bare RuntimeError from DLPack
     layer.close()
 
 
