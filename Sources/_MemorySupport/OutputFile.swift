@@ -141,8 +141,8 @@ package final class OutputFile {
         }
     }
 
-    /// Whether the regular file at `path` begins as an LMDB data file (the meta page's magic
-    /// after its 16-byte page header) or lock file (the magic first) does.
+    /// Whether the regular file at `path` begins as an LMDB data file does (the meta page's magic
+    /// after its 16-byte page header) or as a lock file does (the magic first).
     private static func isLMDBFile(_ path: String) -> Bool {
         let fd = Foundation.open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { return false }
