@@ -8,7 +8,9 @@ import Synchronization
 ///   reader never sees part of it, two writers never mix their bytes, and a link stays a link
 ///   (the next writer removes such a file left by a killed process);
 /// - a device, pipe or terminal is written as it is (it cannot be renamed over); a pipe with no
-///   reader left is an error, not the end of the process;
+///   reader left is an error, not the end of the process; the process's standard output or
+///   error (`/dev/stdout`), whatever it is, is written through its descriptor, after what was
+///   printed there before;
 /// - an LMDB file (a store or its lock file) is never replaced: a mistyped output path must not
 ///   destroy a store;
 /// - every write is checked, so a full disk or `/dev/full` is an error naming the path.
@@ -49,6 +51,16 @@ package final class OutputFile {
         try Self.check(path)
         var st = stat()
         let exists = stat(path, &st) == 0
+        // The process's own standard output or error (`/dev/stdout`, even when it is a file) is
+        // written through that descriptor, after what was printed before.
+        if exists, let standard = [STDOUT_FILENO, STDERR_FILENO].first(where: { Self.isFile(st, open: $0) }) {
+            fflush(nil)
+            destination = path
+            temporary = nil
+            fd = dup(standard)
+            guard fd >= 0 else { throw OutputFileError(path, "cannot write: \(Self.reason())") }
+            return
+        }
         let regular = exists && st.st_mode & S_IFMT == S_IFREG
         if regular {
             guard let resolved = realpath(path, nil) else { throw OutputFileError(path, "cannot write: \(Self.reason())") }
@@ -151,6 +163,12 @@ package final class OutputFile {
         guard readFully(fd, into: &head, count: head.count, at: 0) == head.count else { return false }
         let magic: [UInt8] = [0xDE, 0xC0, 0xEF, 0xBE]  // 0xBEEFC0DE, little-endian
         return Array(head[0..<4]) == magic || Array(head[16..<20]) == magic
+    }
+
+    /// Whether `st` is the file open as descriptor `fd`.
+    private static func isFile(_ st: stat, open fd: Int32) -> Bool {
+        var other = stat()
+        return fstat(fd, &other) == 0 && other.st_dev == st.st_dev && other.st_ino == st.st_ino
     }
 
     private static func reason() -> String { String(cString: strerror(errno)) }

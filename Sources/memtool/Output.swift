@@ -74,5 +74,5 @@ func jsonString(_ value: some Encodable) throws -> String {
 
 /// Writes `jsonString(value)` to the file `--json` names (an ``OutputFile``).
 func writeJSON(_ value: some Encodable, to path: String) throws {
-    try OutputFile.write(Data(jsonString(value).utf8), to: path)
+    try OutputFile.write(Data((jsonString(value) + "\n").utf8), to: path)
 }

@@ -76,6 +76,14 @@ import TestSupport
         #expect(kept.status == 0, "\(kept.stderr)")
         let limit = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: scratch.file("f.json")))) as! [String: Any]
         #expect((limit["memoryLimitMaxRelativeDifference"] as? Double ?? 1) < 1e-4, "\(limit)")
+        // --json /dev/stdout with standard output a file: the report follows the printed lines
+        // (it used to replace the file, losing them).
+        let printed = scratch.file("printed.txt")
+        let shell = try Tools.run(URL(fileURLWithPath: "/bin/sh"), ["-c", "\"$0\" bench \"$1\" --queries 64 --batch 32 --json /dev/stdout > \"$2\"",
+                                                                    Tools.memtool.path, path, printed])
+        #expect(shell.status == 0, "\(shell.stderr)")
+        let text = try String(contentsOfFile: printed, encoding: .utf8)
+        #expect(text.hasPrefix("layer ") && text.contains("\nlookup ") && text.contains("\"queries\" : 64"), "\(text)")
         let storage = try Tools.memtool("storage-bench", "--rows", "4096", "--reads", "4096", "--dtypes", "bf16", "--directory", scratch.path)
         #expect(storage.status == 0, "\(storage.stderr)")
         #expect(storage.stdout.contains("bf16 zstd"))
