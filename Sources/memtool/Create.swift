@@ -150,7 +150,7 @@ struct Create: ParsableCommand {
         try runReportingErrors {
             let progress = ProgressReporter("create", unit: "rows")
             progress.begin()
-            noteCompactionWait(store)
+            noteWriterWait(store)
             try SyntheticMemory.create(at: store, config: config, layout: layout, seed: seed, coreDecay: coreDecay,
                                        layers: layerNames, options: storage.writerOptions(progress))
             let opened = try Store.open(at: store, cacheBytes: 0)

@@ -99,7 +99,7 @@ struct Import: ParsableCommand {
             options.layout = layout
             options.layer = layer; options.valuesFromStore = valuesFromStore; options.window = window; options.poolOffset = poolOffset
             options.gateDim = gateDim; options.gateActivation = gateActivation
-            noteCompactionWait(store)
+            noteWriterWait(store)
             let config = try MemoryImport.run(from: TensorSource(path: source), to: store, options: options)
             let stats = try Store.open(at: store, cacheBytes: 0).storageStatistics()
             print("imported \(source) into \(store): \(stats.shards) shards, \(humanBytes(stats.fileBytes)) on disk")

@@ -7,10 +7,12 @@ func printError(_ line: String) {
     FileHandle.standardError.write(Data((line + "\n").utf8))
 }
 
-/// Says so on standard error when a writer of `store` is about to wait for a compaction of it in
-/// place (in any process), which would otherwise look like a hang.
-func noteCompactionWait(_ store: String) {
-    if Compaction.isRunning(inPlaceOn: store) { printError("'\(store)' is being compacted in place; waiting for that to finish") }
+/// Says so on standard error when a writer of `store` is about to wait for another writer or an
+/// in-place compaction of it (in any process), which would otherwise look like a hang.
+func noteWriterWait(_ store: String) {
+    if Compaction.isBeingWritten(store) {
+        printError("'\(store)' is being written by another process (an import, a create, a layer change or an in-place compaction); waiting for that to finish")
+    }
 }
 
 /// Progress on standard error: a redrawn bar with rate and ETA on a terminal, a plain line every

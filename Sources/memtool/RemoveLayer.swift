@@ -15,7 +15,7 @@ struct RemoveLayer: ParsableCommand {
 
     func run() throws {
         try runReportingErrors {
-            noteCompactionWait(store)
+            noteWriterWait(store)
             let writer = try StoreWriter.editing(at: store)
             try writer.removeLayer(layer)
             let left = try writer.layerNames()

@@ -33,11 +33,11 @@ final class Environment: @unchecked Sendable {
         if let kind = fileKind(atPath: path), kind != S_IFREG {  // opening a pipe would wait for a writer
             throw StoreError.notAStore(path: path, reason: kind == S_IFDIR ? "it is a directory" : "it is not a regular file (a device, pipe or socket)")
         }
-        // A writer takes its share before the file is read, or LMDB opens it or its lock file; of
-        // a new file, once LMDB has made it (no compaction takes a file without a complete store).
+        // A writer takes its lock before the file is read, or LMDB opens it or its lock file; of a
+        // new file, once LMDB has made it (before any commit: LMDB serialises opens that make it).
         let file = storeFilePath(path)
         let creating = create && fileKind(atPath: file) == nil
-        let share = readOnly ? nil : try WriterLock.shared(file)
+        let share = readOnly ? nil : try WriterLock.writer(file)
         if FileManager.default.fileExists(atPath: file) { try MetaPages.check(path: file) }
         var flags = UInt32(MDB_NOSUBDIR | MDB_NOTLS)
         if readOnly { flags |= UInt32(MDB_RDONLY | MDB_NORDAHEAD) }
@@ -70,7 +70,7 @@ final class Environment: @unchecked Sendable {
         }
         let lock: WriterLock?
         do {
-            lock = readOnly ? nil : try share ?? WriterLock.shared(file)
+            lock = readOnly ? nil : try share ?? WriterLock.writer(file)
         } catch {
             mdb_env_close(env)
             throw error

@@ -22,8 +22,14 @@ enum OpenEnvironments {
 
         /// The file an open environment maps.
         init?(_ env: Environment) {
+            guard let fd = env.descriptor else { return nil }
+            self.init(descriptor: fd)
+        }
+
+        /// The file open as `fd`.
+        init?(descriptor fd: Int32) {
             var st = stat()
-            guard let fd = env.descriptor, fstat(fd, &st) == 0 else { return nil }
+            guard fstat(fd, &st) == 0 else { return nil }
             self.init(st)
         }
 

@@ -1,75 +1,122 @@
 import Foundation
+import _MemorySupport
 
-/// What keeps the writers of a store and an in-place compaction of it apart: `flock` on a
-/// descriptor of the store's data file, shared by writers, exclusive for a compaction, held until
-/// the lock is released. A compaction in place holds the file exclusively from before its
-/// snapshot until its copy has replaced the file and the old lock file is gone (and the copy too,
-/// for that last step), so that no writer commits to a file about to be replaced (its commits
-/// would be lost with the file) or pairs the new file with the old lock file. Writers take their
-/// share before LMDB opens the file or its lock file. A file system without `flock` leaves
-/// writers unlocked, as before. Readers take nothing.
+/// What keeps the writers of a store apart, and writers and an in-place compaction: `flock`,
+/// exclusive, on a descriptor of the store's data file, held for a writer's whole life.
+///
+/// - Two writers of one store would interleave their commits: two creates or imports started
+///   together each wrote the tables they found empty, and the one that finished left a store
+///   with the other's keys over its own values. A writer waits until the other has finished,
+///   then finds its store (finished, resumable, or of another source, which it refuses).
+/// - A compaction in place holds the file from before its snapshot until its copy has replaced
+///   the file and the old lock file is gone (and the copy too, for that last step), so that no
+///   writer commits to a file about to be replaced (its commits would be lost with the file) or
+///   pairs the new file with the old lock file. It does not wait: a store being written makes it
+///   throw.
+///
+/// Writers take the lock before LMDB reads the file or its lock file (of a new file, once LMDB
+/// has made it). Writers of one file in one process share the process's lock (one `flock`,
+/// held until the last of them is gone), so a second one does not wait for the first. A file
+/// system without `flock` leaves writers unlocked. Readers take nothing.
 final class WriterLock: Sendable {
-    private let descriptor: Int32
+    private let file: OpenEnvironments.FileID
 
-    private init(_ descriptor: Int32) { self.descriptor = descriptor }
+    /// The files this process holds: the descriptor holding each one's `flock`, how many
+    /// WriterLocks share it, and whether a compaction holds it (then nothing shares it).
+    private static let held = Locked<[OpenEnvironments.FileID: (descriptor: Int32, count: Int, compacting: Bool)]>([:])
 
-    deinit { close(descriptor) }
+    private init(_ file: OpenEnvironments.FileID) { self.file = file }
 
-    /// A writer's share of the file at `path`, waited for while a compaction holds it; then of
-    /// the file the path names by then, a compaction's copy renamed over it meanwhile. Nil when
-    /// there is no file (yet) or the file system has no `flock`.
-    static func shared(_ path: String) throws -> WriterLock? {
+    deinit {
+        let last: Int32? = Self.held.withLock { held in
+            guard let entry = held[file] else { return nil }
+            if entry.count > 1 {
+                held[file] = (entry.descriptor, entry.count - 1, entry.compacting)
+                return nil
+            }
+            held[file] = nil
+            return entry.descriptor
+        }
+        if let last { close(last) }
+    }
+
+    /// The file at `path` for a writer, waited for while another process's writer or a compaction
+    /// holds it; then the file the path names by then (a compaction's copy, renamed over it
+    /// meanwhile). Nil when there is no file (yet) or the file system has no `flock`.
+    static func writer(_ path: String) throws -> WriterLock? {
         while true {
-            guard let fd = try open(path) else { return nil }
-            var locked = flock(fd, LOCK_SH)
-            while locked != 0 && errno == EINTR { locked = flock(fd, LOCK_SH) }
+            guard let (fd, file) = try open(path) else { return nil }
+            if let shared = try share(file, path) {
+                close(fd)
+                return shared
+            }
+            var locked = flock(fd, LOCK_EX)
+            while locked != 0 && errno == EINTR { locked = flock(fd, LOCK_EX) }
             if locked != 0 {
                 close(fd)
                 return nil
             }
             // Another file at the path (a compaction's copy, renamed over it while this waited): take that one.
-            var held = stat()
-            guard fstat(fd, &held) == 0, let named = try? FileManager.default.attributesOfItem(atPath: path),
-                  let device = named[.systemNumber] as? Int, let inode = named[.systemFileNumber] as? Int,
-                  device != Int(held.st_dev) || inode != Int(held.st_ino)
-            else { return WriterLock(fd) }
-            close(fd)
-        }
-    }
-
-    /// The file at `path` held against writers. Throws at once, instead of waiting, when a writer
-    /// has it open or another compaction holds it, saying which.
-    static func exclusive(_ path: String) throws -> WriterLock {
-        guard let fd = try open(path) else { throw StoreError.notFound(path: path) }
-        if flock(fd, LOCK_EX | LOCK_NB) != 0 && errno == EWOULDBLOCK {
-            defer { close(fd) }
-            // Held exclusively: another compaction; shared: writers.
-            if flock(fd, LOCK_SH | LOCK_NB) != 0 && errno == EWOULDBLOCK {
-                throw StoreError.invalidArgument("'\(path)' is being compacted in place by another process (or this one): run compact again once that has finished")
+            if OpenEnvironments.FileID(path: path) != file {
+                close(fd)
+                continue
             }
-            throw StoreError.invalidArgument("'\(path)' is open for writing (an import, or a layer being added or removed, in this process or another); compacting it in place now would lose that writer's commits: run compact again once it has finished")
+            return taken(fd, file, compacting: false)
         }
-        return WriterLock(fd)
     }
 
-    /// Whether an in-place compaction holds the file at `path` now (a writer would wait).
-    static func isHeldExclusively(_ path: String) -> Bool {
-        guard let fd = try? open(path) else { return false }
+    /// The file at `path` for an in-place compaction. Throws at once, instead of waiting, when a
+    /// writer or another compaction holds it, in this process or another.
+    static func exclusive(_ path: String) throws -> WriterLock {
+        guard let (fd, file) = try open(path) else { throw StoreError.notFound(path: path) }
+        if held.withLock({ $0[file] != nil }) || flock(fd, LOCK_EX | LOCK_NB) != 0 && errno == EWOULDBLOCK {
+            close(fd)
+            throw StoreError.invalidArgument("'\(path)' is being written (an import or create, a layer being added or removed, or another in-place compaction, in this process or another); compacting it in place now would lose that writer's commits: run compact again once it has finished")
+        }
+        return taken(fd, file, compacting: true)
+    }
+
+    /// Whether a writer or a compaction holds the file at `path` now, so that a writer opened in
+    /// this process would wait: another process's, or this one's compaction.
+    static func isTaken(_ path: String) -> Bool {
+        guard let (fd, _) = try? open(path) else { return false }
         defer { close(fd) }
-        if flock(fd, LOCK_SH | LOCK_NB) == 0 {
+        if flock(fd, LOCK_EX | LOCK_NB) == 0 {
             flock(fd, LOCK_UN)
             return false
         }
         return errno == EWOULDBLOCK
     }
 
-    /// A descriptor of the file at `path`, nil when there is none.
-    private static func open(_ path: String) throws -> Int32? {
+    /// A share of this process's hold of `file`, if a writer of this process has one; throws
+    /// when a compaction of this process holds it (waiting would never end).
+    private static func share(_ file: OpenEnvironments.FileID, _ path: String) throws -> WriterLock? {
+        try held.withLock { held in
+            guard let entry = held[file] else { return nil }
+            if entry.compacting {
+                throw StoreError.invalidArgument("'\(path)' is being compacted in place by this process: write it once that has finished")
+            }
+            held[file] = (entry.descriptor, entry.count + 1, false)
+            return WriterLock(file)
+        }
+    }
+
+    private static func taken(_ fd: Int32, _ file: OpenEnvironments.FileID, compacting: Bool) -> WriterLock {
+        held.withLock { $0[file] = (fd, 1, compacting) }
+        return WriterLock(file)
+    }
+
+    /// A descriptor of the file at `path` and the file's identity, nil when there is none.
+    private static func open(_ path: String) throws -> (Int32, OpenEnvironments.FileID)? {
         let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else {
             if errno == ENOENT { return nil }
             throw StoreError.invalidArgument("cannot open '\(path)': \(String(cString: strerror(errno)))")
         }
-        return fd
+        guard let file = OpenEnvironments.FileID(descriptor: fd) else {
+            close(fd)
+            throw StoreError.invalidArgument("cannot read '\(path)': \(String(cString: strerror(errno)))")
+        }
+        return (fd, file)
     }
 }

@@ -20,10 +20,11 @@ public enum Compaction {
         var reencodes: Bool { codec != nil || level != nil || rowsPerShard != nil || dictionary != nil }
     }
 
-    /// Whether an in-place compaction of the store at `path` is running now, in any process: a
-    /// writer of it opened meanwhile waits until the compaction has finished.
-    public static func isRunning(inPlaceOn path: String) -> Bool {
-        WriterLock.isHeldExclusively(storeFilePath(path))
+    /// Whether the store at `path` is being written now, by an import, a create, a layer change
+    /// or an in-place compaction, in any process: a writer of it opened meanwhile waits until
+    /// that has finished (``WriterLock``).
+    public static func isBeingWritten(_ path: String) -> Bool {
+        WriterLock.isTaken(storeFilePath(path))
     }
 
     /// Compacts `path` into `destination` (or in place); returns the file sizes before and after.

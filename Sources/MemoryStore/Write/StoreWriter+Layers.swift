@@ -18,7 +18,7 @@ extension StoreWriter {
                                              "rewrite it as version \(Manifest.currentVersion) first (memtool compact \(path) --codec \(manifest.table.codec.rawValue))")
         }
         guard state != nil else { throw StoreError.inconsistent("the import state record is missing") }
-        let writer = try StoreWriter(path: path, layout: manifest.table, metadata: manifest.metadata, options: options, fresh: false)
+        let writer = try StoreWriter(path: path, layout: manifest.table, metadata: manifest.metadata, options: options, fresh: false, editing: true)
         let records = try writer.env.read { try StoredRecords.catalog($0, env: writer.env, version: Manifest.currentVersion)?.records ?? [] }
         guard !records.contains(TablePart.recordName) else {
             throw StoreError.invalidArgument("'\(path)' is a part of a split table, whose parts hold the same layers: change the whole store and split it again")

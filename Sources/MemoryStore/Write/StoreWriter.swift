@@ -45,6 +45,19 @@ public final class StoreWriter {
     /// Creates a new store at `path`; fails when a store is already there.
     public static func create(at path: String, layout: TableLayout, metadata: [String: String] = [:],
                               options: Options = Options()) throws -> StoreWriter {
+        do {
+            return try createUnlessMade(at: path, layout: layout, metadata: metadata, options: options)
+        } catch is MadeMeanwhile {
+            throw StoreError.invalidArgument("a store already exists at '\(path)' (another process made it while this one waited)")
+        }
+    }
+
+    /// Another writer made the store while this one waited for it (``WriterLock``).
+    private struct MadeMeanwhile: Error {}
+
+    /// `create`, throwing MadeMeanwhile when another process made the store first.
+    private static func createUnlessMade(at path: String, layout: TableLayout, metadata: [String: String],
+                                         options: Options) throws -> StoreWriter {
         try layout.validate()
         if FileManager.default.fileExists(atPath: path) && !Environment.isEmptyEnvironment(at: path) {
             if try readHead(path).0 != nil {
@@ -61,11 +74,14 @@ public final class StoreWriter {
     public static func createOrResume(at path: String, layout: TableLayout, metadata: [String: String] = [:],
                                       options: Options = Options()) throws -> StoreWriter {
         try layout.validate()
-        guard FileManager.default.fileExists(atPath: path), !Environment.isEmptyEnvironment(at: path) else {
-            return try create(at: path, layout: layout, metadata: metadata, options: options)
+        let (found, state) = FileManager.default.fileExists(atPath: path) && !Environment.isEmptyEnvironment(at: path) ? try readHead(path) : (nil, nil)
+        guard let manifest = found else {
+            do {
+                return try createUnlessMade(at: path, layout: layout, metadata: metadata, options: options)
+            } catch is MadeMeanwhile {
+                return try createOrResume(at: path, layout: layout, metadata: metadata, options: options)  // now there: check it
+            }
         }
-        let (manifest, state) = try readHead(path)
-        guard let manifest else { return try create(at: path, layout: layout, metadata: metadata, options: options) }
         guard manifest.isWritable else {
             throw StoreError.layoutMismatch("the store at '\(path)' was started in format version \(manifest.formatVersion); this memtool writes \(Manifest.currentVersion)")
         }
@@ -73,8 +89,11 @@ public final class StoreWriter {
             throw StoreError.layoutMismatch("the store at '\(path)' was started with \(describe(manifest.table)), this import has \(describe(layout))")
         }
         guard let state else { throw StoreError.inconsistent("the import state record is missing") }
-        guard !state.complete || manifest.metadata == metadata else {
-            throw StoreError.invalidArgument("a complete store from another source (\(manifest.metadata)) is already at '\(path)'")
+        guard manifest.metadata == metadata else {
+            // An unfinished one too: resuming it would add this source's rows to the other's.
+            throw StoreError.invalidArgument(state.complete
+                ? "a complete store from another source (\(manifest.metadata)) is already at '\(path)'"
+                : "an unfinished store from another source (\(manifest.metadata)) is at '\(path)' (still being written, or interrupted): finish it with the command that started it, or remove it")
         }
         return try StoreWriter(path: path, layout: layout, metadata: metadata, options: options, fresh: false)
     }
@@ -88,18 +107,31 @@ public final class StoreWriter {
         }
     }
 
-    init(path: String, layout: TableLayout, metadata: [String: String], options: Options, fresh: Bool) throws {
+    /// - Parameters:
+    ///   - fresh: make the store (none may be there by the time this writer holds the file);
+    ///     otherwise open it, as found with `layout` and `metadata` before the writer held it.
+    ///   - editing: the writer changes layers only: it takes the store's layout as it finds it once
+    ///     it holds the file (a compaction may have rewritten it meanwhile), instead of requiring
+    ///     `layout` and `metadata`.
+    init(path: String, layout: TableLayout, metadata: [String: String], options: Options, fresh: Bool, editing: Bool = false) throws {
         // Two environments of one file in a process break LMDB's locks (see OpenEnvironments).
         guard !OpenEnvironments.isOpen(path: path) else {
             throw StoreError.invalidArgument("'\(path)' is open for reading in this process; release its Store objects before writing it")
         }
         self.path = path
-        self.layout = layout
         self.options = options
         let existing = fileSize(atPath: path)
         let mapSize = options.initialMapSize ?? max(64 << 20, layout.rawBytes + layout.rawBytes / 4 + (64 << 20))
         let env = try Environment(path: path, readOnly: false, create: fresh, mapSize: max(mapSize, existing + (16 << 20)))
         self.env = env
+        // What was found before this writer held the store (WriterLock) may have changed while it
+        // waited: another writer may have made it or finished it, a compaction rewritten it.
+        let found = try env.read { try StoredRecords.manifest($0, env: env) }
+        if fresh, found != nil { throw MadeMeanwhile() }
+        if !fresh, !editing, let found, found.table != layout || found.metadata != metadata {
+            throw StoreError.invalidArgument("the store at '\(path)' was changed by another process while this one waited for it (it now holds \(found.metadata)); run the command again")
+        }
+        self.layout = editing ? found?.table ?? layout : layout
         if fresh {
             let manifest = MetaRecord.seal(try Array(Manifest(table: layout, createdBy: options.createdBy, metadata: metadata).encoded()), key: "manifest")
             let state = MetaRecord.seal(try Array(JSONEncoder().encode(ImportState(rowsCommitted: 0, complete: false))), key: "state")
@@ -115,18 +147,18 @@ public final class StoreWriter {
             }
             rowsCommitted = state?.rowsCommitted ?? 0
             isComplete = state?.complete ?? false
-            let expected = isComplete ? layout.shardCount : rowsCommitted / layout.rowsPerShard
-            guard shards == expected, isComplete || rowsCommitted % layout.rowsPerShard == 0 else {
+            let expected = isComplete ? self.layout.shardCount : rowsCommitted / self.layout.rowsPerShard
+            guard shards == expected, isComplete || rowsCommitted % self.layout.rowsPerShard == 0 else {
                 throw StoreError.inconsistent("\(shards) shards stored for \(rowsCommitted) committed rows")
             }
         }
         workers = (0..<max(1, options.threads)).map { _ in ShardEncoder() }
-        if !fresh, layout.dictionary, rowsCommitted > 0 {
+        if !fresh, self.layout.dictionary, rowsCommitted > 0 {
             // Through the writer's own environment: opening a second one on the file and closing
             // it would drop this process's POSIX locks on it (Spec/GUARANTEES.md, concurrency).
             dictionary = try env.read { try StoredRecords.dictionary($0, env: env, version: Manifest.currentVersion) }
         }
-        if !fresh, layout.codec == .nibble {
+        if !fresh, self.layout.codec == .nibble {
             nibbleCode = try env.read { try StoredRecords.nibbleCode($0, env: env, version: Manifest.currentVersion) }
         }
     }
