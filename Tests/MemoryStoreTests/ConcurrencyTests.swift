@@ -76,6 +76,37 @@ import TestSupport
 
     /// More threads than the environment has reader slots (126): the pool admits a bounded
     /// number at once and the rest wait, so no read fails with MDB_READERS_FULL.
+    /// Two threads of one process creating one store from different sources take turns (as two
+    /// processes do): one makes it, the other then refuses it, and the rows are the first's.
+    @Test func twoThreadsWritingOneStoreTakeTurns() throws {
+        let dir = ScratchDirectory()
+        let path = dir.file("t.pkm")
+        let layout = TableLayout(elementType: .f32, rows: 4096, dim: 16, rowsPerShard: 64, codec: .raw)
+        let outcomes = Locked<[Int: String]>([:]), arrived = Atomic<Int>(0)
+        DispatchQueue.concurrentPerform(iterations: 2) { i in
+            do {
+                arrived.add(1, ordering: .relaxed)
+                while arrived.load(ordering: .relaxed) < 2 {}  // both find no store
+                let writer = try StoreWriter.createOrResume(at: path, layout: layout, metadata: ["source": "thread \(i)"])
+                for start in stride(from: 0, to: layout.rows, by: 256) {
+                    try writer.append([Float](repeating: Float(i + 1), count: 256 * layout.dim))
+                    if start == 0 { usleep(20_000) }  // let the other thread start meanwhile
+                }
+                try writer.finish()
+                outcomes.withLock { $0[i] = "created" }
+            } catch {
+                outcomes.withLock { $0[i] = "\(error)" }
+            }
+        }
+        let results = outcomes.withLock { $0 }
+        let winners = results.filter { $0.value == "created" }.map(\.key)
+        try #require(winners.count == 1, "\(results)")
+        let loser = results[1 - winners[0]] ?? ""
+        #expect(loser.contains("store from another source") || loser.contains("made it while this one waited"), "\(results)")
+        let store = try Store.open(at: path)
+        for r in stride(from: 0, to: layout.rows, by: 97) { #expect(try store.row(r) == [Float](repeating: Float(winners[0] + 1), count: 16)) }
+    }
+
     @Test func moreThreadsThanReaderSlots() throws {
         let dir = ScratchDirectory()
         let layout = TableLayout(elementType: .bf16, rows: 20000, dim: 32, rowsPerShard: 128, codec: .raw)

@@ -15,23 +15,33 @@ import _MemorySupport
 ///   throw.
 ///
 /// Writers take the lock before LMDB reads the file or its lock file (of a new file, once LMDB
-/// has made it). Writers of one file in one process share the process's lock (one `flock`,
-/// held until the last of them is gone), so a second one does not wait for the first. A file
-/// system without `flock` leaves writers unlocked. Readers take nothing.
+/// has made it). Within a process the writers of one file take turns the same way, by thread:
+/// a writer opened on the thread that holds the file shares its hold (one `flock`, held until
+/// the last of them is gone) instead of waiting for itself. A file system without `flock`
+/// leaves writers unlocked. Readers take nothing.
 final class WriterLock: Sendable {
     private let file: OpenEnvironments.FileID
 
     /// The files this process holds: the descriptor holding each one's `flock`, how many
-    /// WriterLocks share it, and whether a compaction holds it (then nothing shares it).
-    private static let held = Locked<[OpenEnvironments.FileID: (descriptor: Int32, count: Int, compacting: Bool)]>([:])
+    /// WriterLocks share it, the thread that took it, and whether a compaction holds it (then
+    /// nothing shares it).
+    private static let held = Locked<[OpenEnvironments.FileID: Hold]>([:])
+
+    private struct Hold {
+        var descriptor: Int32
+        var count: Int
+        var thread: pthread_t
+        var compacting: Bool
+    }
 
     private init(_ file: OpenEnvironments.FileID) { self.file = file }
 
     deinit {
         let last: Int32? = Self.held.withLock { held in
-            guard let entry = held[file] else { return nil }
+            guard var entry = held[file] else { return nil }
             if entry.count > 1 {
-                held[file] = (entry.descriptor, entry.count - 1, entry.compacting)
+                entry.count -= 1
+                held[file] = entry
                 return nil
             }
             held[file] = nil
@@ -46,7 +56,7 @@ final class WriterLock: Sendable {
     static func writer(_ path: String) throws -> WriterLock? {
         while true {
             guard let (fd, file) = try open(path) else { return nil }
-            if let shared = try share(file, path) {
+            if let shared = try shareOrWait(file, path) {
                 close(fd)
                 return shared
             }
@@ -88,21 +98,28 @@ final class WriterLock: Sendable {
         return errno == EWOULDBLOCK
     }
 
-    /// A share of this process's hold of `file`, if a writer of this process has one; throws
-    /// when a compaction of this process holds it (waiting would never end).
-    private static func share(_ file: OpenEnvironments.FileID, _ path: String) throws -> WriterLock? {
-        try held.withLock { held in
-            guard let entry = held[file] else { return nil }
-            if entry.compacting {
-                throw StoreError.invalidArgument("'\(path)' is being compacted in place by this process: write it once that has finished")
+    /// A share of this process's hold of `file` when this thread's writer has it; nil, once no
+    /// other thread of this process holds it, to take it. Throws when this thread's compaction
+    /// holds it (waiting would never end).
+    private static func shareOrWait(_ file: OpenEnvironments.FileID, _ path: String) throws -> WriterLock? {
+        while true {
+            let outcome: WriterLock?? = try held.withLock { held in
+                guard var entry = held[file] else { return .some(nil) }
+                guard pthread_equal(entry.thread, pthread_self()) != 0 else { return nil }  // another thread's: wait
+                if entry.compacting {
+                    throw StoreError.invalidArgument("'\(path)' is being compacted in place by this thread: write it once that has finished")
+                }
+                entry.count += 1
+                held[file] = entry
+                return .some(WriterLock(file))
             }
-            held[file] = (entry.descriptor, entry.count + 1, false)
-            return WriterLock(file)
+            if let outcome { return outcome }
+            usleep(1000)
         }
     }
 
     private static func taken(_ fd: Int32, _ file: OpenEnvironments.FileID, compacting: Bool) -> WriterLock {
-        held.withLock { $0[file] = (fd, 1, compacting) }
+        held.withLock { $0[file] = Hold(descriptor: fd, count: 1, thread: pthread_self(), compacting: compacting) }
         return WriterLock(file)
     }
 
