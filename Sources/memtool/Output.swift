@@ -10,7 +10,7 @@ func printError(_ line: String) {
 /// Says so on standard error when a writer of `store` is about to wait for another writer or an
 /// in-place compaction of it (in any process), which would otherwise look like a hang.
 func noteWriterWait(_ store: String) {
-    if Compaction.isBeingWritten(store) {
+    if StoreWriter.isBeingWritten(at: store) {
         printError("'\(store)' is being written by another process (an import, a create, a layer change or an in-place compaction); waiting for that to finish")
     }
 }

@@ -37,9 +37,11 @@ struct Query: ParsableCommand {
     @Option(help: "The layer to query (default: the store's only layer).")
     var layer: String?
 
+    /// The files the command writes.
+    private var outputs: [String] { [output, indices, weights, addresses].compactMap { $0 } }
+
     func validate() throws {
         guard batch >= 1 else { throw ValidationError("--batch must be at least 1") }
-        let outputs = [output, indices, weights, addresses].compactMap { $0 }
         guard Set(outputs.map(storeFilePath)).count == outputs.count else {
             throw ValidationError("--output, --indices, --weights and --addresses must name different files (got \(outputs.joined(separator: ", ")))")
         }
@@ -47,7 +49,7 @@ struct Query: ParsableCommand {
 
     func run() throws {
         try runReportingErrors {
-            for path in [output, indices, weights, addresses].compactMap({ $0 }) { try OutputFile.check(path) }  // before the work
+            for path in outputs { try OutputFile.check(path) }  // before the work
             let layer = try MemoryLayer(store: Store.open(at: store), name: self.layer)
             let c = layer.config
             let entry = try NPYFile.entry(path: queries, name: "queries")

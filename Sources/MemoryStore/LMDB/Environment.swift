@@ -30,15 +30,15 @@ final class Environment: @unchecked Sendable {
     /// - Parameter mapSize: the map of a writer; readers map `max(readerMapSize, 4 x file size)`.
     init(path: String, readOnly: Bool, create: Bool = false, mapSize: Int = 1 << 30, maxReaders: Int = 126) throws {
         if !create && !FileManager.default.fileExists(atPath: path) { throw StoreError.notFound(path: path) }
-        if let kind = fileKind(atPath: path), kind != S_IFREG {  // opening a pipe would wait for a writer
+        let file = storeFilePath(path), kind = fileKind(atPath: file)
+        if let kind, kind != S_IFREG {  // opening a pipe would wait for a writer
             throw StoreError.notAStore(path: path, reason: kind == S_IFDIR ? "it is a directory" : "it is not a regular file (a device, pipe or socket)")
         }
+        let creating = create && kind == nil
         // A writer takes its lock before the file is read, or LMDB opens it or its lock file; of a
         // new file, once LMDB has made it (before any commit: LMDB serialises opens that make it).
-        let file = storeFilePath(path)
-        let creating = create && fileKind(atPath: file) == nil
         let share = readOnly ? nil : try WriterLock.writer(file)
-        if FileManager.default.fileExists(atPath: file) { try MetaPages.check(path: file) }
+        if !creating { try MetaPages.check(path: file) }
         var flags = UInt32(MDB_NOSUBDIR | MDB_NOTLS)
         if readOnly { flags |= UInt32(MDB_RDONLY | MDB_NORDAHEAD) }
         let size: Int
@@ -108,7 +108,7 @@ final class Environment: @unchecked Sendable {
         return .success(env)
     }
 
-    /// A writer's share of the file (``WriterLock``), released after the environment closes.
+    /// A writer's hold of the file (``WriterLock``), released after the environment closes.
     private let writerLock: WriterLock?
 
     /// Set when this is the process's shared read-only environment of a file (``OpenEnvironments``).

@@ -86,8 +86,7 @@ final class WriterLock: Sendable {
         return taken(fd, file, compacting: true)
     }
 
-    /// Whether a writer or a compaction holds the file at `path` now, so that a writer opened in
-    /// this process would wait: another process's, or this one's compaction.
+    /// Whether a writer or a compaction, in any process, holds the file at `path` now.
     static func isTaken(_ path: String) -> Bool {
         guard let (fd, _) = try? open(path) else { return false }
         defer { close(fd) }

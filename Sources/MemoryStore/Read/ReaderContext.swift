@@ -77,11 +77,18 @@ final class ReaderContextPool: Sendable {
     /// at the peak number of concurrent readers. Contexts of the process this one was forked from
     /// are dropped, not used: their reader slots are the parent's (``ReadTransaction``).
     private func idleContext() -> ReaderContext? {
-        let own = stripe, me = getpid()
-        for candidate in [own] + stripes.filter({ $0 !== own }) {
-            while let context = candidate.contexts.withLock({ $0.popLast() }) {
-                if context.transaction.owner == me { return context }
-            }
+        let own = stripe
+        if let context = idleContext(in: own) { return context }
+        for other in stripes where other !== own {
+            if let context = idleContext(in: other) { return context }
+        }
+        return nil
+    }
+
+    /// An idle context of `stripe` that this process began, dropping the others it finds.
+    private func idleContext(in stripe: Stripe) -> ReaderContext? {
+        while let context = stripe.contexts.withLock({ $0.popLast() }) {
+            if context.transaction.owner == getpid() { return context }
         }
         return nil
     }

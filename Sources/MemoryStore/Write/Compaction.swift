@@ -20,13 +20,6 @@ public enum Compaction {
         var reencodes: Bool { codec != nil || level != nil || rowsPerShard != nil || dictionary != nil }
     }
 
-    /// Whether the store at `path` is being written now, by an import, a create, a layer change
-    /// or an in-place compaction, in any process: a writer of it opened meanwhile waits until
-    /// that has finished (``WriterLock``).
-    public static func isBeingWritten(_ path: String) -> Bool {
-        WriterLock.isTaken(storeFilePath(path))
-    }
-
     /// Compacts `path` into `destination` (or in place); returns the file sizes before and after.
     @discardableResult
     public static func run(_ path: String, destination: String? = nil, changes: Changes = Changes(),
@@ -40,11 +33,12 @@ public enum Compaction {
             throw StoreError.invalidArgument("'\(target)' is not a regular file: compact --output writes a store file there")
         }
         let temporary = target + ".compacting"
+        func removeCopy() { for leftover in [temporary, temporary + "-lock"] { try? FileManager.default.removeItem(atPath: leftover) } }
         // In place, writers are held off from before the snapshot until the copy has replaced the
         // file (WriterLock): a commit to the file in between would be lost with it. One that
         // starts meanwhile waits, then writes the copy; one already writing makes this throw.
         let writersHeldOff = inPlace ? try WriterLock.exclusive(path) : nil
-        for leftover in [temporary, temporary + "-lock"] { try? FileManager.default.removeItem(atPath: leftover) }
+        removeCopy()
         let before = fileSize(atPath: path)
         do {
             let source = try Store.open(at: path, cacheBytes: 0, checksInBackground: false)  // reads every row itself
@@ -64,7 +58,7 @@ public enum Compaction {
             var full = isOutOfSpace(error, near: temporary, needed: 2 * before + (16 << 20))
             if case StoreError.diskFull = error { full = true }
             let free = freeBytes(near: temporary) ?? 0
-            for leftover in [temporary, temporary + "-lock"] { try? FileManager.default.removeItem(atPath: leftover) }
+            removeCopy()
             if full {
                 throw StoreError.diskFull(path: temporary, freeBytes: free, kept: "the compacted copy did not fit; '\(path)' is unchanged")
             }
@@ -73,7 +67,7 @@ public enum Compaction {
         // On storage before it takes the store's name: LMDB's copy is not synced, and a power cut
         // after the rename must find the old store or the whole new one.
         if let failure = syncFile(atPath: temporary) {
-            for leftover in [temporary, temporary + "-lock"] { try? FileManager.default.removeItem(atPath: leftover) }
+            removeCopy()
             throw StoreError.invalidArgument("cannot flush the compacted copy to storage (\(failure)); '\(path)' is unchanged")
         }
         // The copy is held too, so that a writer that opens the path once it names the copy waits

@@ -52,6 +52,13 @@ public final class StoreWriter {
         }
     }
 
+    /// Whether the store at `path` is being written now, by an import, a create, a layer change
+    /// or an in-place compaction, in any process: a writer of it opened meanwhile waits until
+    /// that has finished (``WriterLock``).
+    public static func isBeingWritten(at path: String) -> Bool {
+        WriterLock.isTaken(storeFilePath(path))
+    }
+
     /// Another writer made the store while this one waited for it (``WriterLock``).
     private struct MadeMeanwhile: Error {}
 
