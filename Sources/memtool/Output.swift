@@ -8,10 +8,16 @@ func printError(_ line: String) {
 }
 
 /// Says so on standard error when a writer of `store` is about to wait for another writer or an
-/// in-place compaction of it (in any process), which would otherwise look like a hang.
+/// in-place compaction of it, or a reader without its lock file (in any process), which would
+/// otherwise look like a hang.
 func noteWriterWait(_ store: String) {
-    if StoreWriter.isBeingWritten(at: store) {
+    switch StoreWriter.wouldWait(at: store) {
+    case .writer:
         printError("'\(store)' is being written by another process (an import, a create, a layer change or an in-place compaction); waiting for that to finish")
+    case .locklessReader:
+        printError("'\(store)' is being read by a process that cannot open its lock file (another user's); waiting for it to close the store")
+    case nil:
+        break
     }
 }
 

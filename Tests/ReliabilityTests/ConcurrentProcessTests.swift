@@ -202,6 +202,54 @@ import MemoryStore
         #expect(try Store.open(at: path).verify().isSound)
     }
 
+    /// A reader of another user, who cannot open the store's lock file, reads without LMDB's
+    /// reader table, so writers cannot see it there: it refuses to begin while a writer holds the
+    /// store, and while it reads, a writer waits (saying why) and an in-place compaction refuses.
+    /// Until 2026-12-07 it read beside a writer unseen, and the writer could reuse its pages.
+    /// Needs root, to run memtool as `nobody` (setpriv).
+    @Test(.enabled(if: getuid() == 0 && FileManager.default.isExecutableFile(atPath: "/usr/bin/setpriv")))
+    func aReaderThatCannotOpenTheLockFileHoldsWritersOff() throws {
+        let scratch = ScratchDirectory()  // 0755: nobody reads the store but cannot write the lock file
+        let path = scratch.file("m.pkm")
+        let made = try Tools.memtool("create", path, "--synthetic", "--rows", "20000", "--dim", "64", "--heads", "1", "--key-dim", "16")
+        try #require(made.status == 0, "\(made.stderr)")
+        let asNobody = ["--reuid=65534", "--regid=65534", "--clear-groups", Tools.memtool.path]
+        let setpriv = URL(fileURLWithPath: "/usr/bin/setpriv")
+        let readable = try Tools.run(setpriv, asNobody + ["inspect", path])
+        try #require(readable.status == 0, "nobody cannot read the store: \(readable.stderr)")
+        try withExtendedLifetime(StoreWriter.editing(at: path)) { _ in
+            let refused = try Tools.run(setpriv, asNobody + ["inspect", path])
+            #expect(refused.status == 1 && refused.stderr.contains("while it is being written"), "\(refused.status) \(refused.stderr)")
+        }
+        let reader = Process()
+        reader.executableURL = setpriv
+        reader.arguments = asNobody + ["bench", path, "--queries", "100000000", "--no-memory-limit", "--threads", "1"]
+        reader.standardOutput = FileHandle.nullDevice
+        reader.standardError = FileHandle.nullDevice
+        try reader.run()
+        defer { if reader.isRunning { kill(reader.processIdentifier, SIGKILL) } }
+        while reader.isRunning && StoreWriter.wouldWait(at: path) == nil { usleep(1000) }
+        try #require(reader.isRunning && StoreWriter.wouldWait(at: path) == .locklessReader)
+        #expect(throws: StoreError.self) { try Compaction.run(path) }
+        do { try Compaction.run(path) } catch { #expect("\(error)".contains("cannot open its lock file"), "\(error)") }
+        let writer = Process()
+        writer.executableURL = Tools.memtool
+        writer.arguments = ["remove-layer", path, "default"]
+        let writerErr = Pipe()
+        writer.standardOutput = FileHandle.nullDevice
+        writer.standardError = writerErr
+        try writer.run()
+        usleep(500_000)
+        #expect(writer.isRunning, "the writer did not wait for the reader")
+        kill(reader.processIdentifier, SIGKILL)
+        reader.waitUntilExit()
+        let said = String(decoding: writerErr.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        writer.waitUntilExit()
+        #expect(writer.terminationStatus == 0, "\(said)")
+        #expect(said.contains("cannot open its lock file") && said.contains("waiting for it to close the store"), "\(said)")
+        #expect(try Store.open(at: path).layerNames().isEmpty)
+    }
+
     /// Readers killed while holding LMDB reader slots: each open clears the slots of dead
     /// processes (`mdb_reader_check`), so 150 kills (more than the 126 slots) leave few in use.
     @Test func readerSlotsOfKilledProcessesAreReclaimed() throws {

@@ -48,9 +48,12 @@ final class Environment: @unchecked Sendable {
             size = mapSize
         }
         var opened = Self.open(file, flags: flags, mapSize: size, maxReaders: maxReaders)
-        // A read-only medium or directory has no room for the lock file; nothing can write the
-        // store there, so readers need no reader table (Spec/FORMAT.md, "Opening without a lock file").
+        // Without room for the lock file, readers open without a reader table (Spec/FORMAT.md,
+        // "Opening without a lock file"): on a read-only medium nothing can write the store; where
+        // only this user cannot (EACCES), writers are held off by a shared flock instead.
+        var locklessHold: LocklessReaderHold?
         if readOnly, case .failure(let error) = opened, error.rawValue == EACCES || error.rawValue == EROFS {
+            if error.rawValue == EACCES { locklessHold = try LocklessReaderHold(file) }
             opened = Self.open(file, flags: flags | UInt32(MDB_NOLOCK), mapSize: size, maxReaders: maxReaders)
         }
         let env: OpaquePointer
@@ -77,6 +80,7 @@ final class Environment: @unchecked Sendable {
         }
         self.handle = env
         writerLock = lock
+        self.locklessHold = locklessHold
         self.readOnly = readOnly
         self.path = path
         self.maxReaders = maxReaders
@@ -110,6 +114,8 @@ final class Environment: @unchecked Sendable {
 
     /// A writer's hold of the file (``WriterLock``), released after the environment closes.
     private let writerLock: WriterLock?
+    /// A reader's hold of the file when it has no lock file (``LocklessReaderHold``), released after the environment closes.
+    private let locklessHold: LocklessReaderHold?
 
     /// Set when this is the process's shared read-only environment of a file (``OpenEnvironments``).
     nonisolated(unsafe) var sharedAs: OpenEnvironments.FileID?

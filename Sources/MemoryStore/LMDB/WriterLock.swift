@@ -18,7 +18,8 @@ import _MemorySupport
 /// has made it). Within a process the writers of one file take turns the same way, by thread:
 /// a writer opened on the thread that holds the file shares its hold (one `flock`, held until
 /// the last of them is gone) instead of waiting for itself. A file system without `flock`
-/// leaves writers unlocked. Readers take nothing.
+/// leaves writers unlocked. Readers take nothing, except one that cannot open the lock file
+/// (``LocklessReaderHold``).
 final class WriterLock: Sendable {
     private let file: OpenEnvironments.FileID
 
@@ -80,21 +81,39 @@ final class WriterLock: Sendable {
     static func exclusive(_ path: String) throws -> WriterLock {
         guard let (fd, file) = try open(path) else { throw StoreError.notFound(path: path) }
         if held.withLock({ $0[file] != nil }) || flock(fd, LOCK_EX | LOCK_NB) != 0 && errno == EWOULDBLOCK {
-            close(fd)
+            defer { close(fd) }
+            if LocklessReaderHold.isHeld(file) || holder(fd) == .locklessReader {
+                throw StoreError.invalidArgument("'\(path)' is being read by a process that cannot open its lock file (another user's, without write access to '\(path)-lock'); compacting it in place now could change pages that reader reads: run compact again once it has closed the store")
+            }
             throw StoreError.invalidArgument("'\(path)' is being written (an import or create, a layer being added or removed, or another in-place compaction, in this process or another); compacting it in place now would lose that writer's commits: run compact again once it has finished")
         }
         return taken(fd, file, compacting: true)
     }
 
-    /// Whether a writer or a compaction, in any process, holds the file at `path` now.
-    static func isTaken(_ path: String) -> Bool {
-        guard let (fd, _) = try? open(path) else { return false }
+    /// Who holds the file at `path` now, in any process, that a writer would wait for: nil when
+    /// nothing does.
+    static func holder(_ path: String) -> Holder? {
+        guard let (fd, _) = try? open(path) else { return nil }
         defer { close(fd) }
+        return holder(fd)
+    }
+
+    enum Holder {
+        /// A writer or an in-place compaction (an exclusive `flock`).
+        case writer
+        /// A reader without the lock file (``LocklessReaderHold``, a shared `flock`).
+        case locklessReader
+    }
+
+    private static func holder(_ fd: Int32) -> Holder? {
         if flock(fd, LOCK_EX | LOCK_NB) == 0 {
             flock(fd, LOCK_UN)
-            return false
+            return nil
         }
-        return errno == EWOULDBLOCK
+        guard errno == EWOULDBLOCK else { return nil }
+        guard flock(fd, LOCK_SH | LOCK_NB) == 0 else { return .writer }
+        flock(fd, LOCK_UN)  // only shared holds: lockless readers
+        return .locklessReader
     }
 
     /// A share of this process's hold of `file` when this thread's writer has it; nil, once no
@@ -103,6 +122,9 @@ final class WriterLock: Sendable {
     private static func shareOrWait(_ file: OpenEnvironments.FileID, _ path: String) throws -> WriterLock? {
         while true {
             let outcome: WriterLock?? = try held.withLock { held in
+                if LocklessReaderHold.isHeld(file) {
+                    throw StoreError.invalidArgument("'\(path)' is read by this process without its lock file (this user cannot open '\(path)-lock'), so it cannot be written here until that reader is closed")
+                }
                 guard var entry = held[file] else { return .some(nil) }
                 guard pthread_equal(entry.thread, pthread_self()) != 0 else { return nil }  // another thread's: wait
                 if entry.compacting {
@@ -123,7 +145,7 @@ final class WriterLock: Sendable {
     }
 
     /// A descriptor of the file at `path` and the file's identity, nil when there is none.
-    private static func open(_ path: String) throws -> (Int32, OpenEnvironments.FileID)? {
+    fileprivate static func open(_ path: String) throws -> (Int32, OpenEnvironments.FileID)? {
         let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else {
             if errno == ENOENT { return nil }
@@ -135,4 +157,42 @@ final class WriterLock: Sendable {
         }
         return (fd, file)
     }
+}
+
+/// The hold of a reader that opens a store without its lock file on a writable medium (this
+/// user cannot open or create the lock file, `EACCES`): LMDB's reader table cannot show writers
+/// such a reader, so it takes a shared `flock` on the data file for its life, which a writer's
+/// exclusive one waits for (and an in-place compaction refuses). It refuses to begin while a
+/// writer holds the file. A file system without `flock` leaves it unguarded.
+final class LocklessReaderHold: Sendable {
+    private let descriptor: Int32
+    private let file: OpenEnvironments.FileID
+
+    /// The files this process reads without a lock file, and how many holds each has.
+    private static let held = Locked<[OpenEnvironments.FileID: Int]>([:])
+
+    /// The hold of the file at `path` (its data file); throws when a writer or an in-place
+    /// compaction holds it.
+    init(_ path: String) throws {
+        guard let (fd, file) = try WriterLock.open(path) else { throw StoreError.notFound(path: path) }
+        var locked = flock(fd, LOCK_SH | LOCK_NB)
+        while locked != 0 && errno == EINTR { locked = flock(fd, LOCK_SH | LOCK_NB) }
+        if locked != 0 && errno == EWOULDBLOCK {
+            close(fd)
+            throw StoreError.invalidArgument("cannot read '\(path)' while it is being written: this user cannot open its lock file '\(path)-lock', so the writer could not see this reader and might reuse pages it reads; read it once the writer has finished, or with write access to the lock file")
+        }
+        descriptor = fd
+        self.file = file
+        Self.held.withLock { $0[file, default: 0] += 1 }
+    }
+
+    deinit {
+        Self.held.withLock { held in
+            let count = held[file, default: 1] - 1
+            held[file] = count > 0 ? count : nil
+        }
+        close(descriptor)
+    }
+
+    static func isHeld(_ file: OpenEnvironments.FileID) -> Bool { held.withLock { $0[file] != nil } }
 }

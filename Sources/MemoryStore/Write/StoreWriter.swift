@@ -52,11 +52,22 @@ public final class StoreWriter {
         }
     }
 
-    /// Whether the store at `path` is being written now, by an import, a create, a layer change
-    /// or an in-place compaction, in any process: a writer of it opened meanwhile waits until
-    /// that has finished (``WriterLock``).
-    public static func isBeingWritten(at path: String) -> Bool {
-        WriterLock.isTaken(storeFilePath(path))
+    /// Why a writer of the store at `path` opened now would wait (``WriterLock``), in any process:
+    /// nil when it would not.
+    public static func wouldWait(at path: String) -> WriterWait? {
+        switch WriterLock.holder(storeFilePath(path)) {
+        case .writer: .writer
+        case .locklessReader: .locklessReader
+        case nil: nil
+        }
+    }
+
+    /// What a writer of a store waits for.
+    public enum WriterWait: Sendable {
+        /// An import, a create, a layer change or an in-place compaction of the store.
+        case writer
+        /// A reader that cannot open the store's lock file (another user's), held until it closes the store.
+        case locklessReader
     }
 
     /// Another writer made the store while this one waited for it (``WriterLock``).
