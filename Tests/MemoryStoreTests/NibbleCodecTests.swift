@@ -109,13 +109,15 @@ import TestSupport
 
     /// A nibble store sums each output's rows in the same order, coded and escaped, whichever
     /// road reads them and whatever has been checked: the same batch reduced on first reads
-    /// (before the shards are known), on second reads and once every group is checked gives the
-    /// same bits, as do two threads reducing it at once on a fresh store (racing to check the
-    /// same groups).
-    @Test func sumsDoNotDependOnWhatHasBeenChecked() throws {
+    /// (before the shards are known), on second reads, once every group is checked and once the
+    /// rows are decoded into memory (``DecodedRows``) gives the same bits, as do two threads
+    /// reducing it at once on a fresh store (racing to check the same groups, and then reading
+    /// the decoded rows), and a store whose cache budget holds no decoded rows.
+    @Test(arguments: [ElementType.bf16, .f32])  // f32: no kernel decodes its slots as it sums them
+    func sumsDoNotDependOnWhatHasBeenChecked(type: ElementType) throws {
         let dir = ScratchDirectory()
-        let layout = TableLayout(elementType: .bf16, rows: 20000, dim: 64, codec: .nibble)
-        let bytes = SyntheticRows(seed: 3, dim: 64).bytes(0..<20000, as: .bf16)
+        let layout = TableLayout(elementType: type, rows: 20000, dim: 64, codec: .nibble)
+        let bytes = SyntheticRows(seed: 3, dim: 64).bytes(0..<20000, as: type)
         try Self.write(dir.file("t.pkm"), layout, bytes)
         var rng = SeededGenerator(seed: 9)
         let indices = (0..<4096).map { _ in Int.random(in: 0..<20000, using: &rng) }
@@ -124,9 +126,9 @@ import TestSupport
         let store = try Store.open(at: dir.file("t.pkm"))
         // The batch holds escaped rows (about 1.2% of these rows), several sharing an output.
         let code = try #require(store.nibbleCode)
-        var slot = [UInt8](repeating: 0, count: NibbleCode.slotBytes(dim: 64, elementType: .bf16))
+        var slot = [UInt8](repeating: 0, count: NibbleCode.slotBytes(dim: 64, elementType: type))
         let escaped = bytes.withUnsafeBytes { b in
-            indices.filter { !code.encode(b.baseAddress! + $0 * 128, dim: 64, elementSize: 2, into: &slot) }.count
+            indices.filter { !code.encode(b.baseAddress! + $0 * 64 * type.size, dim: 64, elementSize: type.size, into: &slot) }.count
         }
         #expect(escaped >= 20)
         @Sendable func reduce(_ store: Store) throws -> [Float] {
@@ -135,13 +137,23 @@ import TestSupport
         let first = try reduce(store)
         #expect(try reduce(store) == first)
         #expect(try reduce(store) == first)
+        #expect(store.waitForBackgroundCheck(timeout: .seconds(60)) != nil)
+        #expect(store.readsDecodedRows, "the rows were not decoded into memory")
+        #expect(try reduce(store) == first)
+        for r in [0, 3, 19999] { #expect(try store.row(r) == referenceRow(bytes, r, dim: 64, type: type)) }
         let fresh = try Store.open(at: dir.file("t.pkm"))
         let results = Locked([[Float]]())
         DispatchQueue.concurrentPerform(iterations: 2) { _ in
-            let sums = (try? reduce(fresh)) ?? []
-            results.withLock { $0.append(sums) }
+            var sums: [[Float]] = []
+            for _ in 0..<20 { sums.append((try? reduce(fresh)) ?? []) }
+            results.withLock { $0 += sums }
         }
-        #expect(results.withLock { $0 } == [first, first])
+        #expect(results.withLock { $0 } == [[Float]](repeating: first, count: 40))
+        #expect(fresh.waitForBackgroundCheck(timeout: .seconds(60)) != nil && fresh.readsDecodedRows)
+        let small = try Store.open(at: dir.file("t.pkm"), cacheBytes: layout.rawBytes - 1)
+        #expect(try reduce(small) == first)
+        #expect(small.waitForBackgroundCheck(timeout: .seconds(60)) != nil && !small.readsDecodedRows, "decoded beyond the cache budget")
+        #expect(try reduce(small) == first)
     }
 
     /// The blob's bytes worked out by hand from the spec for a small table: header padding,

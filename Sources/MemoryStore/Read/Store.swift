@@ -42,6 +42,8 @@ public final class Store: @unchecked Sendable {
     /// The whole table decoded into huge-page memory at open (``open(at:cacheBytes:checksRows:resident:)``):
     /// rows back to back, read there without checks; nil otherwise. Filled in init, read-only after.
     let residentRows: HugePageBuffer?
+    /// A nibble table's rows, decoded by the background check when they fit the cache budget; nil otherwise.
+    let decodedRows: DecodedRows?
     let contexts: ReaderContextPool
     let decoded = Atomic<Int>(0)
     let rowScratch = RowScratchPool()
@@ -65,6 +67,11 @@ public final class Store: @unchecked Sendable {
     public var isComplete: Bool { state.complete }
     /// Whether the table was loaded into memory at open (``open(at:cacheBytes:checksRows:resident:)``).
     public var isResident: Bool { residentRows != nil }
+    /// Whether reads are served from a nibble table's rows decoded into memory (``DecodedRows``).
+    public var readsDecodedRows: Bool { decodedRows?.base != nil }
+    /// The raw rows, back to back in memory, that reads are served from: a resident table's, or a
+    /// nibble table's once decoded; nil when reads find the rows in the map.
+    var rowsInMemory: UnsafeRawPointer? { residentRows.map { UnsafeRawPointer($0.base) } ?? decodedRows?.base }
     /// Rows that can be read: all of them once complete, the committed prefix otherwise.
     public var readableRows: Int { state.complete ? layout.rows : state.rowsCommitted }
 
@@ -148,6 +155,8 @@ public final class Store: @unchecked Sendable {
             guard buffer != nil else { throw StoreError.invalidArgument("cannot allocate \(table.rawBytes) bytes to hold the table in memory") }
         }
         residentRows = buffer
+        decodedRows = table.codec == .nibble && rawRows != nil && checksRows && checksInBackground && !resident && table.rawBytes <= cacheBytes
+            ? DecodedRows(rows: table.rows, rowBytes: table.rowBytes) : nil
         openDuration = .zero
         if let buffer { try fillResidentRows(buffer) }
         openDuration = ContinuousClock().now - started
@@ -181,7 +190,7 @@ public final class Store: @unchecked Sendable {
         guard rawRows.everyShardKnown else { return }
         backgroundCheck.withLock { check in
             guard !backgroundCheckStarted.load(ordering: .relaxed) else { return }
-            check = BackgroundCheck(rawRows, readsStorage: layout.rawBytes <= HugePageBuffer.availableBytes / 2)
+            check = BackgroundCheck(rawRows, readsStorage: layout.rawBytes <= HugePageBuffer.availableBytes / 2, decoding: decodedRows)
             backgroundCheckStarted.store(true, ordering: .releasing)
         }
     }
