@@ -39,7 +39,7 @@ struct Bench: ParsableCommand {
     @Flag(help: "Drop the page cache before opening the store, and skip the warm-up.")
     var cold = false
 
-    @Option(help: "Bytes of decoded shards to cache.")
+    @Option(help: "Bytes of decoded shards to cache (zstd), or of a nibble table's rows to decode into memory once checked when they fit.")
     var cacheBytes: Int = 1 << 30
 
     @Flag(name: [.customLong("no-memory-limit"), .customLong("no-upper-bound")],
@@ -163,7 +163,7 @@ struct Bench: ParsableCommand {
                          r.searchBatchMilliseconds.p50, r.searchBatchMilliseconds.p90, r.searchBatchMilliseconds.p99))
             print(String(format: "lookup     %10.0f queries/s   batch p50 %.2f ms  p90 %.2f ms  p99 %.2f ms", r.lookupQueriesPerSecond,
                          r.lookupBatchMilliseconds.p50, r.lookupBatchMilliseconds.p90, r.lookupBatchMilliseconds.p99))
-            let hitRate = r.cacheHitRate.map { String(format: "%.1f%%", 100 * $0) } ?? "n/a (raw)"
+            let hitRate = r.cacheHitRate.map { String(format: "%.1f%%", 100 * $0) } ?? "n/a (rows read in place)"
             print(String(format: "reduce     %10.0f queries/s   %.2f M rows/s batch after batch (batch p50 %.3f ms, p99 %.3f ms); within lookups %.2f M rows/s, %.0f%% of lookup time",
                          r.reduceQueriesPerSecond, r.rowsPerSecond / 1e6, r.reduceBatchMilliseconds.p50, r.reduceBatchMilliseconds.p99,
                          r.lookupReduceRowsPerSecond / 1e6, 100 * (1 - r.searchShare)))
@@ -188,7 +188,8 @@ struct Bench: ParsableCommand {
     private func checkState(_ r: LookupBenchmark.Report) -> String {
         guard r.rowChecks && !r.resident && !r.cold && r.codec != "zstd" else { return "" }  // zstd: every decode checks
         let waited = r.backgroundCheckWaitMilliseconds.map { String(format: ", after waiting %.0f ms for the background check", $0) } ?? ""
-        return r.everyRowChecked ? " (every row checked before the reduce passes\(waited))" : " (rows left unchecked at the reduce passes\(waited))"
+        let decoded = r.decodedRows ? "; the rows then decoded into memory, within the cache budget" : ""
+        return r.everyRowChecked ? " (every row checked before the reduce passes\(waited)\(decoded))" : " (rows left unchecked at the reduce passes\(waited))"
     }
 
     private func reportLayers(_ r: LayeredBenchmark.Report) throws {

@@ -77,7 +77,10 @@ public final class Store: @unchecked Sendable {
 
     /// Opens the store at `path` read-only.
     /// - Parameters:
-    ///   - cacheBytes: budget for decoded shards of compressed tables (0 disables the cache).
+    ///   - cacheBytes: budget for decoded shards of zstd tables (0 disables the cache), and for a
+    ///     nibble table's rows decoded into memory: with the background check, a nibble table whose
+    ///     raw rows fit it (and a quarter of the memory available) is decoded once every group is
+    ///     checked, and read there from then on (``DecodedRows``; the sums keep their bits).
     ///   - checksRows: whether rows of complete raw tables are checked against their checksums
     ///     (the first time each is read after opening; Spec/GUARANTEES.md). Pass false only to
     ///     measure what the checks cost, or for a store `verify` has passed that nothing can
