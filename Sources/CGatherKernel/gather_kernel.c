@@ -22,7 +22,7 @@ static inline size_t run_end_scalar(const intptr_t *targets, const intptr_t *pos
 
 /// How a kernel finds its rows: given (rows[k]), or located through a pkm_row_map, flat,
 /// sharded, or sharded with checked groups.
-enum { ROWS_GIVEN = 0, ROWS_FLAT = 1, ROWS_SHARDED = 2, ROWS_CHECKED = 3, ROWS_DECODED = 4 };
+enum { ROWS_GIVEN = 0, ROWS_FLAT = 1, ROWS_SHARDED = 2, ROWS_CHECKED = 3 };
 
 /// What a kernel that locates its rows (pkm_gather_reduce_rows) needs on the way: the table, the
 /// indices, the number of output rows, the list of rows not yet checked, and whether an index or
@@ -49,7 +49,6 @@ static inline __attribute__((always_inline)) const void *locate_row(const int ho
         r = 0;
     }
     if (how == ROWS_FLAT) return map->base + r * map->row_bytes;
-    if (how == ROWS_DECODED) return map->base + r * map->row_bytes + ((map->escaped_rows[r >> 6] >> (r & 63)) & 1);
     const uint64_t s = pkm_row_shard(map, r);
     const size_t i = (size_t)(r - s * map->rows_per_shard);
     const char *base = (const char *)__atomic_load_n(&map->shard_rows[s], __ATOMIC_RELAXED);
@@ -75,11 +74,6 @@ static int rows_kind(const pkm_row_map *map) {
     return !map->shard_rows ? ROWS_FLAT : map->checked ? ROWS_CHECKED : ROWS_SHARDED;
 }
 
-/// The kind of table `map` is for the nibble kernels: decoded rows (ROWS_DECODED) as well.
-static int nibble_rows_kind(const pkm_row_map *map) {
-    return map->escaped_rows && map->base ? ROWS_DECODED : rows_kind(map);
-}
-
 /// Calls FN(chunked, how, ...) with both as constants, so that the inlined kernel is specialised:
 /// `how` a ROWS_ kind, `chunked` whether rows have more than one weight.
 #define DISPATCH_ROWS(how, chunked, FN, ...)                                                                            \
@@ -92,15 +86,6 @@ static int nibble_rows_kind(const pkm_row_map *map) {
     case 5: FN(1, ROWS_SHARDED, __VA_ARGS__); break;                                                                    \
     case 6: FN(0, ROWS_CHECKED, __VA_ARGS__); break;                                                                    \
     default: FN(1, ROWS_CHECKED, __VA_ARGS__); break;                                                                   \
-    }
-
-/// DISPATCH_ROWS with decoded rows (ROWS_DECODED) too, for the nibble kernels.
-#define DISPATCH_NIBBLE_ROWS(how, chunked, FN, ...)                                                                     \
-    if ((how) == ROWS_DECODED) {                                                                                        \
-        if (chunked) FN(1, ROWS_DECODED, __VA_ARGS__);                                                                  \
-        else FN(0, ROWS_DECODED, __VA_ARGS__);                                                                          \
-    } else {                                                                                                            \
-        DISPATCH_ROWS(how, chunked, FN, __VA_ARGS__)                                                                    \
     }
 
 /// Asks for the `bytes` of entry `at` of `list` (rows or slots), locating it first when the kernel
@@ -692,23 +677,10 @@ static ALWAYS_INLINE AVX2 __m256 widen_bf16(__m128i v) {
 #define NIBBLE_AHEAD(r)                                                                                                 \
     if (first && distance && (r) + distance < count) LOCATE_AND_PREFETCH(slots, (r) + distance, slot_bytes)
 
-/// Whether the slot (or decoded row, ROWS_DECODED) at p is coded: an escaped slot's first byte
-/// is 0xFF, an escaped decoded row's address is tagged with its lowest bit.
-#define NIBBLE_CODED(p) (located == ROWS_DECODED ? !((uintptr_t)(p) & 1) : (p)[0] != 0xFF)
-
-/// Elements c0 ..< c0 + 32 of a decoded row (bf16) at p as four vectors of eight floats, for
-/// the nibble kernels over decoded rows (ROWS_DECODED): the values NIBBLE_DECODE32 gives.
-#define DECODED_LOAD32(p, c0, v0, v1, v2, v3)                                                                           \
-    do {                                                                                                                \
-        const __m128i *q_ = (const __m128i *)((p) + 2 * (c0));                                                          \
-        v0 = widen_bf16(_mm_loadu_si128(q_)); v1 = widen_bf16(_mm_loadu_si128(q_ + 1));                                 \
-        v2 = widen_bf16(_mm_loadu_si128(q_ + 2)); v3 = widen_bf16(_mm_loadu_si128(q_ + 3));                             \
-    } while (0)
-
 /// Escaped slots (first byte 0xFF) are skipped by every block; the first block (c0 == 0) lists
 /// their k in escaped[(*escapes)++], for the caller to add.
 #define NIBBLE_SKIP(slot, r)                                                                                            \
-    if (!NIBBLE_CODED(slot)) {                                                                                            \
+    if ((slot)[0] == 0xFF) {                                                                                            \
         if (first) escaped[(*escapes)++] = (intptr_t)(r);                                                             \
         continue;                                                                                                       \
     }
@@ -730,8 +702,7 @@ static ALWAYS_INLINE AVX2 void nibble_run_block32(const int chunked, const int l
         NIBBLE_SKIP(slot, r)
         const float *w = weights + position(positions, r) * chunks;
         __m256 v0, v1, v2, v3;
-        if (located == ROWS_DECODED) DECODED_LOAD32(slot, c0, v0, v1, v2, v3);
-        else NIBBLE_DECODE32(slot, slot + dim / 2, c0, v0, v1, v2, v3);
+        NIBBLE_DECODE32(slot, slot + dim / 2, c0, v0, v1, v2, v3);
 #define WEIGHT(v) (chunked ? _mm256_set1_ps(w[(c0 + 8 * (v)) / width]) : wt)
         const __m256 wt = _mm256_set1_ps(w[0]);
         a0 = _mm256_fmadd_ps(v0, WEIGHT(0), a0); a1 = _mm256_fmadd_ps(v1, WEIGHT(1), a1);
@@ -760,13 +731,8 @@ static ALWAYS_INLINE AVX2 void nibble_run_block64(const int chunked, const int l
         const float *w = weights + position(positions, r) * chunks;
         const uint8_t *low = slot + dim / 2;
         __m256 v0, v1, v2, v3, v4, v5, v6, v7;
-        if (located == ROWS_DECODED) {
-            DECODED_LOAD32(slot, c0, v0, v1, v2, v3);
-            DECODED_LOAD32(slot, c0 + 32, v4, v5, v6, v7);
-        } else {
-            NIBBLE_DECODE32(slot, low, c0, v0, v1, v2, v3);
-            NIBBLE_DECODE32(slot, low, c0 + 32, v4, v5, v6, v7);
-        }
+        NIBBLE_DECODE32(slot, low, c0, v0, v1, v2, v3);
+        NIBBLE_DECODE32(slot, low, c0 + 32, v4, v5, v6, v7);
 #define WEIGHT(v) (chunked ? _mm256_set1_ps(w[(c0 + 8 * (v)) / width]) : wt)
         const __m256 wt = _mm256_set1_ps(w[0]);
         a0 = _mm256_fmadd_ps(v0, WEIGHT(0), a0); a1 = _mm256_fmadd_ps(v1, WEIGHT(1), a1);
@@ -822,11 +788,9 @@ static ALWAYS_INLINE AVX512 void nibble_run_block64_512(const int chunked, const
                                                         size_t distance, size_t slot_bytes, __m128i table, intptr_t *escaped,
                                                         size_t *escapes, locator *loc) {
     const __m512i table4 = _mm512_broadcast_i32x4(table), nibbles = _mm512_set1_epi16(0x0F0F), zero = _mm512_setzero_si512();
-    // Decoded rows are summed in the output's column order: the same sums, column by column.
-    const int decoded = located == ROWS_DECODED;
     __m512 a0 = _mm512_loadu_ps(o + c0), a1 = _mm512_loadu_ps(o + c0 + 16), a2 = _mm512_loadu_ps(o + c0 + 32),
            a3 = _mm512_loadu_ps(o + c0 + 48);
-    if (!decoded) TRANSPOSE_LANES(a0, a1, a2, a3);
+    TRANSPOSE_LANES(a0, a1, a2, a3);
     __m512 b0 = _mm512_setzero_ps(), b1 = _mm512_setzero_ps(), b2 = _mm512_setzero_ps(), b3 = _mm512_setzero_ps();
     const int first = c0 == 0;
     // Chunked: the row's weights from its chunk c0 / width on, lane j taking the one at (c0 + 16j) / width - c0 / width.
@@ -838,17 +802,8 @@ static ALWAYS_INLINE AVX512 void nibble_run_block64_512(const int chunked, const
         0, 0, 0, 0);
     const __mmask16 chunk_mask = (__mmask16)((1u << ((c0 + 48) / width - chunk0 + 1)) - 1);
 #define WEIGHTS(w) (chunked ? _mm512_permutexvar_ps(lane_chunk, _mm512_maskz_loadu_ps(chunk_mask, (w) + chunk0)) : _mm512_set1_ps((w)[0]))
-#define COLUMN_WEIGHT(w, c) _mm512_set1_ps(chunked ? (w)[(c) / width] : (w)[0])
 #define ADD_ROW(p, w, A0, A1, A2, A3)                                                                                   \
     do {                                                                                                                \
-        if (decoded) {                                                                                                  \
-            const char *q_ = (const char *)(p) + 2 * c0;                                                                \
-            A0 = _mm512_fmadd_ps(load16(PKM_ELEMENT_BF16, q_), COLUMN_WEIGHT(w, c0), A0);                                \
-            A1 = _mm512_fmadd_ps(load16(PKM_ELEMENT_BF16, q_ + 32), COLUMN_WEIGHT(w, c0 + 16), A1);                      \
-            A2 = _mm512_fmadd_ps(load16(PKM_ELEMENT_BF16, q_ + 64), COLUMN_WEIGHT(w, c0 + 32), A2);                      \
-            A3 = _mm512_fmadd_ps(load16(PKM_ELEMENT_BF16, q_ + 96), COLUMN_WEIGHT(w, c0 + 48), A3);                      \
-            break;                                                                                                      \
-        }                                                                                                               \
         __m512 v0_, v1_, v2_, v3_;                                                                                      \
         NIBBLE_DECODE64_LANES(p, (p) + dim / 2, c0, v0_, v1_, v2_, v3_);                                                \
         const __m512 wv_ = WEIGHTS(w);                                                                                  \
@@ -861,23 +816,22 @@ static ALWAYS_INLINE AVX512 void nibble_run_block64_512(const int chunked, const
         NIBBLE_AHEAD(r + 1)
         const uint8_t *p = (const uint8_t *)slots[r], *q = (const uint8_t *)slots[r + 1];
         const float *w = weights + position(positions, r) * chunks, *x = weights + position(positions, r + 1) * chunks;
-        if (NIBBLE_CODED(p)) ADD_ROW(p, w, a0, a1, a2, a3);
+        if (p[0] != 0xFF) ADD_ROW(p, w, a0, a1, a2, a3);
         else if (first) escaped[(*escapes)++] = (intptr_t)r;
-        if (NIBBLE_CODED(q)) ADD_ROW(q, x, b0, b1, b2, b3);
+        if (q[0] != 0xFF) ADD_ROW(q, x, b0, b1, b2, b3);
         else if (first) escaped[(*escapes)++] = (intptr_t)(r + 1);
     }
     if (r < end) {
         NIBBLE_AHEAD(r)
         const uint8_t *p = (const uint8_t *)slots[r];
         const float *w = weights + position(positions, r) * chunks;
-        if (NIBBLE_CODED(p)) ADD_ROW(p, w, a0, a1, a2, a3);
+        if (p[0] != 0xFF) ADD_ROW(p, w, a0, a1, a2, a3);
         else if (first) escaped[(*escapes)++] = (intptr_t)r;
     }
 #undef ADD_ROW
-#undef COLUMN_WEIGHT
 #undef WEIGHTS
     a0 = _mm512_add_ps(a0, b0); a1 = _mm512_add_ps(a1, b1); a2 = _mm512_add_ps(a2, b2); a3 = _mm512_add_ps(a3, b3);
-    if (!decoded) TRANSPOSE_LANES(a0, a1, a2, a3);
+    TRANSPOSE_LANES(a0, a1, a2, a3);
     _mm512_storeu_ps(o + c0, a0); _mm512_storeu_ps(o + c0 + 16, a1);
     _mm512_storeu_ps(o + c0 + 32, a2); _mm512_storeu_ps(o + c0 + 48, a3);
 }
@@ -886,7 +840,7 @@ static ALWAYS_INLINE AVX512 size_t nibble_reduce_512_typed(const int chunked, co
                                                            size_t count, size_t dim, size_t chunks, const float *weights,
                                                            const intptr_t *targets, float *out, size_t distance, __m128i table,
                                                            intptr_t *escaped, locator *loc_in) {
-    const size_t width = dim / chunks, slot_bytes = located == ROWS_DECODED ? 2 * dim : dim / 2 + dim;
+    const size_t width = dim / chunks, slot_bytes = dim / 2 + dim;
     size_t escapes = 0;
     locator own, *loc = &own;  // a copy the compiler keeps in registers (see locator)
     if (located) own = *loc_in;
@@ -911,7 +865,7 @@ static AVX512 size_t nibble_reduce_avx512(const void **slots, const intptr_t *po
                                           size_t distance, const uint8_t *table, intptr_t *escaped, locator *loc) {
     const __m128i t = _mm_loadu_si128((const __m128i *)table);
     size_t escapes = 0;
-    DISPATCH_NIBBLE_ROWS(loc ? nibble_rows_kind(&loc->map) : ROWS_GIVEN, chunks != 1, escapes = nibble_reduce_512_typed, slots, positions, count, dim,
+    DISPATCH_ROWS(loc ? rows_kind(&loc->map) : ROWS_GIVEN, chunks != 1, escapes = nibble_reduce_512_typed, slots, positions, count, dim,
                   chunks, weights, targets, out, distance, t, escaped, loc)
     return escapes;
 }
@@ -920,7 +874,7 @@ static ALWAYS_INLINE AVX2 size_t nibble_reduce_typed(const int chunked, const in
                                                      size_t count, size_t dim, size_t chunks, const float *weights,
                                                      const intptr_t *targets, float *out, size_t distance, __m128i table,
                                                      intptr_t *escaped, locator *loc_in) {
-    const size_t width = dim / chunks, slot_bytes = located == ROWS_DECODED ? 2 * dim : dim / 2 + dim;
+    const size_t width = dim / chunks, slot_bytes = dim / 2 + dim;
     size_t escapes = 0;
     locator own, *loc = &own;  // a copy the compiler keeps in registers (see locator)
     if (located) own = *loc_in;
@@ -951,7 +905,7 @@ static AVX2 size_t nibble_reduce_avx2(const void **slots, const intptr_t *positi
                                       size_t distance, const uint8_t *table, intptr_t *escaped, locator *loc) {
     const __m128i t = _mm_loadu_si128((const __m128i *)table);
     size_t escapes = 0;
-    DISPATCH_NIBBLE_ROWS(loc ? nibble_rows_kind(&loc->map) : ROWS_GIVEN, chunks != 1, escapes = nibble_reduce_typed, slots, positions, count, dim,
+    DISPATCH_ROWS(loc ? rows_kind(&loc->map) : ROWS_GIVEN, chunks != 1, escapes = nibble_reduce_typed, slots, positions, count, dim,
                   chunks, weights, targets, out, distance, t, escaped, loc)
     return escapes;
 }
@@ -974,10 +928,9 @@ static size_t nibble_reduce_path(int level, const void **slots, const intptr_t *
                                  const uint8_t *table, intptr_t *escaped, locator *loc) {
     if (count == 0 || !pkm_nibble_gather_reduce_fits(dim, chunks)) return 0;
     // As gather_reduce_path: the first slots asked for at once (all of them, located, without a distance).
-    const int how = loc ? nibble_rows_kind(&loc->map) : ROWS_GIVEN;
-    const size_t slot_bytes = how == ROWS_DECODED ? 2 * dim : dim / 2 + dim;
+    const size_t slot_bytes = dim / 2 + dim;
     for (size_t k = 0; k < (loc && !prefetch_distance ? count : prefetch_distance) && k < count; k++) {
-        if (loc) slots[k] = locate_row(how, loc, k);
+        if (loc) slots[k] = locate_row(rows_kind(&loc->map), loc, k);
         pkm_prefetch(slots[k], slot_bytes);
     }
     if (level >= PKM_KERNEL_AVX512 && pkm_gather_reduce_level() >= PKM_KERNEL_AVX512 && dim % 64 == 0 && (dim / chunks) % 16 == 0)
@@ -993,21 +946,13 @@ size_t pkm_nibble_gather_reduce_at(int level, const void *const *slots, const in
                               table, escaped, NULL);
 }
 
-size_t pkm_nibble_gather_reduce_rows_at(int level, const pkm_row_map *map, const intptr_t *indices, size_t count, size_t dim,
-                                        size_t chunks, const float *weights, const intptr_t *targets, float *out, size_t outputs,
-                                        size_t prefetch_distance, const uint8_t *table, const void **slots, intptr_t *escaped,
-                                        intptr_t *unchecked, size_t *unchecked_count) {
-    locator loc = {*map, indices, outputs, unchecked, 0, 0};
-    const size_t escapes = nibble_reduce_path(level, slots, NULL, count, dim, chunks, weights, targets, out, prefetch_distance, table,
-                                              escaped, &loc);
-    *unchecked_count = loc.n;
-    return loc.refused ? SIZE_MAX : escapes;
-}
-
 size_t pkm_nibble_gather_reduce_rows(const pkm_row_map *map, const intptr_t *indices, size_t count, size_t dim, size_t chunks,
                                      const float *weights, const intptr_t *targets, float *out, size_t outputs,
                                      size_t prefetch_distance, const uint8_t *table, const void **slots, intptr_t *escaped,
                                      intptr_t *unchecked, size_t *unchecked_count) {
-    return pkm_nibble_gather_reduce_rows_at(pkm_gather_reduce_level(), map, indices, count, dim, chunks, weights, targets, out, outputs,
-                                            prefetch_distance, table, slots, escaped, unchecked, unchecked_count);
+    locator loc = {*map, indices, outputs, unchecked, 0, 0};
+    const size_t escapes = nibble_reduce_path(pkm_gather_reduce_level(), slots, NULL, count, dim, chunks, weights, targets, out,
+                                              prefetch_distance, table, escaped, &loc);
+    *unchecked_count = loc.n;
+    return loc.refused ? SIZE_MAX : escapes;
 }

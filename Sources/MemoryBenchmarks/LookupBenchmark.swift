@@ -75,9 +75,9 @@ public struct LookupBenchmark {
         /// Whether every row had been checked since open when the reduce passes began, so that
         /// they read without testing each row's group (`Store.everyRowChecked`).
         public var everyRowChecked: Bool
-        /// Whether the reduce passes read a nibble table's rows decoded into memory by its
-        /// background check (`Store.readsDecodedRows`: the decoded rows fit the cache budget).
-        public var decodedRows: Bool
+        /// Whether the reduce passes read a nibble table's slots copied into memory by its
+        /// background check (`Store.readsSlotsInMemory`: the slots fit the cache budget).
+        public var slotsInMemory: Bool
         /// Whether the memory limit's flat copy was read into huge-page memory (else mapped); nil when not measured.
         public var memoryLimitInMemory: Bool?
         /// The gather-reduce kernel in use: `avx2` or `portable`.
@@ -174,7 +174,7 @@ public struct LookupBenchmark {
             let start = clock.now
             if store.waitForBackgroundCheck(timeout: .seconds(600)) != nil { waited = clock.now - start }
         }
-        let everyRowChecked = store.everyRowChecked, decodedRows = store.readsDecodedRows
+        let everyRowChecked = store.everyRowChecked, slotsInMemory = store.readsSlotsInMemory
         if !cold {
             func bestPass(_ reduce: (SearchResult) throws -> [Float]) throws -> [Double] {
                 var best: [Double]?
@@ -247,7 +247,7 @@ public struct LookupBenchmark {
             upperBoundMaxRelativeDifference: !limited ? nil : maxDifference,
             rowChecks: store.checksRows, resident: store.isResident,
             backgroundCheckWaitMilliseconds: waited.map { $0.seconds * 1e3 }, everyRowChecked: everyRowChecked,
-            decodedRows: decodedRows, memoryLimitInMemory: options.flatTable?.inMemory,
+            slotsInMemory: slotsInMemory, memoryLimitInMemory: options.flatTable?.inMemory,
             kernel: Store.reduceKernel,
             blasKernels: BLASKernels.loaded,
             bruteForceQueriesPerSecond: bruteRate, bruteForceAgreement: agreement,

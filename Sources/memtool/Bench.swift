@@ -39,7 +39,7 @@ struct Bench: ParsableCommand {
     @Flag(help: "Drop the page cache before opening the store, and skip the warm-up.")
     var cold = false
 
-    @Option(help: "Bytes of decoded shards to cache (zstd), or of a nibble table's rows to decode into memory once checked when they fit.")
+    @Option(help: "Bytes of decoded shards to cache (zstd), or of a nibble table's slots to copy into memory once checked when they fit.")
     var cacheBytes: Int = 1 << 30
 
     @Flag(name: [.customLong("no-memory-limit"), .customLong("no-upper-bound")],
@@ -188,7 +188,7 @@ struct Bench: ParsableCommand {
     private func checkState(_ r: LookupBenchmark.Report) -> String {
         guard r.rowChecks && !r.resident && !r.cold && r.codec != "zstd" else { return "" }  // zstd: every decode checks
         let waited = r.backgroundCheckWaitMilliseconds.map { String(format: ", after waiting %.0f ms for the background check", $0) } ?? ""
-        let decoded = r.decodedRows ? "; the rows then decoded into memory, within the cache budget" : ""
+        let decoded = r.slotsInMemory ? "; the slots then copied into memory, within the cache budget" : ""
         return r.everyRowChecked ? " (every row checked before the reduce passes\(waited)\(decoded))" : " (rows left unchecked at the reduce passes\(waited))"
     }
 

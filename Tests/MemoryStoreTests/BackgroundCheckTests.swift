@@ -99,7 +99,7 @@ import _MemorySupport
         let inMemory = residency.contains(index.bytesToCheck(ofRow: 55_555, wholeGroup: true).0)
         try #require(!inMemory, "this file system kept the pages in memory")
         func pass(readingStorage: Bool) throws {
-            let check = try #require(BackgroundCheck(index, readsStorage: readingStorage, decoding: nil) as BackgroundCheck?)
+            let check = try #require(BackgroundCheck(index, readsStorage: readingStorage, copying: nil) as BackgroundCheck?)
             let deadline = ContinuousClock().now + .seconds(60)
             while !check.isFinished && ContinuousClock().now < deadline { usleep(1000) }
             #expect(check.isFinished)

@@ -83,7 +83,7 @@ import _MemorySupport
                     let maps = [RowKernels.flatMap(base: t.baseAddress!, rowBytes: rowBytes, rows: rows),
                                 pkm_row_map(base: nil, row_bytes: rowBytes, shard_rows: b.baseAddress, rows_per_shard: rows,
                                             shard_multiplier: Divisor(rows, dividendsBelow: rows).multiplier, row_offsets: o.baseAddress,
-                                            checked: nil, checked_shift: 0, group_shift: 0, rows: rows, escaped_rows: nil)]
+                                            checked: nil, checked_shift: 0, group_shift: 0, rows: rows)]
                     for (name, indices, targets) in [("index = rows", [1, rows, 2], [0, 1, 2]), ("index -1", [1, -1, 2], [0, 1, 2]),
                                                       ("target = outputs", [1, 2, 3], [0, outputs, 2]), ("target -1", [1, 2, 3], [0, 1, -1])] {
                         for (kind, map) in maps.enumerated() {
@@ -156,7 +156,7 @@ import _MemorySupport
                                         ? pkm_row_map(base: nil, row_bytes: rowBytes, shard_rows: b.baseAddress, rows_per_shard: perShard,
                                                       shard_multiplier: divided ? 0 : Divisor(perShard, dividendsBelow: tableRows).multiplier,
                                                       row_offsets: o.baseAddress, checked: checking ? bits.baseAddress : nil,
-                                                      checked_shift: checkedShift, group_shift: 2, rows: tableRows, escaped_rows: nil)
+                                                      checked_shift: checkedShift, group_shift: 2, rows: tableRows)
                                         : RowKernels.flatMap(base: m.baseAddress!, rowBytes: rowBytes, rows: tableRows)
                                     for level in Int32(PKM_KERNEL_PORTABLE)...pkm_gather_reduce_level() {
                                         for distance in [0, 1, 32] {
@@ -323,7 +323,7 @@ import _MemorySupport
                             var map = sharded
                                 ? pkm_row_map(base: nil, row_bytes: slotBytes, shard_rows: b.baseAddress, rows_per_shard: tableRows,
                                               shard_multiplier: 0, row_offsets: o.baseAddress, checked: bits.baseAddress, checked_shift: 7,
-                                              group_shift: 2, rows: tableRows, escaped_rows: nil)
+                                              group_shift: 2, rows: tableRows)
                                 : RowKernels.flatMap(base: s.baseAddress!, rowBytes: slotBytes, rows: tableRows)
                             var out = [Float](repeating: 0, count: outputs * dim), listed = [Int](repeating: -1, count: count)
                             var located = [UnsafeRawPointer?](repeating: nil, count: count), unchecked = [Int](repeating: -1, count: count)
@@ -335,31 +335,6 @@ import _MemorySupport
                             let expectedUnchecked = sharded ? picks.indices.filter { bitmap[picks[$0] / 4 / 64] >> UInt64(picks[$0] / 4 % 64) & 1 == 0 } : []
                             #expect(Array(unchecked[0..<n]) == expectedUnchecked, "sharded \(sharded)")
                         }
-                    }
-                }
-            }
-            // Over the rows decoded (a flat table of the bf16 rows with a bitmap of the escaped
-            // ones, as DecodedRows holds them), on every path: the same sums to the bit as over
-            // the slots, the same escaped rows listed, their entries the row's address plus one.
-            var escapedBits = [UInt64](repeating: 0, count: tableRows / 64 + 1)
-            for r in escaped { escapedBits[r / 64] |= 1 << UInt64(r % 64) }
-            for level in Int32(PKM_KERNEL_AVX2)...pkm_gather_reduce_level() {
-                var overSlots = [Float](repeating: 0, count: outputs * dim), slotsListed = [Int](repeating: -1, count: count)
-                var slotMap = RowKernels.flatMap(base: s.baseAddress!, rowBytes: slotBytes, rows: tableRows)
-                var located = [UnsafeRawPointer?](repeating: nil, count: count), unchecked = [Int](repeating: -1, count: count)
-                var n = 0
-                let slotEscapes = pkm_nibble_gather_reduce_rows_at(level, &slotMap, picks, count, dim, chunks, weights, targets, &overSlots,
-                                                                   outputs, 8, table, &located, &slotsListed, &unchecked, &n)
-                encoded.withUnsafeBytes { e in
-                    escapedBits.withUnsafeBufferPointer { bits in
-                        var map = RowKernels.flatMap(base: e.baseAddress!, rowBytes: dim * 2, rows: tableRows, escapedRows: bits.baseAddress)
-                        var out = [Float](repeating: 0, count: outputs * dim), listed = [Int](repeating: -1, count: count)
-                        let escapes = pkm_nibble_gather_reduce_rows_at(level, &map, picks, count, dim, chunks, weights, targets, &out,
-                                                                       outputs, 8, table, &located, &listed, &unchecked, &n)
-                        #expect(escapes == slotEscapes && Array(listed[0..<escapes]) == Array(slotsListed[0..<slotEscapes]), "level \(level)")
-                        #expect(located == picks.map { e.baseAddress! + $0 * dim * 2 + (escaped.contains($0) ? 1 : 0) }, "level \(level)")
-                        let differing = zip(out, overSlots).filter { $0.bitPattern != $1.bitPattern }.count
-                        #expect(differing == 0, "level \(level): \(differing) of \(out.count) sums differ")
                     }
                 }
             }

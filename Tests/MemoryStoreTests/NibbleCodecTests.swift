@@ -110,10 +110,10 @@ import TestSupport
     /// A nibble store sums each output's rows in the same order, coded and escaped, whichever
     /// road reads them and whatever has been checked: the same batch reduced on first reads
     /// (before the shards are known), on second reads, once every group is checked and once the
-    /// rows are decoded into memory (``DecodedRows``) gives the same bits, as do two threads
+    /// slots are copied into memory (``SlotsInMemory``) gives the same bits, as do two threads
     /// reducing it at once on a fresh store (racing to check the same groups, and then reading
-    /// the decoded rows), and a store whose cache budget holds no decoded rows.
-    @Test(arguments: [ElementType.bf16, .f32])  // f32: no kernel decodes its slots as it sums them
+    /// the copy), and a store whose cache budget cannot hold the slots.
+    @Test(arguments: [ElementType.bf16, .f32])  // f32: no kernel sums its slots, nor reads them copied
     func sumsDoNotDependOnWhatHasBeenChecked(type: ElementType) throws {
         let dir = ScratchDirectory()
         let layout = TableLayout(elementType: type, rows: 20000, dim: 64, codec: .nibble)
@@ -138,7 +138,7 @@ import TestSupport
         #expect(try reduce(store) == first)
         #expect(try reduce(store) == first)
         #expect(store.waitForBackgroundCheck(timeout: .seconds(60)) != nil)
-        #expect(store.readsDecodedRows, "the rows were not decoded into memory")
+        #expect(store.readsSlotsInMemory == (type == .bf16), "the bf16 slots were not copied into memory, or the f32 ones were")
         #expect(try reduce(store) == first)
         for r in [0, 3, 19999] { #expect(try store.row(r) == referenceRow(bytes, r, dim: 64, type: type)) }
         let fresh = try Store.open(at: dir.file("t.pkm"))
@@ -149,10 +149,10 @@ import TestSupport
             results.withLock { $0 += sums }
         }
         #expect(results.withLock { $0 } == [[Float]](repeating: first, count: 40))
-        #expect(fresh.waitForBackgroundCheck(timeout: .seconds(60)) != nil && fresh.readsDecodedRows)
-        let small = try Store.open(at: dir.file("t.pkm"), cacheBytes: layout.rawBytes - 1)
+        #expect(fresh.waitForBackgroundCheck(timeout: .seconds(60)) != nil && fresh.readsSlotsInMemory == (type == .bf16))
+        let small = try Store.open(at: dir.file("t.pkm"), cacheBytes: 20000 * NibbleCode.slotBytes(dim: 64, elementType: type) - 1)
         #expect(try reduce(small) == first)
-        #expect(small.waitForBackgroundCheck(timeout: .seconds(60)) != nil && !small.readsDecodedRows, "decoded beyond the cache budget")
+        #expect(small.waitForBackgroundCheck(timeout: .seconds(60)) != nil && !small.readsSlotsInMemory, "copied beyond the cache budget")
         #expect(try reduce(small) == first)
     }
 

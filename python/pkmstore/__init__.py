@@ -29,11 +29,11 @@ def open(path, cache_bytes=256 << 20, resident=False, background_check=True):  #
     checked at open into memory in huge pages (as much memory as its raw rows) and every read is
     served from there: for tables that fit in memory, the fastest reads whatever the codec.
     Otherwise, after the first read a thread of idle priority checks the table's rows that are in
-    memory, once, so that reads stop testing whether each row was checked, and then decodes a nibble
-    table whose raw rows fit `cache_bytes` into memory, where reads find them from then on (the sums
-    keep their bits); `background_check=False` leaves every check to the reads and decodes nothing
-    (for a process that reads little of the table, or many worker processes over one table, each of
-    which would check it and hold its own decoded copy)."""
+    memory, once, so that reads stop testing whether each row was checked, and then copies the slots
+    of a nibble table that fit `cache_bytes` into memory, where reduces find them from then on (the
+    sums keep their bits); `background_check=False` leaves every check to the reads and copies
+    nothing (for a process that reads little of the table, or many worker processes over one table,
+    each of which would check it and hold its own copy)."""
     return Store(path, cache_bytes, resident, background_check)
 
 

@@ -42,12 +42,7 @@ void pkm_gather_dot(int element_type, const void *const *rows, const intptr_t *p
 /// shard_rows[s] (read with relaxed atomic loads) must be known (not 0). When `checked` is not
 /// NULL, row r's group is checked when bit (s << checked_shift) + (i >> group_shift) of it is
 /// set (read with relaxed atomic loads). Indices must be below `rows`: the kernels that locate
-/// rows refuse any other (see pkm_gather_reduce_rows). `escaped_rows`, for the nibble kernel
-/// only (pkm_nibble_gather_reduce_rows), with a flat table: the table holds a nibble table's rows
-/// decoded (raw bf16), and bit r of escaped_rows is set when row r's slot is escaped; the kernel
-/// then sums them exactly as it sums the slots, in the same order, escaped rows listed for the
-/// caller as it lists escaped slots (their entries in `slots` the row's address plus one). The
-/// other kernels ignore it.
+/// rows refuse any other (see pkm_gather_reduce_rows).
 typedef struct {
     const char *base;
     size_t row_bytes;
@@ -58,7 +53,6 @@ typedef struct {
     const uint64_t *checked;
     unsigned checked_shift, group_shift;
     size_t rows;
-    const uint64_t *escaped_rows;
 } pkm_row_map;
 
 /// The shard holding row r of the table `map` describes (see pkm_row_map).
@@ -144,12 +138,6 @@ size_t pkm_nibble_gather_reduce_rows(const pkm_row_map *map, const intptr_t *ind
                                      const float *weights, const intptr_t *targets, float *out, size_t outputs,
                                      size_t prefetch_distance, const uint8_t *table, const void **slots, intptr_t *escaped,
                                      intptr_t *unchecked, size_t *unchecked_count);
-
-/// pkm_nibble_gather_reduce_rows with the path limited to `level` (PKM_KERNEL_AVX2 or better), for tests.
-size_t pkm_nibble_gather_reduce_rows_at(int level, const pkm_row_map *map, const intptr_t *indices, size_t count, size_t dim,
-                                        size_t chunks, const float *weights, const intptr_t *targets, float *out, size_t outputs,
-                                        size_t prefetch_distance, const uint8_t *table, const void **slots, intptr_t *escaped,
-                                        intptr_t *unchecked, size_t *unchecked_count);
 
 /// Whether pkm_nibble_gather_reduce runs on this processor for rows of `dim` in `chunks`.
 int pkm_nibble_gather_reduce_fits(size_t dim, size_t chunks);

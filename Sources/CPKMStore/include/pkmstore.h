@@ -85,8 +85,8 @@ const char *pkm_version(void);
 /* --- Stores ------------------------------------------------------------------------------ */
 
 /* Opens the store at `path` read-only; `cache_bytes` is the decoded-shard budget (0: none), and
- * the budget for a nibble table's rows decoded into memory once its background check has checked
- * them all (when its raw rows fit; sums keep their bits). */
+ * the budget for a nibble table's slots copied into memory once its background check has checked
+ * them all (when they fit; sums keep their bits). */
 int pkm_store_open(const char *path, size_t cache_bytes, pkm_store *out, pkm_error *error);
 
 /* Flags of pkm_store_open_with. PKM_OPEN_RESIDENT: decode and check the whole value table at open

@@ -4,7 +4,7 @@ import Synchronization
 /// A thread that checks, once, every row group of a table read in place whose pages are in
 /// memory (``RawRowIndex/checkGroups(fromStorage:until:)``), then, when the table fits in half
 /// the memory available (`readsStorage`), the groups whose pages are on storage, reading them
-/// in, and, given ``DecodedRows``, once every group is checked, decodes a nibble table into them: a table that can be served from memory is soon wholly checked and its reads no longer
+/// in, and, given ``SlotsInMemory``, once every group is checked, copies a nibble table's slots into them: a table that can be served from memory is soon wholly checked and its reads no longer
 /// test each row's group bit (BENCHMARKS.md: that test costs up to half a reduce of rows beyond
 /// the caches), whichever of its pages were in memory when it was opened.
 ///
@@ -20,8 +20,8 @@ final class BackgroundCheck: Sendable {
 
     /// Starts the thread over `index`, reading the groups on storage too with `readsStorage`;
     /// nil when no thread can be started (reads then check their rows themselves, as always).
-    init?(_ index: RawRowIndex, readsStorage: Bool, decoding: DecodedRows?) {
-        guard let thread = Self.start(Work(index: index, readsStorage: readsStorage, decoding: decoding, progress: progress)) else { return nil }
+    init?(_ index: RawRowIndex, readsStorage: Bool, copying: SlotsInMemory?) {
+        guard let thread = Self.start(Work(index: index, readsStorage: readsStorage, copying: copying, progress: progress)) else { return nil }
         self.thread = thread
     }
 
@@ -57,23 +57,30 @@ final class BackgroundCheck: Sendable {
     private final class Work: Sendable {
         let index: RawRowIndex
         let readsStorage: Bool
-        let decoding: DecodedRows?
+        let copying: SlotsInMemory?
         let progress: Progress
 
-        init(index: RawRowIndex, readsStorage: Bool, decoding: DecodedRows?, progress: Progress) {
+        init(index: RawRowIndex, readsStorage: Bool, copying: SlotsInMemory?, progress: Progress) {
             self.index = index
             self.readsStorage = readsStorage
-            self.decoding = decoding
+            self.copying = copying
             self.progress = progress
         }
 
         /// The groups in memory first (no waiting on storage), then, if asked, the rest; then
-        /// the decoded rows, once every group is checked.
+        /// the slots copied, once every group is checked.
         func run() {
             let stop = { self.progress.stopping.load(ordering: .relaxed) }
             var groups = index.checkGroups(fromStorage: false, until: stop)
             if readsStorage && !index.everyGroupChecked { groups += index.checkGroups(fromStorage: true, until: stop) }
-            if let decoding, index.everyGroupChecked { decoding.fill(from: index, until: stop) }
+            if let copying {
+                // Reads check groups too, and count one a moment after the pass saw it checked.
+                for _ in 0..<3 where !index.everyGroupChecked && !stop() {
+                    usleep(10_000)
+                    groups += index.checkGroups(fromStorage: readsStorage, until: stop)
+                }
+                if index.everyGroupChecked { copying.fill(from: index, until: stop) }
+            }
             progress.checked.store(groups, ordering: .relaxed)
             progress.finished.store(true, ordering: .releasing)
         }

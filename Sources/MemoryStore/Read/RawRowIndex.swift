@@ -178,8 +178,7 @@ final class RawRowIndex: @unchecked Sendable {
         let bitmap = checking && checkedGroups.load(ordering: .relaxed) < groupCount ? checked?.words64 : nil
         return pkm_row_map(base: nil, row_bytes: raw.rowBytes, shard_rows: bases, rows_per_shard: layout.rowsPerShard,
                            shard_multiplier: rowsPerShard.multiplier, row_offsets: rowOffsets, checked: bitmap,
-                           checked_shift: UInt32(checkedShift), group_shift: UInt32(raw.groupShift), rows: layout.rows,
-                           escaped_rows: nil)
+                           checked_shift: UInt32(checkedShift), group_shift: UInt32(raw.groupShift), rows: layout.rows)
     }
 
     /// After a reduce of `rows` rows, checks groups not yet checked, from where the last sweep
@@ -467,25 +466,16 @@ final class RawRowIndex: @unchecked Sendable {
         for k in 0..<count { try checkEscaped(row(k), values: values[k]!) }
     }
 
-    /// Decodes every row of the nibble table, in order, into `out` (row r at `out + r × rowBytes`),
-    /// setting bit r of `escaped` (zeroed words) when row r's slot is escaped, without checking
-    /// them (the caller has checked every group); returns false, leaving the rest, when `stop`
-    /// answers true (asked once a shard). Every shard must be known.
-    func decodeAll(into out: UnsafeMutableRawPointer, escaped: UnsafeMutablePointer<UInt64>, until stop: () -> Bool) throws -> Bool {
-        let perShard = layout.rowsPerShard
-        let slots = UnsafeMutablePointer<UnsafeRawPointer?>.allocate(capacity: perShard)
-        let indices = UnsafeMutablePointer<Int>.allocate(capacity: perShard)
-        defer { slots.deallocate(); indices.deallocate() }
+    /// Copies every slot of the nibble table into `out`, row r's at `out + r × slotBytes`;
+    /// returns false, leaving the rest, when `stop` answers true (asked once a shard). Every
+    /// shard must be known.
+    func copySlots(into out: UnsafeMutableRawPointer, until stop: () -> Bool) -> Bool {
+        let slotBytes = raw.rowBytes
         for s in 0..<shardCount {
             guard !stop(), let shardRows = rows(ofShard: s) else { return false }
-            let range = layout.rowRange(ofShard: s)
-            for (k, r) in range.enumerated() {
-                indices[k] = r
-                let slot = location(ofRow: r, shard: s, shardRows: shardRows)
-                slots[k] = slot
-                if slot.load(as: UInt8.self) == 0xFF { escaped[r >> 6] |= 1 << UInt64(r & 63) }
+            for r in layout.rowRange(ofShard: s) {
+                (out + r * slotBytes).copyMemory(from: location(ofRow: r, shard: s, shardRows: shardRows), byteCount: slotBytes)
             }
-            try decode(slots, rows: indices, count: range.count, into: out + range.lowerBound * layout.rowBytes, checking: false)
         }
         return true
     }

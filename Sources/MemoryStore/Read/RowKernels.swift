@@ -43,10 +43,9 @@ package enum RowKernels {
     }
 
     /// The row map of a flat table of `rows` rows: row `r` at `base + r × rowBytes`.
-    package static func flatMap(base: UnsafeRawPointer, rowBytes: Int, rows: Int, escapedRows: UnsafePointer<UInt64>? = nil) -> pkm_row_map {
+    package static func flatMap(base: UnsafeRawPointer, rowBytes: Int, rows: Int) -> pkm_row_map {
         pkm_row_map(base: base.assumingMemoryBound(to: CChar.self), row_bytes: rowBytes, shard_rows: nil, rows_per_shard: 0,
-                    shard_multiplier: 0, row_offsets: nil, checked: nil, checked_shift: 0, group_shift: 0, rows: rows,
-                    escaped_rows: escapedRows)
+                    shard_multiplier: 0, row_offsets: nil, checked: nil, checked_shift: 0, group_shift: 0, rows: rows)
     }
 
     /// The per-slot gate dots behind `Store.gatherDots`: for each k, with `i = positions?[k] ?? k`,

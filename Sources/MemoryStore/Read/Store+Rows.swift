@@ -33,8 +33,8 @@ extension Store {
         guard output.count >= dim else { throw StoreError.invalidArgument("output holds \(output.count) floats, a row has \(dim)") }
         // A cached shard's row, or a raw row whose shard is located, needs no grouping, scratch or transaction.
         if index >= 0, index < readableRows {
-            if let rowsInMemory {
-                layout.elementType.convert(rowsInMemory + index * layout.rowBytes, count: dim, into: output.baseAddress!)
+            if let residentRows {
+                layout.elementType.convert(UnsafeRawPointer(residentRows.base) + index * layout.rowBytes, count: dim, into: output.baseAddress!)
                 return
             }
             let shard = index / layout.rowsPerShard
@@ -224,13 +224,6 @@ extension Store {
         guard count > 0 else { return }
         try index.escapedRows(count: count, row: { indices[first + escaped[$0]] }, slot: { slots[escaped[$0]]! },
                               into: rows.baseAddress!, checking: checksRows, fromStorage: readingFromDisk.load(ordering: .relaxed))
-        addListedRows(count, escaped, first: first, rows, reducePlain)
-    }
-
-    /// Adds `rows[0 ..< count]`, of the escaped slots listed in `escaped` (their k in the call
-    /// starting at `first`), with the plain kernel, in list order.
-    private func addListedRows(_ count: Int, _ escaped: UnsafeMutableBufferPointer<Int>, first: Int,
-                               _ rows: UnsafeMutableBufferPointer<UnsafeRawPointer?>, _ reducePlain: (RowGroup) -> Void) {
         for k in 0..<count { escaped[k] += first }  // positions in the call, as RowGroup's are
         reducePlain(RowGroup(rows: UnsafeBufferPointer(rebasing: rows[0..<count]),
                              positions: UnsafeBufferPointer(rebasing: escaped[0..<count]), first: first))
@@ -238,14 +231,13 @@ extension Store {
 
     /// The rows' map when the kernel can locate the rows itself (`pkm_gather_reduce_rows`, or
     /// `pkm_nibble_gather_reduce_rows` for a nibble table when `nibbleKernel`): a resident table, a
-    /// nibble table's decoded rows (``DecodedRows``, for the nibble kernel when `nibbleKernel`), or a table read in place whose shards are all known, while its reads are served from
+    /// nibble table's slots in memory (``SlotsInMemory``, flat), or a table read in place whose shards are all known, while its reads are served from
     /// memory (from storage, ``forEachRowGroup`` asks for every row's pages first) and, with
     /// checks, while it remembers which groups it has checked.
     private func locatingRowMap(nibbleKernel: Bool) -> pkm_row_map? {
         if let residentRows { return RowKernels.flatMap(base: residentRows.base, rowBytes: layout.rowBytes, rows: readableRows) }
-        if let decodedRows, let base = decodedRows.base {
-            return RowKernels.flatMap(base: base, rowBytes: layout.rowBytes, rows: readableRows,
-                                      escapedRows: nibbleKernel ? UnsafePointer(decodedRows.escaped) : nil)
+        if nibbleKernel, let slotsInMemory, let base = slotsInMemory.base {
+            return RowKernels.flatMap(base: base, rowBytes: slotsInMemory.slotBytes, rows: readableRows)
         }
         guard let rawRows, rawRows.nibbleTable == nil || nibbleKernel, rawRows.everyShardKnown, !readingFromDisk.load(ordering: .relaxed),
               !checksRows || rawRows.remembersChecks else { return nil }
@@ -269,9 +261,8 @@ extension Store {
         let group = min(indices.count, Self.rawGroupRows)
         let scratch = rowScratch.take(count: group)
         defer { rowScratch.give(scratch) }
-        let inFile = map.base == nil, decoded = map.escaped_rows != nil  // else raw rows in memory
-        let readsBefore = inFile ? sampleStorageReads(rows: indices.count) : nil
-        let table = inFile || decoded ? rawRows?.nibbleTable : nil
+        let readsBefore = residentRows == nil ? sampleStorageReads(rows: indices.count) : nil
+        let table = residentRows == nil ? rawRows?.nibbleTable : nil
         let escaped = UnsafeMutableBufferPointer<Int>.allocate(capacity: table == nil ? 0 : group)
         let escapedRows = UnsafeMutableBufferPointer<UnsafeRawPointer?>.allocate(capacity: table == nil ? 0 : group)
         defer { escaped.deallocate(); escapedRows.deallocate() }
@@ -305,11 +296,7 @@ extension Store {
                 try verify(unchecked, of: rawRows, indices: slice.baseAddress!, positions: scratch.positions.baseAddress!)
             }
             met += unchecked
-            if escapes > 0, decoded {
-                // Escaped decoded rows are listed at their address plus one (pkm_row_map).
-                for k in 0..<escapes { escapedRows[k] = scratch.pointers[escaped[k]]! - 1 }
-                addListedRows(escapes, escaped, first: start, escapedRows, reducePlain)
-            } else if escapes > 0, let rawRows {
+            if escapes > 0, let rawRows {
                 try addEscapedRows(escapes, escaped, slots: scratch.pointers.baseAddress!, first: start, indices, rawRows,
                                    into: escapedRows, reducePlain)
             }

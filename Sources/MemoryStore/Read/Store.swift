@@ -1,3 +1,4 @@
+import CGatherKernel
 import CLMDB
 import Foundation
 import _MemorySupport
@@ -42,8 +43,8 @@ public final class Store: @unchecked Sendable {
     /// The whole table decoded into huge-page memory at open (``open(at:cacheBytes:checksRows:resident:)``):
     /// rows back to back, read there without checks; nil otherwise. Filled in init, read-only after.
     let residentRows: HugePageBuffer?
-    /// A nibble table's rows, decoded by the background check when they fit the cache budget; nil otherwise.
-    let decodedRows: DecodedRows?
+    /// A nibble table's slots, copied by the background check when they fit the cache budget; nil otherwise.
+    let slotsInMemory: SlotsInMemory?
     let contexts: ReaderContextPool
     let decoded = Atomic<Int>(0)
     let rowScratch = RowScratchPool()
@@ -67,20 +68,18 @@ public final class Store: @unchecked Sendable {
     public var isComplete: Bool { state.complete }
     /// Whether the table was loaded into memory at open (``open(at:cacheBytes:checksRows:resident:)``).
     public var isResident: Bool { residentRows != nil }
-    /// Whether reads are served from a nibble table's rows decoded into memory (``DecodedRows``).
-    public var readsDecodedRows: Bool { decodedRows?.base != nil }
-    /// The raw rows, back to back in memory, that reads are served from: a resident table's, or a
-    /// nibble table's once decoded; nil when reads find the rows in the map.
-    var rowsInMemory: UnsafeRawPointer? { residentRows.map { UnsafeRawPointer($0.base) } ?? decodedRows?.base }
+    /// Whether reduces read a nibble table's slots copied into memory (``SlotsInMemory``).
+    public var readsSlotsInMemory: Bool { slotsInMemory?.base != nil }
     /// Rows that can be read: all of them once complete, the committed prefix otherwise.
     public var readableRows: Int { state.complete ? layout.rows : state.rowsCommitted }
 
     /// Opens the store at `path` read-only.
     /// - Parameters:
     ///   - cacheBytes: budget for decoded shards of zstd tables (0 disables the cache), and for a
-    ///     nibble table's rows decoded into memory: with the background check, a nibble table whose
-    ///     raw rows fit it (and a quarter of the memory available) is decoded once every group is
-    ///     checked, and read there from then on (``DecodedRows``; the sums keep their bits).
+    ///     nibble table's slots in memory: with the background check, a nibble table whose slots
+    ///     fit it (and a quarter of the memory available) has them copied into memory once every
+    ///     group is checked, and reduces read them there from then on (``SlotsInMemory``; the sums
+    ///     keep their bits).
     ///   - checksRows: whether rows of complete raw tables are checked against their checksums
     ///     (the first time each is read after opening; Spec/GUARANTEES.md). Pass false only to
     ///     measure what the checks cost, or for a store `verify` has passed that nothing can
@@ -158,8 +157,10 @@ public final class Store: @unchecked Sendable {
             guard buffer != nil else { throw StoreError.invalidArgument("cannot allocate \(table.rawBytes) bytes to hold the table in memory") }
         }
         residentRows = buffer
-        decodedRows = table.codec == .nibble && rawRows != nil && checksRows && checksInBackground && !resident && table.rawBytes <= cacheBytes
-            ? DecodedRows(rows: table.rows, rowBytes: table.rowBytes) : nil
+        // Only the kernel that sums bf16 slots as it decodes them reads the copy.
+        slotsInMemory = table.codec == .nibble && rawRows != nil && checksRows && checksInBackground && !resident
+            && table.elementType == .bf16 && pkm_nibble_gather_reduce_fits(table.dim, 1) != 0 && table.rows * slotBytes <= cacheBytes
+            ? SlotsInMemory(rows: table.rows, slotBytes: slotBytes) : nil
         openDuration = .zero
         if let buffer { try fillResidentRows(buffer) }
         openDuration = ContinuousClock().now - started
@@ -193,7 +194,7 @@ public final class Store: @unchecked Sendable {
         guard rawRows.everyShardKnown else { return }
         backgroundCheck.withLock { check in
             guard !backgroundCheckStarted.load(ordering: .relaxed) else { return }
-            check = BackgroundCheck(rawRows, readsStorage: layout.rawBytes <= HugePageBuffer.availableBytes / 2, decoding: decodedRows)
+            check = BackgroundCheck(rawRows, readsStorage: layout.rawBytes <= HugePageBuffer.availableBytes / 2, copying: slotsInMemory)
             backgroundCheckStarted.store(true, ordering: .releasing)
         }
     }
