@@ -810,17 +810,30 @@ static ALWAYS_INLINE AVX512 void nibble_run_block64_512(const int chunked, const
         A0 = _mm512_fmadd_ps(v0_, wv_, A0); A1 = _mm512_fmadd_ps(v1_, wv_, A1);                                         \
         A2 = _mm512_fmadd_ps(v2_, wv_, A2); A3 = _mm512_fmadd_ps(v3_, wv_, A3);                                         \
     } while (0)
+#define ADD_PAIR(r)                                                                                                     \
+    {                                                                                                                   \
+        const uint8_t *p = (const uint8_t *)slots[r], *q = (const uint8_t *)slots[(r) + 1];                             \
+        const float *w = weights + position(positions, r) * chunks, *x = weights + position(positions, (r) + 1) * chunks; \
+        if (p[0] != 0xFF) ADD_ROW(p, w, a0, a1, a2, a3);                                                                \
+        else if (first) escaped[(*escapes)++] = (intptr_t)(r);                                                          \
+        if (q[0] != 0xFF) ADD_ROW(q, x, b0, b1, b2, b3);                                                                \
+        else if (first) escaped[(*escapes)++] = (intptr_t)((r) + 1);                                                    \
+    }
     size_t r = k;
+    // Where the run spends its time every row asks for one ahead, with no test a row (as
+    // FOR_ROWS does): 1.02-1.05x in cache (Tools/kernel_ab.c's way, BENCHMARKS.md, twelfth session).
+    const size_t ahead_end = prefetching_end(first && distance != 0, k, end, count, distance);
+    for (; r + 1 < ahead_end; r += 2) {
+        LOCATE_AND_PREFETCH(slots, r + distance, slot_bytes)
+        LOCATE_AND_PREFETCH(slots, r + 1 + distance, slot_bytes)
+        ADD_PAIR(r)
+    }
     for (; r + 1 < end; r += 2) {
         NIBBLE_AHEAD(r)
         NIBBLE_AHEAD(r + 1)
-        const uint8_t *p = (const uint8_t *)slots[r], *q = (const uint8_t *)slots[r + 1];
-        const float *w = weights + position(positions, r) * chunks, *x = weights + position(positions, r + 1) * chunks;
-        if (p[0] != 0xFF) ADD_ROW(p, w, a0, a1, a2, a3);
-        else if (first) escaped[(*escapes)++] = (intptr_t)r;
-        if (q[0] != 0xFF) ADD_ROW(q, x, b0, b1, b2, b3);
-        else if (first) escaped[(*escapes)++] = (intptr_t)(r + 1);
+        ADD_PAIR(r)
     }
+#undef ADD_PAIR
     if (r < end) {
         NIBBLE_AHEAD(r)
         const uint8_t *p = (const uint8_t *)slots[r];
