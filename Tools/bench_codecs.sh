@@ -5,7 +5,7 @@
 # For each table of 2^e rows (64 bf16 values, PKM H=4, k=32: 128 rows per query, uniform
 # queries, batches of 256): a raw store, and its copies re-encoded as nibble and zstd
 # (`memtool compact --codec`); `memtool bench` on each, with the default row checks, one thread,
-# alternating, three rounds; embedding_bag over the flat copy of the same rows; the table shows
+# alternating, three rounds (ROUNDS=N for N); embedding_bag over the flat copy of the same rows; the table shows
 # medians, the shards' bytes against the raw values, and nibble against raw and embedding_bag.
 # Every store and the flat copy are first put in the same page-cache state (Tools/pagecache.py).
 # With --peers, Tools/peers/compressed_arrays.py stores the 2^24 table in tensorstore (zarr v3,
@@ -17,6 +17,7 @@ shift
 peers=0
 if [ "${1:-}" = --peers ]; then peers=1; shift; fi
 exponents=${*:-16 20 24}
+rounds=${ROUNDS:-3}
 memtool="$root/.build/release/memtool"
 results="$work/codec-results"
 mkdir -p "$results"
@@ -38,7 +39,7 @@ for e in $exponents; do
     opts=(--distribution uniform --queries 4096 --batch 256 --no-brute-force --threads 1 --flat-path "$work/flat$e")
     # One unrecorded pass: it writes the flat copy, the rows for embedding_bag, and fills the page cache.
     "$memtool" bench "$raw" "${opts[@]}" --reduced-rows "$work/rows$e" > /dev/null
-    for round in 1 2 3; do
+    for round in $(seq 1 "$rounds"); do
         # Every file in the same page-cache state, 2 MiB folios (Tools/pagecache.py), at
         # the start of every round: this VM pages out file pages idle for a minute (DAMON).
         python3 "$root/Tools/pagecache.py" "$work/c$e-raw.pkm" "$work/c$e-nibble.pkm" "$work/c$e-zstd.pkm" "$work/flat$e"
@@ -55,21 +56,22 @@ for e in $exponents; do
     fi
     rm -f "$work/flat$e" "$work/rows$e".*.npy
 done
-python3 - "$results" $exponents <<'PY'
+python3 - "$results" "$rounds" $exponents <<'PY'
 import json, os, statistics, sys
-results, exponents = sys.argv[1], sys.argv[2:]
-print("| rows | raw | nibble | zstd | embedding_bag | nibble/raw | nibble/eb | raw/eb | zstd/raw | shards/raw values: raw, nibble, zstd |")
-print("|---|---|---|---|---|---|---|---|---|---|")
+results, rounds, exponents = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+print("| rows | raw | nibble | zstd | embedding_bag | nibble/raw | nibble/eb | raw/eb | zstd/raw | shards/raw values: raw, nibble, zstd | nibble slots in memory |")
+print("|---|---|---|---|---|---|---|---|---|---|---|")
 for e in exponents:
-    med = lambda name: statistics.median(json.load(open(os.path.join(results, f"{e}-{name}-{r}.json")))["rowsPerSecond"] for r in (1, 2, 3))
+    med = lambda name: statistics.median(json.load(open(os.path.join(results, f"{e}-{name}-{r}.json")))["rowsPerSecond"] for r in range(1, rounds + 1))
     raw, nib, zst, eb = med("raw"), med("nibble"), med("zstd"), med("embedding-bag")
     sizes = []
     for codec in ("raw", "nibble", "zstd"):
         s = json.load(open(os.path.join(results, f"{e}-{codec}-inspect.json")))
         sizes.append(f"{s['shardBytes'] / s['rawBytes']:.3f}")
     m = lambda x: f"{x / 1e6:.1f} M rows/s"
+    copied = sum(json.load(open(os.path.join(results, f"{e}-nibble-{r}.json"))).get("slotsInMemory", False) for r in range(1, rounds + 1))
     print(f"| 2^{e} | {m(raw)} | {m(nib)} | {m(zst)} | {m(eb)} | {nib / raw:.2f} | {nib / eb:.2f} | {raw / eb:.2f} | {zst / raw:.2f} | "
-          + ", ".join(sizes) + " |")
+          + ", ".join(sizes) + f" | {copied} of {rounds} rounds |")
     peers = os.path.join(results, f"{e}-peers.json")
     if os.path.exists(peers):
         for name, p in json.load(open(peers))["peers"].items():
