@@ -32,8 +32,9 @@ def open(path, cache_bytes=256 << 20, resident=False, background_check=True):  #
     memory, once, so that reads stop testing whether each row was checked, and then copies the slots
     of a nibble table that fit `cache_bytes` into memory, where reduces find them from then on (the
     sums keep their bits); `background_check=False` leaves every check to the reads and copies
-    nothing (for a process that reads little of the table, or many worker processes over one table,
-    each of which would check it and hold its own copy)."""
+    nothing (for a process that reads little of the table, or many worker processes that each open
+    the table, each of which would check it and hold its own copy; workers forked after the copy
+    share the parent's)."""
     return Store(path, cache_bytes, resident, background_check)
 
 
