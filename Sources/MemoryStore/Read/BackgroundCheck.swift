@@ -73,9 +73,10 @@ final class BackgroundCheck: Sendable {
             let stop = { self.progress.stopping.load(ordering: .relaxed) }
             var groups = index.checkGroups(fromStorage: false, until: stop)
             if readsStorage && !index.everyGroupChecked { groups += index.checkGroups(fromStorage: true, until: stop) }
-            if let copying {
-                // Reads check groups too, and count one a moment after the pass saw it checked.
-                for _ in 0..<3 where !index.everyGroupChecked && !stop() {
+            if let copying, copying.fits {
+                // Reads check groups too, and count them once their call's checks are done: up to
+                // a second for the last of them (a damaged group never comes).
+                for _ in 0..<100 where !index.everyGroupChecked && !stop() {
                     usleep(10_000)
                     groups += index.checkGroups(fromStorage: readsStorage, until: stop)
                 }

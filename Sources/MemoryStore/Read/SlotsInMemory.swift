@@ -25,11 +25,13 @@ final class SlotsInMemory: Sendable {
 
     var bytes: Int { rowCount * slotBytes }
 
+    /// Whether the memory is there for the copy: at most a quarter of what the system has available.
+    var fits: Bool { bytes <= HugePageBuffer.availableBytes / 4 }
+
     /// Copies every slot of `index`, whose groups have all been checked, and publishes them; does
-    /// nothing when `stop` answers true on the way, or the memory is not there (at most a quarter
-    /// of what the system has available).
+    /// nothing when `stop` answers true on the way, or the memory is not there (``fits``).
     func fill(from index: RawRowIndex, until stop: () -> Bool) {
-        guard base == nil, bytes <= HugePageBuffer.availableBytes / 4, let slots = HugePageBuffer(count: bytes) else { return }
+        guard base == nil, fits, let slots = HugePageBuffer(count: bytes) else { return }
         guard index.copySlots(into: slots.base, until: stop) else { return }
         buffer.withLock { $0 = slots }
         published.store(Int(bitPattern: slots.base), ordering: .releasing)
