@@ -107,6 +107,56 @@ import TestSupport
         for r in stride(from: 0, to: layout.rows, by: 97) { #expect(try store.row(r) == [Float](repeating: Float(winners[0] + 1), count: 16)) }
     }
 
+    /// A writer of a store waits, before it looks at the file, while another thread of the process
+    /// has a writer of it open: its probe used to open a second LMDB environment of the file,
+    /// which re-initialised the lock file's mutexes under the other thread's write transaction
+    /// (its unlock then failed, and the thread crashed in a later lock: CI, 2026-12-07). Seen
+    /// here in the writer mutex's lock word (LMDB's lock file: the second 64-byte line), which
+    /// must stay held by the writing thread while the other waits.
+    @Test func aWriterDoesNotOpenAStoreAnotherThreadIsWriting() throws {
+        let dir = ScratchDirectory()
+        let path = dir.file("t.pkm")
+        let layout = TableLayout(elementType: .f32, rows: 256, dim: 16, rowsPerShard: 64, codec: .raw)
+        do {
+            let made = try StoreWriter.create(at: path, layout: layout)
+            try made.append([Float](repeating: 1, count: 256 * 16))
+            try made.finish()
+        }
+        let lock = try FileHandle(forReadingFrom: URL(fileURLWithPath: path + "-lock"))
+        func writerMutexWord() throws -> UInt32 {
+            try lock.seek(toOffset: 64)
+            return try #require(lock.readData(ofLength: 4).withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) } as UInt32?)
+        }
+        let inTransaction = DispatchSemaphore(value: 0), release = DispatchSemaphore(value: 0), secondDone = DispatchSemaphore(value: 0)
+        let second = Locked<String>("")
+        Thread {
+            do {
+                let writer = try StoreWriter.editing(at: path)
+                try writer.env.write { _ in
+                    inTransaction.signal()
+                    release.wait()
+                }
+            } catch {
+                second.withLock { $0 = "first writer: \(error)" }
+                inTransaction.signal()
+            }
+        }.start()
+        inTransaction.wait()
+        let held = try writerMutexWord()
+        try #require(held != 0, "the writer mutex is not where this test looks for it")
+        Thread {
+            let outcome = Result { try StoreWriter.createOrResume(at: path, layout: layout) }
+            second.withLock { $0 += (try? outcome.get()) == nil ? "failed" : "opened" }
+            secondDone.signal()
+        }.start()
+        usleep(300_000)  // the second writer's probe, were it not waiting
+        #expect(try writerMutexWord() == held, "another environment of the file re-initialised its lock file under a write transaction")
+        #expect(secondDone.wait(timeout: .now()) == .timedOut, "the second writer did not wait for the first")
+        release.signal()
+        secondDone.wait()
+        #expect(second.withLock { $0 } == "opened")
+    }
+
     @Test func moreThreadsThanReaderSlots() throws {
         let dir = ScratchDirectory()
         let layout = TableLayout(elementType: .bf16, rows: 20000, dim: 32, rowsPerShard: 128, codec: .raw)

@@ -35,8 +35,10 @@ final class Environment: @unchecked Sendable {
             throw StoreError.notAStore(path: path, reason: kind == S_IFDIR ? "it is a directory" : "it is not a regular file (a device, pipe or socket)")
         }
         let creating = create && kind == nil
-        // A writer takes its lock before the file is read, or LMDB opens it or its lock file; of a
-        // new file, once LMDB has made it (before any commit: LMDB serialises opens that make it).
+        // A writer claims the path in this process, then takes its lock before the file is read,
+        // or LMDB opens it or its lock file; of a new file, once LMDB has made it (before any
+        // commit: LMDB serialises opens that make it).
+        let claim = readOnly ? nil : PathClaim(file)
         let share = readOnly ? nil : try WriterLock.writer(file)
         if !creating { try MetaPages.check(path: file) }
         var flags = UInt32(MDB_NOSUBDIR | MDB_NOTLS)
@@ -80,6 +82,7 @@ final class Environment: @unchecked Sendable {
         }
         self.handle = env
         writerLock = lock
+        pathClaim = claim
         self.locklessHold = locklessHold
         self.readOnly = readOnly
         self.path = path
@@ -114,6 +117,8 @@ final class Environment: @unchecked Sendable {
 
     /// A writer's hold of the file (``WriterLock``), released after the environment closes.
     private let writerLock: WriterLock?
+    /// A writer's claim on the path in this process (``PathClaim``), released after the environment closes.
+    private let pathClaim: PathClaim?
     /// A reader's hold of the file when it has no lock file (``LocklessReaderHold``), released after the environment closes.
     private let locklessHold: LocklessReaderHold?
 

@@ -196,3 +196,53 @@ final class LocklessReaderHold: Sendable {
 
     static func isHeld(_ file: OpenEnvironments.FileID) -> Bool { held.withLock { $0[file] != nil } }
 }
+
+/// A writer's claim, within this process, on the store file at a path, taken before it looks at
+/// the file in any way: two LMDB environments of one file in a process break LMDB's locks (a
+/// second open re-initialises the lock file's mutexes, since `fcntl` locks cannot tell it that
+/// the first is open), so a writer must not probe a file (`isEmptyEnvironment`, `readHead`) or
+/// open it while another thread's writer has it open, even before either holds the file's
+/// `flock` (``WriterLock``; of a new file, not until LMDB has made it). Claims of one path are
+/// shared by the writers of one thread and waited for by other threads; held by the writer's
+/// environment until it has closed.
+final class PathClaim: Sendable {
+    private let key: String
+
+    /// The claims held: by path, the thread holding it and how many claims share it.
+    private static let held = Locked<[String: (thread: pthread_t, count: Int)]>([:])
+
+    /// The claim on the store file at `path`, waited for while another thread holds it.
+    init(_ path: String) {
+        key = Self.key(path)
+        while true {
+            let taken: Bool = Self.held.withLock { held in
+                guard let entry = held[key] else {
+                    held[key] = (pthread_self(), 1)
+                    return true
+                }
+                guard pthread_equal(entry.thread, pthread_self()) != 0 else { return false }
+                held[key] = (entry.thread, entry.count + 1)
+                return true
+            }
+            if taken { return }
+            usleep(1000)
+        }
+    }
+
+    deinit {
+        Self.held.withLock { held in
+            guard let entry = held[key] else { return }
+            held[key] = entry.count > 1 ? (entry.thread, entry.count - 1) : nil
+        }
+    }
+
+    /// The path with its links resolved, of its directory when the file is not there yet.
+    private static func key(_ path: String) -> String {
+        if let resolved = realpath(path, nil) {
+            defer { free(resolved) }
+            return String(cString: resolved)
+        }
+        let url = URL(fileURLWithPath: path)
+        return storeFilePath(url.deletingLastPathComponent().path) + "/" + url.lastPathComponent
+    }
+}

@@ -8,6 +8,8 @@ extension StoreWriter {
     /// ``Manifest/writableVersions`` can be changed (older ones are rewritten by a re-encoding
     /// compaction), and not a part of a split table.
     public static func editing(at path: String, options: Options = Options()) throws -> StoreWriter {
+        let claim = PathClaim(path)  // before the file is probed (see PathClaim)
+        defer { withExtendedLifetime(claim) {} }
         guard FileManager.default.fileExists(atPath: path), !Environment.isEmptyEnvironment(at: path) else {
             throw StoreError.notFound(path: path)
         }

@@ -45,6 +45,8 @@ public final class StoreWriter {
     /// Creates a new store at `path`; fails when a store is already there.
     public static func create(at path: String, layout: TableLayout, metadata: [String: String] = [:],
                               options: Options = Options()) throws -> StoreWriter {
+        let claim = PathClaim(path)  // before the file is probed (see PathClaim)
+        defer { withExtendedLifetime(claim) {} }
         do {
             return try createUnlessMade(at: path, layout: layout, metadata: metadata, options: options)
         } catch is MadeMeanwhile {
@@ -92,6 +94,8 @@ public final class StoreWriter {
     public static func createOrResume(at path: String, layout: TableLayout, metadata: [String: String] = [:],
                                       options: Options = Options()) throws -> StoreWriter {
         try layout.validate()
+        let claim = PathClaim(path)  // before the file is probed (see PathClaim)
+        defer { withExtendedLifetime(claim) {} }
         let (found, state) = FileManager.default.fileExists(atPath: path) && !Environment.isEmptyEnvironment(at: path) ? try readHead(path) : (nil, nil)
         guard let manifest = found else {
             do {
