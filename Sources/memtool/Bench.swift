@@ -188,8 +188,8 @@ struct Bench: ParsableCommand {
     private func checkState(_ r: LookupBenchmark.Report) -> String {
         guard r.rowChecks && !r.resident && !r.cold && r.codec != "zstd" else { return "" }  // zstd: every decode checks
         let waited = r.backgroundCheckWaitMilliseconds.map { String(format: ", after waiting %.0f ms for the background check", $0) } ?? ""
-        let decoded = r.slotsInMemory ? "; the slots then copied into memory, within the cache budget" : ""
-        return r.everyRowChecked ? " (every row checked before the reduce passes\(waited)\(decoded))" : " (rows left unchecked at the reduce passes\(waited))"
+        let copied = r.slotsInMemory ? "; the slots then copied into memory, within the cache budget" : ""
+        return r.everyRowChecked ? " (every row checked before the reduce passes\(waited)\(copied))" : " (rows left unchecked at the reduce passes\(waited))"
     }
 
     private func reportLayers(_ r: LayeredBenchmark.Report) throws {

@@ -4,7 +4,8 @@ import Synchronization
 /// A thread that checks, once, every row group of a table read in place whose pages are in
 /// memory (``RawRowIndex/checkGroups(fromStorage:until:)``), then, when the table fits in half
 /// the memory available (`readsStorage`), the groups whose pages are on storage, reading them
-/// in, and, given ``SlotsInMemory``, once every group is checked, copies a nibble table's slots into them: a table that can be served from memory is soon wholly checked and its reads no longer
+/// in (and, given ``SlotsInMemory``, once every group is checked, copies a nibble table's slots
+/// into it): a table that can be served from memory is soon wholly checked and its reads no longer
 /// test each row's group bit (BENCHMARKS.md: that test costs up to half a reduce of rows beyond
 /// the caches), whichever of its pages were in memory when it was opened.
 ///
