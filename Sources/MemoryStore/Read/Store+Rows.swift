@@ -232,8 +232,9 @@ extension Store {
     /// The rows' map when the kernel can locate the rows itself (`pkm_gather_reduce_rows`, or
     /// `pkm_nibble_gather_reduce_rows` for a nibble table when `nibbleKernel`): a resident table, a
     /// nibble table's slots in memory (``SlotsInMemory``, flat), or a table read in place whose
-    /// shards are all known, while its reads are served from memory (from storage, ``forEachRowGroup`` asks for every row's pages first) and, with
-    /// checks, while it remembers which groups it has checked.
+    /// shards are all known, while its reads are served from memory (from storage,
+    /// ``forEachRowGroup`` asks for every row's pages first) and, with checks, while it remembers
+    /// which groups it has checked.
     private func locatingRowMap(nibbleKernel: Bool) -> pkm_row_map? {
         if let residentRows { return RowKernels.flatMap(base: residentRows.base, rowBytes: layout.rowBytes, rows: readableRows) }
         if nibbleKernel, let slotsInMemory, let base = slotsInMemory.base {
