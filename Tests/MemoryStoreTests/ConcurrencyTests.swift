@@ -157,6 +157,49 @@ import TestSupport
         #expect(second.withLock { $0 } == "opened")
     }
 
+    @Test func aReaderDoesNotOpenAStoreAnotherThreadIsWriting() throws {
+        let dir = ScratchDirectory()
+        let path = dir.file("t.pkm")
+        let layout = TableLayout(elementType: .f32, rows: 256, dim: 16, rowsPerShard: 64, codec: .raw)
+        do {
+            let made = try StoreWriter.create(at: path, layout: layout)
+            try made.append([Float](repeating: 1, count: 256 * 16))
+            try made.finish()
+        }
+        let lock = try FileHandle(forReadingFrom: URL(fileURLWithPath: path + "-lock"))
+        func writerMutexWord() throws -> UInt32 {
+            try lock.seek(toOffset: 64)
+            return try #require(lock.readData(ofLength: 4).withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) } as UInt32?)
+        }
+        let inTransaction = DispatchSemaphore(value: 0), release = DispatchSemaphore(value: 0), done = DispatchSemaphore(value: 0)
+        let failure = Locked<String?>(nil)
+        Thread {
+            do {
+                let writer = try StoreWriter.editing(at: path)
+                try writer.env.write { _ in
+                    inTransaction.signal()
+                    release.wait()
+                }
+            } catch {
+                failure.withLock { $0 = "writer: \(error)" }
+                inTransaction.signal()
+            }
+            done.signal()
+        }.start()
+        inTransaction.wait()
+        try #require(failure.withLock { $0 } == nil)
+        let held = try writerMutexWord()
+        try #require(held != 0, "the writer mutex is not where this test looks for it")
+        // A writer on another thread, here in a write transaction, refuses the reader.
+        let refusal = #expect(throws: StoreError.self) { try Store.open(at: path) }
+        #expect("\(refusal.map { $0 } as Any)".contains("open for writing on another thread"))
+        #expect(try writerMutexWord() == held, "a reader's environment re-initialised the lock file under a write transaction")
+        release.signal()
+        done.wait()
+        let store = try Store.open(at: path)
+        #expect(try store.row(255) == [Float](repeating: 1, count: 16))
+    }
+
     @Test func moreThreadsThanReaderSlots() throws {
         let dir = ScratchDirectory()
         let layout = TableLayout(elementType: .bf16, rows: 20000, dim: 32, rowsPerShard: 128, codec: .raw)

@@ -119,7 +119,8 @@ enum OpenEnvironments {
         let lockPath = storeFilePath(path) + "-lock"
         let lock = FileID(path: lockPath)
         if let lock, table.contains(where: { $0.key != id && $0.value.open && $0.value.lock == lock }) { return nil }
-        let env = try Environment(path: path, readOnly: true)
+        // Not while a writer of this process has the file: a second environment breaks its locks.
+        let env = try PathClaim.whileNotWritten(path) { try Environment(path: path, readOnly: true) }
         let opened = FileID(path: lockPath)
         guard FileID(env) == id, lock == nil || opened == lock, try env.snapshotMatchesMetaPages() else { return nil }
         env.sharedAs = id

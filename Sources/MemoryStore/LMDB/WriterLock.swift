@@ -204,24 +204,28 @@ final class LocklessReaderHold: Sendable {
 /// open it while another thread's writer has it open, even before either holds the file's
 /// `flock` (``WriterLock``; of a new file, not until LMDB has made it). Claims of one path are
 /// shared by the writers of one thread and waited for by other threads; held by the writer's
-/// environment until it has closed.
+/// environment until it has closed. Readers of this process consult the claims too
+/// (``whileNotWritten(_:_:)``): a reader refuses a path another thread has claimed, and a claim
+/// waits while a reader is opening.
 final class PathClaim: Sendable {
     private let key: String
 
-    /// The claims held: by path, the thread holding it and how many claims share it.
-    private static let held = Locked<[String: (thread: pthread_t, count: Int)]>([:])
+    /// The claims held, and the readers opening an environment, by path.
+    private static let state = Locked<(held: [String: (thread: pthread_t, count: Int)], readersOpening: [String: Int])>(([:], [:]))
 
-    /// The claim on the store file at `path`, waited for while another thread holds it.
+    /// The claim on the store file at `path`, waited for while another thread holds it or a
+    /// reader of this process is opening it.
     init(_ path: String) {
         key = Self.key(path)
         while true {
-            let taken: Bool = Self.held.withLock { held in
-                guard let entry = held[key] else {
-                    held[key] = (pthread_self(), 1)
+            let taken: Bool = Self.state.withLock { state in
+                guard state.readersOpening[key] == nil else { return false }
+                guard let holder = state.held[key] else {
+                    state.held[key] = (pthread_self(), 1)
                     return true
                 }
-                guard pthread_equal(entry.thread, pthread_self()) != 0 else { return false }
-                held[key] = (entry.thread, entry.count + 1)
+                guard pthread_equal(holder.thread, pthread_self()) != 0 else { return false }
+                state.held[key]!.count += 1
                 return true
             }
             if taken { return }
@@ -230,10 +234,30 @@ final class PathClaim: Sendable {
     }
 
     deinit {
-        Self.held.withLock { held in
-            guard let entry = held[key] else { return }
-            held[key] = entry.count > 1 ? (entry.thread, entry.count - 1) : nil
+        Self.state.withLock { state in
+            guard let holder = state.held[key] else { return }
+            state.held[key] = holder.count > 1 ? (holder.thread, holder.count - 1) : nil
         }
+    }
+
+    /// Runs `open`, a reader's open of the file at `path`, unless another thread's writer has
+    /// claimed the path; claims wait while it runs. (This thread's own writer is let through: its
+    /// probes, and a reader of what it has committed, as before.)
+    static func whileNotWritten<T>(_ path: String, _ open: () throws -> T) throws -> T {
+        let key = key(path)
+        try state.withLock { state in
+            if let holder = state.held[key], pthread_equal(holder.thread, pthread_self()) == 0 {
+                throw StoreError.invalidArgument("'\(path)' is open for writing on another thread of this process (a StoreWriter of it is alive there); open it for reading once that writer is released")
+            }
+            state.readersOpening[key, default: 0] += 1
+        }
+        defer {
+            state.withLock { state in
+                let count = state.readersOpening[key, default: 1] - 1
+                state.readersOpening[key] = count > 0 ? count : nil
+            }
+        }
+        return try open()
     }
 
     /// The path with its links resolved, of its directory when the file is not there yet.
