@@ -12,6 +12,11 @@ with both in 2 MiB folios. For each file: write back its dirty pages, drop its p
 cache (POSIX_FADV_DONTNEED: pages another process maps stay), fault it back in through a map
 advised MADV_HUGEPAGE (which reads in 2 MiB folios where the filesystem has large folios), and
 report on stderr how much of it a fresh map covers with 2 MiB entries (FilePmdMapped).
+
+    pagecache.py --report FILE...
+
+Changes nothing: for each file, how much of it is in the page cache (`mincore`) and how much of
+that a fresh map covers with 2 MiB entries (only pages in memory are touched).
 """
 import ctypes
 import mmap
@@ -54,8 +59,29 @@ def reread(path):
         os.close(fd)
 
 
+def report(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        if size == 0:
+            return
+        with mmap.mmap(fd, size, prot=mmap.PROT_READ) as m:
+            pages = np.frombuffer(m, dtype=np.uint8)
+            resident = np.zeros((size + 4095) // 4096, dtype=np.uint8)
+            libc.mincore(ctypes.c_void_p(pages.ctypes.data), ctypes.c_size_t(size), resident.ctypes.data_as(ctypes.c_void_p))
+            cached = np.flatnonzero(resident & 1)
+            before = pmd_mapped_bytes()
+            int(pages[cached * 4096].sum(dtype=np.uint64))  # a byte of every page in memory
+            mapped = pmd_mapped_bytes() - before
+            del pages
+        print(f"pagecache: {path}: {size >> 20} MiB, {len(cached) * 4096 >> 20} MiB in memory, "
+              f"{mapped >> 20} MiB mapped in 2 MiB pages")
+    finally:
+        os.close(fd)
+
+
 if __name__ == "__main__":
-    if len(sys.argv) < 2:
+    if len(sys.argv) < 2 or sys.argv[1:] == ["--report"]:
         sys.exit(__doc__)
-    for path in sys.argv[1:]:
-        reread(path)
+    for path in sys.argv[2:] if sys.argv[1] == "--report" else sys.argv[1:]:
+        (report if sys.argv[1] == "--report" else reread)(path)

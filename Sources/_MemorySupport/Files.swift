@@ -52,3 +52,18 @@ package func syncDirectory(holding path: String) {
     fsync(fd)
     close(fd)
 }
+
+/// The whole text of a file the kernel generates as it is read (`/proc/self/maps`), read to
+/// its end: such files report no size, and readers that trust the size stop after a page.
+package func kernelFileText(_ path: String) -> String? {
+    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    guard fd >= 0 else { return nil }
+    defer { close(fd) }
+    var bytes: [UInt8] = [], chunk = [UInt8](repeating: 0, count: 64 << 10)
+    while true {
+        let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        if n < 0 && errno == EINTR { continue }
+        guard n > 0 else { return n == 0 ? String(decoding: bytes, as: UTF8.self) : nil }
+        bytes += chunk[0..<n]
+    }
+}

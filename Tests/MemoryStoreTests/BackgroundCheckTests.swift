@@ -111,6 +111,66 @@ import _MemorySupport
         try expectSums(store, [55_555, 0, 99_999], bytes, dim: 16)
     }
 
+    /// A table the background check reads whole, opened with none of its pages in memory, ends up
+    /// mapped in 2 MiB pages: reads and the check read it in 2 MiB folios (where the file system
+    /// has them), not a page at a time (`MADV_RANDOM`) or as asked (`MADV_WILLNEED`), which would
+    /// keep it in 4 KiB pages.
+    @Test(.enabled(if: BackgroundCheckTests.largeFoliosAreMappedWhole()))
+    func aTableReadWholeIsMappedIn2MiBPages() throws {
+        let dir = ScratchDirectory()
+        let layout = TableLayout(elementType: .bf16, rows: 200_000, dim: 64, rowsPerShard: 7_000, codec: .raw)
+        let bytes = try writeTable(dir.file("t.pkm"), layout)
+        let size = try Self.dropPages(dir.file("t.pkm"))
+        let store = try Store.open(at: dir.file("t.pkm"), cacheBytes: 0)
+        #expect(store.readsWholeTable)
+        try expectSums(store, [7, 123_456, 199_999, 50_000], bytes, dim: 64)  // starts the check
+        #expect(store.waitUntilEveryRowChecked(timeout: .seconds(60)))
+        try expectSums(store, Array(stride(from: 3, to: 200_000, by: 997)), bytes, dim: 64)
+        let mapped = Self.pmdMappedBytes(of: dir.file("t.pkm"))
+        #expect(mapped >= size / 2, "\(mapped) of the file's \(size) bytes mapped in 2 MiB pages")
+    }
+
+    /// Writes the file at `path` back and drops its pages from the page cache; returns its size.
+    private static func dropPages(_ path: String) throws -> Int {
+        let fd = open(path, O_RDONLY)
+        defer { close(fd) }
+        fsync(fd)
+        _ = posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED)
+        var st = stat()
+        fstat(fd, &st)
+        return Int(st.st_size)
+    }
+
+    /// The bytes of this process's maps of the file at `path` mapped in 2 MiB pages (`/proc/self/smaps`).
+    private static func pmdMappedBytes(of path: String) -> Int {
+        guard let text = kernelFileText("/proc/self/smaps") else { return 0 }
+        let resolved = URL(fileURLWithPath: path).resolvingSymlinksInPath().path
+        var inFile = false, total = 0
+        for line in text.split(separator: "\n") {
+            if let first = line.first, first.isHexDigit, line.contains("-") && !line.hasSuffix(":") && !line.contains(" kB") {
+                inFile = line.hasSuffix(resolved) || line.hasSuffix(path)
+            } else if inFile, line.hasPrefix("FilePmdMapped:") {
+                total += (Int(line.split(separator: " ", omittingEmptySubsequences: true)[1]) ?? 0) << 10
+            }
+        }
+        return total
+    }
+
+    /// Whether this kernel and file system read a file through a map advised `MADV_HUGEPAGE` in
+    /// 2 MiB folios that a map then maps whole (Linux 6.x with large folios on ext4 or XFS).
+    static func largeFoliosAreMappedWhole() -> Bool {
+        let dir = ScratchDirectory(), path = dir.file("probe")
+        guard FileManager.default.createFile(atPath: path, contents: Data(repeating: 1, count: 8 << 20)),
+              let size = try? dropPages(path) else { return false }
+        let fd = open(path, O_RDONLY)
+        defer { close(fd) }
+        var reader = LargeFolioReader(descriptor: fd)
+        guard reader.read(0, count: size), let map = mmap(nil, size, PROT_READ, MAP_SHARED, fd, 0), map != MAP_FAILED else { return false }
+        defer { munmap(map, size) }
+        _ = madvise(map, size, 22)  // MADV_POPULATE_READ
+        return pmdMappedBytes(of: path) > 0
+    }
+
     /// Releasing a store stops its thread and waits for it, which releases the index (and the
     /// map) with the store, rather than when the thread would have finished; the file opens again.
     @Test func releasingTheStoreStopsTheThread() throws {

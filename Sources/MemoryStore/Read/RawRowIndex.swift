@@ -1,5 +1,6 @@
 import CGatherKernel
 import CLMDB
+import Foundation
 import _MemorySupport
 import Synchronization
 
@@ -47,6 +48,9 @@ final class RawRowIndex: @unchecked Sendable {
     /// The next bit ``sweep(afterReading:stalled:)`` looks at.
     private let sweepCursor = Atomic<Int>(0)
     private let snapshot: ReadTransaction
+    /// The file the rows lie in, open as `descriptor`, and where the map of it begins; nil when
+    /// LMDB does not say.
+    private let file: (descriptor: Int32, map: UnsafeRawPointer)?
     /// Whether the pass over all shard keys has run.
     private let learnedAll = Locked(false)
     let layout: TableLayout
@@ -65,7 +69,15 @@ final class RawRowIndex: @unchecked Sendable {
     init?(env: Environment, layout: TableLayout, raw: RawShardLayout, codes: NibbleCode?, version: Int) throws {
         guard layout.codec != .zstd, layout.shardCount <= Self.maxShards,
               raw.rowOffset(layout.rowsPerShard - 1) + raw.rowBytes <= Int(UInt32.max) else { return nil }
-        snapshot = try ReadTransaction(env: env)
+        let snapshot = try ReadTransaction(env: env)
+        self.snapshot = snapshot
+        // The map's start, from the map holding a value read through it (LMDB does not say).
+        let value = try withShardKey(0) { key in try snapshot.withValue(env.shards, key: key) { $0?.baseAddress } }
+        if let descriptor = env.descriptor, let value, let map = FileMapping(containing: value) {
+            file = (descriptor, map.start - map.fileOffset)
+        } else {
+            file = nil
+        }
         self.layout = layout
         self.raw = raw
         self.version = version
@@ -226,21 +238,22 @@ final class RawRowIndex: @unchecked Sendable {
     /// `mincore` call a shard), as the sweep does, until every group is checked or `stop`
     /// returns true (asked once a shard); a shard whose address is not known is passed over.
     /// A damaged group is left unchecked, for the read of one of its rows to fail, naming it.
-    /// With `fromStorage`, checks the groups whose pages are not in memory too, asking for each
-    /// shard's pages (`MADV_WILLNEED`) ``storageShardsAhead`` shards before it checks them, so
-    /// that the reads are in flight together (the map is advised for random reads, which read a
-    /// page at a time). Returns the groups it checked. For ``BackgroundCheck``.
+    /// With `fromStorage`, checks the groups whose pages are not in memory too, reading each
+    /// shard's pages in ``storageShardsAhead`` shards before it checks them, in 2 MiB folios
+    /// (``readIn(_:through:)``; the map is advised for random reads, which read a page at a time
+    /// and leave the table mapped in 4 KiB pages). Returns the groups it checked. For ``BackgroundCheck``.
     func checkGroups(fromStorage: Bool, until stop: () -> Bool) -> Int {
         guard let checked else { return 0 }
         let perShard = 1 << checkedShift
         var inMemory = PageResidency(), checkedHere = 0, asked = 0
+        var folios = file.map { LargeFolioReader(descriptor: $0.descriptor) }
         for shard in 0..<shardCount where !stop() && checkedGroups.load(ordering: .relaxed) < groupCount {
             guard let span = shardSpan(shard) else { continue }
             let rows = layout.rowRange(ofShard: shard)
             let groups = (rows.count + raw.groupRows - 1) / raw.groupRows
             if fromStorage {
                 while asked < min(shardCount, shard + Self.storageShardsAhead) {
-                    if let ahead = shardSpan(asked) { adviseWillNeed(Int(bitPattern: ahead.baseAddress), Int(bitPattern: ahead.baseAddress) + ahead.count) }
+                    if let ahead = shardSpan(asked) { readIn(ahead, through: &folios) }
                     asked += 1
                 }
             } else {
@@ -258,6 +271,26 @@ final class RawRowIndex: @unchecked Sendable {
     /// Shards whose pages the storage pass of ``checkGroups(fromStorage:until:)`` asks for
     /// before it checks them: a few MiB of reads in flight.
     static let storageShardsAhead = 64
+
+    /// Advises the map's pages of the file `MADV_HUGEPAGE`, so that a read of a page not in
+    /// memory reads the aligned 2 MiB around it in one folio instead of a 4 KiB page (the map is
+    /// advised for random reads): for a table the storage pass will read whole anyway (as it
+    /// does, ``readIn(_:through:)``), so that all of it ends up mapped with 2 MiB pages.
+    func adviseLargeFolios() {
+        guard let file else { return }
+        let bytes = (fileSize(descriptor: file.descriptor) + LargeFolioReader.folioBytes - 1) / LargeFolioReader.folioBytes * LargeFolioReader.folioBytes
+        _ = madvise(UnsafeMutableRawPointer(mutating: file.map), bytes, 14)  // MADV_HUGEPAGE, which Glibc's module does not export
+    }
+
+    /// Reads `span` of the map into memory for the storage pass: in 2 MiB folios, so that every
+    /// map of the file, this one included, maps it with 2 MiB pages (``LargeFolioReader``), or,
+    /// where that fails, by asking for its pages (`MADV_WILLNEED`, which reads 4 KiB pages).
+    private func readIn(_ span: UnsafeRawBufferPointer, through folios: inout LargeFolioReader?) {
+        let start = Int(bitPattern: span.baseAddress)
+        if let file, folios?.read(start - Int(bitPattern: file.map), count: span.count) == true { return }
+        folios = nil
+        adviseWillNeed(start, start + span.count)
+    }
 
     /// The bytes of shard `index` that its rows and checksums occupy; nil while its address is
     /// not known.

@@ -7,9 +7,13 @@ extension Store {
     /// page in turn (the map is opened with `MDB_NORDAHEAD`): the pages of each row and its
     /// checksum for raw shards of version 3 and later (whose rows are checked one by one), whole
     /// blobs otherwise, read into the page cache without mapping them when ``blobs`` reads
-    /// compressed shards. Touches only the B-tree pages that locate the blobs.
+    /// compressed shards. Touches only the B-tree pages that locate the blobs. Not for a table the
+    /// background check reads whole (``readsWholeTable``): what the kernel reads when asked is
+    /// cached in 4 KiB pages, which would keep those 2 MiB spans mapped in 4 KiB pages.
     func prefetchUncachedShards(_ order: [UInt64], packed: Bool, indices: UnsafeBufferPointer<Int>,
                                         context: ReaderContext) throws {
+        // Those pages would be read in 4 KiB; faults read them in 2 MiB folios (adviseLargeFolios).
+        guard !readsWholeTable else { return }
         func row(_ k: Int) -> Int { packed ? Int(order[k] >> 24) : indices[Int(order[k])] }
         var i = 0
         while i < order.count {

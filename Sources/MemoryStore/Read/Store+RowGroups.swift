@@ -72,7 +72,8 @@ extension Store {
             return index.location(ofRow: r, shard: shard, shardRows: learned)
         }
         let readsBefore = sampleStorageReads(rows: indices.count)
-        if indices.count > 1 && readingFromDisk.load(ordering: .relaxed) {
+        // Not for a table read whole: see prefetchUncachedShards.
+        if indices.count > 1 && readingFromDisk.load(ordering: .relaxed) && !readsWholeTable {
             for k in 0..<indices.count {
                 // The row's pages, and those of its checksum or its group when it is to be checked:
                 // one call over both spans, which lie within the row's group.

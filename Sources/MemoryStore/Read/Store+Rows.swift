@@ -223,7 +223,8 @@ extension Store {
                                 into rows: UnsafeMutableBufferPointer<UnsafeRawPointer?>, _ reducePlain: (RowGroup) -> Void) throws {
         guard count > 0 else { return }
         try index.escapedRows(count: count, row: { indices[first + escaped[$0]] }, slot: { slots[escaped[$0]]! },
-                              into: rows.baseAddress!, checking: checksRows, fromStorage: readingFromDisk.load(ordering: .relaxed))
+                              into: rows.baseAddress!, checking: checksRows,
+                              fromStorage: readingFromDisk.load(ordering: .relaxed) && !readsWholeTable)
         for k in 0..<count { escaped[k] += first }  // positions in the call, as RowGroup's are
         reducePlain(RowGroup(rows: UnsafeBufferPointer(rebasing: rows[0..<count]),
                              positions: UnsafeBufferPointer(rebasing: escaped[0..<count]), first: first))

@@ -40,6 +40,11 @@ public final class Store: @unchecked Sendable {
     let nibbleCode: NibbleCode?
     /// Direct row access for complete raw tables of version 3 and later and complete nibble tables; nil otherwise.
     let rawRows: RawRowIndex?
+    /// Whether the background check reads the pages of the table that are on storage (a raw or
+    /// nibble table read in place, with checks in the background, whose rows fit in half the
+    /// memory available at open): then the map is advised to read them in 2 MiB folios
+    /// (``RawRowIndex/adviseLargeFolios()``), by reads and by the check alike.
+    let readsWholeTable: Bool
     /// The whole table decoded into huge-page memory at open (``open(at:cacheBytes:checksRows:resident:)``):
     /// rows back to back, read there without checks; nil otherwise. Filled in init, read-only after.
     let residentRows: HugePageBuffer?
@@ -161,6 +166,10 @@ public final class Store: @unchecked Sendable {
         slotsInMemory = table.codec == .nibble && rawRows != nil && checksRows && checksInBackground && !resident
             && table.elementType == .bf16 && pkm_nibble_gather_reduce_fits(table.dim, 1) != 0 && table.rows * slotBytes <= cacheBytes
             ? SlotsInMemory(rows: table.rows, slotBytes: slotBytes) : nil
+        readsWholeTable = checksRows && checksInBackground && !resident && rawRows?.remembersChecks == true
+            && table.rawBytes <= HugePageBuffer.availableBytes / 2
+        // Before any read: a page read in alone would keep its 2 MiB span in 4 KiB pages.
+        if readsWholeTable { rawRows?.adviseLargeFolios() }
         openDuration = .zero
         if let buffer { try fillResidentRows(buffer) }
         openDuration = ContinuousClock().now - started
@@ -194,7 +203,7 @@ public final class Store: @unchecked Sendable {
         guard rawRows.everyShardKnown else { return }
         backgroundCheck.withLock { check in
             guard !backgroundCheckStarted.load(ordering: .relaxed) else { return }
-            check = BackgroundCheck(rawRows, readsStorage: layout.rawBytes <= HugePageBuffer.availableBytes / 2, copying: slotsInMemory)
+            check = BackgroundCheck(rawRows, readsStorage: readsWholeTable, copying: slotsInMemory)
             backgroundCheckStarted.store(true, ordering: .releasing)
         }
     }
