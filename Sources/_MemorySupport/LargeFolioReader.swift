@@ -9,7 +9,7 @@ import Foundation
 /// reader of the file in memory up to half its rate in TLB misses (BENCHMARKS.md, "Page-cache
 /// state"). A 2 MiB span some of whose pages are already cached keeps their size.
 package struct LargeFolioReader {
-    package static let folioBytes = 2 << 20
+    private static let folioBytes = 2 << 20
     /// The bytes mapped at a time.
     private static let windowBytes = 64 << 20
     // Linux's advice values, which Glibc's module does not export.
@@ -50,6 +50,12 @@ package struct LargeFolioReader {
             readThrough = start
         }
         return true
+    }
+
+    /// Advises the map of a file at `start` (2 MiB aligned) `MADV_HUGEPAGE` for its first `bytes`,
+    /// rounded up to whole 2 MiB: a fault there reads the aligned 2 MiB around it in one folio.
+    package static func adviseFolios(_ start: UnsafeRawPointer, bytes: Int) {
+        _ = madvise(UnsafeMutableRawPointer(mutating: start), roundedUp(bytes), hugePageAdvice)
     }
 
     private static func roundedUp(_ offset: Int) -> Int { (offset + folioBytes - 1) / folioBytes * folioBytes }

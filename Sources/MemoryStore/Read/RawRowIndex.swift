@@ -278,8 +278,7 @@ final class RawRowIndex: @unchecked Sendable {
     /// does, ``readIn(_:through:)``), so that all of it ends up mapped with 2 MiB pages.
     func adviseLargeFolios() {
         guard let file else { return }
-        let bytes = (fileSize(descriptor: file.descriptor) + LargeFolioReader.folioBytes - 1) / LargeFolioReader.folioBytes * LargeFolioReader.folioBytes
-        _ = madvise(UnsafeMutableRawPointer(mutating: file.map), bytes, 14)  // MADV_HUGEPAGE, which Glibc's module does not export
+        LargeFolioReader.adviseFolios(file.map, bytes: fileSize(descriptor: file.descriptor))
     }
 
     /// Reads `span` of the map into memory for the storage pass: in 2 MiB folios, so that every
