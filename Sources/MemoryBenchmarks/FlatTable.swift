@@ -23,7 +23,7 @@ public final class FlatTable: @unchecked Sendable {
     }
 
     /// Writes the store's rows, decoded, to `path` (an ``OutputFile``, one shard at a time) and maps the file (or reads it, `inMemory`).
-    public convenience init(path: String, from store: Store, inMemory: Bool = false) throws {
+    public convenience init(path: String, from store: Store, inMemory: Bool = false, largeFolios: Bool = false) throws {
         do {
             let out = try OutputFile(path: path, durable: false)  // a benchmark's scratch copy: no flush
             for s in 0..<store.layout.shardCount { try store.withShardRows(s) { try out.write($0) } }
@@ -31,13 +31,16 @@ public final class FlatTable: @unchecked Sendable {
         } catch let error as OutputFileError {
             throw StoreError.invalidArgument(error.description)
         }
-        try self.init(path: path, dim: store.layout.dim, elementType: store.layout.elementType, inMemory: inMemory)
+        try self.init(path: path, dim: store.layout.dim, elementType: store.layout.elementType, inMemory: inMemory, largeFolios: largeFolios)
     }
 
     /// Maps an existing flat file of rows, or with `inMemory` reads it into anonymous memory in
     /// huge pages: the memory limit of a table that fits in memory, free of the page cache's
     /// page sizes (a file faulted in at random is mapped in 4 KiB pages, one TLB entry per row).
-    public init(path: String, dim: Int, elementType: ElementType, inMemory: Bool = false) throws {
+    /// With `largeFolios`, a mapped file is read into the page cache in 2 MiB folios first, and
+    /// the map advised to fault in 2 MiB, so that it is mapped in 2 MiB pages as a store read
+    /// whole is (``LargeFolioReader``; pages already cached keep their size).
+    public init(path: String, dim: Int, elementType: ElementType, inMemory: Bool = false, largeFolios: Bool = false) throws {
         let fd = Foundation.open(path, O_RDONLY)
         guard fd >= 0 else { throw StoreError.invalidArgument("cannot open '\(path)'") }
         defer { close(fd) }
@@ -52,6 +55,11 @@ public final class FlatTable: @unchecked Sendable {
         } else {
             guard let p = mmap(nil, size, PROT_READ, MAP_SHARED, fd, 0), p != MAP_FAILED else {
                 throw StoreError.invalidArgument("cannot map '\(path)'")
+            }
+            if largeFolios {
+                LargeFolioReader.adviseFolios(p, bytes: size)
+                var reader = LargeFolioReader(descriptor: fd)
+                reader.read(0, count: size)
             }
             memory = nil
             base = UnsafeRawPointer(p)

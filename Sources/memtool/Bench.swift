@@ -135,11 +135,11 @@ struct Bench: ParsableCommand {
                     (try? FileManager.default.attributesOfItem(atPath: store)[.modificationDate] as? Date).map { flat > $0 }
                 } ?? false
                 // A table that fits in a quarter of memory is read into it in huge pages (the
-                // limit of memory reads); a larger one, or a cold run, is mapped (the limit of the
-                // page cache and the disk).
+                // limit of memory reads); a larger one is mapped, read in 2 MiB folios first (the
+                // limit of the page cache), and in a cold run mapped as it is (that of the disk).
                 let inMemory = !cold && source.layout.rawBytes <= MachineLimits.memoryBytes / 4
-                let kept = fresh ? try? FlatTable(path: path, dim: source.layout.dim, elementType: source.layout.elementType, inMemory: inMemory) : nil
-                options.flatTable = try kept.flatMap { try $0.holdsRows(of: source) ? $0 : nil } ?? FlatTable(path: path, from: source, inMemory: inMemory)
+                let kept = fresh ? try? FlatTable(path: path, dim: source.layout.dim, elementType: source.layout.elementType, inMemory: inMemory, largeFolios: !cold) : nil
+                options.flatTable = try kept.flatMap { try $0.holdsRows(of: source) ? $0 : nil } ?? FlatTable(path: path, from: source, inMemory: inMemory, largeFolios: !cold)
             }
             var dropped = false
             if cold {
