@@ -35,7 +35,7 @@ package final class HugePageBuffer: @unchecked Sendable {
     /// physical memory where that cannot be read: a resident table must fit in it, since its
     /// pages are filled at once and an overcommitted fill ends in the kernel killing the process.
     package static var availableBytes: Int {
-        if let text = try? String(contentsOfFile: "/proc/meminfo", encoding: .utf8),
+        if let text = kernelFileText("/proc/meminfo"),
            let line = text.split(separator: "\n").first(where: { $0.hasPrefix("MemAvailable:") }),
            let kib = Int(line.split(separator: " ").dropFirst().first ?? "") {
             return kib << 10

@@ -60,28 +60,3 @@ package struct LargeFolioReader {
 
     private static func roundedUp(_ offset: Int) -> Int { (offset + folioBytes - 1) / folioBytes * folioBytes }
 }
-
-/// The mapping of a file that holds an address in this process, as `/proc/self/maps` lists it.
-package struct FileMapping {
-    /// Where the mapping starts, and the offset in the file of that byte.
-    package let start: UnsafeRawPointer
-    package let fileOffset: Int
-
-    /// The mapping holding `address`; nil when there is none, or it maps no file at an offset.
-    package init?(containing address: UnsafeRawPointer) {
-        guard let text = kernelFileText("/proc/self/maps") else { return nil }
-        let at = UInt(bitPattern: address)
-        for line in text.split(separator: "\n") {
-            // start-end perms offset device inode path
-            let fields = line.split(separator: " ", omittingEmptySubsequences: true)
-            guard fields.count >= 6 else { continue }
-            let bounds = fields[0].split(separator: "-")
-            guard bounds.count == 2, let low = UInt(bounds[0], radix: 16), let high = UInt(bounds[1], radix: 16), low <= at, at < high,
-                  let offset = Int(fields[2], radix: 16), let start = UnsafeRawPointer(bitPattern: low) else { continue }
-            self.start = start
-            fileOffset = offset
-            return
-        }
-        return nil
-    }
-}

@@ -49,7 +49,7 @@ final class RawRowIndex: @unchecked Sendable {
     private let sweepCursor = Atomic<Int>(0)
     private let snapshot: ReadTransaction
     /// The file the rows lie in, open as `descriptor`, and where the map of it begins; nil when
-    /// LMDB does not say.
+    /// that could not be found (shard 0 not on overflow pages).
     private let file: (descriptor: Int32, map: UnsafeRawPointer)?
     /// Whether the pass over all shard keys has run.
     private let learnedAll = Locked(false)
@@ -71,10 +71,13 @@ final class RawRowIndex: @unchecked Sendable {
               raw.rowOffset(layout.rowsPerShard - 1) + raw.rowBytes <= Int(UInt32.max) else { return nil }
         let snapshot = try ReadTransaction(env: env)
         self.snapshot = snapshot
-        // The map's start, from the map holding a value read through it (LMDB does not say).
+        // The map's start, which LMDB does not give (but for fixed maps): shard 0's blob, when it
+        // is on overflow pages, begins 16 bytes into its first page, whose header begins with the
+        // page's number, from which LMDB itself found the page in the map.
         let value = try withShardKey(0) { key in try snapshot.withValue(env.shards, key: key) { $0?.baseAddress } }
-        if let descriptor = env.descriptor, let value, let map = FileMapping(containing: value) {
-            file = (descriptor, map.start - map.fileOffset)
+        let pageSize = env.info.pageSize
+        if let descriptor = env.descriptor, let page = value.map({ $0 - 16 }), Int(bitPattern: page) % pageSize == 0 {
+            file = (descriptor, page - Int(page.load(as: UInt64.self)) * pageSize)
         } else {
             file = nil
         }
