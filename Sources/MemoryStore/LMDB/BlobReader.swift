@@ -8,9 +8,8 @@ import _MemorySupport
 /// kernel's fault-around, bring up to 15 neighbouring pages with each fault.
 ///
 /// LMDB hands out values as pointers into its map and does not say where the map starts
-/// (`me_mapaddr` is only set with `MDB_FIXEDMAP`), so the base is taken from the kernel's own
-/// table of the process's mappings: the mapping that holds a value maps file offset `o` at
-/// address `start + o - offset`.
+/// (`me_mapaddr` is only set with `MDB_FIXEDMAP`), so the base is found from a value on overflow
+/// pages (``Environment/mapStart(holding:)``).
 struct BlobReader: Sendable {
     private let fd: Int32
     private let path: String
@@ -20,8 +19,7 @@ struct BlobReader: Sendable {
     /// The reader for the map that holds `value`, or nil when it cannot be located (callers
     /// then read through the map).
     init?(env: Environment, locating value: UnsafeRawBufferPointer) {
-        guard let address = value.baseAddress.map({ UInt(bitPattern: $0) }),
-              let base = Self.mapBase(containing: address) else { return nil }
+        guard let base = value.baseAddress.flatMap(env.mapStart(holding:)).map({ Int(bitPattern: $0) }) else { return nil }
         guard let fd = env.descriptor else { return nil }
         self.fd = fd
         path = env.path
@@ -54,20 +52,5 @@ struct BlobReader: Sendable {
 
     private func offset(of mapped: UnsafeRawBufferPointer) -> Int {
         Int(bitPattern: mapped.baseAddress!) - mapBase
-    }
-
-    /// `start - file offset` of the mapping in `/proc/self/maps` that contains `address`.
-    private static func mapBase(containing address: UInt) -> Int? {
-        guard let maps = try? String(contentsOfFile: "/proc/self/maps", encoding: .utf8) else { return nil }
-        for line in maps.split(separator: "\n") {
-            // start-end perms offset dev inode path
-            let fields = line.split(separator: " ", maxSplits: 5, omittingEmptySubsequences: true)
-            guard fields.count >= 3 else { continue }
-            let range = fields[0].split(separator: "-")
-            guard range.count == 2, let start = UInt(range[0], radix: 16), let end = UInt(range[1], radix: 16),
-                  let offset = UInt(fields[2], radix: 16), start <= address, address < end else { continue }
-            return Int(bitPattern: start) - Int(bitPattern: offset)
-        }
-        return nil
     }
 }

@@ -168,6 +168,18 @@ final class Environment: @unchecked Sendable {
         return mdb_env_get_fd(handle, &fd) == 0 && fd >= 0 ? fd : nil
     }
 
+    /// Where the map of the file begins (its byte 0), found from `value`, a value a read
+    /// transaction returned: one on overflow pages begins 16 bytes into its first page, whose
+    /// header begins with the page's number, from which LMDB itself found the page in the map
+    /// (LMDB gives the map's address only for fixed maps). Nil for a value inside a page.
+    func mapStart(holding value: UnsafeRawPointer) -> UnsafeRawPointer? {
+        let page = value - 16, pageSize = info.pageSize
+        guard Int(bitPattern: page) % pageSize == 0 else { return nil }
+        let number = page.load(as: UInt64.self)
+        guard number > 0, number < UInt64(fileBytes / pageSize) else { return nil }
+        return page - Int(number) * pageSize
+    }
+
     /// The size in bytes of the file this environment maps, or 0 when it cannot be read.
     var fileBytes: Int { descriptor.map { fileSize(descriptor: $0) } ?? 0 }
 

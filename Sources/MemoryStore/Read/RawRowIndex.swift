@@ -71,16 +71,8 @@ final class RawRowIndex: @unchecked Sendable {
               raw.rowOffset(layout.rowsPerShard - 1) + raw.rowBytes <= Int(UInt32.max) else { return nil }
         let snapshot = try ReadTransaction(env: env)
         self.snapshot = snapshot
-        // The map's start, which LMDB does not give (but for fixed maps): shard 0's blob, when it
-        // is on overflow pages, begins 16 bytes into its first page, whose header begins with the
-        // page's number, from which LMDB itself found the page in the map.
         let value = try withShardKey(0) { key in try snapshot.withValue(env.shards, key: key) { $0?.baseAddress } }
-        let pageSize = env.info.pageSize
-        if let descriptor = env.descriptor, let page = value.map({ $0 - 16 }), Int(bitPattern: page) % pageSize == 0 {
-            file = (descriptor, page - Int(page.load(as: UInt64.self)) * pageSize)
-        } else {
-            file = nil
-        }
+        if let descriptor = env.descriptor, let map = value.flatMap(env.mapStart(holding:)) { file = (descriptor, map) } else { file = nil }
         self.layout = layout
         self.raw = raw
         self.version = version
