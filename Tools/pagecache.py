@@ -18,6 +18,7 @@ report on stderr how much of it a fresh map covers with 2 MiB entries (FilePmdMa
 Changes nothing: for each file, how much of it is in the page cache (`mincore`) and how much of
 that a fresh map covers with 2 MiB entries (only pages in memory are touched).
 """
+import contextlib
 import ctypes
 import mmap
 import os
@@ -38,46 +39,56 @@ def pmd_mapped_bytes():
     return 0
 
 
-def reread(path):
+@contextlib.contextmanager
+def mapped_pages(path, before_map=None):
+    """The file's bytes as a numpy view of a fresh map (None for an empty file); `before_map(fd)`
+    runs first."""
     fd = os.open(path, os.O_RDONLY)
     try:
         size = os.fstat(fd).st_size
         if size == 0:
+            yield None
             return
-        os.fsync(fd)
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        with mmap.mmap(fd, size, prot=mmap.PROT_READ) as m:
-            pages = np.frombuffer(m, dtype=np.uint8)
-            if libc.madvise(pages.ctypes.data, size, MADV_HUGEPAGE) != 0:
-                print(f"pagecache: {path}: MADV_HUGEPAGE: {os.strerror(ctypes.get_errno())}", file=sys.stderr)
-            before = pmd_mapped_bytes()
-            int(pages[::4096].sum(dtype=np.uint64))  # a byte of every page
-            mapped = pmd_mapped_bytes() - before
-            del pages
-        print(f"pagecache: {path}: {size >> 20} MiB read, {mapped >> 20} MiB of it mapped in 2 MiB pages", file=sys.stderr)
+        if before_map:
+            before_map(fd)
+        # Left for the collector to unmap: closing it while the caller's view lives would fail.
+        yield np.frombuffer(mmap.mmap(fd, size, prot=mmap.PROT_READ), dtype=np.uint8)
     finally:
         os.close(fd)
+
+
+def touched_in_2mib_pages(pages, offsets):
+    """Reads a byte at each of `offsets`; returns the bytes this map gained in 2 MiB entries."""
+    before = pmd_mapped_bytes()
+    int(pages[offsets].sum(dtype=np.uint64))
+    return pmd_mapped_bytes() - before
+
+
+def drop(fd):
+    os.fsync(fd)
+    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+
+
+def reread(path):
+    with mapped_pages(path, before_map=drop) as pages:
+        if pages is None:
+            return
+        if libc.madvise(pages.ctypes.data, pages.size, MADV_HUGEPAGE) != 0:
+            print(f"pagecache: {path}: MADV_HUGEPAGE: {os.strerror(ctypes.get_errno())}", file=sys.stderr)
+        mapped = touched_in_2mib_pages(pages, slice(None, None, 4096))  # a byte of every page
+        print(f"pagecache: {path}: {pages.size >> 20} MiB read, {mapped >> 20} MiB of it mapped in 2 MiB pages", file=sys.stderr)
 
 
 def report(path):
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        size = os.fstat(fd).st_size
-        if size == 0:
+    with mapped_pages(path) as pages:
+        if pages is None:
             return
-        with mmap.mmap(fd, size, prot=mmap.PROT_READ) as m:
-            pages = np.frombuffer(m, dtype=np.uint8)
-            resident = np.zeros((size + 4095) // 4096, dtype=np.uint8)
-            libc.mincore(ctypes.c_void_p(pages.ctypes.data), ctypes.c_size_t(size), resident.ctypes.data_as(ctypes.c_void_p))
-            cached = np.flatnonzero(resident & 1)
-            before = pmd_mapped_bytes()
-            int(pages[cached * 4096].sum(dtype=np.uint64))  # a byte of every page in memory
-            mapped = pmd_mapped_bytes() - before
-            del pages
-        print(f"pagecache: {path}: {size >> 20} MiB, {len(cached) * 4096 >> 20} MiB in memory, "
+        resident = np.zeros((pages.size + 4095) // 4096, dtype=np.uint8)
+        libc.mincore(ctypes.c_void_p(pages.ctypes.data), ctypes.c_size_t(pages.size), resident.ctypes.data_as(ctypes.c_void_p))
+        cached = np.flatnonzero(resident & 1)
+        mapped = touched_in_2mib_pages(pages, cached * 4096)  # a byte of every page in memory
+        print(f"pagecache: {path}: {pages.size >> 20} MiB, {len(cached) * 4096 >> 20} MiB in memory, "
               f"{mapped >> 20} MiB mapped in 2 MiB pages")
-    finally:
-        os.close(fd)
 
 
 if __name__ == "__main__":

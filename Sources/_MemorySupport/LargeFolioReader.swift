@@ -36,7 +36,6 @@ package struct LargeFolioReader {
         let from = extending ? readThrough : first
         let through = min(size, Self.roundedUp(max(end, from + Self.windowBytes)))
         if !extending { readFrom = first }
-        readThrough = from  // what is read so far, should a window fail
         var start = from
         while start < through {
             let length = min(Self.windowBytes, through - start)

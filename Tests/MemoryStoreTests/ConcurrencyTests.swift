@@ -107,96 +107,91 @@ import TestSupport
         for r in stride(from: 0, to: layout.rows, by: 97) { #expect(try store.row(r) == [Float](repeating: Float(winners[0] + 1), count: 16)) }
     }
 
+    /// A store of 256 rows whose writer, on a thread of its own, sits in a write transaction until
+    /// released; and the word of LMDB's lock file where the writer mutex is held (the second
+    /// 64-byte line), which another environment of the file would re-initialise.
+    private final class WriterInTransaction {
+        let dir = ScratchDirectory()
+        let path: String
+        let layout = TableLayout(elementType: .f32, rows: 256, dim: 16, rowsPerShard: 64, codec: .raw)
+        /// The mutex word while the writer is in its transaction.
+        private(set) var held: UInt32 = 0
+        private let lock: FileHandle
+        private let release = DispatchSemaphore(value: 0), done = DispatchSemaphore(value: 0)
+
+        init() throws {
+            path = dir.file("t.pkm")
+            do {
+                let made = try StoreWriter.create(at: path, layout: layout)
+                try made.append([Float](repeating: 1, count: 256 * 16))
+                try made.finish()
+            }
+            lock = try FileHandle(forReadingFrom: URL(fileURLWithPath: path + "-lock"))
+            let inTransaction = DispatchSemaphore(value: 0), failure = Locked<String?>(nil)
+            let (path, release, done) = (path, release, done)
+            Thread {
+                do {
+                    let writer = try StoreWriter.editing(at: path)
+                    try writer.env.write { _ in
+                        inTransaction.signal()
+                        release.wait()
+                    }
+                } catch {
+                    failure.withLock { $0 = "writer: \(error)" }
+                    inTransaction.signal()
+                }
+                done.signal()
+            }.start()
+            inTransaction.wait()
+            try #require(failure.withLock { $0 } == nil)
+            held = try mutexWord()
+            try #require(held != 0, "the writer mutex is not where this test looks for it")
+        }
+
+        func mutexWord() throws -> UInt32 {
+            try lock.seek(toOffset: 64)
+            return try #require(lock.readData(ofLength: 4).withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) } as UInt32?)
+        }
+
+        /// Lets the writer commit, and waits until its thread has released it.
+        func finish() {
+            release.signal()
+            done.wait()
+        }
+    }
+
     /// A writer of a store waits, before it looks at the file, while another thread of the process
     /// has a writer of it open: its probe used to open a second LMDB environment of the file,
     /// which re-initialised the lock file's mutexes under the other thread's write transaction
     /// (its unlock then failed, and the thread crashed in a later lock: CI, 2026-12-07). Seen
-    /// here in the writer mutex's lock word (LMDB's lock file: the second 64-byte line), which
-    /// must stay held by the writing thread while the other waits.
+    /// here in the writer mutex's lock word, which must stay held by the writing thread while the
+    /// other waits.
     @Test func aWriterDoesNotOpenAStoreAnotherThreadIsWriting() throws {
-        let dir = ScratchDirectory()
-        let path = dir.file("t.pkm")
-        let layout = TableLayout(elementType: .f32, rows: 256, dim: 16, rowsPerShard: 64, codec: .raw)
-        do {
-            let made = try StoreWriter.create(at: path, layout: layout)
-            try made.append([Float](repeating: 1, count: 256 * 16))
-            try made.finish()
-        }
-        let lock = try FileHandle(forReadingFrom: URL(fileURLWithPath: path + "-lock"))
-        func writerMutexWord() throws -> UInt32 {
-            try lock.seek(toOffset: 64)
-            return try #require(lock.readData(ofLength: 4).withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) } as UInt32?)
-        }
-        let inTransaction = DispatchSemaphore(value: 0), release = DispatchSemaphore(value: 0), secondDone = DispatchSemaphore(value: 0)
-        let second = Locked<String>("")
-        Thread {
-            do {
-                let writer = try StoreWriter.editing(at: path)
-                try writer.env.write { _ in
-                    inTransaction.signal()
-                    release.wait()
-                }
-            } catch {
-                second.withLock { $0 = "first writer: \(error)" }
-                inTransaction.signal()
-            }
-        }.start()
-        inTransaction.wait()
-        let held = try writerMutexWord()
-        try #require(held != 0, "the writer mutex is not where this test looks for it")
+        let first = try WriterInTransaction()
+        let secondDone = DispatchSemaphore(value: 0), second = Locked<String>("")
+        let (path, layout) = (first.path, first.layout)
         Thread {
             let outcome = Result { try StoreWriter.createOrResume(at: path, layout: layout) }
-            second.withLock { $0 += (try? outcome.get()) == nil ? "failed" : "opened" }
+            second.withLock { $0 = (try? outcome.get()) == nil ? "failed" : "opened" }
             secondDone.signal()
         }.start()
         usleep(300_000)  // the second writer's probe, were it not waiting
-        #expect(try writerMutexWord() == held, "another environment of the file re-initialised its lock file under a write transaction")
+        #expect(try first.mutexWord() == first.held, "another environment of the file re-initialised its lock file under a write transaction")
         #expect(secondDone.wait(timeout: .now()) == .timedOut, "the second writer did not wait for the first")
-        release.signal()
+        first.finish()
         secondDone.wait()
         #expect(second.withLock { $0 } == "opened")
     }
 
+    /// A reader refuses a store a writer on another thread has open (here in a write transaction),
+    /// rather than open a second environment of the file under it.
     @Test func aReaderDoesNotOpenAStoreAnotherThreadIsWriting() throws {
-        let dir = ScratchDirectory()
-        let path = dir.file("t.pkm")
-        let layout = TableLayout(elementType: .f32, rows: 256, dim: 16, rowsPerShard: 64, codec: .raw)
-        do {
-            let made = try StoreWriter.create(at: path, layout: layout)
-            try made.append([Float](repeating: 1, count: 256 * 16))
-            try made.finish()
-        }
-        let lock = try FileHandle(forReadingFrom: URL(fileURLWithPath: path + "-lock"))
-        func writerMutexWord() throws -> UInt32 {
-            try lock.seek(toOffset: 64)
-            return try #require(lock.readData(ofLength: 4).withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) } as UInt32?)
-        }
-        let inTransaction = DispatchSemaphore(value: 0), release = DispatchSemaphore(value: 0), done = DispatchSemaphore(value: 0)
-        let failure = Locked<String?>(nil)
-        Thread {
-            do {
-                let writer = try StoreWriter.editing(at: path)
-                try writer.env.write { _ in
-                    inTransaction.signal()
-                    release.wait()
-                }
-            } catch {
-                failure.withLock { $0 = "writer: \(error)" }
-                inTransaction.signal()
-            }
-            done.signal()
-        }.start()
-        inTransaction.wait()
-        try #require(failure.withLock { $0 } == nil)
-        let held = try writerMutexWord()
-        try #require(held != 0, "the writer mutex is not where this test looks for it")
-        // A writer on another thread, here in a write transaction, refuses the reader.
-        let refusal = #expect(throws: StoreError.self) { try Store.open(at: path) }
-        #expect("\(refusal.map { $0 } as Any)".contains("open for writing on another thread"))
-        #expect(try writerMutexWord() == held, "a reader's environment re-initialised the lock file under a write transaction")
-        release.signal()
-        done.wait()
-        let store = try Store.open(at: path)
+        let writer = try WriterInTransaction()
+        let refusal = #expect(throws: StoreError.self) { try Store.open(at: writer.path) }
+        #expect(refusal?.description.contains("open for writing on another thread") == true)
+        #expect(try writer.mutexWord() == writer.held, "a reader's environment re-initialised the lock file under a write transaction")
+        writer.finish()
+        let store = try Store.open(at: writer.path)
         #expect(try store.row(255) == [Float](repeating: 1, count: 16))
     }
 
