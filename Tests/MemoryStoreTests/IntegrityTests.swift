@@ -27,6 +27,35 @@ import TestSupport
         _ = try store.row(rows.lowerBound == 0 ? 999 : 0)
     }
 
+    /// The start of LMDB's map is found from the header of shard 0's first overflow page (its
+    /// page number), which LMDB itself never reads: a wrong number there must not move where
+    /// compressed shards are read from the file (`BlobReader`), which would fail every shard as
+    /// damaged; the store reads them through the map instead, and every row comes back.
+    @Test func aWrongPageNumberInAnOverflowPageHeaderMovesNoRead() throws {
+        let dir = ScratchDirectory(), path = dir.file("t.pkm")
+        let layout = TableLayout(elementType: .bf16, rows: 20_000, dim: 64, rowsPerShard: 4_000, codec: .zstd)
+        let bytes = try writeTable(path, layout)
+        let offset: Int = try {
+            let store = try Store.open(at: path, cacheBytes: 0)
+            let value = try store.env.read { txn in
+                try withShardKey(0) { try txn.withValue(store.env.shards, key: $0) { try #require($0?.baseAddress) } }
+            }
+            let start = try #require(store.env.mapStart(holding: value), "shard 0 is not on overflow pages")
+            return value - 16 - start
+        }()
+        let fd = open(path, O_RDWR)
+        defer { close(fd) }
+        // Two pages too few: the start found would be the file's third page, inside the map.
+        try #require(offset / 4096 > 2)
+        var wrong = UInt64(offset / 4096 - 2)
+        try #require(pwrite(fd, &wrong, 8, off_t(offset)) == 8)
+        let store = try Store.open(at: path, cacheBytes: 0)
+        var out = [Float](repeating: 0, count: layout.rows * layout.dim)
+        try out.withUnsafeMutableBufferPointer { try store.rows(Array(0..<layout.rows), into: $0) }
+        let expected = stride(from: 0, to: bytes.count, by: 2).map { Float(bitPattern: UInt32(bytes[$0]) << 16 | UInt32(bytes[$0 + 1]) << 24) }
+        #expect(out == expected)
+    }
+
     @Test func bitFlipsAnywhereInACompressedShardAreCaught() throws {
         var rng = SeededGenerator(seed: 2)
         for _ in 0..<25 {

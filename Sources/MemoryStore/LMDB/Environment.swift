@@ -171,13 +171,20 @@ final class Environment: @unchecked Sendable {
     /// Where the map of the file begins (its byte 0), found from `value`, a value a read
     /// transaction returned: one on overflow pages begins 16 bytes into its first page, whose
     /// header begins with the page's number, from which LMDB itself found the page in the map
-    /// (LMDB gives the map's address only for fixed maps). Nil for a value inside a page.
+    /// (LMDB gives the map's address only for fixed maps). The start found must hold meta page 0
+    /// (page number 0, LMDB's magic at byte 16), so that a damaged page number finds none rather
+    /// than a wrong one. Nil for a value inside a page, or when the check fails.
     func mapStart(holding value: UnsafeRawPointer) -> UnsafeRawPointer? {
         let page = value - 16, pageSize = info.pageSize
         guard Int(bitPattern: page) % pageSize == 0 else { return nil }
         let number = page.load(as: UInt64.self)
         guard number > 0, number < UInt64(fileBytes / pageSize) else { return nil }
-        return page - Int(number) * pageSize
+        let start = page - Int(number) * pageSize
+        // Read only once the kernel says it is mapped: a wrong start may lie outside any map.
+        var resident: UInt8 = 0
+        guard mincore(UnsafeMutableRawPointer(mutating: start), pageSize, &resident) == 0,
+              start.load(as: UInt64.self) == 0, start.load(fromByteOffset: 16, as: UInt32.self) == 0xBEEF_C0DE else { return nil }
+        return start
     }
 
     /// The size in bytes of the file this environment maps, or 0 when it cannot be read.
