@@ -8,14 +8,19 @@
 # of 256) and 1 and 2 threads: both memtools' `bench` with the default row checks (each also
 # measuring its memory limit, its kernel over a flat copy), then embedding_bag; three rounds,
 # medians; the store and the flat copy in the same page-cache state (Tools/pagecache.py).
-# Results: WORKDIR/ab-results/*.json and a table on stdout.
+# CODEC=nibble (or zstd) reads the raw store's copy in that codec (`memtool compact --codec`);
+# CACHE_BYTES=N passes --cache-bytes N to both (0 keeps a nibble table's slots in place);
+# ROUNDS=N for N rounds.
+# Results: WORKDIR/ab-results-CODEC[-cacheN]/*.json and a table on stdout.
 source "$(dirname "$0")/prelude.sh"
 work=${1:?usage: bench_ab.sh WORKDIR OLD_MEMTOOL [EXPONENTS...]}
 old=${2:?usage: bench_ab.sh WORKDIR OLD_MEMTOOL [EXPONENTS...]}
 shift 2
 exponents=${*:-16 20 24}
+codec=${CODEC:-raw}
+rounds=${ROUNDS:-3}
 memtool="$root/.build/release/memtool"
-results="$work/ab-results"
+results="$work/ab-results-$codec${CACHE_BYTES:+-cache$CACHE_BYTES}"
 mkdir -p "$results"
 bash "$root/Tools/bootstrap.sh"
 (cd "$root" && swift build -c release --product memtool >/dev/null)
@@ -27,10 +32,15 @@ for e in $exponents; do
         "$memtool" create "$store" --synthetic --grid "${side}x${cols}" --rows "$rows" --dim 64 --scoring pkm \
             --heads 4 --key-dim 32 --topk 32 --codec raw > /dev/null
     fi
+    if [ "$codec" != raw ]; then
+        [ -f "$work/ab$e-$codec.pkm" ] || "$memtool" compact "$store" --output "$work/ab$e-$codec.pkm" --codec "$codec" > /dev/null
+        store="$work/ab$e-$codec.pkm"
+    fi
     opts=(--distribution uniform --queries 4096 --batch 256 --no-brute-force --flat-path "$work/flat$e")
+    [ -n "${CACHE_BYTES:-}" ] && opts+=(--cache-bytes "$CACHE_BYTES")
     # One unrecorded pass: it writes the flat copy, the rows for embedding_bag, and fills the page cache.
     "$memtool" bench "$store" "${opts[@]}" --threads 2 --reduced-rows "$work/rows$e" > /dev/null
-    for round in 1 2 3; do
+    for round in $(seq 1 "$rounds"); do
         # The store and the flat copy in the same page-cache state, 2 MiB folios (Tools/pagecache.py), at
         # the start of every round: this VM pages out file pages idle for a minute (DAMON).
         python3 "$root/Tools/pagecache.py" "$store" "$work/flat$e"
@@ -43,15 +53,15 @@ for e in $exponents; do
     done
     rm -f "$work/flat$e" "$work/rows$e".*.npy
 done
-python3 - "$results" $exponents <<'PY'
+python3 - "$results" "$rounds" $exponents <<'PY'
 import json, os, statistics, sys
-results, exponents = sys.argv[1], sys.argv[2:]
+results, rounds, exponents = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
 print("| rows | threads | old store | new store | old limit | new limit | embedding_bag | new/old store | new/old limit | new store / eb | new limit / eb |")
 print("|---|---|---|---|---|---|---|---|---|---|---|")
 for e in exponents:
     for t in (1, 2):
         med = lambda name, key: statistics.median(
-            json.load(open(os.path.join(results, f"{e}-t{t}-{name}-{r}.json")))[key] for r in (1, 2, 3))
+            json.load(open(os.path.join(results, f"{e}-t{t}-{name}-{r}.json")))[key] for r in range(1, rounds + 1))
         old, new = med("old", "rowsPerSecond"), med("new", "rowsPerSecond")
         old_limit = med("old", "memoryLimitReduceQueriesPerSecond") * 128
         new_limit = med("new", "memoryLimitReduceQueriesPerSecond") * 128

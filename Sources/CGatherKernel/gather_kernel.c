@@ -677,11 +677,35 @@ static ALWAYS_INLINE AVX2 __m256 widen_bf16(__m128i v) {
 #define NIBBLE_AHEAD(r)                                                                                                 \
     if (first && distance && (r) + distance < count) LOCATE_AND_PREFETCH(slots, (r) + distance, slot_bytes)
 
-/// Escaped slots (first byte 0xFF) are skipped by every block; the first block (c0 == 0) lists
-/// their k in escaped[(*escapes)++], for the caller to add.
+/// Asks for the escaped row that slot k (escaped, at `slot`) points to, and for its group's word
+/// of escapes_checked (see pkm_row_map), so that the caller, which adds it after the call, finds
+/// them in cache rather than waiting for memory a row at a time. Only asks: a damaged index (which
+/// the caller refuses) names a wrong line, nothing more.
+static inline __attribute__((always_inline)) void prefetch_escaped(const locator *loc, size_t k, const uint8_t *slot, size_t row_bytes) {
+    const pkm_row_map *map = &loc->map;
+    const uint64_t r = (uint64_t)loc->indices[k];
+    if (!map->escape_rows || !map->rows_per_shard || r >= map->rows) return;  // a refused index was read as row 0
+    const uint64_t s = pkm_row_shard(map, r);
+    const char *first = (const char *)__atomic_load_n(&map->escape_rows[s], __ATOMIC_RELAXED);
+    if (!first) return;
+    uint32_t index;
+    memcpy(&index, slot + 4, 4);
+    pkm_prefetch(first + (size_t)index * row_bytes, row_bytes);
+    if (map->escapes_checked) pkm_prefetch(&map->escapes_checked[pkm_group_bit(map, s, (size_t)(r - s * map->rows_per_shard)) >> 6], 8);
+}
+
+/// Lists escaped slot k (first byte 0xFF) in escaped[(*escapes)++], for the caller to add, asking
+/// for its row when the kernel locates its slots.
+#define NIBBLE_ESCAPED(slot, k)                                                                                         \
+    {                                                                                                                   \
+        escaped[(*escapes)++] = (intptr_t)(k);                                                                          \
+        if (located) prefetch_escaped(loc, (k), (slot), dim * 2);                                                       \
+    }
+
+/// Escaped slots are skipped by every block; the first block (c0 == 0) lists them (NIBBLE_ESCAPED).
 #define NIBBLE_SKIP(slot, r)                                                                                            \
     if ((slot)[0] == 0xFF) {                                                                                            \
-        if (first) escaped[(*escapes)++] = (intptr_t)(r);                                                             \
+        if (first) NIBBLE_ESCAPED(slot, r)                                                                              \
         continue;                                                                                                       \
     }
 
@@ -815,9 +839,9 @@ static ALWAYS_INLINE AVX512 void nibble_run_block64_512(const int chunked, const
         const uint8_t *p = (const uint8_t *)slots[r], *q = (const uint8_t *)slots[(r) + 1];                             \
         const float *w = weights + position(positions, r) * chunks, *x = weights + position(positions, (r) + 1) * chunks; \
         if (p[0] != 0xFF) ADD_ROW(p, w, a0, a1, a2, a3);                                                                \
-        else if (first) escaped[(*escapes)++] = (intptr_t)(r);                                                          \
+        else if (first) NIBBLE_ESCAPED(p, r)                                                                            \
         if (q[0] != 0xFF) ADD_ROW(q, x, b0, b1, b2, b3);                                                                \
-        else if (first) escaped[(*escapes)++] = (intptr_t)((r) + 1);                                                    \
+        else if (first) NIBBLE_ESCAPED(q, (r) + 1)                                                                      \
     }
     size_t r = k;
     // Where the run spends its time every row asks for one ahead, with no test a row (as
@@ -839,7 +863,7 @@ static ALWAYS_INLINE AVX512 void nibble_run_block64_512(const int chunked, const
         const uint8_t *p = (const uint8_t *)slots[r];
         const float *w = weights + position(positions, r) * chunks;
         if (p[0] != 0xFF) ADD_ROW(p, w, a0, a1, a2, a3);
-        else if (first) escaped[(*escapes)++] = (intptr_t)r;
+        else if (first) NIBBLE_ESCAPED(p, r)
     }
 #undef ADD_ROW
 #undef WEIGHTS

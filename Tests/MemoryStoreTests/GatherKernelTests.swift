@@ -83,7 +83,7 @@ import _MemorySupport
                     let maps = [RowKernels.flatMap(base: t.baseAddress!, rowBytes: rowBytes, rows: rows),
                                 pkm_row_map(base: nil, row_bytes: rowBytes, shard_rows: b.baseAddress, rows_per_shard: rows,
                                             shard_multiplier: Divisor(rows, dividendsBelow: rows).multiplier, row_offsets: o.baseAddress,
-                                            checked: nil, checked_shift: 0, group_shift: 0, rows: rows)]
+                                            checked: nil, checked_shift: 0, group_shift: 0, rows: rows, escape_rows: nil, escapes_checked: nil)]
                     for (name, indices, targets) in [("index = rows", [1, rows, 2], [0, 1, 2]), ("index -1", [1, -1, 2], [0, 1, 2]),
                                                       ("target = outputs", [1, 2, 3], [0, outputs, 2]), ("target -1", [1, 2, 3], [0, 1, -1])] {
                         for (kind, map) in maps.enumerated() {
@@ -156,7 +156,8 @@ import _MemorySupport
                                         ? pkm_row_map(base: nil, row_bytes: rowBytes, shard_rows: b.baseAddress, rows_per_shard: perShard,
                                                       shard_multiplier: divided ? 0 : Divisor(perShard, dividendsBelow: tableRows).multiplier,
                                                       row_offsets: o.baseAddress, checked: checking ? bits.baseAddress : nil,
-                                                      checked_shift: checkedShift, group_shift: 2, rows: tableRows)
+                                                      checked_shift: checkedShift, group_shift: 2, rows: tableRows,
+                                                      escape_rows: nil, escapes_checked: nil)
                                         : RowKernels.flatMap(base: m.baseAddress!, rowBytes: rowBytes, rows: tableRows)
                                     for level in Int32(PKM_KERNEL_PORTABLE)...pkm_gather_reduce_level() {
                                         for distance in [0, 1, 32] {
@@ -316,24 +317,29 @@ import _MemorySupport
             let offsets = (0..<tableRows).map { UInt32($0 * slotBytes) }
             let bitmap = (0..<2).map { _ in rng.next() }  // 100 groups, at a stride of 128 bits
             let bases = [Int(bitPattern: s.baseAddress!)]
+            // The sharded map also names where escaped rows lie and their bitmap, which the kernel
+            // only asks for: the same sums and lists.
+            let escapeRows = [Int(bitPattern: s.baseAddress!)]
             for sharded in [false, true] {
                 bases.withUnsafeBufferPointer { b in
                     offsets.withUnsafeBufferPointer { o in
                         bitmap.withUnsafeBufferPointer { bits in
-                            var map = sharded
-                                ? pkm_row_map(base: nil, row_bytes: slotBytes, shard_rows: b.baseAddress, rows_per_shard: tableRows,
-                                              shard_multiplier: 0, row_offsets: o.baseAddress, checked: bits.baseAddress, checked_shift: 7,
-                                              group_shift: 2, rows: tableRows)
-                                : RowKernels.flatMap(base: s.baseAddress!, rowBytes: slotBytes, rows: tableRows)
-                            var out = [Float](repeating: 0, count: outputs * dim), listed = [Int](repeating: -1, count: count)
-                            var located = [UnsafeRawPointer?](repeating: nil, count: count), unchecked = [Int](repeating: -1, count: count)
-                            var n = 0
-                            let e = pkm_nibble_gather_reduce_rows(&map, picks, count, dim, chunks, weights, targets, &out, outputs, 8, table, &located,
-                                                                  &listed, &unchecked, &n)
-                            #expect(located == rows && out == given, "sharded \(sharded)")
-                            #expect(e == escapes && Array(listed[0..<e]) == Array(givenListed[0..<escapes]), "sharded \(sharded)")
-                            let expectedUnchecked = sharded ? picks.indices.filter { bitmap[picks[$0] / 4 / 64] >> UInt64(picks[$0] / 4 % 64) & 1 == 0 } : []
-                            #expect(Array(unchecked[0..<n]) == expectedUnchecked, "sharded \(sharded)")
+                            escapeRows.withUnsafeBufferPointer { er in
+                                var map = sharded
+                                    ? pkm_row_map(base: nil, row_bytes: slotBytes, shard_rows: b.baseAddress, rows_per_shard: tableRows,
+                                                  shard_multiplier: 0, row_offsets: o.baseAddress, checked: bits.baseAddress, checked_shift: 7,
+                                                  group_shift: 2, rows: tableRows, escape_rows: er.baseAddress, escapes_checked: bits.baseAddress)
+                                    : RowKernels.flatMap(base: s.baseAddress!, rowBytes: slotBytes, rows: tableRows)
+                                var out = [Float](repeating: 0, count: outputs * dim), listed = [Int](repeating: -1, count: count)
+                                var located = [UnsafeRawPointer?](repeating: nil, count: count), unchecked = [Int](repeating: -1, count: count)
+                                var n = 0
+                                let e = pkm_nibble_gather_reduce_rows(&map, picks, count, dim, chunks, weights, targets, &out, outputs, 8, table, &located,
+                                                                      &listed, &unchecked, &n)
+                                #expect(located == rows && out == given, "sharded \(sharded)")
+                                #expect(e == escapes && Array(listed[0..<e]) == Array(givenListed[0..<escapes]), "sharded \(sharded)")
+                                let expectedUnchecked = sharded ? picks.indices.filter { bitmap[picks[$0] / 4 / 64] >> UInt64(picks[$0] / 4 % 64) & 1 == 0 } : []
+                                #expect(Array(unchecked[0..<n]) == expectedUnchecked, "sharded \(sharded)")
+                            }
                         }
                     }
                 }

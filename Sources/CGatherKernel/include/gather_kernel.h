@@ -43,6 +43,13 @@ void pkm_gather_dot(int element_type, const void *const *rows, const intptr_t *p
 /// NULL, row r's group is checked when bit (s << checked_shift) + (i >> group_shift) of it is
 /// set (read with relaxed atomic loads). Indices must be below `rows`: the kernels that locate
 /// rows refuse any other (see pkm_gather_reduce_rows).
+///
+/// A nibble table's escaped rows (Spec/FORMAT.md, "Nibble"), which the nibble kernel only asks
+/// for, for its caller to add: when `escape_rows` is not NULL, escape_rows[s] (read with relaxed
+/// atomic loads; 0 while not known) is the address of shard s's first escaped row, s found as
+/// above also for a flat map of slots, and an escaped slot's u32 at byte 4 the index of its row
+/// there. When `escapes_checked` is not NULL, it is a bitmap laid out as `checked`, whose word
+/// for the row's group is asked for too.
 typedef struct {
     const char *base;
     size_t row_bytes;
@@ -53,6 +60,8 @@ typedef struct {
     const uint64_t *checked;
     unsigned checked_shift, group_shift;
     size_t rows;
+    const intptr_t *escape_rows;
+    const uint64_t *escapes_checked;
 } pkm_row_map;
 
 /// The shard holding row r of the table `map` describes (see pkm_row_map).
@@ -132,8 +141,9 @@ size_t pkm_nibble_gather_reduce_at(int level, const void *const *slots, const in
 /// becomes row indices[k]'s slot (`slots` holds count entries); the rows of groups not yet
 /// checked are summed, their k listed in unchecked[0 ..< *unchecked_count] (count entries), for
 /// the caller to check; returns the number of escaped slots, listed in `escaped` as
-/// pkm_nibble_gather_reduce lists them, or SIZE_MAX when an index or target was refused (as by
-/// pkm_gather_reduce_rows). Needs pkm_nibble_gather_reduce_fits.
+/// pkm_nibble_gather_reduce lists them (each escaped row, and its word of map->escapes_checked,
+/// asked for as its slot is met, so that the caller finds them in cache), or SIZE_MAX when an
+/// index or target was refused (as by pkm_gather_reduce_rows). Needs pkm_nibble_gather_reduce_fits.
 size_t pkm_nibble_gather_reduce_rows(const pkm_row_map *map, const intptr_t *indices, size_t count, size_t dim, size_t chunks,
                                      const float *weights, const intptr_t *targets, float *out, size_t outputs,
                                      size_t prefetch_distance, const uint8_t *table, const void **slots, intptr_t *escaped,

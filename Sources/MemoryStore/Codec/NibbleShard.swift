@@ -16,18 +16,18 @@ struct NibbleShard {
     /// The shard of a blob whose header has been checked, its slots laid out as `slots` (codec 4 or 5).
     init(blob: UnsafeRawBufferPointer, slots: RawShardLayout, shard: Int, layout: TableLayout) {
         let rows = layout.rowRange(ofShard: shard).count
-        self.init(groups: blob.baseAddress! + slots.start, slots: slots,
+        self.init(groups: blob.baseAddress! + slots.start, slots: slots, escapes: blob.baseAddress! + slots.blobBytes(rows: rows),
                   escapeCount: slots.escapedRows(inBlob: blob.count, rows: rows, rowBytes: layout.rowBytes)!, shard: shard, layout: layout)
     }
 
-    /// The shard whose first group is at `groups`, with `escapeCount` escaped rows.
-    init(groups: UnsafeRawPointer, slots: RawShardLayout, escapeCount: Int, shard: Int, layout: TableLayout) {
+    /// The shard whose first group is at `groups`, with `escapeCount` escaped rows from `escapes` on.
+    init(groups: UnsafeRawPointer, slots: RawShardLayout, escapes: UnsafeRawPointer, escapeCount: Int, shard: Int, layout: TableLayout) {
         self.groups = groups
         self.slots = slots
+        self.escapes = escapes
         self.escapeCount = escapeCount
         self.shard = shard
         table = layout
-        escapes = groups - slots.start + slots.blobBytes(rows: layout.rowRange(ofShard: shard).count)
     }
 
     private func corrupt(_ r: Int, _ why: String) -> StoreError {

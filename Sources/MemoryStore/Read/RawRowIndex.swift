@@ -24,9 +24,10 @@ final class RawRowIndex: @unchecked Sendable {
     private let knownShards = Atomic<Int>(0)
     /// Each row's offset within its shard from the shard's first group (`raw.rowOffset`).
     private let rowOffsets: UnsafeMutablePointer<UInt32>
-    /// A nibble table's escaped rows in each shard, stored before the shard's address (so a
-    /// reader that sees the address sees the count); nil for raw tables.
+    /// A nibble table's escaped rows in each shard, and where the first of them lies, stored
+    /// before the shard's address (so a reader that sees the address sees both); nil for raw tables.
     private let escapeCounts: UnsafeMutablePointer<Atomic<Int>>?
+    private let escapeRows: UnsafeMutablePointer<Atomic<Int>>?
     private let shardCount: Int
     /// Row groups (``RawShardLayout``) whose rows have all been checked since open, one bit per
     /// group, group `g` of shard `s` at bit `s << checkedShift + g` (a power-of-two stride, so that
@@ -82,7 +83,11 @@ final class RawRowIndex: @unchecked Sendable {
         blobs = .allocate(capacity: shardCount)
         for i in 0..<shardCount { (blobs + i).initialize(to: Atomic(0)) }
         escapeCounts = codes == nil ? nil : .allocate(capacity: shardCount)
-        for i in 0..<(escapeCounts == nil ? 0 : shardCount) { (escapeCounts! + i).initialize(to: Atomic(0)) }
+        escapeRows = codes == nil ? nil : .allocate(capacity: shardCount)
+        for i in 0..<(codes == nil ? 0 : shardCount) {
+            (escapeCounts! + i).initialize(to: Atomic(0))
+            (escapeRows! + i).initialize(to: Atomic(0))
+        }
         rowOffsets = .allocate(capacity: layout.rowsPerShard)
         for i in 0..<layout.rowsPerShard { rowOffsets[i] = UInt32(raw.rowOffset(i)) }
         let groupsPerShard = (layout.rowsPerShard + raw.groupRows - 1) / raw.groupRows
@@ -101,6 +106,8 @@ final class RawRowIndex: @unchecked Sendable {
         rowOffsets.deallocate()
         escapeCounts?.deinitialize(count: shardCount)
         escapeCounts?.deallocate()
+        escapeRows?.deinitialize(count: shardCount)
+        escapeRows?.deallocate()
     }
 
     /// The start of shard `index`'s first row group in the map, or nil when not yet known.
@@ -143,6 +150,8 @@ final class RawRowIndex: @unchecked Sendable {
     private func store(_ blob: UnsafeRawBufferPointer, escaped: Int, shard index: Int) -> UnsafeRawPointer {
         let start = blob.baseAddress! + raw.start
         escapeCounts?[index].store(escaped, ordering: .relaxed)
+        escapeRows?[index].store(Int(bitPattern: blob.baseAddress! + raw.blobBytes(rows: layout.rowRange(ofShard: index).count)),
+                                 ordering: .relaxed)
         if blobs[index].exchange(Int(bitPattern: start), ordering: .releasing) == 0 {
             knownShards.add(1, ordering: .releasing)
         }
@@ -185,7 +194,21 @@ final class RawRowIndex: @unchecked Sendable {
         let bitmap = checking && checkedGroups.load(ordering: .relaxed) < groupCount ? checked?.words64 : nil
         return pkm_row_map(base: nil, row_bytes: raw.rowBytes, shard_rows: bases, rows_per_shard: layout.rowsPerShard,
                            shard_multiplier: rowsPerShard.multiplier, row_offsets: rowOffsets, checked: bitmap,
-                           checked_shift: UInt32(checkedShift), group_shift: UInt32(raw.groupShift), rows: layout.rows)
+                           checked_shift: UInt32(checkedShift), group_shift: UInt32(raw.groupShift), rows: layout.rows,
+                           escape_rows: escapeRows.map { UnsafeRawPointer($0).assumingMemoryBound(to: Int.self) },
+                           escapes_checked: escapesChecked?.words64)
+    }
+
+    /// The map of a nibble table's slots copied into memory at `base` (``SlotsInMemory``), flat,
+    /// with this index's escaped rows (``rowMap(checking:)``).
+    func slotsMap(base: UnsafeRawPointer, slotBytes: Int, rows: Int) -> pkm_row_map {
+        var map = rowMap(checking: false)
+        map.base = base.assumingMemoryBound(to: CChar.self)
+        map.row_bytes = slotBytes
+        map.shard_rows = nil
+        map.row_offsets = nil
+        map.rows = rows
+        return map
     }
 
     /// After a reduce of `rows` rows, checks groups not yet checked, from where the last sweep
@@ -431,7 +454,8 @@ final class RawRowIndex: @unchecked Sendable {
 
     /// Shard `index` of a nibble table, its first group at `groups` (known).
     private func nibbleShard(_ index: Int, groups: UnsafeRawPointer) -> NibbleShard {
-        NibbleShard(groups: groups, slots: raw, escapeCount: escapeCounts![index].load(ordering: .relaxed), shard: index, layout: layout)
+        NibbleShard(groups: groups, slots: raw, escapes: UnsafeRawPointer(bitPattern: escapeRows![index].load(ordering: .relaxed))!,
+                    escapeCount: escapeCounts![index].load(ordering: .relaxed), shard: index, layout: layout)
     }
 
     /// The values of escaped row `row` (its shard located), whose slot is at `slot`, once the

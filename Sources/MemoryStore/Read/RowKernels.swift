@@ -45,7 +45,8 @@ package enum RowKernels {
     /// The row map of a flat table of `rows` rows: row `r` at `base + r × rowBytes`.
     package static func flatMap(base: UnsafeRawPointer, rowBytes: Int, rows: Int) -> pkm_row_map {
         pkm_row_map(base: base.assumingMemoryBound(to: CChar.self), row_bytes: rowBytes, shard_rows: nil, rows_per_shard: 0,
-                    shard_multiplier: 0, row_offsets: nil, checked: nil, checked_shift: 0, group_shift: 0, rows: rows)
+                    shard_multiplier: 0, row_offsets: nil, checked: nil, checked_shift: 0, group_shift: 0, rows: rows,
+                    escape_rows: nil, escapes_checked: nil)
     }
 
     /// The per-slot gate dots behind `Store.gatherDots`: for each k, with `i = positions?[k] ?? k`,

@@ -238,8 +238,8 @@ extension Store {
     /// which groups it has checked.
     private func locatingRowMap(nibbleKernel: Bool) -> pkm_row_map? {
         if let residentRows { return RowKernels.flatMap(base: residentRows.base, rowBytes: layout.rowBytes, rows: readableRows) }
-        if nibbleKernel, let slotsInMemory, let base = slotsInMemory.base {
-            return RowKernels.flatMap(base: base, rowBytes: slotsInMemory.slotBytes, rows: readableRows)
+        if nibbleKernel, let slotsInMemory, let base = slotsInMemory.base, let rawRows {
+            return rawRows.slotsMap(base: base, slotBytes: slotsInMemory.slotBytes, rows: readableRows)
         }
         guard let rawRows, rawRows.nibbleTable == nil || nibbleKernel, rawRows.everyShardKnown, !readingFromDisk.load(ordering: .relaxed),
               !checksRows || rawRows.remembersChecks else { return nil }
