@@ -110,6 +110,52 @@ import _MemorySupport
         }
     }
 
+    /// The nibble kernel that locates its slots, over a map that names where escaped rows lie,
+    /// refuses an index not below the map's rows (read as row 0, whose slot here is escaped) without
+    /// asking for an escaped row through it: with index -1 the shard it would name lies far past
+    /// `escape_rows`, whose one entry is all there is to read.
+    @Test func nibbleKernelAsksForNoEscapedRowThroughARefusedIndex() {
+        let rows = 64, dim = 64, slotBytes = dim / 2 + dim
+        guard pkm_nibble_gather_reduce_fits(dim, 1) != 0 else { return }
+        var slots = [UInt8](repeating: 0, count: rows * slotBytes)
+        slots[0] = 0xFF  // row 0 escaped, escape index 0
+        let table = [UInt8](0..<16), escapedRow = [UInt8](repeating: 0, count: dim * 2)
+        let offsets = (0..<rows).map { UInt32($0 * slotBytes) }
+        let bitmap: [UInt64] = [0, 0]
+        slots.withUnsafeBytes { s in
+            escapedRow.withUnsafeBytes { e in
+                offsets.withUnsafeBufferPointer { o in
+                    bitmap.withUnsafeBufferPointer { bits in
+                        let bases = [Int(bitPattern: s.baseAddress!)], escapes = [Int(bitPattern: e.baseAddress!)]
+                        bases.withUnsafeBufferPointer { b in
+                            escapes.withUnsafeBufferPointer { er in
+                                var flat = RowKernels.flatMap(base: s.baseAddress!, rowBytes: slotBytes, rows: rows)
+                                flat.rows_per_shard = rows
+                                flat.escape_rows = er.baseAddress
+                                let sharded = pkm_row_map(base: nil, row_bytes: slotBytes, shard_rows: b.baseAddress, rows_per_shard: rows,
+                                                          shard_multiplier: Divisor(rows, dividendsBelow: rows).multiplier, row_offsets: o.baseAddress,
+                                                          checked: nil, checked_shift: 0, group_shift: 0, rows: rows,
+                                                          escape_rows: er.baseAddress, escapes_checked: bits.baseAddress)
+                                for (kind, map) in [flat, sharded].enumerated() {
+                                    for indices in [[1, -1, 2], [1, rows, 2], [-1, -1, -1]] {
+                                        for distance in [0, 1, 32] {
+                                            var m = map, out = [Float](repeating: 0, count: dim), n = 0
+                                            var located = [UnsafeRawPointer?](repeating: nil, count: 3)
+                                            var listed = [Int](repeating: -1, count: 3), unchecked = [Int](repeating: -1, count: 3)
+                                            let e = pkm_nibble_gather_reduce_rows(&m, indices, 3, dim, 1, [1, 1, 1], nil, &out, 1, distance, table,
+                                                                                  &located, &listed, &unchecked, &n)
+                                            #expect(e == Int(bitPattern: UInt(bitPattern: -1)), "kind \(kind), \(indices), distance \(distance): refused")
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// The kernel that locates its rows (`pkm_gather_reduce_rows`) against the one given their
     /// addresses, on every path, for a flat table and for a sharded one (shards of an odd number
     /// of rows at scattered addresses, rows in groups after a line of checksums, as Spec/FORMAT.md's
