@@ -4,13 +4,14 @@
 #   Tools/bench_codecs.sh WORKDIR [--peers] [EXPONENTS...]     (default exponents: 16 20 24)
 # For each table of 2^e rows (64 bf16 values, PKM H=4, k=32: 128 rows per query, uniform
 # queries, batches of 256): a raw store, and its copies re-encoded as nibble and zstd
-# (`memtool compact --codec`); `memtool bench` on each, with the default row checks, one thread,
-# alternating, three rounds (ROUNDS=N for N); embedding_bag over the flat copy of the same rows; the table shows
+# (`memtool compact --codec`); `memtool bench` on each, with the default row checks, one thread
+# (THREADS=N for N), alternating, three rounds (ROUNDS=N for N); embedding_bag over the flat copy of
+# the same rows, on as many threads; the table shows
 # medians, the shards' bytes against the raw values, and nibble against raw and embedding_bag.
 # Every store and the flat copy are first put in the same page-cache state (Tools/pagecache.py).
 # With --peers, Tools/peers/compressed_arrays.py stores the 2^24 table in tensorstore (zarr v3,
 # sharded, small inner chunks) and blosc2 and reads random rows from each.
-# Results: WORKDIR/codec-results/*.json and a table on stdout.
+# Results: WORKDIR/codec-results[-tN]/*.json and a table on stdout.
 source "$(dirname "$0")/prelude.sh"
 work=${1:?usage: bench_codecs.sh WORKDIR [--peers] [EXPONENTS...]}
 shift
@@ -18,8 +19,9 @@ peers=0
 if [ "${1:-}" = --peers ]; then peers=1; shift; fi
 exponents=${*:-16 20 24}
 rounds=${ROUNDS:-3}
+threads=${THREADS:-1}
 memtool="$root/.build/release/memtool"
-results="$work/codec-results"
+results="$work/codec-results$([ "$threads" = 1 ] || echo "-t$threads")"
 mkdir -p "$results"
 bash "$root/Tools/bootstrap.sh"
 (cd "$root" && swift build -c release --product memtool >/dev/null)
@@ -36,7 +38,7 @@ for e in $exponents; do
     for codec in raw nibble zstd; do
         "$memtool" inspect "$work/c$e-$codec.pkm" --json > "$results/$e-$codec-inspect.json"
     done
-    opts=(--distribution uniform --queries 4096 --batch 256 --no-brute-force --threads 1 --flat-path "$work/flat$e")
+    opts=(--distribution uniform --queries 4096 --batch 256 --no-brute-force --threads "$threads" --flat-path "$work/flat$e")
     # One unrecorded pass: it writes the flat copy, the rows for embedding_bag, and fills the page cache.
     "$memtool" bench "$raw" "${opts[@]}" --reduced-rows "$work/rows$e" > /dev/null
     for round in $(seq 1 "$rounds"); do
@@ -47,7 +49,7 @@ for e in $exponents; do
             echo "== 2^$e rows, $codec, round $round" >&2
             "$memtool" bench "$work/c$e-$codec.pkm" "${opts[@]}" --json "$results/$e-$codec-$round.json" > /dev/null
         done
-        python3 "$root/Tools/peers/embedding_bag.py" "$work/flat$e" bf16 "$rows" 64 "$work/rows$e" --batch 256 --threads 1 \
+        python3 "$root/Tools/peers/embedding_bag.py" "$work/flat$e" bf16 "$rows" 64 "$work/rows$e" --batch 256 --threads "$threads" \
             > "$results/$e-embedding-bag-$round.json"
     done
     if [ "$peers" = 1 ] && [ "$e" = 24 ]; then
