@@ -452,10 +452,14 @@ final class RawRowIndex: @unchecked Sendable {
         try shard.check(r, decoded: UnsafeRawBufferPointer(decoded))
     }
 
-    /// Shard `index` of a nibble table, its first group at `groups` (known).
+    /// Shard `index` of a nibble table, its first group at `groups` (known). Where its escaped
+    /// rows begin is kept as the shard is learned; a reader that found `groups` by a relaxed load
+    /// may not see that yet, and then computes it.
     private func nibbleShard(_ index: Int, groups: UnsafeRawPointer) -> NibbleShard {
-        NibbleShard(groups: groups, slots: raw, escapes: UnsafeRawPointer(bitPattern: escapeRows![index].load(ordering: .relaxed))!,
-                    escapeCount: escapeCounts![index].load(ordering: .relaxed), shard: index, layout: layout)
+        let escapes = UnsafeRawPointer(bitPattern: escapeRows![index].load(ordering: .relaxed))
+            ?? groups - raw.start + raw.blobBytes(rows: layout.rowRange(ofShard: index).count)
+        return NibbleShard(groups: groups, slots: raw, escapes: escapes, escapeCount: escapeCounts![index].load(ordering: .relaxed),
+                           shard: index, layout: layout)
     }
 
     /// The values of escaped row `row` (its shard located), whose slot is at `slot`, once the
