@@ -677,6 +677,15 @@ static ALWAYS_INLINE AVX2 __m256 widen_bf16(__m128i v) {
 #define NIBBLE_AHEAD(r)                                                                                                 \
     if (first && distance && (r) + distance < count) LOCATE_AND_PREFETCH(slots, (r) + distance, slot_bytes)
 
+/// Asks for the slots of the 16 rows from r + distance on when r is a multiple of 16, for the AVX2
+/// loops: their decode (128-bit shuffles) is long enough that, asked for a row at a time, few
+/// slots' misses are in flight at once; asked for 16 at once they overlap (1.9x at 2^26 rows,
+/// 0.93x in cache: BENCHMARKS.md, "fifteenth session"). The first block meets every row once, so
+/// each slot is located at least `distance` rows before it is summed.
+#define NIBBLE_WINDOW(r)                                                                                                \
+    if (first && distance && ((r) & 15) == 0)                                                                           \
+        for (size_t a_ = (r) + distance; a_ < (r) + distance + 16 && a_ < count; a_++) LOCATE_AND_PREFETCH(slots, a_, slot_bytes)
+
 /// Asks for the escaped row that slot k (escaped, at `slot`) points to, and for its group's word
 /// of escapes_checked (see pkm_row_map), so that the caller, which adds it after the call, finds
 /// them in cache rather than waiting for memory a row at a time. Only asks: a damaged index (which
@@ -721,7 +730,7 @@ static ALWAYS_INLINE AVX2 void nibble_run_block32(const int chunked, const int l
            a3 = _mm256_loadu_ps(o + c0 + 24);
     const int first = c0 == 0;
     for (size_t r = k; r < end; r++) {
-        NIBBLE_AHEAD(r)
+        NIBBLE_WINDOW(r)
         const uint8_t *slot = (const uint8_t *)slots[r];
         NIBBLE_SKIP(slot, r)
         const float *w = weights + position(positions, r) * chunks;
@@ -749,7 +758,7 @@ static ALWAYS_INLINE AVX2 void nibble_run_block64(const int chunked, const int l
            a6 = _mm256_loadu_ps(o + c0 + 48), a7 = _mm256_loadu_ps(o + c0 + 56);
     const int first = c0 == 0;
     for (size_t r = k; r < end; r++) {
-        NIBBLE_AHEAD(r)
+        NIBBLE_WINDOW(r)
         const uint8_t *slot = (const uint8_t *)slots[r];
         NIBBLE_SKIP(slot, r)
         const float *w = weights + position(positions, r) * chunks;
@@ -956,8 +965,13 @@ static AVX2 size_t nibble_reduce_avx2(const void **slots, const intptr_t *positi
                                       size_t distance, const uint8_t *table, intptr_t *escaped, locator *loc) {
     const __m128i t = _mm_loadu_si128((const __m128i *)table);
     size_t escapes = 0;
-    DISPATCH_ROWS(loc ? rows_kind(&loc->map) : ROWS_GIVEN, chunks != 1, escapes = nibble_reduce_typed, slots, positions, count, dim,
-                  chunks, weights, targets, out, distance, t, escaped, loc)
+    if (dim == 64) {  // as nibble_reduce_avx512
+        DISPATCH_ROWS(loc ? rows_kind(&loc->map) : ROWS_GIVEN, chunks != 1, escapes = nibble_reduce_typed, slots, positions, count, 64,
+                      chunks, weights, targets, out, distance, t, escaped, loc)
+    } else {
+        DISPATCH_ROWS(loc ? rows_kind(&loc->map) : ROWS_GIVEN, chunks != 1, escapes = nibble_reduce_typed, slots, positions, count, dim,
+                      chunks, weights, targets, out, distance, t, escaped, loc)
+    }
     return escapes;
 }
 
@@ -997,13 +1011,21 @@ size_t pkm_nibble_gather_reduce_at(int level, const void *const *slots, const in
                               table, escaped, NULL);
 }
 
+size_t pkm_nibble_gather_reduce_rows_at(int level, const pkm_row_map *map, const intptr_t *indices, size_t count, size_t dim,
+                                        size_t chunks, const float *weights, const intptr_t *targets, float *out, size_t outputs,
+                                        size_t prefetch_distance, const uint8_t *table, const void **slots, intptr_t *escaped,
+                                        intptr_t *unchecked, size_t *unchecked_count) {
+    locator loc = {*map, indices, outputs, unchecked, 0, 0};
+    const size_t escapes = nibble_reduce_path(level, slots, NULL, count, dim, chunks, weights, targets, out, prefetch_distance, table,
+                                              escaped, &loc);
+    *unchecked_count = loc.n;
+    return loc.refused ? SIZE_MAX : escapes;
+}
+
 size_t pkm_nibble_gather_reduce_rows(const pkm_row_map *map, const intptr_t *indices, size_t count, size_t dim, size_t chunks,
                                      const float *weights, const intptr_t *targets, float *out, size_t outputs,
                                      size_t prefetch_distance, const uint8_t *table, const void **slots, intptr_t *escaped,
                                      intptr_t *unchecked, size_t *unchecked_count) {
-    locator loc = {*map, indices, outputs, unchecked, 0, 0};
-    const size_t escapes = nibble_reduce_path(pkm_gather_reduce_level(), slots, NULL, count, dim, chunks, weights, targets, out,
-                                              prefetch_distance, table, escaped, &loc);
-    *unchecked_count = loc.n;
-    return loc.refused ? SIZE_MAX : escapes;
+    return pkm_nibble_gather_reduce_rows_at(pkm_gather_reduce_level(), map, indices, count, dim, chunks, weights, targets, out, outputs,
+                                            prefetch_distance, table, slots, escaped, unchecked, unchecked_count);
 }

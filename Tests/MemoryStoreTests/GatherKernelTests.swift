@@ -356,10 +356,9 @@ import _MemorySupport
                 }
             }
             // The kernel that locates its slots, over the slots as a flat table and as one shard
-            // with a bitmap of checked groups (of 4 slots): the same slots, sums to the bit,
-            // escaped slots, and exactly the unchecked ones listed.
-            var given = [Float](repeating: 0, count: outputs * dim), givenListed = [Int](repeating: -1, count: count)
-            let escapes = pkm_nibble_gather_reduce(rows, nil, count, dim, chunks, weights, targets, &given, 8, table, &givenListed)
+            // with a bitmap of checked groups (of 4 slots), on every path: the same slots, sums to
+            // the bit of the same path over the slots given, escaped slots, and exactly the
+            // unchecked ones listed.
             let offsets = (0..<tableRows).map { UInt32($0 * slotBytes) }
             let bitmap = (0..<2).map { _ in rng.next() }  // 100 groups, at a stride of 128 bits
             let bases = [Int(bitPattern: s.baseAddress!)]
@@ -367,24 +366,28 @@ import _MemorySupport
             // only asks for: the same sums and lists.
             let escapeRows = [Int(bitPattern: s.baseAddress!)]
             for sharded in [false, true] {
-                bases.withUnsafeBufferPointer { b in
-                    offsets.withUnsafeBufferPointer { o in
-                        bitmap.withUnsafeBufferPointer { bits in
-                            escapeRows.withUnsafeBufferPointer { er in
-                                var map = sharded
-                                    ? pkm_row_map(base: nil, row_bytes: slotBytes, shard_rows: b.baseAddress, rows_per_shard: tableRows,
-                                                  shard_multiplier: 0, row_offsets: o.baseAddress, checked: bits.baseAddress, checked_shift: 7,
-                                                  group_shift: 2, rows: tableRows, escape_rows: er.baseAddress, escapes_checked: bits.baseAddress)
-                                    : RowKernels.flatMap(base: s.baseAddress!, rowBytes: slotBytes, rows: tableRows)
-                                var out = [Float](repeating: 0, count: outputs * dim), listed = [Int](repeating: -1, count: count)
-                                var located = [UnsafeRawPointer?](repeating: nil, count: count), unchecked = [Int](repeating: -1, count: count)
-                                var n = 0
-                                let e = pkm_nibble_gather_reduce_rows(&map, picks, count, dim, chunks, weights, targets, &out, outputs, 8, table, &located,
-                                                                      &listed, &unchecked, &n)
-                                #expect(located == rows && out == given, "sharded \(sharded)")
-                                #expect(e == escapes && Array(listed[0..<e]) == Array(givenListed[0..<escapes]), "sharded \(sharded)")
-                                let expectedUnchecked = sharded ? picks.indices.filter { bitmap[picks[$0] / 4 / 64] >> UInt64(picks[$0] / 4 % 64) & 1 == 0 } : []
-                                #expect(Array(unchecked[0..<n]) == expectedUnchecked, "sharded \(sharded)")
+                for level in Int32(PKM_KERNEL_AVX2)...pkm_gather_reduce_level() {
+                    var given = [Float](repeating: 0, count: outputs * dim), givenListed = [Int](repeating: -1, count: count)
+                    let escapes = pkm_nibble_gather_reduce_at(level, rows, nil, count, dim, chunks, weights, targets, &given, 8, table, &givenListed)
+                    bases.withUnsafeBufferPointer { b in
+                        offsets.withUnsafeBufferPointer { o in
+                            bitmap.withUnsafeBufferPointer { bits in
+                                escapeRows.withUnsafeBufferPointer { er in
+                                    var map = sharded
+                                        ? pkm_row_map(base: nil, row_bytes: slotBytes, shard_rows: b.baseAddress, rows_per_shard: tableRows,
+                                                      shard_multiplier: 0, row_offsets: o.baseAddress, checked: bits.baseAddress, checked_shift: 7,
+                                                      group_shift: 2, rows: tableRows, escape_rows: er.baseAddress, escapes_checked: bits.baseAddress)
+                                        : RowKernels.flatMap(base: s.baseAddress!, rowBytes: slotBytes, rows: tableRows)
+                                    var out = [Float](repeating: 0, count: outputs * dim), listed = [Int](repeating: -1, count: count)
+                                    var located = [UnsafeRawPointer?](repeating: nil, count: count), unchecked = [Int](repeating: -1, count: count)
+                                    var n = 0
+                                    let e = pkm_nibble_gather_reduce_rows_at(level, &map, picks, count, dim, chunks, weights, targets, &out, outputs, 8,
+                                                                             table, &located, &listed, &unchecked, &n)
+                                    #expect(located == rows && out == given, "sharded \(sharded), level \(level)")
+                                    #expect(e == escapes && Array(listed[0..<e]) == Array(givenListed[0..<escapes]), "sharded \(sharded), level \(level)")
+                                    let expectedUnchecked = sharded ? picks.indices.filter { bitmap[picks[$0] / 4 / 64] >> UInt64(picks[$0] / 4 % 64) & 1 == 0 } : []
+                                    #expect(Array(unchecked[0..<n]) == expectedUnchecked, "sharded \(sharded), level \(level)")
+                                }
                             }
                         }
                     }

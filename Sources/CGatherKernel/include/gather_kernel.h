@@ -149,6 +149,12 @@ size_t pkm_nibble_gather_reduce_rows(const pkm_row_map *map, const intptr_t *ind
                                      size_t prefetch_distance, const uint8_t *table, const void **slots, intptr_t *escaped,
                                      intptr_t *unchecked, size_t *unchecked_count);
 
+/// pkm_nibble_gather_reduce_rows with the path limited to `level` (PKM_KERNEL_AVX2 or better), for tests.
+size_t pkm_nibble_gather_reduce_rows_at(int level, const pkm_row_map *map, const intptr_t *indices, size_t count, size_t dim,
+                                        size_t chunks, const float *weights, const intptr_t *targets, float *out, size_t outputs,
+                                        size_t prefetch_distance, const uint8_t *table, const void **slots, intptr_t *escaped,
+                                        intptr_t *unchecked, size_t *unchecked_count);
+
 /// Whether pkm_nibble_gather_reduce runs on this processor for rows of `dim` in `chunks`.
 int pkm_nibble_gather_reduce_fits(size_t dim, size_t chunks);
 
