@@ -45,9 +45,11 @@ class Passes:
         """A pass of each, then both stores' background checks awaited and a pass of each again,
         so that the rounds read checked rows; checks that both give the same sums (to float
         summation order). Returns whether every row of both was checked."""
-        self.run(first), self.run(second)
+        for store in (first, second):
+            self.run(store)
         checked = first.wait_checked(600) and second.wait_checked(600)
-        self.run(first), self.run(second)
+        for store in (first, second):
+            self.run(store)
         idx, w = self.batches[0]
         a, b = (s.gather_reduce(idx, w, targets=self.targets, outputs=BATCH) for s in (first, second))
         assert np.allclose(a, b, rtol=1e-5, atol=1e-6), "the two stores give different sums"
