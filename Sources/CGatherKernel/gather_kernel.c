@@ -882,6 +882,20 @@ static ALWAYS_INLINE AVX512 void nibble_run_block64_512(const int chunked, const
     _mm512_storeu_ps(o + c0 + 32, a2); _mm512_storeu_ps(o + c0 + 48, a3);
 }
 
+/// Sets `escapes` to FN's (a nibble reduce specialised by DISPATCH_ROWS) over the arguments of the
+/// function it is used in. Rows of 64 values (the usual width) get a copy with the width a
+/// constant: the slot's size, the one column block and its tests fold away, leaving fewer
+/// instructions a row between the prefetches (with the positions dropped where the rows are
+/// located: 1.04-1.2x, BENCHMARKS.md, "fifteenth session").
+#define DISPATCH_NIBBLE(FN)                                                                                             \
+    if (dim == 64) {                                                                                                    \
+        DISPATCH_ROWS(loc ? rows_kind(&loc->map) : ROWS_GIVEN, chunks != 1, escapes = FN, slots, positions, count, 64,  \
+                      chunks, weights, targets, out, distance, t, escaped, loc)                                         \
+    } else {                                                                                                            \
+        DISPATCH_ROWS(loc ? rows_kind(&loc->map) : ROWS_GIVEN, chunks != 1, escapes = FN, slots, positions, count, dim, \
+                      chunks, weights, targets, out, distance, t, escaped, loc)                                         \
+    }
+
 static ALWAYS_INLINE AVX512 size_t nibble_reduce_512_typed(const int chunked, const int located, const void **slots, const intptr_t *positions,
                                                            size_t count, size_t dim, size_t chunks, const float *weights,
                                                            const intptr_t *targets, float *out, size_t distance, __m128i table,
@@ -914,17 +928,7 @@ static AVX512 size_t nibble_reduce_avx512(const void **slots, const intptr_t *po
                                           size_t distance, const uint8_t *table, intptr_t *escaped, locator *loc) {
     const __m128i t = _mm_loadu_si128((const __m128i *)table);
     size_t escapes = 0;
-    // Rows of 64 values (the usual width) get a copy with the width a constant: the slot's size,
-    // the one column block and its tests fold away, leaving fewer instructions a row between the
-    // prefetches (with the positions dropped where the rows are located: 1.04-1.2x, BENCHMARKS.md,
-    // "fifteenth session").
-    if (dim == 64) {
-        DISPATCH_ROWS(loc ? rows_kind(&loc->map) : ROWS_GIVEN, chunks != 1, escapes = nibble_reduce_512_typed, slots, positions, count, 64,
-                      chunks, weights, targets, out, distance, t, escaped, loc)
-    } else {
-        DISPATCH_ROWS(loc ? rows_kind(&loc->map) : ROWS_GIVEN, chunks != 1, escapes = nibble_reduce_512_typed, slots, positions, count, dim,
-                      chunks, weights, targets, out, distance, t, escaped, loc)
-    }
+    DISPATCH_NIBBLE(nibble_reduce_512_typed)
     return escapes;
 }
 
@@ -965,13 +969,7 @@ static AVX2 size_t nibble_reduce_avx2(const void **slots, const intptr_t *positi
                                       size_t distance, const uint8_t *table, intptr_t *escaped, locator *loc) {
     const __m128i t = _mm_loadu_si128((const __m128i *)table);
     size_t escapes = 0;
-    if (dim == 64) {  // as nibble_reduce_avx512
-        DISPATCH_ROWS(loc ? rows_kind(&loc->map) : ROWS_GIVEN, chunks != 1, escapes = nibble_reduce_typed, slots, positions, count, 64,
-                      chunks, weights, targets, out, distance, t, escaped, loc)
-    } else {
-        DISPATCH_ROWS(loc ? rows_kind(&loc->map) : ROWS_GIVEN, chunks != 1, escapes = nibble_reduce_typed, slots, positions, count, dim,
-                      chunks, weights, targets, out, distance, t, escaped, loc)
-    }
+    DISPATCH_NIBBLE(nibble_reduce_typed)
     return escapes;
 }
 

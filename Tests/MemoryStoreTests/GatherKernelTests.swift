@@ -110,8 +110,8 @@ import _MemorySupport
         }
     }
 
-    /// The nibble kernel that locates its slots, over a map that names where escaped rows lie,
-    /// refuses an index not below the map's rows (read as row 0, whose slot here is escaped) without
+    /// The nibble kernel that locates its slots, on every path, over a map that names where escaped
+    /// rows lie, refuses an index not below the map's rows (read as row 0, whose slot here is escaped) without
     /// asking for an escaped row through it: with index -1 the shard it would name lies far past
     /// `escape_rows`, whose one entry is all there is to read.
     @Test func nibbleKernelAsksForNoEscapedRowThroughARefusedIndex() {
@@ -138,13 +138,14 @@ import _MemorySupport
                                                           escape_rows: er.baseAddress, escapes_checked: bits.baseAddress)
                                 for (kind, map) in [flat, sharded].enumerated() {
                                     for indices in [[1, -1, 2], [1, rows, 2], [-1, -1, -1]] {
-                                        for distance in [0, 1, 32] {
+                                        for (distance, level) in [0, 1, 32].flatMap({ d in (Int32(PKM_KERNEL_AVX2)...pkm_gather_reduce_level()).map { (d, $0) } }) {
                                             var m = map, out = [Float](repeating: 0, count: dim), n = 0
                                             var located = [UnsafeRawPointer?](repeating: nil, count: 3)
                                             var listed = [Int](repeating: -1, count: 3), unchecked = [Int](repeating: -1, count: 3)
-                                            let e = pkm_nibble_gather_reduce_rows(&m, indices, 3, dim, 1, [1, 1, 1], nil, &out, 1, distance, table,
-                                                                                  &located, &listed, &unchecked, &n)
-                                            #expect(e == Int(bitPattern: UInt(bitPattern: -1)), "kind \(kind), \(indices), distance \(distance): refused")
+                                            let e = pkm_nibble_gather_reduce_rows_at(level, &m, indices, 3, dim, 1, [1, 1, 1], nil, &out, 1, distance,
+                                                                                     table, &located, &listed, &unchecked, &n)
+                                            #expect(e == Int(bitPattern: UInt(bitPattern: -1)),
+                                                    "kind \(kind), \(indices), distance \(distance), level \(level): refused")
                                         }
                                     }
                                 }
@@ -365,10 +366,10 @@ import _MemorySupport
             // The sharded map also names where escaped rows lie and their bitmap, which the kernel
             // only asks for: the same sums and lists.
             let escapeRows = [Int(bitPattern: s.baseAddress!)]
-            for sharded in [false, true] {
-                for level in Int32(PKM_KERNEL_AVX2)...pkm_gather_reduce_level() {
-                    var given = [Float](repeating: 0, count: outputs * dim), givenListed = [Int](repeating: -1, count: count)
-                    let escapes = pkm_nibble_gather_reduce_at(level, rows, nil, count, dim, chunks, weights, targets, &given, 8, table, &givenListed)
+            for level in Int32(PKM_KERNEL_AVX2)...pkm_gather_reduce_level() {
+                var given = [Float](repeating: 0, count: outputs * dim), givenListed = [Int](repeating: -1, count: count)
+                let escapes = pkm_nibble_gather_reduce_at(level, rows, nil, count, dim, chunks, weights, targets, &given, 8, table, &givenListed)
+                for sharded in [false, true] {
                     bases.withUnsafeBufferPointer { b in
                         offsets.withUnsafeBufferPointer { o in
                             bitmap.withUnsafeBufferPointer { bits in
